@@ -1,3 +1,3 @@
-"""insidersd: a self-hosted Python package index that builds every new version tag of watched repos."""
+"""insidersd: a self-hosted package index that builds every new tag of the repos it watches."""
 
 __version__ = "0.1.0"

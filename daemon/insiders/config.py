@@ -1,0 +1,141 @@
+"""Settings: msgspec Structs decoded from an optional TOML file, then overridden by flags.
+
+The file is strict (unknown keys are errors), so a typo is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+UpstreamMode = Literal["redirect", "proxy", "none"]
+ProjectUpstream = Literal["shadow", "merge"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_PORT = 31411
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Size = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    pass
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = DEFAULT_PORT
+    # How long in-flight requests may run on after a stop signal.
+    graceful_timeout: Positive = 10.0
+    max_upload_size: Size = 1 << 30
+
+
+class UpstreamSettings(_Section):
+    # None: the index the machine's pip is configured with, else pip's own default.
+    url: str | None = None
+    mode: UpstreamMode = "redirect"
+    # Proxy mode: how long a fetched upstream page is served before it is fetched again.
+    cache_ttl: Positive = 600.0
+    timeout: Positive = 15.0
+
+
+class ProjectSettings(_Section):
+    # shadow: hosted files hide the upstream project entirely;
+    # merge (proxy mode only): the upstream's files are listed after the hosted ones.
+    upstream: ProjectUpstream = "shadow"
+
+
+class PathSettings(_Section):
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    runtime_dir: str | None = None
+
+
+class Settings(_Section):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
+    paths: PathSettings = msgspec.field(default_factory=PathSettings)
+    projects: dict[str, ProjectSettings] = msgspec.field(default_factory=dict)
+    log_level: LogLevel = "info"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    if directory := env.get("CONFIGURATION_DIRECTORY"):
+        return Path(directory.split(":")[0]) / "config.toml"
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "insiders" / "config.toml"
+
+
+def load_settings(path: Path, *, required: bool) -> Settings:
+    """Decode a TOML file; a missing file gives the defaults unless it was asked for by name."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such file") from None
+        return Settings()
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    try:
+        return msgspec.toml.decode(data, type=Settings)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{path}: {_readable(str(error))}") from None
+    except msgspec.DecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def _readable(message: str) -> str:
+    # msgspec says "... - at `$.server.port`"; a person thinks of the TOML key `server.port`.
+    text, sep, where = message.rpartition(" - at ")
+    if not sep:
+        return message
+    key = where.strip("`").removeprefix("$").lstrip(".")
+    return f"key `{key}`: {text}" if key else text
+
+
+class Directories(msgspec.Struct, frozen=True, kw_only=True):
+    data: Path
+    cache: Path
+    runtime: Path
+    credentials: Path | None
+
+
+def resolve_directories(paths: PathSettings, env: Mapping[str, str] = os.environ) -> Directories:
+    """Settings win, then systemd's *_DIRECTORY variables, then the XDG base directories."""
+
+    def pick(setting: str | None, systemd_var: str, xdg_var: str, fallback: str) -> Path:
+        if setting:
+            return Path(setting).expanduser()
+        if value := env.get(systemd_var):
+            return Path(value.split(":")[0])
+        return _xdg(env, xdg_var, fallback) / "insiders"
+
+    runtime_default = env.get("XDG_RUNTIME_DIR") or f"/tmp/insiders-{os.getuid()}"
+    return Directories(
+        data=pick(paths.data_dir, "STATE_DIRECTORY", "XDG_DATA_HOME", ".local/share"),
+        cache=pick(paths.cache_dir, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache"),
+        runtime=(
+            Path(paths.runtime_dir).expanduser()
+            if paths.runtime_dir
+            else Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+            if env.get("RUNTIME_DIRECTORY")
+            else Path(runtime_default) / "insiders"
+        ),
+        credentials=Path(env["CREDENTIALS_DIRECTORY"])
+        if env.get("CREDENTIALS_DIRECTORY")
+        else None,
+    )
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or Path.home()) / fallback

@@ -1,0 +1,151 @@
+"""Simple API pages as bytes: PEP 503 HTML and PEP 691 JSON, with PEP 592, 629, 658/714 and 700.
+
+Pure functions of a page model, so that hosted projects, upstream projects and merged ones render
+through one path, and tests can check them with tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+import msgspec
+
+from insiders.names import normalize
+from insiders.store import Project, StoredFile
+
+API_VERSION = "1.1"
+
+
+class FileLink(msgspec.Struct, frozen=True, kw_only=True):
+    filename: str
+    url: str
+    hashes: dict[str, str]
+    requires_python: str | None = None
+    yanked: bool | str = False
+    # The metadata file's hashes (PEP 658); None when none is served.
+    core_metadata: dict[str, str] | None = None
+    size: int | None = None
+    upload_time: str | None = None
+
+
+class ProjectPage(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    files: tuple[FileLink, ...]
+    versions: tuple[str, ...]
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def hosted_link(project_name: str, stored: StoredFile, base: str) -> FileLink:
+    """A stored file as a link; `base` is prefixed to /files/... (relative from a project page)."""
+    yanked: bool | str = (stored.yanked_reason or True) if stored.yanked else False
+    metadata = (
+        {"sha256": stored.metadata_sha256} if stored.metadata_sha256 and stored.is_wheel else None
+    )
+    return FileLink(
+        filename=stored.filename,
+        url=f"{base}files/{project_name}/{stored.filename}",
+        hashes={"sha256": stored.sha256},
+        requires_python=stored.requires_python,
+        yanked=yanked,
+        core_metadata=metadata,
+        size=stored.size,
+        upload_time=iso_time(stored.upload_time) if stored.upload_time else None,
+    )
+
+
+def hosted_page(project: Project) -> ProjectPage:
+    name = project.normalized
+    return ProjectPage(
+        name=name,
+        files=tuple(hosted_link(name, f, "../../") for f in project.files),
+        versions=tuple(project.versions()),
+    )
+
+
+# -- HTML (PEP 503, 592, 629, 658/714) -------------------------------------------------------
+
+_HTML_HEAD = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n"
+    f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    "    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+)
+_HTML_TAIL = "  </body>\n</html>\n"
+
+
+def root_html(names: Iterable[str]) -> bytes:
+    parts = [_HTML_HEAD.format(title="Simple index")]
+    for name in names:
+        n = escape(normalize(name))
+        parts.append(f'    <a href="{n}/">{escape(name)}</a><br>\n')
+    parts.append(_HTML_TAIL)
+    return "".join(parts).encode()
+
+
+def project_html(page: ProjectPage) -> bytes:
+    title = escape(f"Links for {page.name}")
+    parts = [_HTML_HEAD.format(title=title)]
+    for link in page.files:
+        fragment = f"#{_first_hash(link.hashes)}" if link.hashes else ""
+        attrs = [f'href="{escape(link.url)}{fragment}"']
+        if link.requires_python:
+            attrs.append(f'data-requires-python="{escape(link.requires_python)}"')
+        if link.yanked is not False:
+            reason = link.yanked if isinstance(link.yanked, str) else ""
+            attrs.append(f'data-yanked="{escape(reason)}"')
+        if link.core_metadata:
+            value = escape(_first_hash(link.core_metadata))
+            attrs.append(f'data-dist-info-metadata="{value}"')
+            attrs.append(f'data-core-metadata="{value}"')
+        parts.append(f"    <a {' '.join(attrs)}>{escape(link.filename)}</a><br>\n")
+    parts.append(_HTML_TAIL)
+    return "".join(parts).encode()
+
+
+def _first_hash(hashes: dict[str, str]) -> str:
+    algorithm = "sha256" if "sha256" in hashes else next(iter(hashes))
+    return f"{algorithm}={hashes[algorithm]}"
+
+
+# -- JSON (PEP 691, 700, 714) ----------------------------------------------------------------
+
+_json = msgspec.json.Encoder()
+
+
+def root_json(names: Iterable[str]) -> bytes:
+    return _json.encode(
+        {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
+    )
+
+
+def project_json(page: ProjectPage) -> bytes:
+    files: list[dict[str, Any]] = []
+    for link in page.files:
+        entry: dict[str, Any] = {
+            "filename": link.filename,
+            "url": link.url,
+            "hashes": link.hashes,
+            "requires-python": link.requires_python,
+            "yanked": link.yanked,
+        }
+        if link.core_metadata:
+            entry["core-metadata"] = link.core_metadata
+            entry["dist-info-metadata"] = link.core_metadata
+        if link.size is not None:
+            entry["size"] = link.size
+        if link.upload_time is not None:
+            entry["upload-time"] = link.upload_time
+        files.append(entry)
+    return _json.encode(
+        {
+            "meta": {"api-version": API_VERSION},
+            "name": page.name,
+            "versions": list(page.versions),
+            "files": files,
+        }
+    )

@@ -1,0 +1,299 @@
+"""The index's ASGI app: the hot routes answered directly, everything else handed to Quart.
+
+Pages and files are what pip and uv ask for thousands of times a minute from CI machines, so they
+skip the framework: a page is a lookup of bytes rendered earlier, a file is streamed from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from insiders.config import Settings
+from insiders.names import is_valid_name, normalize
+from insiders.store import Store
+from insiders.tokens import Tokens
+from insiders.upstream import Upstream, UpstreamError
+
+from . import render
+from .negotiate import Format, from_query, negotiate
+from .pages import HostedPages, Page, make_page
+from .upload import UploadRefused, handle_upload
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CHUNK = 256 << 10
+_NEGOTIATED_LIMIT = 256  # distinct Accept headers remembered
+
+
+class IndexApp:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        tokens: Tokens,
+        upstream: Upstream,
+        settings: Settings,
+        fallback: ASGIApp,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.upstream = upstream
+        self.settings = settings
+        self.pages = HostedPages(store)
+        self.fallback = fallback
+        self._negotiated: dict[bytes, Format | None] = {}
+        self._proxied: dict[tuple[str, bool], tuple[object, Page]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            if method in ("GET", "HEAD"):
+                if path.startswith("/simple"):
+                    return await self.simple(scope, send)
+                if path.startswith("/files/"):
+                    return await self.file(scope, send)
+            elif method == "POST" and path in ("/", "/legacy", "/legacy/"):
+                return await self.upload(scope, receive, send)
+        await self.fallback(scope, receive, send)
+
+    # -- /simple/ ---------------------------------------------------------------------------------
+
+    def _format(self, scope: Scope) -> Format | None:
+        query = scope.get("query_string", b"")
+        if query and b"format=" in query:
+            values = parse_qs(query.decode("latin-1")).get("format")
+            if values:
+                return from_query(values[0])
+        accept = b""
+        for key, value in scope["headers"]:
+            if key == b"accept":
+                accept = value
+                break
+        try:
+            return self._negotiated[accept]
+        except KeyError:
+            fmt = negotiate(accept.decode("latin-1"))
+            if len(self._negotiated) < _NEGOTIATED_LIMIT:
+                self._negotiated[accept] = fmt
+            return fmt
+
+    async def simple(self, scope: Scope, send: Send) -> None:
+        path: str = scope["path"]
+        if path == "/simple":
+            return await redirect(send, "/simple/", scope, permanent=True)
+        name, slash, rest = path[len("/simple/") :].partition("/")
+        if rest:
+            return await text(send, 404, "Not Found")
+        if name and not is_valid_name(name):
+            return await text(send, 404, f"{name!r} is not a valid project name")
+        if name and (normalize(name) != name or not slash):
+            return await redirect(send, f"/simple/{normalize(name)}/", scope, permanent=True)
+        fmt = self._format(scope)
+        if fmt is None:
+            return await text(
+                send,
+                406,
+                "Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
+                "application/vnd.pypi.simple.v1+html and text/html",
+                vary=True,
+            )
+        if not name:
+            return await send_page(scope, send, self.pages.root(fmt), fmt)
+        normalized = normalize(name)
+        hosted = self.pages.project(normalized, fmt)
+        if hosted is not None:
+            if self._merges(normalized):
+                return await self._merged(scope, send, normalized, fmt)
+            return await send_page(scope, send, hosted, fmt)
+        return await self._from_upstream(scope, send, normalized, fmt)
+
+    def _merges(self, name: str) -> bool:
+        project = self.settings.projects.get(name)
+        return project is not None and project.upstream == "merge" and self.upstream.mode == "proxy"
+
+    async def _from_upstream(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
+        mode = self.upstream.mode
+        if mode == "none":
+            return await text(send, 404, f"No project {name} here (and no upstream index is set)")
+        normalized = normalize(name)
+        if mode == "redirect":
+            return await redirect(send, self.upstream.redirect_url(normalized), scope)
+        try:
+            upstream = await self.upstream.page(normalized)
+        except UpstreamError as error:
+            return await text(send, 502, str(error))
+        if upstream is None:
+            return await text(send, 404, f"No project {name} here or upstream")
+        return await send_page(scope, send, self._render_proxied(name, fmt, upstream), fmt)
+
+    def _render_proxied(self, name: str, fmt: Format, model: render.ProjectPage) -> Page:
+        key = (name, fmt.is_html)
+        cached = self._proxied.get(key)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        body = render.project_html(model) if fmt.is_html else render.project_json(model)
+        page = make_page(body)
+        self._proxied[key] = (model, page)
+        return page
+
+    async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
+        project = self.store.get(normalize(name))
+        assert project is not None
+        hosted = render.hosted_page(project)
+        try:
+            upstream = await self.upstream.page(normalize(name))
+        except UpstreamError as error:
+            log.warning("%s: serving hosted files only: %s", name, error)
+            upstream = None
+        if upstream is None:
+            return await send_page(scope, send, self.pages.project(normalize(name), fmt), fmt)
+        own = {link.filename for link in hosted.files}
+        files = hosted.files + tuple(f for f in upstream.files if f.filename not in own)
+        versions = sorted(set(hosted.versions) | set(upstream.versions))
+        model = render.ProjectPage(name=hosted.name, files=files, versions=tuple(versions))
+        body = render.project_html(model) if fmt.is_html else render.project_json(model)
+        return await send_page(scope, send, make_page(body), fmt)
+
+    # -- /files/ ----------------------------------------------------------------------------------
+
+    async def file(self, scope: Scope, send: Send) -> None:
+        parts = scope["path"][len("/files/") :].split("/")
+        if len(parts) != 2:
+            return await text(send, 404, "Not Found")
+        name, filename = parts
+        project = self.store.get(normalize(name))
+        if project is None or normalize(name) != name:
+            return await text(send, 404, f"No project {name} here")
+        stored = project.file(filename)
+        content_type = b"application/octet-stream"
+        if stored is not None:
+            size, etag = stored.size, stored.sha256
+        else:
+            base = project.file(filename.removesuffix(".metadata"))
+            if not filename.endswith(".metadata") or base is None or not base.is_wheel:
+                return await text(send, 404, f"No file {filename} in {name}")
+            if base.metadata_sha256 is None:
+                return await text(send, 404, f"No metadata for {base.filename}")
+            etag = base.metadata_sha256
+            size = -1  # from the file itself
+            content_type = b"text/plain; charset=utf-8"
+        path = self.store.path(project.normalized, filename)
+        try:
+            handle = await trio.open_file(path, "rb")
+        except FileNotFoundError:
+            log.error("%s is listed but missing on disk", path)
+            return await text(send, 404, f"{filename} is missing from the store")
+        async with handle:
+            if size < 0:
+                size = os.fstat(handle.fileno()).st_size
+            headers = [
+                (b"content-type", content_type),
+                (b"content-length", str(size).encode()),
+                (b"etag", f'"{etag}"'.encode()),
+                (b"cache-control", b"public, max-age=31536000, immutable"),
+            ]
+            if _if_none_match(scope) == f'"{etag}"'.encode():
+                return await send_empty(send, 304, headers[2:])
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if scope["method"] == "HEAD":
+                return await send({"type": "http.response.body", "body": b""})
+            while chunk := await handle.read(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    # -- uploads ----------------------------------------------------------------------------------
+
+    async def upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        try:
+            status, message = await handle_upload(
+                receive, headers, self.store, self.tokens, self.settings.server.max_upload_size
+            )
+        except UploadRefused as refusal:
+            log.info("upload refused (%d): %s", refusal.status, refusal.message)
+            return await text(send, refusal.status, refusal.message, extra=refusal.headers)
+        await text(send, status, message)
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+def _if_none_match(scope: Scope) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == b"if-none-match":
+            return bytes(value)
+    return None
+
+
+async def send_page(scope: Scope, send: Send, page: Page | None, fmt: Format) -> None:
+    assert page is not None
+    headers = [
+        (b"content-type", fmt.content_type.encode()),
+        (b"vary", b"Accept"),
+        (b"etag", page.etag),
+        # Always revalidate: a new release must show at once; an unchanged page costs a 304.
+        (b"cache-control", b"no-cache"),
+    ]
+    if _if_none_match(scope) == page.etag:
+        return await send_empty(send, 304, headers[1:])
+    headers.append((b"content-length", str(len(page.body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    body = b"" if scope["method"] == "HEAD" else page.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def text(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    vary: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = (message + "\n").encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    if vary:
+        headers.append((b"vary", b"Accept"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def redirect(send: Send, location: str, scope: Scope, *, permanent: bool = False) -> None:
+    query = scope.get("query_string", b"")
+    if query and location.startswith("/"):
+        location = f"{location}?{query.decode('latin-1')}"
+    body = f"Redirecting to {location}\n".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 301 if permanent else 302,
+            "headers": [
+                (b"location", location.encode()),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"vary", b"Accept"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

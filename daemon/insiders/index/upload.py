@@ -1,0 +1,248 @@
+"""The legacy upload API (what twine and `uv publish` speak): stream, check, publish atomically.
+
+The multipart body is decoded as it arrives (werkzeug's sans-IO decoder); the file part goes
+straight to a temp file in the store while three digests are computed, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from insiders.distributions import InvalidDistribution, inspect
+from insiders.names import (
+    InvalidFilename,
+    is_valid_name,
+    normalize,
+    parse_dist_filename,
+    parse_version,
+)
+from insiders.store import FileConflict, Store, StoredFile
+from insiders.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+# Form fields other than the file (the long description among them) may not add up to more.
+MAX_FIELDS_SIZE = 16 << 20
+MAX_PARTS = 1000
+# Writes to disk happen in a thread, in batches, so the event loop never waits on the disk.
+WRITE_BATCH = 1 << 20
+
+
+class UploadRefused(Exception):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+@dataclass
+class _Received:
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    size: int = 0
+    sha256: Any = field(default_factory=hashlib.sha256)
+    md5: Any = field(default_factory=hashlib.md5)
+    blake2b: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=32))
+
+    def absorb(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.md5.update(chunk)
+        self.blake2b.update(chunk)
+
+
+def authenticate(authorization: str | None, tokens: Tokens) -> str:
+    """The name of the upload token in a Basic `__token__:<token>` header, or UploadRefused."""
+    challenge = [(b"www-authenticate", b'Basic realm="insiders"')]
+    if not authorization or not authorization.lower().startswith("basic "):
+        raise UploadRefused(
+            401,
+            "Uploads need credentials: user __token__ and an upload token as password "
+            "(see the file upload-token in the data directory, or insidersctl tokens create)",
+            challenge,
+        )
+    try:
+        user, _, secret = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise UploadRefused(400, "Malformed Authorization header", challenge) from None
+    if user != "__token__":
+        raise UploadRefused(403, f"Use the user name __token__ with a token, not {user!r}")
+    token = tokens.check(secret, "upload")
+    if token is None:
+        raise UploadRefused(403, "Invalid token: it is unknown, revoked, or not an upload token")
+    return token.name
+
+
+async def receive_upload(
+    receive: Receive, content_type: str, temp: Path, max_size: int
+) -> _Received:
+    """Decode the multipart body; the `content` part goes to `temp`."""
+    boundary = _boundary(content_type)
+    decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
+    got = _Received()
+    fields_size = 0
+    current: Field | File | None = None
+    value = bytearray()
+    pending = bytearray()
+    complete = False
+
+    async with await trio.open_file(temp, "wb") as out:
+
+        async def flush() -> None:
+            if pending:
+                chunk = bytes(pending)
+                pending.clear()
+                await trio.to_thread.run_sync(got.absorb, chunk)
+                await out.write(chunk)
+
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise UploadRefused(400, "The client went away before the upload was complete")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if body:
+                decoder.receive_data(body)
+            if not more:
+                decoder.receive_data(None)
+            while True:
+                try:
+                    event = decoder.next_event()
+                except ValueError as error:
+                    raise UploadRefused(400, f"Malformed multipart body: {error}") from None
+                if isinstance(event, Epilogue):
+                    complete = True
+                    break
+                if isinstance(event, NeedData):
+                    break
+                if isinstance(event, File):
+                    current = event
+                    if event.name == "content":
+                        if got.filename is not None:
+                            raise UploadRefused(400, "One file per upload, please")
+                        got.filename = event.filename
+                elif isinstance(event, Field):
+                    current = event
+                    value.clear()
+                elif isinstance(event, Data) and current is not None:
+                    if isinstance(current, File) and current.name == "content":
+                        got.size += len(event.data)
+                        if got.size > max_size:
+                            raise UploadRefused(
+                                413, f"File too large: the limit is {max_size} bytes"
+                            )
+                        pending += event.data
+                        if len(pending) >= WRITE_BATCH or not event.more_data:
+                            await flush()
+                    elif isinstance(current, Field):
+                        fields_size += len(event.data)
+                        if fields_size > MAX_FIELDS_SIZE:
+                            raise UploadRefused(413, "The form's fields are too large")
+                        value += event.data
+                        if not event.more_data:
+                            got.fields[current.name] = value.decode("utf-8", "replace")
+                            value.clear()
+        await flush()
+    if not complete:
+        raise UploadRefused(400, "The multipart body ended before its closing boundary")
+    return got
+
+
+def _boundary(content_type: str) -> bytes:
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        raise UploadRefused(400, "Uploads are multipart/form-data (the legacy upload API)")
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1")
+    raise UploadRefused(400, "multipart/form-data without a boundary")
+
+
+def _check_digest(got: _Received, fields: dict[str, str]) -> None:
+    for key, hasher in (
+        ("sha256_digest", got.sha256),
+        ("md5_digest", got.md5),
+        ("blake2_256_digest", got.blake2b),
+    ):
+        claimed = fields.get(key, "").strip().lower()
+        if claimed and not hmac.compare_digest(claimed, hasher.hexdigest()):
+            raise UploadRefused(
+                400, f"{key} does not match the file: the upload was damaged on its way"
+            )
+
+
+async def handle_upload(
+    receive: Receive, headers: dict[bytes, bytes], store: Store, tokens: Tokens, max_size: int
+) -> tuple[int, str]:
+    """Run one upload to the end; returns (status, message) or raises UploadRefused."""
+    who = authenticate(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > max_size + MAX_FIELDS_SIZE:
+        raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
+    temp = store.new_incoming()
+    try:
+        got = await receive_upload(
+            receive, headers.get(b"content-type", b"").decode("latin-1"), temp, max_size
+        )
+        fields = got.fields
+        action = fields.get(":action")
+        if action != "file_upload":
+            raise UploadRefused(400, f"Unsupported :action {action!r}; only file_upload is")
+        if got.filename is None:
+            raise UploadRefused(400, "The upload has no file (the form field 'content')")
+        name, version = fields.get("name", "").strip(), fields.get("version", "").strip()
+        if not is_valid_name(name):
+            raise UploadRefused(400, f"Invalid project name {name!r}")
+        if parse_version(version) is None:
+            raise UploadRefused(400, f"Invalid version {version!r} (PEP 440)")
+        try:
+            dist = parse_dist_filename(got.filename)
+        except InvalidFilename as error:
+            raise UploadRefused(400, f"Invalid filename: {error}") from None
+        if dist.name != normalize(name) or dist.version != parse_version(version):
+            raise UploadRefused(
+                400,
+                f"The filename {dist.filename} does not match the form's project {name} "
+                f"version {version}",
+            )
+        _check_digest(got, fields)
+        try:
+            meta = await trio.to_thread.run_sync(inspect, temp, dist)
+        except InvalidDistribution as error:
+            raise UploadRefused(400, f"Invalid distribution: {error}") from None
+        entry = StoredFile(
+            filename=dist.filename,
+            version=meta.version,
+            size=got.size,
+            sha256=got.sha256.hexdigest(),
+            md5=got.md5.hexdigest(),
+            blake2b_256=got.blake2b.hexdigest(),
+            upload_time=time.time(),
+            requires_python=meta.requires_python,
+            metadata_sha256=hashlib.sha256(meta.raw).hexdigest(),
+        )
+        try:
+            added = await store.add(meta.name, entry, temp, meta.raw)
+        except FileConflict as error:
+            raise UploadRefused(409, str(error)) from None
+    finally:
+        temp.unlink(missing_ok=True)
+    if added:
+        log.info("published %s (uploaded with token %s)", dist.filename, who)
+        return 200, f"OK: {dist.filename} published"
+    return 200, f"OK: {dist.filename} is published already with the same content"

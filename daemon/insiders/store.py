@@ -1,0 +1,326 @@
+"""The package store: distribution files and what is known about them, durable and crash-safe.
+
+Layout under the store root:
+
+    packages/<normalized-name>/<filename>            a distribution, complete and hashed
+    packages/<normalized-name>/<filename>.metadata   its core metadata (METADATA or PKG-INFO)
+    packages/<normalized-name>/.project.json         the manifest: which files are published
+    incoming/                                        uploads in flight (emptied at start)
+
+A file is renamed into place before the manifest names it, and the manifest is replaced atomically,
+so a kill at any instant leaves a manifest that lists only complete files. Everything else the index
+serves (pages, caches) is derived from the manifests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import msgspec
+import trio
+
+from .names import NormalizedName, normalize, parse_version
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".project.json"
+
+
+class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    filename: str
+    version: str
+    size: int
+    sha256: str
+    md5: str = ""
+    blake2b_256: str = ""
+    upload_time: float = 0.0
+    requires_python: str | None = None
+    yanked: bool = False
+    yanked_reason: str | None = None
+    # sha256 of the stored core metadata; None when the archive had none we could read.
+    metadata_sha256: str | None = None
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
+
+
+class Project(msgspec.Struct, frozen=True, kw_only=True):
+    name: str  # as the project spells it in its metadata
+    files: tuple[StoredFile, ...] = ()
+
+    @property
+    def normalized(self) -> NormalizedName:
+        return normalize(self.name)
+
+    def file(self, filename: str) -> StoredFile | None:
+        for stored in self.files:
+            if stored.filename == filename:
+                return stored
+        return None
+
+    def versions(self) -> list[str]:
+        """Distinct versions, oldest first by PEP 440 order."""
+        seen = {f.version for f in self.files}
+        return sorted(seen, key=_version_key)
+
+
+def _version_key(version: str) -> tuple[int, object]:
+    parsed = parse_version(version)
+    return (1, parsed) if parsed is not None else (0, version)
+
+
+def sort_files(files: Iterable[StoredFile]) -> tuple[StoredFile, ...]:
+    return tuple(sorted(files, key=lambda f: (_version_key(f.version), f.filename)))
+
+
+class StoreError(Exception):
+    """An operation the store refuses; the message says why."""
+
+
+class FileConflict(StoreError):
+    """A file of that name is stored already, with other content."""
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_project = msgspec.json.Decoder(Project).decode
+
+
+class Store:
+    """The published projects; mutations are serialised per project and written through to disk."""
+
+    def __init__(self, root: Path, projects: dict[NormalizedName, Project]) -> None:
+        self.root = root
+        self.packages = root / "packages"
+        self.incoming = root / "incoming"
+        self._projects = projects
+        self._locks: dict[NormalizedName, trio.Lock] = {}
+        self._listeners: list[Callable[[NormalizedName], None]] = []
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path) -> Store:
+        """Load every manifest (blocking: call it from a thread). Leftover uploads are removed."""
+        packages = root / "packages"
+        incoming = root / "incoming"
+        packages.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(incoming, ignore_errors=True)
+        incoming.mkdir(parents=True, exist_ok=True)
+        projects: dict[NormalizedName, Project] = {}
+        with os.scandir(packages) as entries:
+            for entry in entries:
+                if not entry.is_dir():
+                    continue
+                manifest = Path(entry.path) / MANIFEST
+                try:
+                    project = _decode_project(manifest.read_bytes())
+                except FileNotFoundError:
+                    continue  # a project whose first upload never completed
+                except (OSError, msgspec.DecodeError) as error:
+                    log.error("%s: unreadable manifest, project not served: %s", manifest, error)
+                    continue
+                if project.files:
+                    projects[normalize(project.name)] = project
+        return cls(root, projects)
+
+    # -- reading (no I/O: pages are rendered from these) ---------------------------------------
+
+    @property
+    def projects(self) -> dict[NormalizedName, Project]:
+        return self._projects
+
+    def get(self, name: NormalizedName) -> Project | None:
+        return self._projects.get(name)
+
+    def path(self, name: NormalizedName, filename: str) -> Path:
+        return self.packages / name / filename
+
+    def file_count(self) -> int:
+        return sum(len(p.files) for p in self._projects.values())
+
+    def subscribe(self, listener: Callable[[NormalizedName], None]) -> None:
+        """Call listener(name) after every change to that project."""
+        self._listeners.append(listener)
+
+    def new_incoming(self) -> Path:
+        """A fresh temp file path on the store's file system, for an upload to stream into."""
+        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
+        os.close(fd)
+        return Path(name)
+
+    # -- changing ------------------------------------------------------------------------------
+
+    async def add(
+        self, display_name: str, entry: StoredFile, content: Path, metadata: bytes | None
+    ) -> bool:
+        """Publish `content` (a complete temp file in incoming/) as `entry`.
+
+        Returns False when the same file with the same hash is there already (nothing changes),
+        True when it was added; raises FileConflict when the name is taken by other content.
+        """
+        name = normalize(display_name)
+        async with self._lock(name):
+            current = self._projects.get(name)
+            existing = current.file(entry.filename) if current else None
+            if existing is not None:
+                await trio.Path(content).unlink(missing_ok=True)
+                if existing.sha256 == entry.sha256:
+                    return False
+                raise FileConflict(
+                    f"File already exists: {entry.filename} is stored with another content "
+                    f"(sha256 {existing.sha256}); a published file never changes, "
+                    "upload it under a new version"
+                )
+            files = (*current.files, entry) if current else (entry,)
+            # The project keeps the spelling of its first upload.
+            project = Project(
+                name=current.name if current else display_name, files=sort_files(files)
+            )
+            await trio.to_thread.run_sync(
+                self._write_new_file, name, entry.filename, content, metadata, project
+            )
+            self._publish(name, project)
+        return True
+
+    async def set_yanked(
+        self, name: NormalizedName, version: str, yanked: bool, reason: str | None = None
+    ) -> int:
+        """Yank or unyank every file of a version (PEP 592); returns how many files changed."""
+        wanted = parse_version(version)
+
+        def matches(f: StoredFile) -> bool:
+            return f.version == version or (
+                wanted is not None and parse_version(f.version) == wanted
+            )
+
+        async with self._lock(name):
+            project = self._require(name)
+            changed = 0
+            files = []
+            for f in project.files:
+                if matches(f) and (f.yanked, f.yanked_reason) != (
+                    yanked,
+                    reason if yanked else None,
+                ):
+                    f = msgspec.structs.replace(
+                        f, yanked=yanked, yanked_reason=reason if yanked else None
+                    )
+                    changed += 1
+                files.append(f)
+            if not any(matches(f) for f in project.files):
+                raise StoreError(f"{project.name} has no version {version}")
+            if changed:
+                new = msgspec.structs.replace(project, files=tuple(files))
+                await trio.to_thread.run_sync(self._write_manifest, name, new)
+                self._publish(name, new)
+            return changed
+
+    async def remove(
+        self, name: NormalizedName, *, version: str | None = None, filename: str | None = None
+    ) -> list[str]:
+        """Unpublish one file or every file of a version; returns the filenames removed."""
+        wanted = parse_version(version) if version is not None else None
+        async with self._lock(name):
+            project = self._require(name)
+            gone = [
+                f
+                for f in project.files
+                if (filename is not None and f.filename == filename)
+                or (
+                    version is not None
+                    and (f.version == version or (wanted and parse_version(f.version) == wanted))
+                )
+            ]
+            if not gone:
+                what = f"file {filename}" if filename else f"version {version}"
+                raise StoreError(f"{project.name} has no {what}")
+            new = msgspec.structs.replace(
+                project, files=tuple(f for f in project.files if f not in gone)
+            )
+            # The manifest stops naming the files first, so a crash leaves unlisted files only.
+            await trio.to_thread.run_sync(self._write_manifest, name, new)
+            self._publish(name, new)
+            await trio.to_thread.run_sync(self._unlink, name, [f.filename for f in gone])
+            return [f.filename for f in gone]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _lock(self, name: NormalizedName) -> trio.Lock:
+        return self._locks.setdefault(name, trio.Lock())
+
+    def _require(self, name: NormalizedName) -> Project:
+        project = self._projects.get(name)
+        if project is None:
+            raise StoreError(f"no project {name} is hosted here")
+        return project
+
+    def _publish(self, name: NormalizedName, project: Project) -> None:
+        if project.files:
+            self._projects[name] = project
+        else:
+            self._projects.pop(name, None)
+        for listener in self._listeners:
+            listener(name)
+
+    def _write_new_file(
+        self,
+        name: NormalizedName,
+        filename: str,
+        content: Path,
+        metadata: bytes | None,
+        project: Project,
+    ) -> None:
+        directory = self.packages / name
+        directory.mkdir(exist_ok=True)
+        if metadata is not None:
+            atomic_write(directory / f"{filename}.metadata", metadata)
+        _fsync_file(content)
+        os.replace(content, directory / filename)
+        _fsync_dir(directory)  # the file is durable before any manifest names it
+        self._write_manifest(name, project)
+
+    def _write_manifest(self, name: NormalizedName, project: Project) -> None:
+        atomic_write(self.packages / name / MANIFEST, _encode(project))
+
+    def _unlink(self, name: NormalizedName, filenames: list[str]) -> None:
+        for filename in filenames:
+            for path in (self.path(name, filename), self.path(name, f"{filename}.metadata")):
+                path.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,311 @@
+"""The fallback to an upstream index for projects this index does not host.
+
+`redirect` sends the client to the upstream page; `proxy` fetches it (PEP 691 JSON preferred, HTML
+understood), keeps it for a while, renders it in the format the client asked for, and keeps serving
+the last good copy, from memory or from the cache directory, while the upstream is down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+import httpx
+import msgspec
+import trio
+
+from .config import UpstreamMode
+from .index.render import FileLink, ProjectPage
+from .names import NormalizedName
+from .store import atomic_write
+
+log = logging.getLogger(__name__)
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.1"
+)
+
+
+class UpstreamError(Exception):
+    """The upstream could not be asked and no copy of the page is at hand."""
+
+
+class UpstreamLoop(ValueError):
+    """The upstream is this very index: every miss would ask itself."""
+
+
+def pip_index_url() -> str | None:
+    """The index this machine's pip uses: its configuration (files, PIP_INDEX_URL), else its own.
+
+    pip's own code is the only faithful reader of pip's configuration, so it is asked directly.
+    """
+    try:
+        from pip._internal.configuration import Configuration
+        from pip._internal.exceptions import ConfigurationError
+        from pip._internal.models.index import PyPI
+    except ImportError:
+        return None
+    configuration = Configuration(isolated=False)
+    try:
+        configuration.load()
+    except ConfigurationError as error:
+        log.warning("cannot read pip's configuration: %s", error)
+        return str(PyPI.simple_url)
+    for key in (":env:.index-url", "install.index-url", "global.index-url"):
+        try:
+            value = configuration.get_value(key)
+        except ConfigurationError:
+            continue
+        if isinstance(value, str) and value.strip():
+            return value.strip().split()[0]
+    return str(PyPI.simple_url)
+
+
+def _is_loopback_or_any(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def points_at(url: str, host: str, port: int) -> bool:
+    """Does `url` name the index served on host:port? (A loop, which must never be the upstream.)"""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    url_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if url_port != port:
+        return False
+    if parts.hostname == host:
+        return True
+    return _is_loopback_or_any(parts.hostname) and _is_loopback_or_any(host)
+
+
+def choose_upstream(configured: str | None, host: str, port: int) -> str | None:
+    """The upstream URL to use. A configured loop is an error; a loop in pip's setup is skipped."""
+    if configured:
+        if points_at(configured, host, port):
+            raise UpstreamLoop(
+                f"upstream.url {configured} is this index itself ({host}:{port}); "
+                "set upstream.url to another index or upstream.mode to none"
+            )
+        return configured
+    url = pip_index_url()
+    if url and points_at(url, host, port):
+        # The README tells users to point pip at us; then pip's own default is the upstream.
+        from pip._internal.models.index import PyPI
+
+        url = str(PyPI.simple_url)
+    return url
+
+
+# -- parsing upstream pages -------------------------------------------------------------------
+
+
+class _JsonFile(msgspec.Struct, kw_only=True, rename="kebab"):
+    filename: str
+    url: str
+    hashes: dict[str, str] = {}
+    requires_python: str | None = None
+    yanked: bool | str = False
+    core_metadata: bool | dict[str, str] | None = None
+    dist_info_metadata: bool | dict[str, str] | None = None
+    size: int | None = None
+    upload_time: str | None = None
+
+
+class _JsonProject(msgspec.Struct, kw_only=True):
+    name: str
+    files: list[_JsonFile]
+    versions: list[str] = []
+
+
+_decode_json_project = msgspec.json.Decoder(_JsonProject).decode
+
+
+def _metadata_hashes(value: bool | dict[str, str] | None) -> dict[str, str] | None:
+    return value if isinstance(value, dict) and value else None
+
+
+def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
+    data = _decode_json_project(body)
+    files = tuple(
+        FileLink(
+            filename=f.filename,
+            url=urljoin(page_url, f.url),
+            hashes=f.hashes,
+            requires_python=f.requires_python,
+            yanked=f.yanked,
+            core_metadata=_metadata_hashes(f.core_metadata)
+            or _metadata_hashes(f.dist_info_metadata),
+            size=f.size,
+            upload_time=f.upload_time,
+        )
+        for f in data.files
+    )
+    return ProjectPage(name=name, files=files, versions=tuple(data.versions))
+
+
+class _AnchorParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self._current: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._current, self._text = dict(attrs), []
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.anchors.append((self._current, "".join(self._text).strip()))
+            self._current = None
+
+
+def parse_html_page(body: bytes, page_url: str, name: str) -> ProjectPage:
+    parser = _AnchorParser()
+    parser.feed(body.decode("utf-8", "replace"))
+    files = []
+    for attrs, text in parser.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, fragment = urldefrag(urljoin(page_url, href))
+        algorithm, _, digest = fragment.partition("=")
+        metadata = attrs.get("data-core-metadata") or attrs.get("data-dist-info-metadata")
+        meta_algorithm, _, meta_digest = (metadata or "").partition("=")
+        yanked = attrs.get("data-yanked")
+        files.append(
+            FileLink(
+                filename=text or url.rsplit("/", 1)[-1],
+                url=url,
+                hashes={algorithm: digest} if digest else {},
+                requires_python=attrs.get("data-requires-python"),
+                yanked=False if yanked is None else (yanked or True),
+                core_metadata={meta_algorithm: meta_digest} if meta_digest else None,
+            )
+        )
+    return ProjectPage(name=name, files=tuple(files), versions=())
+
+
+# -- the fallback ------------------------------------------------------------------------------
+
+
+class _Cached(msgspec.Struct):
+    fetched: float  # time.time()
+    page: ProjectPage | None  # None: the upstream has no such project
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_cached = msgspec.json.Decoder(_Cached).decode
+
+
+class Upstream:
+    def __init__(
+        self,
+        url: str | None,
+        mode: UpstreamMode,
+        *,
+        ttl: float,
+        timeout: float,
+        cache_dir: Path,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url.rstrip("/") + "/" if url else None
+        self.mode: UpstreamMode = mode if url else "none"
+        self._ttl = ttl
+        self._cache_dir = cache_dir / "upstream"
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        self._memory: dict[NormalizedName, _Cached] = {}
+        self._in_flight: dict[NormalizedName, trio.Event] = {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def redirect_url(self, name: NormalizedName) -> str:
+        assert self.url is not None
+        return f"{self.url}{name}/"
+
+    async def page(self, name: NormalizedName) -> ProjectPage | None:
+        """The upstream's page for `name` (None if it has none), fresh within the TTL."""
+        cached = self._memory.get(name)
+        if cached is not None and time.time() - cached.fetched < self._ttl:
+            return cached.page
+        # One fetch per project at a time: concurrent misses wait for it instead of piling on.
+        while (event := self._in_flight.get(name)) is not None:
+            await event.wait()
+            cached = self._memory.get(name)
+            if cached is not None and time.time() - cached.fetched < self._ttl:
+                return cached.page
+        self._in_flight[name] = event = trio.Event()
+        try:
+            return await self._refresh(name)
+        finally:
+            del self._in_flight[name]
+            event.set()
+
+    async def _refresh(self, name: NormalizedName) -> ProjectPage | None:
+        url = self.redirect_url(name)
+        try:
+            response = await self._client.get(url, headers={"Accept": ACCEPT})
+            if response.status_code == 404:
+                page = None
+            else:
+                response.raise_for_status()
+                page = self._parse(response, name)
+        except (httpx.HTTPError, msgspec.DecodeError, ValueError) as error:
+            stale = self._memory.get(name) or await self._load(name)
+            if stale is None:
+                raise UpstreamError(f"upstream {url} failed: {error}") from None
+            log.warning(
+                "upstream %s failed (%s); serving the copy from %s",
+                url,
+                error,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stale.fetched)),
+            )
+            self._memory[name] = stale
+            return stale.page
+        cached = _Cached(time.time(), page)
+        self._memory[name] = cached
+        if page is not None:
+            await self._save(name, cached)
+        return page
+
+    @staticmethod
+    def _parse(response: httpx.Response, name: NormalizedName) -> ProjectPage:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type.endswith("+json") or content_type == "application/json":
+            return parse_json_page(response.content, str(response.url), name)
+        return parse_html_page(response.content, str(response.url), name)
+
+    async def _save(self, name: NormalizedName, cached: _Cached) -> None:
+        path = self._cache_dir / f"{name}.json"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, _encode(cached))
+
+        try:
+            await trio.to_thread.run_sync(write)
+        except OSError as error:
+            log.warning("cannot keep a copy of the upstream page of %s: %s", name, error)
+
+    async def _load(self, name: NormalizedName) -> _Cached | None:
+        path = trio.Path(self._cache_dir / f"{name}.json")
+        try:
+            return _decode_cached(await path.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            return None
