@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from typing import Any
 
 import sdnotify
@@ -29,13 +30,13 @@ class Notifier:
 
     sdnotify swallows every error unless debug=True, which would hide a broken setup for ever; it is
     used with debug=True and the errors are handled here instead: a failed send is logged once (the
-    daemon keeps serving: losing the notify socket must not take the index down), and the next send
-    reconnects, so the notifier recovers when systemd re-creates its socket (daemon-reexec).
+    daemon keeps serving: losing the notify socket must not take the index down). Like sd_notify(3),
+    each message gets a socket of its own, so nothing is left open and the notifier recovers by
+    itself when systemd re-creates its socket (daemon-reexec).
     """
 
     def __init__(self) -> None:
         self._address = os.environ.get("NOTIFY_SOCKET") or None
-        self._notifier: Any = None  # sdnotify.SystemdNotifier, connected lazily
         self._failing = False
 
     @property
@@ -72,13 +73,15 @@ class Notifier:
             return
         # One datagram carries all the assignments: systemd sees READY=1 and its STATUS= together.
         message = "\n".join(assignments)
+        notifier: Any = None
         try:
-            if self._notifier is None:
-                # sdnotify reads NOTIFY_SOCKET itself and understands the abstract "@name" form.
-                self._notifier = sdnotify.SystemdNotifier(debug=True)
-            self._notifier.notify(message)
+            # sdnotify reads NOTIFY_SOCKET itself and understands the abstract "@name" form. When
+            # its connect fails it drops the socket unclosed: that ResourceWarning is noise here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                notifier = sdnotify.SystemdNotifier(debug=True)
+            notifier.notify(message)
         except OSError as exc:
-            self._notifier = None
             if not self._failing:
                 self._failing = True
                 logger.warning(
@@ -91,6 +94,9 @@ class Notifier:
             if self._failing:
                 self._failing = False
                 logger.info("notifying systemd works again")
+        finally:
+            if notifier is not None and notifier.socket is not None:
+                notifier.socket.close()
 
 
 def _one_line(text: str) -> str:

@@ -65,8 +65,9 @@ def _parse_range(media_range: str) -> tuple[str, float]:
 
 
 def from_query(value: str) -> Format | None:
-    """`?format=` names one media type exactly (PEP 691 allows such an override)."""
-    for fmt in Format:
-        if fmt.value == value.strip().lower():
-            return fmt
-    return _ALIASES.get(value.strip().lower(), (None,))[0]
+    """`?format=` names one media type (PEP 691 allows such an override).
+
+    A raw `+` in a query string decodes to a space, and PEP 691's own examples write it raw.
+    """
+    media_type = value.strip().lower().replace(" ", "+")
+    return _ALIASES.get(media_type, (None,))[0]

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Daemon, build, write_project
+
+
+@pytest.fixture(scope="session")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Real distributions built once per session with `python -m build`."""
+    src = tmp_path_factory.mktemp("projects")
+    out = tmp_path_factory.mktemp("dists")
+    built: dict[str, list[Path]] = {}
+    for key, name, version, requires in [
+        ("demo-1.0", "Demo_Pkg", "1.0.0", ">=3.8,<4"),
+        ("demo-1.1", "Demo_Pkg", "1.1.0", ">=3.8,<4"),
+        ("other-0.1", "other-pkg", "0.1", None),
+    ]:
+        project = write_project(src, name, version, requires_python=requires)
+        built[key] = build(project, out / key)
+    # Same name and version, other bytes: what "File already exists" is about.
+    changed = write_project(src / "changed", "Demo_Pkg", "1.0.0", requires_python=">=3.8,<4")
+    (changed / "src" / "demo_pkg" / "extra.py").write_text("CHANGED = True\n")
+    built["demo-1.0-changed"] = build(changed, out / "demo-1.0-changed")
+    return built
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = Daemon(tmp_path / "daemon", ["--upstream-mode", "none"]).start()
+    yield running
+    if running.proc and running.proc.poll() is None:
+        running.stop()

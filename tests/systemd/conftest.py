@@ -1,0 +1,103 @@
+"""One booted Debian container for every test under tests/systemd/, with insiders installed inside.
+
+It is built on the first use (debootstrap, cached under /var/tmp), booted ephemeral, and powered off
+at the end of the session whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.systemd.nspawn_harness import (
+    HOST_PACKAGES,
+    PIP_CACHE,
+    Container,
+    booted,
+    ensure_tree,
+    missing_host_tools,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = "/opt/insiders"
+PIP_CACHE_INSIDE = "/var/cache/insiders-test-pip"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def build_wheel(out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("insiders-*.whl")
+    return wheel
+
+
+def install(container: Container, wheel: Path) -> None:
+    """Install insiders the way its Debian package will lay it out (until issue 6 brings the .deb):
+    the units in /usr/lib/systemd, the sysusers entry, /usr/bin/insidersd and insidersctl."""
+    if HOST_CA_BUNDLE.exists():
+        # The container shares the host's network, so it must trust what the host trusts (a TLS
+        # proxy's own CA, where there is one) to reach the package index.
+        shutil.copyfile(HOST_CA_BUNDLE, container.path("/etc/ssl/certs/ca-certificates.crt"))
+    for scope in ("system", "user"):
+        target = container.path(f"/usr/lib/systemd/{scope}")
+        for unit in sorted((ROOT / "units" / scope).iterdir()):
+            if unit.suffix in (".service", ".socket"):
+                shutil.copyfile(unit, target / unit.name)
+    shutil.copyfile(
+        ROOT / "units/system/insiders.sysusers", container.path("/usr/lib/sysusers.d/insiders.conf")
+    )
+    index_env = {k: v for k, v in os.environ.items() if k == "PIP_INDEX_URL"}
+    container.run(["python3", "-m", "venv", VENV])
+    container.run(
+        [
+            f"{VENV}/bin/pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--cache-dir",
+            PIP_CACHE_INSIDE,
+            f"/mnt/host/{wheel.name}",
+        ],
+        env=index_env,
+        timeout=600,
+    )
+    container.sh(
+        f"ln -sf {VENV}/bin/insidersd /usr/bin/insidersd\n"
+        f"ln -sf {VENV}/bin/insidersctl /usr/bin/insidersctl\n"
+        "systemd-sysusers\n"
+        "systemctl daemon-reload\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    if os.geteuid() != 0:
+        pytest.skip("the tests under a real systemd need root (debootstrap, systemd-nspawn)")
+    if missing := missing_host_tools():
+        pytest.fail(
+            f"missing {', '.join(missing)}: apt-get install {' '.join(HOST_PACKAGES)} "
+            "(`make pytest` does it)"
+        )
+    work = tmp_path_factory.mktemp("systemd")
+    started = time.monotonic()
+    tree = ensure_tree(work / "debootstrap.log")
+    stage = work / "stage"
+    stage.mkdir()
+    wheel = build_wheel(stage)
+    PIP_CACHE.mkdir(parents=True, exist_ok=True)
+    binds = [(stage, "/mnt/host", True), (PIP_CACHE, PIP_CACHE_INSIDE, False)]
+    with booted(tree, work / "nspawn.log", binds) as running:
+        install(running, wheel)
+        print(f"\ncontainer ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        yield running

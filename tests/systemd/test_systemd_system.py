@@ -1,0 +1,170 @@
+"""The system unit under a real systemd: readiness, reload, watchdog, journald priorities, stop.
+
+The tests run in file order on one container and build on each other (the package uploaded first
+is what pip installs and what must still be served after the watchdog restart).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.systemd.helpers import (
+    PROBE,
+    free_port,
+    get,
+    journal,
+    pip_install,
+    probe_wheel,
+    upload,
+    wait_http,
+)
+from tests.systemd.nspawn_harness import Container
+
+pytestmark = pytest.mark.systemd
+
+UNIT = "insiders.service"
+CONFIG = "/etc/insiders/config.toml"
+# Short, so that the watchdog test is quick; the daemon must keep pinging through every other test.
+WATCHDOG_SEC = 4
+NOT_HOSTED = "not-hosted-here"
+
+
+def config(port: int, upstream: str = 'mode = "none"') -> str:
+    return f'log-level = "info"\n\n[server]\nport = {port}\n\n[upstream]\n{upstream}\n'
+
+
+class System:
+    def __init__(self, container: Container, port: int) -> None:
+        self.c = container
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def write_config(self, text: str) -> None:
+        self.c.path(CONFIG).write_text(text)
+
+    def show(self, *props: str) -> dict[str, str]:
+        return self.c.show(UNIT, *props)
+
+    def journal(self, *args: str) -> str:
+        return journal(self.c, "-u", UNIT, *args)
+
+
+@pytest.fixture(scope="module")
+def system(container: Container) -> Iterator[System]:
+    port = free_port()
+    container.run(["mkdir", "-p", "/etc/insiders", "/run/systemd/system/insiders.service.d"])
+    container.path("/run/systemd/system/insiders.service.d/test.conf").write_text(
+        f"[Service]\nWatchdogSec={WATCHDOG_SEC}s\n"
+    )
+    container.run(["systemctl", "daemon-reload"])
+    running = System(container, port)
+    running.write_config(config(port))
+    yield running
+    container.run(["systemctl", "stop", UNIT], check=False)
+    container.run(["rm", "-rf", "/run/systemd/system/insiders.service.d"])
+    container.run(["systemctl", "daemon-reload"])
+
+
+def test_activating_until_ready_then_active(system: System) -> None:
+    system.c.run(["systemctl", "start", "--no-block", UNIT])
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while not seen or seen[-1] != "active":
+        state = system.show("ActiveState")["ActiveState"]
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        assert state in ("inactive", "activating", "active"), system.journal()
+        assert time.monotonic() < deadline, (seen, system.journal())
+        if state != "active":
+            time.sleep(0.02)
+    # READY=1 came only once everything was up: at the first sight of `active` the index answers
+    # at once (no retry) and the control socket is there.
+    assert get(f"{system.url}/simple/").status_code == 200
+    assert system.c.path("/run/insiders/control.sock").is_socket()
+    assert "activating" in seen, seen
+    props = system.show(
+        "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic", "StatusText"
+    )
+    took = (
+        int(props["ActiveEnterTimestampMonotonic"]) - int(props["InactiveExitTimestampMonotonic"])
+    ) / 1e6
+    print(f"\nsystemctl start -> active: {took:.2f}s; status: {props['StatusText']}")
+    assert props["StatusText"], "READY=1 comes with a STATUS= line"
+
+
+def test_insidersctl_status_answers(system: System) -> None:
+    result = system.c.run(["insidersctl", "status"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip()
+
+
+def test_pip_install_through_the_index(
+    system: System, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    token = system.c.path("/var/lib/insiders/upload-token").read_text().strip()
+    wheel = probe_wheel(tmp_path_factory.mktemp("probe"), "1.0")
+    response = upload(f"{system.url}/", wheel, token)
+    assert response.status_code == 200, response.text
+    assert pip_install(system.c, f"{system.url}/simple/") == "1.0"
+
+
+def test_reload_rereads_the_config(system: System) -> None:
+    assert get(f"{system.url}/simple/{NOT_HOSTED}/").status_code == 404
+    upstream = "http://127.0.0.1:9/simple/"
+    system.write_config(config(system.port, f'mode = "redirect"\nurl = "{upstream}"'))
+    pid = system.show("MainPID")["MainPID"]
+    # Type=notify-reload: this returns once the daemon said RELOADING=1 and then READY=1 again.
+    system.c.run(["systemctl", "reload", UNIT])
+    assert system.show("MainPID", "ActiveState") == {"MainPID": pid, "ActiveState": "active"}
+    response = get(f"{system.url}/simple/{NOT_HOSTED}/")
+    assert response.is_redirect, (response.status_code, system.journal())
+    assert response.headers["location"].startswith(upstream)
+
+
+def test_a_bad_config_is_refused_with_an_error_in_the_journal(system: System) -> None:
+    system.write_config("[server\nport = ")
+    system.c.run(["systemctl", "reload", UNIT])
+    assert system.show("ActiveState")["ActiveState"] == "active"
+    # The configuration in force is still the last good one.
+    assert get(f"{system.url}/simple/{NOT_HOSTED}/").is_redirect
+
+    errors = system.journal("-p", "err")
+    everything = system.journal()
+    assert CONFIG in errors, errors  # the provoked error, naming the file
+    # Info lines are in the journal, with their priority: `-p err` leaves them out.
+    info = [line for line in everything.splitlines() if "serving on" in line]
+    assert info, everything
+    assert not any("serving on" in line for line in errors.splitlines()), errors
+    # journald stamps the lines; the daemon adds no timestamp of its own.
+    assert not re.search(r"^\d\d:\d\d:\d\d", everything, re.MULTILINE), everything
+
+    system.write_config(config(system.port, 'mode = "redirect"\nurl = "http://127.0.0.1:9/"'))
+    system.c.run(["systemctl", "reload", UNIT])
+
+
+def test_the_watchdog_restarts_a_hung_daemon(system: System) -> None:
+    before = system.show("NRestarts", "MainPID")
+    system.c.run(["kill", "-STOP", before["MainPID"]])
+    system.c.wait_for(UNIT, "NRestarts", str(int(before["NRestarts"]) + 1), timeout=30)
+    system.c.wait_for(UNIT, "ActiveState", "active", timeout=30)
+    assert system.show("MainPID")["MainPID"] != before["MainPID"]
+    assert "Watchdog timeout" in system.journal()
+    # It serves again, and what was uploaded before is still there.
+    response = wait_http(f"{system.url}/simple/{PROBE}/")
+    assert response.status_code == 200
+    assert "insiders_systemd_probe-1.0-py3-none-any.whl" in response.text
+
+
+def test_stop_ends_with_success(system: System) -> None:
+    system.c.run(["systemctl", "stop", UNIT])
+    props = system.show("Result", "ActiveState", "ExecMainCode", "ExecMainStatus")
+    assert props == {
+        "Result": "success",
+        "ActiveState": "inactive",
+        "ExecMainCode": "1",  # exited (not killed by a signal)
+        "ExecMainStatus": "0",
+    }, system.journal()

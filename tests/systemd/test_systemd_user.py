@@ -1,0 +1,81 @@
+"""The user unit under a real systemd: a user with linger enables it and uses the index and
+insidersctl as that user, with nothing but the XDG defaults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.systemd.helpers import free_port, get, pip_install, probe_wheel, upload
+from tests.systemd.nspawn_harness import Container
+
+pytestmark = pytest.mark.systemd
+
+USER = "alice"
+
+
+class Alice:
+    def __init__(self, container: Container, port: int) -> None:
+        self.c = container
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.home = f"/home/{USER}"
+
+    def run(self, *command: str, check: bool = True) -> str:
+        return self.c.run(list(command), user=USER, check=check).stdout
+
+    def journal(self) -> str:
+        return self.c.run(
+            ["journalctl", "--no-pager", "-o", "cat", "_SYSTEMD_USER_UNIT=insiders.service"],
+            check=False,
+        ).stdout
+
+
+@pytest.fixture(scope="module")
+def alice(container: Container) -> Iterator[Alice]:
+    port = free_port()
+    container.sh(f"id {USER} >/dev/null 2>&1 || useradd -m {USER}")
+    uid = container.uid(USER)
+    container.run(["loginctl", "enable-linger", USER])
+    container.wait_for(f"user@{uid}.service", "ActiveState", "active", timeout=60)
+    me = Alice(container, port)
+    me.run("mkdir", "-p", f"{me.home}/.config/insiders")
+    me.run(
+        "sh",
+        "-c",
+        f"printf '[server]\\nport = {port}\\n\\n[upstream]\\nmode = \"none\"\\n' "
+        f"> {me.home}/.config/insiders/config.toml",
+    )
+    yield me
+    me.run("systemctl", "--user", "disable", "--now", "insiders", check=False)
+
+
+def test_enable_now_starts_it_for_the_user(alice: Alice) -> None:
+    started = time.monotonic()
+    alice.run("systemctl", "--user", "enable", "--now", "insiders")
+    took = time.monotonic() - started
+    assert alice.run("systemctl", "--user", "is-active", "insiders").strip() == "active"
+    assert alice.run("systemctl", "--user", "is-enabled", "insiders").strip() == "enabled"
+    print(f"\nsystemctl --user enable --now -> active: {took:.2f}s")
+    assert get(f"{alice.url}/simple/").status_code == 200
+    assert "serving on" in alice.journal()
+
+
+def test_the_user_uses_the_index(alice: Alice, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The daemon keeps its data in the user's XDG data directory.
+    token_file = alice.c.path(f"{alice.home}/.local/share/insiders/upload-token")
+    token = token_file.read_text().strip()
+    wheel = probe_wheel(tmp_path_factory.mktemp("alice"), "2.0")
+    response = upload(f"{alice.url}/", wheel, token)
+    assert response.status_code == 200, response.text
+    assert pip_install(alice.c, f"{alice.url}/simple/", user=USER) == "2.0"
+
+
+def test_the_user_uses_insidersctl(alice: Alice) -> None:
+    uid = alice.c.uid(USER)
+    assert alice.c.path(f"/run/user/{uid}/insiders/control.sock").is_socket()
+    result = alice.c.run(["insidersctl", "status"], user=USER, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + alice.journal()
+    assert result.stdout.strip()

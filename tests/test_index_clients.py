@@ -1,0 +1,140 @@
+"""The index as pip, uv and twine see it: real clients against a real insidersd."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import BIN, Daemon, isolated_env
+
+
+def run(cmd: list[str], home: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        cmd, env=isolated_env(home), capture_output=True, text=True, timeout=180, **kwargs
+    )
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def twine(daemon: Daemon, *args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return run(
+        [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
+         "--repository-url", f"{daemon.url}/legacy/", "-u", "__token__", "-p", daemon.token,
+         *map(str, args)],
+        home,
+    )
+
+
+def pip_install(daemon: Daemon, target: Path, *requirements: str, home: Path) -> str:
+    result = run(
+        [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+         "--index-url", daemon.index, "--target", str(target), *requirements],
+        home,
+    )
+    return result.stdout
+
+
+def installed_version(target: Path, module: str) -> str:
+    namespace: dict[str, str] = {}
+    exec((target / module / "__init__.py").read_text(), namespace)
+    return namespace["VERSION"]
+
+
+def test_twine_upload_then_pip_and_uv_install(
+    daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    twine(daemon, *dists["demo-1.0"], home=tmp_path)
+    # The identical files again: accepted, as the public index does.
+    twine(daemon, *dists["demo-1.0"], home=tmp_path)
+    # Other bytes under a published name: refused, unless twine is told to skip existing files.
+    with pytest.raises(AssertionError, match="409 Conflict"):
+        twine(daemon, *dists["demo-1.0-changed"], home=tmp_path)
+    skipped = twine(daemon, "--skip-existing", *dists["demo-1.0-changed"], home=tmp_path)
+    assert "Skipping demo_pkg-1.0.0-py3-none-any.whl" in skipped.stdout + skipped.stderr
+
+    pip_install(daemon, tmp_path / "pip", "demo-pkg", home=tmp_path)
+    assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
+
+    run(
+        [str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache",
+         "--index-url", daemon.index, "--target", str(tmp_path / "uv"), "demo-pkg"],
+        tmp_path,
+    )
+    assert installed_version(tmp_path / "uv", "demo_pkg") == "1.0.0"
+
+    # A newer version: `pip install -U` finds it.
+    twine(daemon, *dists["demo-1.1"], home=tmp_path)
+    pip_install(daemon, tmp_path / "pip", "--upgrade", "demo-pkg", home=tmp_path)
+    assert installed_version(tmp_path / "pip", "demo_pkg") == "1.1.0"
+
+
+def test_uv_publish(daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path) -> None:
+    run(
+        [str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{daemon.url}/legacy/",
+         "--username", "__token__", "--password", daemon.token, *map(str, dists["other-0.1"])],
+        tmp_path,
+    )
+    pip_install(daemon, tmp_path / "t", "other-pkg==0.1", home=tmp_path)
+    assert installed_version(tmp_path / "t", "other_pkg") == "0.1"
+    # Publishing the identical files again succeeds: same content is accepted idempotently.
+    run(
+        [str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{daemon.url}/legacy/",
+         "--username", "__token__", "--password", daemon.token, *map(str, dists["other-0.1"])],
+        tmp_path,
+    )
+
+
+def test_pip_download_with_required_hashes(
+    daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    twine(daemon, *dists["demo-1.0"], home=tmp_path)
+    wheel = next(p for p in dists["demo-1.0"] if p.suffix == ".whl")
+    sdist = next(p for p in dists["demo-1.0"] if p.suffix != ".whl")
+    digests = " ".join(
+        f"--hash=sha256:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in (wheel, sdist)
+    )
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"demo-pkg==1.0.0 {digests}\n")
+    run(
+        [sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
+         "--require-hashes", "--index-url", daemon.index, "--dest", str(tmp_path / "dl"),
+         "-r", str(requirements)],
+        tmp_path,
+    )
+    assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
+
+    # A wrong hash must make pip refuse what the index serves.
+    requirements.write_text(f"demo-pkg==1.0.0 --hash=sha256:{'0' * 64}\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
+         "--require-hashes", "--index-url", daemon.index, "--dest", str(tmp_path / "dl2"),
+         "-r", str(requirements)],
+        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_requires_python_excludes_versions(
+    daemon: Daemon, tmp_path: Path, installer: str
+) -> None:
+    from tests.support import build, write_project
+
+    old = write_project(tmp_path / "src", "pyreq", "1.0", requires_python=">=3.8")
+    new = write_project(tmp_path / "src", "pyreq", "2.0", requires_python=">=3.99")
+    twine(daemon, *build(old, tmp_path / "d1"), *build(new, tmp_path / "d2"), home=tmp_path)
+    target = tmp_path / "t"
+    if installer == "pip":
+        pip_install(daemon, target, "pyreq", home=tmp_path)
+    else:
+        run(
+            [str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache", "--index-url",
+             daemon.index, "--target", str(target), "--python", sys.executable, "pyreq"],
+            tmp_path,
+        )
+    assert installed_version(target, "pyreq") == "1.0"
