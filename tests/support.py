@@ -130,6 +130,7 @@ class Daemon:
 
     home: Path
     args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     log_path: Path = field(init=False)
@@ -155,7 +156,7 @@ class Daemon:
         offset = log.tell()
         self.proc = subprocess.Popen(
             [str(INSIDERSD), "--port", str(port), *self.args],
-            env=isolated_env(self.home),
+            env=isolated_env(self.home, **self.env),
             stdout=log,
             stderr=log,
             start_new_session=True,

@@ -39,6 +39,7 @@ MAX_FIELDS_SIZE = 16 << 20
 MAX_PARTS = 1000
 # Writes to disk happen in a thread, in batches, so the event loop never waits on the disk.
 WRITE_BATCH = 1 << 20
+_ENDED_EARLY = "The multipart body ended before its closing boundary (a truncated upload)"
 
 
 class UploadRefused(Exception):
@@ -123,6 +124,8 @@ async def receive_upload(
                 try:
                     event = decoder.next_event()
                 except ValueError as error:
+                    if decoder.complete:
+                        raise UploadRefused(400, _ENDED_EARLY) from None
                     raise UploadRefused(400, f"Malformed multipart body: {error}") from None
                 if isinstance(event, Epilogue):
                     complete = True
@@ -158,7 +161,7 @@ async def receive_upload(
                             value.clear()
         await flush()
     if not complete:
-        raise UploadRefused(400, "The multipart body ended before its closing boundary")
+        raise UploadRefused(400, _ENDED_EARLY)
     return got
 
 
