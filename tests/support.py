@@ -98,7 +98,9 @@ def build(project: Path, out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.name.startswith(stem))
 
 
-def make_wheel(name: str, version: str, payload: bytes = b"", *, meta_name: str | None = None) -> bytes:
+def make_wheel(
+    name: str, version: str, payload: bytes = b"", *, meta_name: str | None = None
+) -> bytes:
     """A valid wheel written directly: for tests that need many or odd ones fast."""
     dist = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     buffer = io.BytesIO()

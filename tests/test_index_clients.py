@@ -22,17 +22,38 @@ def run(cmd: list[str], home: Path, **kwargs: object) -> subprocess.CompletedPro
 
 def twine(daemon: Daemon, *args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
     return run(
-        [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
-         "--repository-url", f"{daemon.url}/legacy/", "-u", "__token__", "-p", daemon.token,
-         *map(str, args)],
+        [
+            str(BIN / "twine"),
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            f"{daemon.url}/legacy/",
+            "-u",
+            "__token__",
+            "-p",
+            daemon.token,
+            *map(str, args),
+        ],
         home,
     )
 
 
 def pip_install(daemon: Daemon, target: Path, *requirements: str, home: Path) -> str:
     result = run(
-        [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
-         "--index-url", daemon.index, "--target", str(target), *requirements],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            daemon.index,
+            "--target",
+            str(target),
+            *requirements,
+        ],
         home,
     )
     return result.stdout
@@ -60,8 +81,18 @@ def test_twine_upload_then_pip_and_uv_install(
     assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
 
     run(
-        [str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache",
-         "--index-url", daemon.index, "--target", str(tmp_path / "uv"), "demo-pkg"],
+        [
+            str(BIN / "uv"),
+            "pip",
+            "install",
+            "--no-config",
+            "--no-cache",
+            "--index-url",
+            daemon.index,
+            "--target",
+            str(tmp_path / "uv"),
+            "demo-pkg",
+        ],
         tmp_path,
     )
     assert installed_version(tmp_path / "uv", "demo_pkg") == "1.0.0"
@@ -74,16 +105,36 @@ def test_twine_upload_then_pip_and_uv_install(
 
 def test_uv_publish(daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path) -> None:
     run(
-        [str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{daemon.url}/legacy/",
-         "--username", "__token__", "--password", daemon.token, *map(str, dists["other-0.1"])],
+        [
+            str(BIN / "uv"),
+            "publish",
+            "--no-config",
+            "--publish-url",
+            f"{daemon.url}/legacy/",
+            "--username",
+            "__token__",
+            "--password",
+            daemon.token,
+            *map(str, dists["other-0.1"]),
+        ],
         tmp_path,
     )
     pip_install(daemon, tmp_path / "t", "other-pkg==0.1", home=tmp_path)
     assert installed_version(tmp_path / "t", "other_pkg") == "0.1"
     # Publishing the identical files again succeeds: same content is accepted idempotently.
     run(
-        [str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{daemon.url}/legacy/",
-         "--username", "__token__", "--password", daemon.token, *map(str, dists["other-0.1"])],
+        [
+            str(BIN / "uv"),
+            "publish",
+            "--no-config",
+            "--publish-url",
+            f"{daemon.url}/legacy/",
+            "--username",
+            "__token__",
+            "--password",
+            daemon.token,
+            *map(str, dists["other-0.1"]),
+        ],
         tmp_path,
     )
 
@@ -100,9 +151,21 @@ def test_pip_download_with_required_hashes(
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"demo-pkg==1.0.0 {digests}\n")
     run(
-        [sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
-         "--require-hashes", "--index-url", daemon.index, "--dest", str(tmp_path / "dl"),
-         "-r", str(requirements)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--isolated",
+            "--no-cache-dir",
+            "--require-hashes",
+            "--index-url",
+            daemon.index,
+            "--dest",
+            str(tmp_path / "dl"),
+            "-r",
+            str(requirements),
+        ],
         tmp_path,
     )
     assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
@@ -110,19 +173,32 @@ def test_pip_download_with_required_hashes(
     # A wrong hash must make pip refuse what the index serves.
     requirements.write_text(f"demo-pkg==1.0.0 --hash=sha256:{'0' * 64}\n")
     refused = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
-         "--require-hashes", "--index-url", daemon.index, "--dest", str(tmp_path / "dl2"),
-         "-r", str(requirements)],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--isolated",
+            "--no-cache-dir",
+            "--require-hashes",
+            "--index-url",
+            daemon.index,
+            "--dest",
+            str(tmp_path / "dl2"),
+            "-r",
+            str(requirements),
+        ],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert refused.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])
-def test_requires_python_excludes_versions(
-    daemon: Daemon, tmp_path: Path, installer: str
-) -> None:
+def test_requires_python_excludes_versions(daemon: Daemon, tmp_path: Path, installer: str) -> None:
     from tests.support import build, write_project
 
     old = write_project(tmp_path / "src", "pyreq", "1.0", requires_python=">=3.8")
@@ -133,8 +209,20 @@ def test_requires_python_excludes_versions(
         pip_install(daemon, target, "pyreq", home=tmp_path)
     else:
         run(
-            [str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache", "--index-url",
-             daemon.index, "--target", str(target), "--python", sys.executable, "pyreq"],
+            [
+                str(BIN / "uv"),
+                "pip",
+                "install",
+                "--no-config",
+                "--no-cache",
+                "--index-url",
+                daemon.index,
+                "--target",
+                str(target),
+                "--python",
+                sys.executable,
+                "pyreq",
+            ],
             tmp_path,
         )
     assert installed_version(target, "pyreq") == "1.0"

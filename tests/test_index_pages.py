@@ -158,7 +158,9 @@ def test_file_download_and_head(hosted: Daemon, dists: dict[str, list[Path]]) ->
     with hosted.client() as client:
         get = client.get(f"/files/demo-pkg/{wheel.name}")
         head = client.head(f"/files/demo-pkg/{wheel.name}")
-        cached = client.get(f"/files/demo-pkg/{wheel.name}", headers={"If-None-Match": f'"{digest}"'})
+        cached = client.get(
+            f"/files/demo-pkg/{wheel.name}", headers={"If-None-Match": f'"{digest}"'}
+        )
         missing = client.get("/files/demo-pkg/demo_pkg-9.9-py3-none-any.whl")
         traversal = client.get("/files/demo-pkg/..%2F.project.json")
         manifest = client.get("/files/demo-pkg/.project.json")
@@ -166,7 +168,8 @@ def test_file_download_and_head(hosted: Daemon, dists: dict[str, list[Path]]) ->
     assert get.headers["content-length"] == str(wheel.stat().st_size)
     assert get.headers["etag"] == f'"{digest}"'
     assert get.headers["content-type"] == "application/octet-stream"
-    assert head.status_code == 200 and head.content == b""
+    assert head.status_code == 200
+    assert head.content == b""
     assert head.headers["content-length"] == str(wheel.stat().st_size)
     assert cached.status_code == 304
     assert missing.status_code == 404
@@ -225,13 +228,30 @@ def test_yanked_release(tmp_path: Path, dists: dict[str, list[Path]]) -> None:
         assert yanked["demo_pkg-1.0.0.tar.gz"] is False
         assert 'data-yanked="broken &quot;build&quot;"' in html
         env = isolated_env(tmp_path)
-        base = [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
-                "--index-url", daemon.index]
-        subprocess.run([*base, "--target", str(tmp_path / "a"), "demo-pkg"], env=env, check=True,
-                       capture_output=True)
+        base = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            daemon.index,
+        ]
+        subprocess.run(
+            [*base, "--target", str(tmp_path / "a"), "demo-pkg"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         assert "1.0.0" in (tmp_path / "a" / "demo_pkg" / "__init__.py").read_text()
-        pinned = subprocess.run([*base, "--target", str(tmp_path / "b"), "demo-pkg==1.1.0"],
-                                env=env, check=True, capture_output=True, text=True)
+        pinned = subprocess.run(
+            [*base, "--target", str(tmp_path / "b"), "demo-pkg==1.1.0"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         assert "yanked" in pinned.stderr.lower()
         assert "1.1.0" in (tmp_path / "b" / "demo_pkg" / "__init__.py").read_text()
     finally:

@@ -40,61 +40,116 @@ def wheel_form(name: str = "good", version: str = "1.0", **overrides: str) -> di
     ("filename", "content", "fields", "status", "message"),
     [
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(sha256_digest="0" * 64), 400, "sha256_digest does not match",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(sha256_digest="0" * 64),
+            400,
+            "sha256_digest does not match",
             id="wrong-sha256",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(md5_digest="0" * 32), 400, "md5_digest does not match", id="wrong-md5",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(md5_digest="0" * 32),
+            400,
+            "md5_digest does not match",
+            id="wrong-md5",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(name="other"), 400, "does not match the form's project", id="name-mismatch",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(name="other"),
+            400,
+            "does not match the form's project",
+            id="name-mismatch",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(version="2.0"), 400, "does not match the form's project",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(version="2.0"),
+            400,
+            "does not match the form's project",
             id="version-mismatch",
         ),
         pytest.param(
-            "good-1.0.exe", b"MZ", wheel_form(), 400, "neither a wheel", id="not-a-dist",
+            "good-1.0.exe",
+            b"MZ",
+            wheel_form(),
+            400,
+            "neither a wheel",
+            id="not-a-dist",
         ),
         pytest.param(
-            "good-1.0-py3-none-any.whl", b"not a zip", wheel_form(), 400,
-            "not a readable zip archive", id="not-a-zip",
+            "good-1.0-py3-none-any.whl",
+            b"not a zip",
+            wheel_form(),
+            400,
+            "not a readable zip archive",
+            id="not-a-zip",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0", meta_name="evil"),
-            wheel_form(), 400, "metadata names the project 'evil'", id="metadata-name",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0", meta_name="evil"),
+            wheel_form(),
+            400,
+            "metadata names the project 'evil'",
+            id="metadata-name",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.1"),
-            wheel_form(), 400, "expected one good-1.0.dist-info/METADATA", id="metadata-version",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.1"),
+            wheel_form(),
+            400,
+            "expected one good-1.0.dist-info/METADATA",
+            id="metadata-version",
         ),
         pytest.param(
-            "good-1.0.tar.gz", b"\x1f\x8b garbage", wheel_form(), 400,
-            "not a readable .tar.gz", id="broken-sdist",
+            "good-1.0.tar.gz",
+            b"\x1f\x8b garbage",
+            wheel_form(),
+            400,
+            "not a readable .tar.gz",
+            id="broken-sdist",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(**{":action": "submit"}), 400, "Unsupported :action", id="bad-action",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(**{":action": "submit"}),
+            400,
+            "Unsupported :action",
+            id="bad-action",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(name="bad name!"), 400, "Invalid project name", id="bad-name",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(name="bad name!"),
+            400,
+            "Invalid project name",
+            id="bad-name",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(version="one"), 400, "Invalid version", id="bad-version",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(version="one"),
+            400,
+            "Invalid version",
+            id="bad-version",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(auth="alice:secret"), 403, "user name __token__", id="not-token-user",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(auth="alice:secret"),
+            403,
+            "user name __token__",
+            id="not-token-user",
         ),
         pytest.param(
-            wheel_filename("good", "1.0"), make_wheel("good", "1.0"),
-            wheel_form(auth="__token__:insiders-wrong"), 403, "Invalid token", id="wrong-token",
+            wheel_filename("good", "1.0"),
+            make_wheel("good", "1.0"),
+            wheel_form(auth="__token__:insiders-wrong"),
+            403,
+            "Invalid token",
+            id="wrong-token",
         ),
     ],
 )
@@ -142,9 +197,9 @@ def test_not_multipart(daemon: Daemon) -> None:
 
 def test_truncated_body_stores_nothing(daemon: Daemon) -> None:
     body = (
-        b"--xyz\r\nContent-Disposition: form-data; name=\":action\"\r\n\r\nfile_upload\r\n"
-        b"--xyz\r\nContent-Disposition: form-data; name=\"content\"; filename=\"good-1.0-py3-none-any.whl\"\r\n\r\n"
-        + make_wheel("good", "1.0")
+        b'--xyz\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="content"; '
+        b'filename="good-1.0-py3-none-any.whl"\r\n\r\n' + make_wheel("good", "1.0")
     )
     with daemon.client() as client:
         response = client.post(
@@ -164,8 +219,9 @@ def test_existing_file(daemon: Daemon) -> None:
     same = post(daemon, wheel_filename("good", "1.0"), first, **wheel_form())
     assert same.status_code == 200
     assert "same content" in same.text
-    other = post(daemon, wheel_filename("good", "1.0"), make_wheel("good", "1.0", b"two"),
-                 **wheel_form())
+    other = post(
+        daemon, wheel_filename("good", "1.0"), make_wheel("good", "1.0", b"two"), **wheel_form()
+    )
     assert other.status_code == 409
     assert "File already exists" in other.text
     with daemon.client() as client:

@@ -35,9 +35,23 @@ def local(tmp_path: Path, upstream: Daemon, dists: dict[str, list[Path]], *args:
 
 def pip_install(daemon: Daemon, target: Path, requirement: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir", "--index-url",
-         daemon.index, "--target", str(target), requirement],
-        env=isolated_env(target.parent), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            daemon.index,
+            "--target",
+            str(target),
+            requirement,
+        ],
+        env=isolated_env(target.parent),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return (target / requirement.split("=")[0].replace("-", "_") / "__init__.py").read_text()
@@ -90,7 +104,8 @@ def test_proxy_mode_serves_last_good_copy(
         assert page.status_code == 200
         assert {f["filename"] for f in page.json()["files"]} == {p.name for p in dists["other-0.1"]}
         assert never_seen.status_code == 502
-        assert "upstream" in never_seen.text and "failed" in never_seen.text
+        assert "upstream" in never_seen.text
+        assert "failed" in never_seen.text
         assert "serving the copy from" in daemon.log()
     finally:
         daemon.stop()
@@ -143,7 +158,10 @@ def test_upstream_loop_is_refused(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
         [str(INSIDERSD), "--port", str(port), "--upstream", f"http://localhost:{port}/simple/"],
-        env=isolated_env(tmp_path), capture_output=True, text=True, timeout=30,
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "is this index itself" in result.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -96,8 +96,28 @@ def _readable(message: str) -> str:
     text, sep, where = message.rpartition(" - at ")
     if not sep:
         return message
-    key = where.strip("`").removeprefix("$").lstrip(".")
-    return f"key `{key}`: {text}" if key else text
+    # msgspec writes a table's free-form keys as `[...]`: `projects[...].upstream`.
+    key = where.strip("`").removeprefix("$").lstrip(".").replace("[...]", ".<name>")
+    if not key:
+        return text
+    choices = _literal_choices(key)
+    if choices and text.startswith("Invalid enum value"):
+        text += f" (expected one of: {', '.join(choices)})"
+    return f"key `{key}`: {text}"
+
+
+def _literal_choices(key: str) -> tuple[str, ...]:
+    """The allowed values of a Literal setting at a dotted TOML key, to name them in an error."""
+    kind: Any = Settings
+    for part in key.split("."):
+        if get_origin(kind) is dict:
+            kind = get_args(kind)[1]  # [projects.NAME]: the key is free, the value typed
+            continue
+        hints = get_type_hints(kind, include_extras=False)
+        kind = hints.get(part.replace("-", "_"))
+        if kind is None:
+            return ()
+    return tuple(str(a) for a in get_args(kind)) if get_origin(kind) is Literal else ()
 
 
 class Directories(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,120 @@
+"""insidersd as a command: its config errors, its defaults, and a graceful stop."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import INSIDERSD, Daemon, isolated_env, make_wheel, wheel_filename
+
+
+def run_insidersd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(INSIDERSD), *args],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[server\nport = 1", "not valid TOML"),
+        ("[server]\nport = 'eighty'", "key `server.port`: Expected `int`, got `str`"),
+        ("[server]\nprot = 80", "key `server`: Object contains unknown field `prot`"),
+        (
+            "[upstream]\nmode = 'mirror'",
+            "key `upstream.mode`: Invalid enum value 'mirror' "
+            "(expected one of: redirect, proxy, none)",
+        ),
+        (
+            "[projects.demo]\nupstream = 'both'",
+            "key `projects.<name>.upstream`: Invalid enum value 'both' "
+            "(expected one of: shadow, merge)",
+        ),
+        ("[server]\nport = 70000", "key `server.port`: Expected `int` <= 65535"),
+    ],
+)
+def test_bad_config_is_one_clear_line(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(toml)
+    result = run_insidersd(tmp_path, "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"insidersd: {config}: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_default_config_file_is_read(tmp_path: Path) -> None:
+    config = tmp_path / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("log-level = 'loud'\n")
+    result = run_insidersd(tmp_path)
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+
+
+def test_named_config_must_exist(tmp_path: Path) -> None:
+    result = run_insidersd(tmp_path, "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_insidersd(tmp_path, "--port", str(port), "--upstream-mode", "none")
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_defaults_bind_loopback_and_xdg_dirs(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, ["--upstream-mode", "none"]).start()
+    try:
+        assert daemon.url.startswith("http://127.0.0.1:")
+        assert (tmp_path / "data" / "insiders" / "upload-token").stat().st_mode & 0o777 == 0o600
+        assert "upload-token" in daemon.log()
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_lets_a_download_in_flight_finish(tmp_path: Path, sig: signal.Signals) -> None:
+    daemon = Daemon(tmp_path / "d", ["--upstream-mode", "none"]).start()
+    payload = bytes(range(256)) * (64 << 10)  # 16 MiB, incompressible enough
+    wheel = make_wheel("big", "1.0", payload)
+    path = tmp_path / wheel_filename("big", "1.0")
+    path.write_bytes(wheel)
+    assert daemon.upload(path, name="big", version="1.0").status_code == 200
+
+    received = bytearray()
+    started = threading.Event()
+
+    def slow_download() -> None:
+        with httpx.stream("GET", f"{daemon.url}/files/big/{path.name}", timeout=30) as response:
+            for chunk in response.iter_bytes(64 << 10):
+                received.extend(chunk)
+                started.set()
+                time.sleep(0.005)
+
+    reader = threading.Thread(target=slow_download)
+    reader.start()
+    assert started.wait(10)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(sig)
+    reader.join(30)
+    assert daemon.proc.wait(30) == 0
+    assert bytes(received) == wheel
+    assert f"{sig.name}: stopping" in daemon.log()
