@@ -1,0 +1,120 @@
+"""Build a checked-out tag with PyPA `build` in a subprocess, and check what it made.
+
+The build runs in its own process group at a lower priority with a time limit; its output goes to
+a log file kept per repository and version. Build dependencies resolve through this daemon's own
+index, so an Insiders build that needs another Insiders package gets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from packaging.version import Version
+
+from insiders.names import InvalidFilename, NormalizedName, parse_dist_filename
+
+
+class BuildError(Exception):
+    """The build failed, timed out, or made something other than what was asked for."""
+
+
+def build_env(index_url: str | None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOTIFY_", "LISTEN_", "WATCHDOG_", "INSIDERS_", "GIT_"))
+    }
+    if index_url:
+        env.update(PIP_INDEX_URL=index_url, UV_INDEX_URL=index_url, UV_DEFAULT_INDEX=index_url)
+    env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+async def build(
+    source: Path,
+    outdir: Path,
+    log_path: Path,
+    *,
+    index_url: str | None,
+    python: str = sys.executable,
+) -> list[Path]:
+    """Run `python -m build --sdist --wheel`; the files it made, or BuildError.
+
+    Callers set the deadline; when it passes (or the daemon stops) the whole process group dies.
+    """
+    await trio.Path(outdir).mkdir(parents=True, exist_ok=True)
+    await trio.Path(log_path.parent).mkdir(parents=True, exist_ok=True)
+    command = [
+        "nice",
+        "-n",
+        "10",
+        python,
+        "-m",
+        "build",
+        "--sdist",
+        "--wheel",
+        "--outdir",
+        str(outdir),
+        str(source),
+    ]
+    log = await trio.to_thread.run_sync(log_path.open, "wb")
+    try:
+        process = await trio.lowlevel.open_process(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=build_env(index_url),
+            cwd=source,
+            start_new_session=True,
+        )
+        try:
+            await process.wait()
+        finally:
+            # On timeout, on a stop of the daemon, always: nothing of the build outlives it.
+            _kill_group(process.pid)
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    finally:
+        log.close()
+    if process.returncode != 0:
+        raise BuildError(
+            f"python -m build failed (exit status {process.returncode}); log: {log_path}"
+        )
+    return sorted(Path(p) for p in await trio.Path(outdir).iterdir())
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def check_dists(files: list[Path], name: NormalizedName, version: Version) -> list[Path]:
+    """The built files must be one wheel and one sdist of `name` at `version`."""
+    kinds = []
+    for path in files:
+        try:
+            dist = parse_dist_filename(path.name)
+        except InvalidFilename as error:
+            raise BuildError(f"the build made an unexpected file: {error}") from None
+        if dist.name != name:
+            raise BuildError(
+                f"the build made {path.name}, a distribution of {dist.name!r}, "
+                f"but this repository is configured for {name!r}"
+            )
+        if dist.version != version:
+            raise BuildError(
+                f"the build made {path.name}, version {dist.version}, but the tag says {version}"
+            )
+        kinds.append(dist.kind)
+    if sorted(kinds) != ["sdist", "wheel"]:
+        raise BuildError(
+            f"expected one sdist and one wheel, the build made {[p.name for p in files]}"
+        )
+    return files
