@@ -11,7 +11,6 @@ import binascii
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from insiders.names import (
     parse_dist_filename,
     parse_version,
 )
-from insiders.store import FileConflict, Store, StoredFile
+from insiders.publish import Digests, stored_entry
+from insiders.store import FileConflict, Store
 from insiders.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -228,17 +228,10 @@ async def handle_upload(
             meta = await trio.to_thread.run_sync(inspect, temp, dist)
         except InvalidDistribution as error:
             raise UploadRefused(400, f"Invalid distribution: {error}") from None
-        entry = StoredFile(
-            filename=dist.filename,
-            version=meta.version,
-            size=got.size,
-            sha256=got.sha256.hexdigest(),
-            md5=got.md5.hexdigest(),
-            blake2b_256=got.blake2b.hexdigest(),
-            upload_time=time.time(),
-            requires_python=meta.requires_python,
-            metadata_sha256=hashlib.sha256(meta.raw).hexdigest(),
+        digests = Digests(
+            got.size, got.sha256.hexdigest(), got.md5.hexdigest(), got.blake2b.hexdigest()
         )
+        entry = stored_entry(dist, meta, digests)
         try:
             added = await store.add(meta.name, entry, temp, meta.raw)
         except FileConflict as error:
