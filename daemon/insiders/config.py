@@ -49,6 +49,28 @@ class ProjectSettings(_Section):
     upstream: ProjectUpstream = "shadow"
 
 
+class WatcherSettings(_Section):
+    # Seconds between periodic checks of every repository (with up to 10% jitter).
+    interval: Positive = 600.0
+    enabled: bool = True
+    max_checks: Annotated[int, msgspec.Meta(ge=1)] = 4  # repositories listed/fetched at once
+    max_builds: Annotated[int, msgspec.Meta(ge=1)] = 1  # builds at once (they take the CPU)
+    build_timeout: Positive = 900.0
+    git_timeout: Positive = 300.0
+    # A file holding a GitHub token, for HTTPS access to private repositories.
+    # Under systemd, the credential `github-token` (LoadCredential=) is used when present.
+    github_token_file: str | None = None
+
+
+class TargetSettings(_Section):
+    """Another index the watcher uploads builds to (legacy upload API)."""
+
+    url: str
+    username: str = "__token__"
+    # The password or token, read from a file (or the systemd credential `target-NAME`).
+    password_file: str | None = None
+
+
 class PathSettings(_Section):
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -59,6 +81,8 @@ class Settings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
     paths: PathSettings = msgspec.field(default_factory=PathSettings)
+    watcher: WatcherSettings = msgspec.field(default_factory=WatcherSettings)
+    targets: dict[str, TargetSettings] = msgspec.field(default_factory=dict)
     projects: dict[str, ProjectSettings] = msgspec.field(default_factory=dict)
     log_level: LogLevel = "info"
 
