@@ -221,3 +221,68 @@ class Daemon:
                 files={"content": (path.name, data, "application/octet-stream")},
                 auth=("__token__", token if token is not None else self.token),
             )
+
+
+WHEELHOUSE = Path(__file__).parent.parent / ".cache" / "wheelhouse"
+
+
+def serve_wheelhouse(daemon: Daemon) -> None:
+    """Upload the build backends (downloaded by `make`) to `daemon`, a local upstream for builds."""
+    wheels = sorted(WHEELHOUSE.glob("*.whl"))
+    assert wheels, f"no wheels in {WHEELHOUSE}: run `make .cache/wheelhouse/.complete`"
+    for wheel in wheels:
+        name, version = wheel.name.split("-")[:2]
+        response = daemon.upload(wheel, name=name, version=version)
+        assert response.status_code == 200, response.text
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def git_project(where: Path, name: str, *, scm: bool = False, pyproject: str | None = None) -> Path:
+    """A git repository with a small project: a static version, or one from the tag (hatch-vcs)."""
+    module = re.sub(r"[-_.]+", "_", name).lower()
+    repo = where / name
+    (repo / "src" / module).mkdir(parents=True)
+    git(repo, "init", "--quiet", "--initial-branch", "main")
+    if pyproject is None:
+        requires = '["hatchling", "hatch-vcs"]' if scm else '["hatchling"]'
+        version = 'dynamic = ["version"]' if scm else 'version = "0.0.0"'
+        pyproject = textwrap.dedent(
+            f"""\
+            [build-system]
+            requires = {requires}
+            build-backend = "hatchling.build"
+
+            [project]
+            name = "{name}"
+            {version}
+            """
+        )
+        if scm:
+            pyproject += '[tool.hatch.version]\nsource = "vcs"\n'
+    (repo / "pyproject.toml").write_text(pyproject)
+    return repo
+
+
+def tag_release(repo: Path, version: str, tag: str | None = None) -> None:
+    """Set the static version (when there is one), commit, and tag."""
+    pyproject = repo / "pyproject.toml"
+    text = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text())
+    pyproject.write_text(text)
+    module = next((repo / "src").iterdir())
+    (module / "__init__.py").write_text(f'VERSION = "{version}"\n')
+    git(repo, "add", "-A")
+    git(repo, "commit", "--quiet", "--allow-empty", "-m", f"release {version}")
+    git(repo, "tag", tag or f"v{version}")
