@@ -1,0 +1,291 @@
+"""The watcher end to end: real git repositories, real `python -m build`, real daemon and client.
+
+Build dependencies come from a local upstream index serving the wheelhouse `make` downloaded, so
+no test build reaches the public network.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from tests.support import (
+    BIN,
+    Daemon,
+    git_project,
+    isolated_env,
+    serve_wheelhouse,
+    tag_release,
+)
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    upstream = Daemon(tmp_path_factory.mktemp("wheelhouse"), ["--upstream-mode", "none"]).start()
+    serve_wheelhouse(upstream)
+    yield upstream
+    upstream.stop()
+
+
+def start(home: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
+    (home / "config" / "insiders").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "insiders" / "config.toml").write_text(config)
+    return Daemon(home, ["--upstream", wheelhouse.index]).start()
+
+
+def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BIN / "insidersctl"), *args],
+        env=isolated_env(daemon.home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> str:
+    module = requirement.split("=")[0].replace("-", "_")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            daemon.index,
+            "--target",
+            str(target),
+            *extra,
+            requirement,
+        ],
+        env=isolated_env(target.parent),
+        check=True,
+        capture_output=True,
+    )
+    namespace: dict[str, str] = {}
+    init = target / module / "__init__.py"
+    exec(init.read_text(), namespace)
+    return namespace.get("VERSION", init.read_text())
+
+
+def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\n")
+    try:
+        repo = git_project(tmp_path / "src", "hello-insiders")
+        tag_release(repo, "0.9.0")
+        tag_release(repo, "1.0.0")
+        ctl(daemon, "repos", "add", f"{repo}:hello-insiders")
+        update = ctl(daemon, "update", "--wait")
+        for stage in ("listing", "fetching", "building", "publishing"):
+            assert stage in update.stdout
+        assert installed(daemon, tmp_path / "t", "hello-insiders") == "1.0.0"
+        # On the first check only the newest version is built.
+        with daemon.client() as client:
+            assert "0.9.0" not in client.get("/simple/hello-insiders/").text
+
+        tag_release(repo, "1.1.0")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            repos = json.loads(ctl(daemon, "repos", "list", "--json").stdout)["repos"]
+            if repos[0]["last_published"] == "1.1.0":
+                break
+            time.sleep(0.5)
+        assert installed(daemon, tmp_path / "t", "hello-insiders", "--upgrade") == "1.1.0"
+        assert (daemon.data_dir / "logs" / "hello-insiders" / "1.1.0.log").exists()
+    finally:
+        daemon.stop()
+
+
+def test_version_from_the_tag_with_hatch_vcs(tmp_path: Path, wheelhouse: Daemon) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
+    try:
+        repo = git_project(tmp_path / "src", "scm-project", scm=True)
+        tag_release(repo, "2.3.0")
+        ctl(daemon, "repos", "add", str(repo))  # the name is read from the repository
+        assert "published 2.3.0" in ctl(daemon, "update", "--wait").stdout
+        with daemon.client() as client:
+            files = client.get(
+                "/simple/scm-project/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+            ).json()["files"]
+        assert {f["filename"] for f in files} == {
+            "scm_project-2.3.0-py2.py3-none-any.whl",
+            "scm_project-2.3.0.tar.gz",
+        }
+    finally:
+        daemon.stop()
+
+
+def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
+    try:
+        repo = git_project(tmp_path / "src", "many")
+        for version in ("1.0", "1.1", "2.0rc1"):
+            tag_release(repo, version)
+        ctl(daemon, "repos", "add", "--all", f"{repo}:many")
+        assert "published 1.0, 1.1, 2.0rc1" in ctl(daemon, "update", "--wait").stdout
+        assert "up to date" in ctl(daemon, "update", "--wait").stdout.replace("-", " ")
+        forced = ctl(daemon, "update", "--wait", "--force", "many")
+        assert "published 2.0rc1" in forced.stdout
+    finally:
+        daemon.stop()
+
+
+BROKEN_BUILD = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "broken"
+version = "0.0.0"
+dependencies = ["not a valid requirement !!"]
+"""
+
+SLOW_BUILD = """\
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "slow"
+version = "0.0.0"
+"""
+
+
+def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: Daemon) -> None:
+    config = "[watcher]\nenabled = false\nbuild-timeout = 5.0\nmax-builds = 4\n"
+    daemon = start(tmp_path / "d", wheelhouse, config)
+    src = tmp_path / "src"
+    try:
+        good = git_project(src, "good")
+        tag_release(good, "1.0")
+        broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
+        tag_release(broken, "1.0")
+        slow = git_project(src, "slow", pyproject=SLOW_BUILD)
+        (slow / "backend.py").write_text("import time\ntime.sleep(600)\n")
+        tag_release(slow, "1.0")
+        misnamed = git_project(src, "misnamed")
+        tag_release(misnamed, "1.0")
+        for spec in (
+            f"{good}:good",
+            f"{broken}:broken",
+            f"{slow}:slow",
+            f"{misnamed}:expected-name",
+            "http://127.0.0.1:9/owner/gone.git:gone",
+        ):
+            ctl(daemon, "repos", "add", spec)
+        result = ctl(daemon, "update", "--wait", "--json", check=False)
+        assert result.returncode == 1  # some repositories failed
+        outcomes = {o["repo"]: o for o in json.loads(result.stdout.splitlines()[-1])["results"]}
+        assert outcomes["good"]["outcome"] == "published"
+        assert "python -m build failed" in outcomes["broken"]["error"]
+        assert "longer than 5 s" in outcomes["slow"]["error"]
+        assert "configured for 'expected-name'" in outcomes["expected-name"]["error"]
+        assert "git ls-remote failed" in outcomes["gone"]["error"]
+        for name in ("broken", "slow", "expected-name"):
+            assert Path(outcomes[name]["log"]).exists()
+        assert "not a valid requirement" in Path(outcomes["broken"]["log"]).read_text()
+        # The failed timeout build left no process behind.
+        leftover = subprocess.run(["pgrep", "-f", "backend.py"], capture_output=True)
+        assert leftover.returncode == 1
+        # The index kept serving, and repos list says what went wrong where.
+        assert installed(daemon, tmp_path / "t", "good") == "1.0"
+        listing = {
+            r["name"]: r for r in json.loads(ctl(daemon, "repos", "list", "--json").stdout)["repos"]
+        }
+        assert "longer than 5 s" in listing["slow"]["last_error"]
+        assert listing["good"]["last_error"] is None
+    finally:
+        daemon.stop()
+
+
+def test_publish_to_another_index_with_credentials(tmp_path: Path, wheelhouse: Daemon) -> None:
+    remote = Daemon(tmp_path / "remote", ["--upstream-mode", "none"]).start()
+    password = tmp_path / "remote-password"
+    password.write_text(remote.token + "\n")
+    config = (
+        "[watcher]\nenabled = false\n"
+        f'[targets.corp]\nurl = "{remote.url}/legacy/"\npassword-file = "{password}"\n'
+    )
+    daemon = start(tmp_path / "d", wheelhouse, config)
+    try:
+        repo = git_project(tmp_path / "src", "shared-lib")
+        tag_release(repo, "3.0")
+        ctl(daemon, "repos", "add", "--publish-to", "corp", f"{repo}:shared-lib")
+        ctl(daemon, "update", "--wait")
+        assert installed(remote, tmp_path / "r", "shared-lib") == "3.0"
+        assert installed(daemon, tmp_path / "l", "shared-lib") == "3.0"
+        # A second run finds the files there already: skipped, not an error.
+        ctl(daemon, "update", "--wait", "--force", "shared-lib")
+    finally:
+        daemon.stop()
+        remote.stop()
+
+
+class _AuthRecorder(http.server.BaseHTTPRequestHandler):
+    """A git host that demands credentials and refuses them, remembering what it was sent."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="git"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_planted_token_never_leaks(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """The GitHub token reaches git through its environment only: not argv, logs or replies."""
+    token = "ghp_PLANTEDsecretTOKEN1234567890"
+    token_file = tmp_path / "github-token"
+    token_file.write_text(token)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthRecorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    github = f"http://127.0.0.1:{server.server_address[1]}"
+    config = (
+        f'[watcher]\nenabled = false\ngithub-token-file = "{token_file}"\ngithub-url = "{github}"\n'
+    )
+    daemon = start(tmp_path / "d", wheelhouse, config)
+    try:
+        ctl(daemon, "repos", "add", "owner/private:private")
+        # Another host must never be sent the token.
+        ctl(daemon, "repos", "add", f"http://localhost:{server.server_address[1]}/x/y.git:other")
+        result = ctl(daemon, "update", "--wait", "--json", check=False)
+        status = ctl(daemon, "status", "--json").stdout
+        listing = ctl(daemon, "repos", "list", "--json").stdout
+        logs = ctl(daemon, "logs", "-n", "200", check=False).stdout
+    finally:
+        daemon.stop()
+        server.shutdown()
+        server.server_close()
+    outcomes = {o["repo"]: o for o in json.loads(result.stdout.splitlines()[-1])["results"]}
+    assert outcomes["private"]["outcome"] == "failed"
+    # git did get the token (through GIT_ASKPASS), for the GitHub host only.
+    sent = {base64.b64decode(h.split()[1]).decode() for h in _AuthRecorder.seen if h}
+    assert sent == {f"x-access-token:{token}"}
+    everything = result.stdout + result.stderr + status + listing + logs + daemon.log()
+    for path in (daemon.data_dir).rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".json"):
+            everything += path.read_text(errors="replace")
+    assert token not in everything
