@@ -1,0 +1,64 @@
+"""Human output (aligned tables, relative times, sizes) and the stable JSON form of replies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+_json = msgspec.json.Encoder(order="deterministic")
+
+
+def to_json(message: msgspec.Struct, *, indent: int = 2) -> str:
+    """The reply exactly as the protocol defines it: its fields are the JSON interface."""
+    data = _json.encode(message)
+    return msgspec.json.format(data, indent=indent).decode() if indent else data.decode()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append(indent + "  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """3 s, 12 min, 5 h, 3 days: one unit, rounded down, as people say it."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 86400 * 2:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} days"
+
+
+def ago(when: float | None, now: float, never: str = "never") -> str:
+    if when is None or when <= 0:
+        return never
+    delta = now - when
+    if delta < -1:
+        return f"in {duration(-delta)}"
+    if delta < 2:
+        return "just now"
+    return f"{duration(delta)} ago"
+
+
+def size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (words or word + 's')}"

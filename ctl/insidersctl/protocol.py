@@ -1,0 +1,532 @@
+"""The control protocol between insidersctl and insidersd: frames, messages and limits, as data.
+
+A frame is a 4-byte big-endian length followed by that many bytes of msgpack. A connection opens
+with the client's `Hello` and the daemon's `Welcome` (or an `Error`); then each request gets zero or
+more `Progress` events and exactly one final reply. Every refusal is an `Error` reply with a code a
+script can test and a message a person can act on.
+
+Schema evolution: messages are frozen Structs under two tagged unions (one per direction), each
+decoded by one decoder built here once. Unknown fields are ignored and every field added after
+version 1.0 has a default, so an older client and a newer daemon keep talking; `PROTOCOL_MINOR` is
+bumped when messages or fields are added, `PROTOCOL_VERSION` only for a change an older peer cannot
+survive (the daemon then answers a clear "incompatible" error). The shape of `Hello` never changes.
+
+Only the standard library and msgspec are imported here: the client must start fast. (For the
+same reason there is no `from __future__ import annotations`: msgspec would compile and evaluate
+every field's annotation string when it builds the decoders, a third of the client's start-up.)
+"""
+
+import struct
+from typing import Final, Literal, get_args
+
+import msgspec
+
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "MAX_REQUEST_SIZE",
+    "PROTOCOL_MINOR",
+    "PROTOCOL_VERSION",
+    "BadMessage",
+    "ClientMessage",
+    "FrameReader",
+    "FrameTooLarge",
+    "ProtocolError",
+    "Reply",
+    "Request",
+    "ServerMessage",
+    "UnknownMessage",
+    "decode_client_message",
+    "decode_server_message",
+    "encode_frame",
+]
+
+PROTOCOL_VERSION: Final = 1
+PROTOCOL_MINOR: Final = 0
+
+HEADER: Final = struct.Struct(">I")
+# Replies can list every hosted file of a large index; requests are a few hundred bytes.
+MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+MAX_REQUEST_SIZE: Final = 64 * 1024
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """A frame or message that cannot be understood; the message says what was wrong."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class BadMessage(ProtocolError):
+    """A complete frame whose body is not a valid message."""
+
+
+class UnknownMessage(ProtocolError):
+    """A well-formed message of a type this side does not know (the peer is newer)."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"unknown message type {tag!r}")
+        self.tag = tag
+
+
+# Error codes: stable strings for scripts (`insidersctl --json` prints them).
+BAD_REQUEST: Final = "bad-request"  # undecodable or invalid request
+UNKNOWN_REQUEST: Final = "unknown-request"  # a request type this daemon does not know
+TOO_LARGE: Final = "too-large"
+INCOMPATIBLE: Final = "incompatible"  # protocol major versions differ
+FORBIDDEN: Final = "forbidden"  # the peer's uid may not use this daemon
+TIMEOUT: Final = "timeout"
+BUSY: Final = "busy"  # too many connections at once
+NOT_FOUND: Final = "not-found"
+REFUSED: Final = "refused"  # the request is understood and refused (the message says why)
+UNAVAILABLE: Final = "unavailable"  # the part of the daemon that would do it is not running
+INTERNAL: Final = "internal"  # a bug in the daemon; its log has the traceback
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    pass
+
+
+class Request(_Message, frozen=True):
+    """Client -> daemon."""
+
+
+class Reply(_Message, frozen=True):
+    """Daemon -> client: the final answer to a request."""
+
+
+class Hello(_Message, frozen=True, tag="hello"):
+    """The first frame of every connection. Its shape never changes, whatever the version."""
+
+    protocol: int = PROTOCOL_VERSION
+    minor: int = PROTOCOL_MINOR
+    client: str = ""  # the client's own version, for the daemon's log
+
+
+class Welcome(_Message, frozen=True, tag="welcome"):
+    protocol: int = PROTOCOL_VERSION
+    minor: int = PROTOCOL_MINOR
+    daemon: str = ""  # the daemon's version
+    pid: int = 0
+
+
+class Error(Reply, frozen=True, tag="error"):
+    code: str
+    message: str
+
+
+class Progress(_Message, frozen=True, tag="progress"):
+    """One step of a long operation; any number precede the final reply."""
+
+    repo: str
+    # queued, listing, fetching, building, publishing, done, failed, up-to-date (more may come)
+    stage: str
+    message: str = ""
+    version: str | None = None
+    log: str | None = None  # the build log, when there is one
+    time: float = 0.0  # wall-clock time of the event
+
+
+# Requests ------------------------------------------------------------------------------------
+
+VersionPolicy = Literal["newest", "all", "since"]
+Scope = Literal["upload", "read"]
+
+
+class Status(Request, frozen=True, tag="status"):
+    pass
+
+
+class ServerStatus(Request, frozen=True, tag="server-status"):
+    pass
+
+
+class ListRepos(Request, frozen=True, tag="repos-list"):
+    pass
+
+
+class AddRepo(Request, frozen=True, tag="repos-add"):
+    spec: str
+    # The client's working directory: a relative path in `spec` is relative to it.
+    cwd: str = ""
+    versions: VersionPolicy = "newest"
+    since: str | None = None
+    publish_to: tuple[str, ...] = ()
+    local: bool = True  # publish to this index (besides any publish_to targets)
+
+
+class RemoveRepo(Request, frozen=True, tag="repos-remove"):
+    name: str
+
+
+class Update(Request, frozen=True, tag="update"):
+    names: tuple[str, ...] = ()  # none: every repository
+    force: bool = False  # rebuild versions that are published already
+    wait: bool = True  # stream progress and report; False: queue the check and reply at once
+
+
+class WatcherControl(Request, frozen=True, tag="watcher"):
+    action: Literal["start", "stop", "status"] = "status"
+
+
+class Logs(Request, frozen=True, tag="logs"):
+    """Where the daemon's log is; the client reads it (journalctl or the file) itself."""
+
+
+class ListTokens(Request, frozen=True, tag="tokens-list"):
+    pass
+
+
+class CreateToken(Request, frozen=True, tag="tokens-create"):
+    name: str
+    scope: Scope = "upload"
+
+
+class RevokeToken(Request, frozen=True, tag="tokens-revoke"):
+    name: str
+
+
+class ListProjects(Request, frozen=True, tag="projects-list"):
+    pass
+
+
+class ShowProject(Request, frozen=True, tag="projects-show"):
+    name: str
+
+
+class Yank(Request, frozen=True, tag="yank"):
+    project: str
+    version: str
+    reason: str | None = None
+
+
+class Unyank(Request, frozen=True, tag="unyank"):
+    project: str
+    version: str
+
+
+class Remove(Request, frozen=True, tag="remove"):
+    """Unpublish one file, or every file of a version; `dry_run` says what would go."""
+
+    project: str
+    version: str | None = None
+    filename: str | None = None
+    dry_run: bool = False
+
+
+# Parts of replies ----------------------------------------------------------------------------
+
+
+class _Part(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class RepoInfo(_Part, frozen=True):
+    name: str  # the distribution name: what `repos remove` and `update` take
+    source: str  # OWNER/REPO, the URL, or the path
+    kind: str  # github, git, path
+    versions: VersionPolicy = "newest"
+    since: str | None = None
+    publish_to: tuple[str, ...] = ()
+    local: bool = True
+    added: float = 0.0
+    last_check: float | None = None
+    newest_tag: str | None = None
+    last_published: str | None = None
+    last_published_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    log: str | None = None  # the log of the last build or failure
+
+
+class WatcherInfo(_Part, frozen=True):
+    available: bool = False  # False: this daemon has no watcher yet
+    state: str = "absent"  # running, paused, absent
+    interval: float | None = None  # seconds between periodic checks
+    next_check: float | None = None  # wall-clock time
+    checking: tuple[str, ...] = ()  # repositories being checked now
+    message: str = ""
+
+
+class TokenInfo(_Part, frozen=True):
+    name: str
+    scope: Scope
+    created: float
+
+
+class ProjectInfo(_Part, frozen=True):
+    name: str
+    versions: int
+    files: int
+    latest: str | None = None  # the highest version that is not yanked
+    size: int = 0
+    last_upload: float | None = None
+    yanked_files: int = 0
+
+
+class FileInfo(_Part, frozen=True):
+    filename: str
+    version: str
+    size: int
+    sha256: str
+    upload_time: float = 0.0
+    yanked: bool = False
+    yanked_reason: str | None = None
+
+
+class RepoOutcome(_Part, frozen=True):
+    repo: str
+    # published, up-to-date, failed, queued
+    outcome: str
+    versions: tuple[str, ...] = ()  # the versions published
+    error: str | None = None
+    log: str | None = None
+
+
+# Replies -------------------------------------------------------------------------------------
+
+
+class StatusReport(Reply, frozen=True, tag="status"):
+    version: str
+    pid: int
+    uptime: float
+    now: float  # the daemon's wall clock, for relative times
+    index_urls: tuple[str, ...] = ()
+    projects: int = 0
+    files: int = 0
+    upstream: str | None = None
+    upstream_mode: str = "none"
+    data_dir: str = ""
+    socket: str = ""
+    watcher: WatcherInfo = WatcherInfo()
+    repos: tuple[RepoInfo, ...] = ()
+
+
+class ServerReport(Reply, frozen=True, tag="server-status"):
+    index_urls: tuple[str, ...] = ()
+    projects: int = 0
+    files: int = 0
+    upstream: str | None = None
+    upstream_mode: str = "none"
+    data_dir: str = ""
+    uptime: float = 0.0
+
+
+class RepoList(Reply, frozen=True, tag="repos"):
+    repos: tuple[RepoInfo, ...] = ()
+    now: float = 0.0
+
+
+class RepoAdded(Reply, frozen=True, tag="repo-added"):
+    repo: RepoInfo
+    watcher: bool = False  # whether a watcher will act on it
+
+
+class RepoRemoved(Reply, frozen=True, tag="repo-removed"):
+    repo: RepoInfo
+
+
+class UpdateReport(Reply, frozen=True, tag="update"):
+    results: tuple[RepoOutcome, ...] = ()
+    queued: bool = False  # wait=False: the check runs on after this reply
+
+
+class WatcherReport(Reply, frozen=True, tag="watcher"):
+    watcher: WatcherInfo
+    now: float = 0.0
+
+
+class LogsLocation(Reply, frozen=True, tag="logs"):
+    """journal: read with journalctl (unit, user); else `path` is the daemon's log file."""
+
+    journal: bool = False
+    unit: str | None = None
+    user: bool = False  # a unit of a user's service manager (journalctl --user-unit)
+    invocation: str | None = None  # INVOCATION_ID, when no unit name could be found
+    path: str | None = None
+
+
+class TokenList(Reply, frozen=True, tag="tokens"):
+    tokens: tuple[TokenInfo, ...] = ()
+    now: float = 0.0
+
+
+class TokenCreated(Reply, frozen=True, tag="token-created"):
+    token: TokenInfo
+    secret: str  # shown once; only its hash is kept
+
+
+class TokenRevoked(Reply, frozen=True, tag="token-revoked"):
+    name: str
+
+
+class ProjectList(Reply, frozen=True, tag="projects"):
+    projects: tuple[ProjectInfo, ...] = ()
+    now: float = 0.0
+
+
+class ProjectDetail(Reply, frozen=True, tag="project"):
+    name: str
+    files: tuple[FileInfo, ...] = ()
+    now: float = 0.0
+
+
+class YankDone(Reply, frozen=True, tag="yanked"):
+    project: str
+    version: str
+    yanked: bool
+    changed: int  # files whose state changed (0: they were so already)
+
+
+class Removed(Reply, frozen=True, tag="removed"):
+    project: str
+    files: tuple[str, ...]
+    dry_run: bool = False
+
+
+ClientMessage = (
+    Hello
+    | Status
+    | ServerStatus
+    | ListRepos
+    | AddRepo
+    | RemoveRepo
+    | Update
+    | WatcherControl
+    | Logs
+    | ListTokens
+    | CreateToken
+    | RevokeToken
+    | ListProjects
+    | ShowProject
+    | Yank
+    | Unyank
+    | Remove
+)
+ServerMessage = (
+    Welcome
+    | Error
+    | Progress
+    | StatusReport
+    | ServerReport
+    | RepoList
+    | RepoAdded
+    | RepoRemoved
+    | UpdateReport
+    | WatcherReport
+    | LogsLocation
+    | TokenList
+    | TokenCreated
+    | TokenRevoked
+    | ProjectList
+    | ProjectDetail
+    | YankDone
+    | Removed
+)
+
+
+# -- encoding and decoding ---------------------------------------------------------------------
+
+
+class _Envelope(msgspec.Struct):
+    """Just the tag: tells an unknown message type apart from a malformed one."""
+
+    type: str = ""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_client_decoder: msgspec.msgpack.Decoder[ClientMessage] = msgspec.msgpack.Decoder(ClientMessage)
+_server_decoder: msgspec.msgpack.Decoder[ServerMessage] = msgspec.msgpack.Decoder(ServerMessage)
+_envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
+
+
+def encode_frame(message: _Message, limit: int = MAX_FRAME_SIZE) -> bytes:
+    """The frame for `message`: length header and msgpack body in one buffer."""
+    buffer = bytearray(HEADER.size)
+    _encoder.encode_into(message, buffer, HEADER.size)
+    size = len(buffer) - HEADER.size
+    if size > limit:
+        raise FrameTooLarge(size, limit)
+    HEADER.pack_into(buffer, 0, size)
+    return bytes(buffer)
+
+
+def decode_client_message(body: bytes) -> ClientMessage:
+    """What the daemon receives; raises UnknownMessage or BadMessage."""
+    try:
+        return _client_decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _explain(body, error, _CLIENT_TAGS) from None
+    except msgspec.DecodeError as error:
+        raise BadMessage(f"not a msgpack message: {error}") from None
+
+
+def decode_server_message(body: bytes) -> ServerMessage:
+    """What the client receives; raises UnknownMessage or BadMessage."""
+    try:
+        return _server_decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _explain(body, error, _SERVER_TAGS) from None
+    except msgspec.DecodeError as error:
+        raise BadMessage(f"not a msgpack message: {error}") from None
+
+
+def _tags(union: object) -> frozenset[str]:
+    return frozenset(str(t.__struct_config__.tag) for t in get_args(union))
+
+
+_CLIENT_TAGS = _tags(ClientMessage)
+_SERVER_TAGS = _tags(ServerMessage)
+
+
+def _explain(body: bytes, error: msgspec.ValidationError, known: frozenset[str]) -> ProtocolError:
+    try:
+        tag = _envelope_decoder.decode(body).type
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        tag = ""
+    if tag and tag not in known:
+        return UnknownMessage(tag)
+    return BadMessage(f"invalid message: {error}")
+
+
+class FrameReader:
+    """Sans-IO frame splitting: feed bytes as they arrive, take complete frame bodies out.
+
+    The header is checked against the limit as soon as it is complete, before the body is read,
+    so an oversized frame costs four bytes of memory, not its announced size.
+    """
+
+    def __init__(self, limit: int = MAX_FRAME_SIZE) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return len(self._buffer)
+
+    def next_frame(self) -> bytes | None:
+        """The next complete frame body, or None until more bytes arrive."""
+        if len(self._buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self._buffer)
+        if size > self.limit:
+            raise FrameTooLarge(size, self.limit)
+        end = HEADER.size + size
+        if len(self._buffer) < end:
+            return None
+        body = bytes(self._buffer[HEADER.size : end])
+        del self._buffer[:end]
+        return body

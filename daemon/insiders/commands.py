@@ -1,0 +1,429 @@
+"""What each control request does to the running daemon; the socket side is insiders.control.
+
+Every expected refusal (unknown project, bad SPEC, duplicate token...) becomes an `Error` reply with
+a code and a message a person can act on. Long operations send `Progress` events before their reply.
+
+The watcher is reached through `daemon.watcher` when the daemon has one (the `Watcher` protocol
+below is all the control plane needs of it); until then, `update` and `watcher start|stop` answer
+"unavailable" and the repositories are only recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from insiders import __version__
+from insiders.logs import stderr_is_journal
+from insiders.names import is_valid_name, normalize, parse_version
+from insiders.repos import Repo, RepoError, Repos, SpecError, make_repo, parse_spec, resolve_dist
+from insiders.store import Project, StoredFile, StoreError
+from insiders.tokens import TokenError
+from insidersctl import protocol as p
+
+if TYPE_CHECKING:
+    from insiders.app import Daemon
+
+log = logging.getLogger(__name__)
+
+SendEvent = Callable[[p.Progress], Awaitable[None]]
+
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PROGRESS_BUFFER = 256
+
+
+class Watcher(Protocol):
+    """What the control plane needs of the watcher; the daemon exposes it as `daemon.watcher`.
+
+    `check` runs a check now and reports through `progress` (which never blocks: events the client
+    cannot take fast enough are dropped, the final outcomes never are). It is awaited by the
+    control connection, so it is cancelled if that client goes away; a watcher that wants a check
+    to finish regardless runs it in its own nursery and waits for the result here.
+    """
+
+    def info(self) -> p.WatcherInfo: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def schedule(self, repos: Sequence[Repo], *, force: bool) -> None:
+        """Queue a check of `repos` and return at once (`update --no-wait`)."""
+
+    async def check(
+        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[p.Progress], None]
+    ) -> Sequence[p.RepoOutcome]: ...
+
+
+class Refusal(Exception):
+    """Raised by a handler to answer an Error reply with this code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+NO_WATCHER = (
+    f"insidersd {__version__} has no watcher yet: repositories are recorded "
+    "(insidersctl repos list) but nothing checks or builds them"
+)
+NO_WATCHER_SHORT = "not part of this insidersd yet (repositories are only recorded)"
+
+
+def repo_info(repo: Repo) -> p.RepoInfo:
+    state = repo.state
+    return p.RepoInfo(
+        name=repo.dist,
+        source=repo.source.location,
+        kind=repo.source.kind,
+        versions=repo.versions,
+        since=repo.since,
+        publish_to=repo.publish_to,
+        local=repo.local,
+        added=repo.added,
+        last_check=state.last_check,
+        newest_tag=state.newest_tag,
+        last_published=state.last_published,
+        last_published_at=state.last_published_at,
+        last_error=state.last_error,
+        last_error_at=state.last_error_at,
+        log=state.log,
+    )
+
+
+def project_info(project: Project) -> p.ProjectInfo:
+    live = {f.version for f in project.files if not f.yanked}
+    latest = next((v for v in reversed(project.versions()) if v in live), None)
+    return p.ProjectInfo(
+        name=project.name,
+        versions=len(project.versions()),
+        files=len(project.files),
+        latest=latest,
+        size=sum(f.size for f in project.files),
+        last_upload=max((f.upload_time for f in project.files), default=None) or None,
+        yanked_files=sum(1 for f in project.files if f.yanked),
+    )
+
+
+def file_info(stored: StoredFile) -> p.FileInfo:
+    return p.FileInfo(
+        filename=stored.filename,
+        version=stored.version,
+        size=stored.size,
+        sha256=stored.sha256,
+        upload_time=stored.upload_time,
+        yanked=stored.yanked,
+        yanked_reason=stored.yanked_reason,
+    )
+
+
+def log_location(log_file: Path | None, env: dict[str, str] | None = None) -> p.LogsLocation:
+    """Where `insidersctl logs` finds this daemon's log: the journal under systemd, else a file."""
+    environ = os.environ if env is None else env
+    if not stderr_is_journal():
+        return p.LogsLocation(path=str(log_file) if log_file else None)
+    unit, user = _own_unit()
+    return p.LogsLocation(
+        journal=True, unit=unit, user=user, invocation=environ.get("INVOCATION_ID")
+    )
+
+
+def _own_unit(cgroup_file: str = "/proc/self/cgroup") -> tuple[str | None, bool]:
+    """The service unit this process runs in, and whether a user's service manager runs it."""
+    try:
+        with open(cgroup_file) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None, False
+    for line in lines:
+        path = line.split(":", 2)[-1]
+        units = [part for part in path.split("/") if part.endswith(".service")]
+        if units:
+            return units[-1], any(part.startswith("user@") for part in path.split("/"))
+    return None, False
+
+
+class Commands:
+    """The request handlers, acting on one Daemon and its repository registry."""
+
+    def __init__(
+        self, daemon: Daemon, repos: Repos, *, socket_path: Path, logs: p.LogsLocation
+    ) -> None:
+        self.daemon = daemon
+        self.repos = repos
+        self.socket_path = socket_path
+        self.logs = logs
+        # Token changes write the token file from a thread: one at a time.
+        self._token_lock = trio.Lock()
+
+    @property
+    def watcher(self) -> Watcher | None:
+        watcher: Watcher | None = getattr(self.daemon, "watcher", None)
+        return watcher
+
+    async def handle(self, request: p.Request, send: SendEvent) -> p.Reply:
+        """The reply to `request`; expected refusals become Error replies."""
+        try:
+            return await self._dispatch(request, send)
+        except Refusal as refusal:
+            return p.Error(code=refusal.code, message=str(refusal))
+        except (SpecError, RepoError, StoreError, TokenError) as error:
+            return p.Error(code=p.REFUSED, message=str(error))
+
+    async def _dispatch(self, request: p.Request, send: SendEvent) -> p.Reply:
+        match request:
+            case p.Status():
+                return self.status()
+            case p.ServerStatus():
+                return self.server_status()
+            case p.ListRepos():
+                return p.RepoList(repos=self._repo_infos(), now=time.time())
+            case p.AddRepo():
+                return await self.add_repo(request)
+            case p.RemoveRepo():
+                removed = await self.repos.remove(request.name)
+                return p.RepoRemoved(repo=repo_info(removed))
+            case p.Update():
+                return await self.update(request, send)
+            case p.WatcherControl():
+                return self.watcher_control(request)
+            case p.Logs():
+                return self.logs
+            case p.ListTokens():
+                tokens = tuple(
+                    p.TokenInfo(name=t.name, scope=t.scope, created=t.created)
+                    for t in self.daemon.tokens.all()
+                )
+                return p.TokenList(tokens=tokens, now=time.time())
+            case p.CreateToken():
+                return await self.create_token(request)
+            case p.RevokeToken():
+                async with self._token_lock:
+                    await trio.to_thread.run_sync(self.daemon.tokens.revoke, request.name)
+                log.info("token %s revoked", request.name)
+                return p.TokenRevoked(name=request.name)
+            case p.ListProjects():
+                store = self.daemon.store
+                projects = tuple(project_info(store.projects[k]) for k in sorted(store.projects))
+                return p.ProjectList(projects=projects, now=time.time())
+            case p.ShowProject():
+                project = self._project(request.name)
+                return p.ProjectDetail(
+                    name=project.name,
+                    files=tuple(file_info(f) for f in project.files),
+                    now=time.time(),
+                )
+            case p.Yank() | p.Unyank():
+                return await self.yank(request)
+            case p.Remove():
+                return await self.remove(request)
+        raise Refusal(p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}")
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> p.StatusReport:
+        daemon = self.daemon
+        return p.StatusReport(
+            version=__version__,
+            pid=os.getpid(),
+            uptime=trio.current_time() - daemon.started,
+            now=time.time(),
+            index_urls=tuple(daemon.http_urls),
+            projects=len(daemon.store.projects),
+            files=daemon.store.file_count(),
+            upstream=self._upstream_url(),
+            upstream_mode=daemon.upstream.mode,
+            data_dir=str(daemon.dirs.data),
+            socket=str(self.socket_path),
+            watcher=self.watcher_info(),
+            repos=self._repo_infos(),
+        )
+
+    def server_status(self) -> p.ServerReport:
+        daemon = self.daemon
+        return p.ServerReport(
+            index_urls=tuple(daemon.http_urls),
+            projects=len(daemon.store.projects),
+            files=daemon.store.file_count(),
+            upstream=self._upstream_url(),
+            upstream_mode=daemon.upstream.mode,
+            data_dir=str(daemon.dirs.data),
+            uptime=trio.current_time() - daemon.started,
+        )
+
+    def _upstream_url(self) -> str | None:
+        upstream = self.daemon.upstream
+        return None if upstream.mode == "none" else upstream.url
+
+    def _repo_infos(self) -> tuple[p.RepoInfo, ...]:
+        return tuple(repo_info(repo) for repo in self.repos.all())
+
+    # -- repositories and the watcher ----------------------------------------------------------
+
+    async def add_repo(self, request: p.AddRepo) -> p.RepoAdded:
+        parsed = parse_spec(request.spec, request.cwd or None)
+        configured = self.daemon.settings.targets
+        for target in request.publish_to:
+            if target not in configured:
+                known = ", ".join(sorted(configured)) or "none"
+                raise Refusal(
+                    p.REFUSED,
+                    f"--publish-to {target}: no [targets.{target}] in the configuration "
+                    f"(configured: {known})",
+                )
+        dist = await trio.to_thread.run_sync(resolve_dist, parsed, request.spec)
+        repo = make_repo(
+            parsed,
+            dist,
+            versions=request.versions,
+            since=request.since,
+            publish_to=request.publish_to,
+            local=request.local,
+        )
+        await self.repos.add(repo)
+        log.info("watching %s for %s (%s)", repo.source.location, repo.dist, repo.versions)
+        return p.RepoAdded(repo=repo_info(repo), watcher=self.watcher is not None)
+
+    def watcher_info(self) -> p.WatcherInfo:
+        watcher = self.watcher
+        if watcher is None:
+            return p.WatcherInfo(available=False, state="absent", message=NO_WATCHER_SHORT)
+        return watcher.info()
+
+    def watcher_control(self, request: p.WatcherControl) -> p.WatcherReport:
+        watcher = self.watcher
+        if request.action != "status":
+            if watcher is None:
+                raise Refusal(p.UNAVAILABLE, NO_WATCHER)
+            if request.action == "start":
+                watcher.resume()
+            else:
+                watcher.pause()
+            log.info(
+                "watcher %s by insidersctl", "resumed" if request.action == "start" else "paused"
+            )
+        return p.WatcherReport(watcher=self.watcher_info(), now=time.time())
+
+    async def update(self, request: p.Update, send: SendEvent) -> p.UpdateReport:
+        repos = [self.repos.find(name) for name in request.names] or self.repos.all()
+        watcher = self.watcher
+        if watcher is None:
+            raise Refusal(p.UNAVAILABLE, NO_WATCHER)
+        if not repos:
+            raise Refusal(
+                p.REFUSED, "no repositories are watched: add one with insidersctl repos add SPEC"
+            )
+        if not request.wait:
+            watcher.schedule(repos, force=request.force)
+            queued = tuple(p.RepoOutcome(repo=r.dist, outcome="queued") for r in repos)
+            return p.UpdateReport(results=queued, queued=True)
+
+        events_in, events_out = trio.open_memory_channel[p.Progress](_PROGRESS_BUFFER)
+        outcomes: list[p.RepoOutcome] = []
+
+        def progress(event: p.Progress) -> None:
+            try:
+                events_in.send_nowait(event)
+            except trio.WouldBlock:
+                log.debug("update progress dropped (slow client): %s", event)
+            except trio.ClosedResourceError:
+                pass  # the check reported after it returned; nobody is listening
+
+        async def run_check() -> None:
+            async with events_in:
+                outcomes.extend(await watcher.check(repos, force=request.force, progress=progress))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_check)
+            async with events_out:
+                async for event in events_out:
+                    await send(event)
+        return p.UpdateReport(results=tuple(outcomes))
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def create_token(self, request: p.CreateToken) -> p.TokenCreated:
+        if not _TOKEN_NAME.match(request.name):
+            raise Refusal(
+                p.REFUSED,
+                f"{request.name!r} is not a token name: letters, digits and . _ - (at most 64)",
+            )
+        async with self._token_lock:
+            secret = await trio.to_thread.run_sync(
+                self.daemon.tokens.create, request.name, request.scope
+            )
+        token = next(t for t in self.daemon.tokens.all() if t.name == request.name)
+        log.info("token %s created (%s)", token.name, token.scope)
+        info = p.TokenInfo(name=token.name, scope=token.scope, created=token.created)
+        return p.TokenCreated(token=info, secret=secret)
+
+    # -- hosted projects -----------------------------------------------------------------------
+
+    def _project(self, name: str) -> Project:
+        if not is_valid_name(name):
+            raise Refusal(p.REFUSED, f"{name!r} is not a project name")
+        project = self.daemon.store.get(normalize(name))
+        if project is None:
+            raise Refusal(p.NOT_FOUND, f"no project {name} is hosted here")
+        return project
+
+    async def yank(self, request: p.Yank | p.Unyank) -> p.YankDone:
+        project = self._project(request.project)
+        yanked = isinstance(request, p.Yank)
+        reason = request.reason if isinstance(request, p.Yank) else None
+        changed = await self.daemon.store.set_yanked(
+            normalize(project.name), request.version, yanked, reason
+        )
+        if changed:
+            log.info(
+                "%s %s %s (%d files)",
+                "yanked" if yanked else "unyanked",
+                project.name,
+                request.version,
+                changed,
+            )
+        return p.YankDone(
+            project=project.name, version=request.version, yanked=yanked, changed=changed
+        )
+
+    async def remove(self, request: p.Remove) -> p.Removed:
+        if (request.version is None) == (request.filename is None):
+            raise Refusal(p.BAD_REQUEST, "remove takes either a version or a filename")
+        project = self._project(request.project)
+        name = normalize(project.name)
+        if request.dry_run:
+            files = _matching(project, request.version, request.filename)
+            if not files:
+                what = (
+                    f"file {request.filename}" if request.filename else f"version {request.version}"
+                )
+                raise Refusal(p.NOT_FOUND, f"{project.name} has no {what}")
+            return p.Removed(project=project.name, files=files, dry_run=True)
+        gone = await self.daemon.store.remove(
+            name, version=request.version, filename=request.filename
+        )
+        log.info("removed from %s: %s", project.name, ", ".join(gone))
+        return p.Removed(project=project.name, files=tuple(gone))
+
+
+def _matching(project: Project, version: str | None, filename: str | None) -> tuple[str, ...]:
+    """The files Store.remove would remove (a version matches by PEP 440 equality too)."""
+    wanted = parse_version(version) if version is not None else None
+    return tuple(
+        f.filename
+        for f in project.files
+        if (filename is not None and f.filename == filename)
+        or (
+            version is not None
+            and (
+                f.version == version or (wanted is not None and parse_version(f.version) == wanted)
+            )
+        )
+    )

@@ -1,0 +1,42 @@
+"""The daemon's own log file, for `insidersctl logs` when no journal keeps its output.
+
+Under systemd the journal has every line (with priorities), so no file is written there. Run by
+hand, stderr goes to a terminal and is gone once read: the same lines also go to
+DATA_DIR/insidersd.log, rotated at 5 MiB with three old files kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from insidersctl.logs import LOG_FILE
+
+__all__ = ["LOG_FILE", "log_to_file"]
+
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 3
+
+
+@contextmanager
+def log_to_file(path: Path) -> Iterator[Path]:
+    """Copy every log record to `path` (created 0600) while the context lasts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        handler.close()
