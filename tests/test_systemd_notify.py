@@ -178,7 +178,7 @@ async def test_keep_watchdog_pings_at_half_the_interval(
         nursery.cancel_scope.cancel()
     pings = notify.pending()
     assert set(pings) == {"WATCHDOG=1"}
-    assert 5 <= len(pings) <= 8  # one at once, then every 0.05 s
+    assert 3 <= len(pings) <= 8  # one at once, then every 0.05 s (fewer on a loaded machine)
 
 
 async def test_keep_watchdog_returns_at_once_without_a_watchdog(

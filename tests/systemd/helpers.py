@@ -96,6 +96,17 @@ def wait_http(url: str, timeout: float = 30) -> httpx.Response:
             time.sleep(0.1)
 
 
+def accepts(path: Path) -> bool:
+    """Whether something listens on the Unix socket at `path` (a file left behind does not)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
 def journal(container: Container, *args: str) -> str:
     return container.run(["journalctl", "--no-pager", "-o", "cat", *args], check=False).stdout
 

@@ -184,6 +184,7 @@ class Container:
         """Shut the container down; kill nspawn if it does not go in time. Safe to call twice."""
         if self._nspawn is None or self._nspawn.poll() is not None:
             return
+        started = time.monotonic()
         if self.leader:
             self.run(["systemctl", "poweroff"], check=False, timeout=30)
         try:
@@ -191,6 +192,9 @@ class Container:
         except subprocess.TimeoutExpired:
             os.killpg(self._nspawn.pid, signal.SIGKILL)
             self._nspawn.wait(10)
+        took = time.monotonic() - started
+        if took > 10:
+            print(f"\ncontainer poweroff took {took:.1f}s; see {self.log}", file=sys.stderr)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -227,6 +231,8 @@ class Container:
             timeout=timeout,
             check=False,
             env={"PATH": os.environ.get("PATH", CONTAINER_PATH)},
+            # Its own process group: nothing run inside can signal the test run's group.
+            start_new_session=True,
         )
         if check and result.returncode != 0:
             raise HarnessError(

@@ -46,7 +46,7 @@ def activated(container: Container) -> Iterator[Activated]:
         f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"
     )
     container.run(["systemctl", "daemon-reload"])
-    container.run(["systemctl", "start", "insiders.socket"])  # Wants= the control socket
+    container.run(["systemctl", "start", *SOCKETS])
     yield Activated(container, port, config_port)
     container.run(["systemctl", "stop", SERVICE, *SOCKETS], check=False)
     container.run(["rm", "-rf", "/run/systemd/system/insiders.socket.d"])
@@ -82,19 +82,19 @@ def test_a_restart_under_a_stream_of_requests_loses_none(activated: Activated) -
     lock = threading.Lock()
 
     def client() -> None:
-        # A new connection for every request, bounded in number and time.
+        # A new connection for every request (no keep-alive), bounded in number and time.
         deadline = time.monotonic() + 60
-        for _ in range(5000):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                outcome: int | str = httpx.get(
-                    f"{activated.url}/simple/", headers={"Connection": "close"}, timeout=30
-                ).status_code
-            except httpx.HTTPError as error:
-                outcome = f"{type(error).__name__}: {error}"
-            with lock:
-                results.append(outcome)
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=activated.url, limits=limits, timeout=30) as http:
+            for _ in range(5000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    outcome: int | str = http.get("/simple/").status_code
+                except httpx.HTTPError as error:
+                    outcome = f"{type(error).__name__}: {error}"
+                with lock:
+                    results.append(outcome)
 
     threads = [threading.Thread(target=client) for _ in range(3)]
     for thread in threads:
@@ -113,5 +113,5 @@ def test_a_restart_under_a_stream_of_requests_loses_none(activated: Activated) -
     failures = [r for r in results if r != 200]
     print(f"\n{len(results)} requests across 2 restarts, {len(failures)} failed")
     assert len(set(pids)) == 2
-    assert len(results) > 50
+    assert len(results) > 30
     assert failures == [], failures[:5]
