@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint types pytest clean
+.PHONY: run test lint types pytest systemd-host-tools clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,28 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed
+pytest: $(BIN)/.installed systemd-host-tools .cache/wheelhouse/.complete
 	$(BIN)/pytest
+
+# Wheels of the build backends that the watcher tests build with, served by a local index.
+.cache/wheelhouse/.complete: tests/build-backends.txt $(BIN)/.installed
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --dest .cache/wheelhouse \
+		--requirement tests/build-backends.txt
+	touch $@
+
+# The tests under a real systemd (tests/systemd/, root only) boot a debootstrapped Debian container.
+systemd-host-tools:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v systemd-nspawn && command -v debootstrap; } >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			systemd-container debootstrap; \
+	fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist build
+
+# The benchmark against the peers (not part of make test): make bench, or make bench ARGS="--quick".
+.PHONY: bench
+bench: $(BIN)/.installed
+	sh bench/setup.sh
+	$(BIN)/python bench/run.py $(ARGS)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args: argparse.Namespace) -> tuple[Settings, Path | None]:
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The config file, then the flags over it (again at each reload: flags keep winning)."""
     config_path: Path = args.config or default_config_path()
     settings = load_settings(config_path, required=args.config is not None)
     replace = msgspec.structs.replace
@@ -72,13 +74,13 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, Path | None]:
         )
     log_level = args.log_level or settings.log_level
     settings = replace(settings, server=server, paths=paths, upstream=upstream, log_level=log_level)
-    return settings, config_path if config_path.exists() else None
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings, config_path = settings_from(args)
+        settings = settings_from(args)
     except ConfigError as error:
         print(f"insidersd: {error}", file=sys.stderr)
         return 2
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     status = 0
     try:
-        trio.run(run, settings, dirs, config_path)
+        trio.run(run, settings, dirs, partial(settings_from, args))
     except* UpstreamLoop as group:
         for loop in group.exceptions:
             log.error("%s", loop)

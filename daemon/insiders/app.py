@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from insiders.control import serve_control
+
 from . import __version__
-from .config import ConfigError, Directories, Settings, load_settings
+from .config import ConfigError, Directories, Settings
+from .index import graceful
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
+from .repos import Repos
 from .store import Store
+from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import Tokens
 from .upstream import Upstream, UpstreamLoop, choose_upstream
+from .watcher.watcher import Watcher
 
 log = logging.getLogger(__name__)
+
+STATUS_EVERY = 30.0
 
 
 def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
@@ -50,19 +59,30 @@ class Daemon:
         self,
         settings: Settings,
         dirs: Directories,
-        config_path: Path | None,
+        load: Callable[[], Settings],
         store: Store,
         tokens: Tokens,
         upstream: Upstream,
+        repos: Repos,
     ) -> None:
         self.settings = settings
         self.dirs = dirs
-        self.config_path = config_path
+        self.load = load
         self.store = store
         self.tokens = tokens
         self.upstream = upstream
         self.started = trio.current_time()
         self.http_urls: list[str] = []
+        self.repos = repos
+        self.watcher = Watcher(
+            repos=repos,
+            store=store,
+            settings=settings,
+            cache_dir=dirs.cache,
+            logs_dir=dirs.data / "logs",
+            credentials=dirs.credentials,
+            index_url=self.own_index_url,
+        )
         self.index = IndexApp(
             store=store,
             tokens=tokens,
@@ -71,15 +91,20 @@ class Daemon:
             fallback=create_web_app(store, describe_upstream(upstream)),  # type: ignore[arg-type]
         )
 
-    async def reload(self, overrides: Settings | None = None) -> None:
-        """Re-read the config file; a bad one is refused and the running settings stay."""
-        if self.config_path is None:
-            log.info("reload: no config file; nothing to re-read")
-            return
+    def own_index_url(self) -> str | None:
+        """This index's /simple/ URL, for builds to resolve their build dependencies through."""
+        if not self.http_urls:
+            return None
+        url = self.http_urls[0]
+        for unspecified, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
+            url = url.replace(unspecified, loopback)
+        return f"{url}/simple/"
+
+    async def reload(self) -> None:
+        """Re-read the config file (and the flags); a bad file is refused and the running settings
+        stay."""
         try:
-            new = await trio.to_thread.run_sync(
-                partial(load_settings, self.config_path, required=False)
-            )
+            new = await trio.to_thread.run_sync(self.load)
             upstream = make_upstream(new, self.dirs)
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
@@ -87,11 +112,26 @@ class Daemon:
         if (new.server, new.paths) != (self.settings.server, self.settings.paths):
             log.warning("reload: [server] and [paths] changes take effect at the next restart")
         old_upstream = self.upstream
-        self.settings = self.index.settings = new
+        self.settings = self.index.settings = self.watcher.settings = new
         self.upstream = self.index.upstream = upstream
         set_level(new.log_level)
         await old_upstream.aclose()
-        log.info("configuration reloaded from %s", self.config_path)
+        log.info("configuration reloaded")
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows: one line a person can read."""
+        projects = len(self.store.projects)
+        parts = [f"serving {projects} project{'s' * (projects != 1)} on {' '.join(self.http_urls)}"]
+        repos = len(self.repos.all())
+        if repos:
+            parts.append(f"watching {repos} repo{'s' * (repos != 1)}")
+            info = self.watcher.info()
+            if info.state == "paused":
+                parts.append("watcher paused")
+            elif info.next_check is not None:
+                minutes = max(0, round((info.next_check - time.time()) / 60))
+                parts.append(f"next check in {minutes}m")
+        return "; ".join(parts)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -109,17 +149,32 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-async def run(settings: Settings, dirs: Directories, config_path: Path | None) -> None:
+async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
+    """Refresh the STATUS= line now and then: counts and the next check change on their own."""
+    while True:
+        await trio.sleep(STATUS_EVERY)
+        notifier.status(daemon.status_line())
+
+
+async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings]) -> None:
+    notifier = Notifier()
+    inherited = listen_fds()
+    graceful.install()
     upstream = make_upstream(settings, dirs)
     for directory in (dirs.data, dirs.cache):
         directory.mkdir(parents=True, exist_ok=True)
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
+    repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
     log.info("store %s: %d projects, %d files", dirs.data, len(store.projects), store.file_count())
-    daemon = Daemon(settings, dirs, config_path, store, tokens, upstream)
+    daemon = Daemon(settings, dirs, load, store, tokens, upstream, repos)
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
+            await nursery.start(keep_watchdog, notifier)
+            # Before HTTP: a second daemon then says "already running, pid N", not "port in use".
+            control_sock = inherited.get("control", [None])[0]
+            await nursery.start(partial(serve_control, daemon, sock=control_sock))
             stop_http = trio.Event()
             http_done = trio.Event()
 
@@ -127,25 +182,37 @@ async def run(settings: Settings, dirs: Directories, config_path: Path | None) -
                 try:
                     await hypercorn.trio.serve(
                         daemon.index,  # type: ignore[arg-type]  # hypercorn's typed ASGI protocol
-                        hypercorn_config(settings),
+                        http_config,
                         shutdown_trigger=stop_http.wait,
                         task_status=task_status,
                     )
                 finally:
                     http_done.set()
 
+            http_config = hypercorn_config(settings)
+            if "http" in inherited:
+                # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
+                http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
             daemon.http_urls = await nursery.start(serve_http)
+            await nursery.start(daemon.watcher.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
                 __version__,
                 " ".join(daemon.http_urls),
                 describe_upstream(daemon.upstream),
             )
+            # Ready only now: the store, the control socket and the HTTP listener are all up.
+            notifier.ready(daemon.status_line())
+            nursery.start_soon(keep_status, daemon, notifier)
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    notifier.reloading()
                     await daemon.reload()
+                    # READY=1 also after a refused reload, or `systemctl reload` waits forever.
+                    notifier.ready(daemon.status_line())
                     continue
                 log.info("%s: stopping", signal.Signals(signum).name)
+                notifier.stopping()
                 break
             # No new connections; requests in flight get the grace time, then everything stops.
             stop_http.set()

@@ -57,9 +57,11 @@ class WatcherSettings(_Section):
     max_builds: Annotated[int, msgspec.Meta(ge=1)] = 1  # builds at once (they take the CPU)
     build_timeout: Positive = 900.0
     git_timeout: Positive = 300.0
-    # A file holding a GitHub token, for HTTPS access to private repositories.
-    # Under systemd, the credential `github-token` (LoadCredential=) is used when present.
+    # A file holding a GitHub token, for HTTPS access to private repositories. It is only ever
+    # sent to github-url. Under systemd, the credential `github-token` is used when present.
     github_token_file: str | None = None
+    # Where OWNER/REPO points (a GitHub Enterprise server, say).
+    github_url: str = "https://github.com"
 
 
 class TargetSettings(_Section):

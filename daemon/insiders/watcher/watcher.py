@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -81,6 +82,7 @@ class Watcher:
         self._wake = trio.Event()
         self._queued: list[tuple[Sequence[Repo], bool]] = []
         self._nursery: trio.Nursery | None = None
+        self._running = trio.Event()
         self._askpass: Path | None = None
 
     # -- what the control plane uses (insiders.commands.Watcher) ----------------------------------
@@ -109,7 +111,8 @@ class Watcher:
         self, repos: Sequence[Repo], *, force: bool, progress: Progress = _ignore
     ) -> Sequence[p.RepoOutcome]:
         """Check now; the checks run in the watcher's nursery and outlive an impatient caller."""
-        assert self._nursery is not None, "the watcher is not running"
+        await self._running.wait()
+        assert self._nursery is not None
         results: dict[str, p.RepoOutcome] = {}
         done = trio.Event()
 
@@ -129,6 +132,7 @@ class Watcher:
         self._askpass = await trio.to_thread.run_sync(git.write_askpass, self.mirrors.parent)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._running.set()
             task_status.started()
             interval = self.settings.watcher.interval
             self.next_check = time.time() + min(5.0, interval)
@@ -191,9 +195,9 @@ class Watcher:
         return p.RepoOutcome(repo=repo.dist, outcome="up-to-date")
 
     async def _check(self, repo: Repo, force: bool, say: Callable[..., None]) -> list[str]:
-        token = self._github_token() if repo.source.kind in ("github", "git") else None
+        url = self.git_url(repo)
+        token = self._github_token() if self._is_github(url) else None
         env = git.git_env(self._askpass, token)
-        url = repo.source.git_url
         limit = self.settings.watcher.git_timeout
         say("listing", f"git ls-remote {git.redact(url)}")
         try:
@@ -319,6 +323,17 @@ class Watcher:
                 except targets.TargetError as error:
                     raise CheckFailed(str(error), log_path) from None
                 log.info("%s: %s to %s", path.name, result, name)
+
+    def git_url(self, repo: Repo) -> str:
+        if repo.source.kind == "github":
+            return f"{self.settings.watcher.github_url.rstrip('/')}/{repo.source.location}.git"
+        return repo.source.git_url
+
+    def _is_github(self, url: str) -> bool:
+        """The token goes to the GitHub server alone, never to another host a repo names."""
+        github = urlsplit(self.settings.watcher.github_url)
+        target = urlsplit(url)
+        return (target.scheme, target.netloc) == (github.scheme, github.netloc)
 
     def _github_token(self) -> str | None:
         return targets.read_secret(
