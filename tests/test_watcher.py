@@ -37,6 +37,20 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     upstream.stop()
 
 
+def gone(pid: int, wait: float = 10) -> bool:
+    """The process has ended (a zombie waiting to be reaped counts as ended)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def start(home: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
     (home / "config" / "insiders").mkdir(parents=True, exist_ok=True)
     (home / "config" / "insiders" / "config.toml").write_text(config)
@@ -179,7 +193,11 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
         broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
         tag_release(broken, "1.0")
         slow = git_project(src, "slow", pyproject=SLOW_BUILD)
-        (slow / "backend.py").write_text("import time\ntime.sleep(600)\n")
+        pid_file = tmp_path / "slow-backend.pid"
+        (slow / "backend.py").write_text(
+            f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+            "time.sleep(600)\n"
+        )
         tag_release(slow, "1.0")
         misnamed = git_project(src, "misnamed")
         tag_release(misnamed, "1.0")
@@ -203,8 +221,7 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
             assert Path(outcomes[name]["log"]).exists()
         assert "not a valid requirement" in Path(outcomes["broken"]["log"]).read_text()
         # The failed timeout build left no process behind.
-        leftover = subprocess.run(["pgrep", "-f", "backend.py"], capture_output=True)
-        assert leftover.returncode == 1
+        assert gone(int(pid_file.read_text()))
         # The index kept serving, and repos list says what went wrong where.
         assert installed(daemon, tmp_path / "t", "good") == "1.0"
         listing = {
@@ -289,3 +306,48 @@ def test_planted_token_never_leaks(tmp_path: Path, wheelhouse: Daemon) -> None:
         if path.is_file() and path.suffix in (".log", ".json"):
             everything += path.read_text(errors="replace")
     assert token not in everything
+
+
+FIRST_BUILD_HANGS = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "interrupted"
+version = "0.0.0"
+"""
+
+
+def test_stop_interrupts_a_build_which_is_retried_after_restart(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
+    flag = tmp_path / "first-build-started"
+    repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
+    (repo / "backend.py").write_text(
+        "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
+        f"if not os.path.exists({str(flag)!r}):\n"
+        f"    open({str(flag)!r}, 'w').write(str(os.getpid()))\n    time.sleep(600)\n"
+    )
+    tag_release(repo, "1.0")
+    try:
+        ctl(daemon, "repos", "add", f"{repo}:interrupted")
+        ctl(daemon, "update", "--no-wait")
+        deadline = time.monotonic() + 60
+        while not (flag.exists() and flag.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        backend = int(flag.read_text())
+        assert Path(f"/proc/{backend}").exists()
+        assert daemon.stop() == 0  # SIGTERM: graceful, exit status 0
+        # The build's whole process group is gone, down to the backend its frontend started.
+        assert gone(backend)
+        repos = json.loads((daemon.data_dir / "repos.json").read_text())["repos"]
+        assert "interrupted" in repos[0]["state"]["last_error"]
+
+        daemon.start()
+        assert "published 1.0" in ctl(daemon, "update", "--wait").stdout
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.stop()

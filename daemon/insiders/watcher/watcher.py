@@ -179,6 +179,11 @@ class Watcher:
             self.checking.add(repo.dist)
             try:
                 published = await self._check(repo, force, say)
+            except trio.Cancelled:
+                # The daemon is stopping: the build's process group is gone (builder.build);
+                # the version is not published, so the next check after a restart builds it.
+                await self._record(repo, error="interrupted: insidersd stopped during the check")
+                raise
             except CheckFailed as failure:
                 message = str(failure)
                 log_path = str(failure.log_path) if failure.log_path else None
