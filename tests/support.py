@@ -286,3 +286,35 @@ def tag_release(repo: Path, version: str, tag: str | None = None) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "--quiet", "--allow-empty", "-m", f"release {version}")
     git(repo, "tag", tag or f"v{version}")
+
+
+def pip_install(index: str, target: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Real pip, from `index` alone (none of this machine's pip setup), into `target`."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            index,
+            "--target",
+            str(target),
+            *args,
+        ],
+        env=isolated_env(target.parent),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"pip install {args}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def installed_version(target: Path, module: str) -> str:
+    """The VERSION the test projects put in their module (see write_project, tag_release)."""
+    namespace: dict[str, str] = {}
+    exec((target / module / "__init__.py").read_text(), namespace)
+    return namespace["VERSION"]

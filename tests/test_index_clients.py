@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, Daemon, isolated_env
+from tests.support import BIN, Daemon, installed_version, isolated_env, pip_install
 
 
 def run(cmd: list[str], home: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -39,30 +39,8 @@ def twine(daemon: Daemon, *args: str | Path, home: Path) -> subprocess.Completed
     )
 
 
-def pip_install(daemon: Daemon, target: Path, *requirements: str, home: Path) -> str:
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--index-url",
-            daemon.index,
-            "--target",
-            str(target),
-            *requirements,
-        ],
-        home,
-    )
-    return result.stdout
-
-
-def installed_version(target: Path, module: str) -> str:
-    namespace: dict[str, str] = {}
-    exec((target / module / "__init__.py").read_text(), namespace)
-    return namespace["VERSION"]
+def pip(daemon: Daemon, target: Path, *args: str) -> str:
+    return pip_install(daemon.index, target, *args).stdout
 
 
 def test_twine_upload_then_pip_and_uv_install(
@@ -77,7 +55,7 @@ def test_twine_upload_then_pip_and_uv_install(
     skipped = twine(daemon, "--skip-existing", *dists["demo-1.0-changed"], home=tmp_path)
     assert "Skipping demo_pkg-1.0.0-py3-none-any.whl" in skipped.stdout + skipped.stderr
 
-    pip_install(daemon, tmp_path / "pip", "demo-pkg", home=tmp_path)
+    pip(daemon, tmp_path / "pip", "demo-pkg")
     assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
 
     run(
@@ -99,7 +77,7 @@ def test_twine_upload_then_pip_and_uv_install(
 
     # A newer version: `pip install -U` finds it.
     twine(daemon, *dists["demo-1.1"], home=tmp_path)
-    pip_install(daemon, tmp_path / "pip", "--upgrade", "demo-pkg", home=tmp_path)
+    pip(daemon, tmp_path / "pip", "--upgrade", "demo-pkg")
     assert installed_version(tmp_path / "pip", "demo_pkg") == "1.1.0"
 
 
@@ -119,7 +97,7 @@ def test_uv_publish(daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path
         ],
         tmp_path,
     )
-    pip_install(daemon, tmp_path / "t", "other-pkg==0.1", home=tmp_path)
+    pip(daemon, tmp_path / "t", "other-pkg==0.1")
     assert installed_version(tmp_path / "t", "other_pkg") == "0.1"
     # Publishing the identical files again succeeds: same content is accepted idempotently.
     run(
@@ -206,7 +184,7 @@ def test_requires_python_excludes_versions(daemon: Daemon, tmp_path: Path, insta
     twine(daemon, *build(old, tmp_path / "d1"), *build(new, tmp_path / "d2"), home=tmp_path)
     target = tmp_path / "t"
     if installer == "pip":
-        pip_install(daemon, target, "pyreq", home=tmp_path)
+        pip(daemon, target, "pyreq")
     else:
         run(
             [

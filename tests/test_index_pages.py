@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import trio
 
 from insiders.names import normalize
 from insiders.store import Store
-from tests.support import Daemon, isolated_env
+from tests.support import Daemon, installed_version, pip_install
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -227,32 +225,10 @@ def test_yanked_release(tmp_path: Path, dists: dict[str, list[Path]]) -> None:
         assert yanked["demo_pkg-1.1.0.tar.gz"] == 'broken "build"'
         assert yanked["demo_pkg-1.0.0.tar.gz"] is False
         assert 'data-yanked="broken &quot;build&quot;"' in html
-        env = isolated_env(tmp_path)
-        base = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--index-url",
-            daemon.index,
-        ]
-        subprocess.run(
-            [*base, "--target", str(tmp_path / "a"), "demo-pkg"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        assert "1.0.0" in (tmp_path / "a" / "demo_pkg" / "__init__.py").read_text()
-        pinned = subprocess.run(
-            [*base, "--target", str(tmp_path / "b"), "demo-pkg==1.1.0"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        pip_install(daemon.index, tmp_path / "a", "demo-pkg")
+        assert installed_version(tmp_path / "a", "demo_pkg") == "1.0.0"
+        pinned = pip_install(daemon.index, tmp_path / "b", "demo-pkg==1.1.0")
         assert "yanked" in pinned.stderr.lower()
-        assert "1.1.0" in (tmp_path / "b" / "demo_pkg" / "__init__.py").read_text()
+        assert installed_version(tmp_path / "b", "demo_pkg") == "1.1.0"
     finally:
         daemon.stop()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import INSIDERSD, Daemon, isolated_env
+from tests.support import INSIDERSD, Daemon, installed_version, isolated_env, pip_install
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -33,28 +32,9 @@ def local(tmp_path: Path, upstream: Daemon, dists: dict[str, list[Path]], *args:
     return daemon
 
 
-def pip_install(daemon: Daemon, target: Path, requirement: str) -> str:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--index-url",
-            daemon.index,
-            "--target",
-            str(target),
-            requirement,
-        ],
-        env=isolated_env(target.parent),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return (target / requirement.split("=")[0].replace("-", "_") / "__init__.py").read_text()
+def installed(daemon: Daemon, target: Path, requirement: str) -> str:
+    pip_install(daemon.index, target, requirement)
+    return installed_version(target, requirement.split("=")[0].replace("-", "_"))
 
 
 def test_redirect_mode(tmp_path: Path, upstream: Daemon, dists: dict[str, list[Path]]) -> None:
@@ -64,9 +44,9 @@ def test_redirect_mode(tmp_path: Path, upstream: Daemon, dists: dict[str, list[P
             response = client.get("/simple/other-pkg/")
         assert response.status_code == 302
         assert response.headers["location"] == f"{upstream.index}other-pkg/"
-        assert '"0.1"' in pip_install(daemon, tmp_path / "a", "other-pkg")
+        assert installed(daemon, tmp_path / "a", "other-pkg") == "0.1"
         # The hosted project shadows the upstream one, whose version is higher.
-        assert '"1.0.0"' in pip_install(daemon, tmp_path / "b", "demo-pkg")
+        assert installed(daemon, tmp_path / "b", "demo-pkg") == "1.0.0"
     finally:
         daemon.stop()
 
@@ -87,8 +67,8 @@ def test_proxy_mode_serves_last_good_copy(
         assert all(len(f["hashes"]["sha256"]) == 64 for f in files)
         assert f'href="{upstream.url}/files/other-pkg/' in html.text
         assert missing.status_code == 404
-        assert '"0.1"' in pip_install(daemon, tmp_path / "a", "other-pkg")
-        assert '"1.0.0"' in pip_install(daemon, tmp_path / "b", "demo-pkg")
+        assert installed(daemon, tmp_path / "a", "other-pkg") == "0.1"
+        assert installed(daemon, tmp_path / "b", "demo-pkg") == "1.0.0"
     finally:
         daemon.stop()
 
@@ -124,7 +104,7 @@ def test_merge_lists_upstream_files_after_hosted_ones(
         assert names[:2] == sorted(p.name for p in dists["demo-1.0"])
         assert sorted(names[2:]) == sorted(p.name for p in dists["demo-1.1"])
         assert page["versions"] == ["1.0.0", "1.1.0"]
-        assert '"1.1.0"' in pip_install(daemon, tmp_path / "a", "demo-pkg")
+        assert installed(daemon, tmp_path / "a", "demo-pkg") == "1.1.0"
     finally:
         daemon.stop()
 

@@ -10,7 +10,6 @@ import base64
 import http.server
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,9 @@ from tests.support import (
     BIN,
     Daemon,
     git_project,
+    installed_version,
     isolated_env,
+    pip_install,
     serve_wheelhouse,
     tag_release,
 )
@@ -71,30 +72,8 @@ def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedP
 
 
 def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> str:
-    module = requirement.split("=")[0].replace("-", "_")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--index-url",
-            daemon.index,
-            "--target",
-            str(target),
-            *extra,
-            requirement,
-        ],
-        env=isolated_env(target.parent),
-        check=True,
-        capture_output=True,
-    )
-    namespace: dict[str, str] = {}
-    init = target / module / "__init__.py"
-    exec(init.read_text(), namespace)
-    return namespace.get("VERSION", init.read_text())
+    pip_install(daemon.index, target, *extra, requirement)
+    return installed_version(target, requirement.split("=")[0].replace("-", "_"))
 
 
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
