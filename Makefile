@@ -48,3 +48,9 @@ clean:
 bench: $(BIN)/.installed
 	sh bench/setup.sh
 	$(BIN)/python bench/run.py $(ARGS)
+
+# The Debian package (root: it is built in a debootstrapped trixie tree with systemd-nspawn, cached
+# under /var/tmp), checked with lintian: dist/deb/insiders_VERSION_all.deb
+.PHONY: deb
+deb: systemd-host-tools
+	$(PYTHON) -m tests.deb.debbuild --out dist/deb
