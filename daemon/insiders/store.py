@@ -101,6 +101,8 @@ class Store:
         self._projects = projects
         self._locks: dict[NormalizedName, trio.Lock] = {}
         self._listeners: list[Callable[[NormalizedName], None]] = []
+        # filename -> file, per project: downloads look files up by name, pages never need it.
+        self._by_filename: dict[NormalizedName, dict[str, StoredFile]] = {}
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -137,6 +139,15 @@ class Store:
 
     def get(self, name: NormalizedName) -> Project | None:
         return self._projects.get(name)
+
+    def file(self, name: NormalizedName, filename: str) -> StoredFile | None:
+        index = self._by_filename.get(name)
+        if index is None:
+            project = self._projects.get(name)
+            if project is None:
+                return None
+            index = self._by_filename[name] = {f.filename: f for f in project.files}
+        return index.get(filename)
 
     def path(self, name: NormalizedName, filename: str) -> Path:
         return self.packages / name / filename
@@ -261,6 +272,7 @@ class Store:
         return project
 
     def _publish(self, name: NormalizedName, project: Project) -> None:
+        self._by_filename.pop(name, None)
         if project.files:
             self._projects[name] = project
         else:

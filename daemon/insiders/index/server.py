@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -176,42 +177,41 @@ class IndexApp:
         project = self.store.get(normalize(name))
         if project is None or normalize(name) != name:
             return await text(send, 404, f"No project {name} here")
-        stored = project.file(filename)
-        content_type = b"application/octet-stream"
+        stored = self.store.file(project.normalized, filename)
         if stored is not None:
-            size, etag = stored.size, stored.sha256
+            digest, content_type = stored.sha256, b"application/octet-stream"
         else:
-            base = project.file(filename.removesuffix(".metadata"))
+            base = self.store.file(project.normalized, filename.removesuffix(".metadata"))
             if not filename.endswith(".metadata") or base is None or not base.is_wheel:
                 return await text(send, 404, f"No file {filename} in {name}")
             if base.metadata_sha256 is None:
                 return await text(send, 404, f"No metadata for {base.filename}")
-            etag = base.metadata_sha256
-            size = -1  # from the file itself
-            content_type = b"text/plain; charset=utf-8"
+            digest, content_type = base.metadata_sha256, b"text/plain; charset=utf-8"
+        etag = f'"{digest}"'.encode()
+        if _if_none_match(scope) == etag:
+            return await send_empty(send, 304, [(b"etag", etag)])
         path = self.store.path(project.normalized, filename)
         try:
-            handle = await trio.open_file(path, "rb")
+            size, whole = await trio.to_thread.run_sync(_read_if_small, path)
         except FileNotFoundError:
             log.error("%s is listed but missing on disk", path)
             return await text(send, 404, f"{filename} is missing from the store")
-        async with handle:
-            if size < 0:
-                size = os.fstat(handle.fileno()).st_size
-            headers = [
-                (b"content-type", content_type),
-                (b"content-length", str(size).encode()),
-                (b"etag", f'"{etag}"'.encode()),
-                (b"cache-control", b"public, max-age=31536000, immutable"),
-            ]
-            if _if_none_match(scope) == f'"{etag}"'.encode():
-                return await send_empty(send, 304, headers[2:])
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            if scope["method"] == "HEAD":
-                return await send({"type": "http.response.body", "body": b""})
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(size).encode()),
+            (b"etag", etag),
+            (b"cache-control", b"public, max-age=31536000, immutable"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["method"] == "HEAD":
+            return await send({"type": "http.response.body", "body": b""})
+        if whole is not None:
+            return await send({"type": "http.response.body", "body": whole})
+        # Large files stream: memory stays flat whatever their size.
+        async with await trio.open_file(path, "rb") as handle:
             while chunk := await handle.read(CHUNK):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b""})
 
     # -- uploads ----------------------------------------------------------------------------------
 
@@ -225,6 +225,13 @@ class IndexApp:
             log.info("upload refused (%d): %s", refusal.status, refusal.message)
             return await text(send, refusal.status, refusal.message, extra=refusal.headers)
         await text(send, status, message)
+
+
+def _read_if_small(path: Path) -> tuple[int, bytes | None]:
+    """The file's size, and its bytes when it fits one chunk: one thread trip for most wheels."""
+    with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        return size, file.read() if size <= CHUNK else None
 
 
 # -- responses --------------------------------------------------------------------------------
