@@ -100,6 +100,9 @@ def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
                 break
             time.sleep(0.5)
         assert installed(daemon, tmp_path / "t", "hello-insiders", "--upgrade") == "1.1.0"
+        # Later checks build new tags only: the version skipped at the first stays skipped.
+        with daemon.client() as client:
+            assert "0.9.0" not in client.get("/simple/hello-insiders/").text
         assert (daemon.data_dir / "logs" / "hello-insiders" / "1.1.0.log").exists()
     finally:
         daemon.stop()

@@ -302,6 +302,9 @@ class RepoState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     last_error_at: float | None = None
     log: str | None = None  # the log of the last build or failure
     failures: int = 0  # consecutive, for backoff
+    # Versions the policy chose not to build at the first listing (`newest`: all but the newest);
+    # None until that first listing, so a failed first check does not count as one.
+    skipped: tuple[str, ...] | None = None
     etag: str | None = None  # GitHub API conditional requests
 
 

@@ -214,8 +214,8 @@ class Watcher:
             raise CheckFailed(str(error)) from None
         versions = version_tags(tags)
         newest = max(versions) if versions else None
-        wanted = self._versions_to_build(repo, versions, force)
-        await self._record(repo, newest_tag=versions[newest] if newest else None)
+        wanted, skipped = self._versions_to_build(repo, versions, force)
+        await self._record(repo, newest_tag=versions[newest] if newest else None, skipped=skipped)
         if not wanted:
             return []
         mirror = self.mirrors / repo.key
@@ -236,11 +236,12 @@ class Watcher:
 
     def _versions_to_build(
         self, repo: Repo, versions: dict[Version, str], force: bool
-    ) -> list[Version]:
+    ) -> tuple[list[Version], tuple[str, ...] | None]:
+        """What to build now, and (at the first listing only) the versions to remember skipped."""
         if not versions:
-            return []
+            return [], None
         if force:
-            return [max(versions)]
+            return [max(versions)], None
         project = self.store.get(repo.key) if repo.local else None
         published = (
             {v for f in project.files if (v := parse_version(f.version))} if project else set()
@@ -248,12 +249,19 @@ class Watcher:
         if not repo.local and repo.state.last_published:
             last = Version(repo.state.last_published)
             published |= {v for v in versions if v <= last}
-        return to_build(
+        first = repo.state.skipped is None
+        skipped = {Version(v) for v in repo.state.skipped or ()}
+        wanted = to_build(
             versions,
-            published=published,
-            first_check=repo.state.last_check is None,
+            published=published | skipped,
+            first_check=first,
             select="latest" if repo.versions == "newest" else "all",
             since=Version(repo.since) if repo.versions == "since" and repo.since else None,
+        )
+        if not first:
+            return wanted, None
+        return wanted, tuple(
+            str(v) for v in sorted(versions) if v not in wanted and v not in published
         )
 
     async def _build_and_publish(
@@ -353,6 +361,7 @@ class Watcher:
         log_path: str | None = None,
         newest_tag: str | None = None,
         published: str | None = None,
+        skipped: tuple[str, ...] | None = None,
     ) -> None:
         now = time.time()
 
@@ -360,6 +369,8 @@ class Watcher:
             updates: dict[str, object] = {"last_check": now}
             if newest_tag is not None:
                 updates["newest_tag"] = newest_tag
+            if skipped is not None:
+                updates["skipped"] = skipped
             if published is not None:
                 updates.update(last_published=published, last_published_at=now)
             if error is not None:
