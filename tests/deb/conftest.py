@@ -73,9 +73,14 @@ def trixie(debs: Debs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Con
     work = tmp_path_factory.mktemp("deb-container")
     tree = ensure_tree(work / "debootstrap.log")
     with booted(tree, work / "nspawn.log") as running:
-        target = running.path(DEBS_INSIDE)
-        target.mkdir(parents=True)
-        for built in (debs.release, debs.upgrade):
-            shutil.copy2(built.deb, target)
-        running.run(["apt-get", "update", "-q"], timeout=300)
-        yield running
+        try:
+            target = running.path(DEBS_INSIDE)
+            target.mkdir(parents=True)
+            for built in (debs.release, debs.upgrade):
+                shutil.copy2(built.deb, target)
+            running.run(["apt-get", "update", "-q"], timeout=300)
+            yield running
+        finally:
+            # The copy holds some 120 more packages than the tree: nspawn may need longer than
+            # booted()'s minute to delete it when the disk is busy, and a killed nspawn leaves it.
+            running.poweroff(timeout=300)

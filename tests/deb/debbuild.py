@@ -97,14 +97,23 @@ def run_in_tree(
             raise HarnessError(f"timed out after {timeout:.0f}s; see {log}") from None
 
 
-def build_depends(control: str) -> str:
-    """debian/control's Build-Depends, normalised (the build tree's cache key)."""
-    match = re.search(r"^Build-Depends:(.*?)(?=^\S|\Z)", control, re.MULTILINE | re.DOTALL)
+def relations(control: str, field: str) -> list[str]:
+    """The items of a relationship field of debian/control (of its first stanza that has it).
+
+    A field runs on over indented lines and comment lines, up to the next field.
+    """
+    pattern = rf"^{re.escape(field)}:(.*?)(?=^[^\s#]|\Z)"
+    match = re.search(pattern, control, re.MULTILINE | re.DOTALL)
     if match is None:
-        raise HarnessError("debian/control has no Build-Depends")
+        raise HarnessError(f"debian/control has no {field}")
     lines = (line.split("#", 1)[0].strip() for line in match.group(1).splitlines())
     items = ",".join(line for line in lines if line).split(",")
-    return ", ".join(sorted(item.strip() for item in items if item.strip()))
+    return [item.strip() for item in items if item.strip()]
+
+
+def build_depends(control: str) -> str:
+    """debian/control's Build-Depends, normalised (the build tree's cache key)."""
+    return ", ".join(sorted(relations(control, "Build-Depends")))
 
 
 def ensure_build_tree(source: Path, log: Path) -> Path:
@@ -121,7 +130,8 @@ def ensure_build_tree(source: Path, log: Path) -> Path:
     final = CACHE_PARENT / f"{prefix}{key}"
     if final.is_dir():
         return final
-    with (CACHE_PARENT / f".{prefix}{key}.lock").open("w") as lock:
+    lock_path = CACHE_PARENT / f".{prefix}{key}.lock"
+    with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if final.is_dir():
             return final
@@ -142,6 +152,9 @@ def ensure_build_tree(source: Path, log: Path) -> Path:
         for old in CACHE_PARENT.glob(f"{prefix}*"):
             if old.is_dir() and old.name != work.name:
                 shutil.rmtree(old, ignore_errors=True)
+        for old in CACHE_PARENT.glob(f".{prefix}*.lock"):
+            if old.name != lock_path.name:
+                old.unlink(missing_ok=True)
         work.rename(final)
     return final
 
