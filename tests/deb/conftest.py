@@ -20,7 +20,6 @@ from tests.deb.debbuild import Built, build, stage_source, version_of
 from tests.systemd.nspawn_harness import (
     HOST_PACKAGES,
     Container,
-    booted,
     ensure_tree,
     missing_host_tools,
 )
@@ -50,7 +49,7 @@ def _require_root_and_tools() -> None:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
     _require_root_and_tools()
     work = tmp_path_factory.mktemp("deb")
@@ -67,20 +66,26 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
     return Debs(built_release, built_upgrade, version, version_of(upgrade), took)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def trixie(debs: Debs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """A booted trixie with fresh package lists and both .debs in /srv/debs; nothing installed."""
+    """A booted trixie with fresh package lists and both .debs in /srv/debs; nothing installed.
+
+    Package-scoped, so it is gone before tests/systemd/ boots its own container, and named apart
+    from it all the same (nspawn keeps per-name state under /run/systemd/nspawn).
+    """
     work = tmp_path_factory.mktemp("deb-container")
     tree = ensure_tree(work / "debootstrap.log")
-    with booted(tree, work / "nspawn.log") as running:
-        try:
-            target = running.path(DEBS_INSIDE)
-            target.mkdir(parents=True)
-            for built in (debs.release, debs.upgrade):
-                shutil.copy2(built.deb, target)
-            running.run(["apt-get", "update", "-q"], timeout=300)
-            yield running
-        finally:
-            # The copy holds some 120 more packages than the tree: nspawn may need longer than
-            # booted()'s minute to delete it when the disk is busy, and a killed nspawn leaves it.
-            running.poweroff(timeout=300)
+    running = Container(tree, work / "nspawn.log")
+    running.name = f"insiders-deb-{os.getpid()}"
+    try:
+        running.boot()
+        target = running.path(DEBS_INSIDE)
+        target.mkdir(parents=True)
+        for built in (debs.release, debs.upgrade):
+            shutil.copy2(built.deb, target)
+        running.run(["apt-get", "update", "-q"], timeout=300)
+        yield running
+    finally:
+        # The copy holds some 120 more packages than the tree: nspawn may need more than the
+        # harness's default minute to delete it when the disk is busy, and a killed one leaves it.
+        running.poweroff(timeout=300)
