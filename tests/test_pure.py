@@ -243,3 +243,12 @@ def test_directories_precedence() -> None:
     assert dirs.runtime.as_posix() == "/run/user/1000/insiders"
     plain = resolve_directories(PathSettings(), {"HOME": "/home/u", "XDG_DATA_HOME": "rel"})
     assert plain.data.as_posix() == "/home/u/.local/share/insiders"  # relative XDG is ignored
+
+
+def test_remember_keeps_the_newest() -> None:
+    from insiders.upstream import remember
+
+    cache: dict[str, int] = {}
+    for n, key in enumerate(["a", "b", "c", "a", "d"]):
+        remember(cache, key, n, 3)
+    assert cache == {"c": 2, "a": 3, "d": 4}

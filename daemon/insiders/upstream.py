@@ -12,6 +12,7 @@ import logging
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
@@ -29,6 +30,20 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.1"
 )
+
+
+# Upstream pages kept in memory; older ones are read back from the cache directory when needed.
+MEMORY_PAGES = 512
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], key: K, value: V, limit: int) -> None:
+    """Insert as the newest entry, dropping the oldest beyond `limit` (dicts keep order)."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > limit:
+        del cache[next(iter(cache))]
 
 
 class UpstreamError(Exception):
@@ -276,10 +291,10 @@ class Upstream:
                 error,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stale.fetched)),
             )
-            self._memory[name] = stale
+            remember(self._memory, name, stale, MEMORY_PAGES)
             return stale.page
         cached = _Cached(time.time(), page)
-        self._memory[name] = cached
+        remember(self._memory, name, cached, MEMORY_PAGES)
         if page is not None:
             await self._save(name, cached)
         return page

@@ -19,7 +19,7 @@ from insiders.config import Settings
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
-from insiders.upstream import Upstream, UpstreamError
+from insiders.upstream import MEMORY_PAGES, Upstream, UpstreamError, remember
 
 from . import render
 from .negotiate import Format, from_query, negotiate
@@ -146,7 +146,7 @@ class IndexApp:
             return cached[1]
         body = render.project_html(model) if fmt.is_html else render.project_json(model)
         page = make_page(body)
-        self._proxied[key] = (model, page)
+        remember(self._proxied, key, (model, page), MEMORY_PAGES)
         return page
 
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
