@@ -1,0 +1,1 @@
+"""The benchmark of insidersd against its peers; `bench/run.py` runs it (see bench/README.md)."""

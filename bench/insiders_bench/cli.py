@@ -1,0 +1,244 @@
+"""`python bench/run.py`: insidersd against its peers in one run; prints and saves the figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import procs, report
+from .dataset import Sizes, generate
+from .load import wrk_path
+from .measure import Options, measure
+from .procs import install_cleanup, stop_all
+from .servers import BENCH_DIR, KINDS
+
+DEFAULT_SERVERS = list(KINDS)
+QUICK = {"projects": 200, "versions": 10, "big_versions": 2000, "duration": 2.0, "repeats": 1}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark insidersd against pypiserver, devpi-server, nginx on a static tree "
+        "and a minimal ASGI app on hypercorn, on the same synthetic files, on loopback.",
+    )
+    p.add_argument("--quick", action="store_true", help="a small store and short runs (~minutes)")
+    p.add_argument("--projects", type=int, help="projects in the store (default 2000)")
+    p.add_argument("--versions", type=int, help="versions per project, 2 files each (default 20)")
+    p.add_argument("--big-versions", type=int, help="versions of the big project (default 2000)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
+    p.add_argument("--repeats", type=int, help="wrk runs per figure; the median is kept (3)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--client-repeats", type=int, default=3, help="pip/uv/ctl runs (default 3)")
+    p.add_argument("--upload-mb", type=int, default=200, help="upload size, 0 to skip (200)")
+    p.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, from: {', '.join(DEFAULT_SERVERS)} (default: all available)",
+    )
+    p.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="sample insidersd with py-spy for SECONDS under load on one endpoint",
+    )
+    p.add_argument(
+        "--profile-endpoint",
+        default="project_html",
+        choices=["root", "project_html", "project_json", "big", "file"],
+        help="the endpoint --profile loads (default project_html)",
+    )
+    p.add_argument(
+        "--no-paired",
+        dest="paired",
+        action="store_false",
+        help="do not run hypercorn-min beside insidersd, alternating with each of its runs "
+        "(pairing keeps the target ratios fair when other processes load the machine)",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=BENCH_DIR / ".work",
+        help="where the generated files are kept between runs (default bench/.work)",
+    )
+    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--compare", type=Path, metavar="OLD.json", help="print changes since then")
+    p.add_argument(
+        "--show", type=Path, metavar="RUN.json", help="print a saved run's table; measure nothing"
+    )
+    return p
+
+
+def _settings(args: argparse.Namespace) -> tuple[Sizes, Options]:
+    quick: dict[str, Any] = QUICK if args.quick else {}
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        return value if value is not None else quick.get(name, default)
+
+    sizes = Sizes(
+        projects=pick("projects", 2000),
+        versions=pick("versions", 20),
+        big_versions=pick("big_versions", 2000),
+    )
+    options = Options(
+        duration=pick("duration", 5.0),
+        repeats=max(1, pick("repeats", 3)),
+        threads=args.threads,
+        connections=args.connections,
+        client_repeats=max(1, args.client_repeats),
+        upload_mb=args.upload_mb,
+        profile_seconds=args.profile,
+        profile_endpoint=args.profile_endpoint,
+        pair_with=KINDS["hypercorn-min"] if args.paired else None,
+    )
+    return sizes, options
+
+
+def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, Any]:
+    sizes, options = _settings(args)
+    options.profile_out = profile_out
+    if wrk_path() is None:
+        print(
+            "wrk is not installed (apt-get install -y wrk; make bench does it): falling back to "
+            "a weak Python load generator, whose figures are not comparable",
+            flush=True,
+        )
+    wanted = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in KINDS]
+    if unknown:
+        raise SystemExit(f"unknown servers: {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    work = args.work_dir.resolve() / f"{sizes.projects}x{sizes.versions}+{sizes.big_versions}"
+    procs.RUN_MARKER = str(args.work_dir.resolve())
+    dataset = generate(work, sizes)
+    results: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": round(os.getloadavg()[0], 2),
+        },
+        "settings": {
+            "load": "wrk" if wrk_path() else "python (wrk missing)",
+            "wrk": f"-t{options.threads} -c{options.connections} -d{options.duration:g}s",
+            "repeats": options.repeats,
+            "client_repeats": options.client_repeats,
+        },
+        "dataset": {**asdict(sizes), "files": dataset.files, "sample": dataset.sample},
+        "servers": {},
+        "skipped": {},
+    }
+    print(
+        f"{dataset.files:,} files ({sizes.projects:,} projects x {sizes.versions} versions x 2 "
+        f"+ {sizes.big_versions:,} versions x 2); wrk {results['settings']['wrk']}, "
+        f"median of {options.repeats}; {os.cpu_count()} cores",
+        flush=True,
+    )
+    if os.getloadavg()[0] > 0.5:
+        print(
+            f"warning: the machine is busy already (load average {os.getloadavg()[0]:.1f}): "
+            "other processes will share the cores with the servers and wrk",
+            flush=True,
+        )
+    scratch_root = Path(tempfile.mkdtemp(prefix="insiders-bench-"))
+    try:
+        for name in wanted:
+            kind = KINDS[name]
+            why = kind.unavailable()
+            if why:
+                print(f"{name}: skipped, {why}", flush=True)
+                results["skipped"][name] = why
+                continue
+            print(f"{name}: {kind.setup}", flush=True)
+            try:
+                figures = measure(kind, dataset, scratch_root / name, options)
+            except (RuntimeError, OSError) as error:
+                print(f"{name}: FAILED: {error}", flush=True)
+                results["skipped"][name] = f"failed: {error}"
+                continue
+            results["servers"][name] = {
+                "setup": figures.setup,
+                **figures.figures,
+                "notes": figures.notes,
+            }
+    finally:
+        stop_all()
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+    results["targets"] = [t.as_dict() for t in report.targets(results)]
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.show:
+        results = json.loads(args.show.read_text())
+        print(summary(results))
+    else:
+        install_cleanup()
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            results = run(args, args.results_dir / f"{stamp}-profile.txt")
+        except KeyboardInterrupt:
+            stop_all()
+            print("interrupted; every server started was stopped", file=sys.stderr)
+            return 130
+        print()
+        print(summary(results))
+        path = args.results_dir / f"{stamp}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten {path}")
+    if args.compare:
+        old = json.loads(args.compare.read_text())
+        print()
+        print(report.compare(old, results))
+    return 0 if results["servers"] else 1
+
+
+def summary(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    parts = [
+        f"{results['timestamp']}: {results['dataset']['files']:,} files, "
+        f"{machine['cores']} cores, load average {machine.get('loadavg_before', '?')} before, "
+        f"wrk {results['settings']['wrk']}, median of {results['settings']['repeats']}",
+        report.table(results),
+        report.targets_table(report.targets(results)),
+    ]
+    profile = results["servers"].get("insidersd", {}).get("profile")
+    if profile:
+        parts.append(profile_text(profile))
+    for name, why in results.get("skipped", {}).items():
+        parts.append(f"{name}: not measured: {why}")
+    return "\n\n".join(parts)
+
+
+def profile_text(profile: dict[str, Any]) -> str:
+    if "error" in profile:
+        return f"profile: {profile['error']}"
+    lines = [
+        f"profile of insidersd under load on {profile.get('endpoint', 'one endpoint')} "
+        f"({profile['samples']} samples, py-spy; raw stacks: {profile.get('raw', 'not kept')}):"
+    ]
+    lines.append("  self time:")
+    lines += [f"    {share:5.1f}%  {frame}" for frame, share in profile.get("self", [])]
+    lines.append(
+        "  time under (inclusive; py-spy sees a suspended trio task's frames without the run "
+        "loop's beneath them, so main/run undercount):"
+    )
+    lines += [f"    {share:5.1f}%  {frame}" for frame, share in profile.get("inclusive", [])]
+    return "\n".join(lines)

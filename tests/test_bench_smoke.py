@@ -1,0 +1,152 @@
+"""The benchmark's smoke mode, so it does not rot: a tiny store, insidersd and the ASGI ceiling,
+a second of load each, the real clients; plus its pure parts (wrk's output, the report).
+
+The benchmark proper (`make bench`) is not a test: it takes many minutes and needs the peers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+from insiders_bench import report  # noqa: E402
+from insiders_bench.dataset import Sizes, generate, make_sdist, make_wheel  # noqa: E402
+from insiders_bench.load import parse_wrk  # noqa: E402
+from insiders_bench.measure import summarise_profile  # noqa: E402
+
+WRK_OUTPUT = """\
+Running 5s test @ http://127.0.0.1:4000/simple/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    33.81ms    5.02ms  81.47ms   90.12%
+    Req/Sec     0.95k    80.12     1.10k    70.00%
+  Latency Distribution
+     50%   32.85ms
+     75%   34.12ms
+     90%   37.03ms
+     99%    1.02s
+  9462 requests in 5.01s, 51.42MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1888.62
+Transfer/sec:     10.26MB
+"""
+
+
+def test_parse_wrk() -> None:
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.rps == pytest.approx(1888.62)
+    assert result.p50_ms == pytest.approx(32.85)
+    assert result.p99_ms == pytest.approx(1020.0)
+    assert result.requests == 9462
+    assert result.errors == 4 + 2  # read errors are closed keep-alive connections, not failures
+
+
+def test_summarise_profile() -> None:
+    collapsed = (
+        "main (insiders/__main__.py:90);run (trio/_core/_run.py:1);send (a/server.py:3) 3\n"
+        "main (insiders/__main__.py:90);run (trio/_core/_run.py:1) 1\n"
+    )
+    summary = summarise_profile(collapsed)
+    assert summary["samples"] == 4
+    assert summary["self"][0] == ("send (a/server.py)", 75.0)
+    assert ("main (insiders/__main__.py)", 100.0) in summary["inclusive"]
+
+
+def test_synthetic_distributions_are_valid(tmp_path: Path) -> None:
+    from insiders.distributions import inspect
+    from insiders.names import parse_dist_filename
+    from insiders.store import Store
+
+    for filename, content in (make_wheel("bench-x", "1.2.3"), make_sdist("bench-x", "1.2.3")):
+        path = tmp_path / filename
+        path.write_bytes(content)
+        meta = inspect(path, parse_dist_filename(filename))
+        assert (meta.name, meta.version) == ("bench-x", "1.2.3")
+    dataset = generate(tmp_path / "data", Sizes(projects=3, versions=2, big_versions=5), log=False)
+    store = Store.open(dataset.store)
+    assert store.file_count() == dataset.files == 2 * (3 * 2 + 5)
+    assert len(list(dataset.flat.iterdir())) == dataset.files
+    assert (dataset.devpi_export / "dataindex.json").is_file()
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Processes whose environment says a benchmark run with this work directory started them."""
+    found = []
+    wanted = f"INSIDERS_BENCH_RUN={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if wanted in environ:
+            found.append(f"{entry}: {cmdline.decode(errors='replace')}")
+    return found
+
+
+def test_smoke_run(tmp_path: Path) -> None:
+    results_dir = tmp_path / "results"
+    argv = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--servers",
+        "insidersd,hypercorn-min",
+        "--projects",
+        "4",
+        "--versions",
+        "2",
+        "--big-versions",
+        "30",
+        "--duration",
+        "1",
+        "--repeats",
+        "1",
+        "--client-repeats",
+        "1",
+        "--connections",
+        "8",
+        "--upload-mb",
+        "2",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--results-dir",
+        str(results_dir),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "targets:" in done.stdout
+    (written,) = results_dir.glob("*.json")
+    results = json.loads(written.read_text())
+    assert results["machine"]["cores"] == os.cpu_count()
+    assert set(results["servers"]) == {"insidersd", "hypercorn-min"}, results["skipped"]
+    ours = results["servers"]["insidersd"]
+    for key in ("root", "project_html", "project_json", "big", "file"):
+        figures = ours["endpoints"][key]
+        assert figures["rps"] > 0, key
+        assert figures["errors"] == 0, key
+    assert ours["endpoints"]["project_json"]["json"] is True
+    assert ours["start_s"] > 0
+    assert ours["rss_start_mb"] > 0
+    assert ours["pip_download_s"] > 0
+    assert ours["uv_install_s"] > 0
+    assert ours["upload"]["size_mb"] == pytest.approx(2, abs=0.1)
+    assert {t["target"] for t in results["targets"]} >= {"insidersctl status wall time"}
+    # The table and the comparison render from the file as written.
+    assert "insidersd" in report.table(results)
+    assert "compared with" in report.compare(results, results)
+    # Every process it started is gone, and the upload did not stay in the generated store.
+    assert _leftovers(str(tmp_path / "work")) == []
+    (store,) = (tmp_path / "work").glob("*/store/packages")
+    assert not (store / "benchpkg-upload").exists()
