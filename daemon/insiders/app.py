@@ -175,6 +175,10 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             # Before HTTP: a second daemon then says "already running, pid N", not "port in use".
             control_sock = inherited.get("control", [None])[0]
             await nursery.start(partial(serve_control, daemon, sock=control_sock))
+            http_config = hypercorn_config(settings)
+            if "http" in inherited:
+                # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
+                http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
             stop_http = trio.Event()
             http_done = trio.Event()
 
@@ -189,10 +193,6 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
                 finally:
                     http_done.set()
 
-            http_config = hypercorn_config(settings)
-            if "http" in inherited:
-                # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
-                http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
             daemon.http_urls = await nursery.start(serve_http)
             await nursery.start(daemon.watcher.run)
             log.info(
