@@ -20,3 +20,7 @@ if [ ! -f "$PEERS/.installed" ] || [ "$(cat "$PEERS/.installed")" != "$REQUIREME
     "$PEERS/bin/python" -m pip install --quiet $REQUIREMENTS
     echo "$REQUIREMENTS" > "$PEERS/.installed"
 fi
+# The build backends the watcher's figures build with, served by a local upstream (as in the tests).
+if [ ! -f ../.cache/wheelhouse/.complete ]; then
+    make -C .. --no-print-directory .cache/wheelhouse/.complete
+fi

@@ -1,5 +1,6 @@
 """The benchmark's smoke mode, so it does not rot: a tiny store, insidersd and the ASGI ceiling,
-a second of load each, the real clients; plus its pure parts (wrk's output, the report).
+a second of load each, the real clients, the watcher over 3 repositories and one new tag; plus its
+pure parts (wrk's output, the report).
 
 The benchmark proper (`make bench`) is not a test: it takes many minutes and needs the peers.
 """
@@ -119,6 +120,12 @@ def test_smoke_run(tmp_path: Path) -> None:
         "8",
         "--upload-mb",
         "2",
+        "--watcher-repos",
+        "3",
+        "--watcher-cycles",
+        "1",
+        "--watcher-tags",
+        "1",
         "--work-dir",
         str(tmp_path / "work"),
         "--results-dir",
@@ -143,6 +150,17 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert ours["uv_install_s"] > 0
     assert ours["upload"]["size_mb"] == pytest.approx(2, abs=0.1)
     assert {t["target"] for t in results["targets"]} >= {"insidersctl status wall time"}
+    # The watcher: a check cycle over 3 repositories, one new tag built and installable.
+    watcher = ours["watcher"]
+    assert "error" not in watcher, watcher
+    assert watcher["repos"] == 3
+    assert watcher["cycle_s"] > 0
+    assert watcher["tags"] == 1
+    assert watcher["tag_total_s"] > watcher["stages_ms"]["building"] / 1e3 > 0
+    assert watcher["build_s"] > 0
+    for stage in ("listing", "fetching", "publishing"):
+        assert watcher["stages_ms"][stage] >= 0, stage
+    assert "watcher: check cycle, 3 repos, no new tags (s)" in done.stdout
     # The table and the comparison render from the file as written.
     assert "insidersd" in report.table(results)
     assert "compared with" in report.compare(results, results)

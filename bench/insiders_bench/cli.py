@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,9 +22,19 @@ from .load import wrk_path
 from .measure import Options, measure
 from .procs import install_cleanup, stop_all
 from .servers import BENCH_DIR, KINDS
+from .watcher import WatcherOptions, WatcherUnavailable, measure_watcher
 
 DEFAULT_SERVERS = list(KINDS)
-QUICK = {"projects": 200, "versions": 10, "big_versions": 2000, "duration": 2.0, "repeats": 1}
+QUICK = {
+    "projects": 200,
+    "versions": 10,
+    "big_versions": 2000,
+    "duration": 2.0,
+    "repeats": 1,
+    "watcher_repos": 20,
+    "watcher_cycles": 3,
+    "watcher_tags": 3,
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +53,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--client-repeats", type=int, default=3, help="pip/uv/ctl runs (default 3)")
     p.add_argument("--upload-mb", type=int, default=200, help="upload size, 0 to skip (200)")
+    p.add_argument(
+        "--watcher-repos",
+        type=int,
+        help="repositories in the watcher's timed check cycle, 0 to skip the watcher (200)",
+    )
+    p.add_argument("--watcher-cycles", type=int, help="timed check cycles; the median is kept (5)")
+    p.add_argument("--watcher-tags", type=int, help="new tags timed to installable (5)")
     p.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
@@ -81,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> tuple[Sizes, Options]:
+def _settings(args: argparse.Namespace) -> tuple[Sizes, Options, WatcherOptions]:
     quick: dict[str, Any] = QUICK if args.quick else {}
 
     def pick(name: str, default: Any) -> Any:
@@ -104,11 +122,16 @@ def _settings(args: argparse.Namespace) -> tuple[Sizes, Options]:
         profile_endpoint=args.profile_endpoint,
         pair_with=KINDS["hypercorn-min"] if args.paired else None,
     )
-    return sizes, options
+    watcher = WatcherOptions(
+        repos=max(0, pick("watcher_repos", 200)),
+        cycles=max(1, pick("watcher_cycles", 5)),
+        tags=max(1, pick("watcher_tags", 5)),
+    )
+    return sizes, options, watcher
 
 
 def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, Any]:
-    sizes, options = _settings(args)
+    sizes, options, watcher = _settings(args)
     options.profile_out = profile_out
     if wrk_path() is None:
         print(
@@ -137,6 +160,11 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
             "wrk": f"-t{options.threads} -c{options.connections} -d{options.duration:g}s",
             "repeats": options.repeats,
             "client_repeats": options.client_repeats,
+            "watcher": {
+                "repos": watcher.repos,
+                "cycles": watcher.cycles,
+                "tags": watcher.tags,
+            },
         },
         "dataset": {**asdict(sizes), "files": dataset.files, "sample": dataset.sample},
         "servers": {},
@@ -175,6 +203,17 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
                 **figures.figures,
                 "notes": figures.notes,
             }
+        ours = results["servers"].get("insidersd")
+        if ours is not None and watcher.repos > 0:
+            print("insidersd watcher: a check cycle, and a new tag to installable", flush=True)
+            try:
+                ours["watcher"] = measure_watcher(scratch_root / "watcher", watcher)
+            except WatcherUnavailable as error:
+                print(f"insidersd watcher: skipped, {error}", flush=True)
+                ours["watcher"] = {"error": f"not measured: {error}"}
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"insidersd watcher: FAILED: {error}", flush=True)
+                ours["watcher"] = {"error": f"failed: {error}"}
     finally:
         stop_all()
         shutil.rmtree(scratch_root, ignore_errors=True)

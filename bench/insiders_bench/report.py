@@ -51,7 +51,16 @@ ENDPOINT_LABELS = {
 }
 
 
-def rows() -> Iterator[Row]:
+def _watcher_repos(results: Results | None) -> str:
+    if results is None:
+        return "N"
+    watcher = results.get("servers", {}).get(US, {}).get("watcher") or {}
+    count = watcher.get("repos") or results.get("settings", {}).get("watcher", {}).get("repos")
+    return str(count) if count else "N"
+
+
+def rows(results: Results | None = None) -> Iterator[Row]:
+    """The table's rows; `results` only fills in labels (how many repositories were checked)."""
     for key, label in ENDPOINT_LABELS.items():
         yield Row(label, _endpoint(key, "rps"), "req/s", True, 0)
         yield Row(f"{label}: p50", _endpoint(key, "p50_ms"), "ms", False, 2)
@@ -63,6 +72,29 @@ def rows() -> Iterator[Row]:
     yield Row("RSS after the load", _figure("rss_load_mb"), "MB", False, 0)
     yield Row("pip download (1 package)", _figure("pip_download_s"), "s", False, 2)
     yield Row("uv pip install (1 package)", _figure("uv_install_s"), "s", False, 2)
+    # The watcher: insidersd alone has one, so the peers' cells read n/a.
+    repos = _watcher_repos(results)
+    yield Row(
+        f"watcher: check cycle, {repos} repos, no new tags",
+        _figure("watcher", "cycle_s"),
+        "s",
+        False,
+        2,
+    )
+    yield Row("watcher: tag to installable", _figure("watcher", "tag_total_s"), "s", False, 2)
+    yield Row("watcher: ... of which python -m build", _figure("watcher", "build_s"), "s", False, 2)
+    yield Row(
+        "watcher: overhead outside the build", _figure("watcher", "overhead_ms"), "ms", False, 0
+    )
+    yield Row(
+        "watcher: ... outside its build stage",
+        _figure("watcher", "overhead_stages_ms"),
+        "ms",
+        False,
+        0,
+    )
+    for stage in ("listing", "fetching", "building", "publishing"):
+        yield Row(f"watcher: stage {stage}", _figure("watcher", "stages_ms", stage), "ms", False, 0)
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -86,14 +118,14 @@ def _ratio(ours: float | None, theirs: float | None, higher_is_better: bool) -> 
 def table(results: Results) -> str:
     servers: dict[str, dict[str, Any]] = results["servers"]
     names = [n for n in servers if n == US] + [n for n in servers if n != US]
-    label_width = 38
+    label_width = max(38, *(len(f"{r.label} ({r.unit})") + 1 for r in rows(results)))
     titles = list(names)
     cell = max(22, *(len(t) + 2 for t in titles))
     lines = []
     header = f"{'figure':{label_width}}" + "".join(f"{t:>{cell}}" for t in titles)
     lines.append(header)
     lines.append("-" * len(header))
-    for row in rows():
+    for row in rows(results):
         ours = row.get(servers[US]) if US in servers else None
         cells = []
         for name in names:
@@ -122,7 +154,7 @@ def table(results: Results) -> str:
             if status is not None
             else f"insidersctl status: {us.get('ctl_status_how') or 'n/a (not available)'}"
         )
-        extra.append("watcher cycle over 200 repos / tag-to-installable overhead: n/a (no watcher)")
+        extra.append(watcher_line(us.get("watcher")))
     if extra:
         lines.append("-" * len(header))
         lines += extra
@@ -134,6 +166,26 @@ def table(results: Results) -> str:
         for note in servers[name].get("notes", []):
             lines.append(f"note, {name}: {note}")
     return "\n".join(lines)
+
+
+def watcher_line(watcher: dict[str, Any] | None) -> str:
+    """How the watcher's rows were taken, or why they are n/a."""
+    if not watcher:
+        return "watcher: not measured (--watcher-repos 0, or insidersd was not measured)"
+    if "error" in watcher:
+        return f"watcher: {watcher['error']}"
+    stages = watcher.get("stages_ms", {})
+    return (
+        f"watcher (insidersd only): cycle = `insidersctl update --wait` over {watcher['repos']} "
+        f"local repos whose tag is published, max-checks {watcher['max_checks']}, median of "
+        f"{len(watcher.get('cycle_runs_s', []))} ({watcher['cycle_per_repo_ms']:.1f} ms a repo; "
+        f"first check {watcher['first_check_s']:.2f} s)\n"
+        f"  tag to installable: median of {watcher['tags']} new tags, `git tag` until the simple "
+        f"page links the wheel (before listing {stages.get('before_listing', 0):.0f} ms, after "
+        f"done {stages.get('after_done', 0):.0f} ms); python -m build: the tag's checkout built "
+        f"alone, same index and pip cache; the repo's first build ({watcher['first_build_s']:.1f}"
+        " s) not counted"
+    )
 
 
 # -- targets -----------------------------------------------------------------------------------
@@ -244,7 +296,6 @@ def targets(results: Results) -> list[Target]:
             status < 80 if status is not None else None,
         )
     )
-    out.append(Target("watcher: 200 repos, no new tags", "n/a (no watcher yet)", "", None))
     return out
 
 
@@ -268,7 +319,7 @@ def compare(old: Results, new: Results) -> str:
             lines.append(f"  {name}: not in the old run")
             continue
         lines.append(f"  {name}:")
-        for row in rows():
+        for row in rows(new):
             a, b = row.get(before), row.get(server)
             if a is None or b is None:
                 continue
@@ -277,7 +328,7 @@ def compare(old: Results, new: Results) -> str:
             worse = (change < 0) == row.higher_is_better and abs(change) >= 0.05
             flag = "  better" if better else "  WORSE" if worse else ""
             lines.append(
-                f"    {row.label + ' (' + row.unit + ')':36} {_fmt(a, row.digits):>12} -> "
+                f"    {row.label + ' (' + row.unit + ')':48} {_fmt(a, row.digits):>12} -> "
                 f"{_fmt(b, row.digits):>12}  {change:+7.1%}{flag}"
             )
     old_cores = old.get("machine", {}).get("cores")
