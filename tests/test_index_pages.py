@@ -44,7 +44,7 @@ def test_project_page_json(hosted: Daemon, dists: dict[str, list[Path]]) -> None
         response = client.get("/simple/demo-pkg/", headers={"Accept": JSON})
     assert response.status_code == 200
     assert response.headers["content-type"] == JSON
-    assert response.headers["vary"] == "Accept"
+    assert response.headers["vary"] == "Accept, Accept-Encoding"
     page = response.json()
     assert page["meta"]["api-version"] == "1.1"
     assert page["name"] == "demo-pkg"
@@ -115,7 +115,7 @@ def test_content_negotiation(hosted: Daemon, accept: str, query: str, expected: 
             response = client.get(path + query, headers={"Accept": accept})
             assert response.status_code == 200
             assert response.headers["content-type"] == expected
-            assert response.headers["vary"] == "Accept"
+            assert response.headers["vary"] == "Accept, Accept-Encoding"
 
 
 def test_unacceptable_accept_is_406(hosted: Daemon) -> None:
@@ -232,3 +232,21 @@ def test_yanked_release(tmp_path: Path, dists: dict[str, list[Path]]) -> None:
         assert installed_version(tmp_path / "b", "demo_pkg") == "1.1.0"
     finally:
         daemon.stop()
+
+
+def test_pages_gzipped_for_clients_that_accept_it(hosted: Daemon) -> None:
+    with hosted.client() as client:
+        plain = client.get("/simple/demo-pkg/", headers={"Accept-Encoding": "identity"})
+        zipped = client.get("/simple/demo-pkg/", headers={"Accept-Encoding": "br, gzip"})
+        refused = client.get("/simple/demo-pkg/", headers={"Accept-Encoding": "gzip;q=0"})
+        again = client.get(
+            "/simple/demo-pkg/",
+            headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]},
+        )
+    assert "content-encoding" not in plain.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < len(plain.content)
+    assert zipped.content == plain.content  # httpx decodes it: the same page
+    assert zipped.headers["etag"] != plain.headers["etag"]  # one ETag per representation
+    assert "content-encoding" not in refused.headers
+    assert again.status_code == 304

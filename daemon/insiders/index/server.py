@@ -244,21 +244,36 @@ def _if_none_match(scope: Scope) -> bytes | None:
     return None
 
 
+def _accepts_gzip(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        if key == b"accept-encoding":
+            for coding in value.lower().split(b","):
+                name, _, params = coding.partition(b";")
+                if name.strip() == b"gzip":
+                    return params.replace(b" ", b"") not in (b"q=0", b"q=0.0", b"q=0.00")
+    return False
+
+
 async def send_page(scope: Scope, send: Send, page: Page | None, fmt: Format) -> None:
     assert page is not None
+    body, etag = page.body, page.etag
+    encoding: list[tuple[bytes, bytes]] = []
+    if page.gzipped is not None and _accepts_gzip(scope):
+        body, etag = page.gzipped, page.gzip_etag
+        encoding = [(b"content-encoding", b"gzip")]
     headers = [
         (b"content-type", fmt.content_type.encode()),
-        (b"vary", b"Accept"),
-        (b"etag", page.etag),
+        (b"vary", b"Accept, Accept-Encoding"),
+        (b"etag", etag),
         # Always revalidate: a new release must show at once; an unchanged page costs a 304.
         (b"cache-control", b"no-cache"),
+        *encoding,
     ]
-    if _if_none_match(scope) == page.etag:
+    if _if_none_match(scope) == etag:
         return await send_empty(send, 304, headers[1:])
-    headers.append((b"content-length", str(len(page.body)).encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    body = b"" if scope["method"] == "HEAD" else page.body
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
