@@ -82,39 +82,15 @@ def test_twine_upload_then_pip_and_uv_install(
 
 
 def test_uv_publish(daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path) -> None:
-    run(
-        [
-            str(BIN / "uv"),
-            "publish",
-            "--no-config",
-            "--publish-url",
-            f"{daemon.url}/legacy/",
-            "--username",
-            "__token__",
-            "--password",
-            daemon.token,
-            *map(str, dists["other-0.1"]),
-        ],
-        tmp_path,
-    )
+    publish = [
+        str(BIN / "uv"), "publish", "--no-config", "--publish-url", f"{daemon.url}/legacy/",
+        "--username", "__token__", "--password", daemon.token, *map(str, dists["other-0.1"]),
+    ]  # fmt: skip
+    run(publish, tmp_path)
     pip(daemon, tmp_path / "t", "other-pkg==0.1")
     assert installed_version(tmp_path / "t", "other_pkg") == "0.1"
     # Publishing the identical files again succeeds: same content is accepted idempotently.
-    run(
-        [
-            str(BIN / "uv"),
-            "publish",
-            "--no-config",
-            "--publish-url",
-            f"{daemon.url}/legacy/",
-            "--username",
-            "__token__",
-            "--password",
-            daemon.token,
-            *map(str, dists["other-0.1"]),
-        ],
-        tmp_path,
-    )
+    run(publish, tmp_path)
 
 
 def test_pip_download_with_required_hashes(
