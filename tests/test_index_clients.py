@@ -43,6 +43,15 @@ def pip(daemon: Daemon, target: Path, *args: str) -> str:
     return pip_install(daemon.index, target, *args).stdout
 
 
+def uv_pip_install(daemon: Daemon, target: Path, *args: str) -> None:
+    """Real `uv pip install`, from the index alone, into `target`."""
+    command = [
+        str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache", "--index-url", daemon.index,
+        "--target", str(target), "--python", sys.executable, *args,
+    ]  # fmt: skip
+    run(command, target.parent)
+
+
 def test_twine_upload_then_pip_and_uv_install(
     daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path
 ) -> None:
@@ -58,21 +67,7 @@ def test_twine_upload_then_pip_and_uv_install(
     pip(daemon, tmp_path / "pip", "demo-pkg")
     assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
 
-    run(
-        [
-            str(BIN / "uv"),
-            "pip",
-            "install",
-            "--no-config",
-            "--no-cache",
-            "--index-url",
-            daemon.index,
-            "--target",
-            str(tmp_path / "uv"),
-            "demo-pkg",
-        ],
-        tmp_path,
-    )
+    uv_pip_install(daemon, tmp_path / "uv", "demo-pkg")
     assert installed_version(tmp_path / "uv", "demo_pkg") == "1.0.0"
 
     # A newer version: `pip install -U` finds it.
@@ -162,21 +157,5 @@ def test_requires_python_excludes_versions(daemon: Daemon, tmp_path: Path, insta
     if installer == "pip":
         pip(daemon, target, "pyreq")
     else:
-        run(
-            [
-                str(BIN / "uv"),
-                "pip",
-                "install",
-                "--no-config",
-                "--no-cache",
-                "--index-url",
-                daemon.index,
-                "--target",
-                str(target),
-                "--python",
-                sys.executable,
-                "pyreq",
-            ],
-            tmp_path,
-        )
+        uv_pip_install(daemon, target, "pyreq")
     assert installed_version(target, "pyreq") == "1.0"
