@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +36,24 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     yield running
     if running.proc and running.proc.poll() is None:
         running.stop()
+
+
+# Debian 12's pip. PEP 714 changed the JSON key for core metadata; pip 22.3 to 23.1 crash on the
+# old key's dict value, so the pages are checked against this one as well as the current pip.
+OLD_PIP = "23.0.1"
+
+
+@pytest.fixture(scope="session")
+def old_pip() -> Path:
+    """A venv of the project's cache holding pip 23.0.1 (made once, reused by later runs)."""
+    venv = Path(__file__).resolve().parent.parent / ".cache" / f"pip-{OLD_PIP}"
+    python = venv / "bin" / "python"
+    done = venv / ".complete"
+    if not done.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--isolated", f"pip=={OLD_PIP}"],
+            check=True,
+        )
+        done.touch()
+    return python

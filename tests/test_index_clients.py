@@ -159,3 +159,19 @@ def test_requires_python_excludes_versions(daemon: Daemon, tmp_path: Path, insta
     else:
         uv_pip_install(daemon, target, "pyreq")
     assert installed_version(target, "pyreq") == "1.0"
+
+
+def test_debian_12_pip_installs_a_wheel(
+    daemon: Daemon, dists: dict[str, list[Path]], tmp_path: Path, old_pip: Path
+) -> None:
+    """pip 23.0.1 asks for the JSON pages and crashed on the pre-PEP 714 key of a wheel."""
+    twine(daemon, *dists["demo-1.0"], home=tmp_path)
+    version = run([str(old_pip), "-m", "pip", "--version"], tmp_path).stdout
+    assert version.startswith("pip 23.0.1 ")
+    install = [
+        str(old_pip), "-m", "pip", "install", "--isolated", "--no-cache-dir", "--only-binary=:all:",
+        "--index-url", daemon.index, "--target", str(tmp_path / "t"), "demo-pkg",
+    ]  # fmt: skip
+    output = run(install, tmp_path).stdout
+    assert "demo_pkg-1.0.0-py3-none-any.whl" in output
+    assert installed_version(tmp_path / "t", "demo_pkg") == "1.0.0"

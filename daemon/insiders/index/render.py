@@ -134,8 +134,9 @@ def project_json(page: ProjectPage) -> bytes:
             "yanked": link.yanked,
         }
         if link.core_metadata:
+            # PEP 714: JSON carries only the new key. pip 22.3 to 23.1 (Debian 12's is 23.0.1)
+            # crash on the old one's dict value ("unhashable type: 'dict'").
             entry["core-metadata"] = link.core_metadata
-            entry["dist-info-metadata"] = link.core_metadata
         if link.size is not None:
             entry["size"] = link.size
         if link.upload_time is not None:
