@@ -133,6 +133,7 @@ class Daemon:
     home: Path
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     log_path: Path = field(init=False)
@@ -159,6 +160,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [str(INSIDERSD), "--port", str(port), *self.args],
             env=isolated_env(self.home, **self.env),
+            cwd=self.cwd,
             stdout=log,
             stderr=log,
             start_new_session=True,

@@ -333,3 +333,46 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
     finally:
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
+
+
+def test_a_location_that_looks_like_an_option_runs_nothing(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """`repos add` refuses a leading '-'; a registry written before that rule reaches git after
+    `--`, as an operand: git fails to find the repository instead of running a command.
+
+    The daemon runs from a checkout with a remote, as `make run` does: without `--`, git would
+    take the location as `--upload-pack=CMD`, list that remote, and run CMD.
+    """
+    planted = tmp_path / "PWNED"
+    evil = f"--upload-pack=touch${{IFS}}{planted}"
+    checkout = git_project(tmp_path / "work", "checkout")
+    tag_release(checkout, "1.0")
+    subprocess.run(
+        ["git", "-C", str(checkout), "remote", "add", "origin", str(checkout)], check=True
+    )
+    config = "[watcher]\nenabled = false\n"
+    (tmp_path / "d" / "config" / "insiders").mkdir(parents=True)
+    (tmp_path / "d" / "config" / "insiders" / "config.toml").write_text(config)
+    daemon = Daemon(tmp_path / "d", ["--upstream", wheelhouse.index], cwd=checkout).start()
+    try:
+        refused = ctl(daemon, "repos", "add", "--", f"{evil}:x:evil", check=False)
+        assert refused.returncode == 1
+        assert "does not start with '-'" in refused.stderr
+        ctl(daemon, "repos", "add", "https://example.invalid/o/r.git:evil")
+    finally:
+        daemon.stop()
+    registry = daemon.data_dir / "repos.json"
+    stored = json.loads(registry.read_text())
+    stored["repos"][0]["source"]["location"] = evil
+    registry.write_text(json.dumps(stored))
+    daemon.start()
+    try:
+        result = ctl(daemon, "update", "--wait", "--json", "evil", check=False)
+        assert result.returncode == 1
+        outcome = json.loads(result.stdout.splitlines()[-1])["results"][0]
+        assert outcome["outcome"] == "failed"
+        assert "git ls-remote failed" in outcome["error"]
+        assert not planted.exists()
+    finally:
+        daemon.stop()

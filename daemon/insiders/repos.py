@@ -47,6 +47,7 @@ _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 _GITHUB_OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _RELATIVE = re.compile(r"^\.\.?(?:/|:|$)")
+_DASH_HOST = "a host does not start with '-' (ssh would take it as an option)"
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -95,6 +96,9 @@ def parse_spec(text: str, cwd: str | None = None) -> ParsedSpec:
         raise SpecError("empty SPEC: give OWNER/REPO:DIST, a git URL or a path")
     if any(c.isspace() for c in spec):
         raise SpecError(f"{text!r}: a SPEC has no spaces")
+    if spec.startswith("-"):
+        # git would read it as an option (`--upload-pack=CMD` runs CMD): never a repository.
+        raise SpecError(f"{text!r}: a SPEC does not start with '-' (for a path, write ./{spec})")
     if match := _URL.match(spec):
         return _parse_url(spec, match.group("scheme").lower(), match.group("rest"))
     if spec.startswith(("/", "~")) or _RELATIVE.match(spec):
@@ -142,6 +146,8 @@ def _parse_url(spec: str, scheme: str, rest: str) -> ParsedSpec:
     host = authority.rpartition("@")[2]
     if not host or host.startswith(":"):
         raise SpecError(f"{spec!r}: no host in the URL")
+    if authority.startswith("-") or host.startswith("-"):
+        raise SpecError(f"{spec!r}: {_DASH_HOST}")
     if not slash or not path.strip("/"):
         raise SpecError(f"{spec!r}: no repository path after the host")
     url = f"{spec[: len(scheme) + 3]}{authority}/{path}"
@@ -154,6 +160,8 @@ def _parse_scp(spec: str) -> ParsedSpec:
     user, at, host = host_part.rpartition("@")
     if not host or (at and not user):
         raise SpecError(f"{spec!r}: no host before ':' (scp-like ssh is [USER@]HOST:PATH)")
+    if host_part.startswith("-") or host.startswith("-"):
+        raise SpecError(f"{spec!r}: {_DASH_HOST}")
     if not path.strip("/"):
         raise SpecError(f"{spec!r}: no repository path after {host_part}:")
     return ParsedSpec(source=Source(kind="git", location=f"{host_part}:{path}"), dist=dist)

@@ -65,7 +65,11 @@ def write_askpass(directory: Path) -> Path:
 
 
 async def git(*args: str, env: dict[str, str], token: str | None = None) -> str:
-    """Run git; its stdout, or GitError with its stderr (redacted). Callers set the deadline."""
+    """Run git; its stdout, or GitError with its stderr (redacted). Callers set the deadline.
+
+    Every URL and path goes after `--`: a repository named `--upload-pack=CMD` or `-oProxyCommand=`
+    must reach git as an operand, never as an option that runs a command.
+    """
     try:
         result = await trio.run_process(
             ["git", *args],
@@ -86,7 +90,7 @@ async def git(*args: str, env: dict[str, str], token: str | None = None) -> str:
 
 async def list_tags(url: str, *, env: dict[str, str], token: str | None) -> dict[str, str]:
     """{tag: commit} of a remote, without cloning anything."""
-    output = await git("ls-remote", "--tags", "--refs", url, env=env, token=token)
+    output = await git("ls-remote", "--tags", "--refs", "--", url, env=env, token=token)
     return parse_ls_remote(output)
 
 
@@ -94,14 +98,14 @@ async def update_mirror(url: str, mirror: Path, *, env: dict[str, str], token: s
     """Fetch the tags and their history into a bare mirror (incremental after the first)."""
     if not await trio.Path(mirror / "HEAD").exists():
         await trio.Path(mirror).mkdir(parents=True, exist_ok=True)
-        await git("init", "--quiet", "--bare", str(mirror), env=env)
+        await git("init", "--quiet", "--bare", "--", str(mirror), env=env)
     refspec = "+refs/tags/*:refs/tags/*"
-    fetch = ["fetch", "--quiet", "--prune", "--force", "--no-auto-gc", url, refspec]
+    fetch = ["fetch", "--quiet", "--prune", "--force", "--no-auto-gc", "--", url, refspec]
     await git("--git-dir", str(mirror), *fetch, env=env, token=token)
 
 
 async def checkout(mirror: Path, tag: str, dest: Path, *, env: dict[str, str]) -> None:
     """A work tree of `tag` in `dest`, with the tags and history version plugins need (scm, vcs)."""
     quiet = {**env, "GIT_CONFIG_PARAMETERS": "'advice.detachedHead=false'"}
-    clone = ["clone", "--quiet", "--shared", "--branch", tag, str(mirror), str(dest)]
+    clone = ["clone", "--quiet", "--shared", "--branch", tag, "--", str(mirror), str(dest)]
     await git(*clone, env=quiet)
