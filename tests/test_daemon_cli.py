@@ -118,3 +118,43 @@ def test_stop_lets_a_download_in_flight_finish(tmp_path: Path, sig: signal.Signa
     assert daemon.proc.wait(30) == 0
     assert bytes(received) == wheel
     assert f"{sig.name}: stopping" in daemon.log()
+
+
+def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Path) -> None:
+    """What the user unit's ExecReload runs: RELOADING=1 ... READY=1 around the reload, exit 0
+    with the new settings in force, exit 1 with the reason when the file is refused."""
+    home = tmp_path / "home"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[watcher]\ninterval = 600.0\n")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    daemon = Daemon(
+        home, ["--upstream-mode", "none"], env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
+    )
+    daemon.start()
+    try:
+        assert notify.recv(4096).startswith(b"READY=1")
+
+        def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [str(INSIDERSD.parent / "insidersctl"), *args]
+            env = isolated_env(home)
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+        config.write_text("[watcher]\ninterval = 1234.0\n")
+        assert ctl("reload").returncode == 0
+        messages = [notify.recv(4096).decode() for _ in range(2)]
+        assert messages[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert messages[1].startswith("READY=1\nSTATUS=")
+        assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
+
+        config.write_text("[watcher]\ninterval = 5.0\nno-such-key = 1\n")
+        refused = ctl("reload")
+        assert refused.returncode == 1
+        assert "reload refused, the running settings stay" in refused.stderr
+        assert "no-such-key" in refused.stderr
+        assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
+    finally:
+        daemon.stop()
+        notify.close()

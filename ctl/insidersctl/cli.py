@@ -301,6 +301,15 @@ def cmd_logs(ctx: Context) -> int:
     return show_log(where, lines=args.lines, follow=args.follow)
 
 
+def cmd_reload(ctx: Context) -> int:
+    reply = ctx.call(p.Reload(), p.Reloaded)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        note("insidersd reloaded its configuration")
+    return EXIT_OK
+
+
 def cmd_tokens_list(ctx: Context) -> int:
     reply = ctx.call(p.ListTokens(), p.TokenList)
     if ctx.json:
@@ -591,6 +600,9 @@ COMMANDS: dict[str, Command | Group] = {
         },
     ),
     "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _logs),
+    "reload": Command(
+        cmd_reload, "re-read the config file; returns once the new settings are in force"
+    ),
     "tokens": Group(
         "the index's access tokens",
         {

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 0
+PROTOCOL_MINOR: Final = 1  # 1: reload
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -180,6 +180,10 @@ class WatcherControl(Request, frozen=True, tag="watcher"):
 
 class Logs(Request, frozen=True, tag="logs"):
     """Where the daemon's log is; the client reads it (journalctl or the file) itself."""
+
+
+class Reload(Request, frozen=True, tag="reload"):
+    """Re-read the configuration now; the reply comes once the new settings are in force."""
 
 
 class ListTokens(Request, frozen=True, tag="tokens-list"):
@@ -355,6 +359,10 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
     path: str | None = None
 
 
+class Reloaded(Reply, frozen=True, tag="reloaded"):
+    pass
+
+
 class TokenList(Reply, frozen=True, tag="tokens"):
     tokens: tuple[TokenInfo, ...] = ()
     now: float = 0.0
@@ -403,6 +411,7 @@ ClientMessage = (
     | Update
     | WatcherControl
     | Logs
+    | Reload
     | ListTokens
     | CreateToken
     | RevokeToken
@@ -424,6 +433,7 @@ ServerMessage = (
     | UpdateReport
     | WatcherReport
     | LogsLocation
+    | Reloaded
     | TokenList
     | TokenCreated
     | TokenRevoked

@@ -64,14 +64,17 @@ class Daemon:
         tokens: Tokens,
         upstream: Upstream,
         repos: Repos,
+        notifier: Notifier,
     ) -> None:
         self.settings = settings
+        self.notifier = notifier
         self.dirs = dirs
         self.load = load
         self.store = store
         self.tokens = tokens
         self.upstream = upstream
         self.started = trio.current_time()
+        self._reloading = trio.Lock()
         self.http_urls: list[str] = []
         self.repos = repos
         self.watcher = Watcher(
@@ -100,15 +103,27 @@ class Daemon:
             url = url.replace(unspecified, loopback)
         return f"{url}/simple/"
 
-    async def reload(self) -> None:
+    async def reload_now(self) -> str | None:
+        """A reload as systemd sees it (RELOADING=1, the new settings, READY=1), from SIGHUP or
+        `insidersctl reload`. None when the new settings are in force, else why they were refused.
+        """
+        async with self._reloading:
+            self.notifier.reloading()
+            try:
+                return await self.reload()
+            finally:
+                # READY=1 also after a refused reload, or `systemctl reload` waits forever.
+                self.notifier.ready(self.status_line())
+
+    async def reload(self) -> str | None:
         """Re-read the config file (and the flags); a bad file is refused and the running settings
-        stay."""
+        stay. None when applied, else the reason it was refused."""
         try:
             new = await trio.to_thread.run_sync(self.load)
             upstream = make_upstream(new, self.dirs)
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
-            return
+            return str(error)
         if (new.server, new.paths) != (self.settings.server, self.settings.paths):
             log.warning("reload: [server] and [paths] changes take effect at the next restart")
         old_upstream = self.upstream
@@ -117,6 +132,7 @@ class Daemon:
         set_level(new.log_level)
         await old_upstream.aclose()
         log.info("configuration reloaded")
+        return None
 
     def status_line(self) -> str:
         """What `systemctl status` shows: one line a person can read."""
@@ -167,7 +183,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
     log.info("store %s: %d projects, %d files", dirs.data, len(store.projects), store.file_count())
-    daemon = Daemon(settings, dirs, load, store, tokens, upstream, repos)
+    daemon = Daemon(settings, dirs, load, store, tokens, upstream, repos, notifier)
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
@@ -206,10 +222,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             nursery.start_soon(keep_status, daemon, notifier)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    notifier.reloading()
-                    await daemon.reload()
-                    # READY=1 also after a refused reload, or `systemctl reload` waits forever.
-                    notifier.ready(daemon.status_line())
+                    await daemon.reload_now()
                     continue
                 log.info("%s: stopping", signal.Signals(signum).name)
                 notifier.stopping()

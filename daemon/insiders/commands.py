@@ -196,6 +196,13 @@ class Commands:
                 return self.watcher_control(request)
             case p.Logs():
                 return self.logs
+            case p.Reload():
+                refused = await self.daemon.reload_now()
+                if refused is not None:
+                    raise Refusal(
+                        p.REFUSED, f"reload refused, the running settings stay: {refused}"
+                    )
+                return p.Reloaded()
             case p.ListTokens():
                 tokens = tuple(
                     p.TokenInfo(name=t.name, scope=t.scope, created=t.created)

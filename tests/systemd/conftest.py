@@ -6,6 +6,7 @@ at the end of the session whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -80,8 +81,11 @@ def install(container: Container, wheel: Path) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+@contextlib.contextmanager
+def _booted_with_insiders(
+    tmp_path_factory: pytest.TempPathFactory, suite: str
+) -> Iterator[Container]:
+    started = time.monotonic()
     if os.geteuid() != 0:
         pytest.skip("the tests under a real systemd need root (debootstrap, systemd-nspawn)")
     if missing := missing_host_tools():
@@ -89,9 +93,8 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
             f"missing {', '.join(missing)}: apt-get install {' '.join(HOST_PACKAGES)} "
             "(`make pytest` does it)"
         )
-    work = tmp_path_factory.mktemp("systemd")
-    started = time.monotonic()
-    tree = ensure_tree(work / "debootstrap.log")
+    work = tmp_path_factory.mktemp(f"systemd-{suite}")
+    tree = ensure_tree(work / "debootstrap.log", suite)
     stage = work / "stage"
     stage.mkdir()
     if prebuilt := os.environ.get("INSIDERS_TEST_WHEEL"):  # test a wheel built elsewhere
@@ -100,7 +103,21 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
         wheel = build_wheel(stage)
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
     binds = [(stage, "/mnt/host", True), (PIP_CACHE, PIP_CACHE_INSIDE, False)]
-    with booted(tree, work / "nspawn.log", binds) as running:
+    with booted(tree, work / "nspawn.log", binds, suite) as running:
         install(running, wheel)
-        print(f"\ncontainer ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        print(f"\n{suite} container ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        yield running
+
+
+@pytest.fixture(scope="session")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """trixie: systemd 257, what the Debian package targets."""
+    with _booted_with_insiders(tmp_path_factory, "trixie") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def bookworm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """bookworm: systemd 252 (as RHEL 9; Ubuntu 22.04 has 249), what the user unit must run on."""
+    with _booted_with_insiders(tmp_path_factory, "bookworm") as running:
         yield running

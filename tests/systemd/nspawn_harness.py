@@ -6,6 +6,7 @@ under /var/tmp, keyed by what goes into it; each test session boots it `--epheme
 a test does survives the poweroff.
 
 Run this file to build (or just locate) the cached tree:  python tests/systemd/nspawn_harness.py
+[SUITE]
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+# trixie (systemd 257) is what the Debian package targets; bookworm (systemd 252, like RHEL 9) is
+# what most users of the user unit run, so the user unit is tested under both.
 SUITE = "trixie"
+SUITES = ("trixie", "bookworm")
 VARIANT = "minbase"
 # procps gives ps/pgrep for debugging a failure inside the container; git and python3-venv are what
 # the watcher and the venv install need.
@@ -52,13 +56,13 @@ class HarnessError(RuntimeError):
     """The container could not be built, booted or driven."""
 
 
-def tree_key() -> str:
-    spec = f"{SUITE} {VARIANT} {','.join(INCLUDE)} v1"
+def tree_key(suite: str = SUITE) -> str:
+    spec = f"{suite} {VARIANT} {','.join(INCLUDE)} v1"
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def tree_path() -> Path:
-    return CACHE_PARENT / f"insiders-test-root-{tree_key()}"
+def tree_path(suite: str = SUITE) -> Path:
+    return CACHE_PARENT / f"insiders-test-root-{tree_key(suite)}"
 
 
 def missing_host_tools() -> list[str]:
@@ -66,17 +70,17 @@ def missing_host_tools() -> list[str]:
     return [tool for tool in tools if shutil.which(tool) is None]
 
 
-def ensure_tree(log: Path | None = None) -> Path:
+def ensure_tree(log: Path | None = None, suite: str = SUITE) -> Path:
     """The cached root tree, debootstrapped first if it is not there yet.
 
     debootstrap runs into a temporary name that is renamed only once it completed, so an interrupted
     build is never reused; a lock file keeps two test runs from building it at once.
     """
-    final = tree_path()
+    final = tree_path(suite)
     if final.is_dir():
         return final
     CACHE_PARENT.mkdir(parents=True, exist_ok=True)
-    lock_path = CACHE_PARENT / f".insiders-test-root-{tree_key()}.lock"
+    lock_path = CACHE_PARENT / f".insiders-test-root-{tree_key(suite)}.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if final.is_dir():
@@ -88,7 +92,7 @@ def ensure_tree(log: Path | None = None) -> Path:
             "debootstrap",
             f"--variant={VARIANT}",
             f"--include={','.join(INCLUDE)}",
-            SUITE,
+            suite,
             str(work),
         ]
         with contextlib.ExitStack() as stack:
@@ -108,11 +112,15 @@ def ensure_tree(log: Path | None = None) -> Path:
 class Container:
     """A booted ephemeral copy of the tree; `run` executes a command inside it through nsenter."""
 
-    def __init__(self, tree: Path, log: Path, binds: Sequence[Bind] = ()) -> None:
+    def __init__(
+        self, tree: Path, log: Path, binds: Sequence[Bind] = (), suite: str = SUITE
+    ) -> None:
         self.tree = tree
         self.log = log
         self.binds = list(binds)
-        self.name = f"insiders-ci-{os.getpid()}"
+        self.suite = suite
+        # Two suites may be up at once in one test run: each its own machine name.
+        self.name = f"insiders-ci-{suite}-{os.getpid()}"
         self._nspawn: subprocess.Popen[bytes] | None = None
         self.leader = 0
 
@@ -279,8 +287,10 @@ class Container:
 
 
 @contextlib.contextmanager
-def booted(tree: Path, log: Path, binds: Sequence[Bind] = ()) -> Iterator[Container]:
-    container = Container(tree, log, binds)
+def booted(
+    tree: Path, log: Path, binds: Sequence[Bind] = (), suite: str = SUITE
+) -> Iterator[Container]:
+    container = Container(tree, log, binds, suite)
     try:
         container.boot()
         yield container
@@ -290,4 +300,6 @@ def booted(tree: Path, log: Path, binds: Sequence[Bind] = ()) -> Iterator[Contai
 
 if __name__ == "__main__":
     started = time.monotonic()
-    print(ensure_tree(Path("/dev/stderr")), f"{time.monotonic() - started:.1f}s", file=sys.stderr)
+    suite = sys.argv[1] if len(sys.argv) > 1 else SUITE
+    tree = ensure_tree(Path("/dev/stderr"), suite)
+    print(tree, f"{time.monotonic() - started:.1f}s", file=sys.stderr)

@@ -1,8 +1,12 @@
 """The user unit under a real systemd: a user with linger enables it and uses the index and
-insidersctl as that user, with nothing but the XDG defaults."""
+insidersctl as that user, with nothing but the XDG defaults.
+
+Every test runs under systemd 257 (trixie) and 252 (bookworm, as Debian 12 and RHEL 9): the user
+unit is the one `pip install` users copy, onto whatever systemd their machine has."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -34,8 +38,11 @@ class Alice:
         ).stdout
 
 
-@pytest.fixture(scope="module")
-def alice(container: Container) -> Iterator[Alice]:
+@pytest.fixture(scope="module", params=["trixie", "bookworm"])
+def alice(request: pytest.FixtureRequest) -> Iterator[Alice]:
+    container: Container = request.getfixturevalue(
+        "container" if request.param == "trixie" else "bookworm"
+    )
     port = free_port()
     container.sh(f"id {USER} >/dev/null 2>&1 || useradd -m {USER}")
     uid = container.uid(USER)
@@ -82,3 +89,41 @@ def test_the_user_uses_insidersctl(alice: Alice) -> None:
     result = alice.c.run(["insidersctl", "status"], user=USER, check=False)
     assert result.returncode == 0, result.stdout + result.stderr + alice.journal()
     assert result.stdout.strip()
+
+
+def write_config(alice: Alice, extra: str) -> None:
+    config = f'[server]\nport = {alice.port}\n\n[upstream]\nmode = "none"\n{extra}'
+    alice.c.path(f"{alice.home}/.config/insiders/config.toml").write_text(config)
+
+
+def test_the_unit_is_what_this_systemd_understands(alice: Alice) -> None:
+    """No key this systemd ignores (it would warn, and run the service as another Type)."""
+    verify = alice.c.run(
+        ["systemd-analyze", "verify", "--user", "/usr/lib/systemd/user/insiders.service"],
+        user=USER,
+        check=False,
+    )
+    assert (verify.returncode, verify.stderr) == (0, "")
+    shown = alice.c.show("insiders", "Type", "ActiveState", "NRestarts", user=USER)
+    assert shown == {"Type": "notify", "ActiveState": "active", "NRestarts": "0"}
+
+
+def test_reload_waits_and_applies_the_new_settings(alice: Alice) -> None:
+    write_config(alice, "\n[watcher]\ninterval = 1234.0\n")
+    alice.run("systemctl", "--user", "reload", "insiders")
+    # `systemctl reload` returned: the new interval is already in force, with no polling.
+    watcher = json.loads(alice.run("insidersctl", "watcher", "status", "--json"))["watcher"]
+    assert watcher["interval"] == 1234.0
+    assert "configuration reloaded" in alice.journal()
+
+
+def test_a_refused_reload_fails_and_the_old_settings_stay(alice: Alice) -> None:
+    write_config(alice, "\n[watcher]\ninterval = 1234.0\nno-such-key = 1\n")
+    result = alice.c.run(["systemctl", "--user", "reload", "insiders"], user=USER, check=False)
+    assert result.returncode != 0
+    assert "no-such-key" in alice.journal()
+    assert alice.run("systemctl", "--user", "is-active", "insiders").strip() == "active"
+    watcher = json.loads(alice.run("insidersctl", "watcher", "status", "--json"))["watcher"]
+    assert watcher["interval"] == 1234.0
+    write_config(alice, "")
+    alice.run("systemctl", "--user", "reload", "insiders")
