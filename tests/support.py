@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -136,6 +137,8 @@ class Daemon:
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    # A lowered file-descriptor limit (soft and hard) for the daemon, for the fault tests.
+    nofile: int | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,11 +167,16 @@ class Daemon:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            preexec_fn=None if self.nofile is None else self._limit_descriptors,
         )
         log.close()
         if wait:
             self.url = self._wait_for_url(offset)
         return self
+
+    def _limit_descriptors(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _wait_for_url(self, offset: int, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout

@@ -35,6 +35,7 @@ from insiders.control import (
     serve_control,
     system_mode,
 )
+from insiders.logfile import log_to_file
 from insiders.repos import Repo, Repos
 from insiders.store import Store
 from insiders.tokens import Tokens
@@ -268,6 +269,8 @@ async def test_more_clients_than_slots_wait_then_hear_busy() -> None:
         async with running(root, limits=limits) as server:
             with server.connect() as holder:
                 await trio.to_thread.run_sync(holder.hello)
+                # Half a request: the holder is busy sending, not idle, so it keeps its slot.
+                await trio.to_thread.run_sync(holder.send, p.encode_frame(p.Status())[:-1])
 
                 def second(c: RawClient) -> list[p.ServerMessage]:
                     c.send_message(p.Hello())
@@ -659,6 +662,21 @@ async def test_the_daemon_writes_a_log_file_and_says_where(
             last = capsys.readouterr().out.splitlines()[-1]
             assert last.endswith("insiders.commands: token logged created (upload)")
         assert (root / "data" / "insidersd.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rotated_log_file_is_private_too(tmp_path: Path) -> None:
+    """After a rotation the new insidersd.log is 0600 like the old ones, whatever the umask."""
+    path = tmp_path / "insidersd.log"
+    old_umask = os.umask(0o022)
+    try:
+        with log_to_file(path, max_bytes=2000):
+            for n in range(100):
+                logging.getLogger("insiders.test").warning("line %d of a log that rotates", n)
+    finally:
+        os.umask(old_umask)
+    files = sorted(tmp_path.glob("insidersd.log*"))
+    assert len(files) == 4  # the current file and three rotated ones
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
 
 
 def test_the_unit_is_found_in_the_cgroup(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 
@@ -17,6 +16,8 @@ from insiders.control import serve_control
 from . import __version__
 from .config import ConfigError, Directories, Settings
 from .index import graceful
+from .index.bodies import RequestBodies
+from .index.connections import connection_limit, raise_descriptor_limit, serve_http
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
@@ -197,19 +198,27 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
                 http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
             stop_http = trio.Event()
             http_done = trio.Event()
+            descriptors = raise_descriptor_limit()
+            max_connections = connection_limit(descriptors, settings.server.max_connections)
+            log.info(
+                "serving up to %d HTTP connections (descriptor limit %d)",
+                max_connections,
+                descriptors,
+            )
 
-            async def serve_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
-                    await hypercorn.trio.serve(
-                        daemon.index,  # type: ignore[arg-type]  # hypercorn's typed ASGI protocol
+                    await serve_http(
+                        RequestBodies(daemon.index, timeout=settings.server.body_timeout),
                         http_config,
+                        limit=max_connections,
                         shutdown_trigger=stop_http.wait,
                         task_status=task_status,
                     )
                 finally:
                     http_done.set()
 
-            daemon.http_urls = await nursery.start(serve_http)
+            daemon.http_urls = await nursery.start(serve)
             await nursery.start(daemon.watcher.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",

@@ -32,6 +32,11 @@ class ServerSettings(_Section):
     # How long in-flight requests may run on after a stop signal.
     graceful_timeout: Positive = 10.0
     max_upload_size: Size = 1 << 30
+    # A request body gets this many seconds, plus one per 500 bytes that arrived (a client that
+    # trickles its body is answered 408 and closed).
+    body_timeout: Positive = 20.0
+    # HTTP connections served at once; 0: derived from the file-descriptor limit.
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class UpstreamSettings(_Section):

@@ -10,7 +10,9 @@ start with "already running, pid N"; a socket file left by a daemon that died is
 socket activation systemd owns the socket and none of that applies.
 
 Each connection is its own task: a greeting within `Limits.handshake`, then requests until the
-client closes or idles past `Limits.idle`. A malformed or unknown frame gets an error reply and
+client closes or idles past `Limits.idle`. When every slot is taken, a newcomer takes the slot of
+the connection idle the longest (told so, then closed) rather than hearing "busy" while idle
+clients hold the daemon. A malformed or unknown frame gets an error reply and
 the connection goes on; an oversized or stalled one gets an error reply and is closed; a bug in a
 handler is logged with its traceback and answered "internal". Nothing a client sends stops the
 daemon.
@@ -300,18 +302,35 @@ async def serve_control(
         await trio.serve_listeners(server.handle, [listener])
 
 
+class Reclaimed(Exception):
+    """An idle connection's slot went to a newcomer."""
+
+
+def _reclaimed() -> p.Error:
+    return p.Error(
+        code=p.TIMEOUT,
+        message="closing this idle connection: another client needed its slot",
+    )
+
+
 class ControlServer:
     def __init__(self, commands: Commands, access: Access, limits: Limits) -> None:
         self.commands = commands
         self.access = access
         self.limits = limits
         self._slots = trio.Semaphore(limits.connections)
+        # Connections waiting for a client that sends nothing, oldest wait first: a newcomer
+        # that finds no free slot closes the first of them.
+        self._idle: dict[object, trio.CancelScope] = {}
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """One connection, start to end; never raises (bar cancellation)."""
         async with stream:
             # A burst waits briefly for a slot; a flood is told "busy" instead of piling up.
             with trio.move_on_after(self.limits.handshake) as waiting:
+                if self._slots.value == 0 and self._idle:
+                    oldest = next(iter(self._idle))
+                    self._idle.pop(oldest).cancel()
                 await self._slots.acquire()
             if waiting.cancelled_caught:
                 message = (
@@ -332,6 +351,9 @@ class ControlServer:
         reader = p.FrameReader(p.MAX_REQUEST_SIZE)
         try:
             body = await self._receive(stream, reader, self.limits.handshake)
+        except Reclaimed:
+            await self._refuse(stream, _reclaimed())
+            return
         except trio.TooSlowError:
             message = f"no greeting within {self.limits.handshake:g} s"
             await self._refuse(stream, p.Error(code=p.TIMEOUT, message=message))
@@ -369,6 +391,9 @@ class ControlServer:
         while True:
             try:
                 body = await self._receive(stream, reader, self.limits.idle)
+            except Reclaimed:
+                await self._refuse(stream, _reclaimed())
+                return
             except trio.TooSlowError:
                 message = f"no request for {self.limits.idle:g} s: closing"
                 await self._refuse(stream, p.Error(code=p.TIMEOUT, message=message))
@@ -419,10 +444,23 @@ class ControlServer:
     async def _receive(
         self, stream: trio.SocketStream, reader: p.FrameReader, within: float
     ) -> bytes | None:
-        """The next frame's body, None at end of stream (a truncated frame is dropped)."""
+        """The next frame's body, None at end of stream (a truncated frame is dropped).
+
+        Raises Reclaimed when the wait was for a client that sent nothing and its slot was
+        given to another.
+        """
         with trio.fail_after(within):
             while (body := reader.next_frame()) is None:
-                data = await stream.receive_some(1 << 16)
+                key = object()
+                with trio.CancelScope() as idle:
+                    if not reader.pending:
+                        self._idle[key] = idle
+                    try:
+                        data = await stream.receive_some(1 << 16)
+                    finally:
+                        self._idle.pop(key, None)
+                if idle.cancelled_caught:
+                    raise Reclaimed
                 if not data:
                     if reader.pending:
                         log.debug("control: a client left in the middle of a frame")

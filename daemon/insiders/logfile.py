@@ -2,7 +2,8 @@
 
 Under systemd the journal has every line (with priorities), so no file is written there. Run by
 hand, stderr goes to a terminal and is gone once read: the same lines also go to
-DATA_DIR/insidersd.log, rotated at 5 MiB with three old files kept.
+DATA_DIR/insidersd.log, rotated at 5 MiB with three old files kept. Every one of them is 0600,
+the new file after a rotation too: the log names tokens and projects.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from insidersctl.logs import LOG_FILE
 
@@ -22,13 +24,28 @@ MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose files are created 0600 whatever the umask.
+
+    The standard handler opens the new file after a rotation with open(), so with the usual
+    umask 022 the fresh insidersd.log was 0644 while the rotated one stayed 0600.
+    """
+
+    def _open(self) -> IO[str]:
+        def private(name: str, flags: int) -> int:
+            return os.open(name, flags | os.O_CLOEXEC, 0o600)
+
+        return open(  # the handler keeps it open and closes it itself
+            self.baseFilename, self.mode, encoding=self.encoding, opener=private
+        )
+
+
 @contextmanager
-def log_to_file(path: Path) -> Iterator[Path]:
+def log_to_file(path: Path, max_bytes: int = MAX_BYTES) -> Iterator[Path]:
     """Copy every log record to `path` (created 0600) while the context lasts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
-    handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    handler = PrivateRotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=BACKUPS, encoding="utf-8"
     )
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
