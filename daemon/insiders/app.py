@@ -65,10 +65,10 @@ class Daemon:
         tokens: Tokens,
         upstream: Upstream,
         repos: Repos,
-        notifier: Notifier,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
-        self.notifier = notifier
+        self.notifier = notifier or Notifier()
         self.dirs = dirs
         self.load = load
         self.store = store

@@ -31,7 +31,8 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     umask 022 the fresh insidersd.log was 0644 while the rotated one stayed 0600.
     """
 
-    def _open(self) -> IO[str]:
+    # typeshed says TextIOWrapper; open() with the handler's mode (a str) is typed IO[Any].
+    def _open(self) -> IO[str]:  # type: ignore[override]
         def private(name: str, flags: int) -> int:
             return os.open(name, flags | os.O_CLOEXEC, 0o600)
 
