@@ -32,6 +32,11 @@ class ServerSettings(_Section):
     # How long in-flight requests may run on after a stop signal.
     graceful_timeout: Positive = 10.0
     max_upload_size: Size = 1 << 30
+    # The URL clients reach the index at, when it is not the listening address (behind a proxy):
+    # the JSON API's links and the web pages' instructions use it, never the request's Host header.
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = (
+        None
+    )
 
 
 class UpstreamSettings(_Section):
