@@ -144,6 +144,9 @@ class WebPages:
             remember(self._pages, key, page, MEMORY_PAGES)
         return page
 
+    def hosts(self, name: NormalizedName) -> bool:
+        return self._store.get(name) is not None
+
     def canonical_version(self, name: NormalizedName, version: str) -> str | None:
         """The version as stored, for a URL that spells it another way (1.0.0 for 1.0)."""
         project = self._store.get(name)

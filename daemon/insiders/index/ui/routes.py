@@ -84,6 +84,8 @@ async def _project(pages: WebPages, name: str, version: str | None) -> Response 
     if not is_valid_name(name):
         return await _not_found(pages, None)
     normalized = normalize(name)
+    if not pages.hosts(normalized):
+        return await _not_found(pages, name)
     if version is not None:
         canonical = pages.canonical_version(normalized, version)
         if canonical is None:
