@@ -250,8 +250,12 @@ def test_project_urls_redirect_to_their_normal_form(daemon: Daemon, tmp_path: Pa
         name = client.get("/project/Web_Demo/")
         version = client.get("/project/web-demo/1.0.0/")
         missing = client.get("/project/web-demo/9.9/")
+        slash = client.get("/project/web-demo")
+        builds = client.get("/builds")
     assert (name.status_code, name.headers["location"]) == (301, "/project/web-demo/")
     assert (version.status_code, version.headers["location"]) == (301, "/project/web-demo/1.0/")
+    assert (slash.status_code, slash.headers["location"]) == (301, "/project/web-demo/")
+    assert (builds.status_code, builds.headers["location"]) == (301, "/builds/")
     assert missing.status_code == 404
     assert "web-demo" in missing.text
 

@@ -86,16 +86,14 @@ class Daemon:
             index_url=self.own_index_url,
         )
         web = create_web_app(store, self.public_url)
-        ui.register(
-            web,
-            ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream),
-        )
+        pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
+        ui.register_not_found(web, pages)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
             upstream=upstream,
             settings=settings,
-            fallback=web,  # type: ignore[arg-type]
+            fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
         )
 
     def public_url(self) -> str:
