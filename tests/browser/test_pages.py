@@ -49,6 +49,17 @@ def load(driver: Any, site: Site, path: str) -> None:
     driver.get(f"{site.daemon.url}{path}")
 
 
+def arrived(driver: Any, url: str) -> None:
+    """Wait for a navigation a click or a submit started, and for its page to be loaded."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    WebDriverWait(driver, 30).until(
+        lambda d: (
+            d.current_url == url and d.execute_script("return document.readyState") == "complete"
+        )
+    )
+
+
 def texts(driver: Any, selector: str) -> list[str]:
     return [e.text for e in driver.find_elements("css selector", selector)]
 
@@ -96,7 +107,7 @@ def test_filter_as_one_types_and_search_form(browser: Any, site: Site) -> None:
     assert visible == ["aurora-tools"]
     box.send_keys(" pipeline")
     box.submit()
-    assert browser.current_url.endswith("/search?q=aurora+pipeline")
+    arrived(browser, f"{site.daemon.url}/search?q=aurora+pipeline")
     assert texts(browser, ".projects .name") == ["aurora-tools"]
     assert console_errors(browser) == []
     screenshot(browser, "search")
@@ -112,7 +123,7 @@ def test_filter_as_one_types_and_search_form(browser: Any, site: Site) -> None:
 def test_project_then_a_yanked_version(browser: Any, site: Site) -> None:
     load(browser, site, "/")
     browser.find_element("css selector", 'a.card[href="/project/aurora-tools/"]').click()
-    assert browser.current_url == f"{site.daemon.url}/project/aurora-tools/"
+    arrived(browser, f"{site.daemon.url}/project/aurora-tools/")
     assert texts(browser, ".project-head h1") == ["aurora-tools 2.0.0"]
     readme = browser.find_element("css selector", ".readme")
     assert readme.find_element("css selector", "table").text.startswith("option")
@@ -134,7 +145,7 @@ def test_project_then_a_yanked_version(browser: Any, site: Site) -> None:
     screenshot(browser, "project")
 
     browser.find_element("css selector", '.versions a[href="/project/aurora-tools/1.1.0/"]').click()
-    assert browser.current_url == f"{site.daemon.url}/project/aurora-tools/1.1.0/"
+    arrived(browser, f"{site.daemon.url}/project/aurora-tools/1.1.0/")
     assert texts(browser, ".project-head h1") == ["aurora-tools 1.1.0"]
     notice = browser.find_element("css selector", ".notice.warn").text
     assert "This version is yanked" in notice
