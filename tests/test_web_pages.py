@@ -12,11 +12,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from insiders.index.public_url import public_base_url
-from insiders.index.ui import views
+from insiders.index.ui import WebPages, views
 from insiders.index.ui.describe import render_description
-from insiders.store import Project, StoredFile
+from insiders.names import normalize
+from insiders.publish import publish_file
+from insiders.repos import Repos, RepoState, make_repo, parse_spec
+from insiders.store import Project, Store, StoredFile
+from insiders.upstream import Upstream
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
 
 ROOT = Path(__file__).parent.parent
@@ -276,3 +281,54 @@ def test_the_wheel_ships_the_templates_and_static_files(tmp_path: Path) -> None:
         "static/app.js",
     ):
         assert f"insiders/index/ui/{part}" in names
+
+
+# -- the page store, without HTTP ---------------------------------------------------------------
+
+
+async def test_pages_follow_the_store_and_the_watched_state(tmp_path: Path) -> None:
+    """Rendered once, served as stored bytes, and rendered again after each change it shows."""
+    store = await trio.to_thread.run_sync(Store.open, tmp_path / "data")
+    repos = await trio.to_thread.run_sync(Repos.open, tmp_path / "data")
+    site = views.Site(
+        base_url="http://127.0.0.1:31411/", version="0", upstream_mode="none", upstream_url=None
+    )
+    upstream = Upstream(None, "none", ttl=1, timeout=1, cache_dir=tmp_path / "cache")
+    pages = WebPages(store, repos, tmp_path / "data" / "logs", lambda: site, lambda: upstream)
+    wheel = tmp_path / wheel_filename("watched-demo", "1.0")
+    wheel.write_bytes(make_wheel("watched-demo", "1.0"))
+    await publish_file(store, wheel)
+    name = normalize("watched-demo")
+
+    first = await pages.project(name, None)
+    assert first is not None
+    assert await pages.project(name, None) is first  # kept: no second render
+    home = await pages.home()
+    assert b"watched-demo" in home.body
+
+    source = tmp_path / "src"
+    source.mkdir()
+    await repos.add(make_repo(parse_spec(str(source)), "watched-demo"))
+    watched = await pages.project(name, None)
+    assert watched is not None
+    assert b"Built from git" in watched.body
+
+    def failed(state: RepoState) -> RepoState:
+        return msgspec.structs.replace(
+            state, last_check=1.0, last_error="v2.0: python -m build failed", last_error_at=1.0
+        )
+
+    await repos.update_state(name, failed)
+    failing = await pages.project(name, None)
+    assert failing is not None
+    assert b"python -m build failed" in failing.body
+    assert b"python -m build failed" in (await pages.builds()).body
+
+    newer = tmp_path / wheel_filename("watched-demo", "1.1")
+    newer.write_bytes(make_wheel("watched-demo", "1.1"))
+    await publish_file(store, newer)
+    latest = await pages.project(name, None)
+    assert latest is not None
+    assert b'<span class="version">1.1</span>' in latest.body
+    assert (await pages.home()) is not home
+    await upstream.aclose()

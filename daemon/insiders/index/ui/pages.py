@@ -3,7 +3,8 @@
 People read these pages far more often than projects change, so a page is rendered when first
 asked for after a change and then served as stored bytes (gzipped once too, see `make_page`). The
 store's change notice drops the pages of that project and the lists; the builds page is keyed
-on the watched repositories' state, which is replaced on every change the watcher records.
+on the watched repositories' state, which is replaced on every change the watcher records (a
+watched project's page is kept with the state it showed).
 Rendering (Jinja2, readme_renderer) and reading metadata or logs run in a worker thread, so a
 project with thousands of versions never stalls the event loop.
 """
@@ -67,7 +68,7 @@ class WebPages:
         self.static = StaticFiles.load()
         self._env = environment(self.static)
         self._changes = 0  # counts store changes: a page rendered across one is not kept
-        self._pages: dict[tuple[NormalizedName, str | None], Page] = {}
+        self._pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = {}
         self._listings: dict[NormalizedName, views.Listing] = {}
         self._home: tuple[views.Site, Page] | None = None
         self._builds: tuple[tuple[views.Site, tuple[Repo, ...]], Page] | None = None
@@ -111,8 +112,11 @@ class WebPages:
     async def project(self, name: NormalizedName, version: str | None) -> Page | None:
         """A project's page (its latest version) or a version's; None if there is no such."""
         key = (name, version)
-        if (page := self._pages.get(key)) is not None:
-            return page
+        repo = self._repos.get(name)
+        # A watched project's page shows its repository's state, which the watcher replaces
+        # (a new Repo) on every change: the page is kept for one state.
+        if (kept := self._pages.get(key)) is not None and kept[0] is repo:
+            return kept[1]
         project = self._store.get(name)
         if project is None:
             return None
@@ -122,7 +126,6 @@ class WebPages:
             return None
         changes = self._changes
         fields = await self._metadata(project, files)
-        repo = self._repos.get(name)
         build = views.build_row(repo, await self._build_logs(repo, 1)) if repo else None
         page = await self._render(
             "project.html",
@@ -141,7 +144,7 @@ class WebPages:
             build=build,
         )
         if changes == self._changes:
-            remember(self._pages, key, page, MEMORY_PAGES)
+            remember(self._pages, key, (repo, page), MEMORY_PAGES)
         return page
 
     def hosts(self, name: NormalizedName) -> bool:

@@ -2,8 +2,8 @@
 
 They are answered by a small ASGI app in front of Quart, as the simple pages are by IndexApp:
 a page is bytes rendered earlier, and going through the framework for it cut the requests per
-second of a 2,000-version page by more than half. Anything else goes on to Quart (the JSON API), whose own 404s are
-this module's not-found page too.
+second of a 2,000-version page by more than half. Anything else goes on to Quart (the JSON
+API), whose own 404s are this module's not-found page too.
 
 Every page carries a Content-Security-Policy that allows scripts and styles from this index's
 own files only: even if an upload's text slipped through as markup, no inline script or
