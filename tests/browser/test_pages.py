@@ -49,6 +49,16 @@ def load(driver: Any, site: Site, path: str) -> None:
     driver.get(f"{site.daemon.url}{path}")
 
 
+def phone_fits(driver: Any, name: str) -> None:
+    """At a phone's width the page needs no sideways scrolling (wide tables scroll inside)."""
+    driver.set_window_size(390, 844)
+    try:
+        screenshot(driver, name)
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+    finally:
+        driver.set_window_size(1280, 900)
+
+
 def arrived(driver: Any, url: str) -> None:
     """Wait for a navigation a click or a submit started, and for its page to be loaded."""
     from selenium.webdriver.support.wait import WebDriverWait
@@ -77,12 +87,7 @@ def test_home(browser: Any, site: Site) -> None:
     assert "upload-token" in body
     assert console_errors(browser) == []
     screenshot(browser, "home")
-    browser.set_window_size(390, 844)
-    try:
-        screenshot(browser, "home-phone")
-        assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
-    finally:
-        browser.set_window_size(1280, 900)
+    phone_fits(browser, "home-phone")
     browser.execute_cdp_cmd(
         "Emulation.setEmulatedMedia",
         {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
@@ -143,6 +148,7 @@ def test_project_then_a_yanked_version(browser: Any, site: Site) -> None:
     assert "Evil" not in side  # a javascript: project URL is not a link anyone can click
     assert console_errors(browser) == []
     screenshot(browser, "project")
+    phone_fits(browser, "project-phone")
 
     browser.find_element("css selector", '.versions a[href="/project/aurora-tools/1.1.0/"]').click()
     arrived(browser, f"{site.daemon.url}/project/aurora-tools/1.1.0/")
