@@ -198,7 +198,10 @@ class WebPages:
         return await trio.to_thread.run_sync(render)
 
     async def _all_listings(self) -> list[views.Listing]:
-        missing = [p for n, p in self._store.projects.items() if n not in self._listings]
+        """Every hosted project's listing; summaries are read (once per change) in a thread."""
+        projects = list(self._store.projects.values())  # the store may change while we read
+        missing = [p for p in projects if p.normalized not in self._listings]
+        made: dict[NormalizedName, views.Listing] = {}
         if missing:
             changes = self._changes
             summaries = await trio.to_thread.run_sync(self._read_summaries, missing)
@@ -208,8 +211,10 @@ class WebPages:
             }
             if changes == self._changes:
                 self._listings.update(made)
-            return [*(self._listings.get(n) or made[n] for n in self._store.projects)]
-        return [self._listings[n] for n in self._store.projects]
+        return [
+            self._listings.get(p.normalized) or made.get(p.normalized) or views.listing(p, None)
+            for p in projects
+        ]
 
     def _read_summaries(self, projects: list[Project]) -> list[str | None]:
         summaries: list[str | None] = []
