@@ -4,6 +4,7 @@ builds page shows the watcher's work, a 404 helps, and a hostile description run
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -29,16 +30,18 @@ def console_errors(driver: Any, allowed: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
-def screenshot(driver: Any, name: str, *, full: bool = True) -> Path:
-    """Save the whole page (its full height) under artifacts/, and for the README when asked."""
+def screenshot(driver: Any, name: str) -> Path:
+    """Save the whole page (its full height, up to 4,000 pixels) under artifacts/, and for the
+    README when asked. Chromium's own capture beyond the viewport: no window resizing."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    size = driver.get_window_size()
-    if full:
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(size["width"], min(max(height, 600), 4000))
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000)}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": 1}},
+    )
     path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    driver.set_window_size(size["width"], size["height"])
+    path.write_bytes(base64.b64decode(shot["data"]))
     if os.environ.get("INSIDERS_UPDATE_SCREENSHOTS") == "1" and name in README_SCREENSHOTS:
         shutil.copyfile(path, HERE / "screenshots" / README_SCREENSHOTS[name])
     return path
