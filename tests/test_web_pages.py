@@ -223,6 +223,11 @@ def test_pages_change_with_the_store_and_revalidate(daemon: Daemon, tmp_path: Pa
         assert page.headers["cache-control"] == "no-cache"
         again = client.get("/project/web-demo/", headers={"If-None-Match": page.headers["etag"]})
         assert again.status_code == 304
+        zipped = client.get("/project/web-demo/", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert zipped.text == page.text
+        found = client.get("/search", params={"q": "second"}).text
+        assert "No hosted project matches" in found
         upload(daemon, tmp_path, "web-demo", "1.1")
         upload(daemon, tmp_path, "second-project", "0.1")
         changed = client.get("/project/web-demo/")
@@ -230,6 +235,7 @@ def test_pages_change_with_the_store_and_revalidate(daemon: Daemon, tmp_path: Pa
         assert ">1.1</span>" in changed.text
         assert "second-project" in client.get("/").text
         assert "second-project" not in home.text
+        assert "second-project" in client.get("/search", params={"q": "second"}).text
         # Every HTML page says where scripts may come from; the stylesheet is kept for good.
         for path in (
             "/",

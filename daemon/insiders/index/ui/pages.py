@@ -35,6 +35,7 @@ MEMORY_PAGES = 1024
 # A build log shows its last part: the end of a build log is where the error is.
 LOG_TAIL = 64 << 10
 LOGS_SHOWN = 10  # the newest build logs per repository
+SEARCHES = 256  # search pages kept (the queries are the readers' choice, so they are bounded)
 
 
 def environment(static: StaticFiles) -> jinja2.Environment:
@@ -70,6 +71,7 @@ class WebPages:
         self._changes = 0  # counts store changes: a page rendered across one is not kept
         self._pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = {}
         self._listings: dict[NormalizedName, views.Listing] = {}
+        self._searches: dict[str, tuple[views.Site, bytes]] = {}
         self._home: tuple[views.Site, Page] | None = None
         self._builds: tuple[tuple[views.Site, tuple[Repo, ...]], Page] | None = None
         store.subscribe(self.invalidate)
@@ -79,6 +81,7 @@ class WebPages:
         for key in [key for key in self._pages if key[0] == name]:
             del self._pages[key]
         self._listings.pop(name, None)
+        self._searches.clear()
         self._home = None
         self._builds = None  # it links the projects it built
 
@@ -98,15 +101,21 @@ class WebPages:
         return page
 
     async def search(self, query: str) -> bytes:
-        """Not kept: every query is its own page, and filtering the listings costs little."""
+        """The last SEARCHES queries' pages are kept until the next change, like the others."""
+        site = self._site()
+        if (kept := self._searches.get(query)) is not None and kept[0] == site:
+            return kept[1]
+        changes = self._changes
         found = views.search(await self._all_listings(), query)
         page = await self._render(
             "search.html",
-            site=self._site(),
+            site=site,
             query=query,
             projects=found,
             total=len(self._store.projects),
         )
+        if changes == self._changes:
+            remember(self._searches, query, (site, page.body), SEARCHES)
         return page.body
 
     async def project(self, name: NormalizedName, version: str | None) -> Page | None:
