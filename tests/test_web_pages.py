@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import pytest
@@ -338,3 +340,20 @@ async def test_pages_follow_the_store_and_the_watched_state(tmp_path: Path) -> N
     assert b'<span class="version">1.1</span>' in latest.body
     assert (await pages.home()) is not home
     await upstream.aclose()
+
+
+def test_failed_versions_from_today_state_and_from_a_per_version_list() -> None:
+    """Today's state names the last failure (its log's name is the version); a state holding a
+    per-version list, as the watcher will record, is shown whole."""
+    today = msgspec.structs.replace(
+        make_repo(parse_spec("/srv/demo"), "demo", now=0.0),
+        state=RepoState(last_error="v2.0: build failed", last_error_at=5.0, log="/l/demo/2.0.log"),
+    )
+    assert views.failed_versions(today) == (
+        views.Failure(version="2.0", error="v2.0: build failed", at=5.0),
+    )
+    entry = SimpleNamespace(version="1.9", error="tests failed", at=3.0)
+    later: Any = SimpleNamespace(state=SimpleNamespace(failed=[entry], last_error=None))
+    assert views.failed_versions(later) == (
+        views.Failure(version="1.9", error="tests failed", at=3.0),
+    )
