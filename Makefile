@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint types pytest systemd-host-tools clean
+.PHONY: run test lint types pytest systemd-host-tools browser-host-tools clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed systemd-host-tools .cache/wheelhouse/.complete
+pytest: $(BIN)/.installed systemd-host-tools browser-host-tools .cache/wheelhouse/.complete
 	$(BIN)/pytest
 
 # Wheels of the build backends that the watcher tests build with, served by a local index.
@@ -38,6 +38,14 @@ systemd-host-tools:
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			systemd-container debootstrap; \
+	fi
+
+# The web pages' tests (tests/browser/) drive Debian's chromium through its chromedriver.
+browser-host-tools:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
 	fi
 
 clean:

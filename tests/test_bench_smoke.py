@@ -144,6 +144,10 @@ def test_smoke_run(tmp_path: Path) -> None:
         assert figures["rps"] > 0, key
         assert figures["errors"] == 0, key
     assert ours["endpoints"]["project_json"]["json"] is True
+    for key in ("web_home", "web_big"):
+        assert ours["web"][key]["rps"] > 0, key
+        assert ours["web"][key]["errors"] == 0, key
+    assert "2,000-version web page" in done.stdout
     assert ours["start_s"] > 0
     assert ours["rss_start_mb"] > 0
     assert ours["pip_download_s"] > 0

@@ -281,10 +281,43 @@ def measure(kind: Kind, dataset: Dataset, scratch: Path, options: Options) -> Fi
     return result
 
 
+# insidersd's web pages, loaded like the simple pages: the home page lists every project, the
+# big project's page lists its 2,000 versions.
+WEB_PAGES = (
+    ("web_home", "/", "home page /"),
+    ("web_big", "/project/{big}/", "2,000-version web page"),
+)
+
+
+def _web_pages(running: Running, dataset: Dataset, options: Options) -> dict[str, Any]:
+    pages: dict[str, Any] = {}
+    for key, template, label in WEB_PAGES:
+        path = template.format(big=dataset.big)
+        began = time.monotonic()
+        status, _, body = http_get(running.port, path, timeout=PROBE_TIMEOUT)
+        first_ms = (time.monotonic() - began) * 1e3  # rendered at this first request
+        if status != 200:
+            raise RuntimeError(f"insidersd: {path} answered {status}")
+        load, runs, _ = _load(running, path, {}, options)
+        pages[key] = {
+            "path": path,
+            "bytes": len(body),
+            "first_ms": round(first_ms, 1),
+            **load.as_dict(),
+            "runs": runs,
+        }
+        options.log(
+            f"  {label:24} {load.rps:>10,.1f} req/s  p50 {_ms(load.p50_ms)}  "
+            f"p99 {_ms(load.p99_ms)}  first {first_ms:,.1f} ms ({len(body):,} bytes)"
+        )
+    return pages
+
+
 def _insidersd_extras(
     running: Running, dataset: Dataset, scratch: Path, options: Options, figures: dict[str, Any]
 ) -> None:
     log = options.log
+    figures["web"] = _web_pages(running, dataset, options)
     status_ms, how = clients.ctl_status(running, scratch, options.client_repeats + 2)
     figures["ctl_status_ms"] = None if status_ms is None else round(status_ms * 1e3, 1)
     figures["ctl_status_how"] = how

@@ -147,6 +147,13 @@ def table(results: Results) -> str:
             f"{upload['rss_growth_mb']:.1f} MB ({upload['rss_before_mb']:.0f} -> "
             f"{upload['rss_peak_mb']:.0f} MB), {upload['seconds']:.1f} s"
         )
+    for key, label in (("web_home", "home page"), ("web_big", "2,000-version web page")):
+        page = us.get("web", {}).get(key)
+        if page:
+            extra.append(
+                f"insidersd {label}: {page['rps']:,.0f} requests/s, p99 {page['p99_ms']:.1f} ms, "
+                f"{page['bytes']:,} bytes, first render {page['first_ms']:.0f} ms"
+            )
     if US in servers:
         status = us.get("ctl_status_ms")
         extra.append(

@@ -15,10 +15,12 @@ from insiders.control import serve_control
 
 from . import __version__
 from .config import ConfigError, Directories, Settings
-from .index import graceful
+from .index import graceful, ui
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
+from .index.public_url import public_base_url
 from .index.server import IndexApp
+from .index.ui.views import Site
 from .index.web import create_web_app
 from .logs import set_level
 from .repos import Repos
@@ -87,12 +89,32 @@ class Daemon:
             credentials=dirs.credentials,
             index_url=self.own_index_url,
         )
+        web = create_web_app(store, self.public_url)
+        pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
+        ui.register_not_found(web, pages)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
             upstream=upstream,
             settings=settings,
-            fallback=create_web_app(store, describe_upstream(upstream)),  # type: ignore[arg-type]
+            fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
+        )
+
+    def public_url(self) -> str:
+        """The URL clients reach the index at (server.public-url, else where it listens)."""
+        server = self.settings.server
+        return public_base_url(
+            server.public_url, self.http_urls, f"http://{_bracket(server.host)}:{server.port}"
+        )
+
+    def site(self) -> Site:
+        """What the web pages say about this index; it changes only with a reload."""
+        return Site(
+            base_url=self.public_url(),
+            version=__version__,
+            upstream_mode=self.upstream.mode,
+            upstream_url=self.upstream.url,
+            upstream_ttl=self.settings.upstream.cache_ttl,
         )
 
     def own_index_url(self) -> str | None:

@@ -99,13 +99,11 @@ def repo_info(repo: Repo) -> p.RepoInfo:
 
 
 def project_info(project: Project) -> p.ProjectInfo:
-    live = {f.version for f in project.files if not f.yanked}
-    latest = next((v for v in reversed(project.versions()) if v in live), None)
     return p.ProjectInfo(
         name=project.name,
         versions=len(project.versions()),
         files=len(project.files),
-        latest=latest,
+        latest=project.latest(),
         size=sum(f.size for f in project.files),
         last_upload=max((f.upload_time for f in project.files), default=None) or None,
         yanked_files=sum(1 for f in project.files if f.yanked),

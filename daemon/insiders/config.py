@@ -37,6 +37,11 @@ class ServerSettings(_Section):
     body_timeout: Positive = 20.0
     # HTTP connections served at once; 0: derived from the file-descriptor limit.
     max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # The URL clients reach the index at, when it is not the listening address (behind a proxy):
+    # the JSON API's links and the web pages' instructions use it, never the request's Host header.
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = (
+        None
+    )
 
 
 class UpstreamSettings(_Section):

@@ -69,6 +69,23 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
         seen = {f.version for f in self.files}
         return sorted(seen, key=_version_key)
 
+    def latest(self) -> str | None:
+        """The version a person means by "the latest": the public index's rule, in one place.
+
+        A version counts as yanked when all its files are. The public index orders releases by
+        (not yanked, final release, version) and takes the first, so: the highest final release not
+        yanked, else the highest pre-release not yanked, else the highest yanked one. The JSON API,
+        `insidersctl projects list` and the web pages all name this version. None for no files.
+        """
+        live = {f.version for f in self.files if not f.yanked}
+
+        def rank(version: str) -> tuple[bool, bool, tuple[int, object]]:
+            parsed = parse_version(version)
+            final = parsed is not None and not parsed.is_prerelease
+            return (version in live, final, _version_key(version))
+
+        return max({f.version for f in self.files}, key=rank, default=None)
+
 
 def _version_key(version: str) -> tuple[int, object]:
     parsed = parse_version(version)

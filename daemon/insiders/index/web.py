@@ -2,79 +2,42 @@
 
 from __future__ import annotations
 
-from html import escape
+from collections.abc import Callable
 from typing import Any
 
 import trio
 from packaging.metadata import parse_email
-from packaging.version import Version
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 
-from insiders import __version__
 from insiders.names import normalize, parse_version
 from insiders.store import Project, Store, StoredFile
 
 from .render import iso_time
 
 
-def create_web_app(store: Store, upstream_description: str) -> QuartTrio:
+def create_web_app(store: Store, base_url: Callable[[], str]) -> QuartTrio:
+    """The JSON API; its absolute URLs start with `base_url()`, never with the Host header."""
     app = QuartTrio("insiders", static_folder=None)
-
-    @app.get("/")
-    async def home() -> Response:
-        base = request.host_url
-        projects = "".join(
-            f'<li><a href="/simple/{p.normalized}/">{escape(p.name)}</a> '
-            f"({len(p.files)} files)</li>"
-            for p in sorted(store.projects.values(), key=lambda p: p.normalized)
-        )
-        body = f"""<!DOCTYPE html>
-<html><head><title>insiders</title></head><body>
-<h1>insiders {escape(__version__)}</h1>
-<p>A package index. Point your tools at it:</p>
-<pre>pip install --index-url {escape(base)}simple/ NAME
-export PIP_INDEX_URL={escape(base)}simple/ UV_INDEX_URL={escape(base)}simple/</pre>
-<p>Projects not hosted here: {escape(upstream_description)}.</p>
-<h2>Hosted projects</h2><ul>{projects or "<li>none yet</li>"}</ul>
-</body></html>
-"""
-        return Response(body, content_type="text/html; charset=utf-8")
 
     @app.get("/pypi/<name>/json")
     async def project_json(name: str) -> tuple[dict[str, Any], int] | Response:
-        return await _json_api(store, name, None)
+        return await _json_api(store, name, None, base_url())
 
     @app.get("/pypi/<name>/<version>/json")
     async def release_json(name: str, version: str) -> tuple[dict[str, Any], int] | Response:
-        return await _json_api(store, name, version)
+        return await _json_api(store, name, version, base_url())
 
     return app
 
 
-def _latest(project: Project) -> str:
-    """The version installers would pick: newest final release not yanked, else newest of any."""
-    versions = [(parse_version(f.version), f) for f in project.files]
-    usable = [(v, f) for v, f in versions if v is not None]
-
-    def newest(candidates: list[tuple[Version, StoredFile]]) -> str | None:
-        return max(candidates, key=lambda vf: vf[0])[1].version if candidates else None
-
-    return (
-        newest([(v, f) for v, f in usable if not f.yanked and not v.is_prerelease])
-        or newest([(v, f) for v, f in usable if not f.yanked])
-        or newest(usable)
-        or project.files[-1].version
-    )
-
-
 async def _json_api(
-    store: Store, name: str, version: str | None
+    store: Store, name: str, version: str | None, base: str
 ) -> tuple[dict[str, Any], int] | Response:
     project = store.get(normalize(name))
     if project is None:
         return {"message": "Not Found"}, 404
-    wanted = version if version is not None else _latest(project)
+    wanted = version if version is not None else project.latest() or ""
     release = [f for f in project.files if parse_version(f.version) == parse_version(wanted)]
     if not release:
         return {"message": f"{project.name} has no version {wanted}"}, 404
@@ -85,7 +48,6 @@ async def _json_api(
         fields, _ = parse_email(await path.read_bytes())
     except OSError:
         fields = {}
-    base = request.host_url
     info: dict[str, Any] = {
         "name": project.name,
         "version": release[0].version,
@@ -103,9 +65,10 @@ async def _json_api(
         "home_page": fields.get("home_page"),
         "yanked": all(f.yanked for f in release),
         "yanked_reason": next((f.yanked_reason for f in release if f.yanked_reason), None),
-        "package_url": f"{base}pypi/{project.normalized}/",
-        "project_url": f"{base}pypi/{project.normalized}/",
-        "release_url": f"{base}pypi/{project.normalized}/{release[0].version}/",
+        # The web pages (index/ui), as on the public index.
+        "package_url": f"{base}project/{project.normalized}/",
+        "project_url": f"{base}project/{project.normalized}/",
+        "release_url": f"{base}project/{project.normalized}/{release[0].version}/",
     }
     body: dict[str, Any] = {
         "info": info,

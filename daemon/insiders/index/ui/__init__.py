@@ -1,0 +1,6 @@
+"""The web pages people read: home, search, projects, builds; rendered once per change."""
+
+from .pages import WebPages
+from .routes import WebApp, register_not_found
+
+__all__ = ["WebApp", "WebPages", "register_not_found"]

@@ -1,0 +1,289 @@
+"""The web pages as bytes, rendered once per change of what they show, like the simple pages.
+
+People read these pages far more often than projects change, so a page is rendered when first
+asked for after a change and then served as stored bytes (gzipped once too, see `make_page`). The
+store's change notice drops the pages of that project and the lists; the builds page is keyed
+on the watched repositories' state, which is replaced on every change the watcher records (a
+watched project's page is kept with the state it showed).
+Rendering (Jinja2, readme_renderer) and reading metadata or logs run in a worker thread, so a
+project with thousands of versions never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import trio
+from packaging.metadata import parse_email
+
+from insiders.index.pages import Page, make_page
+from insiders.names import NormalizedName, is_valid_name, normalize
+from insiders.repos import Repo, Repos
+from insiders.store import Project, Store, StoredFile
+from insiders.upstream import Upstream, UpstreamError, remember
+
+from . import views
+from .describe import render_description
+from .static import StaticFiles
+
+# Version pages kept rendered at once; a project's own page and the lists are always kept.
+MEMORY_PAGES = 1024
+# A build log shows its last part: the end of a build log is where the error is.
+LOG_TAIL = 64 << 10
+LOGS_SHOWN = 10  # the newest build logs per repository
+SEARCHES = 256  # search pages kept (the queries are the readers' choice, so they are bounded)
+
+
+def environment(static: StaticFiles) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("insiders.index.ui", "templates"),
+        # Every value is text unless it is Markup (the sanitised description): untrusted
+        # summaries, yank reasons and build logs can never become markup.
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(size=views.human_size, when=views.when, iso=views.iso)
+    env.globals.update(static=static.url)
+    return env
+
+
+class WebPages:
+    def __init__(
+        self,
+        store: Store,
+        repos: Repos,
+        logs_dir: Path,
+        site: Callable[[], views.Site],
+        upstream: Callable[[], Upstream],
+    ) -> None:
+        self._store = store
+        self._repos = repos
+        self._logs_dir = logs_dir
+        self._site = site
+        self._upstream = upstream
+        self.static = StaticFiles.load()
+        self._env = environment(self.static)
+        self._changes = 0  # counts store changes: a page rendered across one is not kept
+        self._pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = {}
+        self._listings: dict[NormalizedName, views.Listing] = {}
+        self._searches: dict[str, tuple[views.Site, bytes]] = {}
+        self._home: tuple[views.Site, Page] | None = None
+        self._builds: tuple[tuple[views.Site, tuple[Repo, ...]], Page] | None = None
+        store.subscribe(self.invalidate)
+
+    def invalidate(self, name: NormalizedName) -> None:
+        self._changes += 1
+        for key in [key for key in self._pages if key[0] == name]:
+            del self._pages[key]
+        self._listings.pop(name, None)
+        self._searches.clear()
+        self._home = None
+        self._builds = None  # it links the projects it built
+
+    # -- the pages -------------------------------------------------------------------------------
+
+    async def home(self) -> Page:
+        site = self._site()
+        if self._home is not None and self._home[0] == site:
+            return self._home[1]
+        changes = self._changes
+        listings = views.newest_uploads_first(await self._all_listings())
+        page = await self._render(
+            "home.html", site=site, projects=listings, watched=len(self._repos.all())
+        )
+        if changes == self._changes:
+            self._home = (site, page)
+        return page
+
+    async def search(self, query: str) -> bytes:
+        """The last SEARCHES queries' pages are kept until the next change, like the others."""
+        site = self._site()
+        if (kept := self._searches.get(query)) is not None and kept[0] == site:
+            return kept[1]
+        changes = self._changes
+        found = views.search(await self._all_listings(), query)
+        page = await self._render(
+            "search.html",
+            site=site,
+            query=query,
+            projects=found,
+            total=len(self._store.projects),
+        )
+        if changes == self._changes:
+            remember(self._searches, query, (site, page.body), SEARCHES)
+        return page.body
+
+    async def project(self, name: NormalizedName, version: str | None) -> Page | None:
+        """A project's page (its latest version) or a version's; None if there is no such."""
+        key = (name, version)
+        repo = self._repos.get(name)
+        # A watched project's page shows its repository's state, which the watcher replaces
+        # (a new Repo) on every change: the page is kept for one state.
+        if (kept := self._pages.get(key)) is not None and kept[0] is repo:
+            return kept[1]
+        project = self._store.get(name)
+        if project is None:
+            return None
+        shown = version if version is not None else project.latest()
+        files = views.release_files(project, shown) if shown is not None else []
+        if not files:
+            return None
+        changes = self._changes
+        fields = await self._metadata(project, files)
+        build = views.build_row(repo, await self._build_logs(repo, 1)) if repo else None
+        page = await self._render(
+            "project.html",
+            site=self._site(),
+            project=project,
+            version=files[0].version,
+            is_latest=files[0].version == project.latest(),
+            fields=fields,
+            description=fields.get("_description_html"),
+            links=views.safe_links(fields),
+            versions=views.version_rows(project, files[0].version),
+            files=views.file_rows(project, files),
+            status=views.project_status(project),
+            yanked=all(f.yanked for f in files),
+            yanked_reason=next((f.yanked_reason for f in files if f.yanked_reason), None),
+            build=build,
+        )
+        if changes == self._changes:
+            remember(self._pages, key, (repo, page), MEMORY_PAGES)
+        return page
+
+    def hosts(self, name: NormalizedName) -> bool:
+        return self._store.get(name) is not None
+
+    def canonical_version(self, name: NormalizedName, version: str) -> str | None:
+        """The version as stored, for a URL that spells it another way (1.0.0 for 1.0)."""
+        project = self._store.get(name)
+        files = views.release_files(project, version) if project is not None else []
+        return files[0].version if files else None
+
+    async def builds(self) -> Page:
+        site = self._site()
+        repos = tuple(self._repos.all())
+        if self._builds is not None and self._builds[0] == (site, repos):
+            return self._builds[1]
+        rows = [views.build_row(repo, await self._build_logs(repo, LOGS_SHOWN)) for repo in repos]
+        page = await self._render("builds.html", site=site, repos=rows)
+        self._builds = ((site, repos), page)
+        return page
+
+    async def not_found(self, path: str, name: str | None) -> bytes:
+        """A 404 that helps: the normalised name, a search for it, and what the upstream says."""
+        normalized = normalize(name) if name and is_valid_name(name) else None
+        upstream_has: bool | None = None
+        upstream_error: str | None = None
+        upstream = self._upstream()
+        if normalized is not None and upstream.mode != "none" and upstream.url:
+            try:
+                upstream_has = await upstream.page(normalized) is not None
+            except UpstreamError as error:
+                upstream_error = str(error)
+        page = await self._render(
+            "not_found.html",
+            site=self._site(),
+            path=path,
+            name=name,
+            normalized=normalized,
+            upstream_has=upstream_has,
+            upstream_error=upstream_error,
+        )
+        return page.body
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _render(self, template: str, **context: Any) -> Page:
+        def render() -> Page:
+            body = self._env.get_template(template).render(**context).encode()
+            return make_page(body)
+
+        return await trio.to_thread.run_sync(render)
+
+    async def _all_listings(self) -> list[views.Listing]:
+        """Every hosted project's listing; summaries are read (once per change) in a thread."""
+        projects = list(self._store.projects.values())  # the store may change while we read
+        missing = [p for p in projects if p.normalized not in self._listings]
+        made: dict[NormalizedName, views.Listing] = {}
+        if missing:
+            changes = self._changes
+            summaries = await trio.to_thread.run_sync(self._read_summaries, missing)
+            made = {
+                p.normalized: views.listing(p, summary)
+                for p, summary in zip(missing, summaries, strict=True)
+            }
+            if changes == self._changes:
+                self._listings.update(made)
+        return [
+            self._listings.get(p.normalized) or made.get(p.normalized) or views.listing(p, None)
+            for p in projects
+        ]
+
+    def _read_summaries(self, projects: list[Project]) -> list[str | None]:
+        summaries: list[str | None] = []
+        for project in projects:
+            latest = project.latest()
+            files = views.release_files(project, latest) if latest else []
+            fields = self._read_fields(project, files) if files else {}
+            summary = fields.get("summary")
+            summaries.append(summary if isinstance(summary, str) else None)
+        return summaries
+
+    async def _metadata(self, project: Project, files: list[StoredFile]) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            fields = self._read_fields(project, files)
+            fields["_description_html"] = render_description(
+                fields.get("description"), fields.get("description_content_type")
+            )
+            return fields
+
+        return await trio.to_thread.run_sync(read)
+
+    def _read_fields(self, project: Project, files: list[StoredFile]) -> dict[str, Any]:
+        """A release's core metadata: a wheel's (the built truth) before an sdist's PKG-INFO."""
+        for stored in sorted(files, key=lambda f: not f.is_wheel):
+            path = self._store.path(project.normalized, f"{stored.filename}.metadata")
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            fields, _ = parse_email(raw)
+            return dict(fields)
+        return {}
+
+    async def _build_logs(self, repo: Repo, count: int) -> list[views.BuildLog]:
+        directory = self._logs_dir / repo.key
+        return await trio.to_thread.run_sync(_read_logs, directory, count)
+
+
+def _read_logs(directory: Path, count: int) -> list[views.BuildLog]:
+    """The newest `count` build logs of a repository, each cut to its last LOG_TAIL bytes."""
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.endswith(".log") and e.is_file()]
+    except OSError:
+        return []
+    entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    logs = []
+    for entry in entries[:count]:
+        try:
+            with open(entry.path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                file.seek(max(0, size - LOG_TAIL))
+                data = file.read()
+        except OSError:
+            continue
+        logs.append(
+            views.BuildLog(
+                version=entry.name.removesuffix(".log"),
+                at=entry.stat().st_mtime,
+                text=data.decode("utf-8", "replace"),
+                truncated=size > LOG_TAIL,
+            )
+        )
+    return logs

@@ -1,0 +1,186 @@
+"""The web pages' routes: home, search, projects, builds, static files and helpful 404s.
+
+They are answered by a small ASGI app in front of Quart, as the simple pages are by IndexApp:
+a page is bytes rendered earlier, and going through the framework for it cut the requests per
+second of a 2,000-version page by more than half. Anything else goes on to Quart (the JSON
+API), whose own 404s are this module's not-found page too.
+
+Every page carries a Content-Security-Policy that allows scripts and styles from this index's
+own files only: even if an upload's text slipped through as markup, no inline script or
+handler attribute would run.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, quote
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
+
+from insiders.index.pages import Page
+
+# The simple pages' ASGI types and Accept-Encoding rule, in one place.
+from insiders.index.server import ASGIApp, Receive, Scope, Send, send_empty
+from insiders.index.server import _accepts_gzip as accepts_gzip
+from insiders.names import NormalizedName, is_valid_name, normalize
+
+from .pages import WebPages
+from .views import project_url
+
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        # Descriptions show their images (badges, screenshots) as the public index does.
+        "img-src 'self' https: data:",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+HTML = b"text/html; charset=utf-8"
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+IMMUTABLE = b"public, max-age=31536000, immutable"
+QUERY_LIMIT = 200  # characters of a search kept
+
+
+class WebApp:
+    """The pages' ASGI app; `fallback` (Quart) answers every other path."""
+
+    def __init__(self, pages: WebPages, fallback: ASGIApp) -> None:
+        self.pages = pages
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path: str = scope["path"]
+            if path == "/":
+                return await send_page(scope, send, await self.pages.home())
+            if path == "/builds/":
+                return await send_page(scope, send, await self.pages.builds())
+            if path in ("/builds", "/project") or (
+                path.startswith("/project/") and not path.endswith("/") and path.count("/") <= 3
+            ):
+                return await moved(send, quote(path) + "/")
+            if path == "/search":
+                return await self.search(scope, send)
+            if path.startswith("/project/"):
+                return await self.project(scope, send, path[len("/project/") :])
+            if path.startswith("/static/"):
+                return await self.static(scope, send, path[len("/static/") :])
+        await self.fallback(scope, receive, send)
+
+    async def search(self, scope: Scope, send: Send) -> None:
+        query = _query(scope).get("q", [""])[0][:QUERY_LIMIT]
+        await send_html(scope, send, 200, await self.pages.search(query))
+
+    async def project(self, scope: Scope, send: Send, rest: str) -> None:
+        parts = rest.split("/")
+        if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
+            return await self.not_found(scope, send, None)
+        # The path is decoded already (ASGI): a version is used as it stands.
+        name, version = parts[0], (parts[1] if len(parts) == 3 else None)
+        if not is_valid_name(name):
+            return await self.not_found(scope, send, None)
+        normalized = NormalizedName(normalize(name))
+        if not self.pages.hosts(normalized):
+            return await self.not_found(scope, send, name)
+        if version is not None:
+            canonical = self.pages.canonical_version(normalized, version)
+            if canonical is None:
+                return await self.not_found(scope, send, name)
+            if (normalized, canonical) != (name, version):
+                return await moved(send, project_url(normalized, canonical))
+        elif normalized != name:
+            return await moved(send, project_url(normalized))
+        page = await self.pages.project(normalized, version)
+        if page is None:  # removed while we looked
+            return await self.not_found(scope, send, name)
+        await send_page(scope, send, page)
+
+    async def static(self, scope: Scope, send: Send, name: str) -> None:
+        found = self.pages.static.get(name)
+        if found is None:
+            return await self.not_found(scope, send, None)
+        immutable = _query(scope).get("v", [""])[0] == found.digest
+        await send_page(
+            scope,
+            send,
+            found.page,
+            content_type=found.content_type.encode(),
+            cache=IMMUTABLE if immutable else b"no-cache",
+        )
+
+    async def not_found(self, scope: Scope, send: Send, name: str | None) -> None:
+        await send_html(scope, send, 404, await self.pages.not_found(scope["path"], name))
+
+
+def register_not_found(app: QuartTrio, pages: WebPages) -> None:
+    """Quart's own 404s (paths no route knows) get the same helpful page."""
+
+    @app.errorhandler(NotFound)
+    async def not_found(_error: NotFound) -> Response:
+        body = await pages.not_found(request.path, None)
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        return Response(body, 404, headers=headers, content_type=HTML.decode())
+
+
+def _query(scope: Scope) -> dict[str, list[str]]:
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+
+async def send_html(scope: Scope, send: Send, status: int, body: bytes) -> None:
+    headers = [
+        (b"content-type", HTML),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-cache"),
+        *SECURITY_HEADERS,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def send_page(
+    scope: Scope, send: Send, page: Page, *, content_type: bytes = HTML, cache: bytes = b"no-cache"
+) -> None:
+    """A stored page with its ETag (a 304 when the browser has it) and gzip when accepted."""
+    body, etag = page.body, page.etag
+    headers = [(b"vary", b"Accept-Encoding"), (b"cache-control", cache), *SECURITY_HEADERS]
+    if page.gzipped is not None and accepts_gzip(scope):
+        body, etag = page.gzipped, page.gzip_etag
+        headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"etag", etag))
+    if _if_none_match(scope) == etag:
+        return await send_empty(send, 304, headers)
+    headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _if_none_match(scope: Scope) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == b"if-none-match":
+            return bytes(value)
+    return None
+
+
+async def moved(send: Send, location: str) -> None:
+    body = f"Moved to {location}\n".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 301,
+            "headers": [
+                (b"location", location.encode()),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

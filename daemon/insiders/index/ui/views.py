@@ -1,0 +1,334 @@
+"""What each page shows, as plain data: pure functions of the store's model and core metadata.
+
+The templates only lay these out, so the choices (which version is current, how a size or a time
+reads, which links are safe to follow) are made once here and tested with tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import msgspec
+
+from insiders.names import NormalizedName, parse_version
+from insiders.repos import Repo
+from insiders.store import Project, StoredFile
+
+
+class Site(msgspec.Struct, frozen=True, kw_only=True):
+    """What every page may say about this index; it changes only with the configuration."""
+
+    base_url: str  # ends with "/": the URL clients reach this index at
+    version: str  # insiders' own
+    upstream_mode: str  # redirect, proxy or none
+    upstream_url: str | None
+    upstream_ttl: float = 600.0
+
+    @property
+    def simple_url(self) -> str:
+        return f"{self.base_url}simple/"
+
+    @property
+    def upload_url(self) -> str:
+        return f"{self.base_url}legacy/"
+
+
+class Listing(msgspec.Struct, frozen=True, kw_only=True):
+    """A hosted project as the home page and the search list it."""
+
+    name: str
+    normalized: NormalizedName
+    latest: str | None
+    summary: str
+    last_upload: float
+    versions: int
+
+    @property
+    def url(self) -> str:
+        return project_url(self.normalized)
+
+
+class VersionRow(msgspec.Struct, frozen=True, kw_only=True):
+    version: str
+    url: str
+    uploaded: float
+    yanked: bool
+    yanked_reason: str | None
+    prerelease: bool
+    current: bool  # the version this page shows
+    latest: bool
+
+
+class FileRow(msgspec.Struct, frozen=True, kw_only=True):
+    filename: str
+    url: str
+    kind: str
+    size: int
+    uploaded: float
+    requires_python: str | None
+    sha256: str
+    uploaded_by: str | None
+    yanked: bool
+    yanked_reason: str | None
+
+
+class Link(msgspec.Struct, frozen=True):
+    label: str
+    url: str
+
+
+def project_url(name: str, version: str | None = None) -> str:
+    """The page of a project (or of one of its versions), relative to the site's root."""
+    path = f"/project/{quote(name, safe='')}/"
+    return f"{path}{quote(version, safe='')}/" if version else path
+
+
+def listing(project: Project, summary: str | None) -> Listing:
+    return Listing(
+        name=project.name,
+        normalized=project.normalized,
+        latest=project.latest(),
+        summary=summary or "",
+        last_upload=max((f.upload_time for f in project.files), default=0.0),
+        versions=len({f.version for f in project.files}),
+    )
+
+
+def newest_uploads_first(listings: Iterable[Listing]) -> list[Listing]:
+    return sorted(listings, key=lambda item: (-item.last_upload, item.normalized))
+
+
+def search(listings: Iterable[Listing], query: str) -> list[Listing]:
+    """Projects whose name or summary holds every word of `query`; best name matches first."""
+    words = query.casefold().split()
+    if not words:
+        return newest_uploads_first(listings)
+    found: list[tuple[int, str, Listing]] = []
+    for item in listings:
+        name = item.name.casefold()
+        normalized = item.normalized.replace("-", " ")
+        haystack = f"{name} {item.normalized} {normalized} {item.summary.casefold()}"
+        if not all(word in haystack for word in words):
+            continue
+        whole = query.casefold().strip()
+        if whole in (name, item.normalized):
+            rank = 0
+        elif name.startswith(whole) or item.normalized.startswith(whole):
+            rank = 1
+        elif all(word in f"{name} {item.normalized}" for word in words):
+            rank = 2
+        else:
+            rank = 3
+        found.append((rank, item.normalized, item))
+    return [item for _, _, item in sorted(found, key=lambda entry: entry[:2])]
+
+
+def release_files(project: Project, version: str) -> list[StoredFile]:
+    """The files of one version (PEP 440 equality, as the store treats versions)."""
+    wanted = parse_version(version)
+    return [
+        f
+        for f in project.files
+        if f.version == version or (wanted is not None and parse_version(f.version) == wanted)
+    ]
+
+
+def version_rows(project: Project, current: str) -> list[VersionRow]:
+    """Every version, newest first, with what a reader needs to choose one."""
+    latest = project.latest()
+    by_version: dict[str, list[StoredFile]] = {}
+    for stored in project.files:
+        by_version.setdefault(stored.version, []).append(stored)
+    rows = []
+    for version in reversed(project.versions()):
+        files = by_version[version]
+        parsed = parse_version(version)
+        rows.append(
+            VersionRow(
+                version=version,
+                url=project_url(project.normalized, version),
+                uploaded=min(f.upload_time for f in files),
+                yanked=all(f.yanked for f in files),
+                yanked_reason=next((f.yanked_reason for f in files if f.yanked_reason), None),
+                prerelease=parsed is not None and parsed.is_prerelease,
+                current=version == current,
+                latest=version == latest,
+            )
+        )
+    return rows
+
+
+def file_rows(project: Project, files: Iterable[StoredFile]) -> list[FileRow]:
+    """A release's files, wheels first; `uploaded_by` shows once the store records it."""
+    rows = [
+        FileRow(
+            filename=f.filename,
+            url=f"/files/{project.normalized}/{quote(f.filename)}",
+            kind="wheel" if f.is_wheel else "source",
+            size=f.size,
+            uploaded=f.upload_time,
+            requires_python=f.requires_python,
+            sha256=f.sha256,
+            uploaded_by=_optional_text(f, "uploaded_by"),
+            yanked=f.yanked,
+            yanked_reason=f.yanked_reason,
+        )
+        for f in files
+    ]
+    return sorted(rows, key=lambda row: (row.kind != "wheel", row.filename))
+
+
+def project_status(project: Project) -> tuple[str, str | None] | None:
+    """PEP 792's status (archived, quarantined, deprecated) and its reason, when one is set."""
+    status = _optional_text(project, "status")
+    if status is None or status == "active":
+        return None
+    return status, _optional_text(project, "status_reason")
+
+
+def _optional_text(holder: object, field: str) -> str | None:
+    """A field the store may not have yet (read access, PEP 792 are added on other branches)."""
+    value = getattr(holder, field, None)
+    return value if isinstance(value, str) and value else None
+
+
+def safe_links(fields: Mapping[str, Any]) -> list[Link]:
+    """The metadata's Project-URL and Home-page entries that are plain http(s) links.
+
+    An upload chooses these: anything but http and https (javascript:, data:) is dropped.
+    """
+    links: list[Link] = []
+    urls: Any = fields.get("project_urls") or {}
+    home = fields.get("home_page")
+    pairs = list(urls.items()) if isinstance(urls, dict) else []
+    if isinstance(home, str):
+        pairs.insert(0, ("Homepage", home))
+    seen: set[str] = set()
+    for label, url in pairs:
+        url = str(url).strip()
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.netloc and url not in seen:
+            seen.add(url)
+            links.append(Link(str(label).strip() or parts.netloc, url))
+    return links
+
+
+# -- words and numbers as people read them -----------------------------------------------------
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def iso(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def when(timestamp: float | None) -> str:
+    """A time as a short UTC date and time: the same for every reader and every cache."""
+    if not timestamp:
+        return "never"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- the watcher --------------------------------------------------------------------------------
+
+
+class BuildLog(msgspec.Struct, frozen=True, kw_only=True):
+    """One build's log file (DATA/logs/NAME/VERSION.log): its text, or its tail when long."""
+
+    version: str
+    at: float  # when it was last written
+    text: str
+    truncated: bool = False
+
+
+class Failure(msgspec.Struct, frozen=True, kw_only=True):
+    version: str | None
+    error: str
+    at: float | None
+
+
+class BuildRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A watched repository as the builds page and its project's page show it."""
+
+    dist: str
+    normalized: NormalizedName
+    source: str
+    state: str  # "ok", "failing", "not checked yet"
+    newest_tag: str | None
+    last_published: str | None
+    last_published_at: float | None
+    last_check: float | None
+    failed: tuple[Failure, ...]
+    builds: tuple[BuildLog, ...]  # newest first
+
+    @property
+    def url(self) -> str:
+        return project_url(self.normalized)
+
+    @property
+    def failed_versions(self) -> set[str]:
+        return {f.version for f in self.failed if f.version}
+
+
+def source_text(repo: Repo) -> str:
+    source = repo.source
+    return source.location if source.kind != "github" else f"GitHub {source.location}"
+
+
+def failed_versions(repo: Repo) -> tuple[Failure, ...]:
+    """The versions whose build failed, with their error.
+
+    Today's repository state holds the last failure only (its log's file name is the version);
+    a state with a per-version list (`failed`: entries with version, error and time) is shown
+    whole, so the page needs no change when the watcher records more.
+    """
+    state = repo.state
+    per_version: Any = getattr(state, "failed", None)
+    if per_version:
+        items = per_version.values() if isinstance(per_version, Mapping) else per_version
+        return tuple(
+            Failure(
+                version=_optional_text(item, "version"),
+                error=_optional_text(item, "error") or "the build failed",
+                at=getattr(item, "at", None),
+            )
+            for item in items
+        )
+    if not state.last_error:
+        return ()
+    version = state.log.rsplit("/", 1)[-1].removesuffix(".log") if state.log else None
+    return (Failure(version=version, error=state.last_error, at=state.last_error_at),)
+
+
+def build_row(repo: Repo, logs: Iterable[BuildLog]) -> BuildRow:
+    state = repo.state
+    if state.last_check is None:
+        status = "not checked yet"
+    elif state.last_error:
+        status = "failing"
+    else:
+        status = "ok"
+    return BuildRow(
+        dist=repo.dist,
+        normalized=repo.key,
+        source=source_text(repo),
+        state=status,
+        newest_tag=state.newest_tag,
+        last_published=state.last_published,
+        last_published_at=state.last_published_at,
+        last_check=state.last_check,
+        failed=failed_versions(repo),
+        builds=tuple(sorted(logs, key=lambda log: -log.at)),
+    )

@@ -1,0 +1,226 @@
+"""A real Chromium (Debian's, driven through its own chromedriver) and a daemon with content.
+
+`make browser-host-tools` installs chromium and chromium-driver from Debian's archive. Screenshots
+of every page go to tests/browser/artifacts/ (not committed); with INSIDERS_UPDATE_SCREENSHOTS=1
+the two the README shows are written to tests/browser/screenshots/ as well.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import BIN, Daemon, git_project, isolated_env, serve_wheelhouse, tag_release
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+HERE = Path(__file__).parent
+ARTIFACTS = HERE / "artifacts"
+
+# The description of a package that tries everything a description can try in a browser.
+HOSTILE_README = """\
+# Hostile readme
+
+<script>window.__pwned = "script";</script>
+
+<img src="missing-picture.png" onerror="window.__pwned = 'onerror'">
+
+[click me](javascript:window.__pwned='link') and
+<a href="javascript:window.__pwned='a'">raw link</a>
+
+<div style="position:fixed;top:0;left:0;width:100%;height:100%;background:red"
+     onclick="window.__pwned='div'">raw HTML block</div>
+
+<iframe src="javascript:window.__pwned='iframe'"></iframe>
+<svg><script>window.__pwned = "svg"</script></svg>
+<form action="https://attacker.invalid/"><input name="x"></form>
+
+Still a readable paragraph after all that.
+"""
+
+AURORA_README = """\
+# aurora-tools
+
+Small **tools** for the aurora pipeline, with a [changelog](https://example.org/changelog).
+
+## Install
+
+```sh
+pip install aurora-tools
+```
+
+## Use
+
+```python
+from aurora_tools import VERSION
+print(VERSION)
+```
+
+| option | meaning |
+| --- | --- |
+| `--fast` | skip the slow checks |
+| `--json` | print JSON |
+
+> Built from the private fork: sponsors get it first.
+"""
+
+
+def _readme_project(where: Path, name: str, version: str, summary: str, readme: str) -> Path:
+    module = name.replace("-", "_")
+    project = where / f"{module}-{version}"
+    (project / "src" / module).mkdir(parents=True)
+    (project / "src" / module / "__init__.py").write_text(f'VERSION = "{version}"\n')
+    (project / "README.md").write_text(readme)
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+
+            [project]
+            name = "{name}"
+            version = "{version}"
+            description = {summary!r}
+            readme = "README.md"
+            requires-python = ">=3.9"
+            license = "MIT"
+            authors = [{{ name = "Aurora team" }}]
+
+            [project.urls]
+            Homepage = "https://example.org/aurora"
+            Evil = "javascript:window.__pwned='project-url'"
+
+            [tool.hatch.build.targets.wheel]
+            core-metadata-version = "2.4"
+            """
+        )
+    )
+    return project
+
+
+def _build(project: Path, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
+        check=True,
+        capture_output=True,
+    )
+    return sorted(out.iterdir())
+
+
+def ctl(daemon: Daemon, *args: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "insidersctl"), *args],
+        env=isolated_env(daemon.home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@dataclass
+class Site:
+    daemon: Daemon
+    upstream: Daemon
+
+
+@pytest.fixture(scope="package")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A daemon with real uploads (a yanked version, a hostile description) and two watched
+    repositories (one builds, one fails), its upstream a second daemon with the build backends."""
+    upstream = Daemon(tmp_path_factory.mktemp("upstream"), ["--upstream-mode", "none"]).start()
+    serve_wheelhouse(upstream)
+    daemon = Daemon(tmp_path_factory.mktemp("site"), ["--upstream", upstream.index]).start()
+    try:
+        src = tmp_path_factory.mktemp("src")
+        out = tmp_path_factory.mktemp("dist")
+        uploads = [
+            ("aurora-tools", version, "Small tools for the aurora pipeline", AURORA_README)
+            for version in ("1.0.0", "1.1.0", "2.0.0")
+        ]
+        uploads.append(
+            (
+                "hostile-readme",
+                "0.1",
+                "<script>window.__pwned='summary'</script> a summary with markup",
+                HOSTILE_README,
+            )
+        )
+        for name, version, summary, readme in uploads:
+            project = _readme_project(src, name, version, summary, readme)
+            for path in _build(project, out / f"{name}-{version}"):
+                response = daemon.upload(path)
+                assert response.status_code == 200, response.text
+        ctl(daemon, "yank", "aurora-tools", "1.1.0", "--reason", "<b>broken</b> entry point")
+
+        good = git_project(src / "repos", "lumen-build")
+        tag_release(good, "1.0.0")
+        bad = git_project(
+            src / "repos",
+            "broken-build",
+            pyproject=(
+                '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+                '[project]\nname = "broken-build"\nversion = "0.0.0"\n'
+                'dependencies = ["not a spec"]\n'
+            ),
+        )
+        tag_release(bad, "0.3.0")
+        ctl(daemon, "repos", "add", f"{good}:lumen-build")
+        ctl(daemon, "repos", "add", f"{bad}:broken-build")
+        subprocess.run(
+            [str(BIN / "insidersctl"), "update", "--wait"],
+            env=isolated_env(daemon.home),
+            capture_output=True,
+            timeout=600,
+        )
+        yield Site(daemon, upstream)
+    finally:
+        daemon.stop()
+        upstream.stop()
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[object]:
+    if not CHROMEDRIVER.exists() or not shutil.which("chromium"):
+        pytest.fail("chromium and chromium-driver are missing: run `make browser-host-tools`")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = ARTIFACTS / "profile"
+    shutil.rmtree(profile, ignore_errors=True)
+    profile.mkdir(parents=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+        "--force-color-profile=srgb",
+        "--hide-scrollbars",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The driver is Debian's: selenium's own manager would try to download one.
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
