@@ -21,7 +21,7 @@ from insidersctl.client import (
     DaemonUnreachable,
     Refused,
 )
-from insidersctl.output import ago, duration, plural, size, table, to_json
+from insidersctl.output import ago, duration, plural, size, table, to_json, without_log
 from insidersctl.paths import SYSTEM_SOCKET, socket_candidates
 
 EXIT_OK = 0
@@ -71,10 +71,14 @@ class Context:
         *,
         progress: Callable[[p.Progress], None] | None = None,
         long: bool = False,
+        idle: Callable[[], None] | None = None,
     ) -> R:
-        """The reply to `request`, of type `expect`; `long`: no time limit between messages."""
+        """The reply to `request`, of type `expect`; `long`: no time limit between messages
+        (`idle` is then called twice a second while none comes)."""
         timeout = None if long else self.timeout
-        reply = self.connect().call(request, progress=progress, timeout=timeout)
+        reply = self.connect().call(
+            request, progress=progress, timeout=timeout, idle=idle if long else None
+        )
         if not isinstance(reply, expect):
             raise ConnectionFailed(
                 f"insidersd answered {reply.__class__.__name__} to {request.__class__.__name__}"
@@ -185,7 +189,8 @@ def _repo_errors(repos: Sequence[p.RepoInfo], now: float) -> None:
     for r in repos:
         if r.last_error:
             where = f" (log: {r.log})" if r.log else ""
-            out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {r.last_error}{where}")
+            error = without_log(r.last_error, r.log)
+            out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {error}{where}")
 
 
 def cmd_repos_list(ctx: Context) -> int:
@@ -242,31 +247,32 @@ def cmd_repos_remove(ctx: Context) -> int:
 
 def cmd_update(ctx: Context) -> int:
     args = ctx.args
-
-    def show(event: p.Progress) -> None:
-        if ctx.json:
-            print(to_json(event, indent=0), flush=True)
-            return
-        version = f" {event.version}" if event.version else ""
-        message = f": {event.message}" if event.message else ""
-        log = f" (log: {event.log})" if event.log and event.stage == "failed" else ""
-        print(f"{event.repo}: {event.stage}{version}{message}{log}", flush=True)
-
     request = p.Update(names=tuple(args.names), force=args.force, wait=not args.no_wait)
-    report = ctx.call(request, p.UpdateReport, progress=show, long=True)
     if ctx.json:
+
+        def show(event: p.Progress) -> None:
+            print(to_json(event, indent=0), flush=True)
+
+        report = ctx.call(request, p.UpdateReport, progress=show, long=True)
         print(to_json(report, indent=0))
-    elif report.queued:
+        return _update_status(report)
+    from insidersctl.progress import LiveView, PlainView
+    from insidersctl.terminal import Terminal
+
+    term = Terminal(sys.stdout)
+    view = LiveView(term) if term.live and request.wait else PlainView(term)
+    try:
+        report = ctx.call(request, p.UpdateReport, progress=view.event, long=True, idle=view.tick)
+    finally:
+        view.close()
+    if report.queued:
         out("check queued; follow it with: insidersctl status")
     else:
-        for result in report.results:
-            if result.outcome == "published":
-                line = f"published {', '.join(result.versions)}"
-            elif result.outcome == "failed":
-                line = f"FAILED: {result.error}" + (f" (log: {result.log})" if result.log else "")
-            else:
-                line = result.outcome
-            out(f"{result.repo}: {line}")
+        view.finish(report)
+    return _update_status(report)
+
+
+def _update_status(report: p.UpdateReport) -> int:
     return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
 
 
@@ -528,8 +534,9 @@ def _name(metavar: str, help: str | None = None) -> Configure:
 def _update(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
     sub.add_argument("--force", action="store_true", help="rebuild published versions too")
-    sub.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
-    sub.add_argument(
+    wait = sub.add_mutually_exclusive_group()
+    wait.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
+    wait.add_argument(
         "--wait", action="store_false", dest="no_wait", help="show progress until done (default)"
     )
 

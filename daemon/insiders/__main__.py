@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
 
@@ -15,13 +16,16 @@ import trio
 from . import __version__
 from .config import (
     ConfigError,
+    Directories,
+    PathSettings,
     Settings,
     UpstreamSettings,
     default_config_path,
     load_settings,
     resolve_directories,
 )
-from .logs import setup_logging
+from .logfile import LOG_FILE, log_to_file
+from .logs import setup_logging, stderr_is_journal
 from .upstream import UpstreamLoop
 
 log = logging.getLogger("insiders")
@@ -83,24 +87,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
     except ConfigError as error:
         print(f"insidersd: {error}", file=sys.stderr)
+        # The log file of the directories the flags and environment name: where `insidersctl
+        # logs` looks when no daemon answers.
+        dirs = resolve_directories(PathSettings(data_dir=args.data_dir))
+        with _log_file(dirs):
+            logging.getLogger("insiders").critical("cannot start: %s", error)
         return 2
     setup_logging(settings.log_level)
     dirs = resolve_directories(settings.paths)
     from .app import run
 
     status = 0
-    try:
-        trio.run(run, settings, dirs, partial(settings_from, args))
-    except* UpstreamLoop as group:
-        for loop in group.exceptions:
-            log.error("%s", loop)
-        status = 2
-    except* OSError as group:
-        # Typically the port is taken or a directory is not writable: say which, no traceback.
-        for failure in group.exceptions:
-            log.critical("cannot start: %s", failure)
-        status = 1
+    # The whole run goes to the log file, the failures to start included.
+    with _log_file(dirs):
+        try:
+            trio.run(run, settings, dirs, partial(settings_from, args))
+        except* UpstreamLoop as group:
+            for loop in group.exceptions:
+                log.error("%s", loop)
+            status = 2
+        except* OSError as group:
+            # Typically the port is taken or a directory is not writable: say which, no traceback.
+            for failure in group.exceptions:
+                log.critical("cannot start: %s", failure)
+            status = 1
     return status
+
+
+def _log_file(dirs: Directories) -> ExitStack:
+    """DATA/insidersd.log for records logged inside the context, unless the journal has them.
+
+    A data directory that cannot be written is no reason to fail here: the daemon says so itself.
+    """
+    stack = ExitStack()
+    if not stderr_is_journal():
+        with suppress(OSError):
+            stack.enter_context(log_to_file(dirs.data / LOG_FILE))
+    return stack
 
 
 if __name__ == "__main__":

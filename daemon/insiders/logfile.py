@@ -24,7 +24,18 @@ BACKUPS = 3
 
 @contextmanager
 def log_to_file(path: Path) -> Iterator[Path]:
-    """Copy every log record to `path` (created 0600) while the context lasts."""
+    """Copy every log record to `path` (created 0600) while the context lasts.
+
+    Nested uses for the same file share the outer handler: insidersd's main() holds the file for
+    the whole run (so a failure to start is in it too), and the control server asks for it again.
+    """
+    root = logging.getLogger()
+    if any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == str(path.absolute())
+        for h in root.handlers
+    ):
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
     handler = logging.handlers.RotatingFileHandler(
@@ -33,7 +44,6 @@ def log_to_file(path: Path) -> Iterator[Path]:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     )
-    root = logging.getLogger()
     root.addHandler(handler)
     try:
         yield path
