@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from insidersctl import __version__
@@ -287,24 +288,54 @@ def cmd_watcher(ctx: Context) -> int:
 
 
 def cmd_logs(ctx: Context) -> int:
+    from insidersctl import logs
+
     args = ctx.args
-    if args.lines < 0:
-        raise Usage("-n takes a count of lines, 0 or more")
+    build: str | None = getattr(args, "build", None)
+    version: str | None = getattr(args, "version", None)
+    if version is not None and build is None:
+        raise Usage(f"a VERSION ({version}) goes with --build NAME")
     try:
         where = ctx.call(p.Logs(), p.LogsLocation)
     except DaemonUnreachable as error:
         # A daemon that is not running is when its log matters most: show the file if there is one.
-        from insidersctl.logs import default_log_file
-
-        path = default_log_file()
-        if path is None:
+        path = logs.default_log_file()
+        if path is None and build is None:
             raise
-        note(f"insidersctl: {error.reason}; its log file {path}:")
-        where = p.LogsLocation(path=str(path))
+        if build is None:
+            note(f"insidersctl: {error.reason}; its log file {path}:")
+        where = p.LogsLocation(path=str(path) if path else None)
     ctx.close()
-    from insidersctl.logs import show_log
-
-    return show_log(where, lines=args.lines, follow=args.follow)
+    lines = None if args.lines == "all" else int(args.lines)
+    if build is not None:
+        try:
+            path = logs.build_log(
+                Path(where.builds) if where.builds else logs.default_build_logs(), build, version
+            )
+        except FileNotFoundError as error:
+            note(f"insidersctl: {error}")
+            return EXIT_FAILED
+        # The whole build log unless -n says otherwise: it is read to find out why.
+        return logs.read_file(path, lines=lines if args.lines_given else None, follow=args.follow)
+    try:
+        keep = logs.Filter(
+            priority=logs.parse_priority(args.priority) if args.priority else None,
+            # journalctl reads --since and --until itself (and knows more forms).
+            since=logs.parse_time(args.since) if args.since and not where.journal else None,
+            until=logs.parse_time(args.until) if args.until and not where.journal else None,
+            component=getattr(args, "component", None),
+        )
+    except logs.LogOptionError as error:
+        raise Usage(str(error)) from None
+    return logs.show_log(
+        where,
+        lines=lines,
+        follow=args.follow,
+        keep=keep,
+        as_json=ctx.json,
+        since_text=args.since,
+        until_text=args.until,
+    )
 
 
 def cmd_tokens_list(ctx: Context) -> int:
@@ -541,9 +572,67 @@ def _update(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _line_count(text: str) -> str:
+    if text != "all" and not (text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: a count of entries, 0 or more, or all")
+    return text
+
+
+class _LinesAction(argparse.Action):
+    """-n N; remembers that it was given (a build log is printed whole unless it is)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.lines_given = True
+
+
 def _logs(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
-    sub.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default 50")
+    """journalctl's options, with journalctl's meaning."""
+    sub.add_argument(
+        "-f", "--follow", action="store_true", help="then print new entries as they come"
+    )
+    sub.add_argument(
+        "-n",
+        "--lines",
+        type=_line_count,
+        action=_LinesAction,
+        default="50",
+        metavar="N",
+        help="the last N entries (default 50; 0: none, all: every one)",
+    )
+    sub.set_defaults(lines_given=False)
+    sub.add_argument(
+        "-p",
+        "--priority",
+        metavar="PRIORITY",
+        help="entries of this priority or a more urgent one: emerg, alert, crit, err, warning, "
+        "notice, info, debug, 0-7, or a range FROM..TO",
+    )
+    sub.add_argument(
+        "--since",
+        metavar="TIME",
+        help="entries from TIME on: YYYY-MM-DD [HH:MM[:SS]], HH:MM, today, yesterday, -1h, "
+        "'30 min ago'",
+    )
+    sub.add_argument("--until", metavar="TIME", help="entries up to TIME (the same forms)")
+
+
+def _component_logs(component: str) -> Configure:
+    def configure(sub: argparse.ArgumentParser) -> None:
+        _logs(sub)
+        sub.set_defaults(component=component)
+
+    return configure
+
+
+def _daemon_logs(sub: argparse.ArgumentParser) -> None:
+    _logs(sub)
+    sub.add_argument(
+        "--build",
+        metavar="NAME",
+        help="print the log of NAME's newest build instead (of VERSION's, if given)",
+    )
+    sub.add_argument("version", metavar="VERSION", nargs="?", help="with --build: that version")
 
 
 def _tokens_create(sub: argparse.ArgumentParser) -> None:
@@ -572,7 +661,10 @@ COMMANDS: dict[str, Command | Group] = {
     "status": Command(cmd_status, "the daemon, its index, watcher and repositories"),
     "server": Group(
         "the package index",
-        {"status": Command(cmd_server_status, "the index's address, counts and upstream")},
+        {
+            "status": Command(cmd_server_status, "the index's address, counts and upstream"),
+            "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
+        },
     ),
     "repos": Group(
         "the watched git repositories",
@@ -595,9 +687,10 @@ COMMANDS: dict[str, Command | Group] = {
             "start": Command(cmd_watcher, "resume periodic checks"),
             "stop": Command(cmd_watcher, "pause periodic checks (update still works)"),
             "status": Command(cmd_watcher, "whether it runs, and when it checks next"),
+            "logs": Command(cmd_logs, "the log of the watcher alone", _component_logs("watcher")),
         },
     ),
-    "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _logs),
+    "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _daemon_logs),
     "tokens": Group(
         "the index's access tokens",
         {
@@ -623,7 +716,7 @@ COMMANDS: dict[str, Command | Group] = {
 # Options that take a value: what follows them is not a command word.
 _VALUE_OPTIONS = frozenset(
     {"--socket", "--runtime-dir", "-c", "--config", "--timeout", "--since", "--publish-to"}
-    | {"--scope", "--reason", "--file", "-n", "--lines"}
+    | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
 )
 
 
@@ -703,7 +796,19 @@ class _Quiet(argparse.ArgumentParser):
         raise _BadLine(message)
 
 
+def _time_values(argv: Sequence[str]) -> list[str]:
+    """`--since -1h` as journalctl takes it: argparse would read -1h as an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in {"--since", "--until"} and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
+    argv = _time_values(argv)
     if not {"-h", "--help", "--version"} & set(argv):
         try:
             return parser(command_words(argv), _Quiet).parse_args(argv)

@@ -103,15 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             trio.run(run, settings, dirs, partial(settings_from, args))
         except* UpstreamLoop as group:
-            for loop in group.exceptions:
+            for loop in _leaves(group):
                 log.error("%s", loop)
             status = 2
         except* OSError as group:
             # Typically the port is taken or a directory is not writable: say which, no traceback.
-            for failure in group.exceptions:
+            for failure in _leaves(group):
                 log.critical("cannot start: %s", failure)
             status = 1
     return status
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions themselves, out of the nurseries' groups nested around them."""
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return leaves
 
 
 def _log_file(dirs: Directories) -> ExitStack:
