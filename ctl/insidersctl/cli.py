@@ -126,6 +126,57 @@ def cmd_status(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_overview(ctx: Context) -> int:
+    """Bare `insidersctl`, as bare `systemctl`: how things are, and where to go from here."""
+    try:
+        report = ctx.call(p.Status(), p.StatusReport)
+    except DaemonUnreachable as error:
+        if ctx.json:
+            raise
+        note(f"insidersctl: {_unreachable_message(error)}")
+        status, report = EXIT_UNREACHABLE, None
+    else:
+        status = EXIT_OK
+    if ctx.json and report is not None:
+        ctx.emit(report)
+        return status
+    if report is not None:
+        index = "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"
+        failing = sum(1 for r in report.repos if r.last_error)
+        repos = plural(len(report.repos), "repository", "repositories") + (
+            f" ({failing} failing)" if failing else ""
+        )
+        out(f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}")
+        out(f"  index    {index}")
+        out(f"  hosted   {plural(report.projects, 'project')}, {plural(report.files, 'file')}")
+        out(f"  watcher  {_watcher_line(report.watcher, report.now)}; {repos} watched")
+        out()
+    out("Commands used most:")
+    rows = [
+        ("insidersctl status", "the daemon, its index, watcher and repositories"),
+        ("insidersctl repos add SPEC", "watch a repository and publish its version tags"),
+        ("insidersctl update", "check the repositories for new tags now, and watch it work"),
+        ("insidersctl projects list", "what the index hosts"),
+        ("insidersctl tokens create NAME", "a token for uploads (twine, uv publish)"),
+        ("insidersctl logs -f", "follow the daemon's log"),
+        ("insidersctl --help", "every command; insidersctl COMMAND --help for one"),
+    ]
+    out(table(("", ""), rows, indent="  ").split("\n", 1)[1])
+    return status
+
+
+def cmd_server_start(ctx: Context) -> int:
+    from insidersctl import service
+
+    return service.start(ctx)
+
+
+def cmd_server_stop(ctx: Context) -> int:
+    from insidersctl import service
+
+    return service.stop(ctx)
+
+
 def cmd_server_status(ctx: Context) -> int:
     report = ctx.call(p.ServerStatus(), p.ServerReport)
     if ctx.json:
@@ -663,6 +714,10 @@ COMMANDS: dict[str, Command | Group] = {
         "the package index",
         {
             "status": Command(cmd_server_status, "the index's address, counts and upstream"),
+            "start": Command(
+                cmd_server_start, "start insidersd (systemctl start, when its unit is installed)"
+            ),
+            "stop": Command(cmd_server_stop, "stop insidersd (systemctl stop, else SIGTERM)"),
             "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
         },
     ),
@@ -760,7 +815,8 @@ def parser(
         parents=[_common(suppress=False)],
     )
     top.add_argument("--version", action="version", version=f"insidersctl {__version__}")
-    commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # No command: a short status and the commands used most (cmd_overview), as systemctl does.
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
     for name in chosen(COMMANDS, 0):
         entry = COMMANDS[name]
         if isinstance(entry, Command):
@@ -824,9 +880,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     ctx = Context(args)
     try:
-        return int(args.handler(ctx))
+        return int(getattr(args, "handler", cmd_overview)(ctx))
     except Usage as error:
-        note(f"insidersctl {args.command}: {error}")
+        note(f"insidersctl {args.command or ''}: {error}")
         return EXIT_USAGE
     except DaemonUnreachable as error:
         return _fail(ctx, "unreachable", _unreachable_message(error), EXIT_UNREACHABLE)
