@@ -389,6 +389,13 @@ def cmd_logs(ctx: Context) -> int:
     )
 
 
+def cmd_completion(ctx: Context) -> int:
+    from insidersctl.completion import script
+
+    out(script(ctx.args.shell, parser()).rstrip("\n"))
+    return EXIT_OK
+
+
 def cmd_tokens_list(ctx: Context) -> int:
     reply = ctx.call(p.ListTokens(), p.TokenList)
     if ctx.json:
@@ -529,25 +536,28 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         default=default if suppress else False,
         help="print the reply as JSON (stable field names)",
     )
-    group.add_argument(
+    socket = group.add_argument(
         "--socket",
         metavar="PATH",
         default=default if suppress else None,
         help="the control socket (default: $INSIDERS_SOCKET, else where insidersd puts it)",
     )
-    group.add_argument(
+    completes(socket, "file")
+    runtime = group.add_argument(
         "--runtime-dir",
         metavar="DIR",
         default=default if suppress else None,
         help="the daemon's runtime directory (as insidersd --runtime-dir)",
     )
-    group.add_argument(
+    completes(runtime, "dir")
+    config = group.add_argument(
         "-c",
         "--config",
         metavar="FILE",
         default=default if suppress else None,
         help="the daemon's config file, to read paths.runtime-dir from",
     )
+    completes(config, "file")
     group.add_argument(
         "--timeout",
         type=float,
@@ -559,6 +569,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 
 
 Configure = Callable[[argparse.ArgumentParser], None]
+
+
+def completes(action: argparse.Action, kind: str) -> argparse.Action:
+    """What the argument's values complete to in a shell: repos, tokens, projects (names the
+    daemon knows), file or dir (insidersctl.completion reads it)."""
+    action.complete = kind  # type: ignore[attr-defined]
+    return action
 
 
 # Plain classes, not dataclasses: those compile their methods at import, a few ms of start-up.
@@ -606,15 +623,18 @@ def _repos_add(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _name(metavar: str, help: str | None = None) -> Configure:
+def _name(metavar: str, help: str | None = None, complete: str | None = None) -> Configure:
     def configure(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("name", metavar=metavar, help=help)
+        action = sub.add_argument("name", metavar=metavar, help=help)
+        if complete:
+            completes(action, complete)
 
     return configure
 
 
 def _update(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
+    names = sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
+    completes(names, "repos")
     sub.add_argument("--force", action="store_true", help="rebuild published versions too")
     wait = sub.add_mutually_exclusive_group()
     wait.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
@@ -678,11 +698,12 @@ def _component_logs(component: str) -> Configure:
 
 def _daemon_logs(sub: argparse.ArgumentParser) -> None:
     _logs(sub)
-    sub.add_argument(
+    build = sub.add_argument(
         "--build",
         metavar="NAME",
         help="print the log of NAME's newest build instead (of VERSION's, if given)",
     )
+    completes(build, "repos")
     sub.add_argument("version", metavar="VERSION", nargs="?", help="with --build: that version")
 
 
@@ -692,7 +713,7 @@ def _tokens_create(sub: argparse.ArgumentParser) -> None:
 
 
 def _project_version(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("project", metavar="PROJECT")
+    completes(sub.add_argument("project", metavar="PROJECT"), "projects")
     sub.add_argument("version", metavar="VERSION")
 
 
@@ -702,10 +723,16 @@ def _yank(sub: argparse.ArgumentParser) -> None:
 
 
 def _remove(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("project", metavar="PROJECT")
+    completes(sub.add_argument("project", metavar="PROJECT"), "projects")
     sub.add_argument("version", metavar="VERSION", nargs="?", help="every file of it")
     sub.add_argument("--file", metavar="FILENAME", help="just this file")
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _completion(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
+    )
 
 
 COMMANDS: dict[str, Command | Group] = {
@@ -731,7 +758,7 @@ COMMANDS: dict[str, Command | Group] = {
             "remove": Command(
                 cmd_repos_remove,
                 "stop watching a repository",
-                _name("NAME", "its distribution name or its source"),
+                _name("NAME", "its distribution name or its source", "repos"),
             ),
         },
     ),
@@ -753,19 +780,26 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_tokens_create, "make a token; it is printed once", _tokens_create
             ),
             "list": Command(cmd_tokens_list, "the tokens (names and scopes, never secrets)"),
-            "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME")),
+            "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME", None, "tokens")),
         },
     ),
     "projects": Group(
         "the hosted projects",
         {
             "list": Command(cmd_projects_list, "every hosted project"),
-            "show": Command(cmd_projects_show, "the files of one project", _name("PROJECT")),
+            "show": Command(
+                cmd_projects_show, "the files of one project", _name("PROJECT", None, "projects")
+            ),
         },
     ),
     "yank": Command(cmd_yank, "mark a version yanked (PEP 592)", _yank),
     "unyank": Command(cmd_yank, "undo a yank", _project_version),
     "remove": Command(cmd_remove, "unpublish a version or one file", _remove),
+    "completion": Command(
+        cmd_completion,
+        "print the completion script of a shell: source <(insidersctl completion bash)",
+        _completion,
+    ),
 }
 
 # Options that take a value: what follows them is not a command word.
@@ -874,8 +908,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["__complete"]:  # hidden: the completion scripts ask it for names
+        from insidersctl.completion import daemon_names
+
+        return daemon_names(argv[1] if len(argv) > 1 else "", argv[2:])
     try:
-        args = parse(sys.argv[1:] if argv is None else list(argv))
+        args = parse(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     ctx = Context(args)
