@@ -682,8 +682,8 @@ def _logs(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--since",
         metavar="TIME",
-        help="entries from TIME on: YYYY-MM-DD [HH:MM[:SS]], HH:MM, today, yesterday, -1h, "
-        "'30 min ago'",
+        help="entries from TIME on: YYYY-MM-DD [HH:MM[:SS]], HH:MM, today, yesterday, "
+        'or a span before now: -1h, "30 min ago"',
     )
     sub.add_argument("--until", metavar="TIME", help="entries up to TIME (the same forms)")
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import msgspec
 import trio
 
-from . import __version__
 from .config import (
     ConfigError,
     Directories,
@@ -26,35 +25,10 @@ from .config import (
 )
 from .logfile import LOG_FILE, log_to_file
 from .logs import setup_logging, stderr_is_journal
+from .options import parser
 from .upstream import UpstreamLoop
 
 log = logging.getLogger("insiders")
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="insidersd",
-        description="A self-hosted Python package index that builds every new version tag "
-        "of the git repositories it watches.",
-        epilog="Settings come from the config file; flags override it. "
-        "Default config file: $XDG_CONFIG_HOME/insiders/config.toml "
-        "($CONFIGURATION_DIRECTORY/config.toml under systemd).",
-    )
-    p.add_argument("--version", action="version", version=f"insidersd {__version__}")
-    p.add_argument("-c", "--config", type=Path, help="the TOML config file")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="HTTP port (default 31411; 0 picks a free one)")
-    p.add_argument("--data-dir", help="packages, tokens, repos (default: XDG data dir)")
-    p.add_argument("--cache-dir", help="git mirrors, upstream copies (default: XDG cache dir)")
-    p.add_argument("--runtime-dir", help="the control socket (default: XDG runtime dir)")
-    p.add_argument("--upstream", metavar="URL", help="the index to fall back to")
-    p.add_argument(
-        "--upstream-mode",
-        choices=["redirect", "proxy", "none"],
-        help="how to serve projects not hosted here (default redirect)",
-    )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
