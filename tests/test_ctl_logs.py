@@ -198,3 +198,13 @@ def test_times() -> None:
     assert parse_time("yesterday", now) == time.mktime((2026, 2, 28, 0, 0, 0, 0, 0, -1))
     assert parse_time("12:00", now) == now - 1800
     assert parse_time("2026-02-27 08:15", now) == time.mktime((2026, 2, 27, 8, 15, 0, 0, 0, -1))
+
+
+def test_repos_list_names_a_failures_log_once(daemon: Daemon) -> None:
+    log = daemon.data_dir / "logs" / "nobackend" / "1.0.log"
+    for command in (["repos", "list"], ["status"]):
+        text = ctl(daemon, *command).stdout
+        [line] = [line for line in text.splitlines() if line.startswith("nobackend: ")]
+        assert "python -m build failed (exit status 1)" in line
+        assert line.endswith(f" (log: {log})")
+        assert line.count(str(log)) == 1

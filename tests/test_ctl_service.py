@@ -108,3 +108,25 @@ def test_bare_insidersctl(daemon: Daemon) -> None:
     assert result.returncode == 3
     assert result.stderr.startswith("insidersctl: insidersd is not running")
     assert result.stdout.startswith("Commands used most:")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--json"],
+        ["server", "start"],
+        ["server", "stop", "--timeout", "3"],
+        ["server", "logs", "--since", "-1h", "-p", "err"],
+        ["watcher", "logs", "-f", "-n", "0"],
+        ["logs", "--build", "repos", "1.0", "-n", "all"],  # a value that looks like a command
+        ["logs", "-p", "status", "--until", "today"],
+        ["completion", "fish"],
+        ["update", "--no-wait", "a"],
+    ],
+)
+def test_the_fast_parser_agrees_on_the_new_commands(argv: list[str]) -> None:
+    from insidersctl import cli
+
+    full = cli.parser().parse_args(cli._time_values(argv))
+    assert vars(cli.parse(argv)) == vars(full)

@@ -921,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(getattr(args, "handler", cmd_overview)(ctx))
     except Usage as error:
-        note(f"insidersctl {args.command or ''}: {error}")
+        note(f"insidersctl {args.command}: {error}" if args.command else f"insidersctl: {error}")
         return EXIT_USAGE
     except DaemonUnreachable as error:
         return _fail(ctx, "unreachable", _unreachable_message(error), EXIT_UNREACHABLE)
