@@ -231,3 +231,37 @@ def test_contradictory_flags_are_usage_errors(daemon: Daemon) -> None:
     result = ctl(daemon, "update", "--wait", "--no-wait")
     assert result.returncode == 2
     assert "not allowed with argument" in result.stderr
+
+
+def test_more_repositories_than_the_screen_has_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live view stays within the screen (else it could not redraw in place); the end lists
+    every repository."""
+    import io
+
+    from insidersctl import protocol as p
+    from insidersctl.progress import LiveView
+    from insidersctl.terminal import Terminal as Output
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "12")
+    screen = pyte.Screen(80, 12)
+    stream = pyte.Stream(screen)
+    out = io.StringIO()
+    view = LiveView(Output(out, env={}), now=lambda: 100.0)
+    names = [f"repo-{i:02}" for i in range(30)]
+    for name in names:
+        view.event(p.Progress(repo=name, stage="listing"))
+    for name in names[:27]:
+        view.event(p.Progress(repo=name, stage="up-to-date"))
+    view.event(p.Progress(repo="repo-27", stage="building", version="1.0", log="/l/27.log"))
+    stream.feed(out.getvalue().replace("\n", "\r\n"))
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    assert shown[0] == "27 finished (0 published), …"
+    assert [line.split()[0] for line in shown[1:]] == ["repo-27", "log:", "repo-28", "repo-29"]
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    view.finish(
+        p.UpdateReport(results=tuple(p.RepoOutcome(repo=n, outcome="up-to-date") for n in names))
+    )
+    final = out.getvalue().rsplit("\x1b[J", 2)[-2]  # the last drawing
+    assert [line for line in names if line in final] == names

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from insidersctl import protocol as p
 from insidersctl.output import clock, plural, without_log
-from insidersctl.terminal import Terminal, fit, rows
+from insidersctl.terminal import Terminal, fit
+from insidersctl.terminal import rows as rows_of
 
 # Stages after which a repository's check is over (the daemon's Progress.stage values).
 FINAL = frozenset({"done", "failed", "up-to-date"})
@@ -131,7 +132,7 @@ class LiveView:
                 row.message = without_log(result.error or row.message, row.log)
             if row.ended is None:
                 row.ended = self.now()
-        self.draw()
+        self.draw(final=True)  # every repository, once: it is not redrawn after
         self.close()
         print(summary(report, self.now() - self.started, self.term), flush=True)
 
@@ -146,27 +147,53 @@ class LiveView:
             self.rows[repo] = _Row(repo, self.now())
         return self.rows[repo]
 
-    def lines(self, width: int) -> list[str]:
+    def lines(self, width: int, height: int | None = None) -> list[str]:
+        """The view, in at most `height` screen rows (None: every repository).
+
+        A drawing taller than the screen could not be redrawn in place: with many repositories,
+        the finished ones that went well are counted on one line instead of listed.
+        """
+        rows = list(self.rows.values())
+        hidden: list[_Row] = []
+        if height is not None and self._rows_needed(rows) > height - 1:
+            hidden = [r for r in rows if r.stage in {"done", "up-to-date"}]
+            rows = [r for r in rows if r not in hidden]
         name_width = max((len(r) for r in self.rows), default=0)
-        paint = self.term.paint
         out = []
-        now = self.now()
-        for row in self.rows.values():
-            word = {"done": "published", "up-to-date": "up to date"}.get(row.stage, row.stage)
-            stage = paint(f"{word:<10}", *_COLOURS.get(row.stage, ()))
-            version = f"{row.version or '':<8}"
-            elapsed = clock((row.ended or now) - row.started)
-            message = f"  {paint(row.message, 'dim')}" if row.message else ""
-            line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
-            out.append(fit(line, width))
-            if row.log and row.stage in {"building", "failed"}:
-                # Whole, even if it wraps: it is there to be copied.
-                out.append(f"{'':<{name_width}}  log: {row.log}")
+        if hidden:
+            done = sum(1 for r in hidden if r.stage == "done")
+            out.append(self.term.paint(f"{len(hidden)} finished ({done} published), …", "dim"))
+        for row in rows:
+            out += self._row_lines(row, name_width, width)
+        if height is not None and sum(rows_of(line, width) for line in out) > height - 1:
+            kept: list[str] = []
+            for line in out:
+                if sum(rows_of(x, width) for x in kept) + rows_of(line, width) > height - 2:
+                    break
+                kept.append(line)
+            out = [*kept, self.term.paint(f"… and {len(rows)} in all", "dim")]
         return out
 
-    def draw(self) -> None:
+    def _rows_needed(self, rows: list[_Row]) -> int:
+        return sum(1 + (1 if r.log and r.stage in {"building", "failed"} else 0) for r in rows)
+
+    def _row_lines(self, row: _Row, name_width: int, width: int) -> list[str]:
+        paint = self.term.paint
+        word = {"done": "published", "up-to-date": "up to date"}.get(row.stage, row.stage)
+        stage = paint(f"{word:<10}", *_COLOURS.get(row.stage, ()))
+        version = f"{row.version or '':<8}"
+        elapsed = clock((row.ended or self.now()) - row.started)
+        message = f"  {paint(row.message, 'dim')}" if row.message else ""
+        line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
+        out = [fit(line, width)]
+        if row.log and row.stage in {"building", "failed"}:
+            # Whole, even if it wraps: it is there to be copied.
+            out.append(f"{'':<{name_width}}  log: {row.log}")
+        return out
+
+    def draw(self, final: bool = False) -> None:
         width = self.term.width()
-        lines = self.lines(width)
+        lines = self.lines(width, None if final else self.term.height())
         parts = []
         if self._drawn:
             parts.append(f"\x1b[{self._drawn}F")  # back to the first line of the last drawing
@@ -174,6 +201,6 @@ class LiveView:
             parts.append("\x1b[?25l")  # no cursor blinking over the lines
         parts += [f"\x1b[2K{line}\n" for line in lines]
         parts.append("\x1b[J")  # whatever the last drawing had below
-        self._drawn = sum(rows(line, width) for line in lines)
+        self._drawn = sum(rows_of(line, width) for line in lines)
         self.term.stream.write("".join(parts))
         self.term.stream.flush()

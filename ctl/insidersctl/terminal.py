@@ -48,6 +48,9 @@ class Terminal:
     def width(self) -> int:
         return shutil.get_terminal_size((100, 24)).columns
 
+    def height(self) -> int:
+        return shutil.get_terminal_size((100, 24)).lines
+
 
 def visible(text: str) -> str:
     """`text` without its escape sequences: what takes room on the screen."""
