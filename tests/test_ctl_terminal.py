@@ -265,3 +265,26 @@ def test_more_repositories_than_the_screen_has_lines(monkeypatch: pytest.MonkeyP
     )
     final = out.getvalue().rsplit("\x1b[J", 2)[-2]  # the last drawing
     assert [line for line in names if line in final] == names
+
+
+@pytest.mark.parametrize(
+    ("message", "log", "expected"),
+    [
+        # Daemons before the watcher's `log` field put the path in the message too.
+        ("v2.0: python -m build failed (exit status 1); log: /l/2.0.log", "/l/2.0.log",
+         "v2.0: python -m build failed (exit status 1)"),
+        ("v2.0: build failed (log: /l/2.0.log)", "/l/2.0.log", "v2.0: build failed"),
+        # Daemons with the field: the message is left as it is.
+        ("v2.0: python -m build failed (exit status 1)", "/l/2.0.log",
+         "v2.0: python -m build failed (exit status 1)"),
+        ("git ls-remote failed: no route", None, "git ls-remote failed: no route"),
+    ],
+)  # fmt: skip
+def test_a_failure_names_its_log_once(message: str, log: str | None, expected: str) -> None:
+    from insidersctl import protocol as p
+    from insidersctl.output import without_log
+    from insidersctl.progress import result_line
+
+    assert without_log(message, log) == expected
+    line = result_line(p.RepoOutcome(repo="r", outcome="failed", error=message, log=log))
+    assert line == f"r: FAILED: {expected}" + (f" (log: {log})" if log else "")
