@@ -82,3 +82,21 @@ def test_the_user_uses_insidersctl(alice: Alice) -> None:
     result = alice.c.run(["insidersctl", "status"], user=USER, check=False)
     assert result.returncode == 0, result.stdout + result.stderr + alice.journal()
     assert result.stdout.strip()
+
+
+def test_insidersctl_server_stop_and_start_go_through_systemctl(alice: Alice) -> None:
+    """`server stop` and `server start` the systemctl way: the user's manager does it, and
+    insidersctl says exactly what it ran."""
+    stopped = alice.c.run(["insidersctl", "server", "stop"], user=USER, check=False)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout == "stopped insidersd: ran `systemctl --user stop insiders.service`\n"
+    assert alice.run("systemctl", "--user", "is-active", "insiders", check=False).strip() == (
+        "inactive"
+    )
+    started = alice.c.run(["insidersctl", "server", "start"], user=USER, check=False)
+    assert started.returncode == 0, started.stdout + started.stderr + alice.journal()
+    assert started.stdout == "started insidersd: ran `systemctl --user start insiders`\n"
+    assert alice.run("systemctl", "--user", "is-active", "insiders").strip() == "active"
+    again = alice.c.run(["insidersctl", "server", "start"], user=USER, check=False)
+    assert again.returncode == 0
+    assert again.stdout.startswith("insidersd is running already (pid ")
