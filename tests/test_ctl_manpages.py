@@ -77,3 +77,19 @@ def test_the_installed_wheel_carries_the_pages() -> None:
         text = (installed / f"{name}.1").read_text()
         assert f'"{name} {__version__}"' in text or __version__ in text
     assert "insidersctl completion" in (installed / "insidersctl.1").read_text().replace("\\-", "-")
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
+def test_man_finds_them_next_to_the_programs() -> None:
+    """man looks in ../share/man of each PATH entry: with the environment's bin/ on PATH,
+    `man insidersctl` opens the page the wheel installed."""
+    result = subprocess.run(
+        ["man", "-w", "insidersctl"],
+        env={"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin", "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip() == str(
+        Path(sys.prefix) / "share" / "man" / "man1" / "insidersctl.1"
+    )
