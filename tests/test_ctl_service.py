@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,23 @@ def test_the_fast_parser_agrees_on_the_new_commands(argv: list[str]) -> None:
 
     full = cli.parser().parse_args(cli._time_values(argv))
     assert vars(cli.parse(argv)) == vars(full)
+
+
+def test_status_imports_none_of_the_new_commands_modules(daemon: Daemon) -> None:
+    """`insidersctl status` stays as fast as it was: the live view, logs, completion and service
+    modules are imported by their commands only."""
+    code = (
+        "import sys\nfrom insidersctl.__main__ import main\nstatus = main(['status'])\n"
+        "print(status, sorted(m for m in sys.modules if m.startswith('insidersctl.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=isolated_env(daemon.home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == (
+        "0 ['insidersctl.__main__', 'insidersctl.cli', 'insidersctl.client', "
+        "'insidersctl.output', 'insidersctl.paths', 'insidersctl.protocol']"
+    )
