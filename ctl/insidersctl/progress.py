@@ -112,7 +112,8 @@ class LiveView:
             row.version = event.version
         if event.log:
             row.log = event.log
-        row.message = without_log(event.message, row.log)
+        # "done" says "published VERSIONS": the stage word and the version column say it already.
+        row.message = "" if event.stage == "done" else without_log(event.message, row.log)
         if event.stage in FINAL:
             row.ended = self.now()
         self.draw()
