@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import signal
 import struct
 import subprocess
 import termios
@@ -288,3 +289,30 @@ def test_a_failure_names_its_log_once(message: str, log: str | None, expected: s
     assert without_log(message, log) == expected
     line = result_line(p.RepoOutcome(repo="r", outcome="failed", error=message, log=log))
     assert line == f"r: FAILED: {expected}" + (f" (log: {log})" if log else "")
+
+
+def test_term_dumb_gets_plain_lines(daemon: Daemon, tmp_path: Path) -> None:
+    gate = add_repositories(daemon, tmp_path / "src")
+    gate.touch()
+    term = Terminal(["update"], env_for(daemon, TERM="dumb"))
+    assert term.wait() == 1
+    assert b"\x1b" not in term.raw
+    assert "gated: published 1.0" in term.text().splitlines()
+
+
+def test_follow_a_build_log_while_it_builds(daemon: Daemon, tmp_path: Path) -> None:
+    """`logs --build NAME -f`: what the live view's log line is for."""
+    gate = add_repositories(daemon, tmp_path / "src")
+    log = daemon.data_dir / "logs" / "gated" / "1.0.log"
+    assert ctl(daemon, "update", "--no-wait", "gated").returncode == 0
+    deadline = time.monotonic() + 120
+    while not log.exists():
+        assert time.monotonic() < deadline, "the build never started"
+        time.sleep(0.1)
+    follower = Terminal(["logs", "--build", "gated", "-f"], env_for(daemon))
+    follower.read_until(lambda: "gated" in follower.text() or "build" in follower.text())
+    assert "Successfully built" not in follower.text()
+    gate.touch()  # the build goes on, and its end appears in the follower
+    follower.read_until(lambda: "Successfully built" in follower.text())
+    os.kill(follower.pid, signal.SIGINT)
+    assert follower.wait() == 130
