@@ -1,27 +1,85 @@
 #!/usr/bin/python3
 """Write the man pages of insidersd and insidersctl from their argument parsers.
 
-Run by debian/rules after the build: python3 debian/manpages.py --version VERSION OUTDIR
-(with daemon/ and ctl/ on PYTHONPATH). The parsers are the single source of the options; each
-page gets the sections a parser does not know (files, exit status, see also) from
-debian/NAME.1.include.
+One generator for both ways insiders is installed:
+
+- the wheel: hatchling runs `ManPages` below as a build hook (pyproject.toml), and the pages go
+  in the wheel's data, installed to share/man/man1 (so `man insidersctl` works after pip install);
+- the Debian package: debian/rules runs this file, python3 debian/manpages.py --version VERSION
+  OUTDIR, and dh_installman installs the pages (debian/insiders.manpages).
+
+The parsers are the single source of the options, so every command added to them is in the pages.
+Each page gets the sections a parser does not know (files, exit status, see also) from
+debian/NAME.1.include. Only the parsers are imported (insiders.options, insidersctl.cli): the
+build environment has argparse-manpage and msgspec, not the daemon's dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-
-from argparse_manpage.manpage import Manpage
-
-from insiders.__main__ import parser as daemon_parser
-from insidersctl.cli import parser as ctl_parser
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-PAGES = {
-    "insidersd": (daemon_parser, "self-hosted Python package index that builds new version tags"),
-    "insidersctl": (ctl_parser, "control insidersd, the self-hosted Python package index"),
+ROOT = HERE.parent
+SUMMARIES = {
+    "insidersd": "self-hosted Python package index that builds new version tags",
+    "insidersctl": "control insidersd, the self-hosted Python package index",
 }
+
+
+def write_manpages(outdir: Path, version: str) -> list[Path]:
+    """NAME.1 for both programs in `outdir`; their paths."""
+    for folder in ("daemon", "ctl"):
+        if str(ROOT / folder) not in sys.path:
+            sys.path.insert(0, str(ROOT / folder))
+    from argparse_manpage.manpage import Manpage
+
+    from insiders.options import parser as daemon_parser
+    from insidersctl.cli import parser as ctl_parser
+
+    parsers = {"insidersd": daemon_parser, "insidersctl": ctl_parser}
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make_parser in parsers.items():
+        page = Manpage(
+            make_parser(),
+            _data={
+                "project_name": "insiders",
+                "description": SUMMARIES[name],
+                "version": version,
+                "manual_section": 1,
+                "manual_title": "insiders manual",
+                "include": str(HERE / f"{name}.1.include"),
+            },
+        )
+        path = outdir / f"{name}.1"
+        path.write_text(str(page))
+        written.append(path)
+    return written
+
+
+try:
+    from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+except ImportError:  # run by debian/rules, where hatchling is not needed
+    BuildHookInterface = object  # type: ignore[assignment,misc]
+
+
+class ManPages(BuildHookInterface):  # type: ignore[misc]
+    """The wheel's man pages: share/man/man1/NAME.1 in its data (hatch's shared-data)."""
+
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        self._pages = Path(tempfile.mkdtemp(prefix="insiders-man-"))
+        for path in write_manpages(self._pages, self.metadata.version):
+            build_data["shared_data"][str(path)] = f"share/man/man1/{path.name}"
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        shutil.rmtree(self._pages, ignore_errors=True)
 
 
 def main() -> None:
@@ -29,20 +87,7 @@ def main() -> None:
     args.add_argument("--version", required=True)
     args.add_argument("outdir", type=Path)
     options = args.parse_args()
-    options.outdir.mkdir(parents=True, exist_ok=True)
-    for name, (make_parser, summary) in PAGES.items():
-        page = Manpage(
-            make_parser(),
-            _data={
-                "project_name": "insiders",
-                "description": summary,
-                "version": options.version,
-                "manual_section": 1,
-                "manual_title": "insiders manual",
-                "include": str(HERE / f"{name}.1.include"),
-            },
-        )
-        (options.outdir / f"{name}.1").write_text(str(page))
+    write_manpages(options.outdir, options.version)
 
 
 if __name__ == "__main__":

@@ -517,7 +517,6 @@ def test_the_socket_goes_away_with_the_daemon(own: Daemon) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        [],
         ["frobnicate"],
         ["repos"],
         ["repos", "add"],

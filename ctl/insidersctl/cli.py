@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from insidersctl import __version__
@@ -21,7 +22,7 @@ from insidersctl.client import (
     DaemonUnreachable,
     Refused,
 )
-from insidersctl.output import ago, duration, plural, size, table, to_json
+from insidersctl.output import ago, duration, plural, size, table, to_json, without_log
 from insidersctl.paths import SYSTEM_SOCKET, socket_candidates
 
 EXIT_OK = 0
@@ -71,10 +72,14 @@ class Context:
         *,
         progress: Callable[[p.Progress], None] | None = None,
         long: bool = False,
+        idle: Callable[[], None] | None = None,
     ) -> R:
-        """The reply to `request`, of type `expect`; `long`: no time limit between messages."""
+        """The reply to `request`, of type `expect`; `long`: no time limit between messages
+        (`idle` is then called twice a second while none comes)."""
         timeout = None if long else self.timeout
-        reply = self.connect().call(request, progress=progress, timeout=timeout)
+        reply = self.connect().call(
+            request, progress=progress, timeout=timeout, idle=idle if long else None
+        )
         if not isinstance(reply, expect):
             raise ConnectionFailed(
                 f"insidersd answered {reply.__class__.__name__} to {request.__class__.__name__}"
@@ -119,6 +124,57 @@ def cmd_status(ctx: Context) -> int:
         out(_repo_table(report.repos, report.now, indent="  "))
         _repo_errors(report.repos, report.now)
     return EXIT_OK
+
+
+def cmd_overview(ctx: Context) -> int:
+    """Bare `insidersctl`, as bare `systemctl`: how things are, and where to go from here."""
+    try:
+        report = ctx.call(p.Status(), p.StatusReport)
+    except DaemonUnreachable as error:
+        if ctx.json:
+            raise
+        note(f"insidersctl: {_unreachable_message(error)}")
+        status, report = EXIT_UNREACHABLE, None
+    else:
+        status = EXIT_OK
+    if ctx.json and report is not None:
+        ctx.emit(report)
+        return status
+    if report is not None:
+        index = "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"
+        failing = sum(1 for r in report.repos if r.last_error)
+        repos = plural(len(report.repos), "repository", "repositories") + (
+            f" ({failing} failing)" if failing else ""
+        )
+        out(f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}")
+        out(f"  index    {index}")
+        out(f"  hosted   {plural(report.projects, 'project')}, {plural(report.files, 'file')}")
+        out(f"  watcher  {_watcher_line(report.watcher, report.now)}; {repos} watched")
+        out()
+    out("Commands used most:")
+    rows = [
+        ("insidersctl status", "the daemon, its index, watcher and repositories"),
+        ("insidersctl repos add SPEC", "watch a repository and publish its version tags"),
+        ("insidersctl update", "check the repositories for new tags now, and watch it work"),
+        ("insidersctl projects list", "what the index hosts"),
+        ("insidersctl tokens create NAME", "a token for uploads (twine, uv publish)"),
+        ("insidersctl logs -f", "follow the daemon's log"),
+        ("insidersctl --help", "every command; insidersctl COMMAND --help for one"),
+    ]
+    out(table(("", ""), rows, indent="  ").split("\n", 1)[1])
+    return status
+
+
+def cmd_server_start(ctx: Context) -> int:
+    from insidersctl import service
+
+    return service.start(ctx)
+
+
+def cmd_server_stop(ctx: Context) -> int:
+    from insidersctl import service
+
+    return service.stop(ctx)
 
 
 def cmd_server_status(ctx: Context) -> int:
@@ -185,7 +241,8 @@ def _repo_errors(repos: Sequence[p.RepoInfo], now: float) -> None:
     for r in repos:
         if r.last_error:
             where = f" (log: {r.log})" if r.log else ""
-            out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {r.last_error}{where}")
+            error = without_log(r.last_error, r.log)
+            out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {error}{where}")
 
 
 def cmd_repos_list(ctx: Context) -> int:
@@ -242,31 +299,32 @@ def cmd_repos_remove(ctx: Context) -> int:
 
 def cmd_update(ctx: Context) -> int:
     args = ctx.args
-
-    def show(event: p.Progress) -> None:
-        if ctx.json:
-            print(to_json(event, indent=0), flush=True)
-            return
-        version = f" {event.version}" if event.version else ""
-        message = f": {event.message}" if event.message else ""
-        log = f" (log: {event.log})" if event.log and event.stage == "failed" else ""
-        print(f"{event.repo}: {event.stage}{version}{message}{log}", flush=True)
-
     request = p.Update(names=tuple(args.names), force=args.force, wait=not args.no_wait)
-    report = ctx.call(request, p.UpdateReport, progress=show, long=True)
     if ctx.json:
+
+        def show(event: p.Progress) -> None:
+            print(to_json(event, indent=0), flush=True)
+
+        report = ctx.call(request, p.UpdateReport, progress=show, long=True)
         print(to_json(report, indent=0))
-    elif report.queued:
+        return _update_status(report)
+    from insidersctl.progress import LiveView, PlainView
+    from insidersctl.terminal import Terminal
+
+    term = Terminal(sys.stdout)
+    view = LiveView(term) if term.live and request.wait else PlainView(term)
+    try:
+        report = ctx.call(request, p.UpdateReport, progress=view.event, long=True, idle=view.tick)
+    finally:
+        view.close()
+    if report.queued:
         out("check queued; follow it with: insidersctl status")
     else:
-        for result in report.results:
-            if result.outcome == "published":
-                line = f"published {', '.join(result.versions)}"
-            elif result.outcome == "failed":
-                line = f"FAILED: {result.error}" + (f" (log: {result.log})" if result.log else "")
-            else:
-                line = result.outcome
-            out(f"{result.repo}: {line}")
+        view.finish(report)
+    return _update_status(report)
+
+
+def _update_status(report: p.UpdateReport) -> int:
     return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
 
 
@@ -281,24 +339,61 @@ def cmd_watcher(ctx: Context) -> int:
 
 
 def cmd_logs(ctx: Context) -> int:
+    from insidersctl import logs
+
     args = ctx.args
-    if args.lines < 0:
-        raise Usage("-n takes a count of lines, 0 or more")
+    build: str | None = getattr(args, "build", None)
+    version: str | None = getattr(args, "version", None)
+    if version is not None and build is None:
+        raise Usage(f"a VERSION ({version}) goes with --build NAME")
     try:
         where = ctx.call(p.Logs(), p.LogsLocation)
     except DaemonUnreachable as error:
         # A daemon that is not running is when its log matters most: show the file if there is one.
-        from insidersctl.logs import default_log_file
-
-        path = default_log_file()
-        if path is None:
+        path = logs.default_log_file()
+        if path is None and build is None:
             raise
-        note(f"insidersctl: {error.reason}; its log file {path}:")
-        where = p.LogsLocation(path=str(path))
+        if build is None:
+            note(f"insidersctl: {error.reason}; its log file {path}:")
+        where = p.LogsLocation(path=str(path) if path else None)
     ctx.close()
-    from insidersctl.logs import show_log
+    lines = None if args.lines == "all" else int(args.lines)
+    if build is not None:
+        try:
+            path = logs.build_log(
+                Path(where.builds) if where.builds else logs.default_build_logs(), build, version
+            )
+        except FileNotFoundError as error:
+            note(f"insidersctl: {error}")
+            return EXIT_FAILED
+        # The whole build log unless -n says otherwise: it is read to find out why.
+        return logs.read_file(path, lines=lines if args.lines_given else None, follow=args.follow)
+    try:
+        keep = logs.Filter(
+            priority=logs.parse_priority(args.priority) if args.priority else None,
+            # journalctl reads --since and --until itself (and knows more forms).
+            since=logs.parse_time(args.since) if args.since and not where.journal else None,
+            until=logs.parse_time(args.until) if args.until and not where.journal else None,
+            component=getattr(args, "component", None),
+        )
+    except logs.LogOptionError as error:
+        raise Usage(str(error)) from None
+    return logs.show_log(
+        where,
+        lines=lines,
+        follow=args.follow,
+        keep=keep,
+        as_json=ctx.json,
+        since_text=args.since,
+        until_text=args.until,
+    )
 
-    return show_log(where, lines=args.lines, follow=args.follow)
+
+def cmd_completion(ctx: Context) -> int:
+    from insidersctl.completion import script
+
+    out(script(ctx.args.shell, parser()).rstrip("\n"))
+    return EXIT_OK
 
 
 def cmd_reload(ctx: Context) -> int:
@@ -450,25 +545,28 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         default=default if suppress else False,
         help="print the reply as JSON (stable field names)",
     )
-    group.add_argument(
+    socket = group.add_argument(
         "--socket",
         metavar="PATH",
         default=default if suppress else None,
         help="the control socket (default: $INSIDERS_SOCKET, else where insidersd puts it)",
     )
-    group.add_argument(
+    completes(socket, "file")
+    runtime = group.add_argument(
         "--runtime-dir",
         metavar="DIR",
         default=default if suppress else None,
         help="the daemon's runtime directory (as insidersd --runtime-dir)",
     )
-    group.add_argument(
+    completes(runtime, "dir")
+    config = group.add_argument(
         "-c",
         "--config",
         metavar="FILE",
         default=default if suppress else None,
         help="the daemon's config file, to read paths.runtime-dir from",
     )
+    completes(config, "file")
     group.add_argument(
         "--timeout",
         type=float,
@@ -480,6 +578,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
 
 
 Configure = Callable[[argparse.ArgumentParser], None]
+
+
+def completes(action: argparse.Action, kind: str) -> argparse.Action:
+    """What the argument's values complete to in a shell: repos, tokens, projects (names the
+    daemon knows), file or dir (insidersctl.completion reads it)."""
+    action.complete = kind  # type: ignore[attr-defined]
+    return action
 
 
 # Plain classes, not dataclasses: those compile their methods at import, a few ms of start-up.
@@ -527,25 +632,88 @@ def _repos_add(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _name(metavar: str, help: str | None = None) -> Configure:
+def _name(metavar: str, help: str | None = None, complete: str | None = None) -> Configure:
     def configure(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("name", metavar=metavar, help=help)
+        action = sub.add_argument("name", metavar=metavar, help=help)
+        if complete:
+            completes(action, complete)
 
     return configure
 
 
 def _update(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
+    names = sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
+    completes(names, "repos")
     sub.add_argument("--force", action="store_true", help="rebuild published versions too")
-    sub.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
-    sub.add_argument(
+    wait = sub.add_mutually_exclusive_group()
+    wait.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
+    wait.add_argument(
         "--wait", action="store_false", dest="no_wait", help="show progress until done (default)"
     )
 
 
+def _line_count(text: str) -> str:
+    if text != "all" and not (text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: a count of entries, 0 or more, or all")
+    return text
+
+
+class _LinesAction(argparse.Action):
+    """-n N; remembers that it was given (a build log is printed whole unless it is)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.lines_given = True
+
+
 def _logs(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-f", "--follow", action="store_true", help="print new lines as they come")
-    sub.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="default 50")
+    """journalctl's options, with journalctl's meaning."""
+    sub.add_argument(
+        "-f", "--follow", action="store_true", help="then print new entries as they come"
+    )
+    sub.add_argument(
+        "-n",
+        "--lines",
+        type=_line_count,
+        action=_LinesAction,
+        default="50",
+        metavar="N",
+        help="the last N entries (default 50; 0: none, all: every one)",
+    )
+    sub.set_defaults(lines_given=False)
+    sub.add_argument(
+        "-p",
+        "--priority",
+        metavar="PRIORITY",
+        help="entries of this priority or a more urgent one: emerg, alert, crit, err, warning, "
+        "notice, info, debug, 0-7, or a range FROM..TO",
+    )
+    sub.add_argument(
+        "--since",
+        metavar="TIME",
+        help="entries from TIME on: YYYY-MM-DD [HH:MM[:SS]], HH:MM, today, yesterday, "
+        'or a span before now: -1h, "30 min ago"',
+    )
+    sub.add_argument("--until", metavar="TIME", help="entries up to TIME (the same forms)")
+
+
+def _component_logs(component: str) -> Configure:
+    def configure(sub: argparse.ArgumentParser) -> None:
+        _logs(sub)
+        sub.set_defaults(component=component)
+
+    return configure
+
+
+def _daemon_logs(sub: argparse.ArgumentParser) -> None:
+    _logs(sub)
+    build = sub.add_argument(
+        "--build",
+        metavar="NAME",
+        help="print the log of NAME's newest build instead (of VERSION's, if given)",
+    )
+    completes(build, "repos")
+    sub.add_argument("version", metavar="VERSION", nargs="?", help="with --build: that version")
 
 
 def _tokens_create(sub: argparse.ArgumentParser) -> None:
@@ -554,7 +722,7 @@ def _tokens_create(sub: argparse.ArgumentParser) -> None:
 
 
 def _project_version(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("project", metavar="PROJECT")
+    completes(sub.add_argument("project", metavar="PROJECT"), "projects")
     sub.add_argument("version", metavar="VERSION")
 
 
@@ -564,17 +732,30 @@ def _yank(sub: argparse.ArgumentParser) -> None:
 
 
 def _remove(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("project", metavar="PROJECT")
+    completes(sub.add_argument("project", metavar="PROJECT"), "projects")
     sub.add_argument("version", metavar="VERSION", nargs="?", help="every file of it")
     sub.add_argument("--file", metavar="FILENAME", help="just this file")
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _completion(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
+    )
 
 
 COMMANDS: dict[str, Command | Group] = {
     "status": Command(cmd_status, "the daemon, its index, watcher and repositories"),
     "server": Group(
         "the package index",
-        {"status": Command(cmd_server_status, "the index's address, counts and upstream")},
+        {
+            "status": Command(cmd_server_status, "the index's address, counts and upstream"),
+            "start": Command(
+                cmd_server_start, "start insidersd (systemctl start, when its unit is installed)"
+            ),
+            "stop": Command(cmd_server_stop, "stop insidersd (systemctl stop, else SIGTERM)"),
+            "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
+        },
     ),
     "repos": Group(
         "the watched git repositories",
@@ -586,7 +767,7 @@ COMMANDS: dict[str, Command | Group] = {
             "remove": Command(
                 cmd_repos_remove,
                 "stop watching a repository",
-                _name("NAME", "its distribution name or its source"),
+                _name("NAME", "its distribution name or its source", "repos"),
             ),
         },
     ),
@@ -597,9 +778,10 @@ COMMANDS: dict[str, Command | Group] = {
             "start": Command(cmd_watcher, "resume periodic checks"),
             "stop": Command(cmd_watcher, "pause periodic checks (update still works)"),
             "status": Command(cmd_watcher, "whether it runs, and when it checks next"),
+            "logs": Command(cmd_logs, "the log of the watcher alone", _component_logs("watcher")),
         },
     ),
-    "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _logs),
+    "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _daemon_logs),
     "reload": Command(
         cmd_reload, "re-read the config file; returns once the new settings are in force"
     ),
@@ -610,25 +792,32 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_tokens_create, "make a token; it is printed once", _tokens_create
             ),
             "list": Command(cmd_tokens_list, "the tokens (names and scopes, never secrets)"),
-            "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME")),
+            "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME", None, "tokens")),
         },
     ),
     "projects": Group(
         "the hosted projects",
         {
             "list": Command(cmd_projects_list, "every hosted project"),
-            "show": Command(cmd_projects_show, "the files of one project", _name("PROJECT")),
+            "show": Command(
+                cmd_projects_show, "the files of one project", _name("PROJECT", None, "projects")
+            ),
         },
     ),
     "yank": Command(cmd_yank, "mark a version yanked (PEP 592)", _yank),
     "unyank": Command(cmd_yank, "undo a yank", _project_version),
     "remove": Command(cmd_remove, "unpublish a version or one file", _remove),
+    "completion": Command(
+        cmd_completion,
+        "print the completion script of a shell: source <(insidersctl completion bash)",
+        _completion,
+    ),
 }
 
 # Options that take a value: what follows them is not a command word.
 _VALUE_OPTIONS = frozenset(
     {"--socket", "--runtime-dir", "-c", "--config", "--timeout", "--since", "--publish-to"}
-    | {"--scope", "--reason", "--file", "-n", "--lines"}
+    | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
 )
 
 
@@ -672,7 +861,8 @@ def parser(
         parents=[_common(suppress=False)],
     )
     top.add_argument("--version", action="version", version=f"insidersctl {__version__}")
-    commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # No command: a short status and the commands used most (cmd_overview), as systemctl does.
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
     for name in chosen(COMMANDS, 0):
         entry = COMMANDS[name]
         if isinstance(entry, Command):
@@ -708,7 +898,19 @@ class _Quiet(argparse.ArgumentParser):
         raise _BadLine(message)
 
 
+def _time_values(argv: Sequence[str]) -> list[str]:
+    """`--since -1h` as journalctl takes it: argparse would read -1h as an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in {"--since", "--until"} and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
+    argv = _time_values(argv)
     if not {"-h", "--help", "--version"} & set(argv):
         try:
             return parser(command_words(argv), _Quiet).parse_args(argv)
@@ -718,15 +920,20 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["__complete"]:  # hidden: the completion scripts ask it for names
+        from insidersctl.completion import daemon_names
+
+        return daemon_names(argv[1] if len(argv) > 1 else "", argv[2:])
     try:
-        args = parse(sys.argv[1:] if argv is None else list(argv))
+        args = parse(argv)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else EXIT_USAGE
     ctx = Context(args)
     try:
-        return int(args.handler(ctx))
+        return int(getattr(args, "handler", cmd_overview)(ctx))
     except Usage as error:
-        note(f"insidersctl {args.command}: {error}")
+        note(f"insidersctl {args.command}: {error}" if args.command else f"insidersctl: {error}")
         return EXIT_USAGE
     except DaemonUnreachable as error:
         return _fail(ctx, "unreachable", _unreachable_message(error), EXIT_UNREACHABLE)

@@ -118,8 +118,9 @@ class Connection:
         except OSError as error:
             raise ConnectionFailed(f"insidersd closed the connection ({error.strerror})") from None
 
-    def receive(self) -> ServerMessage:
-        """The next message; the socket's timeout bounds the wait."""
+    def receive(self, idle: Callable[[], None] | None = None) -> ServerMessage:
+        """The next message; the socket's timeout bounds the wait, or, with `idle`, is the
+        interval at which `idle` is called while nothing arrives (a live view's clock)."""
         while True:
             try:
                 body = self._reader.next_frame()
@@ -135,7 +136,10 @@ class Connection:
             try:
                 data = self._sock.recv(1 << 16)
             except TimeoutError:
-                raise ConnectionFailed("insidersd did not answer in time") from None
+                if idle is None:
+                    raise ConnectionFailed("insidersd did not answer in time") from None
+                idle()
+                continue
             except OSError as error:
                 raise ConnectionFailed(f"connection to insidersd lost ({error.strerror})") from None
             if not data:
@@ -148,15 +152,20 @@ class Connection:
         *,
         progress: Callable[[Progress], None] | None = None,
         timeout: float | None = 60.0,
+        idle: Callable[[], None] | None = None,
+        idle_every: float = 0.5,
     ) -> Reply:
         """Send `request`, pass progress events on, return the final reply; Error -> Refused.
 
-        `timeout` bounds each wait for the next message, not the whole operation.
+        `timeout` bounds each wait for the next message, not the whole operation. `idle` (only
+        without a timeout) is called every `idle_every` seconds while nothing arrives.
         """
-        self._sock.settimeout(timeout)
+        if idle is not None and timeout is not None:
+            raise ValueError("idle calls are for waits without a timeout")
+        self._sock.settimeout(idle_every if idle is not None else timeout)
         self.send(request)
         while True:
-            message = self.receive()
+            message = self.receive(idle)
             if isinstance(message, Progress):
                 if progress is not None:
                     progress(message)

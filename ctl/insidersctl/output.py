@@ -62,3 +62,23 @@ def size(count: int) -> str:
 
 def plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
+def without_log(message: str, log: str | None) -> str:
+    """`message` without the log path it may quote: the path is printed once, from its own field.
+
+    (Daemons before the watcher's `log` field put "; log: PATH" into the message itself.)
+    """
+    if not log or log not in message:
+        return message
+    for form in (f"; log: {log}", f" (log: {log})", f", log: {log}", f"log: {log}", log):
+        message = message.replace(form, "")
+    return message.strip().rstrip(";,:").rstrip()
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as a stopwatch shows it: 0:07, 12:30, 1:02:03."""
+    whole = int(max(0.0, seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"

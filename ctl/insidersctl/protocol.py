@@ -357,6 +357,7 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
     user: bool = False  # a unit of a user's service manager (journalctl --user-unit)
     invocation: str | None = None  # INVOCATION_ID, when no unit name could be found
     path: str | None = None
+    builds: str | None = None  # the directory of the build logs: NAME/VERSION.log
 
 
 class Reloaded(Reply, frozen=True, tag="reloaded"):

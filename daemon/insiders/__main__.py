@@ -6,51 +6,29 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack, suppress
 from functools import partial
 from pathlib import Path
 
 import msgspec
 import trio
 
-from . import __version__
 from .config import (
     ConfigError,
+    Directories,
+    PathSettings,
     Settings,
     UpstreamSettings,
     default_config_path,
     load_settings,
     resolve_directories,
 )
-from .logs import setup_logging
+from .logfile import LOG_FILE, log_to_file
+from .logs import setup_logging, stderr_is_journal
+from .options import parser
 from .upstream import UpstreamLoop
 
 log = logging.getLogger("insiders")
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="insidersd",
-        description="A self-hosted Python package index that builds every new version tag "
-        "of the git repositories it watches.",
-        epilog="Settings come from the config file; flags override it. "
-        "Default config file: $XDG_CONFIG_HOME/insiders/config.toml "
-        "($CONFIGURATION_DIRECTORY/config.toml under systemd).",
-    )
-    p.add_argument("--version", action="version", version=f"insidersd {__version__}")
-    p.add_argument("-c", "--config", type=Path, help="the TOML config file")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="HTTP port (default 31411; 0 picks a free one)")
-    p.add_argument("--data-dir", help="packages, tokens, repos (default: XDG data dir)")
-    p.add_argument("--cache-dir", help="git mirrors, upstream copies (default: XDG cache dir)")
-    p.add_argument("--runtime-dir", help="the control socket (default: XDG runtime dir)")
-    p.add_argument("--upstream", metavar="URL", help="the index to fall back to")
-    p.add_argument(
-        "--upstream-mode",
-        choices=["redirect", "proxy", "none"],
-        help="how to serve projects not hosted here (default redirect)",
-    )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -83,24 +61,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
     except ConfigError as error:
         print(f"insidersd: {error}", file=sys.stderr)
+        # The log file of the directories the flags and environment name: where `insidersctl
+        # logs` looks when no daemon answers.
+        dirs = resolve_directories(PathSettings(data_dir=args.data_dir))
+        with _log_file(dirs):
+            logging.getLogger("insiders").critical("cannot start: %s", error)
         return 2
     setup_logging(settings.log_level)
     dirs = resolve_directories(settings.paths)
     from .app import run
 
     status = 0
-    try:
-        trio.run(run, settings, dirs, partial(settings_from, args))
-    except* UpstreamLoop as group:
-        for loop in group.exceptions:
-            log.error("%s", loop)
-        status = 2
-    except* OSError as group:
-        # Typically the port is taken or a directory is not writable: say which, no traceback.
-        for failure in group.exceptions:
-            log.critical("cannot start: %s", failure)
-        status = 1
+    # The whole run goes to the log file, the failures to start included.
+    with _log_file(dirs):
+        try:
+            trio.run(run, settings, dirs, partial(settings_from, args))
+        except* UpstreamLoop as group:
+            for loop in _leaves(group):
+                log.error("%s", loop)
+            status = 2
+        except* OSError as group:
+            # Typically the port is taken or a directory is not writable: say which, no traceback.
+            for failure in _leaves(group):
+                log.critical("cannot start: %s", failure)
+            status = 1
     return status
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions themselves, out of the nurseries' groups nested around them."""
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return leaves
+
+
+def _log_file(dirs: Directories) -> ExitStack:
+    """DATA/insidersd.log for records logged inside the context, unless the journal has them.
+
+    A data directory that cannot be written is no reason to fail here: the daemon says so itself.
+    """
+    stack = ExitStack()
+    if not stderr_is_journal():
+        with suppress(OSError):
+            stack.enter_context(log_to_file(dirs.data / LOG_FILE))
+    return stack
 
 
 if __name__ == "__main__":

@@ -122,14 +122,22 @@ def file_info(stored: StoredFile) -> p.FileInfo:
     )
 
 
-def log_location(log_file: Path | None, env: dict[str, str] | None = None) -> p.LogsLocation:
-    """Where `insidersctl logs` finds this daemon's log: the journal under systemd, else a file."""
+def log_location(
+    log_file: Path | None, env: dict[str, str] | None = None, builds: Path | None = None
+) -> p.LogsLocation:
+    """Where `insidersctl logs` finds this daemon's log: the journal under systemd, else a file;
+    and the build logs' directory."""
     environ = os.environ if env is None else env
+    build_logs = str(builds) if builds else None
     if not stderr_is_journal():
-        return p.LogsLocation(path=str(log_file) if log_file else None)
+        return p.LogsLocation(path=str(log_file) if log_file else None, builds=build_logs)
     unit, user = _own_unit()
     return p.LogsLocation(
-        journal=True, unit=unit, user=user, invocation=environ.get("INVOCATION_ID")
+        journal=True,
+        unit=unit,
+        user=user,
+        invocation=environ.get("INVOCATION_ID"),
+        builds=build_logs,
     )
 
 

@@ -294,7 +294,12 @@ async def serve_control(
         log_path = None
         if log_file and not stderr_is_journal():
             log_path = stack.enter_context(log_to_file(daemon.dirs.data / LOG_FILE))
-        commands = Commands(daemon, repos, socket_path=path, logs=log_location(log_path))
+        commands = Commands(
+            daemon,
+            repos,
+            socket_path=path,
+            logs=log_location(log_path, builds=daemon.dirs.data / "logs"),
+        )
         server = ControlServer(commands, access, limits)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
         log.info("control socket %s (%s)", path, how)

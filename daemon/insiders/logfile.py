@@ -43,7 +43,18 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 @contextmanager
 def log_to_file(path: Path, max_bytes: int = MAX_BYTES) -> Iterator[Path]:
-    """Copy every log record to `path` (created 0600) while the context lasts."""
+    """Copy every log record to `path` (created 0600) while the context lasts.
+
+    Nested uses for the same file share the outer handler: insidersd's main() holds the file for
+    the whole run (so a failure to start is in it too), and the control server asks for it again.
+    """
+    root = logging.getLogger()
+    if any(
+        isinstance(h, logging.FileHandler) and h.baseFilename == str(path.absolute())
+        for h in root.handlers
+    ):
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = PrivateRotatingFileHandler(
         path, maxBytes=max_bytes, backupCount=BACKUPS, encoding="utf-8"
@@ -51,7 +62,6 @@ def log_to_file(path: Path, max_bytes: int = MAX_BYTES) -> Iterator[Path]:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     )
-    root = logging.getLogger()
     root.addHandler(handler)
     try:
         yield path

@@ -157,6 +157,8 @@ def test_install_pulls_only_debian_packages(life: Life) -> None:
         "/usr/lib/sysusers.d/insiders.conf",
         "/usr/share/man/man1/insidersd.1.gz",
         "/usr/share/man/man1/insidersctl.1.gz",
+        "/usr/share/bash-completion/completions/insidersctl",
+        "/usr/share/fish/vendor_completions.d/insidersctl.fish",
         CONFIG,
     ):
         assert path in shipped, path

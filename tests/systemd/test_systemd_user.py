@@ -127,3 +127,21 @@ def test_a_refused_reload_fails_and_the_old_settings_stay(alice: Alice) -> None:
     assert watcher["interval"] == 1234.0
     write_config(alice, "")
     alice.run("systemctl", "--user", "reload", "insiders")
+
+
+def test_insidersctl_server_stop_and_start_go_through_systemctl(alice: Alice) -> None:
+    """`server stop` and `server start` the systemctl way: the user's manager does it, and
+    insidersctl says exactly what it ran."""
+    stopped = alice.c.run(["insidersctl", "server", "stop"], user=USER, check=False)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout == "stopped insidersd: ran `systemctl --user stop insiders.service`\n"
+    assert alice.run("systemctl", "--user", "is-active", "insiders", check=False).strip() == (
+        "inactive"
+    )
+    started = alice.c.run(["insidersctl", "server", "start"], user=USER, check=False)
+    assert started.returncode == 0, started.stdout + started.stderr + alice.journal()
+    assert started.stdout == "started insidersd: ran `systemctl --user start insiders`\n"
+    assert alice.run("systemctl", "--user", "is-active", "insiders").strip() == "active"
+    again = alice.c.run(["insidersctl", "server", "start"], user=USER, check=False)
+    assert again.returncode == 0
+    assert again.stdout.startswith("insidersd is running already (pid ")

@@ -1,0 +1,161 @@
+"""`insidersctl completion bash|zsh|fish`: the scripts, run by the real shells.
+
+bash and zsh: the script is sourced in a real shell, its completion function is called with
+COMP_WORDS and COMP_CWORD set as the shell sets them at a TAB, and COMPREPLY is read back. fish:
+its own completion engine answers `complete -C LINE`. Names that only the daemon knows come from
+a real daemon, and nothing (no error either) when it is down.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+
+INSIDERSCTL = BIN / "insidersctl"
+COMMANDS = {
+    "status",
+    "server",
+    "repos",
+    "update",
+    "watcher",
+    "logs",
+    "reload",
+    "tokens",
+    "projects",
+}
+
+
+def script(home: Path, shell: str) -> Path:
+    result = subprocess.run(
+        [str(INSIDERSCTL), "completion", shell],
+        env=isolated_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = home / f"completion.{shell}"
+    path.write_text(result.stdout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    home = tmp_path_factory.mktemp("completion")
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    env = isolated_env(home)
+    for command in (
+        ["repos", "add", "o/first:first-repo"],
+        ["repos", "add", "o/second:second-repo"],
+        ["tokens", "create", "ci-token"],
+    ):
+        subprocess.run([str(INSIDERSCTL), *command], env=env, check=True, capture_output=True)
+    wheel = home / wheel_filename("hosted-one", "1.0")
+    wheel.write_bytes(make_wheel("hosted-one", "1.0"))
+    assert daemon.upload(wheel).status_code == 200
+    yield daemon
+    daemon.stop()
+
+
+def bash_complete(home: Path, line: str, shell: str = "bash") -> list[str]:
+    """What the completion function offers for `line` (the cursor at its end)."""
+    words = shlex.split(line) + ([""] if line.endswith(" ") or not line else [])
+    words[0] = str(INSIDERSCTL)
+    array = " ".join(shlex.quote(w) for w in words)
+    setup = "autoload -U compinit && compinit -u; " if shell == "zsh" else ""
+    program = (
+        f"{setup}source {shlex.quote(str(script(home, shell)))}; "
+        f"COMP_WORDS=({array}); COMP_CWORD={len(words) - 1}; _insidersctl; "
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    result = subprocess.run(
+        [shell, "-c", program], env=isolated_env(home), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    offered = sorted(line for line in result.stdout.splitlines() if line)
+    if shell == "zsh":
+        # bashcompinit's compgen leaves matching the typed prefix to zsh's compadd.
+        offered = [word for word in offered if word.startswith(words[-1])]
+    return offered
+
+
+CASES = [
+    ("insidersctl ", COMMANDS | {"yank", "unyank", "remove", "completion"}),
+    ("insidersctl re", {"repos", "reload", "remove"}),
+    ("insidersctl repos ", {"add", "list", "remove"}),
+    ("insidersctl server ", {"status", "start", "stop", "logs"}),
+    ("insidersctl repos remove ", {"first-repo", "second-repo"}),
+    ("insidersctl update first-repo s", {"second-repo"}),
+    ("insidersctl logs --build ", {"first-repo", "second-repo"}),
+    ("insidersctl tokens revoke ", {"default", "ci-token"}),
+    ("insidersctl projects show ", {"hosted-one"}),
+    ("insidersctl yank h", {"hosted-one"}),
+    ("insidersctl tokens create x --scope ", {"upload", "read"}),
+    ("insidersctl completion ", {"bash", "zsh", "fish"}),
+    ("insidersctl logs --p", {"--priority"}),
+    ("insidersctl update --", {"--force", "--wait", "--no-wait", "--help", "--json"}
+     | {"--socket", "--runtime-dir", "--config", "--timeout"}),
+    # Values of options are skipped: what follows is a command again.
+    ("insidersctl -c some.toml --timeout 5 to", {"tokens"}),
+    ("insidersctl --socket /nowhere.sock status --j", {"--json"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "expected"), CASES)
+def test_bash_completion(daemon: Daemon, line: str, expected: set[str]) -> None:
+    assert set(bash_complete(daemon.home, line)) == expected
+
+
+def test_bash_completes_paths(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "conf.toml").write_text("")
+    (tmp_path / "rundir").mkdir()
+    assert bash_complete(daemon.home, f"insidersctl --config {tmp_path}/con") == [
+        f"{tmp_path}/conf.toml"
+    ]
+    assert bash_complete(daemon.home, f"insidersctl --runtime-dir {tmp_path}/") == [
+        f"{tmp_path}/rundir"
+    ]
+
+
+def test_no_daemon_no_names_and_no_noise(tmp_path: Path) -> None:
+    assert bash_complete(tmp_path, "insidersctl repos remove ") == []
+    assert set(bash_complete(tmp_path, "insidersctl repos ")) == {"add", "list", "remove"}
+    result = subprocess.run(
+        [str(INSIDERSCTL), "__complete", "repos"],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (make shells)")
+@pytest.mark.parametrize(("line", "expected"), CASES[:6] + CASES[-2:])
+def test_zsh_completion(daemon: Daemon, line: str, expected: set[str]) -> None:
+    assert set(bash_complete(daemon.home, line, shell="zsh")) == expected
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (make shells)")
+@pytest.mark.parametrize(("line", "expected"), CASES[:12])
+def test_fish_completion(daemon: Daemon, line: str, expected: set[str]) -> None:
+    source = script(daemon.home, "fish")
+    env = isolated_env(daemon.home, PATH=f"{BIN}:/usr/bin:/bin")
+    result = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {source}; complete -C {shlex.quote(line)}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    offered = {entry.split("\t")[0] for entry in result.stdout.splitlines()}
+    # fish completes the word being typed: the ones after the last space
+    assert offered == expected, result.stdout
