@@ -114,6 +114,10 @@ def cmd_status(ctx: Context) -> int:
         ("watcher", _watcher_line(report.watcher, report.now)),
         ("repos", f"{len(report.repos)} watched" if report.repos else "none watched"),
     ]
+    if report.restart_needed:
+        rows.append(
+            ("config", f"{', '.join(report.restart_needed)} changed, takes effect at restart")
+        )
     out(table(("", ""), rows).split("\n", 1)[1])
     if report.repos:
         out(_repo_table(report.repos, report.now, indent="  "))
@@ -173,7 +177,7 @@ def _repo_table(repos: Sequence[p.RepoInfo], now: float, indent: str = "") -> st
             ago(r.last_check, now),
             r.newest_tag or "-",
             r.last_published or "-",
-            "failing" if r.last_error else "ok" if r.last_check else "-",
+            _repo_state(r),
         )
         for r in repos
     ]
@@ -181,11 +185,27 @@ def _repo_table(repos: Sequence[p.RepoInfo], now: float, indent: str = "") -> st
     return table(headers, rows, indent)
 
 
+def _repo_state(r: p.RepoInfo) -> str:
+    if r.last_error or any(v.status == "failed" for v in r.version_states):
+        return "failing"
+    if r.last_check and not r.newest_tag:
+        return "no version tag"
+    return "ok" if r.last_check else "-"
+
+
 def _repo_errors(repos: Sequence[p.RepoInfo], now: float) -> None:
     for r in repos:
-        if r.last_error:
+        failed = [v for v in r.version_states if v.status == "failed"]
+        if r.last_error and not failed:
             where = f" (log: {r.log})" if r.log else ""
             out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {r.last_error}{where}")
+        for v in failed:
+            where = f" (log: {v.log})" if v.log else ""
+            retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
+            out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {v.message}{where}{retry}")
+        if r.last_check and not r.newest_tag:
+            seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
+            out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
 
 
 def cmd_repos_list(ctx: Context) -> int:
@@ -252,7 +272,14 @@ def cmd_update(ctx: Context) -> int:
         log = f" (log: {event.log})" if event.log and event.stage == "failed" else ""
         print(f"{event.repo}: {event.stage}{version}{message}{log}", flush=True)
 
-    request = p.Update(names=tuple(args.names), force=args.force, wait=not args.no_wait)
+    if args.versions and len(args.names) != 1:
+        raise Usage("--version goes with the NAME of one repository")
+    request = p.Update(
+        names=tuple(args.names),
+        force=args.force,
+        wait=not args.no_wait,
+        versions=tuple(args.versions),
+    )
     report = ctx.call(request, p.UpdateReport, progress=show, long=True)
     if ctx.json:
         print(to_json(report, indent=0))
@@ -265,7 +292,7 @@ def cmd_update(ctx: Context) -> int:
             elif result.outcome == "failed":
                 line = f"FAILED: {result.error}" + (f" (log: {result.log})" if result.log else "")
             else:
-                line = result.outcome
+                line = result.outcome + (f": {result.message}" if result.message else "")
             out(f"{result.repo}: {line}")
     return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
 
@@ -527,7 +554,20 @@ def _name(metavar: str, help: str | None = None) -> Configure:
 
 def _update(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
-    sub.add_argument("--force", action="store_true", help="rebuild published versions too")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild the newest version even if published: identical bytes change nothing, "
+        "other bytes are refused (a published file never changes)",
+    )
+    sub.add_argument(
+        "--version",
+        dest="versions",
+        metavar="VERSION",
+        action="append",
+        default=[],
+        help="build this version of NAME (repeatable), even one removed from the index",
+    )
     sub.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
     sub.add_argument(
         "--wait", action="store_false", dest="no_wait", help="show progress until done (default)"
@@ -616,7 +656,7 @@ COMMANDS: dict[str, Command | Group] = {
 # Options that take a value: what follows them is not a command word.
 _VALUE_OPTIONS = frozenset(
     {"--socket", "--runtime-dir", "-c", "--config", "--timeout", "--since", "--publish-to"}
-    | {"--scope", "--reason", "--file", "-n", "--lines"}
+    | {"--scope", "--reason", "--file", "-n", "--lines", "--version"}
 )
 
 

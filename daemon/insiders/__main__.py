@@ -97,10 +97,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 2
     except* OSError as group:
         # Typically the port is taken or a directory is not writable: say which, no traceback.
-        for failure in group.exceptions:
+        for failure in leaves(group):
             log.critical("cannot start: %s", failure)
         status = 1
+    except* Exception as group:
+        # A failure of the daemon's own core: name the real cause, not the nursery that held it.
+        for failure in leaves(group):
+            log.critical(
+                "insidersd stopped: %s: %s", type(failure).__name__, failure, exc_info=failure
+            )
+        status = 1
     return status
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The innermost exceptions of a (nested) exception group."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ class Daemon:
         repos: Repos,
     ) -> None:
         self.settings = settings
+        # What the listeners and directories were made from: a reload cannot change those.
+        self.started_settings = settings
+        self.restart_needed: tuple[str, ...] = ()
         self.dirs = dirs
         self.load = load
         self.store = store
@@ -109,10 +112,15 @@ class Daemon:
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return
-        if (new.server, new.paths) != (self.settings.server, self.settings.paths):
-            log.warning("reload: [server] and [paths] changes take effect at the next restart")
+        self.restart_needed = restart_needed(self.started_settings, new)
+        if self.restart_needed:
+            log.warning(
+                "reload: %s changed, takes effect at restart", ", ".join(self.restart_needed)
+            )
         old_upstream = self.upstream
-        self.settings = self.index.settings = self.watcher.settings = new
+        self.settings = self.index.settings = new
+        if changed := self.watcher.apply_settings(new):
+            log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
         self.upstream = self.index.upstream = upstream
         set_level(new.log_level)
         await old_upstream.aclose()
@@ -132,6 +140,19 @@ class Daemon:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
         return "; ".join(parts)
+
+
+def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
+    """The [server] and [paths] keys that differ: listeners and directories are made at start."""
+    changed = []
+    for section in ("server", "paths"):
+        old, fresh = getattr(running, section), getattr(new, section)
+        changed += [
+            f"{section}.{name.replace('_', '-')}"
+            for name in old.__struct_fields__
+            if getattr(old, name) != getattr(fresh, name)
+        ]
+    return tuple(changed)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
