@@ -17,6 +17,7 @@ from insiders.control import serve_control
 from . import __version__
 from .config import ConfigError, Directories, Settings
 from .index import graceful
+from .index.hooks import Hooks
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
@@ -25,6 +26,7 @@ from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import Tokens
 from .upstream import Upstream, UpstreamLoop, choose_upstream
+from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,18 @@ class Daemon:
             upstream=upstream,
             settings=settings,
             fallback=create_web_app(store, describe_upstream(upstream)),  # type: ignore[arg-type]
+        )
+        self.index.hooks = Hooks(
+            repos=repos.all,
+            trigger=lambda found: self.watcher.schedule(found, force=False),
+            secret=self.webhook_secret,
+            github_url=lambda: self.settings.watcher.github_url,
+        )
+
+    async def webhook_secret(self) -> str | None:
+        setting = self.settings.watcher.webhook_secret_file
+        return await trio.to_thread.run_sync(
+            read_secret, "webhook-secret", setting, self.dirs.credentials
         )
 
     def own_index_url(self) -> str | None:
