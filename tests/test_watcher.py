@@ -83,7 +83,7 @@ def files_of(daemon: Daemon, project: str) -> dict[str, str]:
         response = client.get(
             f"/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
         )
-    if response.status_code == 404:
+    if response.status_code != 200:  # not hosted: 404, or a redirect to the upstream
         return {}
     return {f["filename"]: f["hashes"]["sha256"] for f in response.json()["files"]}
 

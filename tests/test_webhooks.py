@@ -97,9 +97,7 @@ def sign(body: bytes, secret: str = SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def post(
-    daemon: Daemon, host: str, payload: object, headers: dict[str, str]
-) -> httpx.Response:
+def post(daemon: Daemon, host: str, payload: object, headers: dict[str, str]) -> httpx.Response:
     body = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
     with daemon.client() as client:
         return client.post(
