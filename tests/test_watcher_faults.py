@@ -286,3 +286,17 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
         release.write_text("go")
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
+
+
+def test_a_failure_of_the_core_names_its_real_cause(tmp_path: Path) -> None:
+    """The build scratch directory is the daemon's own: a file in its place stops the start, and
+    the log says what is wrong where, not which nursery held the error."""
+    scratch = tmp_path / "cache" / "insiders" / "builds"
+    scratch.parent.mkdir(parents=True)
+    scratch.write_text("not a directory")
+    daemon = Daemon(tmp_path, ["--upstream-mode", "none"]).start(wait=False)
+    assert daemon.proc is not None
+    assert daemon.proc.wait(timeout=30) == 1
+    log = daemon.log()
+    assert f"cannot start: [Errno 20] Not a directory: '{scratch}'" in log
+    assert "Exceptions from Trio nursery" not in log
