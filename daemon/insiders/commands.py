@@ -374,7 +374,9 @@ class Commands:
                 ", ".join(request.versions),
             )
         if not request.wait:
-            watcher.schedule(repos, force=request.force, versions=request.versions)
+            # `versions` only when asked for: a watcher of the older shape keeps working.
+            extra = {"versions": request.versions} if request.versions else {}
+            watcher.schedule(repos, force=request.force, **extra)
             queued = tuple(p.RepoOutcome(repo=r.dist, outcome="queued") for r in repos)
             return p.UpdateReport(results=queued, queued=True)
 
@@ -391,10 +393,9 @@ class Commands:
 
         async def run_check() -> None:
             async with events_in:
+                extra = {"versions": request.versions} if request.versions else {}
                 outcomes.extend(
-                    await watcher.check(
-                        repos, force=request.force, progress=progress, versions=request.versions
-                    )
+                    await watcher.check(repos, force=request.force, progress=progress, **extra)
                 )
 
         async with trio.open_nursery() as nursery:
