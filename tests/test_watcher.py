@@ -100,7 +100,8 @@ def logged_pid(log: Path, label: str = "BACKEND PID", wait: float = 120) -> int:
 
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
     """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\n")
+    # Paused until the first update is done, so that update (not a periodic check) builds 1.0.0.
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n")
     try:
         repo = git_project(tmp_path / "src", "hello-insiders")
         tag_release(repo, "0.9.0")
@@ -114,6 +115,7 @@ def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
         with daemon.client() as client:
             assert "0.9.0" not in client.get("/simple/hello-insiders/").text
 
+        ctl(daemon, "watcher", "start")
         tag_release(repo, "1.1.0")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
