@@ -105,6 +105,27 @@ def test_a_log_directory_that_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> N
         daemon.stop()
 
 
+def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """The issue's own reproduction: every build fails, and the daemon keeps serving."""
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
+    try:
+        two_repos(tmp_path, daemon)
+        (daemon.data_dir / "logs").write_text("not a directory")
+        with index_answers(daemon) as problems:
+            outcomes = update(daemon)
+        assert problems == []
+        for name in ("good", "victim"):
+            assert outcomes[name]["error"].startswith("internal error: NotADirectoryError:")
+            assert recorded_error(daemon, name) == outcomes[name]["error"]
+        still_running(daemon)
+        # The file gone, the same daemon builds both.
+        (daemon.data_dir / "logs").unlink()
+        outcomes = update(daemon)
+        assert {o["outcome"] for o in outcomes.values()} == {"published"}
+    finally:
+        daemon.stop()
+
+
 EXPLODING_SDIST = """\
 [build-system]
 requires = ["hatchling"]

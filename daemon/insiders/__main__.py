@@ -89,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import run
 
     status = 0
+    ready: list[bool] = []
     try:
-        trio.run(run, settings, dirs, partial(settings_from, args))
+        trio.run(run, settings, dirs, partial(settings_from, args), partial(ready.append, True))
     except* UpstreamLoop as group:
         for loop in group.exceptions:
             log.error("%s", loop)
@@ -98,7 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except* OSError as group:
         # Typically the port is taken or a directory is not writable: say which, no traceback.
         for failure in leaves(group):
-            log.critical("cannot start: %s", failure)
+            if ready:
+                log.critical("insidersd stopped: %s", failure, exc_info=failure)
+            else:
+                log.critical("cannot start: %s", failure)
         status = 1
     except* Exception as group:
         # A failure of the daemon's own core: name the real cause, not the nursery that held it.

@@ -191,7 +191,12 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
         notifier.status(daemon.status_line())
 
 
-async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings]) -> None:
+async def run(
+    settings: Settings,
+    dirs: Directories,
+    load: Callable[[], Settings],
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
     notifier = Notifier()
     inherited = listen_fds()
     graceful.install()
@@ -238,6 +243,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             )
             # Ready only now: the store, the control socket and the HTTP listener are all up.
             notifier.ready(daemon.status_line())
+            on_ready()
             nursery.start_soon(keep_status, daemon, notifier)
             async for signum in signals:
                 if signum == signal.SIGHUP:
