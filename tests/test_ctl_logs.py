@@ -69,7 +69,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 def test_priority_component_and_json(daemon: Daemon) -> None:
     everything = ctl(daemon, "logs", "-n", "all").stdout
     assert "insiders.control: control socket" in everything
-    assert "ERROR   insiders.watcher.watcher: nobackend:" in everything
+    assert "ERROR   insiders.watcher.watcher: nobackend 1.0:" in everything
 
     errors = ctl(daemon, "logs", "-p", "err", "-n", "all").stdout.splitlines()
     assert errors
@@ -79,7 +79,7 @@ def test_priority_component_and_json(daemon: Daemon) -> None:
     assert ctl(daemon, "logs", "-p", "info..info", "-n", "all").stdout.count(" ERROR ") == 0
 
     watcher = ctl(daemon, "watcher", "logs", "-n", "all").stdout
-    assert "insiders.watcher.watcher: nobackend:" in watcher
+    assert "insiders.watcher.watcher: nobackend 1.0:" in watcher
     assert "insiders.control" not in watcher
     server = ctl(daemon, "server", "logs", "-n", "all").stdout
     assert "serving on" in server
@@ -96,7 +96,7 @@ def test_priority_component_and_json(daemon: Daemon) -> None:
     ]
     assert (error["priority"], error["level"]) == (3, "ERROR")
     assert error["logger"] == "insiders.watcher.watcher"
-    assert error["message"].startswith("nobackend: v1.0: python -m build failed")
+    assert error["message"].startswith("nobackend 1.0: python -m build failed")
     assert abs(error["time"] - time.time()) < 3600
 
 
@@ -205,9 +205,9 @@ def test_repos_list_names_a_failures_log_once(daemon: Daemon) -> None:
     log = daemon.data_dir / "logs" / "nobackend" / "1.0.log"
     for command in (["repos", "list"], ["status"]):
         text = ctl(daemon, *command).stdout
-        [line] = [line for line in text.splitlines() if line.startswith("nobackend: ")]
+        [line] = [line for line in text.splitlines() if line.startswith("nobackend 1.0: ")]
         assert "python -m build failed (exit status 1)" in line
-        assert line.endswith(f" (log: {log})")
+        assert f" (log: {log})" in line
         assert line.count(str(log)) == 1
 
 

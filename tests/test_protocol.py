@@ -222,6 +222,7 @@ def test_json_output_is_the_protocols_field_names() -> None:
         "socket",
         "watcher",
         "repos",
+        "restart_needed",
     ]
     repo = msgspec.json.decode(to_json(p.RepoInfo(name="d", source="o/r", kind="github")))
     assert set(repo) >= {"name", "source", "last_check", "last_published", "last_error", "log"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import re
 import subprocess
 import threading
 import time
@@ -76,9 +77,31 @@ def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> st
     return installed_version(target, requirement.split("=")[0].replace("-", "_"))
 
 
+def files_of(daemon: Daemon, project: str) -> dict[str, str]:
+    """{filename: sha256} as the index lists them (PEP 691)."""
+    with daemon.client() as client:
+        response = client.get(
+            f"/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+    if response.status_code != 200:  # not hosted: 404, or a redirect to the upstream
+        return {}
+    return {f["filename"]: f["hashes"]["sha256"] for f in response.json()["files"]}
+
+
+def logged_pid(log: Path, label: str = "BACKEND PID", wait: float = 120) -> int:
+    """The pid a test build backend printed into its build log (it may write nowhere else)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if log.exists() and (match := re.search(rf"{label} (\d+)", log.read_text())):
+            return int(match.group(1))
+        time.sleep(0.2)
+    raise AssertionError(f"no {label} in {log}")
+
+
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
     """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\n")
+    # Paused until the first update is done, so that update (not a periodic check) builds 1.0.0.
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n")
     try:
         repo = git_project(tmp_path / "src", "hello-insiders")
         tag_release(repo, "0.9.0")
@@ -92,6 +115,7 @@ def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
         with daemon.client() as client:
             assert "0.9.0" not in client.get("/simple/hello-insiders/").text
 
+        ctl(daemon, "watcher", "start")
         tag_release(repo, "1.1.0")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -134,10 +158,14 @@ def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> N
         for version in ("1.0", "1.1", "2.0rc1"):
             tag_release(repo, version)
         ctl(daemon, "repos", "add", "--all", f"{repo}:many")
-        assert "published 1.0, 1.1, 2.0rc1" in ctl(daemon, "update", "--wait").stdout
+        # Newest first: the version a sponsor wants most lands first.
+        assert "published 2.0rc1, 1.1, 1.0" in ctl(daemon, "update", "--wait").stdout
         assert "up to date" in ctl(daemon, "update", "--wait").stdout.replace("-", " ")
+        before = files_of(daemon, "many")
+        # --force rebuilds the newest version: the same bytes again, so nothing changes.
         forced = ctl(daemon, "update", "--wait", "--force", "many")
-        assert "published 2.0rc1" in forced.stdout
+        assert "rebuilt 2.0rc1: identical bytes, nothing changed" in forced.stdout
+        assert files_of(daemon, "many") == before
     finally:
         daemon.stop()
 
@@ -166,7 +194,7 @@ version = "0.0.0"
 
 
 def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: Daemon) -> None:
-    config = "[watcher]\nenabled = false\nbuild-timeout = 20.0\nmax-builds = 4\n"
+    config = "[watcher]\nenabled = false\nbuild-timeout = 40.0\nmax-builds = 4\n"
     daemon = start(tmp_path / "d", wheelhouse, config)
     src = tmp_path / "src"
     try:
@@ -175,10 +203,8 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
         broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
         tag_release(broken, "1.0")
         slow = git_project(src, "slow", pyproject=SLOW_BUILD)
-        pid_file = tmp_path / "slow-backend.pid"
         (slow / "backend.py").write_text(
-            f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-            "time.sleep(600)\n"
+            "import os, time\nprint('BACKEND PID', os.getpid(), flush=True)\ntime.sleep(600)\n"
         )
         tag_release(slow, "1.0")
         misnamed = git_project(src, "misnamed")
@@ -196,20 +222,20 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
         outcomes = {o["repo"]: o for o in json.loads(result.stdout.splitlines()[-1])["results"]}
         assert outcomes["good"]["outcome"] == "published"
         assert "python -m build failed" in outcomes["broken"]["error"]
-        assert "longer than 20 s" in outcomes["slow"]["error"]
+        assert "longer than 40 s" in outcomes["slow"]["error"]
         assert "configured for 'expected-name'" in outcomes["expected-name"]["error"]
         assert "git ls-remote failed" in outcomes["gone"]["error"]
         for name in ("broken", "slow", "expected-name"):
             assert Path(outcomes[name]["log"]).exists()
         assert "not a valid requirement" in Path(outcomes["broken"]["log"]).read_text()
         # The failed timeout build left no process behind.
-        assert gone(int(pid_file.read_text()))
+        assert gone(logged_pid(Path(outcomes["slow"]["log"])))
         # The index kept serving, and repos list says what went wrong where.
         assert installed(daemon, tmp_path / "t", "good") == "1.0"
         listing = {
             r["name"]: r for r in json.loads(ctl(daemon, "repos", "list", "--json").stdout)["repos"]
         }
-        assert "longer than 20 s" in listing["slow"]["last_error"]
+        assert "longer than 40 s" in listing["slow"]["last_error"]
         assert listing["good"]["last_error"] is None
     finally:
         daemon.stop()
@@ -306,28 +332,27 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    flag = tmp_path / "first-build-started"
+    # The build may read outside its scratch directory, not write: the test says when to go on.
+    flag = tmp_path / "builds-may-finish"
     repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
     (repo / "backend.py").write_text(
         "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
         f"if not os.path.exists({str(flag)!r}):\n"
-        f"    open({str(flag)!r}, 'w').write(str(os.getpid()))\n    time.sleep(600)\n"
+        "    print('BACKEND PID', os.getpid(), flush=True)\n    time.sleep(600)\n"
     )
     tag_release(repo, "1.0")
     try:
         ctl(daemon, "repos", "add", f"{repo}:interrupted")
         ctl(daemon, "update", "--no-wait")
-        deadline = time.monotonic() + 60
-        while not (flag.exists() and flag.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        backend = int(flag.read_text())
+        backend = logged_pid(daemon.data_dir / "logs" / "interrupted" / "1.0.log")
         assert Path(f"/proc/{backend}").exists()
         assert daemon.stop() == 0  # SIGTERM: graceful, exit status 0
-        # The build's whole process group is gone, down to the backend its frontend started.
+        # The build's whole process tree is gone, down to the backend its frontend started.
         assert gone(backend)
         repos = json.loads((daemon.data_dir / "repos.json").read_text())["repos"]
         assert "interrupted" in repos[0]["state"]["last_error"]
 
+        flag.write_text("go")
         daemon.start()
         assert "published 1.0" in ctl(daemon, "update", "--wait").stdout
     finally:

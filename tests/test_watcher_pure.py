@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import hmac
+import io
+import tarfile
+from pathlib import Path
+
+import msgspec
 import pytest
 from packaging.version import Version
 
+from insiders.__main__ import leaves
+from insiders.app import restart_needed
+from insiders.config import Settings
+from insiders.index.hooks import Refusal as HookRefusal
+from insiders.index.hooks import location_key, parse_event, signature_ok
 from insiders.watcher.git import redact
+from insiders.watcher.reproducible import normalize_sdist
 from insiders.watcher.tags import parse_ls_remote, tag_version, to_build, version_tags
 from insiders.watcher.watcher import MAX_BACKOFF, backoff
 
@@ -93,3 +107,104 @@ def test_backoff(failures: int, expected: float) -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text, "ghp_abc") == expected
+
+
+# -- push triggers (insiders.index.hooks) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://github.com/Owner/Repo.git", "github.com/owner/repo"),
+        ("git@github.com:Owner/Repo.git", "github.com/owner/repo"),
+        ("ssh://git@gitlab.example:2222/team/sub/lib.git", "gitlab.example/team/sub/lib"),
+        ("https://user@gitea.example/org/tool/", "gitea.example/org/tool"),
+        ("/srv/git/lib.git", ""),
+        ("https://host.example/", ""),
+    ],
+)
+def test_location_key(url: str, key: str) -> None:
+    assert location_key(url) == key
+
+
+def test_signatures() -> None:
+    body = b'{"ref": "refs/tags/v1.0"}'
+    good = "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert signature_ok("github", {"x-hub-signature-256": good}, body, "k")
+    assert not signature_ok("github", {"x-hub-signature-256": good}, body + b" ", "k")
+    assert not signature_ok("github", {}, body, "k")
+    assert not signature_ok("github", {"x-hub-signature-256": good.upper()}, body, "k")
+    assert signature_ok("gitea", {"x-gitea-signature": good.removeprefix("sha256=")}, body, "k")
+    assert signature_ok("gitlab", {"x-gitlab-token": "k"}, body, "k")
+    assert not signature_ok("gitlab", {"x-gitlab-token": "K"}, body, "k")
+    # GitLab's token is the secret itself; a GitHub signature header is not accepted for it.
+    assert not signature_ok("gitlab", {"x-hub-signature-256": good}, body, "k")
+
+
+def test_events() -> None:
+    ping = parse_event("github", {"x-github-event": "ping"}, {"zen": "z"})
+    assert ping.kind == "ping"
+    branch = {"ref": "refs/heads/main", "repository": {"full_name": "o/r"}}
+    assert parse_event("github", {"x-github-event": "push"}, branch).kind == "other"
+    tag = {"ref": "refs/tags/v1", "repository": {"full_name": "O/R", "clone_url": "https://h/O/R"}}
+    event = parse_event("github", {"x-github-event": "push"}, tag)
+    assert event.kind == "tag"
+    assert event.locations == {"github:o/r", "h/o/r"}
+    create = {"ref": "v1", "ref_type": "tag", "repository": {"full_name": "o/r"}}
+    assert parse_event("gitea", {"x-gitea-event": "create"}, create).kind == "tag"
+    gitlab = {"object_kind": "tag_push", "project": {"git_http_url": "https://gl/t/l.git"}}
+    assert parse_event("gitlab", {}, gitlab).locations == {"gl/t/l"}
+    with pytest.raises(HookRefusal):
+        parse_event("github", {}, [1, 2])
+
+
+# -- reproducible sdists ------------------------------------------------------------------------
+
+
+def _tar_gz(tmp_path: Path, name: str, mtime: int, gzip_mtime: int) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for member_name, data in (("p-1.0/PKG-INFO", b"Name: p\n"), ("p-1.0/a.py", b"x = 1\n")):
+            info = tarfile.TarInfo(member_name)
+            info.size, info.mtime = len(data), mtime
+            info.pax_headers = {"mtime": f"{mtime}.123"}
+            archive.addfile(info, io.BytesIO(data))
+    path = tmp_path / name / "p-1.0.tar.gz"
+    path.parent.mkdir()
+    with path.open("wb") as file, gzip.GzipFile(fileobj=file, mode="wb", mtime=gzip_mtime) as gz:
+        gz.write(raw.getvalue())
+    return path
+
+
+def test_normalize_sdist_gives_the_same_bytes_for_other_build_times(tmp_path: Path) -> None:
+    epoch = 1_700_000_000
+    first = _tar_gz(tmp_path, "a", epoch + 100, epoch + 100)
+    second = _tar_gz(tmp_path, "b", epoch + 900, epoch + 950)
+    assert first.read_bytes() != second.read_bytes()
+    assert normalize_sdist(first, epoch)
+    assert normalize_sdist(second, epoch)
+    assert first.read_bytes() == second.read_bytes()
+    assert not normalize_sdist(first, epoch)  # already clamped: left as it is
+    with tarfile.open(first) as archive:
+        assert {m.mtime for m in archive.getmembers()} == {epoch}
+        assert archive.extractfile("p-1.0/a.py").read() == b"x = 1\n"  # type: ignore[union-attr]
+
+
+# -- the daemon's own failures, and reload -----------------------------------------------------
+
+
+def test_leaves_names_the_innermost_exceptions() -> None:
+    inner = ValueError("the real cause")
+    group = ExceptionGroup("outer", [ExceptionGroup("nursery", [inner]), KeyError("k")])
+    assert leaves(group) == [inner, group.exceptions[1]]
+    assert leaves(inner) == [inner]
+
+
+def test_restart_needed_names_the_keys() -> None:
+    running = Settings()
+    new = msgspec.toml.decode(
+        b'[server]\nport = 1\n[paths]\ndata-dir = "/x"\n[watcher]\ninterval = 5.0\n',
+        type=Settings,
+    )
+    assert restart_needed(running, new) == ("server.port", "paths.data-dir")
+    assert restart_needed(running, Settings()) == ()

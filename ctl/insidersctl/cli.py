@@ -119,6 +119,10 @@ def cmd_status(ctx: Context) -> int:
         ("watcher", _watcher_line(report.watcher, report.now)),
         ("repos", f"{len(report.repos)} watched" if report.repos else "none watched"),
     ]
+    if report.restart_needed:
+        rows.append(
+            ("config", f"{', '.join(report.restart_needed)} changed, takes effect at restart")
+        )
     out(table(("", ""), rows).split("\n", 1)[1])
     if report.repos:
         out(_repo_table(report.repos, report.now, indent="  "))
@@ -229,7 +233,7 @@ def _repo_table(repos: Sequence[p.RepoInfo], now: float, indent: str = "") -> st
             ago(r.last_check, now),
             r.newest_tag or "-",
             r.last_published or "-",
-            "failing" if r.last_error else "ok" if r.last_check else "-",
+            _repo_state(r),
         )
         for r in repos
     ]
@@ -237,12 +241,29 @@ def _repo_table(repos: Sequence[p.RepoInfo], now: float, indent: str = "") -> st
     return table(headers, rows, indent)
 
 
+def _repo_state(r: p.RepoInfo) -> str:
+    if r.last_error or any(v.status == "failed" for v in r.version_states):
+        return "failing"
+    if r.last_check and not r.newest_tag:
+        return "no version tag"
+    return "ok" if r.last_check else "-"
+
+
 def _repo_errors(repos: Sequence[p.RepoInfo], now: float) -> None:
     for r in repos:
-        if r.last_error:
+        failed = [v for v in r.version_states if v.status == "failed"]
+        if r.last_error and not failed:
             where = f" (log: {r.log})" if r.log else ""
             error = without_log(r.last_error, r.log)
             out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {error}{where}")
+        for v in failed:
+            where = f" (log: {v.log})" if v.log else ""
+            retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
+            message = without_log(v.message or "", v.log)
+            out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {message}{where}{retry}")
+        if r.last_check and not r.newest_tag:
+            seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
+            out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
 
 
 def cmd_repos_list(ctx: Context) -> int:
@@ -299,7 +320,14 @@ def cmd_repos_remove(ctx: Context) -> int:
 
 def cmd_update(ctx: Context) -> int:
     args = ctx.args
-    request = p.Update(names=tuple(args.names), force=args.force, wait=not args.no_wait)
+    if args.versions and len(args.names) != 1:
+        raise Usage("--version goes with the NAME of one repository")
+    request = p.Update(
+        names=tuple(args.names),
+        force=args.force,
+        wait=not args.no_wait,
+        versions=tuple(args.versions),
+    )
     if ctx.json:
 
         def show(event: p.Progress) -> None:
@@ -402,6 +430,8 @@ def cmd_reload(ctx: Context) -> int:
         ctx.emit(reply)
     else:
         note("insidersd reloaded its configuration")
+        if reply.restart_needed:
+            note(f"changed, takes effect at restart: {', '.join(reply.restart_needed)}")
     return EXIT_OK
 
 
@@ -644,7 +674,20 @@ def _name(metavar: str, help: str | None = None, complete: str | None = None) ->
 def _update(sub: argparse.ArgumentParser) -> None:
     names = sub.add_argument("names", metavar="NAME", nargs="*", help="repositories (default: all)")
     completes(names, "repos")
-    sub.add_argument("--force", action="store_true", help="rebuild published versions too")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild the newest version even if published: identical bytes change nothing, "
+        "other bytes are refused (a published file never changes)",
+    )
+    sub.add_argument(
+        "--version",
+        dest="versions",
+        metavar="VERSION",
+        action="append",
+        default=[],
+        help="build this version of NAME (repeatable), even one removed from the index",
+    )
     wait = sub.add_mutually_exclusive_group()
     wait.add_argument("--no-wait", action="store_true", help="queue the check and return at once")
     wait.add_argument(
@@ -818,6 +861,7 @@ COMMANDS: dict[str, Command | Group] = {
 _VALUE_OPTIONS = frozenset(
     {"--socket", "--runtime-dir", "-c", "--config", "--timeout", "--since", "--publish-to"}
     | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
+    | {"--version"}
 )
 
 

@@ -39,7 +39,8 @@ def result_line(result: p.RepoOutcome) -> str:
     if result.outcome == "failed":
         error = without_log(result.error or "", result.log)
         return f"{result.repo}: FAILED: {error}" + (f" (log: {result.log})" if result.log else "")
-    return f"{result.repo}: {result.outcome}"
+    message = f": {result.message}" if result.message else ""
+    return f"{result.repo}: {result.outcome}{message}"
 
 
 def summary(report: p.UpdateReport, seconds: float, term: Terminal) -> str:
@@ -131,6 +132,8 @@ class LiveView:
             elif result.outcome == "failed":
                 row.log = result.log or row.log
                 row.message = without_log(result.error or row.message, row.log)
+            elif result.message:
+                row.message = result.message
             if row.ended is None:
                 row.ended = self.now()
         self.draw(final=True)  # every repository, once: it is not redrawn after

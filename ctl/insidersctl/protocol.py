@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 1  # 1: reload
+PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -170,8 +170,10 @@ class RemoveRepo(Request, frozen=True, tag="repos-remove"):
 
 class Update(Request, frozen=True, tag="update"):
     names: tuple[str, ...] = ()  # none: every repository
-    force: bool = False  # rebuild versions that are published already
+    force: bool = False  # rebuild the newest version even if published (identical bytes: no-op)
     wait: bool = True  # stream progress and report; False: queue the check and reply at once
+    # Build exactly these versions (with one NAME): how a removed version is brought back.
+    versions: tuple[str, ...] = ()
 
 
 class WatcherControl(Request, frozen=True, tag="watcher"):
@@ -234,6 +236,16 @@ class _Part(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
+class VersionInfo(_Part, frozen=True):
+    version: str
+    status: str  # published, failed, removed, skipped
+    at: float | None = None
+    message: str | None = None  # why it failed
+    log: str | None = None  # its build log
+    attempts: int = 0  # failed attempts in a row
+    retry_at: float | None = None  # when the periodic check tries a failed version again
+
+
 class RepoInfo(_Part, frozen=True):
     name: str  # the distribution name: what `repos remove` and `update` take
     source: str  # OWNER/REPO, the URL, or the path
@@ -250,6 +262,10 @@ class RepoInfo(_Part, frozen=True):
     last_error: str | None = None
     last_error_at: float | None = None
     log: str | None = None  # the log of the last build or failure
+    # What happened to each version the watcher knows of: published, failed, removed, skipped.
+    version_states: tuple[VersionInfo, ...] = ()
+    tags_seen: int = 0  # tags found by the last listing
+    ignored_tags: tuple[str, ...] = ()  # when none of them names a version: the first few
 
 
 class WatcherInfo(_Part, frozen=True):
@@ -287,13 +303,22 @@ class FileInfo(_Part, frozen=True):
     yanked_reason: str | None = None
 
 
+class VersionFailure(_Part, frozen=True):
+    version: str
+    error: str  # never carries the log path: that is `log`
+    log: str | None = None
+    attempts: int = 1
+
+
 class RepoOutcome(_Part, frozen=True):
     repo: str
-    # published, up-to-date, failed, queued
+    # published, up-to-date, failed, queued, no-version-tag
     outcome: str
     versions: tuple[str, ...] = ()  # the versions published
-    error: str | None = None
+    error: str | None = None  # the check's error, or the newest failed version's; no log path
     log: str | None = None
+    failures: tuple[VersionFailure, ...] = ()  # every version that failed in this check
+    message: str | None = None  # e.g. why there is nothing to build
 
 
 # Replies -------------------------------------------------------------------------------------
@@ -313,6 +338,8 @@ class StatusReport(Reply, frozen=True, tag="status"):
     socket: str = ""
     watcher: WatcherInfo = WatcherInfo()
     repos: tuple[RepoInfo, ...] = ()
+    # Settings a reload read but cannot apply to the running daemon ("server.port", ...).
+    restart_needed: tuple[str, ...] = ()
 
 
 class ServerReport(Reply, frozen=True, tag="server-status"):
@@ -361,7 +388,8 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
 
 
 class Reloaded(Reply, frozen=True, tag="reloaded"):
-    pass
+    # Settings the new file changes that only a restart applies ([server], [paths]).
+    restart_needed: tuple[str, ...] = ()
 
 
 class TokenList(Reply, frozen=True, tag="tokens"):

@@ -72,28 +72,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import run
 
     status = 0
+    ready: list[bool] = []
     # The whole run goes to the log file, the failures to start included.
     with _log_file(dirs):
         try:
-            trio.run(run, settings, dirs, partial(settings_from, args))
+            trio.run(run, settings, dirs, partial(settings_from, args), partial(ready.append, True))
         except* UpstreamLoop as group:
-            for loop in _leaves(group):
+            for loop in leaves(group):
                 log.error("%s", loop)
             status = 2
         except* OSError as group:
             # Typically the port is taken or a directory is not writable: say which, no traceback.
-            for failure in _leaves(group):
-                log.critical("cannot start: %s", failure)
+            for failure in leaves(group):
+                if ready:
+                    log.critical("insidersd stopped: %s", failure, exc_info=failure)
+                else:
+                    log.critical("cannot start: %s", failure)
+            status = 1
+        except* Exception as group:
+            # A failure of the daemon's own core: name the real cause, not the nursery that held it.
+            for failure in leaves(group):
+                log.critical(
+                    "insidersd stopped: %s: %s", type(failure).__name__, failure, exc_info=failure
+                )
             status = 1
     return status
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions themselves, out of the nurseries' groups nested around them."""
-    leaves: list[BaseException] = []
-    for error in group.exceptions:
-        leaves += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
-    return leaves
+def leaves(error: BaseException) -> list[BaseException]:
+    """The innermost exceptions of a (nested) exception group."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 def _log_file(dirs: Directories) -> ExitStack:

@@ -18,6 +18,7 @@ from .config import ConfigError, Directories, Settings
 from .index import graceful, ui
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
+from .index.hooks import Hooks
 from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
@@ -28,6 +29,7 @@ from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import Tokens
 from .upstream import Upstream, UpstreamLoop, choose_upstream
+from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,9 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.notifier = notifier or Notifier()
+        # What the listeners and directories were made from: a reload cannot change those.
+        self.started_settings = settings
+        self.restart_needed: tuple[str, ...] = ()
         self.dirs = dirs
         self.load = load
         self.store = store
@@ -99,6 +104,12 @@ class Daemon:
             settings=settings,
             fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
         )
+        self.index.hooks = Hooks(
+            repos=repos.all,
+            trigger=lambda found: self.watcher.schedule(found, force=False),
+            secret=self.webhook_secret,
+            github_url=lambda: self.settings.watcher.github_url,
+        )
 
     def public_url(self) -> str:
         """The URL clients reach the index at (server.public-url, else where it listens)."""
@@ -115,6 +126,12 @@ class Daemon:
             upstream_mode=self.upstream.mode,
             upstream_url=self.upstream.url,
             upstream_ttl=self.settings.upstream.cache_ttl,
+        )
+
+    async def webhook_secret(self) -> str | None:
+        setting = self.settings.watcher.webhook_secret_file
+        return await trio.to_thread.run_sync(
+            read_secret, "webhook-secret", setting, self.dirs.credentials
         )
 
     def own_index_url(self) -> str | None:
@@ -147,10 +164,15 @@ class Daemon:
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return str(error)
-        if (new.server, new.paths) != (self.settings.server, self.settings.paths):
-            log.warning("reload: [server] and [paths] changes take effect at the next restart")
+        self.restart_needed = restart_needed(self.started_settings, new)
+        if self.restart_needed:
+            log.warning(
+                "reload: %s changed, takes effect at restart", ", ".join(self.restart_needed)
+            )
         old_upstream = self.upstream
-        self.settings = self.index.settings = self.watcher.settings = new
+        self.settings = self.index.settings = new
+        if changed := self.watcher.apply_settings(new):
+            log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
         self.upstream = self.index.upstream = upstream
         set_level(new.log_level)
         await old_upstream.aclose()
@@ -171,6 +193,19 @@ class Daemon:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
         return "; ".join(parts)
+
+
+def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
+    """The [server] and [paths] keys that differ: listeners and directories are made at start."""
+    changed = []
+    for section in ("server", "paths"):
+        old, fresh = getattr(running, section), getattr(new, section)
+        changed += [
+            f"{section}.{name.replace('_', '-')}"
+            for name in old.__struct_fields__
+            if getattr(old, name) != getattr(fresh, name)
+        ]
+    return tuple(changed)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -195,7 +230,12 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
         notifier.status(daemon.status_line())
 
 
-async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings]) -> None:
+async def run(
+    settings: Settings,
+    dirs: Directories,
+    load: Callable[[], Settings],
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
     notifier = Notifier()
     inherited = listen_fds()
     graceful.install()
@@ -250,6 +290,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             )
             # Ready only now: the store, the control socket and the HTTP listener are all up.
             notifier.ready(daemon.status_line())
+            on_ready()
             nursery.start_soon(keep_status, daemon, notifier)
             async for signum in signals:
                 if signum == signal.SIGHUP:

@@ -22,8 +22,17 @@ import trio
 
 from insiders import __version__
 from insiders.logs import stderr_is_journal
-from insiders.names import is_valid_name, normalize, parse_version
-from insiders.repos import Repo, RepoError, Repos, SpecError, make_repo, parse_spec, resolve_dist
+from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
+from insiders.repos import (
+    Repo,
+    RepoError,
+    Repos,
+    RepoState,
+    SpecError,
+    make_repo,
+    parse_spec,
+    resolve_dist,
+)
 from insiders.store import Project, StoredFile, StoreError
 from insiders.tokens import TokenError
 from insidersctl import protocol as p
@@ -54,11 +63,16 @@ class Watcher(Protocol):
 
     def resume(self) -> None: ...
 
-    def schedule(self, repos: Sequence[Repo], *, force: bool) -> None:
+    def schedule(self, repos: Sequence[Repo], *, force: bool, versions: Sequence[str] = ()) -> None:
         """Queue a check of `repos` and return at once (`update --no-wait`)."""
 
     async def check(
-        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[p.Progress], None]
+        self,
+        repos: Sequence[Repo],
+        *,
+        force: bool,
+        progress: Callable[[p.Progress], None],
+        versions: Sequence[str] = (),
     ) -> Sequence[p.RepoOutcome]: ...
 
 
@@ -95,7 +109,37 @@ def repo_info(repo: Repo) -> p.RepoInfo:
         last_error=state.last_error,
         last_error_at=state.last_error_at,
         log=state.log,
+        version_states=version_states(state),
+        tags_seen=state.tags_seen,
+        ignored_tags=state.ignored_tags,
     )
+
+
+def version_states(state: RepoState) -> tuple[p.VersionInfo, ...]:
+    """The watcher's record of each version, newest first, with the versions it skipped."""
+    infos = [
+        p.VersionInfo(
+            version=text,
+            status=record.status,
+            at=record.at or None,
+            message=record.message,
+            log=record.log,
+            attempts=record.attempts,
+            retry_at=record.retry_at,
+        )
+        for text, record in state.versions.items()
+    ]
+    infos += [
+        p.VersionInfo(version=text, status="skipped")
+        for text in state.skipped or ()
+        if text not in state.versions
+    ]
+    return tuple(sorted(infos, key=lambda i: _version_key(i.version), reverse=True))
+
+
+def _version_key(text: str) -> tuple[int, object]:
+    parsed = parse_version(text)
+    return (1, parsed) if parsed is not None else (0, text)
 
 
 def project_info(project: Project) -> p.ProjectInfo:
@@ -208,7 +252,7 @@ class Commands:
                     raise Refusal(
                         p.REFUSED, f"reload refused, the running settings stay: {refused}"
                     )
-                return p.Reloaded()
+                return p.Reloaded(restart_needed=self.daemon.restart_needed)
             case p.ListTokens():
                 tokens = tuple(
                     p.TokenInfo(name=t.name, scope=t.scope, created=t.created)
@@ -257,6 +301,7 @@ class Commands:
             socket=str(self.socket_path),
             watcher=self.watcher_info(),
             repos=self._repo_infos(),
+            restart_needed=tuple(getattr(daemon, "restart_needed", ())),
         )
 
     def server_status(self) -> p.ServerReport:
@@ -333,8 +378,18 @@ class Commands:
             raise Refusal(
                 p.REFUSED, "no repositories are watched: add one with insidersctl repos add SPEC"
             )
+        if request.versions and len(request.names) != 1:
+            raise Refusal(p.REFUSED, "--version goes with the NAME of one repository")
+        if request.versions:
+            log.info(
+                "%s: building %s on request (insidersctl update --version)",
+                repos[0].dist,
+                ", ".join(request.versions),
+            )
         if not request.wait:
-            watcher.schedule(repos, force=request.force)
+            # `versions` only when asked for: a watcher of the older shape keeps working.
+            extra = {"versions": request.versions} if request.versions else {}
+            watcher.schedule(repos, force=request.force, **extra)
             queued = tuple(p.RepoOutcome(repo=r.dist, outcome="queued") for r in repos)
             return p.UpdateReport(results=queued, queued=True)
 
@@ -351,7 +406,10 @@ class Commands:
 
         async def run_check() -> None:
             async with events_in:
-                outcomes.extend(await watcher.check(repos, force=request.force, progress=progress))
+                extra = {"versions": request.versions} if request.versions else {}
+                outcomes.extend(
+                    await watcher.check(repos, force=request.force, progress=progress, **extra)
+                )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_check)
@@ -423,7 +481,27 @@ class Commands:
             name, version=request.version, filename=request.filename
         )
         log.info("removed from %s: %s", project.name, ", ".join(gone))
+        await self._record_removal(project, name)
         return p.Removed(project=project.name, files=tuple(gone))
+
+    async def _record_removal(self, before: Project, name: NormalizedName) -> None:
+        """A version whose last file went is recorded removed in the repository that builds it, so
+        the watcher never builds it again on its own (`update NAME --version V` brings it back)."""
+        repo = self.repos.get(name)
+        if repo is None or not repo.local:
+            return
+        after = self.daemon.store.get(name)
+        left = {f.version for f in after.files} if after else set()
+        versions = sorted({f.version for f in before.files} - left)
+        if versions:
+            await self.repos.mark_removed(name, versions)
+            log.info(
+                "%s: the watcher will not build %s again (insidersctl update %s --version V "
+                "brings a version back)",
+                repo.dist,
+                ", ".join(versions),
+                repo.dist,
+            )
 
 
 def _matching(project: Project, version: str | None, filename: str | None) -> tuple[str, ...]:

@@ -72,6 +72,9 @@ class WatcherSettings(_Section):
     github_token_file: str | None = None
     # Where OWNER/REPO points (a GitHub Enterprise server, say).
     github_url: str = "https://github.com"
+    # The shared secret of the push triggers (POST /hooks/github|gitlab|gitea), read from this
+    # file (or the systemd credential `webhook-secret`); without one they are off.
+    webhook_secret_file: str | None = None
 
 
 class TargetSettings(_Section):

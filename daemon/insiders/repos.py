@@ -299,6 +299,25 @@ def _first_line(text: str) -> str:
 # -- the registry ------------------------------------------------------------------------------
 
 
+VersionStatus = Literal["published", "failed", "removed"]
+
+
+class VersionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What happened to one version of a repository: each version lives on its own.
+
+    `failed`: the last attempt failed (`message`, `log`), and the periodic check tries again at
+    `retry_at` (backoff on `attempts`); the other versions are built meanwhile. `removed`: taken
+    off the index by `insidersctl remove`; the watcher never builds it again on its own.
+    """
+
+    status: VersionStatus
+    at: float = 0.0  # when this status was recorded
+    message: str | None = None
+    log: str | None = None
+    attempts: int = 0  # consecutive failed attempts
+    retry_at: float | None = None
+
+
 class RepoState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What the watcher learned; times are wall-clock seconds."""
 
@@ -314,6 +333,11 @@ class RepoState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # None until that first listing, so a failed first check does not count as one.
     skipped: tuple[str, ...] | None = None
     etag: str | None = None  # GitHub API conditional requests
+    # Per version (as the tag names it, PEP 440 text): failed, removed, published by the watcher.
+    versions: dict[str, VersionRecord] = msgspec.field(default_factory=dict)
+    # The last listing found tags but none that names a version: the first few, to show why.
+    ignored_tags: tuple[str, ...] = ()
+    tags_seen: int = 0  # how many tags the last listing found
 
 
 class Repo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -474,6 +498,21 @@ class Repos:
             updated = msgspec.structs.replace(repo, state=change(repo.state))
             await self._save({**self._repos, key: updated})
             return updated
+
+    async def mark_removed(self, key: NormalizedName, versions: list[str]) -> None:
+        """Record that these versions were taken off the index (see VersionRecord)."""
+        now = time.time()
+
+        def change(state: RepoState) -> RepoState:
+            removed = {v: VersionRecord(status="removed", at=now) for v in versions}
+            kept = {
+                text: record
+                for text, record in state.versions.items()
+                if parse_version(text) not in {parse_version(v) for v in versions}
+            }
+            return msgspec.structs.replace(state, versions={**kept, **removed})
+
+        await self.update_state(key, change)
 
     async def _save(self, repos: dict[NormalizedName, Repo]) -> None:
         data = _encode(_RepoFile(repos=sorted(repos.values(), key=lambda r: r.key)))

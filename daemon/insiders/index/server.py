@@ -54,6 +54,8 @@ class IndexApp:
         self.settings = settings
         self.pages = HostedPages(store)
         self.fallback = fallback
+        # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
+        self.hooks: ASGIApp | None = None
         self._negotiated: dict[bytes, Format | None] = {}
         self._proxied: dict[tuple[str, bool], tuple[object, Page]] = {}
 
@@ -67,6 +69,8 @@ class IndexApp:
                     return await self.file(scope, send)
             elif method == "POST" and path in ("/", "/legacy", "/legacy/"):
                 return await self.upload(scope, receive, send)
+            if path.startswith("/hooks/") and self.hooks is not None:
+                return await self.hooks(scope, receive, send)
         await self.fallback(scope, receive, send)
 
     # -- /simple/ ---------------------------------------------------------------------------------

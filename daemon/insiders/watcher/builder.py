@@ -1,7 +1,8 @@
 """Build a checked-out tag with PyPA `build` in a subprocess, and check what it made.
 
-The build runs in its own process group at a lower priority with a time limit; its output goes to
-a log file kept per repository and version. Build dependencies resolve through this daemon's own
+The build runs in a box (insiders.watcher.box: its process tree dies with it, it writes only in
+its scratch directory) at a lower priority with a time limit; its output goes to a log file kept
+per repository and version. Build dependencies resolve through this daemon's own
 index, so an Insiders build that needs another Insiders package gets it.
 """
 
@@ -18,13 +19,16 @@ import trio
 from packaging.version import Version
 
 from insiders.names import InvalidFilename, NormalizedName, parse_dist_filename
+from insiders.watcher import box
 
 
 class BuildError(Exception):
     """The build failed, timed out, or made something other than what was asked for."""
 
 
-def build_env(index_url: str | None) -> dict[str, str]:
+def build_env(
+    index_url: str | None, scratch: Path | None = None, epoch: int | None = None
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -33,7 +37,22 @@ def build_env(index_url: str | None) -> dict[str, str]:
     if index_url:
         env.update(PIP_INDEX_URL=index_url, UV_INDEX_URL=index_url, UV_DEFAULT_INDEX=index_url)
     env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if scratch is not None:
+        # Everything a build writes stays in its scratch directory (the box allows no other).
+        env.update(
+            TMPDIR=str(scratch / "tmp"),
+            XDG_CACHE_HOME=str(scratch / "cache"),
+            PIP_CACHE_DIR=str(scratch / "cache" / "pip"),
+        )
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(epoch)
     return env
+
+
+# The box runs as a script of the standard library alone: `-I` keeps this machine's PYTHON*
+# variables and user site out of it.
+BOX = Path(box.__file__)
+STOP_GRACE = 10.0
 
 
 async def build(
@@ -42,15 +61,29 @@ async def build(
     log_path: Path,
     *,
     index_url: str | None,
+    scratch: Path | None = None,
+    epoch: int | None = None,
     python: str = sys.executable,
 ) -> list[Path]:
-    """Run `python -m build --sdist --wheel`; the files it made, or BuildError.
+    """Run `python -m build --sdist --wheel` in the box; the files it made, or BuildError.
 
-    Callers set the deadline; when it passes (or the daemon stops) the whole process group dies.
+    The box (insiders.watcher.box) confines writes to `scratch` and kills the build's whole
+    process tree when the build ends, when it is cancelled (the caller's deadline, a stop of the
+    daemon) and when insidersd dies: its lifeline is a pipe whose write end only this process holds.
     """
     await trio.Path(outdir).mkdir(parents=True, exist_ok=True)
     await trio.Path(log_path.parent).mkdir(parents=True, exist_ok=True)
+    writable = scratch or outdir.parent
+    await trio.Path(writable / "tmp").mkdir(parents=True, exist_ok=True)
     command = [
+        python,
+        "-I",
+        str(BOX),
+        "--writable",
+        str(writable),
+        "--lifeline",
+        "LIFELINE",
+        "--",
         "nice",
         "-n",
         "10",
@@ -65,28 +98,38 @@ async def build(
     ]
     log = await trio.to_thread.run_sync(log_path.open, "wb")
     try:
-        process = await trio.lowlevel.open_process(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=build_env(index_url),
-            cwd=source,
-            start_new_session=True,
-        )
+        lifeline, keep_alive = os.pipe()
+        try:
+            command[command.index("LIFELINE")] = str(lifeline)
+            process = await trio.lowlevel.open_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=build_env(index_url, scratch, epoch),
+                cwd=source,
+                start_new_session=True,
+                pass_fds=(lifeline,),
+            )
+        except BaseException:
+            os.close(keep_alive)
+            raise
+        finally:
+            os.close(lifeline)
         try:
             await process.wait()
         finally:
-            # On timeout, on a stop of the daemon, always: nothing of the build outlives it.
-            _kill_group(process.pid)
+            # On timeout, on a stop of the daemon, always: the box kills what is left of the build.
+            os.close(keep_alive)
             with trio.CancelScope(shield=True):
+                with trio.move_on_after(STOP_GRACE):
+                    await process.wait()
+                _kill_group(process.pid)
                 await process.wait()
     finally:
         log.close()
     if process.returncode != 0:
-        raise BuildError(
-            f"python -m build failed (exit status {process.returncode}); log: {log_path}"
-        )
+        raise BuildError(f"python -m build failed (exit status {process.returncode})")
     return sorted(Path(p) for p in await trio.Path(outdir).iterdir())
 
 

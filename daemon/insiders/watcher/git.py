@@ -109,3 +109,9 @@ async def checkout(mirror: Path, tag: str, dest: Path, *, env: dict[str, str]) -
     quiet = {**env, "GIT_CONFIG_PARAMETERS": "'advice.detachedHead=false'"}
     clone = ["clone", "--quiet", "--shared", "--branch", tag, "--", str(mirror), str(dest)]
     await git(*clone, env=quiet)
+
+
+async def commit_time(work_tree: Path, *, env: dict[str, str]) -> int:
+    """The committer time of the checked-out commit: the tag's SOURCE_DATE_EPOCH."""
+    output = await git("-C", str(work_tree), "log", "-1", "--format=%ct", "HEAD", "--", env=env)
+    return int(output.strip())
