@@ -91,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     try:
         trio.run(run, settings, dirs, partial(settings_from, args))
+    except* ConfigError as group:
+        # A setting that cannot be served safely or at all (exposure, TLS files): one line.
+        for refusal in group.exceptions:
+            log.critical("cannot start: %s", refusal)
+        status = 2
     except* UpstreamLoop as group:
         for loop in group.exceptions:
             log.error("%s", loop)

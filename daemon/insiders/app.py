@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from functools import partial
 
 import hypercorn.trio
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from insiders.control import serve_control
 
-from . import __version__
+from . import __version__, tls
 from .config import ConfigError, Directories, Settings
-from .index import graceful
+from .index import graceful, reason
+from .index.access import ReadGate, exposure_refusal
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
-from .tokens import Tokens
+from .tokens import USE_SAVE_INTERVAL, Tokens
 from .upstream import Upstream, UpstreamLoop, choose_upstream
 from .watcher.watcher import Watcher
 
@@ -90,6 +91,8 @@ class Daemon:
             settings=settings,
             fallback=create_web_app(store, describe_upstream(upstream)),  # type: ignore[arg-type]
         )
+        # The one gate every request passes (pages added later included).
+        self.http_app = ReadGate(self.index, tokens, settings.server.read_access)
 
     def own_index_url(self) -> str | None:
         """This index's /simple/ URL, for builds to resolve their build dependencies through."""
@@ -98,6 +101,9 @@ class Daemon:
         url = self.http_urls[0]
         for unspecified, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
             url = url.replace(unspecified, loopback)
+        if self.settings.server.read_access == "token":
+            # pip and uv keep a URL's password out of their logs ("****").
+            url = url.replace("://", f"://__token__:{self.tokens.builds_secret}@", 1)
         return f"{url}/simple/"
 
     async def reload(self) -> None:
@@ -134,8 +140,8 @@ class Daemon:
         return "; ".join(parts)
 
 
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
+def hypercorn_config(settings: Settings) -> tls.ReloadableTLSConfig:
+    config = tls.ReloadableTLSConfig()
     config.bind = [f"{_bracket(settings.server.host)}:{settings.server.port}"]
     config.graceful_timeout = settings.server.graceful_timeout
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -156,10 +162,45 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
         notifier.status(daemon.status_line())
 
 
+async def keep_token_use(tokens: Tokens) -> None:
+    """Write the tokens' last use now and then (every request records it in memory)."""
+    try:
+        while True:
+            await trio.sleep(USE_SAVE_INTERVAL / 4)
+            if tokens.use_pending():
+                await trio.to_thread.run_sync(tokens.save_use)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(tokens.save_use)
+
+
+def check_exposure(settings: Settings, inherited: list[socket.socket]) -> None:
+    """Refuse to start when everyone beyond loopback could read, unless that is said out loud."""
+    hosts = [
+        str(s.getsockname()[0]) for s in inherited if s.family in (socket.AF_INET, socket.AF_INET6)
+    ]
+    refusal = exposure_refusal(
+        hosts if inherited else [settings.server.host],
+        settings.server.read_access,
+        settings.server.public,
+    )
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+async def reload_certificate(config: tls.ReloadableTLSConfig) -> None:
+    try:
+        await trio.to_thread.run_sync(config.reload_certificate)
+    except OSError as error:
+        log.error("TLS certificate not reloaded, the running one stays: %s", error)
+
+
 async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings]) -> None:
     notifier = Notifier()
     inherited = listen_fds()
+    check_exposure(settings, inherited.get("http", []))
     graceful.install()
+    reason.install()
     upstream = make_upstream(settings, dirs)
     for directory in (dirs.data, dirs.cache):
         directory.mkdir(parents=True, exist_ok=True)
@@ -176,6 +217,9 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             control_sock = inherited.get("control", [None])[0]
             await nursery.start(partial(serve_control, daemon, sock=control_sock))
             http_config = hypercorn_config(settings)
+            tls_files = tls.tls_files(settings.server, dirs.credentials)
+            if tls_files is not None:
+                tls.enable(http_config, tls_files)
             if "http" in inherited:
                 # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
                 http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
@@ -185,7 +229,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             async def serve_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
                     await hypercorn.trio.serve(
-                        daemon.index,  # type: ignore[arg-type]  # hypercorn's typed ASGI protocol
+                        daemon.http_app,  # type: ignore[arg-type]  # hypercorn's typed ASGI protocol
                         http_config,
                         shutdown_trigger=stop_http.wait,
                         task_status=task_status,
@@ -204,10 +248,12 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             # Ready only now: the store, the control socket and the HTTP listener are all up.
             notifier.ready(daemon.status_line())
             nursery.start_soon(keep_status, daemon, notifier)
+            nursery.start_soon(keep_token_use, tokens)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notifier.reloading()
                     await daemon.reload()
+                    await reload_certificate(http_config)
                     # READY=1 also after a refused reload, or `systemctl reload` waits forever.
                     notifier.ready(daemon.status_line())
                     continue
