@@ -27,7 +27,7 @@ from insiders.distributions import InvalidDistribution
 from insiders.names import InvalidFilename, parse_version
 from insiders.publish import publish_file
 from insiders.repos import Repo, Repos, RepoState
-from insiders.store import FileConflict, Store, StoreError
+from insiders.store import FileConflict, ProjectArchived, Store, StoreError
 from insiders.watcher import builder, git, targets
 from insiders.watcher.tags import to_build, version_tags
 from insidersctl import protocol as p
@@ -312,7 +312,11 @@ class Watcher:
     async def _publish_local(
         self, repo: Repo, version: Version, files: list[Path], force: bool, log_path: Path
     ) -> None:
-        if force and self.store.get(repo.key) is not None:
+        project = self.store.get(repo.key)
+        if project is not None and project.status == "archived":
+            # Before a forced rebuild removes anything: an archived project keeps its files.
+            raise CheckFailed(str(ProjectArchived(project)), log_path)
+        if force and project is not None:
             try:
                 removed = await self.store.remove(repo.key, version=str(version))
                 log.info("%s: rebuilding %s, replaced %s", repo.dist, version, ", ".join(removed))
@@ -321,7 +325,7 @@ class Watcher:
         for path in files:
             try:
                 await publish_file(self.store, path)
-            except (InvalidFilename, InvalidDistribution, FileConflict) as error:
+            except (InvalidFilename, InvalidDistribution, FileConflict, ProjectArchived) as error:
                 raise CheckFailed(f"publishing {path.name}: {error}", log_path) from None
 
     async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
