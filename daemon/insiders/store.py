@@ -63,6 +63,11 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     status_reason: str | None = None
 
     @property
+    def takes_uploads(self) -> bool:
+        """PEP 792: archived and quarantined projects take no new files."""
+        return self.status not in ("archived", "quarantined")
+
+    @property
     def served_files(self) -> tuple[StoredFile, ...]:
         """The files pages list and /files/ serves: none while the project is quarantined."""
         return () if self.status == "quarantined" else self.files
@@ -100,13 +105,13 @@ class FileConflict(StoreError):
     """A file of that name is stored already, with other content."""
 
 
-class ProjectArchived(StoreError):
-    """The project is archived (PEP 792): it takes no new files."""
+class ProjectClosed(StoreError):
+    """The project is archived or quarantined (PEP 792): it takes no new files."""
 
     def __init__(self, project: Project) -> None:
         reason = f" ({project.status_reason})" if project.status_reason else ""
         super().__init__(
-            f"Project {project.name} is archived{reason}: it takes no new files "
+            f"Project {project.name} is {project.status}{reason}: it takes no new files "
             f"(insidersctl projects status {project.normalized} active reopens it)"
         )
 
@@ -202,9 +207,9 @@ class Store:
         name = normalize(display_name)
         async with self._lock(name):
             current = self._projects.get(name)
-            if current is not None and current.status == "archived":
+            if current is not None and not current.takes_uploads:
                 await trio.Path(content).unlink(missing_ok=True)
-                raise ProjectArchived(current)
+                raise ProjectClosed(current)
             existing = current.file(entry.filename) if current else None
             if existing is not None:
                 await trio.Path(content).unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from insiders.names import (
     parse_version,
 )
 from insiders.publish import Digests, stored_entry
-from insiders.store import FileConflict, ProjectArchived, Store
+from insiders.store import FileConflict, ProjectClosed, Store
 from insiders.tokens import Token, TokenRefused, Tokens
 
 from .access import CHALLENGE, MalformedCredentials, basic_credentials
@@ -248,7 +248,7 @@ async def handle_upload(
             added = await store.add(meta.name, entry, temp, meta.raw)
         except FileConflict as error:
             raise UploadRefused(409, str(error)) from None
-        except ProjectArchived as error:
+        except ProjectClosed as error:
             raise UploadRefused(403, str(error)) from None
     finally:
         temp.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from insiders.distributions import InvalidDistribution
 from insiders.names import InvalidFilename, parse_version
 from insiders.publish import publish_file
 from insiders.repos import Repo, Repos, RepoState
-from insiders.store import FileConflict, ProjectArchived, Store, StoreError
+from insiders.store import FileConflict, ProjectClosed, Store, StoreError
 from insiders.watcher import builder, git, targets
 from insiders.watcher.tags import to_build, version_tags
 from insidersctl import protocol as p
@@ -313,9 +313,9 @@ class Watcher:
         self, repo: Repo, version: Version, files: list[Path], force: bool, log_path: Path
     ) -> None:
         project = self.store.get(repo.key)
-        if project is not None and project.status == "archived":
+        if project is not None and not project.takes_uploads:
             # Before a forced rebuild removes anything: an archived project keeps its files.
-            raise CheckFailed(str(ProjectArchived(project)), log_path)
+            raise CheckFailed(str(ProjectClosed(project)), log_path)
         if force and project is not None:
             try:
                 removed = await self.store.remove(repo.key, version=str(version))
@@ -325,7 +325,7 @@ class Watcher:
         for path in files:
             try:
                 await publish_file(self.store, path)
-            except (InvalidFilename, InvalidDistribution, FileConflict, ProjectArchived) as error:
+            except (InvalidFilename, InvalidDistribution, FileConflict, ProjectClosed) as error:
                 raise CheckFailed(f"publishing {path.name}: {error}", log_path) from None
 
     async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
