@@ -1,0 +1,163 @@
+"""HTTPS with a certificate from a CA made in the test: pip, uv and twine trust it; SIGHUP loads
+a renewed certificate into the running listener, and a broken renewal leaves the old one."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import trustme
+
+from tests.support import BIN, Daemon, installed_version, isolated_env
+
+
+def issue(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, written as the PEM files the config names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    certificate, key = directory / "certificate.pem", directory / "key.pem"
+    for path, data in (
+        (certificate, b"".join(blob.bytes() for blob in leaf.cert_chain_pems)),
+        (key, leaf.private_key_pem.bytes()),
+    ):
+        temp = path.with_suffix(".new")
+        temp.write_bytes(data)
+        temp.replace(path)  # as a renewal tool replaces them
+    return certificate, key
+
+
+def presented(daemon: Daemon, ca_file: Path) -> bytes:
+    """The certificate a new connection is shown (DER)."""
+    host, port = daemon.url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection((host, int(port)), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def client_env(home: Path, **extra: str) -> dict[str, str]:
+    """requests (twine) lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE override --cert: drop them."""
+    env = isolated_env(home, **extra)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        env.pop(name, None)
+    return env
+
+
+def wait_for_log(daemon: Daemon, text: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 30
+    while daemon.log().count(text) < count:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+
+
+def test_https_for_pip_uv_and_twine_and_certificate_reload(
+    tmp_path: Path, dists: dict[str, list[Path]]
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certificate, key = issue(ca, tmp_path / "tls")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
+    daemon = Daemon(tmp_path / "d", ["--config", str(config), "--upstream-mode", "none"]).start()
+    try:
+        assert daemon.url.startswith("https://127.0.0.1:")
+        twine = [
+            str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
+            "--cert", str(ca_file), "--repository-url", f"{daemon.url}/legacy/",
+            "-u", "__token__", "-p", daemon.token, *map(str, dists["demo-1.0"]),
+        ]  # fmt: skip
+        uploaded = subprocess.run(
+            twine, env=client_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+
+        pip = [
+            str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
+            "--cert", str(ca_file), "--index-url", daemon.index, "--target", str(tmp_path / "pip"),
+            "demo-pkg",
+        ]  # fmt: skip
+        installed = subprocess.run(
+            pip, env=client_env(tmp_path), capture_output=True, text=True, timeout=120
+        )
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
+        uv = [
+            str(BIN / "uv"), "pip", "install", "--no-config", "--no-cache",
+            "--default-index", daemon.index, "--target", str(tmp_path / "uv"),
+            "--python", str(BIN / "python"), "demo-pkg",
+        ]  # fmt: skip
+        env = client_env(tmp_path, SSL_CERT_FILE=str(ca_file))
+        installed = subprocess.run(uv, env=env, capture_output=True, text=True, timeout=120)
+        assert installed.returncode == 0, installed.stderr
+        assert installed_version(tmp_path / "uv", "demo_pkg") == "1.0.0"
+        # Without the CA, clients refuse the certificate: it really is this CA's.
+        untrusted = subprocess.run(
+            [*uv[:-1], "--reinstall", "demo-pkg"],
+            env=client_env(tmp_path, SSL_CERT_FILE="/dev/null"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert untrusted.returncode != 0
+
+        # A connection open before the renewal; the listener and its port stay.
+        before = presented(daemon, ca_file)
+        client = httpx.Client(
+            base_url=daemon.url, verify=ssl.create_default_context(cafile=ca_file)
+        )
+        assert client.get("/simple/").status_code == 200
+        issue(ca, tmp_path / "tls")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for_log(daemon, "TLS certificate reloaded")
+        after = presented(daemon, ca_file)
+        assert after != before
+        assert client.get("/simple/").status_code == 200
+        client.close()
+
+        # A broken renewal (a key of another certificate): refused, the running one stays.
+        other = trustme.CA().issue_cert("127.0.0.1")
+        other.private_key_pem.write_to_path(str(key))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for_log(daemon, "TLS certificate not reloaded, the running one stays")
+        assert presented(daemon, ca_file) == after
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+
+
+def test_tls_settings_go_together(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\ntls-certificate = "{tmp_path / "cert.pem"}"\n')
+    result = subprocess.run(
+        [str(BIN / "insidersd"), "--config", str(config), "--port", "0"],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "tls-certificate and tls-key go together" in result.stderr
+    config.write_text(
+        f'[server]\ntls-certificate = "{tmp_path / "c.pem"}"\ntls-key = "{tmp_path / "k.pem"}"\n'
+    )
+    result = subprocess.run(
+        [str(BIN / "insidersd"), "--config", str(config), "--port", "0"],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"TLS: cannot serve the certificate {tmp_path / 'c.pem'}" in result.stderr
+    assert "Traceback" not in result.stderr
