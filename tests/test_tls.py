@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import trustme
 
-from tests.support import BIN, Daemon, installed_version, isolated_env
+from tests.support import BIN, Daemon, git_project, installed_version, isolated_env, tag_release
+from tests.test_watcher import wheelhouse  # noqa: F401  (the fixture)
 
 
 def issue(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
@@ -161,3 +162,42 @@ def test_tls_settings_go_together(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"TLS: cannot serve the certificate {tmp_path / 'c.pem'}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_builds_resolve_through_a_private_https_index(
+    tmp_path: Path,
+    wheelhouse: Daemon,  # noqa: F811
+) -> None:
+    """With TLS and read tokens, the watcher's builds still reach this index for their build
+    dependencies: a loopback plain-HTTP listener and a read token of their own."""
+    ca = trustme.CA()
+    certificate, key = issue(ca, tmp_path / "tls")
+    home = tmp_path / "d"
+    (home / "config" / "insiders").mkdir(parents=True)
+    (home / "config" / "insiders" / "config.toml").write_text(
+        f'[server]\nread-access = "token"\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n'
+    )
+    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
+    try:
+        assert daemon.url.startswith("https://")
+        repo = git_project(tmp_path / "src", "private-build")
+        tag_release(repo, "1.0.0")
+        ctl = [str(BIN / "insidersctl")]
+        env = isolated_env(home)
+        for args in (["repos", "add", f"{repo}:private-build"], ["update", "--wait"]):
+            done = subprocess.run(
+                [*ctl, *args], env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        listed = subprocess.run(
+            [*ctl, "projects", "show", "private-build"], env=env, capture_output=True, text=True
+        )
+        assert "private_build-1.0.0.tar.gz" in listed.stdout, listed.stderr
+        assert ".whl" in listed.stdout
+        assert "insidersd-builds" not in listed.stdout
+        assert (
+            "insiders-"
+            not in (daemon.data_dir / "logs" / "private-build" / "1.0.0.log").read_text()
+        )
+    finally:
+        daemon.stop()

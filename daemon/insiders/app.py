@@ -74,6 +74,8 @@ class Daemon:
         self.upstream = upstream
         self.started = trio.current_time()
         self.http_urls: list[str] = []
+        # With TLS: a plain-HTTP loopback listener for the daemon's own builds (see run).
+        self.builds_url: str | None = None
         self.repos = repos
         self.watcher = Watcher(
             repos=repos,
@@ -98,7 +100,7 @@ class Daemon:
         """This index's /simple/ URL, for builds to resolve their build dependencies through."""
         if not self.http_urls:
             return None
-        url = self.http_urls[0]
+        url = self.builds_url or self.http_urls[0]
         for unspecified, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
             url = url.replace(unspecified, loopback)
         if self.settings.server.read_access == "token":
@@ -220,6 +222,10 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
             tls_files = tls.tls_files(settings.server, dirs.credentials)
             if tls_files is not None:
                 tls.enable(http_config, tls_files)
+                # Builds resolve their build dependencies through this index; their pip would
+                # not trust a certificate made for the index's public name, so they get a plain
+                # HTTP listener of their own on loopback (behind the same read gate).
+                http_config.insecure_bind = ["127.0.0.1:0"]
             if "http" in inherited:
                 # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
                 http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
@@ -237,7 +243,11 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
                 finally:
                     http_done.set()
 
-            daemon.http_urls = await nursery.start(serve_http)
+            urls: list[str] = await nursery.start(serve_http)
+            if tls_files is not None:
+                daemon.builds_url = next(u for u in urls if u.startswith("http://"))
+                urls = [u for u in urls if u.startswith("https://")]
+            daemon.http_urls = urls
             await nursery.start(daemon.watcher.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
