@@ -201,3 +201,24 @@ def test_builds_resolve_through_a_private_https_index(
         )
     finally:
         daemon.stop()
+
+
+def test_certificate_from_systemd_credentials(tmp_path: Path) -> None:
+    """Under systemd, $CREDENTIALS_DIRECTORY/tls-certificate and tls-key serve HTTPS."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certificate, key = issue(ca, tmp_path / "pem")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "tls-certificate").write_bytes(certificate.read_bytes())
+    (credentials / "tls-key").write_bytes(key.read_bytes())
+    daemon = Daemon(
+        tmp_path / "d", ["--upstream-mode", "none"], env={"CREDENTIALS_DIRECTORY": str(credentials)}
+    ).start()
+    try:
+        assert daemon.url.startswith("https://127.0.0.1:")
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file)) as client:
+            assert client.get(f"{daemon.url}/simple/").status_code == 200
+    finally:
+        daemon.stop()
