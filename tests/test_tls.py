@@ -139,29 +139,25 @@ def test_https_for_pip_uv_and_twine_and_certificate_reload(
 
 def test_tls_settings_go_together(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'[server]\ntls-certificate = "{tmp_path / "cert.pem"}"\n')
-    result = subprocess.run(
-        [str(BIN / "insidersd"), "--config", str(config), "--port", "0"],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "tls-certificate and tls-key go together" in result.stderr
-    config.write_text(
-        f'[server]\ntls-certificate = "{tmp_path / "c.pem"}"\ntls-key = "{tmp_path / "k.pem"}"\n'
-    )
-    result = subprocess.run(
-        [str(BIN / "insidersd"), "--config", str(config), "--port", "0"],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert f"TLS: cannot serve the certificate {tmp_path / 'c.pem'}" in result.stderr
-    assert "Traceback" not in result.stderr
+
+    def refused(text: str) -> str:
+        config.write_text(text)
+        result = subprocess.run(
+            [str(BIN / "insidersd"), "--config", str(config), "--port", "0"],
+            env=isolated_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        return result.stderr
+
+    certificate, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    alone = refused(f'[server]\ntls-certificate = "{certificate}"\n')
+    assert "tls-certificate and tls-key go together" in alone
+    missing = refused(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
+    assert f"TLS: cannot serve the certificate {certificate}" in missing
 
 
 def test_builds_resolve_through_a_private_https_index(
