@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
+from typing import NamedTuple
 
 from hypercorn.config import Config as HypercornConfig
 
@@ -24,10 +25,9 @@ CERTIFICATE_CREDENTIAL = "tls-certificate"
 KEY_CREDENTIAL = "tls-key"
 
 
-class TLSFiles:
-    def __init__(self, certificate: Path, key: Path) -> None:
-        self.certificate = certificate
-        self.key = key
+class TLSFiles(NamedTuple):
+    certificate: Path
+    key: Path
 
 
 def tls_files(server: ServerSettings, credentials: Path | None) -> TLSFiles | None:
