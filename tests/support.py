@@ -182,7 +182,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match = re.search(r"serving on (http://\S+?)[;\s]", text)
+            match = re.search(r"serving on (https?://\S+?)[;\s]", text)
             if match:
                 return match.group(1).rstrip("/")
             assert self.proc is not None

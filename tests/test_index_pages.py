@@ -46,7 +46,8 @@ def test_project_page_json(hosted: Daemon, dists: dict[str, list[Path]]) -> None
     assert response.headers["content-type"] == JSON
     assert response.headers["vary"] == "Accept, Accept-Encoding"
     page = response.json()
-    assert page["meta"]["api-version"] == "1.1"
+    assert page["meta"]["api-version"] == "1.4"  # PEP 792 status markers
+    assert page["project-status"] == {"status": "active"}
     assert page["name"] == "demo-pkg"
     assert page["versions"] == ["1.0.0", "1.1.0"]
     by_name = {f["filename"]: f for f in page["files"]}
@@ -72,7 +73,8 @@ def test_project_page_html(hosted: Daemon, dists: dict[str, list[Path]]) -> None
     assert "&lt;4,&gt;=3.8" in response.text  # escaped in the attribute (PEP 503)
     parser = Anchors()
     parser.feed(response.text)
-    assert parser.meta["pypi:repository-version"] == "1.1"
+    assert parser.meta["pypi:repository-version"] == "1.4"
+    assert parser.meta["pypi:project-status"] == "active"
     assert len(parser.anchors) == 4
     for anchor in parser.anchors:
         href = anchor["href"] or ""
@@ -130,7 +132,7 @@ def test_root_lists_hosted_projects(hosted: Daemon) -> None:
     with hosted.client() as client:
         root = client.get("/simple/", headers={"Accept": JSON}).json()
         html = client.get("/simple/").text
-    assert root == {"meta": {"api-version": "1.1"}, "projects": [{"name": "Demo_Pkg"}]}
+    assert root == {"meta": {"api-version": "1.4"}, "projects": [{"name": "Demo_Pkg"}]}
     assert '<a href="demo-pkg/">Demo_Pkg</a>' in html
 
 

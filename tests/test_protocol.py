@@ -28,9 +28,11 @@ REQUESTS: list[p.Request | p.Hello] = [
     p.Reload(),
     p.ListTokens(),
     p.CreateToken(name="ci", scope="read"),
+    p.CreateToken(name="ci", projects=("demo",), expires=2e9),
     p.RevokeToken(name="ci"),
     p.ListProjects(),
     p.ShowProject(name="demo"),
+    p.SetProjectStatus(name="demo", status="archived", reason="moved"),
     p.Yank(project="demo", version="1.0", reason="broken"),
     p.Unyank(project="demo", version="1.0"),
     p.Remove(project="demo", filename="demo-1.0.tar.gz", dry_run=True),
@@ -62,6 +64,7 @@ REPLIES: list[p.ServerMessage] = [
     p.ProjectDetail(
         name="demo", files=(p.FileInfo(filename="f", version="1", size=1, sha256="0"),)
     ),
+    p.ProjectStatusSet(name="demo", status="archived", reason="moved"),
     p.YankDone(project="demo", version="1", yanked=True, changed=2),
     p.Removed(project="demo", files=("f",)),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from packaging.version import Version
 
@@ -161,7 +162,8 @@ PROJECT = Project(
 
 def test_render_project_html() -> None:
     html = render.project_html(render.hosted_page(PROJECT)).decode()
-    assert '<meta name="pypi:repository-version" content="1.1">' in html
+    assert '<meta name="pypi:repository-version" content="1.4">' in html
+    assert '<meta name="pypi:project-status" content="active">' in html
     assert (
         '<a href="../../files/demo-pkg/demo_pkg-1.0.tar.gz#sha256=' + "ab" * 32 + '" '
         'data-requires-python="&lt;4,&gt;=3.8">demo_pkg-1.0.tar.gz</a>'
@@ -176,7 +178,8 @@ def test_render_project_html() -> None:
 
 def test_render_project_json() -> None:
     page = json.loads(render.project_json(render.hosted_page(PROJECT)))
-    assert page["meta"] == {"api-version": "1.1"}
+    assert page["meta"] == {"api-version": "1.4"}
+    assert page["project-status"] == {"status": "active"}
     assert page["name"] == "demo-pkg"
     assert page["versions"] == ["1.0", "2.0", "3.0"]
     first, wheel, yanked_reason, yanked = page["files"]
@@ -189,9 +192,30 @@ def test_render_project_json() -> None:
     assert yanked["yanked"] is True
 
 
+@pytest.mark.parametrize(
+    ("status", "reason", "files", "meta"),
+    [
+        ("archived", "moved", 4, '<meta name="pypi:project-status-reason" content="moved">'),
+        ("quarantined", '<i>"x"</i>', 0, 'content="&lt;i&gt;&quot;x&quot;&lt;/i&gt;"'),
+        ("deprecated", None, 4, '<meta name="pypi:project-status" content="deprecated">'),
+    ],
+)
+def test_render_project_status(status: str, reason: str | None, files: int, meta: str) -> None:
+    """PEP 792: the status in both formats; a quarantined project lists no file."""
+    project = msgspec.structs.replace(PROJECT, status=status, status_reason=reason)
+    model = render.hosted_page(project)
+    page = json.loads(render.project_json(model))
+    assert page["project-status"] == {"status": status, **({"reason": reason} if reason else {})}
+    assert len(page["files"]) == files
+    html = render.project_html(model).decode()
+    assert f'<meta name="pypi:project-status" content="{status}">' in html
+    assert meta in html
+    assert html.count("<a ") == files
+
+
 def test_render_root() -> None:
     assert json.loads(render.root_json(["Demo_Pkg"])) == {
-        "meta": {"api-version": "1.1"},
+        "meta": {"api-version": "1.4"},
         "projects": [{"name": "Demo_Pkg"}],
     }
     assert b'<a href="demo-pkg/">Demo_Pkg</a>' in render.root_html(["Demo_Pkg"])

@@ -159,6 +159,8 @@ def test_refused(
     response = post(daemon, filename, content, **fields)
     assert response.status_code == status, response.text
     assert message in response.text
+    # The message is in the status line too (index/reason.py), as the public index does it.
+    assert response.reason_phrase == response.text.strip().splitlines()[0]
     assert listed(daemon) == []
     assert list((daemon.data_dir / "incoming").iterdir()) == []
 

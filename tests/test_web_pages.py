@@ -9,8 +9,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import msgspec
 import pytest
@@ -21,7 +19,7 @@ from insiders.index.ui import WebPages, views
 from insiders.index.ui.describe import render_description
 from insiders.names import normalize
 from insiders.publish import publish_file
-from insiders.repos import Repos, RepoState, make_repo, parse_spec
+from insiders.repos import Repos, RepoState, VersionRecord, make_repo, parse_spec
 from insiders.store import Project, Store, StoredFile
 from insiders.upstream import Upstream
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
@@ -342,18 +340,25 @@ async def test_pages_follow_the_store_and_the_watched_state(tmp_path: Path) -> N
     await upstream.aclose()
 
 
-def test_failed_versions_from_today_state_and_from_a_per_version_list() -> None:
-    """Today's state names the last failure (its log's name is the version); a state holding a
-    per-version list, as the watcher will record, is shown whole."""
-    today = msgspec.structs.replace(
+def test_failed_versions_newest_first_else_the_checks_own_error() -> None:
+    """Each failed version with its message, newest first; with none, the check's own error
+    (listing or fetching failed before any version was tried)."""
+    versions = {
+        "1.9": VersionRecord(status="failed", at=3.0, message="tests failed"),
+        "2.0": VersionRecord(status="failed", at=5.0, message="build failed"),
+        "1.8": VersionRecord(status="published", at=1.0),
+    }
+    repo = msgspec.structs.replace(
         make_repo(parse_spec("/srv/demo"), "demo", now=0.0),
-        state=RepoState(last_error="v2.0: build failed", last_error_at=5.0, log="/l/demo/2.0.log"),
+        state=RepoState(last_error="2.0: build failed", last_error_at=5.0, versions=versions),
     )
-    assert views.failed_versions(today) == (
-        views.Failure(version="2.0", error="v2.0: build failed", at=5.0),
-    )
-    entry = SimpleNamespace(version="1.9", error="tests failed", at=3.0)
-    later: Any = SimpleNamespace(state=SimpleNamespace(failed=[entry], last_error=None))
-    assert views.failed_versions(later) == (
+    assert views.failed_versions(repo) == (
+        views.Failure(version="2.0", error="build failed", at=5.0),
         views.Failure(version="1.9", error="tests failed", at=3.0),
+    )
+    unreachable = msgspec.structs.replace(
+        repo, state=RepoState(last_error="git ls-remote failed", last_error_at=7.0)
+    )
+    assert views.failed_versions(unreachable) == (
+        views.Failure(version=None, error="git ls-remote failed", at=7.0),
     )

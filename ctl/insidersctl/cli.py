@@ -9,6 +9,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -22,6 +23,7 @@ from insidersctl.client import (
     DaemonUnreachable,
     Refused,
 )
+from insidersctl.expiry import BadExpiry, parse_expiry
 from insidersctl.output import ago, duration, plural, size, table, to_json, without_log
 from insidersctl.paths import SYSTEM_SOCKET, socket_candidates
 
@@ -442,13 +444,38 @@ def cmd_tokens_list(ctx: Context) -> int:
     elif not reply.tokens:
         note("no tokens; make one with: insidersctl tokens create NAME")
     else:
-        rows = [(t.name, t.scope, ago(t.created, reply.now)) for t in reply.tokens]
-        out(table(("NAME", "SCOPE", "CREATED"), rows))
+        rows = [
+            (
+                t.name,
+                t.scope,
+                ", ".join(t.projects) or ("all" if t.scope == "upload" else "-"),
+                _expiry(t.expires, reply.now),
+                ago(t.last_used, reply.now),
+                ago(t.created, reply.now),
+            )
+            for t in reply.tokens
+        ]
+        out(table(("NAME", "SCOPE", "PROJECTS", "EXPIRES", "LAST USED", "CREATED"), rows))
     return EXIT_OK
 
 
+def _expiry(expires: float | None, now: float) -> str:
+    if expires is None:
+        return "never"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    return f"expired {when}" if expires <= now else when
+
+
 def cmd_tokens_create(ctx: Context) -> int:
-    reply = ctx.call(p.CreateToken(name=ctx.args.name, scope=ctx.args.scope), p.TokenCreated)
+    args = ctx.args
+    try:
+        expires = parse_expiry(args.expires) if args.expires is not None else None
+    except BadExpiry as error:
+        raise Usage(str(error)) from None
+    request = p.CreateToken(
+        name=args.name, scope=args.scope, projects=tuple(args.projects), expires=expires
+    )
+    reply = ctx.call(request, p.TokenCreated)
     if ctx.json:
         ctx.emit(reply)
     else:
@@ -476,7 +503,7 @@ def cmd_projects_list(ctx: Context) -> int:
     else:
         rows = [
             (
-                project.name,
+                project.name + (f" ({project.status})" if project.status != "active" else ""),
                 project.latest or "-",
                 str(project.versions),
                 str(project.files)
@@ -501,12 +528,24 @@ def cmd_projects_show(ctx: Context) -> int:
             f.filename,
             size(f.size),
             ago(f.upload_time, reply.now),
+            f.uploaded_by or "-",
             ("yanked" + (f": {f.yanked_reason}" if f.yanked_reason else "")) if f.yanked else "",
         )
         for f in reply.files
     ]
     out(reply.name)
-    out(table(("VERSION", "FILE", "SIZE", "UPLOADED", "YANKED"), rows, indent="  "))
+    out(table(("VERSION", "FILE", "SIZE", "UPLOADED", "BY", "YANKED"), rows, indent="  "))
+    return EXIT_OK
+
+
+def cmd_projects_status(ctx: Context) -> int:
+    args = ctx.args
+    request = p.SetProjectStatus(name=args.name, status=args.status, reason=args.reason)
+    reply = ctx.call(request, p.ProjectStatusSet)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        out(f"{reply.name} is {reply.status}" + (f": {reply.reason}" if reply.reason else ""))
     return EXIT_OK
 
 
@@ -761,7 +800,36 @@ def _daemon_logs(sub: argparse.ArgumentParser) -> None:
 
 def _tokens_create(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("name", metavar="NAME")
-    sub.add_argument("--scope", choices=["upload", "read"], default="upload")
+    sub.add_argument(
+        "--scope",
+        choices=["upload", "read"],
+        default="upload",
+        help="upload (default; it reads too) or read",
+    )
+    sub.add_argument(
+        "--project",
+        dest="projects",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="limit an upload token to this project (repeatable)",
+    )
+    sub.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="a lifetime (30d, 12h, 2w) or a date (2027-01-31, start of the day in UTC)",
+    )
+
+
+def _projects_status(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name", metavar="PROJECT")
+    sub.add_argument(
+        "status",
+        choices=["active", "archived", "quarantined", "deprecated"],
+        help="archived: no new files; quarantined: no file listed or served; "
+        "deprecated: shown to installers",
+    )
+    sub.add_argument("--reason", metavar="TEXT", help="shown with the status")
 
 
 def _project_version(sub: argparse.ArgumentParser) -> None:
@@ -845,6 +913,9 @@ COMMANDS: dict[str, Command | Group] = {
             "show": Command(
                 cmd_projects_show, "the files of one project", _name("PROJECT", None, "projects")
             ),
+            "status": Command(
+                cmd_projects_status, "set a project's status (PEP 792)", _projects_status
+            ),
         },
     ),
     "yank": Command(cmd_yank, "mark a version yanked (PEP 592)", _yank),
@@ -862,6 +933,7 @@ _VALUE_OPTIONS = frozenset(
     {"--socket", "--runtime-dir", "-c", "--config", "--timeout", "--since", "--publish-to"}
     | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
     | {"--version"}
+    | {"--project", "--expires"}
 )
 
 

@@ -140,6 +140,7 @@ class Progress(_Message, frozen=True, tag="progress"):
 
 VersionPolicy = Literal["newest", "all", "since"]
 Scope = Literal["upload", "read"]
+ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]  # PEP 792
 
 
 class Status(Request, frozen=True, tag="status"):
@@ -195,6 +196,8 @@ class ListTokens(Request, frozen=True, tag="tokens-list"):
 class CreateToken(Request, frozen=True, tag="tokens-create"):
     name: str
     scope: Scope = "upload"
+    projects: tuple[str, ...] = ()  # an upload token limited to these projects; (): all
+    expires: float | None = None  # wall-clock time; None: never
 
 
 class RevokeToken(Request, frozen=True, tag="tokens-revoke"):
@@ -207,6 +210,14 @@ class ListProjects(Request, frozen=True, tag="projects-list"):
 
 class ShowProject(Request, frozen=True, tag="projects-show"):
     name: str
+
+
+class SetProjectStatus(Request, frozen=True, tag="projects-status"):
+    """A hosted project's PEP 792 status."""
+
+    name: str
+    status: ProjectStatus
+    reason: str | None = None
 
 
 class Yank(Request, frozen=True, tag="yank"):
@@ -281,6 +292,9 @@ class TokenInfo(_Part, frozen=True):
     name: str
     scope: Scope
     created: float
+    projects: tuple[str, ...] = ()  # (): every project
+    expires: float | None = None
+    last_used: float | None = None
 
 
 class ProjectInfo(_Part, frozen=True):
@@ -291,6 +305,8 @@ class ProjectInfo(_Part, frozen=True):
     size: int = 0
     last_upload: float | None = None
     yanked_files: int = 0
+    status: ProjectStatus = "active"
+    status_reason: str | None = None
 
 
 class FileInfo(_Part, frozen=True):
@@ -301,6 +317,7 @@ class FileInfo(_Part, frozen=True):
     upload_time: float = 0.0
     yanked: bool = False
     yanked_reason: str | None = None
+    uploaded_by: str | None = None  # the token's name
 
 
 class VersionFailure(_Part, frozen=True):
@@ -417,6 +434,12 @@ class ProjectDetail(Reply, frozen=True, tag="project"):
     now: float = 0.0
 
 
+class ProjectStatusSet(Reply, frozen=True, tag="project-status"):
+    name: str
+    status: ProjectStatus
+    reason: str | None = None
+
+
 class YankDone(Reply, frozen=True, tag="yanked"):
     project: str
     version: str
@@ -446,6 +469,7 @@ ClientMessage = (
     | RevokeToken
     | ListProjects
     | ShowProject
+    | SetProjectStatus
     | Yank
     | Unyank
     | Remove
@@ -468,6 +492,7 @@ ServerMessage = (
     | TokenRevoked
     | ProjectList
     | ProjectDetail
+    | ProjectStatusSet
     | YankDone
     | Removed
 )

@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _log_file(dirs):
         try:
             trio.run(run, settings, dirs, partial(settings_from, args), partial(ready.append, True))
+        except* ConfigError as group:
+            # A setting that cannot be served safely or at all (exposure, TLS files): one line.
+            for refusal in leaves(group):
+                log.critical("cannot start: %s", refusal)
+            status = 2
         except* UpstreamLoop as group:
             for loop in leaves(group):
                 log.error("%s", loop)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from functools import partial
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from insiders.control import serve_control
 
-from . import __version__
+from . import __version__, tls
 from .config import ConfigError, Directories, Settings
-from .index import graceful, ui
+from .index import graceful, reason, ui
+from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
 from .index.hooks import Hooks
@@ -27,7 +28,7 @@ from .logs import set_level
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
-from .tokens import Tokens
+from .tokens import USE_SAVE_INTERVAL, Tokens
 from .upstream import Upstream, UpstreamLoop, choose_upstream
 from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
@@ -84,6 +85,10 @@ class Daemon:
         self.started = trio.current_time()
         self._reloading = trio.Lock()
         self.http_urls: list[str] = []
+        # With TLS: a plain-HTTP loopback listener for the daemon's own builds (see run).
+        self.builds_url: str | None = None
+        # The TLS listener's config, whose certificate a reload loads again (None: plain HTTP).
+        self.tls_config: tls.ReloadableTLSConfig | None = None
         self.repos = repos
         self.watcher = Watcher(
             repos=repos,
@@ -110,6 +115,8 @@ class Daemon:
             secret=self.webhook_secret,
             github_url=lambda: self.settings.watcher.github_url,
         )
+        # The one gate every request passes (pages added later included).
+        self.http_app = ReadGate(self.index, tokens, settings.server.read_access)
 
     def public_url(self) -> str:
         """The URL clients reach the index at (server.public-url, else where it listens)."""
@@ -138,9 +145,12 @@ class Daemon:
         """This index's /simple/ URL, for builds to resolve their build dependencies through."""
         if not self.http_urls:
             return None
-        url = self.http_urls[0]
+        url = self.builds_url or self.http_urls[0]
         for unspecified, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
             url = url.replace(unspecified, loopback)
+        if self.settings.server.read_access == "token":
+            # pip and uv keep a URL's password out of their logs ("****").
+            url = url.replace("://", f"://__token__:{self.tokens.builds_secret}@", 1)
         return f"{url}/simple/"
 
     async def reload_now(self) -> str | None:
@@ -150,7 +160,11 @@ class Daemon:
         async with self._reloading:
             self.notifier.reloading()
             try:
-                return await self.reload()
+                refused = await self.reload()
+                if self.tls_config is not None:
+                    # A renewed certificate, also when the config file did not change.
+                    await reload_certificate(self.tls_config)
+                return refused
             finally:
                 # READY=1 also after a refused reload, or `systemctl reload` waits forever.
                 self.notifier.ready(self.status_line())
@@ -208,8 +222,8 @@ def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
     return tuple(changed)
 
 
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
+def hypercorn_config(settings: Settings) -> tls.ReloadableTLSConfig:
+    config = tls.ReloadableTLSConfig()
     config.bind = [f"{_bracket(settings.server.host)}:{settings.server.port}"]
     config.graceful_timeout = settings.server.graceful_timeout
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -230,6 +244,39 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
         notifier.status(daemon.status_line())
 
 
+async def keep_token_use(tokens: Tokens) -> None:
+    """Write the tokens' last use now and then (every request records it in memory)."""
+    try:
+        while True:
+            await trio.sleep(USE_SAVE_INTERVAL / 4)
+            if tokens.use_pending():
+                await trio.to_thread.run_sync(tokens.save_use)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(tokens.save_use)
+
+
+def check_exposure(settings: Settings, inherited: list[socket.socket]) -> None:
+    """Refuse to start when everyone beyond loopback could read, unless that is said out loud."""
+    hosts = [
+        str(s.getsockname()[0]) for s in inherited if s.family in (socket.AF_INET, socket.AF_INET6)
+    ]
+    refusal = exposure_refusal(
+        hosts if inherited else [settings.server.host],
+        settings.server.read_access,
+        settings.server.public,
+    )
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+async def reload_certificate(config: tls.ReloadableTLSConfig) -> None:
+    try:
+        await trio.to_thread.run_sync(config.reload_certificate)
+    except OSError as error:
+        log.error("TLS certificate not reloaded, the running one stays: %s", error)
+
+
 async def run(
     settings: Settings,
     dirs: Directories,
@@ -238,7 +285,9 @@ async def run(
 ) -> None:
     notifier = Notifier()
     inherited = listen_fds()
+    check_exposure(settings, inherited.get("http", []))
     graceful.install()
+    reason.install()
     upstream = make_upstream(settings, dirs)
     for directory in (dirs.data, dirs.cache):
         directory.mkdir(parents=True, exist_ok=True)
@@ -255,6 +304,14 @@ async def run(
             control_sock = inherited.get("control", [None])[0]
             await nursery.start(partial(serve_control, daemon, sock=control_sock))
             http_config = hypercorn_config(settings)
+            tls_files = tls.tls_files(settings.server, dirs.credentials)
+            if tls_files is not None:
+                tls.enable(http_config, tls_files)
+                daemon.tls_config = http_config
+                # Builds resolve their build dependencies through this index; their pip would
+                # not trust a certificate made for the index's public name, so they get a plain
+                # HTTP listener of their own on loopback (behind the same read gate).
+                http_config.insecure_bind = ["127.0.0.1:0"]
             if "http" in inherited:
                 # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
                 http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
@@ -271,7 +328,7 @@ async def run(
             async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
                     await serve_http(
-                        RequestBodies(daemon.index, timeout=settings.server.body_timeout),
+                        RequestBodies(daemon.http_app, timeout=settings.server.body_timeout),
                         http_config,
                         limit=max_connections,
                         shutdown_trigger=stop_http.wait,
@@ -280,7 +337,11 @@ async def run(
                 finally:
                     http_done.set()
 
-            daemon.http_urls = await nursery.start(serve)
+            urls: list[str] = await nursery.start(serve)
+            if tls_files is not None:
+                daemon.builds_url = next(u for u in urls if u.startswith("http://"))
+                urls = [u for u in urls if u.startswith("https://")]
+            daemon.http_urls = urls
             await nursery.start(daemon.watcher.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
@@ -292,6 +353,7 @@ async def run(
             notifier.ready(daemon.status_line())
             on_ready()
             nursery.start_soon(keep_status, daemon, notifier)
+            nursery.start_soon(keep_token_use, tokens)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await daemon.reload_now()

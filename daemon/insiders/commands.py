@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,7 +35,7 @@ from insiders.repos import (
     resolve_dist,
 )
 from insiders.store import Project, StoredFile, StoreError
-from insiders.tokens import TokenError
+from insiders.tokens import Token, TokenError, utc
 from insidersctl import protocol as p
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ def project_info(project: Project) -> p.ProjectInfo:
         size=sum(f.size for f in project.files),
         last_upload=max((f.upload_time for f in project.files), default=None) or None,
         yanked_files=sum(1 for f in project.files if f.yanked),
+        status=project.status,
+        status_reason=project.status_reason,
     )
 
 
@@ -163,6 +166,18 @@ def file_info(stored: StoredFile) -> p.FileInfo:
         upload_time=stored.upload_time,
         yanked=stored.yanked,
         yanked_reason=stored.yanked_reason,
+        uploaded_by=stored.uploaded_by,
+    )
+
+
+def token_info(token: Token) -> p.TokenInfo:
+    return p.TokenInfo(
+        name=token.name,
+        scope=token.scope,
+        created=token.created,
+        projects=token.projects,
+        expires=token.expires,
+        last_used=token.last_used,
     )
 
 
@@ -254,10 +269,7 @@ class Commands:
                     )
                 return p.Reloaded(restart_needed=self.daemon.restart_needed)
             case p.ListTokens():
-                tokens = tuple(
-                    p.TokenInfo(name=t.name, scope=t.scope, created=t.created)
-                    for t in self.daemon.tokens.all()
-                )
+                tokens = tuple(token_info(t) for t in self.daemon.tokens.all())
                 return p.TokenList(tokens=tokens, now=time.time())
             case p.CreateToken():
                 return await self.create_token(request)
@@ -277,6 +289,8 @@ class Commands:
                     files=tuple(file_info(f) for f in project.files),
                     now=time.time(),
                 )
+            case p.SetProjectStatus():
+                return await self.set_project_status(request)
             case p.Yank() | p.Unyank():
                 return await self.yank(request)
             case p.Remove():
@@ -426,14 +440,24 @@ class Commands:
                 p.REFUSED,
                 f"{request.name!r} is not a token name: letters, digits and . _ - (at most 64)",
             )
+        for project in request.projects:
+            if not is_valid_name(project):
+                raise Refusal(p.REFUSED, f"--project {project!r} is not a project name")
         async with self._token_lock:
             secret = await trio.to_thread.run_sync(
-                self.daemon.tokens.create, request.name, request.scope
+                partial(
+                    self.daemon.tokens.create,
+                    request.name,
+                    request.scope,
+                    projects=request.projects,
+                    expires=request.expires,
+                )
             )
         token = next(t for t in self.daemon.tokens.all() if t.name == request.name)
-        log.info("token %s created (%s)", token.name, token.scope)
-        info = p.TokenInfo(name=token.name, scope=token.scope, created=token.created)
-        return p.TokenCreated(token=info, secret=secret)
+        limits = f" for {', '.join(token.projects)}" if token.projects else ""
+        until = f", expires {utc(token.expires)}" if token.expires else ""
+        log.info("token %s created (%s%s%s)", token.name, token.scope, limits, until)
+        return p.TokenCreated(token=token_info(token), secret=secret)
 
     # -- hosted projects -----------------------------------------------------------------------
 
@@ -444,6 +468,13 @@ class Commands:
         if project is None:
             raise Refusal(p.NOT_FOUND, f"no project {name} is hosted here")
         return project
+
+    async def set_project_status(self, request: p.SetProjectStatus) -> p.ProjectStatusSet:
+        project = self._project(request.name)
+        new = await self.daemon.store.set_status(project.normalized, request.status, request.reason)
+        reason = f" ({new.status_reason})" if new.status_reason else ""
+        log.info("project %s is now %s%s", new.name, new.status, reason)
+        return p.ProjectStatusSet(name=new.name, status=new.status, reason=new.status_reason)
 
     async def yank(self, request: p.Yank | p.Unyank) -> p.YankDone:
         project = self._project(request.project)

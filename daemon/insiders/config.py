@@ -15,6 +15,7 @@ import msgspec
 UpstreamMode = Literal["redirect", "proxy", "none"]
 ProjectUpstream = Literal["shadow", "merge"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+ReadAccess = Literal["anyone", "token"]
 
 DEFAULT_PORT = 31411
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -42,6 +43,14 @@ class ServerSettings(_Section):
     public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = (
         None
     )
+    # "token": every read needs HTTP Basic with a token granting read (uploads always need one).
+    read_access: ReadAccess = "anyone"
+    # Serving beyond loopback with read-access "anyone" must be said out loud: public = true.
+    public: bool = False
+    # PEM files: HTTPS instead of HTTP (under systemd, the credentials tls-certificate and
+    # tls-key are used when these are not set). SIGHUP reloads a renewed certificate.
+    tls_certificate: str | None = None
+    tls_key: str | None = None
 
 
 class UpstreamSettings(_Section):

@@ -24,6 +24,8 @@ from pathlib import Path
 import msgspec
 import trio
 
+from insidersctl.protocol import ProjectStatus
+
 from .names import NormalizedName, normalize, parse_version
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     yanked_reason: str | None = None
     # sha256 of the stored core metadata; None when the archive had none we could read.
     metadata_sha256: str | None = None
+    # The name of the token that uploaded it (None: published by the watcher, or before this
+    # was recorded).
+    uploaded_by: str | None = None
 
     @property
     def is_wheel(self) -> bool:
@@ -53,6 +58,19 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class Project(msgspec.Struct, frozen=True, kw_only=True):
     name: str  # as the project spells it in its metadata
     files: tuple[StoredFile, ...] = ()
+    # PEP 792. archived: no new files; quarantined: no file listed or served; deprecated: shown.
+    status: ProjectStatus = "active"
+    status_reason: str | None = None
+
+    @property
+    def takes_uploads(self) -> bool:
+        """PEP 792: archived and quarantined projects take no new files."""
+        return self.status not in ("archived", "quarantined")
+
+    @property
+    def served_files(self) -> tuple[StoredFile, ...]:
+        """The files pages list and /files/ serves: none while the project is quarantined."""
+        return () if self.status == "quarantined" else self.files
 
     @property
     def normalized(self) -> NormalizedName:
@@ -102,6 +120,17 @@ class StoreError(Exception):
 
 class FileConflict(StoreError):
     """A file of that name is stored already, with other content."""
+
+
+class ProjectClosed(StoreError):
+    """The project is archived or quarantined (PEP 792): it takes no new files."""
+
+    def __init__(self, project: Project) -> None:
+        reason = f" ({project.status_reason})" if project.status_reason else ""
+        super().__init__(
+            f"Project {project.name} is {project.status}{reason}: it takes no new files "
+            f"(insidersctl projects status {project.normalized} active reopens it)"
+        )
 
 
 _encode = msgspec.json.Encoder().encode
@@ -195,6 +224,9 @@ class Store:
         name = normalize(display_name)
         async with self._lock(name):
             current = self._projects.get(name)
+            if current is not None and not current.takes_uploads:
+                await trio.Path(content).unlink(missing_ok=True)
+                raise ProjectClosed(current)
             existing = current.file(entry.filename) if current else None
             if existing is not None:
                 await trio.Path(content).unlink(missing_ok=True)
@@ -206,9 +238,11 @@ class Store:
                     "upload it under a new version"
                 )
             files = (*current.files, entry) if current else (entry,)
-            # The project keeps the spelling of its first upload.
-            project = Project(
-                name=current.name if current else display_name, files=sort_files(files)
+            # The project keeps the spelling of its first upload, and its status.
+            project = (
+                msgspec.structs.replace(current, files=sort_files(files))
+                if current
+                else Project(name=display_name, files=sort_files(files))
             )
             await trio.to_thread.run_sync(
                 self._write_new_file, name, entry.filename, content, metadata, project
@@ -248,6 +282,20 @@ class Store:
                 await trio.to_thread.run_sync(self._write_manifest, name, new)
                 self._publish(name, new)
             return changed
+
+    async def set_status(
+        self, name: NormalizedName, status: ProjectStatus, reason: str | None = None
+    ) -> Project:
+        """Mark a hosted project with a PEP 792 status (and an optional reason)."""
+        async with self._lock(name):
+            project = self._require(name)
+            new = msgspec.structs.replace(
+                project, status=status, status_reason=reason if status != "active" else None
+            )
+            if new != project:
+                await trio.to_thread.run_sync(self._write_manifest, name, new)
+                self._publish(name, new)
+            return new
 
     async def remove(
         self, name: NormalizedName, *, version: str | None = None, filename: str | None = None

@@ -2,6 +2,12 @@
 
 Tokens are long random strings, so a plain sha256 is enough (no password-style stretching needed),
 and checking one costs microseconds per request.
+
+Scopes: a `read` token reads the index (when `[server] read-access = "token"`); an `upload` token
+uploads, to every project or only to the projects it names, and reads as well: whoever may publish
+a project may see what is published (one token for a CI job that uploads then installs). Any token
+may expire. A refusal names the token (its name, never its secret) and says why, so the person
+holding it knows what to fix.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ import hmac
 import logging
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from .names import normalize
 from .store import atomic_write
 
 log = logging.getLogger(__name__)
@@ -23,6 +31,9 @@ log = logging.getLogger(__name__)
 Scope = Literal["upload", "read"]
 PREFIX = "insiders-"
 FIRST_TOKEN_FILE = "upload-token"
+# Last use is kept in memory at every request and written to disk at most this often.
+USE_SAVE_INTERVAL = 60.0
+BUILDS_TOKEN = "insidersd-builds"
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,6 +41,13 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     scope: Scope
     sha256: str
     created: float
+    # Normalised project names an upload token is limited to; () means every project.
+    projects: tuple[str, ...] = ()
+    expires: float | None = None  # wall-clock time; None: never
+    last_used: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
 
 
 class TokenFile(msgspec.Struct, kw_only=True):
@@ -40,8 +58,22 @@ class TokenError(Exception):
     pass
 
 
+class TokenRefused(Exception):
+    """A secret that does not grant what was asked; the message says why, without the secret."""
+
+    def __init__(self, message: str, *, known: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        # False: no token has this secret (clients should ask for credentials again).
+        self.known = known
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Tokens:
@@ -50,6 +82,14 @@ class Tokens:
     def __init__(self, path: Path, tokens: list[Token]) -> None:
         self.path = path
         self._tokens = tokens
+        self._used: dict[str, float] = {}  # name -> last use not yet written
+        self._saved_use = time.monotonic()
+        # A read token for the daemon's own builds (their build dependencies resolve through
+        # this index): kept in memory only, new at every start, never listed.
+        self.builds_secret = PREFIX + secrets.token_urlsafe(32)
+        self._builds = Token(
+            name=BUILDS_TOKEN, scope="read", sha256=_digest(self.builds_secret), created=time.time()
+        )
 
     @classmethod
     def open(cls, data_dir: Path) -> Tokens:
@@ -70,33 +110,121 @@ class Tokens:
         return cls(path, tokens)
 
     def all(self) -> list[Token]:
-        return list(self._tokens)
+        return [self._with_use(t) for t in self._tokens]
 
-    def create(self, name: str, scope: Scope) -> str:
+    def _with_use(self, token: Token) -> Token:
+        used = self._used.get(token.name)
+        return token if used is None else msgspec.structs.replace(token, last_used=used)
+
+    def create(
+        self,
+        name: str,
+        scope: Scope,
+        *,
+        projects: tuple[str, ...] = (),
+        expires: float | None = None,
+    ) -> str:
         """Make a token and return its secret (blocking write: call it from a thread)."""
         if any(t.name == name for t in self._tokens):
             raise TokenError(f"a token named {name!r} exists already")
+        if projects and scope != "upload":
+            raise TokenError("--project limits an upload token; a read token reads the whole index")
+        if expires is not None and expires <= time.time():
+            raise TokenError(f"the expiry {utc(expires)} is in the past")
         secret = PREFIX + secrets.token_urlsafe(32)
-        token = Token(name=name, scope=scope, sha256=_digest(secret), created=time.time())
+        token = Token(
+            name=name,
+            scope=scope,
+            sha256=_digest(secret),
+            created=time.time(),
+            projects=tuple(sorted({normalize(p) for p in projects})),
+            expires=expires,
+        )
         self._save([*self._tokens, token])
         return secret
 
     def revoke(self, name: str) -> None:
-        remaining = [t for t in self._tokens if t.name != name]
-        if len(remaining) == len(self._tokens):
+        """Delete a token; the first-start secret file goes too when it holds this token."""
+        gone = [t for t in self._tokens if t.name == name]
+        if not gone:
             raise TokenError(f"no token named {name!r}")
-        self._save(remaining)
+        self._used.pop(name, None)
+        self._save([t for t in self._tokens if t.name != name])
+        secret_file = self.path.parent / FIRST_TOKEN_FILE
+        try:
+            held = secret_file.read_text().strip()
+        except FileNotFoundError:
+            return
+        if hmac.compare_digest(_digest(held), gone[0].sha256):
+            secret_file.unlink()
+            log.info("removed %s: the token it held is revoked", secret_file)
 
     def check(self, secret: str, scope: Scope) -> Token | None:
-        """The token this secret belongs to if it grants `scope` (an upload token may also read)."""
+        """The token this secret belongs to if it grants `scope` now, else None."""
+        try:
+            return self.verify(secret, scope)
+        except TokenRefused:
+            return None
+
+    def verify(self, secret: str, scope: Scope, project: str | None = None) -> Token:
+        """The token granting `scope` (for `project`, when uploading), or TokenRefused saying why.
+
+        A use is recorded in memory (see `save_use`).
+        """
         digest = _digest(secret)
-        for token in self._tokens:
-            if hmac.compare_digest(token.sha256, digest) and (
-                token.scope == scope or token.scope == "upload"
-            ):
-                return token
-        return None
+        if scope == "read" and hmac.compare_digest(self._builds.sha256, digest):
+            return self._builds
+        token = next((t for t in self._tokens if hmac.compare_digest(t.sha256, digest)), None)
+        if token is None:
+            raise TokenRefused("Invalid token: it is unknown or revoked", known=False)
+        now = time.time()
+        if token.expired(now):
+            assert token.expires is not None
+            raise TokenRefused(
+                f"Token {token.name} expired on {utc(token.expires)}: "
+                "ask for a new one (insidersctl tokens create)",
+                known=True,
+            )
+        if scope == "upload" and token.scope != "upload":
+            raise TokenRefused(
+                f"Token {token.name} is a {token.scope} token; uploads need an upload token",
+                known=True,
+            )
+        if project is not None:
+            self.verify_project(token, project)
+        self._used[token.name] = now
+        return token
+
+    @staticmethod
+    def verify_project(token: Token, project: str) -> None:
+        """TokenRefused when `token` is limited to other projects than `project`."""
+        if token.projects and normalize(project) not in token.projects:
+            raise TokenRefused(
+                f"Token {token.name} may not upload to project {normalize(project)} "
+                f"(it may upload to: {', '.join(token.projects)})",
+                known=True,
+            )
+
+    def use_pending(self) -> bool:
+        """Whether uses were recorded since the last save, and it is time to write them."""
+        return bool(self._used) and time.monotonic() - self._saved_use >= USE_SAVE_INTERVAL
+
+    def save_use(self) -> None:
+        """Write the recorded last uses (blocking: call it from a thread)."""
+        if self._used:
+            self._save(self._tokens)
+        self._saved_use = time.monotonic()
 
     def _save(self, tokens: list[Token]) -> None:
-        atomic_write(self.path, msgspec.json.encode(TokenFile(tokens=tokens)), mode=0o600)
-        self._tokens = tokens
+        """Write `tokens` with the uses recorded so far (runs in a thread, while requests record
+        more: the copy of the pending uses is taken at once, and only those written are dropped)."""
+        used = dict(self._used)
+        merged = [
+            t if t.name not in used else msgspec.structs.replace(t, last_used=used[t.name])
+            for t in tokens
+        ]
+        atomic_write(self.path, msgspec.json.encode(TokenFile(tokens=merged)), mode=0o600)
+        self._tokens = merged
+        for name, when in used.items():
+            if self._used.get(name) == when:
+                del self._used[name]

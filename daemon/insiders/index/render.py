@@ -1,4 +1,4 @@
-"""Simple API pages as bytes: PEP 503 HTML and PEP 691 JSON, with PEP 592, 629, 658/714 and 700.
+"""Simple API pages as bytes: PEP 503 HTML and PEP 691 JSON (PEPs 592, 629, 658/714, 700, 792).
 
 Pure functions of a page model, so that hosted projects, upstream projects and merged ones render
 through one path, and tests can check them with tables.
@@ -16,7 +16,8 @@ import msgspec
 from insiders.names import normalize
 from insiders.store import Project, StoredFile
 
-API_VERSION = "1.1"
+# 1.4: the version that brought project status markers (PEP 792), the newest field served here.
+API_VERSION = "1.4"
 
 
 class FileLink(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +36,9 @@ class ProjectPage(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     files: tuple[FileLink, ...]
     versions: tuple[str, ...]
+    # PEP 792; None: not known (an upstream page), which clients read as active.
+    status: str | None = None
+    status_reason: str | None = None
 
 
 def iso_time(timestamp: float) -> str:
@@ -61,10 +65,13 @@ def hosted_link(project_name: str, stored: StoredFile, base: str) -> FileLink:
 
 def hosted_page(project: Project) -> ProjectPage:
     name = project.normalized
+    served = project.served_files
     return ProjectPage(
         name=name,
-        files=tuple(hosted_link(name, f, "../../") for f in project.files),
-        versions=tuple(project.versions()),
+        files=tuple(hosted_link(name, f, "../../") for f in served),
+        versions=tuple(project.versions()) if served else (),
+        status=project.status,
+        status_reason=project.status_reason,
     )
 
 
@@ -73,13 +80,13 @@ def hosted_page(project: Project) -> ProjectPage:
 _HTML_HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
     f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
-    "    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+    "{meta}    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
 )
 _HTML_TAIL = "  </body>\n</html>\n"
 
 
 def root_html(names: Iterable[str]) -> bytes:
-    parts = [_HTML_HEAD.format(title="Simple index")]
+    parts = [_HTML_HEAD.format(title="Simple index", meta="")]
     for name in names:
         n = escape(normalize(name))
         parts.append(f'    <a href="{n}/">{escape(name)}</a><br>\n')
@@ -89,7 +96,13 @@ def root_html(names: Iterable[str]) -> bytes:
 
 def project_html(page: ProjectPage) -> bytes:
     title = escape(f"Links for {page.name}")
-    parts = [_HTML_HEAD.format(title=title)]
+    meta = ""
+    if page.status is not None:
+        meta = f'    <meta name="pypi:project-status" content="{escape(page.status)}">\n'
+        if page.status_reason:
+            reason = escape(page.status_reason)
+            meta += f'    <meta name="pypi:project-status-reason" content="{reason}">\n'
+    parts = [_HTML_HEAD.format(title=title, meta=meta)]
     for link in page.files:
         fragment = f"#{_first_hash(link.hashes)}" if link.hashes else ""
         attrs = [f'href="{escape(link.url)}{fragment}"']
@@ -142,11 +155,15 @@ def project_json(page: ProjectPage) -> bytes:
         if link.upload_time is not None:
             entry["upload-time"] = link.upload_time
         files.append(entry)
-    return _json.encode(
-        {
-            "meta": {"api-version": API_VERSION},
-            "name": page.name,
-            "versions": list(page.versions),
-            "files": files,
-        }
-    )
+    body: dict[str, Any] = {
+        "meta": {"api-version": API_VERSION},
+        "name": page.name,
+        "versions": list(page.versions),
+        "files": files,
+    }
+    if page.status is not None:
+        status = {"status": page.status}
+        if page.status_reason:
+            status["reason"] = page.status_reason
+        body["project-status"] = status
+    return _json.encode(body)

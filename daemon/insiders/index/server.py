@@ -24,6 +24,7 @@ from insiders.upstream import MEMORY_PAGES, Upstream, UpstreamError, remember
 from . import render
 from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
+from .reason import reason_header
 from .upload import UploadRefused, handle_upload
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ class IndexApp:
         project = self.store.get(normalize(name))
         if project is None or normalize(name) != name:
             return await text(send, 404, f"No project {name} here")
+        if project.status == "quarantined":
+            return await text(send, 404, f"Project {name} is quarantined: its files are not served")
         stored = self.store.file(project.normalized, filename)
         if stored is not None:
             digest, content_type = stored.sha256, b"application/octet-stream"
@@ -227,7 +230,9 @@ class IndexApp:
             )
         except UploadRefused as refusal:
             log.info("upload refused (%d): %s", refusal.status, refusal.message)
-            return await text(send, refusal.status, refusal.message, extra=refusal.headers)
+            # The message goes in the status line too, for clients that print nothing else.
+            extra = [*refusal.headers, reason_header(refusal.message)]
+            return await text(send, refusal.status, refusal.message, extra=extra)
         await text(send, status, message)
 
 

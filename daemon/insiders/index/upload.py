@@ -6,8 +6,6 @@ straight to a temp file in the store while three digests are computed, so memory
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -16,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -28,8 +27,10 @@ from insiders.names import (
     parse_version,
 )
 from insiders.publish import Digests, stored_entry
-from insiders.store import FileConflict, Store
-from insiders.tokens import Tokens
+from insiders.store import FileConflict, ProjectClosed, Store
+from insiders.tokens import Token, TokenRefused, Tokens
+
+from .access import CHALLENGE, MalformedCredentials, basic_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +66,33 @@ class _Received:
         self.blake2b.update(chunk)
 
 
-def authenticate(authorization: str | None, tokens: Tokens) -> str:
-    """The name of the upload token in a Basic `__token__:<token>` header, or UploadRefused."""
-    challenge = [(b"www-authenticate", b'Basic realm="insiders"')]
-    if not authorization or not authorization.lower().startswith("basic "):
+def authenticate(authorization: str | None, tokens: Tokens) -> Token:
+    """The upload token in a Basic `__token__:<token>` header, or UploadRefused.
+
+    No refusal quotes what the client sent: a token typed in the user field must not reach a
+    reply or the log.
+    """
+    challenge = [CHALLENGE]
+    try:
+        credentials = basic_credentials((authorization or "").encode("latin-1"))
+    except MalformedCredentials as error:
+        raise UploadRefused(400, str(error), challenge) from None
+    if credentials is None:
         raise UploadRefused(
             401,
             "Uploads need credentials: user __token__ and an upload token as password "
             "(see the file upload-token in the data directory, or insidersctl tokens create)",
             challenge,
         )
-    try:
-        user, _, secret = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise UploadRefused(400, "Malformed Authorization header", challenge) from None
+    user, secret = credentials
     if user != "__token__":
-        raise UploadRefused(403, f"Use the user name __token__ with a token, not {user!r}")
-    token = tokens.check(secret, "upload")
-    if token is None:
-        raise UploadRefused(403, "Invalid token: it is unknown, revoked, or not an upload token")
-    return token.name
+        raise UploadRefused(
+            403, "Use the user name __token__, and the token as the password", challenge
+        )
+    try:
+        return tokens.verify(secret, "upload")
+    except TokenRefused as refusal:
+        raise UploadRefused(403, refusal.message) from None
 
 
 async def receive_upload(
@@ -193,7 +201,7 @@ async def handle_upload(
     receive: Receive, headers: dict[bytes, bytes], store: Store, tokens: Tokens, max_size: int
 ) -> tuple[int, str]:
     """Run one upload to the end; returns (status, message) or raises UploadRefused."""
-    who = authenticate(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
+    token = authenticate(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > max_size + MAX_FIELDS_SIZE:
         raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
@@ -214,6 +222,10 @@ async def handle_upload(
         if parse_version(version) is None:
             raise UploadRefused(400, f"Invalid version {version!r} (PEP 440)")
         try:
+            tokens.verify_project(token, name)
+        except TokenRefused as refusal:
+            raise UploadRefused(403, refusal.message) from None
+        try:
             dist = parse_dist_filename(got.filename)
         except InvalidFilename as error:
             raise UploadRefused(400, f"Invalid filename: {error}") from None
@@ -231,14 +243,16 @@ async def handle_upload(
         digests = Digests(
             got.size, got.sha256.hexdigest(), got.md5.hexdigest(), got.blake2b.hexdigest()
         )
-        entry = stored_entry(dist, meta, digests)
+        entry = msgspec.structs.replace(stored_entry(dist, meta, digests), uploaded_by=token.name)
         try:
             added = await store.add(meta.name, entry, temp, meta.raw)
         except FileConflict as error:
             raise UploadRefused(409, str(error)) from None
+        except ProjectClosed as error:
+            raise UploadRefused(403, str(error)) from None
     finally:
         temp.unlink(missing_ok=True)
     if added:
-        log.info("published %s (uploaded with token %s)", dist.filename, who)
+        log.info("published %s (uploaded with token %s)", dist.filename, token.name)
         return 200, f"OK: {dist.filename} published"
     return 200, f"OK: {dist.filename} is published already with the same content"

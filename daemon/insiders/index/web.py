@@ -37,6 +37,8 @@ async def _json_api(
     project = store.get(normalize(name))
     if project is None:
         return {"message": "Not Found"}, 404
+    if project.status == "quarantined":
+        return {"message": f"{project.name} is quarantined: its files are not served"}, 404
     wanted = version if version is not None else project.latest() or ""
     release = [f for f in project.files if parse_version(f.version) == parse_version(wanted)]
     if not release:
@@ -101,6 +103,8 @@ def _file_entry(base: str, project: Project, stored: StoredFile) -> dict[str, An
         "upload_time_iso_8601": iso_time(stored.upload_time),
         "yanked": stored.yanked,
         "yanked_reason": stored.yanked_reason,
+        # The name of the token that uploaded it (never its secret); None for the watcher's.
+        "uploaded_by": stored.uploaded_by,
     }
 
 

@@ -35,7 +35,7 @@ from insiders.distributions import InvalidDistribution
 from insiders.names import InvalidFilename, parse_version
 from insiders.publish import publish_file
 from insiders.repos import Repo, Repos, RepoState, VersionRecord
-from insiders.store import FileConflict, Store
+from insiders.store import FileConflict, ProjectClosed, Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.tags import to_build, version_tags
 from insidersctl import protocol as p
@@ -538,6 +538,8 @@ class Watcher:
         """Publish the files; a published file never changes: other bytes are refused, before any
         file of the version is published. False when every file was there with the same bytes."""
         project = self.store.get(repo.key)
+        if project is not None and not project.takes_uploads:
+            raise CheckFailed(str(ProjectClosed(project)), log_path)
         digests = {path: await trio.to_thread.run_sync(_sha256, path) for path in files}
         for path, sha256 in digests.items():
             stored = project.file(path.name) if project else None
@@ -553,7 +555,7 @@ class Watcher:
         for path in files:
             try:
                 added = await publish_file(self.store, path) or added
-            except (InvalidFilename, InvalidDistribution, FileConflict) as error:
+            except (InvalidFilename, InvalidDistribution, FileConflict, ProjectClosed) as error:
                 raise CheckFailed(f"publishing {path.name}: {error}", log_path) from None
         return added
 

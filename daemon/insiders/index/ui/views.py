@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import msgspec
+from packaging.version import Version
 
 from insiders.names import NormalizedName, parse_version
 from insiders.repos import Repo
@@ -162,7 +163,7 @@ def version_rows(project: Project, current: str) -> list[VersionRow]:
 
 
 def file_rows(project: Project, files: Iterable[StoredFile]) -> list[FileRow]:
-    """A release's files, wheels first; `uploaded_by` shows once the store records it."""
+    """A release's files, wheels first."""
     rows = [
         FileRow(
             filename=f.filename,
@@ -172,7 +173,7 @@ def file_rows(project: Project, files: Iterable[StoredFile]) -> list[FileRow]:
             uploaded=f.upload_time,
             requires_python=f.requires_python,
             sha256=f.sha256,
-            uploaded_by=_optional_text(f, "uploaded_by"),
+            uploaded_by=f.uploaded_by,
             yanked=f.yanked,
             yanked_reason=f.yanked_reason,
         )
@@ -183,16 +184,9 @@ def file_rows(project: Project, files: Iterable[StoredFile]) -> list[FileRow]:
 
 def project_status(project: Project) -> tuple[str, str | None] | None:
     """PEP 792's status (archived, quarantined, deprecated) and its reason, when one is set."""
-    status = _optional_text(project, "status")
-    if status is None or status == "active":
+    if project.status == "active":
         return None
-    return status, _optional_text(project, "status_reason")
-
-
-def _optional_text(holder: object, field: str) -> str | None:
-    """A field the store may not have yet (read access, PEP 792 are added on other branches)."""
-    value = getattr(holder, field, None)
-    return value if isinstance(value, str) and value else None
+    return project.status, project.status_reason
 
 
 def safe_links(fields: Mapping[str, Any]) -> list[Link]:
@@ -288,28 +282,18 @@ def source_text(repo: Repo) -> str:
 
 
 def failed_versions(repo: Repo) -> tuple[Failure, ...]:
-    """The versions whose build failed, with their error.
-
-    Today's repository state holds the last failure only (its log's file name is the version);
-    a state with a per-version list (`failed`: entries with version, error and time) is shown
-    whole, so the page needs no change when the watcher records more.
-    """
+    """The versions whose last build failed, newest first, with their error; else the check's own
+    error (listing or fetching failed before any version was tried)."""
     state = repo.state
-    per_version: Any = getattr(state, "failed", None)
-    if per_version:
-        items = per_version.values() if isinstance(per_version, Mapping) else per_version
+    failed = [(v, r) for v, r in state.versions.items() if r.status == "failed"]
+    if failed:
+        failed.sort(key=lambda item: parse_version(item[0]) or Version("0"), reverse=True)
         return tuple(
-            Failure(
-                version=_optional_text(item, "version"),
-                error=_optional_text(item, "error") or "the build failed",
-                at=getattr(item, "at", None),
-            )
-            for item in items
+            Failure(version=v, error=r.message or "the build failed", at=r.at) for v, r in failed
         )
     if not state.last_error:
         return ()
-    version = state.log.rsplit("/", 1)[-1].removesuffix(".log") if state.log else None
-    return (Failure(version=version, error=state.last_error, at=state.last_error_at),)
+    return (Failure(version=None, error=state.last_error, at=state.last_error_at),)
 
 
 def build_row(repo: Repo, logs: Iterable[BuildLog]) -> BuildRow:

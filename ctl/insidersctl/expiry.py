@@ -1,0 +1,41 @@
+"""`--expires`: a lifetime (30d, 12h, 2w) or a date (2027-01-31, or a full ISO 8601 time).
+
+Read by the client, which sends the daemon an absolute time: "30d" means thirty days from the
+moment the person typed it. A date without a time means the start of that day in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_LIFETIME = re.compile(r"^(\d+)\s*([mhdw])$")
+
+
+class BadExpiry(ValueError):
+    pass
+
+
+def parse_expiry(text: str, now: float | None = None) -> float:
+    """The wall-clock time `text` names; BadExpiry with a message a person can act on."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    if match := _LIFETIME.match(text.lower()):
+        amount = int(match.group(1))
+        if amount == 0:
+            raise BadExpiry(f"--expires {text}: a lifetime must be more than zero")
+        return now + amount * _UNITS[match.group(2)]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadExpiry(
+            f"--expires {text!r}: give a lifetime (30d, 12h, 2w, 90m) "
+            "or a date (2027-01-31, or 2027-01-31T18:00+01:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when.timestamp() <= now:
+        raise BadExpiry(f"--expires {text}: that is in the past")
+    return when.timestamp()
