@@ -6,16 +6,14 @@ from html import escape
 from typing import Any
 
 import trio
-from packaging.metadata import parse_email
-from packaging.version import Version
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from insiders import __version__
-from insiders.names import normalize, parse_version
-from insiders.store import Project, Store, StoredFile
+from insiders.names import normalize
+from insiders.store import Store
 
-from .render import iso_time
+from . import jsonapi
 
 
 def create_web_app(store: Store, upstream_description: str) -> QuartTrio:
@@ -52,97 +50,23 @@ export PIP_INDEX_URL={escape(base)}simple/ UV_INDEX_URL={escape(base)}simple/</p
     return app
 
 
-def _latest(project: Project) -> str:
-    """The version installers would pick: newest final release not yanked, else newest of any."""
-    versions = [(parse_version(f.version), f) for f in project.files]
-    usable = [(v, f) for v, f in versions if v is not None]
-
-    def newest(candidates: list[tuple[Version, StoredFile]]) -> str | None:
-        return max(candidates, key=lambda vf: vf[0])[1].version if candidates else None
-
-    return (
-        newest([(v, f) for v, f in usable if not f.yanked and not v.is_prerelease])
-        or newest([(v, f) for v, f in usable if not f.yanked])
-        or newest(usable)
-        or project.files[-1].version
-    )
-
-
 async def _json_api(
     store: Store, name: str, version: str | None
 ) -> tuple[dict[str, Any], int] | Response:
     project = store.get(normalize(name))
     if project is None:
         return {"message": "Not Found"}, 404
-    wanted = version if version is not None else _latest(project)
-    release = [f for f in project.files if parse_version(f.version) == parse_version(wanted)]
+    wanted = version if version is not None else jsonapi.latest(project)
+    release = jsonapi.release_files(project, wanted)
     if not release:
         return {"message": f"{project.name} has no version {wanted}"}, 404
-    # Wheels' metadata is the built truth; an sdist's PKG-INFO comes next.
-    source = min(release, key=lambda f: not f.is_wheel)
+    source = jsonapi.metadata_source(release)
     path = trio.Path(store.path(project.normalized, f"{source.filename}.metadata"))
     try:
-        fields, _ = parse_email(await path.read_bytes())
+        metadata: bytes | None = await path.read_bytes()
     except OSError:
-        fields = {}
-    base = request.host_url
-    info: dict[str, Any] = {
-        "name": project.name,
-        "version": release[0].version,
-        "summary": fields.get("summary"),
-        "description": fields.get("description"),
-        "description_content_type": fields.get("description_content_type"),
-        "author": fields.get("author"),
-        "author_email": fields.get("author_email"),
-        "license": fields.get("license"),
-        "keywords": fields.get("keywords"),
-        "classifiers": fields.get("classifiers", []),
-        "requires_python": fields.get("requires_python"),
-        "requires_dist": fields.get("requires_dist"),
-        "project_urls": fields.get("project_urls"),
-        "home_page": fields.get("home_page"),
-        "yanked": all(f.yanked for f in release),
-        "yanked_reason": next((f.yanked_reason for f in release if f.yanked_reason), None),
-        "package_url": f"{base}pypi/{project.normalized}/",
-        "project_url": f"{base}pypi/{project.normalized}/",
-        "release_url": f"{base}pypi/{project.normalized}/{release[0].version}/",
-    }
-    body: dict[str, Any] = {
-        "info": info,
-        "urls": [_file_entry(base, project, f) for f in release],
-        "last_serial": 0,
-    }
-    if version is None:
-        body["releases"] = {
-            v: [_file_entry(base, project, f) for f in project.files if f.version == v]
-            for v in project.versions()
-        }
+        metadata = None
+    body = jsonapi.document(
+        project, release, metadata, request.host_url, with_releases=version is None
+    )
     return body, 200
-
-
-def _file_entry(base: str, project: Project, stored: StoredFile) -> dict[str, Any]:
-    return {
-        "filename": stored.filename,
-        "url": f"{base}files/{project.normalized}/{stored.filename}",
-        "digests": {
-            "sha256": stored.sha256,
-            "md5": stored.md5,
-            "blake2b_256": stored.blake2b_256,
-        },
-        "md5_digest": stored.md5,
-        "size": stored.size,
-        "packagetype": "bdist_wheel" if stored.is_wheel else "sdist",
-        "python_version": _python_tag(stored),
-        "requires_python": stored.requires_python,
-        "upload_time": iso_time(stored.upload_time)[:19],
-        "upload_time_iso_8601": iso_time(stored.upload_time),
-        "yanked": stored.yanked,
-        "yanked_reason": stored.yanked_reason,
-    }
-
-
-def _python_tag(stored: StoredFile) -> str:
-    if not stored.is_wheel:
-        return "source"
-    parts = stored.filename[: -len(".whl")].split("-")
-    return parts[-3] if len(parts) >= 5 else "py3"
