@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
         help="how to serve projects not hosted here (default redirect)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--restore-from",
+        metavar="MIRROR",
+        help="first fill an empty data directory from this [mirrors.MIRROR] target, then serve",
+    )
     return p
 
 
@@ -84,13 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"insidersd: {error}", file=sys.stderr)
         return 2
+    if args.restore_from is not None and args.restore_from not in settings.mirrors:
+        known = ", ".join(sorted(settings.mirrors)) or "none"
+        print(
+            f"insidersd: --restore-from {args.restore_from}: no [mirrors.{args.restore_from}] "
+            f"in the configuration (configured: {known})",
+            file=sys.stderr,
+        )
+        return 2
     setup_logging(settings.log_level)
     dirs = resolve_directories(settings.paths)
     from .app import run
+    from .mirror.restore import RestoreError
+    from .mirror.targets import TargetError
 
     status = 0
     try:
-        trio.run(run, settings, dirs, partial(settings_from, args))
+        trio.run(run, settings, dirs, partial(settings_from, args), args.restore_from)
+    except* (RestoreError, TargetError) as refused:
+        for problem in refused.exceptions:
+            log.critical("cannot restore: %s", problem)
+        status = 1
     except* UpstreamLoop as group:
         for loop in group.exceptions:
             log.error("%s", loop)

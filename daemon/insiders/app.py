@@ -20,6 +20,9 @@ from .index import graceful
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
+from .mirror.restore import restore_into
+from .mirror.sync import Mirrors
+from .mirror.targets import open_target
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
@@ -83,6 +86,7 @@ class Daemon:
             credentials=dirs.credentials,
             index_url=self.own_index_url,
         )
+        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
@@ -111,6 +115,8 @@ class Daemon:
             return
         if (new.server, new.paths) != (self.settings.server, self.settings.paths):
             log.warning("reload: [server] and [paths] changes take effect at the next restart")
+        if new.mirrors != self.settings.mirrors:
+            log.warning("reload: [mirrors] changes take effect at the next restart")
         old_upstream = self.upstream
         self.settings = self.index.settings = self.watcher.settings = new
         self.upstream = self.index.upstream = upstream
@@ -156,7 +162,25 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
         notifier.status(daemon.status_line())
 
 
-async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings]) -> None:
+async def restore_from(name: str, settings: Settings, dirs: Directories, store: Store) -> None:
+    """Fill the empty store from the mirror target `name` before anything is served."""
+    target = await trio.to_thread.run_sync(
+        open_target, name, settings.mirrors[name], dirs.credentials
+    )
+    try:
+        log.info("restoring the store from mirror %s (%s)", name, target.location)
+        projects, files = await restore_into(store, target)
+    finally:
+        target.close()
+    log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
+
+
+async def run(
+    settings: Settings,
+    dirs: Directories,
+    load: Callable[[], Settings],
+    restore: str | None = None,
+) -> None:
     notifier = Notifier()
     inherited = listen_fds()
     graceful.install()
@@ -166,6 +190,8 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
+    if restore is not None:
+        await restore_from(restore, settings, dirs, store)
     log.info("store %s: %d projects, %d files", dirs.data, len(store.projects), store.file_count())
     daemon = Daemon(settings, dirs, load, store, tokens, upstream, repos)
 
@@ -195,6 +221,7 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
 
             daemon.http_urls = await nursery.start(serve_http)
             await nursery.start(daemon.watcher.run)
+            await nursery.start(daemon.mirrors.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
                 __version__,
@@ -220,4 +247,5 @@ async def run(settings: Settings, dirs: Directories, load: Callable[[], Settings
                 await http_done.wait()
             nursery.cancel_scope.cancel()
     await daemon.upstream.aclose()
+    daemon.mirrors.close()
     log.info("stopped")
