@@ -172,6 +172,9 @@ class SeaweedFS:
                 "-ip.bind=127.0.0.1",
                 "-s3",
                 f"-s3.port={self.s3_port}",
+                # Catalog servers on fixed ports otherwise; the mirror needs none of them.
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 f"-master.port={master}",
                 f"-volume.port={volume}",
                 f"-filer.port={filer}",
@@ -215,7 +218,7 @@ class SeaweedFS:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                self.proc.wait(3)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
