@@ -373,3 +373,50 @@ def test_a_broken_target_slows_nothing_and_catches_up(tmp_path: Path) -> None:
         assert ctl(home, "mirrors", "sync", "nowhere").returncode == 1
     finally:
         daemon.stop()
+
+
+def test_front_with_read_tokens_asks_insidersd(
+    dists: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """[server] read-access = "token": nginx serves the tree only to requests insidersd accepts
+    (auth_request to GET /-/auth: 204 or 401), and pip installs with a read token."""
+    home, tree = tmp_path / "daemon", tmp_path / "mirror"
+    write_config(home, f'[server]\nread-access = "token"\n\n[mirrors.web]\ndirectory = "{tree}"\n')
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start(wait=False)
+    assert daemon.proc is not None
+    try:
+        daemon.url = daemon._wait_for_url(0)
+    except AssertionError:
+        if "read-access" in daemon.log() and "nknown" in daemon.log():
+            pytest.skip(
+                "this insidersd has no [server] read-access nor GET /-/auth (issue 12, "
+                "the access branch): the nginx config for it is here, the endpoint is not"
+            )
+        raise
+    port = free_port()
+    nginx = Nginx(
+        tmp_path / "nginx", front_site(tree, daemon.url, port, read_tokens=True), port=port
+    ).start()
+    try:
+        created = ctl(home, "tokens", "create", "reader", "--scope", "read")
+        assert created.returncode == 0, created.stderr
+        reader = created.stdout.strip()
+        twine_upload(daemon.url, daemon.token, dists["demo-1.0"], tmp_path)
+        wheel = next(p for p in dists["demo-1.0"] if p.suffix == ".whl")
+        assert wait_for(lambda: mirrored(tree, "demo-pkg", wheel.name))
+
+        with daemon.client() as client:
+            assert client.get("/-/auth").status_code == 401
+            assert client.get("/-/auth", auth=("__token__", reader)).status_code == 204
+        for path in ("/simple/", "/simple/demo-pkg/", f"/files/demo-pkg/{wheel.name}"):
+            refused = get(f"{nginx.url}{path}")
+            assert refused.status_code == 401, path
+            assert refused.headers["www-authenticate"].startswith("Basic")
+            assert get(f"{nginx.url}{path}", auth=("__token__", "wrong")).status_code == 401
+            assert get(f"{nginx.url}{path}", auth=("__token__", reader)).status_code == 200
+        authenticated = f"http://__token__:{reader}@127.0.0.1:{port}/simple/"
+        pip_install(authenticated, tmp_path / "pip", "demo-pkg")
+        assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
+    finally:
+        nginx.stop()
+        daemon.stop()
