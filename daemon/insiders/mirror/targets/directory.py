@@ -77,7 +77,7 @@ class DirectoryTarget:
                     return False
             except FileNotFoundError:
                 pass
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
             fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -93,7 +93,7 @@ class DirectoryTarget:
         self.requests += 1
         path = self._path(key)
         with _translated(f"cannot write {path}"):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
             sibling = path.with_name(f"{path.name}.gz")
             if gzipped is not None:
                 _write_atomically(sibling, gzipped)
@@ -135,6 +135,19 @@ class DirectoryTarget:
 
     def close(self) -> None:
         pass
+
+
+def _make_dirs(path: Path) -> None:
+    """Create `path` and its missing parents readable by all (the web server), whatever the
+    daemon's umask (the system unit's is 0077)."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    path.chmod(0o755)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
