@@ -152,6 +152,9 @@ def test_front_gzips_pages(front: tuple[Daemon, Nginx, Path], tmp_path: Path) ->
         raw = client.get(f"{nginx.url}/simple/many-versions/", headers={"Accept-Encoding": "gzip"})
         assert raw.headers["content-encoding"] == "gzip"
         assert raw.content == plain.content  # httpx decoded it
+        # The .gz the mirror wrote beside the page, sent as it is (gzip_static): no CPU per request.
+        compressed = tree / "simple" / "many-versions" / "index.html.gz"
+        assert raw.headers["content-length"] == str(compressed.stat().st_size)
 
 
 def test_changes_rewrite_one_project_and_the_root(

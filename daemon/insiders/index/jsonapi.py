@@ -81,9 +81,11 @@ def document(
         "last_serial": 0,
     }
     if with_releases:
+        by_version: dict[str, list[StoredFile]] = {}
+        for stored in project.files:  # once: a project may have thousands of versions
+            by_version.setdefault(stored.version, []).append(stored)
         body["releases"] = {
-            v: [file_entry(base, project, f) for f in project.files if f.version == v]
-            for v in project.versions()
+            v: [file_entry(base, project, f) for f in by_version[v]] for v in project.versions()
         }
     return body
 

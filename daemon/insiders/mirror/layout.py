@@ -128,11 +128,17 @@ def project_pages(
     """
     name = project.normalized
     model = render.hosted_page(project)
+    by_version: dict[str, list[StoredFile]] = {}
+    for stored in project.files:
+        by_version.setdefault(stored.version, []).append(stored)
+    latest = jsonapi.release_files(project, jsonapi.latest(project))
     return [
-        PageFile(f"pypi/{name}/json", _api(project, None, metadata, base), API_JSON),
+        PageFile(f"pypi/{name}/json", _api(project, latest, metadata, base, True), API_JSON),
         *(
             PageFile(
-                f"pypi/{name}/{version}/json", _api(project, version, metadata, base), API_JSON
+                f"pypi/{name}/{version}/json",
+                _api(project, by_version[version], metadata, base, False),
+                API_JSON,
             )
             for version in project.versions()
             if versions is None or version in versions
@@ -144,11 +150,14 @@ def project_pages(
 
 
 def _api(
-    project: Project, version: str | None, metadata: Callable[[StoredFile], bytes | None], base: str
+    project: Project,
+    release: list[StoredFile],
+    metadata: Callable[[StoredFile], bytes | None],
+    base: str,
+    with_releases: bool,
 ) -> Page:
-    release = jsonapi.release_files(project, version or jsonapi.latest(project))
     source = jsonapi.metadata_source(release)
-    body = jsonapi.document(project, release, metadata(source), base, with_releases=version is None)
+    body = jsonapi.document(project, release, metadata(source), base, with_releases=with_releases)
     return make_page(_encode(body))
 
 

@@ -260,27 +260,11 @@ class MirrorTarget:
         hash differs: removed, then uploaded again with new content) is replaced."""
         assert self.target is not None
         target = self.target
-        name = project.normalized
-        stale: list[str] = []
-        todo: list[tuple[str, Path, int, str]] = []
-        for key, (stored, is_metadata) in layout.wanted_files(project).items():
-            filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
-            path = self.store.path(name, filename)
-            if is_metadata:
-                try:
-                    size = (await trio.Path(path).stat()).st_size
-                except FileNotFoundError:
-                    continue  # the store has none after all: nothing links it
-                content_type = layout.TEXT
-            else:
-                size, content_type = stored.size, layout.BINARY
-            before = previous.file(stored.filename) if previous is not None else None
-            same = before is None or before.sha256 == stored.sha256
-            if held.get(key) == size and same:
-                continue
-            if key in held:
-                stale.append(key)  # a torn copy, or an older file of that name: written again
-            todo.append((key, path, size, content_type))
+        # One thread trip for the whole plan: a project of thousands of files stats every
+        # metadata file.
+        todo, stale = await trio.to_thread.run_sync(
+            _plan_copies, self.store, project, held, previous
+        )
         if stale:
             await self._delete(stale)
 
@@ -296,7 +280,7 @@ class MirrorTarget:
                 for job in todo:
                     nursery.start_soon(put, *job)
         except* ProjectChanged:
-            raise ProjectChanged(name) from None
+            raise ProjectChanged(project.normalized) from None
 
     async def _write_pages(self, project: Project, versions: set[str] | None) -> None:
         assert self.target is not None
@@ -376,6 +360,35 @@ class MirrorTarget:
             o.pages,
             o.deleted,
         )
+
+
+def _plan_copies(
+    store: Store, project: Project, held: dict[str, int], previous: Project | None
+) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
+    """What to copy (key, source, size, content type), and which held keys hold other bytes."""
+    name = project.normalized
+    before = {f.filename: f for f in previous.files} if previous is not None else {}
+    stale: list[str] = []
+    todo: list[tuple[str, Path, int, str]] = []
+    for key, (stored, is_metadata) in layout.wanted_files(project).items():
+        filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
+        path = store.path(name, filename)
+        if is_metadata:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # the store has none after all: nothing links it
+            content_type = layout.TEXT
+        else:
+            size, content_type = stored.size, layout.BINARY
+        recorded = before.get(stored.filename)
+        same = recorded is None or recorded.sha256 == stored.sha256
+        if held.get(key) == size and same:
+            continue
+        if key in held:
+            stale.append(key)  # a torn copy, or an older file of that name: written again
+        todo.append((key, path, size, content_type))
+    return todo, stale
 
 
 def _generator(manifest: bytes) -> str:
