@@ -365,8 +365,21 @@ def test_a_broken_target_slows_nothing_and_catches_up(tmp_path: Path) -> None:
         assert refused.returncode == 1
         assert "Not a directory" in refused.stderr
 
-        # The target comes back: the next attempt (or a sync) catches up.
+        # A failure in the middle of copying files (the tree is there, files/ is not a
+        # directory) is a failure of the target too: the daemon keeps serving and retrying.
         blocker.unlink()
+        tree.mkdir(parents=True)
+        (tree / "files").write_text("in the way")
+        refused = ctl(home, "mirrors", "sync", "web")
+        assert refused.returncode == 1
+        assert "Not a directory" in refused.stderr
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None
+        with daemon.client() as client:
+            assert client.get("/simple/steady/").status_code == 200
+
+        # The target comes back: the next attempt (or a sync) catches up.
+        (tree / "files").unlink()
         synced = ctl(home, "mirrors", "sync", "web")
         assert synced.returncode == 0, synced.stderr
         assert mirrored(tree, "steady", path.name)

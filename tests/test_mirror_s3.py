@@ -283,8 +283,9 @@ def test_a_target_that_is_down_slows_nothing(weed: SeaweedFS, tmp_path: Path) ->
 
         # The bucket appears: the late target catches up; the other keeps failing alone.
         weed.client().create_bucket(Bucket=late_bucket)
-        synced = ctl(home, "mirrors", "sync", "late")
-        assert synced.returncode == 0, synced.stderr
+        # `mirrors sync` answers the first failure; a new bucket may need a moment to take writes.
+        synced = wait_for(lambda: (r := ctl(home, "mirrors", "sync", "late")).returncode == 0 and r)
+        assert synced, ctl(home, "mirrors", "list").stderr
         assert page_lists(weed, late_bucket, "p/simple/steady/index.html", second.name)
         assert states()["late"]["state"] == "idle"
         assert states()["down"]["state"] == "failing"

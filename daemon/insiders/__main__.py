@@ -101,12 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dirs = resolve_directories(settings.paths)
     from .app import run
     from .mirror.restore import RestoreError
-    from .mirror.targets import TargetError
 
     status = 0
     try:
         trio.run(run, settings, dirs, partial(settings_from, args), args.restore_from)
-    except* (RestoreError, TargetError) as refused:
+    except* RestoreError as refused:
         for problem in refused.exceptions:
             log.critical("cannot restore: %s", problem)
         status = 1

@@ -20,9 +20,9 @@ from .index import graceful
 from .index.server import IndexApp
 from .index.web import create_web_app
 from .logs import set_level
-from .mirror.restore import restore_into
+from .mirror.restore import RestoreError, restore_into
 from .mirror.sync import Mirrors
-from .mirror.targets import open_target
+from .mirror.targets import TargetError, open_target
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
@@ -164,14 +164,17 @@ async def keep_status(daemon: Daemon, notifier: Notifier) -> None:
 
 async def restore_from(name: str, settings: Settings, dirs: Directories, store: Store) -> None:
     """Fill the empty store from the mirror target `name` before anything is served."""
-    target = await trio.to_thread.run_sync(
-        open_target, name, settings.mirrors[name], dirs.credentials
-    )
     try:
-        log.info("restoring the store from mirror %s (%s)", name, target.location)
-        projects, files = await restore_into(store, target)
-    finally:
-        target.close()
+        target = await trio.to_thread.run_sync(
+            open_target, name, settings.mirrors[name], dirs.credentials
+        )
+        try:
+            log.info("restoring the store from mirror %s (%s)", name, target.location)
+            projects, files = await restore_into(store, target)
+        finally:
+            target.close()
+    except TargetError as error:
+        raise RestoreError(f"mirror {name}: {error}") from error
     log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
 
 

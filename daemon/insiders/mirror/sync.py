@@ -81,6 +81,7 @@ class MirrorTarget:
             log.error("mirror %s cannot be used: %s", name, error)
         self._limiter = trio.CapacityLimiter(PARALLEL_FILES)
         self._wake = trio.Event()
+        self._retry_now = trio.Event()
         # name -> change counter when last notified, and when its first unwritten change came.
         self._changes: dict[NormalizedName, int] = {}
         self._first_change: dict[NormalizedName, float] = {}
@@ -132,6 +133,7 @@ class MirrorTarget:
         self._waiters.append((done, result))
         self._full_wanted = True
         self._wake.set()
+        self._retry_now.set()
         await done.wait()
         return result[0]
 
@@ -168,7 +170,10 @@ class MirrorTarget:
                 self.next_retry = time.time() + delay
                 log.warning("mirror %s: %s (next attempt in %.0fs)", self.name, error, delay)
                 self._answer(waiters, msgspec.structs.replace(self._outcome, error=str(error)))
-                await trio.sleep(delay)
+                # Changes wait for the next attempt; `mirrors sync` does not.
+                with trio.move_on_after(delay):
+                    await self._retry_now.wait()
+                self._retry_now = trio.Event()
                 self.next_retry = None
                 continue
             if failures:
@@ -275,12 +280,21 @@ class MirrorTarget:
                 raise ProjectChanged(key) from None
             self._outcome.files += written
 
+        # The first failure cancels the other copies; it leaves here as itself, not in a group.
+        failure: TargetError | None = None
+        changed = False
         try:
             async with trio.open_nursery() as nursery:
                 for job in todo:
                     nursery.start_soon(put, *job)
         except* ProjectChanged:
-            raise ProjectChanged(project.normalized) from None
+            changed = True
+        except* TargetError as failed:
+            failure = failed.exceptions[0]  # type: ignore[assignment]
+        if failure is not None:
+            raise failure
+        if changed:
+            raise ProjectChanged(project.normalized)
 
     async def _write_pages(self, project: Project, versions: set[str] | None) -> None:
         assert self.target is not None
