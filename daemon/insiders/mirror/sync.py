@@ -149,6 +149,7 @@ class MirrorTarget:
                 self.state = "idle"
                 await self._wake.wait()
             self._wake = trio.Event()
+            self._retry_now = trio.Event()  # a sync asked for meanwhile is this very attempt
             full = self._full_wanted
             waiters, self._waiters = self._waiters, []
             self.state = "comparing" if full else "syncing"
