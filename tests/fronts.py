@@ -175,6 +175,10 @@ class SeaweedFS:
                 # Catalog servers on fixed ports otherwise; the mirror needs none of them.
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
+                # Each bucket is a collection with volumes of its own: room for a module's
+                # buckets (the default of 8 volumes fills up), small ones on a test's disk.
+                "-volume.max=64",
+                "-master.volumeSizeLimitMB=64",
                 f"-master.port={master}",
                 f"-volume.port={volume}",
                 f"-filer.port={filer}",
