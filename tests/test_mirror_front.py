@@ -123,7 +123,7 @@ def test_front_serves_the_mirror_and_passes_the_rest(
     assert fallback.status_code == 302
     assert fallback.headers["location"] == "http://127.0.0.1:9/upstream/simple/not-hosted-here/"
 
-    # A second version, uploaded through the front with uv's publish path, installs through it.
+    # A second version, uploaded through the front, installs through it with uv.
     twine_upload(nginx.url, daemon.token, dists["demo-1.1"], tmp_path)
     newer = next(p for p in dists["demo-1.1"] if p.suffix == ".whl")
     assert wait_for(lambda: mirrored(tree, "demo-pkg", newer.name))
