@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint types pytest systemd-host-tools browser-host-tools shells clean
+.PHONY: run test lint types pytest systemd-host-tools browser-host-tools shells nginx-host-tools clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells .cache/wheelhouse/.complete
+pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools .cache/wheelhouse/.complete
 	$(BIN)/pytest
 
 # Wheels of the build backends that the watcher tests build with, served by a local index.
@@ -53,6 +53,13 @@ shells:
 	@if [ "$$(id -u)" = 0 ] && ! { command -v zsh && command -v fish; } >/dev/null; then \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh fish; \
+	fi
+
+# The mirror tests run Debian's nginx in front of insidersd and of the mirror targets.
+nginx-host-tools:
+	@if [ "$$(id -u)" = 0 ] && ! [ -x /usr/sbin/nginx ]; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; \
 	fi
 
 clean:

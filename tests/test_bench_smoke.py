@@ -172,3 +172,40 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert _leftovers(str(tmp_path / "work")) == []
     (store,) = (tmp_path / "work").glob("*/store/packages")
     assert not (store / "benchpkg-upload").exists()
+
+
+def test_smoke_run_mirror_front(tmp_path: Path) -> None:
+    """The front's figures (through Debian's nginx in front of insidersd and its directory
+    mirror), the full copy to SeaweedFS and the lag burst, on a tiny store. (Plain nginx is left
+    out: its workers could not read a generated tree under pytest's private temp directory.)"""
+    results_dir = tmp_path / "results"
+    argv = [
+        sys.executable, str(BENCH / "run.py"), "--servers", "insidersd-front",
+        "--projects", "3", "--versions", "2", "--big-versions", "20", "--duration", "1",
+        "--repeats", "1", "--client-repeats", "1", "--connections", "8", "--upload-mb", "0",
+        "--watcher-repos", "0", "--mirror-uploads", "20", "--work-dir", str(tmp_path / "work"),
+        "--results-dir", str(results_dir),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (written,) = results_dir.glob("*.json")
+    results = json.loads(written.read_text())
+    assert set(results["servers"]) == {"insidersd-front"}, results["skipped"]
+    front = results["servers"]["insidersd-front"]
+    for key in ("root", "project_html", "project_json", "big", "file"):
+        assert front["endpoints"][key]["rps"] > 0, key
+        assert front["endpoints"][key]["errors"] == 0, key
+    assert front["endpoints"]["project_json"]["json"] is True
+    assert front["mirror_dir_s"] > 0
+    # Every file and its metadata, the pages, the documents: more operations than files.
+    assert front["mirror_dir_requests"] > 2 * results["dataset"]["files"]
+    mirror = front["mirror"]
+    assert "error" not in mirror, mirror
+    assert mirror["s3"]["requests"] > 2 * results["dataset"]["files"]
+    assert mirror["burst"]["uploads"] == 20
+    assert mirror["burst"]["missing"] == 0
+    assert mirror["burst"]["lag_p99_ms"] >= mirror["burst"]["lag_p50_ms"] >= 0
+    names = {t["target"] for t in results["targets"]}
+    assert any(n.startswith("insidersd-front file download") for n in names)
+    assert "mirror lag during 20 uploads: p99 (ms)" in done.stdout
+    assert _leftovers(str(tmp_path / "work")) == []

@@ -29,6 +29,7 @@ COMMANDS = {
     "reload",
     "tokens",
     "projects",
+    "mirrors",
 }
 
 
@@ -100,7 +101,7 @@ CASES = [
     ("insidersctl tokens create x --scope ", {"upload", "read"}),
     ("insidersctl completion ", {"bash", "zsh", "fish"}),
     ("insidersctl logs --p", {"--priority"}),
-    ("insidersctl update --", {"--force", "--wait", "--no-wait", "--help", "--json"}
+    ("insidersctl update --", {"--force", "--version", "--wait", "--no-wait", "--help", "--json"}
      | {"--socket", "--runtime-dir", "--config", "--timeout"}),
     # Values of options are skipped: what follows is a command again.
     ("insidersctl -c some.toml --timeout 5 to", {"tokens"}),

@@ -36,6 +36,8 @@ REQUESTS: list[p.Request | p.Hello] = [
     p.Yank(project="demo", version="1.0", reason="broken"),
     p.Unyank(project="demo", version="1.0"),
     p.Remove(project="demo", filename="demo-1.0.tar.gz", dry_run=True),
+    p.ListMirrors(),
+    p.SyncMirror(name="web"),
 ]
 
 REPLIES: list[p.ServerMessage] = [
@@ -67,6 +69,13 @@ REPLIES: list[p.ServerMessage] = [
     p.ProjectStatusSet(name="demo", status="archived", reason="moved"),
     p.YankDone(project="demo", version="1", yanked=True, changed=2),
     p.Removed(project="demo", files=("f",)),
+    p.MirrorList(
+        mirrors=(
+            p.MirrorInfo(name="web", kind="directory", location="/srv/m", state="failing", lag=2.5),
+        ),
+        now=5.0,
+    ),
+    p.MirrorSynced(mirror=p.MirrorInfo(name="b", kind="s3", location="s3://b/"), files=3, pages=9),
 ]
 
 
@@ -226,6 +235,7 @@ def test_json_output_is_the_protocols_field_names() -> None:
         "watcher",
         "repos",
         "restart_needed",
+        "mirrors",
     ]
     repo = msgspec.json.decode(to_json(p.RepoInfo(name="d", source="o/r", kind="github")))
     assert set(repo) >= {"name", "source", "last_check", "last_published", "last_error", "log"}

@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="repositories in the watcher's timed check cycle, 0 to skip the watcher (200)",
     )
+    p.add_argument(
+        "--mirror-uploads",
+        type=int,
+        default=1000,
+        help="uploads in the burst that times the mirror's lag, 0 to skip (1000)",
+    )
     p.add_argument("--watcher-cycles", type=int, help="timed check cycles; the median is kept (5)")
     p.add_argument("--watcher-tags", type=int, help="new tags timed to installable (5)")
     p.add_argument(
@@ -203,6 +209,18 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
                 **figures.figures,
                 "notes": figures.notes,
             }
+        front = results["servers"].get("insidersd-front")
+        if front is not None and args.mirror_uploads > 0:
+            from .mirror import measure_mirror
+
+            print("insidersd mirror targets: SeaweedFS, and the lag under uploads", flush=True)
+            try:
+                front["mirror"] = measure_mirror(
+                    dataset, scratch_root / "mirror", args.mirror_uploads
+                )
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"insidersd mirror: FAILED: {error}", flush=True)
+                front["mirror"] = {"error": f"failed: {error}"}
         ours = results["servers"].get("insidersd")
         if ours is not None and watcher.repos > 0:
             print("insidersd watcher: a check cycle, and a new tag to installable", flush=True)

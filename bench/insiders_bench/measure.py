@@ -173,6 +173,7 @@ def measure(kind: Kind, dataset: Dataset, scratch: Path, options: Options) -> Fi
     partner: Running | None = None
     try:
         figures["start_s"] = round(started, 3)
+        figures.update(running.figures)
         result.notes += running.notes
         wait_idle(running.server, limit=DRAIN_LIMIT)
         figures["rss_start_mb"] = round(running.server.rss_kb() / 1024, 1)
@@ -255,6 +256,8 @@ def measure(kind: Kind, dataset: Dataset, scratch: Path, options: Options) -> Fi
                 )
                 log("  still busy with abandoned requests: restarting it")
                 running.server.stop()
+                for companion in running.companions:
+                    companion.stop()
                 running, _ = _start(kind, dataset, scratch, options)
         figures["endpoints"] = endpoints
         figures["rss_load_mb"] = round(max(rss_peak, running.server.rss_kb() / 1024), 1)
@@ -276,6 +279,8 @@ def measure(kind: Kind, dataset: Dataset, scratch: Path, options: Options) -> Fi
         if partner is not None:
             partner.server.stop()
         running.server.stop()
+        for companion in running.companions:
+            companion.stop()
         if kind.name == "insidersd":
             _remove_upload(dataset)
     return result

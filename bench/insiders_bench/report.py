@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 US = "insidersd"
+FRONT = "insidersd-front"
+NGINX = "nginx"
 CEILING = "hypercorn-min"
 BYTES_CEILING = "hypercorn-bytes"
 
@@ -95,6 +97,31 @@ def rows(results: Results | None = None) -> Iterator[Row]:
     )
     for stage in ("listing", "fetching", "building", "publishing"):
         yield Row(f"watcher: stage {stage}", _figure("watcher", "stages_ms", stage), "ms", False, 0)
+    # The mirror targets: the front's column alone has them.
+    yield Row("mirror: full copy to a directory", _figure("mirror_dir_s"), "s", False, 1)
+    yield Row("mirror: ... operations", _figure("mirror_dir_requests"), "ops", False, 0)
+    yield Row("mirror: full copy to SeaweedFS", _figure("mirror", "s3", "seconds"), "s", False, 1)
+    yield Row("mirror: ... S3 requests", _figure("mirror", "s3", "requests"), "requests", False, 0)
+    uploads = _mirror_uploads(results)
+    yield Row(
+        f"mirror lag during {uploads} uploads: p50",
+        _figure("mirror", "burst", "lag_p50_ms"),
+        "ms",
+        False,
+        0,
+    )
+    yield Row(
+        f"mirror lag during {uploads} uploads: p99",
+        _figure("mirror", "burst", "lag_p99_ms"),
+        "ms",
+        False,
+        0,
+    )
+
+
+def _mirror_uploads(results: Results | None) -> str:
+    burst = (results or {}).get("servers", {}).get(FRONT, {}).get("mirror", {}).get("burst")
+    return f"{burst['uploads']:,}" if burst else "N"
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -209,12 +236,31 @@ class Target:
         return {"target": self.name, "value": self.value, "limit": self.limit, "pass": self.passed}
 
 
+def front_targets(servers: dict[str, Any]) -> list[Target]:
+    """insidersd + nginx front against plain nginx on a static tree, taken in the same run."""
+    front, nginx = servers.get(FRONT), servers.get(NGINX)
+    if front is None:
+        return []
+    out = []
+    for key in ("root", "project_html", "project_json", "file"):
+        label = f"{FRONT} {ENDPOINT_LABELS[key]}: req/s >= 90% of {NGINX} on a static tree"
+        if nginx is None:
+            out.append(Target(label, "nginx not measured", ">= 90%", None))
+            continue
+        ours, theirs = front["endpoints"][key]["rps"], nginx["endpoints"][key]["rps"]
+        share = ours / theirs if theirs else 0.0
+        out.append(
+            Target(label, f"{share:.0%} ({ours:,.0f} vs {theirs:,.0f})", ">= 90%", share >= 0.9)
+        )
+    return out
+
+
 def targets(results: Results) -> list[Target]:
     servers = results["servers"]
     us = servers.get(US)
     if us is None:
-        return []
-    out: list[Target] = []
+        return front_targets(servers)
+    out: list[Target] = front_targets(servers)
     ceiling = servers.get(CEILING)
     for key in ("root", "project_html", "project_json"):
         label = ENDPOINT_LABELS[key]

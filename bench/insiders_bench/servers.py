@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .dataset import Dataset
 from .procs import Server, free_port
@@ -35,6 +36,10 @@ class Running:
     data_dir: Path | None = None
     runtime_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: other processes it needs (insidersd behind the nginx front), stopped with it
+    companions: list[Server] = field(default_factory=list)
+    #: figures taken while it started (the front: the full copy of the store to its directory)
+    figures: dict[str, Any] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -285,6 +290,13 @@ def start_devpi(dataset: Dataset, scratch: Path) -> Running:
     return running
 
 
+def _front() -> Any:
+    """The mirror module, imported when used: it imports the tests' nginx helpers."""
+    from . import mirror
+
+    return mirror
+
+
 def _peer(tool: str) -> Callable[[], str | None]:
     def check() -> str | None:
         if (PEERS_BIN / tool).exists():
@@ -318,6 +330,13 @@ KINDS: dict[str, Kind] = {
             "nginx, static PEP 503/691 tree (the same rendered pages), sendfile: physical limit",
             start_nginx,
             unavailable=lambda: None if nginx_path() else "nginx is not installed",
+        ),
+        Kind(
+            "insidersd-front",
+            "insidersd keeping a directory mirror of the store, Debian's nginx in front with the "
+            "shipped site config (debian/nginx/insiders-front.conf)",
+            lambda dataset, scratch: _front().start_front(dataset, scratch),
+            unavailable=lambda: _front().available(),
         ),
         Kind(
             "pypiserver",

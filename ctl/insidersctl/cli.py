@@ -129,6 +129,10 @@ def cmd_status(ctx: Context) -> int:
     if report.repos:
         out(_repo_table(report.repos, report.now, indent="  "))
         _repo_errors(report.repos, report.now)
+    if report.mirrors:
+        out(f"mirrors   {len(report.mirrors)}")
+        out(_mirror_table(report.mirrors, report.now, indent="  "))
+        _mirror_errors(report.mirrors, report.now)
     return EXIT_OK
 
 
@@ -600,6 +604,57 @@ def cmd_remove(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
+    parts = [mirror.state]
+    if mirror.pending:
+        parts.append(f"{plural(mirror.pending, 'project')} pending")
+    if mirror.full_sync_pending:
+        parts.append("full comparison pending")
+    if mirror.lag >= 1:
+        parts.append(f"lag {duration(mirror.lag)}")
+    if mirror.next_retry:
+        parts.append(f"retry {ago(mirror.next_retry, now)}")
+    return ", ".join(parts)
+
+
+def _mirror_table(mirrors: Sequence[p.MirrorInfo], now: float, indent: str = "") -> str:
+    rows = [
+        (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)) for m in mirrors
+    ]
+    return table(("NAME", "KIND", "WHERE", "STATE", "CURRENT"), rows, indent=indent)
+
+
+def _mirror_errors(mirrors: Sequence[p.MirrorInfo], now: float) -> None:
+    for mirror in mirrors:
+        if mirror.last_error:
+            note(f"mirror {mirror.name}: {mirror.last_error} ({ago(mirror.last_error_at, now)})")
+
+
+def cmd_mirrors_list(ctx: Context) -> int:
+    reply = ctx.call(p.ListMirrors(), p.MirrorList)
+    if ctx.json:
+        ctx.emit(reply)
+    elif not reply.mirrors:
+        note("no mirror targets: add a [mirrors.NAME] section to the configuration")
+    else:
+        out(_mirror_table(reply.mirrors, reply.now))
+        _mirror_errors(reply.mirrors, reply.now)
+    return EXIT_OK
+
+
+def cmd_mirrors_sync(ctx: Context) -> int:
+    reply = ctx.call(p.SyncMirror(name=ctx.args.name), p.MirrorSynced, long=True)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        out(
+            f"mirror {reply.mirror.name} is current: {plural(reply.files, 'file')} and "
+            f"{plural(reply.pages, 'page')} written, {reply.deleted} removed "
+            f"in {reply.seconds:.1f} s"
+        )
+    return EXIT_OK
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
@@ -925,6 +980,17 @@ COMMANDS: dict[str, Command | Group] = {
         cmd_completion,
         "print the completion script of a shell: source <(insidersctl completion bash)",
         _completion,
+    ),
+    "mirrors": Group(
+        "the mirror targets (static copies of the index: directories, buckets)",
+        {
+            "list": Command(cmd_mirrors_list, "each target's state, lag, pending work and error"),
+            "sync": Command(
+                cmd_mirrors_sync,
+                "compare a target with the store and repair it now",
+                _name("NAME", "the [mirrors.NAME] of the configuration"),
+            ),
+        },
     ),
 }
 

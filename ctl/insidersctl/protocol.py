@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed
+PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed, mirrors
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -231,6 +231,16 @@ class Unyank(Request, frozen=True, tag="unyank"):
     version: str
 
 
+class ListMirrors(Request, frozen=True, tag="mirrors-list"):
+    pass
+
+
+class SyncMirror(Request, frozen=True, tag="mirrors-sync"):
+    """Compare the whole target with the store and repair it; the reply comes when it is done."""
+
+    name: str
+
+
 class Remove(Request, frozen=True, tag="remove"):
     """Unpublish one file, or every file of a version; `dry_run` says what would go."""
 
@@ -338,6 +348,22 @@ class RepoOutcome(_Part, frozen=True):
     message: str | None = None  # e.g. why there is nothing to build
 
 
+class MirrorInfo(_Part, frozen=True):
+    name: str
+    kind: str  # directory, s3
+    location: str
+    # idle (current), syncing, comparing (a full comparison runs), failing (retrying), broken
+    state: str = "idle"
+    lag: float = 0.0  # seconds since the oldest change the target does not show yet
+    pending: int = 0  # projects whose changes are not written yet
+    full_sync_pending: bool = False
+    last_sync: float | None = None  # wall-clock time the target was last current
+    last_error: str | None = None
+    last_error_at: float | None = None
+    next_retry: float | None = None  # wall-clock time of the next attempt, while failing
+    requests: int = 0  # operations on the target since the daemon started
+
+
 # Replies -------------------------------------------------------------------------------------
 
 
@@ -357,6 +383,7 @@ class StatusReport(Reply, frozen=True, tag="status"):
     repos: tuple[RepoInfo, ...] = ()
     # Settings a reload read but cannot apply to the running daemon ("server.port", ...).
     restart_needed: tuple[str, ...] = ()
+    mirrors: tuple[MirrorInfo, ...] = ()
 
 
 class ServerReport(Reply, frozen=True, tag="server-status"):
@@ -447,6 +474,20 @@ class YankDone(Reply, frozen=True, tag="yanked"):
     changed: int  # files whose state changed (0: they were so already)
 
 
+class MirrorList(Reply, frozen=True, tag="mirrors"):
+    mirrors: tuple[MirrorInfo, ...] = ()
+    now: float = 0.0
+
+
+class MirrorSynced(Reply, frozen=True, tag="mirror-synced"):
+    mirror: MirrorInfo
+    files: int = 0  # files written
+    pages: int = 0  # pages written
+    deleted: int = 0  # keys removed (no longer in the store)
+    seconds: float = 0.0
+    now: float = 0.0
+
+
 class Removed(Reply, frozen=True, tag="removed"):
     project: str
     files: tuple[str, ...]
@@ -473,6 +514,8 @@ ClientMessage = (
     | Yank
     | Unyank
     | Remove
+    | ListMirrors
+    | SyncMirror
 )
 ServerMessage = (
     Welcome
@@ -495,6 +538,8 @@ ServerMessage = (
     | ProjectStatusSet
     | YankDone
     | Removed
+    | MirrorList
+    | MirrorSynced
 )
 
 

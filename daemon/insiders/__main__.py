@@ -67,16 +67,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _log_file(dirs):
             logging.getLogger("insiders").critical("cannot start: %s", error)
         return 2
+    if args.restore_from is not None and args.restore_from not in settings.mirrors:
+        known = ", ".join(sorted(settings.mirrors)) or "none"
+        print(
+            f"insidersd: --restore-from {args.restore_from}: no [mirrors.{args.restore_from}] "
+            f"in the configuration (configured: {known})",
+            file=sys.stderr,
+        )
+        return 2
     setup_logging(settings.log_level)
     dirs = resolve_directories(settings.paths)
     from .app import run
+    from .mirror.restore import RestoreError
 
     status = 0
     ready: list[bool] = []
     # The whole run goes to the log file, the failures to start included.
     with _log_file(dirs):
         try:
-            trio.run(run, settings, dirs, partial(settings_from, args), partial(ready.append, True))
+            trio.run(
+                partial(run, restore=args.restore_from),
+                settings,
+                dirs,
+                partial(settings_from, args),
+                partial(ready.append, True),
+            )
+        except* RestoreError as refused:
+            for problem in leaves(refused):
+                log.critical("cannot restore: %s", problem)
+            status = 1
         except* ConfigError as group:
             # A setting that cannot be served safely or at all (exposure, TLS files): one line.
             for refusal in leaves(group):

@@ -25,6 +25,9 @@ from .index.server import IndexApp
 from .index.ui.views import Site
 from .index.web import create_web_app
 from .logs import set_level
+from .mirror.restore import RestoreError, restore_into
+from .mirror.sync import Mirrors
+from .mirror.targets import TargetError, open_target
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
@@ -99,6 +102,7 @@ class Daemon:
             credentials=dirs.credentials,
             index_url=self.own_index_url,
         )
+        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)
@@ -210,7 +214,8 @@ class Daemon:
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
-    """The [server] and [paths] keys that differ: listeners and directories are made at start."""
+    """The [server] and [paths] keys that differ, and [mirrors]: listeners, directories and mirror
+    targets are made at start."""
     changed = []
     for section in ("server", "paths"):
         old, fresh = getattr(running, section), getattr(new, section)
@@ -219,6 +224,8 @@ def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
             for name in old.__struct_fields__
             if getattr(old, name) != getattr(fresh, name)
         ]
+    if running.mirrors != new.mirrors:
+        changed.append("mirrors")
     return tuple(changed)
 
 
@@ -277,11 +284,28 @@ async def reload_certificate(config: tls.ReloadableTLSConfig) -> None:
         log.error("TLS certificate not reloaded, the running one stays: %s", error)
 
 
+async def restore_from(name: str, settings: Settings, dirs: Directories, store: Store) -> None:
+    """Fill the empty store from the mirror target `name` before anything is served."""
+    try:
+        target = await trio.to_thread.run_sync(
+            open_target, name, settings.mirrors[name], dirs.credentials
+        )
+        try:
+            log.info("restoring the store from mirror %s (%s)", name, target.location)
+            projects, files = await restore_into(store, target)
+        finally:
+            target.close()
+    except TargetError as error:
+        raise RestoreError(f"mirror {name}: {error}") from error
+    log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
+
+
 async def run(
     settings: Settings,
     dirs: Directories,
     load: Callable[[], Settings],
     on_ready: Callable[[], None] = lambda: None,
+    restore: str | None = None,
 ) -> None:
     notifier = Notifier()
     inherited = listen_fds()
@@ -294,6 +318,8 @@ async def run(
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
+    if restore is not None:
+        await restore_from(restore, settings, dirs, store)
     log.info("store %s: %d projects, %d files", dirs.data, len(store.projects), store.file_count())
     daemon = Daemon(settings, dirs, load, store, tokens, upstream, repos, notifier)
 
@@ -343,6 +369,7 @@ async def run(
                 urls = [u for u in urls if u.startswith("https://")]
             daemon.http_urls = urls
             await nursery.start(daemon.watcher.run)
+            await nursery.start(daemon.mirrors.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
                 __version__,
@@ -367,4 +394,5 @@ async def run(
                 await http_done.wait()
             nursery.cancel_scope.cancel()
     await daemon.upstream.aclose()
+    daemon.mirrors.close()
     log.info("stopped")

@@ -295,6 +295,10 @@ class Commands:
                 return await self.yank(request)
             case p.Remove():
                 return await self.remove(request)
+            case p.ListMirrors():
+                return p.MirrorList(mirrors=self._mirror_infos(), now=time.time())
+            case p.SyncMirror():
+                return await self.sync_mirror(request)
         raise Refusal(p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}")
 
     # -- status --------------------------------------------------------------------------------
@@ -316,6 +320,7 @@ class Commands:
             watcher=self.watcher_info(),
             repos=self._repo_infos(),
             restart_needed=tuple(getattr(daemon, "restart_needed", ())),
+            mirrors=self._mirror_infos(),
         )
 
     def server_status(self) -> p.ServerReport:
@@ -431,6 +436,34 @@ class Commands:
                 async for event in events_out:
                     await send(event)
         return p.UpdateReport(results=tuple(outcomes))
+
+    # -- mirror targets ------------------------------------------------------------------------
+
+    def _mirror_infos(self) -> tuple[p.MirrorInfo, ...]:
+        mirrors = getattr(self.daemon, "mirrors", None)
+        return mirrors.infos() if mirrors is not None else ()
+
+    async def sync_mirror(self, request: p.SyncMirror) -> p.MirrorSynced:
+        """A full comparison of one target with the store, answered when it is done."""
+        targets = self.daemon.mirrors.targets
+        target = targets.get(request.name)
+        if target is None:
+            known = ", ".join(sorted(targets)) or "none"
+            raise Refusal(
+                p.NOT_FOUND,
+                f"no [mirrors.{request.name}] in the configuration (configured: {known})",
+            )
+        outcome = await target.full_sync()
+        if outcome.error is not None:
+            raise Refusal(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
+        return p.MirrorSynced(
+            mirror=target.info(),
+            files=outcome.files,
+            pages=outcome.pages,
+            deleted=outcome.deleted,
+            seconds=outcome.seconds,
+            now=time.time(),
+        )
 
     # -- tokens --------------------------------------------------------------------------------
 

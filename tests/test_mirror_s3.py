@@ -1,0 +1,293 @@
+"""A bucket mirror on a real S3-compatible server (SeaweedFS, started once for the module): kept
+current by insidersd, installed from through nginx in front of the bucket, restored from into an
+empty data directory, and a target that is down slows nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+
+from insiders.config import MirrorSettings
+from insiders.mirror.targets.s3 import S3Target
+from tests.fronts import (
+    BUCKET_CONF,
+    Nginx,
+    SeaweedFS,
+    ctl,
+    edit_site,
+    free_port,
+    get,
+    twine_upload,
+    uv_install,
+    wait_for,
+    write_config,
+)
+from tests.support import Daemon, installed_version, make_wheel, pip_install, wheel_filename
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
+_buckets = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(weed: SeaweedFS) -> str:
+    name = f"mirror-{next(_buckets)}-{int(time.time())}"
+    weed.client().create_bucket(Bucket=name)
+    return name
+
+
+def bucket_config(name: str, weed: SeaweedFS, bucket: str, prefix: str, **extra: str) -> str:
+    lines = [
+        f"[mirrors.{name}]",
+        f'endpoint = "{weed.endpoint}"',
+        f'bucket = "{bucket}"',
+        f'prefix = "{prefix}"',
+        *(f'{key} = "{value}"' for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def held(weed: SeaweedFS, bucket: str, prefix: str) -> dict[str, int]:
+    client = weed.client()
+    found: dict[str, int] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            found[item["Key"][len(prefix) :]] = item["Size"]
+    return found
+
+
+def page_lists(weed: SeaweedFS, bucket: str, key: str, filename: str) -> bool:
+    try:
+        body = weed.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception:
+        return False
+    return filename.encode() in body
+
+
+def bucket_front(tmp_path: Path, weed: SeaweedFS, bucket: str, prefix: str) -> Nginx:
+    port = free_port()
+    site = edit_site(
+        BUCKET_CONF.read_text(),
+        {
+            "server": weed.endpoint.removeprefix("http://"),
+            "listen": f"127.0.0.1:{port}",
+            "set": f"$insiders_bucket_path /{bucket}/{prefix}",
+        },
+    )
+    return Nginx(tmp_path / "nginx", site, port=port).start()
+
+
+def test_bucket_mirror_installs_through_nginx(
+    weed: SeaweedFS, bucket: str, dists: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "key-id").write_text("insiders\n")
+    (secrets / "secret").write_text("not-checked-by-this-server\n")
+    home = tmp_path / "daemon"
+    write_config(
+        home,
+        bucket_config(
+            "bucket",
+            weed,
+            bucket,
+            "team/index",
+            **{
+                "access-key-id-file": str(secrets / "key-id"),
+                "secret-access-key-file": str(secrets / "secret"),
+            },
+        ),
+    )
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    nginx = bucket_front(tmp_path, weed, bucket, "team/index")
+    try:
+        twine_upload(daemon.url, daemon.token, dists["demo-1.0"], tmp_path)
+        wheel = next(p for p in dists["demo-1.0"] if p.suffix == ".whl")
+        key = "team/index/simple/demo-pkg/index.json"
+        assert wait_for(lambda: page_lists(weed, bucket, key, wheel.name))
+        objects = held(weed, bucket, "team/index/")
+        assert {
+            "simple/index.html",
+            "simple/index.json",
+            "simple/insiders-mirror.json",
+            "simple/demo-pkg/index.html",
+            "simple/demo-pkg/index.json",
+            "simple/demo-pkg/insiders-project.json",
+            f"files/demo-pkg/{wheel.name}",
+            f"files/demo-pkg/{wheel.name}.metadata",
+            "pypi/demo-pkg/json",
+            "pypi/demo-pkg/1.0.0/json",
+        } <= objects.keys()
+        assert objects[f"files/demo-pkg/{wheel.name}"] == wheel.stat().st_size
+        client = weed.client()
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ContentType"] == "application/vnd.pypi.simple.v1+json"
+        assert head["CacheControl"] == "no-cache"
+
+        # Through nginx in front of the bucket: pages by Accept, files with their hashes.
+        page = get(f"{nginx.url}/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT})
+        assert page.headers["content-type"] == "application/vnd.pypi.simple.v1+json"
+        assert (
+            page.content
+            == get(f"{daemon.url}/simple/demo-pkg/", headers={"Accept": PIP_ACCEPT}).content
+        )
+        for entry in page.json()["files"]:
+            body = get(urljoin(f"{nginx.url}/simple/demo-pkg/", entry["url"])).content
+            assert hashlib.sha256(body).hexdigest() == entry["hashes"]["sha256"]
+        assert get(f"{nginx.url}/simple/").text.count("demo-pkg/") == 1
+        assert get(f"{nginx.url}/pypi/demo-pkg/json").json()["info"]["version"] == "1.0.0"
+        assert get(f"{nginx.url}/simple/not-there/").status_code == 404
+        pip_install(f"{nginx.url}/simple/", tmp_path / "pip", "demo-pkg")
+        assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
+
+        # A new version goes up to the bucket and installs from it.
+        twine_upload(daemon.url, daemon.token, dists["demo-1.1"], tmp_path)
+        newer = next(p for p in dists["demo-1.1"] if p.suffix == ".whl")
+        assert wait_for(lambda: page_lists(weed, bucket, key, newer.name))
+        uv_install(f"{nginx.url}/simple/", tmp_path / "uv", "demo-pkg")
+        assert installed_version(tmp_path / "uv", "demo_pkg") == "1.1.0"
+
+        # A file is written once: a second write of its key is refused by the server itself.
+        target = S3Target(
+            "check",
+            MirrorSettings(
+                endpoint=weed.endpoint,
+                bucket=bucket,
+                prefix="team/index",
+                access_key_id_file=str(secrets / "key-id"),
+                secret_access_key_file=str(secrets / "secret"),
+            ),
+            None,
+        )
+        other = tmp_path / "other-bytes"
+        other.write_bytes(b"not the wheel")
+        assert target.put_file(f"files/demo-pkg/{wheel.name}", other, 13, "x/y") is False
+        stored = client.get_object(Bucket=bucket, Key=f"team/index/files/demo-pkg/{wheel.name}")
+        assert stored["Body"].read() == wheel.read_bytes()
+        target.close()
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+
+def test_restore_from_a_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-backup-access-key-id").write_text("insiders")
+    (credentials / "mirror-backup-secret-access-key").write_text("secret")
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("backup", weed, bucket, ""))
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    for name, version in [("one", "1.0"), ("one", "2.0"), ("Two_Pkg", "0.1"), ("three", "3.0")]:
+        path = tmp_path / wheel_filename(name, version)
+        path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 999))
+        assert daemon.upload(path).status_code == 200
+    assert ctl(home, "yank", "one", "1.0", "--reason", "bad build").returncode == 0
+    assert ctl(home, "remove", "three", "3.0", "--yes").returncode == 0
+    synced = ctl(home, "mirrors", "sync", "backup")
+    assert synced.returncode == 0, synced.stderr
+
+    def snapshot(daemon: Daemon) -> dict[str, bytes]:
+        with daemon.client() as client:
+            root = client.get("/simple/", headers={"Accept": PIP_ACCEPT})
+            pages = {"/simple/": root.content}
+            for project in root.json()["projects"]:
+                for accept in (PIP_ACCEPT, "text/html"):
+                    url = f"/simple/{project['name']}/"
+                    served = client.get(url, headers={"Accept": accept}, follow_redirects=True)
+                    pages[f"{url} {accept}"] = served.content
+            pages["projects"] = json.dumps(
+                json.loads(ctl(daemon.home, "--json", "projects", "list").stdout)["projects"]
+            ).encode()
+            return pages
+
+    before = snapshot(daemon)
+    assert b"bad build" in before[f"/simple/one/ {PIP_ACCEPT}"]
+    daemon.stop()
+
+    shutil.rmtree(daemon.data_dir)
+    restored = Daemon(home, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
+    restored.start()
+    try:
+        assert "restored 2 projects (3 files) from mirror backup" in restored.log()
+        assert snapshot(restored) == before
+        # The files are the same bytes, and install.
+        pip_install(restored.index, tmp_path / "pip", "one==2.0", "two-pkg")
+        # A second restore into a store that holds projects is refused.
+        restored.stop()
+        again = Daemon(home, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
+        again.start(wait=False)
+        assert again.proc is not None
+        assert again.proc.wait(30) == 1
+        assert "fills an empty data directory only" in again.log()
+    finally:
+        if restored.proc and restored.proc.poll() is None:
+            restored.stop()
+
+
+def test_a_target_that_is_down_slows_nothing(weed: SeaweedFS, tmp_path: Path) -> None:
+    home = tmp_path / "daemon"
+    late_bucket = f"late-{int(time.time())}"
+    closed = f"http://127.0.0.1:{free_port()}"
+    write_config(
+        home,
+        bucket_config("down", weed, "nowhere", "").replace(weed.endpoint, closed)
+        + bucket_config("late", weed, late_bucket, "p"),
+    )
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("down", "late"):
+        (credentials / f"mirror-{name}-access-key-id").write_text("insiders")
+        (credentials / f"mirror-{name}-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        path = tmp_path / wheel_filename("steady", "1.0")
+        path.write_bytes(make_wheel("steady", "1.0"))
+        assert daemon.upload(path).status_code == 200
+        with daemon.client() as client:
+            assert client.get("/simple/steady/").status_code == 200
+
+        def states() -> dict[str, dict[str, object]]:
+            answer = json.loads(ctl(home, "--json", "mirrors", "list").stdout)
+            return {m["name"]: m for m in answer["mirrors"]}
+
+        assert wait_for(
+            lambda: all(m["state"] == "failing" for m in states().values()), timeout=60
+        ), states()
+        mirrors = states()
+        assert "Could not connect" in str(mirrors["down"]["last_error"])
+        assert "NoSuchBucket" in str(mirrors["late"]["last_error"])
+        status = ctl(home, "status")
+        assert "down" in status.stdout
+        assert "NoSuchBucket" in status.stderr
+        # Uploads go on while both fail.
+        second = tmp_path / wheel_filename("steady", "1.1")
+        second.write_bytes(make_wheel("steady", "1.1"))
+        assert daemon.upload(second).status_code == 200
+
+        # The bucket appears: the late target catches up; the other keeps failing alone.
+        weed.client().create_bucket(Bucket=late_bucket)
+        # `mirrors sync` answers the first failure; a new bucket may need a moment to take writes.
+        synced = wait_for(lambda: (r := ctl(home, "mirrors", "sync", "late")).returncode == 0 and r)
+        assert synced, ctl(home, "mirrors", "list").stderr
+        assert page_lists(weed, late_bucket, "p/simple/steady/index.html", second.name)
+        assert states()["late"]["state"] == "idle"
+        assert states()["down"]["state"] == "failing"
+    finally:
+        daemon.stop()
