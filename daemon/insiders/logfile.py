@@ -8,13 +8,13 @@ the new file after a rotation too: the log names tokens and projects.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from insidersctl.logs import LOG_FILE
 
@@ -31,12 +31,12 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     umask 022 the fresh insidersd.log was 0644 while the rotated one stayed 0600.
     """
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> io.TextIOWrapper:
         def private(name: str, flags: int) -> int:
             return os.open(name, flags | os.O_CLOEXEC, 0o600)
 
         return open(  # the handler keeps it open and closes it itself
-            self.baseFilename, self.mode, encoding=self.encoding, opener=private
+            self.baseFilename, "a", encoding=self.encoding, opener=private
         )
 
 
