@@ -224,6 +224,20 @@ def test_filenames_no_file_system_holds(small: Daemon, filename: str, name: str)
     assert small.proc.poll() is None
 
 
+def test_a_non_ascii_digest(small: Daemon) -> None:
+    """Found by the fuzz: hmac.compare_digest raised TypeError on a non-ASCII str (a 500)."""
+    content = make_wheel("foo", "1.0")
+    with small.client() as client:
+        response = client.post(
+            "/legacy/",
+            data={":action": "file_upload", "name": "foo", "version": "1.0", "md5_digest": "é"},
+            files={"content": ("foo-1.0-py3-none-any.whl", content)},
+            auth=("__token__", small.token),
+        )
+    assert response.status_code == 400, response.text
+    assert "md5_digest does not match" in response.text
+
+
 def test_a_binary_authorization_header(small: Daemon) -> None:
     answer = raw_exchange(
         small,

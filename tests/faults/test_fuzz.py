@@ -146,7 +146,7 @@ def test_after_the_fuzz(fuzzed: Daemon) -> None:
 
 
 def test_accepted_files_are_listed_with_safe_names(fuzzed: Daemon, tmp_path: Path) -> None:
-    with fuzzed.client() as client:
+    with httpx.Client(base_url=fuzzed.url, timeout=30, follow_redirects=True) as client:
         root = client.get("/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         for project in root.json()["projects"]:
             page = client.get(

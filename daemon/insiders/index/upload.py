@@ -222,7 +222,8 @@ def _check_digest(got: _Received, fields: dict[str, str]) -> None:
         ("blake2_256_digest", got.blake2b),
     ):
         claimed = fields.get(key, "").strip().lower()
-        if claimed and not hmac.compare_digest(claimed, hasher.hexdigest()):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if claimed and not hmac.compare_digest(claimed.encode(), hasher.hexdigest().encode()):
             raise UploadRefused(
                 400, f"{key} does not match the file: the upload was damaged on its way"
             )
