@@ -124,7 +124,8 @@ def make_wheel(
 
 
 def wheel_filename(name: str, version: str) -> str:
-    return f"{re.sub(r'[-_.]+', '_', name)}-{version}-py3-none-any.whl"
+    """The filename the binary distribution format asks for: normalised name, lower case."""
+    return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-py3-none-any.whl"
 
 
 @dataclass

@@ -120,6 +120,10 @@ def test_smoke_run(tmp_path: Path) -> None:
         "8",
         "--upload-mb",
         "2",
+        "--crowd-clients",
+        "20",
+        "--crowd-seconds",
+        "2",
         "--watcher-repos",
         "3",
         "--watcher-cycles",
@@ -153,6 +157,15 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert ours["pip_download_s"] > 0
     assert ours["uv_install_s"] > 0
     assert ours["upload"]["size_mb"] == pytest.approx(2, abs=0.1)
+    # The load check: installers while uploads run, every install checked, no error.
+    crowd = ours["crowd"]
+    assert crowd["clients"] == 20
+    assert crowd["installs"] > 0
+    assert crowd["uploads"] > 0
+    assert (crowd["errors"], crowd["upload_errors"]) == (0, 0), crowd["first_errors"]
+    assert crowd["install_p99_ms"] > 0
+    assert crowd["rss_peak_mb"] >= crowd["rss_before_mb"] > 0
+    assert "load check: 20 installers" in done.stdout
     assert {t["target"] for t in results["targets"]} >= {"insidersctl status wall time"}
     # The watcher: a check cycle over 3 repositories, one new tag built and installable.
     watcher = ours["watcher"]

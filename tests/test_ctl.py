@@ -256,7 +256,7 @@ def test_projects(shared: Daemon, hosted: str) -> None:
     ]
     assert "Ctl_Demo" in text
     shown = ok(shared, "projects", "show", "ctl.demo")
-    assert "Ctl_Demo-1.1-py3-none-any.whl" in shown
+    assert "ctl_demo-1.1-py3-none-any.whl" in shown
     result = ctl(shared, "projects", "show", "absent-project")
     assert (result.returncode, result.stderr) == (
         1,
@@ -273,7 +273,7 @@ def test_yank_and_unyank(shared: Daemon, hosted: str) -> None:
     assert ok(shared, "yank", hosted, "2.0", "--reason", "broken build") == (
         "yanked Ctl_Demo 2.0 (1 file)\n"
     )
-    wheel = _files(shared, hosted)["Ctl_Demo-2.0-py3-none-any.whl"]
+    wheel = _files(shared, hosted)["ctl_demo-2.0-py3-none-any.whl"]
     assert (wheel["yanked"], wheel["yanked_reason"]) == (True, "broken build")
     assert ok(shared, "yank", hosted, "2.0", "--reason", "broken build") == (
         "Ctl_Demo 2.0 was yanked already\n"
@@ -288,7 +288,7 @@ def test_remove_asks_first(shared: Daemon, hosted: str) -> None:
     result = ctl(shared, "remove", hosted, "1.0")
     assert result.returncode == 1
     assert "needs a confirmation" in result.stderr
-    assert "Ctl_Demo-1.0-py3-none-any.whl" in _files(shared, hosted)
+    assert "ctl_demo-1.0-py3-none-any.whl" in _files(shared, hosted)
 
     def answer(text: str) -> tuple[int, str]:
         """Run remove on a terminal and answer its question."""
@@ -311,17 +311,17 @@ def test_remove_asks_first(shared: Daemon, hosted: str) -> None:
     status, output = answer("n")
     assert status == 1
     assert "remove 1 file of Ctl_Demo from the index?" in output
-    assert "Ctl_Demo-1.0-py3-none-any.whl" in output
+    assert "ctl_demo-1.0-py3-none-any.whl" in output
     assert "nothing removed" in output
-    assert "Ctl_Demo-1.0-py3-none-any.whl" in _files(shared, hosted)
+    assert "ctl_demo-1.0-py3-none-any.whl" in _files(shared, hosted)
     status, output = answer("y")
     assert status == 0, output
     assert "removed 1 file of Ctl_Demo" in output
-    assert "Ctl_Demo-1.0-py3-none-any.whl" not in _files(shared, hosted)
+    assert "ctl_demo-1.0-py3-none-any.whl" not in _files(shared, hosted)
 
 
 def test_remove_one_file_with_yes(shared: Daemon, hosted: str) -> None:
-    filename = "Ctl_Demo-1.1-py3-none-any.whl"
+    filename = "ctl_demo-1.1-py3-none-any.whl"
     removed = as_json(shared, "remove", hosted, "--file", filename, "--yes")
     assert removed == {
         "type": "removed",

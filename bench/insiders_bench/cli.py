@@ -34,6 +34,7 @@ QUICK = {
     "watcher_repos": 20,
     "watcher_cycles": 3,
     "watcher_tags": 3,
+    "crowd_seconds": 10.0,
 }
 
 
@@ -53,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--client-repeats", type=int, default=3, help="pip/uv/ctl runs (default 3)")
     p.add_argument("--upload-mb", type=int, default=200, help="upload size, 0 to skip (200)")
+    p.add_argument(
+        "--crowd-clients",
+        type=int,
+        help="load check: installers at once while uploads run, 0 to skip (200)",
+    )
+    p.add_argument("--crowd-seconds", type=float, help="load check duration (default 20)")
     p.add_argument(
         "--watcher-repos",
         type=int,
@@ -124,6 +131,8 @@ def _settings(args: argparse.Namespace) -> tuple[Sizes, Options, WatcherOptions]
         connections=args.connections,
         client_repeats=max(1, args.client_repeats),
         upload_mb=args.upload_mb,
+        crowd_clients=max(0, pick("crowd_clients", 200)),
+        crowd_seconds=pick("crowd_seconds", 20.0),
         profile_seconds=args.profile,
         profile_endpoint=args.profile_endpoint,
         pair_with=KINDS["hypercorn-min"] if args.paired else None,

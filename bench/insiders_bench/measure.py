@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from . import clients
-from .dataset import Dataset, write_big_wheel
+from .crowd import CROWD_PROJECT, run_crowd
+from .dataset import Dataset, project_names, write_big_wheel
 from .load import ACCEPT_JSON, LoadResult, median_result, run_wrk
 from .procs import Server, group_pids, http_get, wait_idle, wait_serving
 from .servers import PEERS_BIN, Kind, Running
@@ -47,6 +48,9 @@ class Options:
     connections: int = 64
     client_repeats: int = 3
     upload_mb: int = 200
+    #: the load check: installers at once (0 skips it), and for how long
+    crowd_clients: int = 200
+    crowd_seconds: float = 20.0
     profile_seconds: float = 0.0
     profile_endpoint: str = "project_html"
     #: a server run beside insidersd, loaded right before it in every repeat, so the target
@@ -348,6 +352,36 @@ def _insidersd_extras(
             f"{upload.rss_before_mb:.0f} -> {upload.rss_peak_mb:.0f} MB "
             f"(+{upload.growth_mb:.1f} MB)"
         )
+    if options.crowd_clients > 0:
+        _crowd(running, dataset, options, figures)
+
+
+def _crowd(running: Running, dataset: Dataset, options: Options, figures: dict[str, Any]) -> None:
+    """The load check: installers at once while uploads run; errors counted, target 0."""
+    token = (dataset.store / "upload-token").read_text().strip()
+    names = project_names(dataset.sizes)
+    projects = [*names[:: max(1, len(names) // 50)], dataset.sample]
+    wait_idle(running.server, limit=30)
+    crowd = run_crowd(
+        running.server,
+        running.port,
+        running.page(),
+        projects,
+        token,
+        clients=options.crowd_clients,
+        seconds=options.crowd_seconds,
+    )
+    figures["crowd"] = crowd.as_dict()
+    shown = figures["crowd"]
+    options.log(
+        f"  {crowd.clients} installers for {crowd.seconds:.0f} s while uploading: "
+        f"{crowd.installs:,} installs, {crowd.errors} errors, install p50 "
+        f"{_ms(shown['install_p50_ms'])} p99 {_ms(shown['install_p99_ms'])}, request p99 "
+        f"{_ms(shown['request_p99_ms'])}; {crowd.uploads} uploads, {crowd.upload_errors} "
+        f"errors; RSS {crowd.rss_before_mb:.0f} -> {crowd.rss_peak_mb:.0f} MB"
+    )
+    for error in crowd.first_errors:
+        options.log(f"    {error}")
 
 
 def big_upload_wheel(dataset: Dataset, size_mb: int) -> Path:
@@ -360,8 +394,9 @@ def big_upload_wheel(dataset: Dataset, size_mb: int) -> Path:
 
 
 def _remove_upload(dataset: Dataset) -> None:
-    """The upload figure's project is not part of the dataset: keep the store as generated."""
-    shutil.rmtree(dataset.store / "packages" / UPLOAD_PROJECT, ignore_errors=True)
+    """The upload figures' projects are not part of the dataset: keep the store as generated."""
+    for project in (UPLOAD_PROJECT, CROWD_PROJECT):
+        shutil.rmtree(dataset.store / "packages" / project, ignore_errors=True)
 
 
 def _pids(server: Server) -> list[int]:

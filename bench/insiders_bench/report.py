@@ -181,6 +181,15 @@ def table(results: Results) -> str:
                 f"insidersd {label}: {page['rps']:,.0f} requests/s, p99 {page['p99_ms']:.1f} ms, "
                 f"{page['bytes']:,} bytes, first render {page['first_ms']:.0f} ms"
             )
+    crowd = us.get("crowd")
+    if crowd:
+        extra.append(
+            f"load check: {crowd['clients']} installers for {crowd['seconds']:.0f} s while "
+            f"uploading: {crowd['installs']:,} installs, {crowd['errors']} errors, install p99 "
+            f"{_fmt(crowd['install_p99_ms'], 0)} ms, request p99 {_fmt(crowd['request_p99_ms'], 0)}"
+            f" ms; {crowd['uploads']} uploads, {crowd['upload_errors']} errors; RSS "
+            f"{crowd['rss_before_mb']:.0f} -> {crowd['rss_peak_mb']:.0f} MB"
+        )
     if US in servers:
         status = us.get("ctl_status_ms")
         extra.append(
@@ -338,6 +347,15 @@ def targets(results: Results) -> list[Target]:
             f"{upload['rss_growth_mb']:.1f} MB" if upload else "not measured",
             "< 20 MB",
             upload["rss_growth_mb"] < 20 if upload else None,
+        )
+    )
+    crowd = us.get("crowd")
+    out.append(
+        Target(
+            f"errors with {crowd['clients']} installers while uploading" if crowd else "load check",
+            f"{crowd['errors'] + crowd['upload_errors']}" if crowd else "not measured",
+            "0",
+            crowd["errors"] + crowd["upload_errors"] == 0 if crowd else None,
         )
     )
     status = us.get("ctl_status_ms")

@@ -86,6 +86,7 @@ BUSY: Final = "busy"  # too many connections at once
 NOT_FOUND: Final = "not-found"
 REFUSED: Final = "refused"  # the request is understood and refused (the message says why)
 UNAVAILABLE: Final = "unavailable"  # the part of the daemon that would do it is not running
+NO_SPACE: Final = "no-space"  # the daemon's disk is full: nothing was changed
 INTERNAL: Final = "internal"  # a bug in the daemon; its log has the traceback
 
 

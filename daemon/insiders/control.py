@@ -42,6 +42,7 @@ from insiders.commands import Commands, log_location
 from insiders.logfile import LOG_FILE, log_to_file
 from insiders.logs import stderr_is_journal
 from insiders.repos import Repos
+from insiders.store import is_disk_full
 from insidersctl import protocol as p
 from insidersctl.client import ClientError, Connection, DaemonUnreachable, Refused
 from insidersctl.paths import SOCKET_NAME, unix_address
@@ -438,6 +439,20 @@ class ControlServer:
 
         try:
             return await self.commands.handle(request, progress)
+        except OSError as error:
+            # The disk, not the request: say what failed where, not "this is a bug".
+            log.error("control: %s failed: %s", type(request).__name__, error)
+            if is_disk_full(error):
+                return p.Error(
+                    code=p.NO_SPACE,
+                    message=f"no space left on the disk of {error.filename or 'the data'}: "
+                    "nothing was changed; free some space and try again",
+                )
+            return p.Error(
+                code=p.UNAVAILABLE,
+                message=f"insidersd could not {type(request).__name__}: {error.strerror} "
+                f"({error.filename or 'no file'})",
+            )
         except Exception:
             log.exception("control: %s failed", type(request).__name__)
             return p.Error(

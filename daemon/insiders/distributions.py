@@ -16,7 +16,7 @@ from typing import IO
 
 from packaging.metadata import parse_email
 
-from .names import DistFilename, NormalizedName, normalize, parse_version
+from .names import DistFilename, NormalizedName, is_valid_name, normalize, parse_version
 
 # Core metadata embeds the long description, so allow a generous size, but not an unbounded one.
 MAX_METADATA = 8 << 20
@@ -65,8 +65,15 @@ def parse_metadata(raw: bytes, *, where: str) -> CoreMetadata:
     name, version = fields.get("name"), fields.get("version")
     if not name or not version:
         raise InvalidDistribution(f"{where}: core metadata lacks Name or Version")
+    if not is_valid_name(name):
+        raise InvalidDistribution(
+            f"{where}: core metadata names the project {name[:80]!r}, not a valid project name "
+            "(ASCII letters, digits and . _ - inside)"
+        )
     if parse_version(version) is None:
-        raise InvalidDistribution(f"{where}: core metadata has an invalid version {version!r}")
+        raise InvalidDistribution(
+            f"{where}: core metadata has an invalid version {version[:80]!r} (PEP 440)"
+        )
     return CoreMetadata(
         name=name,
         normalized=normalize(name),

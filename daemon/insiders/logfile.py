@@ -8,14 +8,16 @@ the new file after a rotation too: the log names tokens and projects.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
+from insiders.store import is_disk_full
 from insidersctl.logs import LOG_FILE
 
 __all__ = ["LOG_FILE", "log_to_file"]
@@ -29,15 +31,40 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     The standard handler opens the new file after a rotation with open(), so with the usual
     umask 022 the fresh insidersd.log was 0644 while the rotated one stayed 0600.
+
+    A full disk is said once on stderr (which has every line anyway), not with a traceback per
+    record as logging.Handler.handleError does.
     """
 
-    # typeshed says TextIOWrapper; open() with the handler's mode (a str) is typed IO[Any].
-    def _open(self) -> IO[str]:  # type: ignore[override]
+    _disk_full = False
+    _failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if self._disk_full and not self._failed:
+            self._disk_full = False
+            sys.stderr.write(f"insidersd: writing {self.baseFilename} again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and is_disk_full(error):
+            if not self._disk_full:
+                self._disk_full = True
+                sys.stderr.write(
+                    f"insidersd: no space left for {self.baseFilename}; its lines go to stderr "
+                    "only until there is\n"
+                )
+            return
+        super().handleError(record)
+
+    def _open(self) -> io.TextIOWrapper:
         def private(name: str, flags: int) -> int:
             return os.open(name, flags | os.O_CLOEXEC, 0o600)
 
         return open(  # the handler keeps it open and closes it itself
-            self.baseFilename, self.mode, encoding=self.encoding, opener=private
+            self.baseFilename, "a", encoding=self.encoding, opener=private
         )
 
 

@@ -14,6 +14,7 @@ serves (pages, caches) is derived from the manifests.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ import trio
 
 from insidersctl.protocol import ProjectStatus
 
-from .names import NormalizedName, normalize, parse_version
+from .names import NormalizedName, normalize, parse_version, release_slot
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,46 @@ class ProjectClosed(StoreError):
         )
 
 
+def is_disk_full(error: OSError) -> bool:
+    """ENOSPC or EDQUOT: nothing was stored (every write is atomic), and nothing is wrong with
+    the request either; the answer is "no space left", not a bug."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
+
+
+def release_conflict(project: Project, entry: StoredFile) -> str | None:
+    """Why `entry` may not join `project`, or None: one release per version (PEP 440 equality).
+
+    1.0, 1.0.0 and 01.0 are one version: a release keeps the spelling it was published with, and
+    holds one sdist and one wheel per build tag and tags, so that an installer asking for
+    `foo==1.0` cannot be handed other bytes than the ones published first.
+    """
+    new = release_slot(entry.filename)
+    if new is None:
+        return None
+    version, slot = new
+    for stored in project.files:
+        old = release_slot(stored.filename)
+        if old is None or old[0] != version:
+            continue
+        # (A release stored before spellings were checked, as 01.0, takes the normalised one.)
+        normalised = str(parse_version(stored.version)) == stored.version
+        if stored.version != entry.version and normalised:
+            return (
+                f"Version {entry.version} is the release {stored.version} already published "
+                f"(the same version under PEP 440): upload it as {stored.version}"
+            )
+        if old[1] == slot:
+            what = "an sdist" if slot[0] == "sdist" else "a wheel with the same build tag and tags"
+            return (
+                f"File already exists: {project.name} {stored.version} has {what}, "
+                f"{stored.filename}; a published release never changes (a rebuilt wheel needs "
+                "a build tag, changed code a new version)"
+            )
+    return None
 
 
 class Store:
@@ -237,6 +276,9 @@ class Store:
                     f"(sha256 {existing.sha256}); a published file never changes, "
                     "upload it under a new version"
                 )
+            if current is not None and (conflict := release_conflict(current, entry)):
+                await trio.Path(content).unlink(missing_ok=True)
+                raise FileConflict(conflict)
             files = (*current.files, entry) if current else (entry,)
             # The project keeps the spelling of its first upload, and its status.
             project = (

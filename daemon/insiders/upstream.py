@@ -150,6 +150,11 @@ def _metadata_hashes(value: bool | dict[str, str] | None) -> dict[str, str] | No
     return value if isinstance(value, dict) and value else None
 
 
+def _fetchable(url: str) -> bool:
+    """Only http(s) links are relayed: a garbage or hostile upstream could send javascript:."""
+    return urlsplit(url).scheme in ("http", "https")
+
+
 def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
     data = _decode_json_project(body)
     files = tuple(
@@ -165,6 +170,7 @@ def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
             upload_time=f.upload_time,
         )
         for f in data.files
+        if _fetchable(urljoin(page_url, f.url))
     )
     return ProjectPage(name=name, files=files, versions=tuple(data.versions))
 
@@ -199,6 +205,8 @@ def parse_html_page(body: bytes, page_url: str, name: str) -> ProjectPage:
         if not href:
             continue
         url, fragment = urldefrag(urljoin(page_url, href))
+        if not _fetchable(url):
+            continue
         algorithm, _, digest = fragment.partition("=")
         metadata = attrs.get("data-core-metadata") or attrs.get("data-dist-info-metadata")
         meta_algorithm, _, meta_digest = (metadata or "").partition("=")

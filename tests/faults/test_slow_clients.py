@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.control_fixtures import RawClient
 from tests.faults.slowclients import BOUNDARY, Outcome, get_status, trickle, upload_head
 from tests.support import Daemon, make_wheel, wheel_filename
 
@@ -179,3 +183,35 @@ async def test_a_trickled_upload_is_answered_408_and_closed(starved: Daemon) -> 
     assert outcome.status == 408
     assert outcome.closed_by_server
     await no_upload_left(starved)
+
+
+def test_accept_survives_a_full_descriptor_table(tmp_path: Path) -> None:
+    """Other work takes every descriptor (here: control clients); HTTP accept waits, retries,
+    and serves again once descriptors are free."""
+    daemon = Daemon(tmp_path / "d", ["--upstream-mode", "none"], nofile=80).start()
+    try:
+        socket_path = daemon.home / "run" / "insiders" / "control.sock"
+        host, port = daemon.url.split("//")[1].rsplit(":", 1)
+        with ExitStack() as stack:
+            for _ in range(64):
+                stack.enter_context(RawClient(socket_path)).hello()
+            # Fill what is left with HTTP connections until accept runs out of descriptors
+            # (the limit of 80 keeps 64 for the rest of the daemon, which the control clients
+            # took; the connection bound is 8).
+            for _ in range(12):
+                stack.enter_context(socket.create_connection((host, int(port)), timeout=5))
+            wait_until(lambda: "accept failed: Too many open files" in daemon.log())
+        # Descriptors free again: the index answers.
+        with daemon.client() as client:
+            assert client.get("/simple/").status_code == 200
+        assert running(daemon)
+        assert "Traceback" not in daemon.log()  # said once, as a warning
+    finally:
+        daemon.stop()
+
+
+def wait_until(condition: Callable[[], bool], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came"
+        time.sleep(0.1)

@@ -16,18 +16,20 @@ from typing import Any
 
 import msgspec
 import trio
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from insiders.distributions import InvalidDistribution, inspect
 from insiders.names import (
     InvalidFilename,
+    check_normalized,
     is_valid_name,
     normalize,
     parse_dist_filename,
     parse_version,
 )
 from insiders.publish import Digests, stored_entry
-from insiders.store import FileConflict, ProjectClosed, Store
+from insiders.store import FileConflict, ProjectClosed, Store, is_disk_full
 from insiders.tokens import Token, TokenRefused, Tokens
 
 from .access import CHALLENGE, MalformedCredentials, basic_credentials
@@ -38,6 +40,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 # Form fields other than the file (the long description among them) may not add up to more.
 MAX_FIELDS_SIZE = 16 << 20
 MAX_PARTS = 1000
+# What the decoder may hold while it looks for a boundary or the end of a part's headers: a
+# preamble, headers or an epilogue that never end must not fill memory (any framing, chunked too).
+MAX_DECODER_BUFFER = 1 << 20
+# Beyond the file and the fields: part headers, boundaries, the odd extra part.
+BODY_SLACK = 1 << 20
 # Writes to disk happen in a thread, in batches, so the event loop never waits on the disk.
 WRITE_BATCH = 1 << 20
 _ENDED_EARLY = "The multipart body ended before its closing boundary (a truncated upload)"
@@ -100,9 +107,13 @@ async def receive_upload(
 ) -> _Received:
     """Decode the multipart body; the `content` part goes to `temp`."""
     boundary = _boundary(content_type)
-    decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
+    decoder = MultipartDecoder(
+        boundary, max_form_memory_size=MAX_DECODER_BUFFER, max_parts=MAX_PARTS
+    )
     got = _Received()
     fields_size = 0
+    body_size = 0
+    max_body = max_size + MAX_FIELDS_SIZE + BODY_SLACK
     current: Field | File | None = None
     value = bytearray()
     pending = bytearray()
@@ -124,13 +135,28 @@ async def receive_upload(
                 raise UploadRefused(400, "The client went away before the upload was complete")
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            if body:
-                decoder.receive_data(body)
-            if not more:
-                decoder.receive_data(None)
+            # The cap holds whatever the framing: a chunked body announces no length.
+            body_size += len(body)
+            if body_size > max_body:
+                raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
+            try:
+                if body:
+                    decoder.receive_data(body)
+                if not more:
+                    decoder.receive_data(None)
+            except RequestEntityTooLarge:
+                raise UploadRefused(
+                    413,
+                    f"Malformed multipart body: more than {MAX_DECODER_BUFFER >> 20} MiB "
+                    "without a boundary or the end of a part's headers",
+                ) from None
             while True:
                 try:
                     event = decoder.next_event()
+                except RequestEntityTooLarge:
+                    raise UploadRefused(
+                        413, f"Too many parts in the form: the limit is {MAX_PARTS}"
+                    ) from None
                 except ValueError as error:
                     if decoder.complete:
                         raise UploadRefused(400, _ENDED_EARLY) from None
@@ -173,6 +199,20 @@ async def receive_upload(
     return got
 
 
+def _disk_full(error: OSError) -> UploadRefused:
+    """507 for a full disk (nothing was stored); any other OSError is not ours to explain."""
+    if not is_disk_full(error):
+        raise error
+    log.error("upload refused: no space left on the store's disk (%s)", error)
+    return UploadRefused(
+        507, "Insufficient Storage: no space left on the index's disk; nothing was stored"
+    )
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
+
+
 def _boundary(content_type: str) -> bytes:
     kind, _, params = content_type.partition(";")
     if kind.strip().lower() != "multipart/form-data":
@@ -191,7 +231,8 @@ def _check_digest(got: _Received, fields: dict[str, str]) -> None:
         ("blake2_256_digest", got.blake2b),
     ):
         claimed = fields.get(key, "").strip().lower()
-        if claimed and not hmac.compare_digest(claimed, hasher.hexdigest()):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if claimed and not hmac.compare_digest(claimed.encode(), hasher.hexdigest().encode()):
             raise UploadRefused(
                 400, f"{key} does not match the file: the upload was damaged on its way"
             )
@@ -203,9 +244,12 @@ async def handle_upload(
     """Run one upload to the end; returns (status, message) or raises UploadRefused."""
     token = authenticate(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
     length = headers.get(b"content-length")
-    if length is not None and length.isdigit() and int(length) > max_size + MAX_FIELDS_SIZE:
+    if length is not None and length.isdigit() and int(length[:20]) > max_size + MAX_FIELDS_SIZE:
         raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
-    temp = store.new_incoming()
+    try:
+        temp = store.new_incoming()
+    except OSError as error:
+        raise _disk_full(error) from None
     try:
         got = await receive_upload(
             receive, headers.get(b"content-type", b"").decode("latin-1"), temp, max_size
@@ -218,15 +262,20 @@ async def handle_upload(
             raise UploadRefused(400, "The upload has no file (the form field 'content')")
         name, version = fields.get("name", "").strip(), fields.get("version", "").strip()
         if not is_valid_name(name):
-            raise UploadRefused(400, f"Invalid project name {name!r}")
+            raise UploadRefused(
+                400,
+                f"Invalid project name {_shown(name)}: ASCII letters, digits and . _ - inside, "
+                "at most 128 characters",
+            )
         if parse_version(version) is None:
-            raise UploadRefused(400, f"Invalid version {version!r} (PEP 440)")
+            raise UploadRefused(400, f"Invalid version {_shown(version)} (PEP 440)")
         try:
             tokens.verify_project(token, name)
         except TokenRefused as refusal:
             raise UploadRefused(403, refusal.message) from None
         try:
             dist = parse_dist_filename(got.filename)
+            check_normalized(dist)
         except InvalidFilename as error:
             raise UploadRefused(400, f"Invalid filename: {error}") from None
         if dist.name != normalize(name) or dist.version != parse_version(version):
@@ -250,6 +299,8 @@ async def handle_upload(
             raise UploadRefused(409, str(error)) from None
         except ProjectClosed as error:
             raise UploadRefused(403, str(error)) from None
+    except OSError as error:
+        raise _disk_full(error) from None
     finally:
         temp.unlink(missing_ok=True)
     if added:
