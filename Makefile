@@ -5,13 +5,18 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint types pytest systemd-host-tools browser-host-tools shells nginx-host-tools clean
 
-$(BIN)/.installed: pyproject.toml
+# Running needs insiders and its dependencies only; the tests need the dev extra on top.
+$(BIN)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.installed-run
 	$(BIN)/python -m pip install --quiet --editable '.[dev]'
 	touch $@
 
-run: $(BIN)/.installed
+run: $(BIN)/.installed-run
 	$(BIN)/insidersd
 
 test: lint types pytest
