@@ -107,6 +107,63 @@ def test_insidersctl_status_answers(system: System) -> None:
     assert result.stdout.strip()
 
 
+BOXED_BACKEND = """\
+import os
+
+
+def get_requires_for_build_sdist(config_settings=None):
+    return []
+
+
+get_requires_for_build_wheel = get_requires_for_build_sdist
+
+
+def build_sdist(directory, config_settings=None):
+    for target in ("/var/lib/insiders/escaped", os.path.join(directory, "inside")):
+        try:
+            with open(target, "w") as file:
+                file.write("x")
+            print("WROTE", target, flush=True)
+        except OSError as error:
+            print("REFUSED", target, error, flush=True)
+    raise SystemExit("the build ends here")
+
+
+build_wheel = build_sdist
+"""
+
+
+def test_a_build_under_the_system_unit_writes_nowhere_but_its_scratch(system: System) -> None:
+    """The box under the hardened unit: the subreaper and Landlock are allowed, and a build step
+    that writes into the daemon's state directory is refused, while its own output is not."""
+    source = "/var/lib/insiders/src/boxed"
+    system.c.run(["runuser", "-u", "insiders", "--", "mkdir", "-p", source])
+    system.c.path(f"{source}/pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n\n'
+        '[project]\nname = "boxed"\nversion = "1.0"\n'
+    )
+    system.c.path(f"{source}/backend.py").write_text(BOXED_BACKEND)
+    system.c.run(["chown", "-R", "insiders:insiders", source])
+    git = ["runuser", "-u", "insiders", "--", "git", "-C", source]
+    system.c.run([*git, "init", "--quiet"])
+    system.c.run([*git, "add", "-A"])
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    system.c.run([*git, *identity, "commit", "--quiet", "-m", "1.0"])
+    system.c.run([*git, "tag", "v1.0"])
+    system.c.run(["insidersctl", "repos", "add", f"{source}:boxed"])
+    result = system.c.run(["insidersctl", "update", "--wait", "boxed"], check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    log = system.c.path("/var/lib/insiders/logs/boxed/1.0.log").read_text()
+    assert "REFUSED /var/lib/insiders/escaped [Errno 13] Permission denied" in log, log
+    assert re.search(r"WROTE \S+/inside", log), log
+    assert "not confined" not in log, log
+    assert "not a subreaper" not in log, log
+    assert not system.c.path("/var/lib/insiders/escaped").exists()
+    # Nothing is left of the build: its scratch directory is gone with it.
+    assert list(system.c.path("/var/cache/insiders/builds").iterdir()) == []
+    system.c.run(["insidersctl", "repos", "remove", "boxed"])
+
+
 def test_pip_install_through_the_index(
     system: System, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
