@@ -23,7 +23,6 @@ from insidersctl.client import (
     DaemonUnreachable,
     Refused,
 )
-from insidersctl.expiry import BadExpiry, parse_expiry
 from insidersctl.output import ago, duration, plural, size, table, to_json, without_log
 from insidersctl.paths import SYSTEM_SOCKET, socket_candidates
 
@@ -471,6 +470,8 @@ def _expiry(expires: float | None, now: float) -> str:
 
 
 def cmd_tokens_create(ctx: Context) -> int:
+    from insidersctl.expiry import BadExpiry, parse_expiry  # here: status must not import it
+
     args = ctx.args
     try:
         expires = parse_expiry(args.expires) if args.expires is not None else None
@@ -880,8 +881,9 @@ def _projects_status(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("name", metavar="PROJECT")
     sub.add_argument(
         "status",
+        metavar="STATUS",
         choices=["active", "archived", "quarantined", "deprecated"],
-        help="archived: no new files; quarantined: no file listed or served; "
+        help="active; archived: no new files; quarantined: no file listed or served; "
         "deprecated: shown to installers",
     )
     sub.add_argument("--reason", metavar="TEXT", help="shown with the status")
