@@ -16,16 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import Literal
 
+from insiders.index.asgi import ASGIApp, Receive, Scope, Send
 from insiders.tokens import TokenRefused, Tokens
 
 ReadAccess = Literal["anyone", "token"]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 AUTH_PATH = "/-/auth"
 CHALLENGE = (b"www-authenticate", b'Basic realm="insiders"')

@@ -20,18 +20,14 @@ waited for, as opposed to a response being computed or a download being sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import trio
 
+from insiders.index.asgi import ASGIApp, Message, Receive, Scope, Send
+
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MIN_RATE = 500.0  # bytes per second, as mod_reqtimeout's default
 _TOO_SLOW = b"Request Timeout: the request body arrived too slowly\n"

@@ -22,10 +22,11 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from insiders.index.asgi import Receive, Scope, Send
 from insiders.repos import Repo
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ HOSTS: tuple[Host, ...] = ("github", "gitlab", "gitea")
 # A tag push is a few kilobytes; GitHub caps its payloads far above that, but a push with many
 # commits is never what this endpoint acts on.
 MAX_BODY = 256 * 1024
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Refusal(Exception):

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 
 from insiders.config import Settings
+from insiders.index.asgi import ASGIApp, Receive, Scope, Send
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
@@ -29,11 +28,6 @@ from .upload import UploadRefused, handle_upload
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CHUNK = 256 << 10
 _NEGOTIATED_LIMIT = 256  # distinct Accept headers remembered

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from insiders.distributions import InvalidDistribution, inspect
+from insiders.index.asgi import Receive
 from insiders.names import (
     InvalidFilename,
     check_normalized,
@@ -36,7 +36,6 @@ from .access import CHALLENGE, MalformedCredentials, basic_credentials
 
 log = logging.getLogger(__name__)
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 # Form fields other than the file (the long description among them) may not add up to more.
 MAX_FIELDS_SIZE = 16 << 20
 MAX_PARTS = 1000

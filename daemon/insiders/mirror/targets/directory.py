@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import TargetError
+from .base import TargetError
 
 TEMP_PREFIX = ".insiders-tmp-"
 

@@ -17,7 +17,7 @@ from typing import Any
 from insiders.config import MirrorSettings
 from insiders.watcher.targets import read_secret
 
-from . import TargetError
+from .base import TargetError
 
 log = logging.getLogger(__name__)
 
