@@ -64,7 +64,9 @@ def start(ctx: Context) -> int:
     try:
         connection = ctx.connect()
     except DaemonUnreachable as error:
-        if not _not_running(error):
+        # A socket this user may not use (the system service's, say) tells nothing of the
+        # user's own daemon: with a user unit installed, start that one.
+        if not _not_running(error) and not unit_loaded(user=True):
             raise
     else:
         print(f"insidersd is running already (pid {connection.welcome.pid}, {connection.path})")
