@@ -139,6 +139,9 @@ class Container:
             "-b",
             "--console=passive",
             f"--machine={self.name}",
+            # nspawn's own seccomp filter (systemd 252 on the host) predates Landlock and refuses
+            # it with EPERM; on a machine systemd boots, only the unit's own filter applies.
+            "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
         ]
         command += [
             f"--bind{'-ro' if read_only else ''}={host}:{inside}"
