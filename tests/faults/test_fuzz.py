@@ -155,6 +155,6 @@ def test_accepted_files_are_listed_with_safe_names(fuzzed: Daemon, tmp_path: Pat
             )
             for entry in page.json()["files"]:
                 assert quote(entry["filename"], safe="+!") == entry["filename"]
-                assert (
-                    client.get(f"/files/{project['name']}/{entry['filename']}").status_code == 200
-                )
+                # As installers do: the file's URL is relative to the page that lists it (the
+                # root lists display names; /files/ takes the normalised one).
+                assert client.get(page.url.join(entry["url"])).status_code == 200
