@@ -26,15 +26,8 @@ import trio
 from insiders.app import Daemon
 from insiders.commands import _own_unit
 from insiders.config import Directories, Settings
-from insiders.control import (
-    LOCK_NAME,
-    AlreadyRunning,
-    ControlSocketError,
-    Limits,
-    peer_of,
-    serve_control,
-    system_mode,
-)
+from insiders.control import LOCK_NAME, Limits, peer_of, serve_control, system_mode
+from insiders.errors import AlreadyRunning, ControlSocketError
 from insiders.logfile import log_to_file
 from insiders.repos import Repo, Repos
 from insiders.store import Store

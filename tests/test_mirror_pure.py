@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from insiders.config import ConfigError, load_settings
+from insiders.config import load_settings
+from insiders.errors import ConfigError
 from insiders.mirror import layout
 from insiders.mirror.sync import _pages_first
 from insiders.store import Project, StoredFile

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from insiders.errors import ProjectClosed
 from insiders.publish import publish_file
-from insiders.store import ProjectClosed, Store
+from insiders.store import Store
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
 from tests.test_ctl import ctl, ok
 from tests.test_index_pages import JSON, Anchors

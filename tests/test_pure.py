@@ -9,9 +9,10 @@ import pytest
 from packaging.version import Version
 
 from insiders.config import PathSettings, resolve_directories
+from insiders.errors import InvalidFilename
 from insiders.index import render
 from insiders.index.negotiate import Format, from_query, negotiate
-from insiders.names import InvalidFilename, is_valid_name, normalize, parse_dist_filename
+from insiders.names import is_valid_name, normalize, parse_dist_filename
 from insiders.store import Project, StoredFile
 from insiders.upstream import parse_html_page, parse_json_page, points_at
 

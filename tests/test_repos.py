@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from insiders.errors import RepoError, SpecError
 from insiders.repos import (
     REPOS_FILE,
     ParsedSpec,
-    RepoError,
     Repos,
     RepoState,
     Source,
-    SpecError,
     make_repo,
     parse_spec,
     read_dist_name,

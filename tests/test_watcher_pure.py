@@ -16,7 +16,7 @@ from packaging.version import Version
 from insiders.__main__ import leaves
 from insiders.app import restart_needed
 from insiders.config import Settings
-from insiders.index.hooks import Refusal as HookRefusal
+from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import location_key, parse_event, signature_ok
 from insiders.watcher.git import redact
 from insiders.watcher.reproducible import normalize_sdist

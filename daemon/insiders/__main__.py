@@ -13,8 +13,9 @@ from pathlib import Path
 import msgspec
 import trio
 
+from insiders.errors import ConfigError, UpstreamLoop
+
 from .config import (
-    ConfigError,
     Directories,
     PathSettings,
     Settings,
@@ -26,7 +27,6 @@ from .config import (
 from .logfile import LOG_FILE, log_to_file
 from .logs import setup_logging, stderr_is_journal
 from .options import parser
-from .upstream import UpstreamLoop
 
 log = logging.getLogger("insiders")
 
@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     dirs = resolve_directories(settings.paths)
+    from insiders.errors import RestoreError
+
     from .app import run
-    from .mirror.restore import RestoreError
 
     status = 0
     ready: list[bool] = []

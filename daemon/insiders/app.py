@@ -12,9 +12,10 @@ from functools import partial
 import trio
 
 from insiders.control import serve_control
+from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
 
 from . import __version__, tls
-from .config import ConfigError, Directories, Settings
+from .config import Directories, Settings
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -25,14 +26,14 @@ from .index.server import IndexApp
 from .index.ui.views import Site
 from .index.web import create_web_app
 from .logs import set_level
-from .mirror.restore import RestoreError, restore_into
+from .mirror.restore import restore_into
 from .mirror.sync import Mirrors
-from .mirror.targets import TargetError, open_target
+from .mirror.targets import open_target
 from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import USE_SAVE_INTERVAL, Tokens
-from .upstream import Upstream, UpstreamLoop, choose_upstream
+from .upstream import Upstream, choose_upstream
 from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 

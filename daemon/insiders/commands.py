@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from insiders import __version__
+from insiders.errors import (
+    ControlRefused,
+    InsidersError,
+    RepoError,
+    SpecError,
+    StoreError,
+    TokenError,
+    single_error,
+)
 from insiders.logs import stderr_is_journal
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
-from insiders.repos import (
-    Repo,
-    RepoError,
-    Repos,
-    RepoState,
-    SpecError,
-    make_repo,
-    parse_spec,
-    resolve_dist,
-)
-from insiders.store import Project, StoredFile, StoreError
-from insiders.tokens import Token, TokenError, utc
+from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolve_dist
+from insiders.store import Project, StoredFile
+from insiders.tokens import Token, utc
 from insidersctl import protocol as p
 
 if TYPE_CHECKING:
@@ -75,14 +75,6 @@ class Watcher(Protocol):
         progress: Callable[[p.Progress], None],
         versions: Sequence[str] = (),
     ) -> Sequence[p.RepoOutcome]: ...
-
-
-class Refusal(Exception):
-    """Raised by a handler to answer an Error reply with this code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 NO_WATCHER = (
@@ -237,10 +229,14 @@ class Commands:
         """The reply to `request`; expected refusals become Error replies."""
         try:
             return await self._dispatch(request, send)
-        except Refusal as refusal:
-            return p.Error(code=refusal.code, message=str(refusal))
-        except (SpecError, RepoError, StoreError, TokenError) as error:
-            return p.Error(code=p.REFUSED, message=str(error))
+        except (InsidersError, BaseExceptionGroup) as raised:
+            # A refusal raised inside a nursery (update's) arrives wrapped in a group.
+            error = single_error(raised)
+            if isinstance(error, ControlRefused):
+                return p.Error(code=error.code, message=str(error))
+            if isinstance(error, SpecError | RepoError | StoreError | TokenError):
+                return p.Error(code=p.REFUSED, message=str(error))
+            raise
 
     async def _dispatch(self, request: p.Request, send: SendEvent) -> p.Reply:
         match request:
@@ -264,7 +260,7 @@ class Commands:
             case p.Reload():
                 refused = await self.daemon.reload_now()
                 if refused is not None:
-                    raise Refusal(
+                    raise ControlRefused(
                         p.REFUSED, f"reload refused, the running settings stay: {refused}"
                     )
                 return p.Reloaded(restart_needed=self.daemon.restart_needed)
@@ -299,7 +295,9 @@ class Commands:
                 return p.MirrorList(mirrors=self._mirror_infos(), now=time.time())
             case p.SyncMirror():
                 return await self.sync_mirror(request)
-        raise Refusal(p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}")
+        raise ControlRefused(
+            p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}"
+        )
 
     # -- status --------------------------------------------------------------------------------
 
@@ -350,7 +348,7 @@ class Commands:
         for target in request.publish_to:
             if target not in configured:
                 known = ", ".join(sorted(configured)) or "none"
-                raise Refusal(
+                raise ControlRefused(
                     p.REFUSED,
                     f"--publish-to {target}: no [targets.{target}] in the configuration "
                     f"(configured: {known})",
@@ -378,7 +376,7 @@ class Commands:
         watcher = self.watcher
         if request.action != "status":
             if watcher is None:
-                raise Refusal(p.UNAVAILABLE, NO_WATCHER)
+                raise ControlRefused(p.UNAVAILABLE, NO_WATCHER)
             if request.action == "start":
                 watcher.resume()
             else:
@@ -392,13 +390,13 @@ class Commands:
         repos = [self.repos.find(name) for name in request.names] or self.repos.all()
         watcher = self.watcher
         if watcher is None:
-            raise Refusal(p.UNAVAILABLE, NO_WATCHER)
+            raise ControlRefused(p.UNAVAILABLE, NO_WATCHER)
         if not repos:
-            raise Refusal(
+            raise ControlRefused(
                 p.REFUSED, "no repositories are watched: add one with insidersctl repos add SPEC"
             )
         if request.versions and len(request.names) != 1:
-            raise Refusal(p.REFUSED, "--version goes with the NAME of one repository")
+            raise ControlRefused(p.REFUSED, "--version goes with the NAME of one repository")
         if request.versions:
             log.info(
                 "%s: building %s on request (insidersctl update --version)",
@@ -449,13 +447,13 @@ class Commands:
         target = targets.get(request.name)
         if target is None:
             known = ", ".join(sorted(targets)) or "none"
-            raise Refusal(
+            raise ControlRefused(
                 p.NOT_FOUND,
                 f"no [mirrors.{request.name}] in the configuration (configured: {known})",
             )
         outcome = await target.full_sync()
         if outcome.error is not None:
-            raise Refusal(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
+            raise ControlRefused(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
         return p.MirrorSynced(
             mirror=target.info(),
             files=outcome.files,
@@ -469,13 +467,13 @@ class Commands:
 
     async def create_token(self, request: p.CreateToken) -> p.TokenCreated:
         if not _TOKEN_NAME.match(request.name):
-            raise Refusal(
+            raise ControlRefused(
                 p.REFUSED,
                 f"{request.name!r} is not a token name: letters, digits and . _ - (at most 64)",
             )
         for project in request.projects:
             if not is_valid_name(project):
-                raise Refusal(p.REFUSED, f"--project {project!r} is not a project name")
+                raise ControlRefused(p.REFUSED, f"--project {project!r} is not a project name")
         async with self._token_lock:
             secret = await trio.to_thread.run_sync(
                 partial(
@@ -496,10 +494,10 @@ class Commands:
 
     def _project(self, name: str) -> Project:
         if not is_valid_name(name):
-            raise Refusal(p.REFUSED, f"{name!r} is not a project name")
+            raise ControlRefused(p.REFUSED, f"{name!r} is not a project name")
         project = self.daemon.store.get(normalize(name))
         if project is None:
-            raise Refusal(p.NOT_FOUND, f"no project {name} is hosted here")
+            raise ControlRefused(p.NOT_FOUND, f"no project {name} is hosted here")
         return project
 
     async def set_project_status(self, request: p.SetProjectStatus) -> p.ProjectStatusSet:
@@ -530,7 +528,7 @@ class Commands:
 
     async def remove(self, request: p.Remove) -> p.Removed:
         if (request.version is None) == (request.filename is None):
-            raise Refusal(p.BAD_REQUEST, "remove takes either a version or a filename")
+            raise ControlRefused(p.BAD_REQUEST, "remove takes either a version or a filename")
         project = self._project(request.project)
         name = normalize(project.name)
         if request.dry_run:
@@ -539,7 +537,7 @@ class Commands:
                 what = (
                     f"file {request.filename}" if request.filename else f"version {request.version}"
                 )
-                raise Refusal(p.NOT_FOUND, f"{project.name} has no {what}")
+                raise ControlRefused(p.NOT_FOUND, f"{project.name} has no {what}")
             return p.Removed(project=project.name, files=files, dry_run=True)
         gone = await self.daemon.store.remove(
             name, version=request.version, filename=request.filename

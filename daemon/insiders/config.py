@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
+from insiders.errors import ConfigError
+
 UpstreamMode = Literal["redirect", "proxy", "none"]
 ProjectUpstream = Literal["shadow", "merge"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -136,10 +138,6 @@ class Settings(_Section):
     projects: dict[str, ProjectSettings] = msgspec.field(default_factory=dict)
     mirrors: dict[str, MirrorSettings] = msgspec.field(default_factory=dict)
     log_level: LogLevel = "info"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and the key."""
 
 
 def default_config_path(env: Mapping[str, str] = os.environ) -> Path:

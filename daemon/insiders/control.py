@@ -39,6 +39,7 @@ import trio
 
 from insiders import __version__
 from insiders.commands import Commands, log_location
+from insiders.errors import AlreadyRunning, ControlSocketError, InsidersError
 from insiders.logfile import LOG_FILE, log_to_file
 from insiders.logs import stderr_is_journal
 from insiders.repos import Repos
@@ -64,20 +65,6 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "control.lock"
 # Linux: SO_PEERGROUPS (since 4.13) is not exported by every Python's socket module.
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-
-
-class ControlSocketError(OSError):
-    """The control socket cannot be set up; the message says where and why.
-
-    An OSError, so that insidersd reports it as "cannot start: ..." without a traceback.
-    """
-
-
-class AlreadyRunning(ControlSocketError):
-    def __init__(self, pid: int | None, path: Path) -> None:
-        who = f"pid {pid}" if pid else "pid unknown"
-        super().__init__(f"insidersd is already running, {who} (control socket {path})")
-        self.pid = pid
 
 
 @dataclass(frozen=True)
@@ -308,7 +295,7 @@ async def serve_control(
         await trio.serve_listeners(server.handle, [listener])
 
 
-class Reclaimed(Exception):
+class Reclaimed(InsidersError):
     """An idle connection's slot went to a newcomer."""
 
 

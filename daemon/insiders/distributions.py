@@ -16,6 +16,8 @@ from typing import IO
 
 from packaging.metadata import parse_email
 
+from insiders.errors import InvalidDistribution
+
 from .names import DistFilename, NormalizedName, is_valid_name, normalize, parse_version
 
 # Core metadata embeds the long description, so allow a generous size, but not an unbounded one.
@@ -23,10 +25,6 @@ MAX_METADATA = 8 << 20
 # An sdist is read as a stream until PKG-INFO turns up; a bomb must not make us inflate gigabytes.
 MAX_SDIST_INFLATE = 512 << 20
 MAX_SDIST_MEMBERS = 100_000
-
-
-class InvalidDistribution(ValueError):
-    """The file is not a distribution we can publish; the message says what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from insiders.errors import InvalidFilename
+
 __all__ = [
     "DistFilename",
     "InvalidFilename",
@@ -49,10 +51,6 @@ MAX_NAME = 128
 MAX_VERSION = 128
 
 DistKind = Literal["wheel", "sdist"]
-
-
-class InvalidFilename(ValueError):
-    """A filename that is not a wheel or sdist name packaging accepts."""
 
 
 def is_valid_name(name: str) -> bool:

@@ -30,6 +30,7 @@ from typing import Literal
 import msgspec
 import trio
 
+from insiders.errors import RepoError, SpecError
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
 from insiders.store import atomic_write
 
@@ -49,14 +50,6 @@ _GITHUB_REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _RELATIVE = re.compile(r"^\.\.?(?:/|:|$)")
 _DASH_HOST = "a host does not start with '-' (ssh would take it as an option)"
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class SpecError(ValueError):
-    """A SPEC that names no repository; the message says what is wrong and how to write it."""
-
-
-class RepoError(Exception):
-    """A registry change that is refused (unknown name, duplicate, unreadable repository)."""
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):

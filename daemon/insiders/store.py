@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from insiders.errors import FileConflict, ProjectClosed, StoreError
 from insidersctl.protocol import ProjectStatus
 
 from .names import NormalizedName, normalize, parse_version, release_slot
@@ -113,25 +114,6 @@ def _version_key(version: str) -> tuple[int, object]:
 
 def sort_files(files: Iterable[StoredFile]) -> tuple[StoredFile, ...]:
     return tuple(sorted(files, key=lambda f: (_version_key(f.version), f.filename)))
-
-
-class StoreError(Exception):
-    """An operation the store refuses; the message says why."""
-
-
-class FileConflict(StoreError):
-    """A file of that name is stored already, with other content."""
-
-
-class ProjectClosed(StoreError):
-    """The project is archived or quarantined (PEP 792): it takes no new files."""
-
-    def __init__(self, project: Project) -> None:
-        reason = f" ({project.status_reason})" if project.status_reason else ""
-        super().__init__(
-            f"Project {project.name} is {project.status}{reason}: it takes no new files "
-            f"(insidersctl projects status {project.normalized} active reopens it)"
-        )
 
 
 def is_disk_full(error: OSError) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 import sdnotify
 import trio
 
+from insiders.errors import SocketActivationError
+
 __all__ = ["Notifier", "SocketActivationError", "keep_watchdog", "listen_fds", "watchdog_interval"]
 
 logger = logging.getLogger(__name__)
@@ -141,10 +143,6 @@ async def keep_watchdog(
     while True:
         notifier.watchdog()
         await trio.sleep(interval)
-
-
-class SocketActivationError(RuntimeError):
-    """LISTEN_FDS handed over something unusable (a malformed count, a file that is no socket)."""
 
 
 def listen_fds() -> dict[str, list[socket.socket]]:

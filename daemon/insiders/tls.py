@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 from hypercorn.config import Config as HypercornConfig
 
-from .config import ConfigError, ServerSettings
+from insiders.errors import ConfigError
+
+from .config import ServerSettings
 
 log = logging.getLogger(__name__)
 

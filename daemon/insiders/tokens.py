@@ -23,6 +23,8 @@ from typing import Literal
 
 import msgspec
 
+from insiders.errors import TokenError, TokenRefused
+
 from .names import normalize
 from .store import atomic_write
 
@@ -52,20 +54,6 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
 
 class TokenFile(msgspec.Struct, kw_only=True):
     tokens: list[Token] = msgspec.field(default_factory=list)
-
-
-class TokenError(Exception):
-    pass
-
-
-class TokenRefused(Exception):
-    """A secret that does not grant what was asked; the message says why, without the secret."""
-
-    def __init__(self, message: str, *, known: bool) -> None:
-        super().__init__(message)
-        self.message = message
-        # False: no token has this secret (clients should ask for credentials again).
-        self.known = known
 
 
 def _digest(secret: str) -> str:

@@ -19,6 +19,8 @@ import httpx
 import msgspec
 import trio
 
+from insiders.errors import UpstreamError, UpstreamLoop
+
 from .config import UpstreamMode
 from .index.render import FileLink, ProjectPage
 from .names import NormalizedName
@@ -44,14 +46,6 @@ def remember(cache: dict[K, V], key: K, value: V, limit: int) -> None:
     cache[key] = value
     while len(cache) > limit:
         del cache[next(iter(cache))]
-
-
-class UpstreamError(Exception):
-    """The upstream could not be asked and no copy of the page is at hand."""
-
-
-class UpstreamLoop(ValueError):
-    """The upstream is this very index: every miss would ask itself."""
 
 
 def pip_index_url() -> str | None:

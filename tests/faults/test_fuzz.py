@@ -18,13 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insiders.names import (
-    MAX_FILENAME,
-    InvalidFilename,
-    check_normalized,
-    is_valid_name,
-    parse_dist_filename,
-)
+from insiders.errors import InvalidFilename
+from insiders.names import MAX_FILENAME, check_normalized, is_valid_name, parse_dist_filename
 from tests.support import Daemon, make_wheel
 
 # Pieces real filenames are made of, and the characters that broke things before.

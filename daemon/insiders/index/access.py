@@ -18,8 +18,9 @@ import binascii
 import ipaddress
 from typing import Literal
 
+from insiders.errors import InsidersError, TokenRefused
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
-from insiders.tokens import TokenRefused, Tokens
+from insiders.tokens import Tokens
 
 ReadAccess = Literal["anyone", "token"]
 
@@ -32,7 +33,7 @@ NEEDS_TOKEN = (
 )
 
 
-class MalformedCredentials(Exception):
+class MalformedCredentials(InsidersError):
     """An Authorization: Basic header that does not decode (its content is never quoted)."""
 
 

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from insiders.errors import HookRefused
 from insiders.index.asgi import Receive, Scope, Send
 from insiders.repos import Repo
 
@@ -36,12 +37,6 @@ HOSTS: tuple[Host, ...] = ("github", "gitlab", "gitea")
 # A tag push is a few kilobytes; GitHub caps its payloads far above that, but a push with many
 # commits is never what this endpoint acts on.
 MAX_BODY = 256 * 1024
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- pure parts --------------------------------------------------------------------------------
@@ -71,7 +66,7 @@ class Event:
 def parse_event(host: Host, headers: Mapping[str, str], payload: Any) -> Event:
     """What a (verified) delivery says, in each host's documented payload shape."""
     if not isinstance(payload, dict):
-        raise Refusal(400, "the body is not a JSON object")
+        raise HookRefused(400, "the body is not a JSON object")
     if host == "gitlab":
         name = headers.get("x-gitlab-event", "")
         project = payload.get("project") or {}
@@ -149,7 +144,7 @@ class Hooks:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             status, message = await self._handle(scope, receive)
-        except Refusal as refusal:
+        except HookRefused as refusal:
             status, message = refusal.status, str(refusal)
             log.info("webhook %s refused (%d): %s", scope["path"], status, message)
         await _text(send, status, message)
@@ -157,14 +152,14 @@ class Hooks:
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, str]:
         host = scope["path"].removeprefix("/hooks/").strip("/")
         if host not in HOSTS:
-            raise Refusal(
+            raise HookRefused(
                 404, f"no webhook {scope['path']}: use /hooks/github, /hooks/gitlab or /hooks/gitea"
             )
         if scope["method"] != "POST":
-            raise Refusal(405, "webhooks are POST requests")
+            raise HookRefused(405, "webhooks are POST requests")
         secret = await self.secret()
         if not secret:
-            raise Refusal(
+            raise HookRefused(
                 404,
                 "webhooks are off: set watcher.webhook-secret-file "
                 "(or the systemd credential webhook-secret)",
@@ -173,11 +168,11 @@ class Hooks:
         body = await _read_body(receive, headers)
         checked_host: Host = host
         if not signature_ok(checked_host, headers, body, secret):
-            raise Refusal(401, "bad or missing signature: nothing was triggered")
+            raise HookRefused(401, "bad or missing signature: nothing was triggered")
         try:
             payload = json.loads(body)
         except ValueError:
-            raise Refusal(
+            raise HookRefused(
                 400, "the body is not JSON (set the content type to application/json)"
             ) from None
         event = parse_event(checked_host, headers, payload)
@@ -187,7 +182,7 @@ class Hooks:
             return 202, "not a tag push: nothing to check"
         found = matching(self.repos(), event, self.github_url())
         if not found:
-            raise Refusal(404, f"no watched repository for {event.repository or 'this push'}")
+            raise HookRefused(404, f"no watched repository for {event.repository or 'this push'}")
         self.trigger(found)
         names = ", ".join(r.dist for r in found)
         log.info("webhook (%s): tag pushed to %s, checking %s", host, event.repository, names)
@@ -197,15 +192,15 @@ class Hooks:
 async def _read_body(receive: Receive, headers: Mapping[str, str]) -> bytes:
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refusal(413, f"a webhook body is at most {MAX_BODY} bytes")
+        raise HookRefused(413, f"a webhook body is at most {MAX_BODY} bytes")
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise Refusal(400, "the client went away")
+            raise HookRefused(400, "the client went away")
         body += message.get("body", b"")
         if len(body) > MAX_BODY:
-            raise Refusal(413, f"a webhook body is at most {MAX_BODY} bytes")
+            raise HookRefused(413, f"a webhook body is at most {MAX_BODY} bytes")
         if not message.get("more_body", False):
             return bytes(body)
 

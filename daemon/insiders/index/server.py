@@ -14,17 +14,18 @@ from urllib.parse import parse_qs
 import trio
 
 from insiders.config import Settings
+from insiders.errors import UploadRefused, UpstreamError
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
-from insiders.upstream import MEMORY_PAGES, Upstream, UpstreamError, remember
+from insiders.upstream import MEMORY_PAGES, Upstream, remember
 
 from . import render
 from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
-from .upload import UploadRefused, handle_upload
+from .upload import handle_upload
 
 log = logging.getLogger(__name__)
 

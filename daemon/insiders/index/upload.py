@@ -18,10 +18,17 @@ import trio
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from insiders.distributions import InvalidDistribution, inspect
+from insiders.distributions import inspect
+from insiders.errors import (
+    FileConflict,
+    InvalidDistribution,
+    InvalidFilename,
+    ProjectClosed,
+    TokenRefused,
+    UploadRefused,
+)
 from insiders.index.asgi import Receive
 from insiders.names import (
-    InvalidFilename,
     check_normalized,
     is_valid_name,
     normalize,
@@ -29,8 +36,8 @@ from insiders.names import (
     parse_version,
 )
 from insiders.publish import Digests, stored_entry
-from insiders.store import FileConflict, ProjectClosed, Store, is_disk_full
-from insiders.tokens import Token, TokenRefused, Tokens
+from insiders.store import Store, is_disk_full
+from insiders.tokens import Token, Tokens
 
 from .access import CHALLENGE, MalformedCredentials, basic_credentials
 
@@ -47,14 +54,6 @@ BODY_SLACK = 1 << 20
 # Writes to disk happen in a thread, in batches, so the event loop never waits on the disk.
 WRITE_BATCH = 1 << 20
 _ENDED_EARLY = "The multipart body ended before its closing boundary (a truncated upload)"
-
-
-class UploadRefused(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
 
 
 @dataclass

@@ -15,16 +15,13 @@ from pathlib import Path
 import msgspec
 import trio
 
+from insiders.errors import RestoreError
 from insiders.store import Store, StoredFile
 
 from . import layout
 from .targets import Target
 
 log = logging.getLogger(__name__)
-
-
-class RestoreError(Exception):
-    """The target cannot be restored from; the message says why."""
 
 
 MARKER = "restoring"

@@ -24,12 +24,13 @@ import msgspec
 import trio
 
 from insiders.config import MirrorSettings
+from insiders.errors import InsidersError, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
 from insidersctl import protocol as p
 
 from . import layout
-from .targets import Target, TargetError, open_target
+from .targets import Target, open_target
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
-class ProjectChanged(Exception):
+class ProjectChanged(InsidersError):
     """A file vanished from the store mid-copy: the project changed and is pending again."""
 
 

@@ -18,12 +18,9 @@ from pathlib import Path
 import trio
 from packaging.version import Version
 
-from insiders.names import InvalidFilename, NormalizedName, parse_dist_filename
+from insiders.errors import BuildError, InvalidFilename
+from insiders.names import NormalizedName, parse_dist_filename
 from insiders.watcher import box
-
-
-class BuildError(Exception):
-    """The build failed, timed out, or made something other than what was asked for."""
 
 
 def build_env(

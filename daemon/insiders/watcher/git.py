@@ -14,6 +14,7 @@ from pathlib import Path
 
 import trio
 
+from insiders.errors import GitError
 from insiders.watcher.tags import parse_ls_remote
 
 ASKPASS_SCRIPT = """#!/bin/sh
@@ -23,10 +24,6 @@ case "$1" in
   *) printf '%s\\n' "$INSIDERS_GIT_PASSWORD" ;;
 esac
 """
-
-
-class GitError(Exception):
-    """A git command failed; the message is safe to log and to show."""
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")

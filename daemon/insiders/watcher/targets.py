@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from insiders.config import TargetSettings
+from insiders.errors import PublishError
 from insiders.names import parse_dist_filename
 from insiders.watcher.git import redact
 
@@ -24,10 +25,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 << 10
 ATTEMPTS = 4
-
-
-class TargetError(Exception):
-    pass
 
 
 def read_secret(name: str, file_setting: str | None, credentials: Path | None) -> str | None:
@@ -70,7 +67,7 @@ def _already_exists(response: httpx.Response) -> bool:
 async def upload(
     client: httpx.AsyncClient, target: TargetSettings, password: str | None, path: Path
 ) -> str:
-    """Upload one file; "uploaded" or "exists", or TargetError with the index's answer."""
+    """Upload one file; "uploaded" or "exists", or PublishError with the index's answer."""
     dist = parse_dist_filename(path.name)
     fields = {
         ":action": "file_upload",
@@ -120,14 +117,14 @@ async def upload(
                 return "exists"
             problem = f"{response.status_code} {response.text.strip()[:300]}"
             if response.status_code < 500:
-                raise TargetError(redact(f"{target.url} refused {path.name}: {problem}", password))
+                raise PublishError(redact(f"{target.url} refused {path.name}: {problem}", password))
         if attempt < ATTEMPTS:
             log.warning(
                 "upload of %s to %s failed (%s); retrying", path.name, redact(target.url), problem
             )
             await trio.sleep(delay)
             delay *= 2
-    raise TargetError(
+    raise PublishError(
         redact(
             f"{target.url}: {path.name} not uploaded after {ATTEMPTS} tries: {problem}", password
         )

@@ -31,11 +31,20 @@ import trio
 from packaging.version import Version
 
 from insiders.config import Settings
-from insiders.distributions import InvalidDistribution
-from insiders.names import InvalidFilename, parse_version
+from insiders.errors import (
+    BuildError,
+    CheckFailed,
+    FileConflict,
+    GitError,
+    InvalidDistribution,
+    InvalidFilename,
+    ProjectClosed,
+    PublishError,
+)
+from insiders.names import parse_version
 from insiders.publish import publish_file
 from insiders.repos import Repo, Repos, RepoState, VersionRecord
-from insiders.store import FileConflict, ProjectClosed, Store
+from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.tags import to_build, version_tags
 from insidersctl import protocol as p
@@ -49,14 +58,6 @@ IGNORED_TAGS_SHOWN = 5
 
 def _ignore(_event: p.Progress) -> None:
     pass
-
-
-class CheckFailed(Exception):
-    """An expected failure of a check or of one version; the message never carries the log path."""
-
-    def __init__(self, message: str, log_path: Path | None = None) -> None:
-        super().__init__(message)
-        self.log_path = log_path
 
 
 def backoff(failures: int, interval: float) -> float:
@@ -362,7 +363,7 @@ class Watcher:
                 tags = await git.list_tags(url, env=env, token=token)
         except trio.TooSlowError:
             raise CheckFailed(f"listing the tags took longer than {limit:.0f} s") from None
-        except git.GitError as error:
+        except GitError as error:
             raise CheckFailed(str(error)) from None
         versions = version_tags(tags)
         result = CheckResult()
@@ -389,7 +390,7 @@ class Watcher:
                 await git.update_mirror(url, mirror, env=env, token=token)
         except trio.TooSlowError:
             raise CheckFailed(f"fetching took longer than {limit:.0f} s") from None
-        except git.GitError as error:
+        except GitError as error:
             raise CheckFailed(str(error)) from None
         for version in wanted:  # newest first: the version a sponsor wants most lands first
             tag = versions[version]
@@ -494,7 +495,7 @@ class Watcher:
             try:
                 await git.checkout(mirror, tag, source, env=env)
                 epoch = await git.commit_time(source, env=env)
-            except git.GitError as error:
+            except GitError as error:
                 raise CheckFailed(str(error)) from None
             await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
             limit = self.settings.watcher.build_timeout
@@ -514,11 +515,11 @@ class Watcher:
                     raise CheckFailed(
                         f"the build took longer than {limit:.0f} s and was stopped", log_path
                     ) from None
-                except builder.BuildError as error:
+                except BuildError as error:
                     raise CheckFailed(str(error), log_path) from None
             try:
                 files = builder.check_dists(built, repo.key, version)
-            except builder.BuildError as error:
+            except BuildError as error:
                 raise CheckFailed(str(error), log_path) from None
             for path in files:
                 await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
@@ -568,7 +569,7 @@ class Watcher:
             for path in files:
                 try:
                     result = await targets.upload(client, target, password, path)
-                except targets.TargetError as error:
+                except PublishError as error:
                     raise CheckFailed(str(error), log_path) from None
                 log.info("%s: %s to %s", path.name, result, name)
 

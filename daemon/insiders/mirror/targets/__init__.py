@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from insiders.config import MirrorSettings
+from insiders.errors import TargetError
 
-from .base import Target, TargetError
+from .base import Target
 
 __all__ = ["Target", "TargetError", "open_target"]
 

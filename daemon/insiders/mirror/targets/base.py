@@ -6,10 +6,6 @@ from pathlib import Path
 from typing import Protocol
 
 
-class TargetError(Exception):
-    """The target refused or could not be reached; the message says which and why."""
-
-
 class Target(Protocol):
     name: str
     kind: str  # directory, s3

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import TargetError
+from insiders.errors import TargetError
 
 TEMP_PREFIX = ".insiders-tmp-"
 
