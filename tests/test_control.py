@@ -6,6 +6,7 @@ real processes of other uids (the kernel's SO_PEERCRED / SO_PEERGROUPS are check
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -13,7 +14,7 @@ import struct
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,20 +24,25 @@ import msgspec
 import pytest
 import trio
 
-from insiders.app import Daemon
-from insiders.commands import _own_unit
 from insiders.config import Directories, Settings
-from insiders.control import LOCK_NAME, Limits, peer_of, serve_control, system_mode
-from insiders.errors import AlreadyRunning, ControlSocketError
-from insiders.logfile import log_to_file
+from insiders.control.access import peer_of, system_mode
+from insiders.control.commands import Commands, Parts, log_location
+from insiders.control.server import Limits, serve_control
+from insiders.control.socket import LOCK_NAME
+from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
+from insiders.logfile import LOG_FILE, log_to_file
+from insiders.mirror.sync import Mirrors
 from insiders.repos import Repo, Repos
 from insiders.store import Store
+from insiders.systemd import own_unit
 from insiders.tokens import Tokens
 from insiders.upstream import Upstream
+from insiders.watcher.watcher import Watcher
 from insidersctl import cli
 from insidersctl import protocol as p
 from insidersctl.client import Connection, ConnectionFailed, Refused
 from insidersctl.logs import journalctl_command, last_lines
+from insidersctl.paths import SOCKET_NAME
 from tests.control_fixtures import RawClient, frame, short_tmp
 
 OTHER_UID = 4242
@@ -44,21 +50,55 @@ OTHER_GID = 4343  # the "insiders" group of the system-mode tests
 STRANGER_UID = 4244
 
 
-def make_daemon(root: Path) -> Daemon:
+@dataclass
+class DaemonFacts:
+    """What the control plane reads of the running daemon (app.Daemon's part of it)."""
+
+    upstream: Upstream
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    started: float = 0.0
+    http_urls: list[str] = dataclasses.field(default_factory=list)
+    restart_needed: tuple[str, ...] = ()
+
+    async def reload_now(self) -> str | None:
+        return None
+
+
+def make_commands(root: Path, *, log_file: bool) -> Commands:
+    """The handlers on a real store, token file, registry, watcher (not running) and mirrors."""
     dirs = Directories(
         data=root / "data", cache=root / "cache", runtime=root / "run", credentials=None
     )
     dirs.data.mkdir(parents=True, exist_ok=True)
     store = Store.open(dirs.data)
-    tokens = Tokens.open(dirs.data)
-    upstream = Upstream(None, "none", ttl=60, timeout=5, cache_dir=dirs.cache)
     repos = Repos.open(dirs.data)
-    return Daemon(Settings(), dirs, Settings, store, tokens, upstream, repos)
+    settings = Settings()
+    watcher = Watcher(
+        repos=repos,
+        store=store,
+        settings=settings,
+        cache_dir=dirs.cache,
+        logs_dir=dirs.data / "logs",
+        credentials=None,
+        index_url=lambda: None,
+    )
+    parts = Parts(
+        daemon=DaemonFacts(Upstream(None, "none", ttl=60, timeout=5, cache_dir=dirs.cache)),
+        store=store,
+        tokens=Tokens.open(dirs.data),
+        repos=repos,
+        watcher=watcher,
+        mirrors=Mirrors(settings.mirrors, store, None),
+        data_dir=dirs.data,
+        socket_path=dirs.runtime / SOCKET_NAME,
+        logs=log_location(dirs.data / LOG_FILE if log_file else None, builds=dirs.data / "logs"),
+    )
+    return Commands(parts)
 
 
 @dataclass
 class Running:
-    daemon: Daemon
+    commands: Commands
     path: Path
     root: Path
 
@@ -80,15 +120,20 @@ class Running:
 
 @asynccontextmanager
 async def running(root: Path, **options: Any) -> AsyncIterator[Running]:
-    daemon = make_daemon(root)
-    options.setdefault("log_file", False)
+    commands = make_commands(root, log_file=options.pop("log_file", False))
+    path = commands.socket_path
     try:
-        async with trio.open_nursery() as nursery:
-            path = await nursery.start(partial(serve_control, daemon, **options))
-            yield Running(daemon, path, root)
-            nursery.cancel_scope.cancel()
+        with ExitStack() as stack:
+            if commands.logs.path:
+                stack.enter_context(log_to_file(Path(commands.logs.path)))
+            async with trio.open_nursery() as nursery:
+                path = await nursery.start(
+                    partial(serve_control, commands.handle, path=path, **options)
+                )
+                yield Running(commands, path, root)
+                nursery.cancel_scope.cancel()
     finally:
-        await daemon.upstream.aclose()
+        await commands.daemon.upstream.aclose()
 
 
 async def start_fails(root: Path, **options: Any) -> BaseException:
@@ -374,13 +419,7 @@ class FakeWatcher:
 async def test_update_streams_progress_then_the_report(
     control: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    control.daemon.watcher = None  # type: ignore[assignment]  # a daemon without one
-    assert await control.ctl("update") == 1
-    assert "has no watcher yet" in capsys.readouterr().err
-    assert await control.ctl("watcher", "stop") == 1
-    assert await control.ctl("watcher", "status") == 0
-    assert "watcher: not part of this insidersd yet" in capsys.readouterr().out
-    control.daemon.watcher = FakeWatcher()  # type: ignore[assignment]
+    control.commands.watcher = FakeWatcher()  # type: ignore[assignment]
     assert await control.ctl("repos", "add", "o/good:good") == 0
     assert await control.ctl("repos", "add", "o/broken:broken") == 0
     capsys.readouterr()
@@ -410,7 +449,7 @@ async def test_update_without_waiting_and_the_watcher_switch(
     control: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     watcher = FakeWatcher()
-    control.daemon.watcher = watcher  # type: ignore[assignment]
+    control.commands.watcher = watcher  # type: ignore[assignment]
     assert await control.ctl("repos", "add", "o/r:dist") == 0
     assert await control.ctl("update", "--no-wait", "--force") == 0
     assert watcher.scheduled == [(["dist"], True)]
@@ -424,7 +463,7 @@ async def test_update_without_waiting_and_the_watcher_switch(
 async def test_a_bug_in_a_handler_is_an_internal_error_not_a_crash(
     control: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    control.daemon.watcher = FakeWatcher(fail=True)  # type: ignore[assignment]
+    control.commands.watcher = FakeWatcher(fail=True)  # type: ignore[assignment]
     await control.call(p.AddRepo(spec="o/r:dist"))
 
     def script(c: RawClient) -> list[p.ServerMessage]:
@@ -441,6 +480,27 @@ async def test_a_bug_in_a_handler_is_an_internal_error_not_a_crash(
     assert "RuntimeError: a bug in the watcher" in caplog.text
 
 
+class RefusingWatcher(FakeWatcher):
+    async def check(self, repos: Sequence[Repo], **_: Any) -> list[p.RepoOutcome]:
+        raise RepoError("no repository named dist is watched (it was removed meanwhile)")
+
+
+async def test_a_refusal_inside_a_running_update_is_a_refusal(control: Running) -> None:
+    """The check runs in a nursery, which wraps what it raises in an exception group: the
+    refusal still reaches the client as itself, not as "this is a bug"."""
+    control.commands.watcher = RefusingWatcher()  # type: ignore[assignment]
+    await control.call(p.AddRepo(spec="o/r:dist"))
+
+    def script(c: RawClient) -> p.ServerMessage:
+        c.hello()
+        c.send_message(p.Update())
+        return c.receive()
+
+    assert await raw(control, script) == p.Error(
+        code=p.REFUSED, message="no repository named dist is watched (it was removed meanwhile)"
+    )
+
+
 async def test_tokens_and_repos_through_the_client(
     control: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -449,12 +509,12 @@ async def test_tokens_and_repos_through_the_client(
     secret = captured.out.strip()
     assert secret.startswith("insiders-")
     assert "shown only this once" in captured.err
-    assert control.daemon.tokens.check(secret, "read") is not None
+    assert control.commands.tokens.check(secret, "read") is not None
     assert await control.ctl("tokens", "create", "ci") == 1
     assert "a token named 'ci' exists already" in capsys.readouterr().err
     assert await control.ctl("tokens", "create", "bad name") == 1
     assert await control.ctl("tokens", "revoke", "ci") == 0
-    assert control.daemon.tokens.check(secret, "read") is None
+    assert control.commands.tokens.check(secret, "read") is None
     assert await control.ctl("tokens", "revoke", "ci") == 1
     assert "no token named 'ci'" in capsys.readouterr().err
 
@@ -654,7 +714,7 @@ async def test_the_daemon_writes_a_log_file_and_says_where(
             assert await server.ctl("tokens", "create", "logged") == 0
             assert await server.ctl("logs", "-n", "1") == 0
             last = capsys.readouterr().out.splitlines()[-1]
-            assert last.endswith("insiders.commands: token logged created (upload)")
+            assert last.endswith("insiders.control.commands: token logged created (upload)")
         assert (root / "data" / "insidersd.log").stat().st_mode & 0o777 == 0o600
 
 
@@ -678,11 +738,11 @@ def test_the_unit_is_found_in_the_cgroup(tmp_path: Path) -> None:
     cgroup.write_text(
         "0::/user.slice/user-1000.slice/user@1000.service/app.slice/insiders.service\n"
     )
-    assert _own_unit(str(cgroup)) == ("insiders.service", True)
+    assert own_unit(str(cgroup)) == ("insiders.service", True)
     cgroup.write_text("0::/system.slice/insiders.service\n")
-    assert _own_unit(str(cgroup)) == ("insiders.service", False)
+    assert own_unit(str(cgroup)) == ("insiders.service", False)
     cgroup.write_text("0::/user.slice/user-0.slice/session-1.scope\n")
-    assert _own_unit(str(cgroup)) == (None, False)
+    assert own_unit(str(cgroup)) == (None, False)
 
 
 def test_journalctl_is_asked_for_the_unit() -> None:

@@ -421,7 +421,7 @@ def test_repos_survive_a_restart(own: Daemon) -> None:
 
 def test_logs(shared: Daemon) -> None:
     text = ok(shared, "logs", "-n", "200")
-    assert "insiders.control: control socket" in text
+    assert "insiders.control.server: control socket" in text
     assert ok(shared, "logs", "-n", "0") == ""
     follower = subprocess.Popen(
         [str(INSIDERSCTL), "logs", "-f", "-n", "0"],

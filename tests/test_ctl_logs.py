@@ -68,7 +68,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def test_priority_component_and_json(daemon: Daemon) -> None:
     everything = ctl(daemon, "logs", "-n", "all").stdout
-    assert "insiders.control: control socket" in everything
+    assert "insiders.control.server: control socket" in everything
     assert "ERROR   insiders.watcher.watcher: nobackend 1.0:" in everything
 
     errors = ctl(daemon, "logs", "-p", "err", "-n", "all").stdout.splitlines()

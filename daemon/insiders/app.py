@@ -8,14 +8,17 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import trio
 
-from insiders.control import serve_control
 from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
+from insidersctl.paths import SOCKET_NAME
 
 from . import __version__, tls
 from .config import Directories, Settings
+from .control.commands import Commands, Parts, log_location
+from .control.server import serve_control
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -25,7 +28,8 @@ from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
 from .index.web import create_web_app
-from .logs import set_level
+from .logfile import LOG_FILE
+from .logs import set_level, stderr_is_journal
 from .mirror.restore import restore_into
 from .mirror.sync import Mirrors
 from .mirror.targets import open_target
@@ -308,6 +312,7 @@ async def run(
     on_ready: Callable[[], None] = lambda: None,
     restore: str | None = None,
 ) -> None:
+    """Open the data, serve until SIGTERM or SIGINT (SIGHUP reloads), then stop gracefully."""
     notifier = Notifier()
     inherited = listen_fds()
     check_exposure(settings, inherited.get("http", []))
@@ -328,47 +333,8 @@ async def run(
         async with trio.open_nursery() as nursery:
             await nursery.start(keep_watchdog, notifier)
             # Before HTTP: a second daemon then says "already running, pid N", not "port in use".
-            control_sock = inherited.get("control", [None])[0]
-            await nursery.start(partial(serve_control, daemon, sock=control_sock))
-            http_config = hypercorn_config(settings)
-            tls_files = tls.tls_files(settings.server, dirs.credentials)
-            if tls_files is not None:
-                tls.enable(http_config, tls_files)
-                daemon.tls_config = http_config
-                # Builds resolve their build dependencies through this index; their pip would
-                # not trust a certificate made for the index's public name, so they get a plain
-                # HTTP listener of their own on loopback (behind the same read gate).
-                http_config.insecure_bind = ["127.0.0.1:0"]
-            if "http" in inherited:
-                # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
-                http_config.bind = [f"fd://{sock.detach()}" for sock in inherited["http"]]
-            stop_http = trio.Event()
-            http_done = trio.Event()
-            descriptors = raise_descriptor_limit()
-            max_connections = connection_limit(descriptors, settings.server.max_connections)
-            log.info(
-                "serving up to %d HTTP connections (descriptor limit %d)",
-                max_connections,
-                descriptors,
-            )
-
-            async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await serve_http(
-                        RequestBodies(daemon.http_app, timeout=settings.server.body_timeout),
-                        http_config,
-                        limit=max_connections,
-                        shutdown_trigger=stop_http.wait,
-                        task_status=task_status,
-                    )
-                finally:
-                    http_done.set()
-
-            urls: list[str] = await nursery.start(serve)
-            if tls_files is not None:
-                daemon.builds_url = next(u for u in urls if u.startswith("http://"))
-                urls = [u for u in urls if u.startswith("https://")]
-            daemon.http_urls = urls
+            await start_control(nursery, daemon, inherited.get("control", [None])[0])
+            stop_http, http_done = await start_http(nursery, daemon, inherited.get("http"))
             await nursery.start(daemon.watcher.run)
             await nursery.start(daemon.mirrors.run)
             log.info(
@@ -397,3 +363,72 @@ async def run(
     await daemon.upstream.aclose()
     daemon.mirrors.close()
     log.info("stopped")
+
+
+async def start_control(
+    nursery: trio.Nursery, daemon: Daemon, inherited: socket.socket | None
+) -> None:
+    """The control socket (systemd's, or bound in the runtime directory) and its handlers."""
+    dirs = daemon.dirs
+    path = Path(str(inherited.getsockname())) if inherited else dirs.runtime / SOCKET_NAME
+    log_file = None if stderr_is_journal() else dirs.data / LOG_FILE
+    parts = Parts(
+        daemon=daemon,
+        store=daemon.store,
+        tokens=daemon.tokens,
+        repos=daemon.repos,
+        watcher=daemon.watcher,
+        mirrors=daemon.mirrors,
+        data_dir=dirs.data,
+        socket_path=path,
+        logs=log_location(log_file, builds=dirs.data / "logs"),
+    )
+    await nursery.start(partial(serve_control, Commands(parts).handle, path=path, sock=inherited))
+
+
+async def start_http(
+    nursery: trio.Nursery, daemon: Daemon, inherited: list[socket.socket] | None
+) -> tuple[trio.Event, trio.Event]:
+    """The HTTP listeners (systemd's sockets, or bound as configured), TLS when configured.
+
+    Returns the event that stops them and the one set once they are stopped.
+    """
+    settings = daemon.settings
+    http_config = hypercorn_config(settings)
+    tls_files = tls.tls_files(settings.server, daemon.dirs.credentials)
+    if tls_files is not None:
+        tls.enable(http_config, tls_files)
+        daemon.tls_config = http_config
+        # Builds resolve their build dependencies through this index; their pip would not trust
+        # a certificate made for the index's public name, so they get a plain HTTP listener of
+        # their own on loopback (behind the same read gate).
+        http_config.insecure_bind = ["127.0.0.1:0"]
+    if inherited:
+        # Socket activation: serve on systemd's sockets; hypercorn owns the fds from here.
+        http_config.bind = [f"fd://{sock.detach()}" for sock in inherited]
+    stop_http = trio.Event()
+    http_done = trio.Event()
+    descriptors = raise_descriptor_limit()
+    max_connections = connection_limit(descriptors, settings.server.max_connections)
+    log.info(
+        "serving up to %d HTTP connections (descriptor limit %d)", max_connections, descriptors
+    )
+
+    async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve_http(
+                RequestBodies(daemon.http_app, timeout=settings.server.body_timeout),
+                http_config,
+                limit=max_connections,
+                shutdown_trigger=stop_http.wait,
+                task_status=task_status,
+            )
+        finally:
+            http_done.set()
+
+    urls: list[str] = await nursery.start(serve)
+    if tls_files is not None:
+        daemon.builds_url = next(u for u in urls if u.startswith("http://"))
+        urls = [u for u in urls if u.startswith("https://")]
+    daemon.http_urls = urls
+    return stop_http, http_done

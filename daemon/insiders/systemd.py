@@ -192,3 +192,18 @@ def listen_fds() -> dict[str, list[socket.socket]]:
         ", ".join(f"{name}={[s.fileno() for s in socks]}" for name, socks in sockets.items()),
     )
     return sockets
+
+
+def own_unit(cgroup_file: str = "/proc/self/cgroup") -> tuple[str | None, bool]:
+    """The service unit this process runs in, and whether a user's service manager runs it."""
+    try:
+        with open(cgroup_file) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None, False
+    for line in lines:
+        path = line.split(":", 2)[-1]
+        units = [part for part in path.split("/") if part.endswith(".service")]
+        if units:
+            return units[-1], any(part.startswith("user@") for part in path.split("/"))
+    return None, False

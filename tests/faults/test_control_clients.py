@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from insiders.control import Limits
+from insiders.control.server import Limits
 from insidersctl import protocol as p
 from tests.control_fixtures import RawClient
 from tests.support import BIN, Daemon, isolated_env

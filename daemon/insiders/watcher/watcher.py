@@ -124,7 +124,7 @@ class Watcher:
         self._running = trio.Event()
         self._askpass: Path | None = None
 
-    # -- what the control plane uses (insiders.commands.Watcher) ----------------------------------
+    # -- what the control plane uses (insiders.control.commands.Watcher) --------------------
 
     def info(self) -> p.WatcherInfo:
         return p.WatcherInfo(

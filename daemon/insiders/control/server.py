@@ -1,70 +1,42 @@
-"""The control server: insidersctl's Unix socket, who may use it, and one task per connection.
-
-The socket is $RUNTIME_DIR/control.sock: mode 0600 in user mode; 0660 with the daemon's group in
-system mode (a system service: systemd set $RUNTIME_DIRECTORY and no $XDG_RUNTIME_DIR). Whatever
-the file's mode, each peer's credentials (SO_PEERCRED, SO_PEERGROUPS) are checked: the daemon's
-own uid, root, and in system mode members of its group; anyone else gets a "forbidden" reply.
-
-A lock file beside the socket (flock, held for the daemon's life) makes a second daemon refuse to
-start with "already running, pid N"; a socket file left by a daemon that died is replaced. With
-socket activation systemd owns the socket and none of that applies.
+"""The control server: one task per insidersctl connection, each request handed to a `Handler`.
 
 Each connection is its own task: a greeting within `Limits.handshake`, then requests until the
 client closes or idles past `Limits.idle`. When every slot is taken, a newcomer takes the slot of
 the connection idle the longest (told so, then closed) rather than hearing "busy" while idle
-clients hold the daemon. A malformed or unknown frame gets an error reply and
-the connection goes on; an oversized or stalled one gets an error reply and is closed; a bug in a
-handler is logged with its traceback and answered "internal". Nothing a client sends stops the
-daemon.
+clients hold the daemon. A malformed or unknown frame gets an error reply and the connection goes
+on; an oversized or stalled one gets an error reply and is closed; a bug in a handler is logged
+with its traceback and answered "internal". Nothing a client sends stops the daemon.
+
+Who may connect is insiders.control.access; the socket file is insiders.control.socket; what a
+request does is insiders.control.commands.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import grp
 import logging
 import os
 import socket
-import stat
-import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from insiders import __version__
-from insiders.commands import Commands, log_location
-from insiders.errors import AlreadyRunning, ControlSocketError, InsidersError
-from insiders.logfile import LOG_FILE, log_to_file
-from insiders.logs import stderr_is_journal
-from insiders.repos import Repos
+from insiders.errors import ControlSocketError, InsidersError
 from insiders.store import is_disk_full
 from insidersctl import protocol as p
-from insidersctl.client import ClientError, Connection, DaemonUnreachable, Refused
-from insidersctl.paths import SOCKET_NAME, unix_address
 
-if TYPE_CHECKING:
-    from insiders.app import Daemon
-
-__all__ = [
-    "AlreadyRunning",
-    "ControlSocketError",
-    "Limits",
-    "Peer",
-    "serve_control",
-    "system_mode",
-]
+from .access import Access, Peer, group_name, peer_of, system_mode
+from .socket import bind_control_socket
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "control.lock"
-# Linux: SO_PEERGROUPS (since 4.13) is not exported by every Python's socket module.
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+SendEvent = Callable[[p.Progress], Awaitable[None]]
+# What answers one request: the reply, after any number of progress events.
+Handler = Callable[[p.Request, SendEvent], Awaitable[p.Reply]]
 
 
 @dataclass(frozen=True)
@@ -76,200 +48,34 @@ class Limits:
     linger: float = 1.0  # seconds to drain a refused client's input before closing
 
 
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()
-
-
-def peer_of(sock: socket.socket | trio.socket.SocketType) -> Peer:
-    """The credentials the kernel recorded for the other end when it connected."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    groups: tuple[int, ...] = ()
-    for size in (4 * 64, 4 * 65536):
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-        except OSError as error:
-            if error.errno == errno.ERANGE:
-                continue
-            break  # an old kernel: the primary gid must do
-        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
-        break
-    return Peer(pid=pid, uid=uid, gid=gid, groups=groups)
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may use the daemon: its own uid and root; in system mode, members of `group` too."""
-
-    uid: int
-    group: int | None = None
-
-    def allows(self, peer: Peer) -> bool:
-        if peer.uid in (0, self.uid):
-            return True
-        return self.group is not None and (peer.gid == self.group or self.group in peer.groups)
-
-    def refusal(self, peer: Peer) -> str:
-        allowed = f"its own user (uid {self.uid}) and root"
-        if self.group is not None:
-            allowed = (
-                f"root, its user (uid {self.uid}) and members of the group {_group(self.group)}"
-            )
-        return f"uid {peer.uid} may not use this insidersd: only {allowed} may"
-
-
-def _group(gid: int) -> str:
-    try:
-        return f"{grp.getgrgid(gid).gr_name} (gid {gid})"
-    except KeyError:
-        return f"gid {gid}"
-
-
-def system_mode(env: Mapping[str, str] = os.environ) -> bool:
-    """A system service: systemd's RuntimeDirectory= without a user session's runtime dir."""
-    return bool(env.get("RUNTIME_DIRECTORY")) and not env.get("XDG_RUNTIME_DIR")
-
-
-# -- setting the socket up (blocking: run in a thread) -------------------------------------------
-
-
-@dataclass
-class Bound:
-    sock: socket.socket
-    path: Path
-    inode: int
-    lock_fd: int
-
-    def close(self) -> None:
-        """Remove the socket file if it is still ours, then let the lock go."""
-        self.sock.close()
-        try:
-            if os.stat(self.path).st_ino == self.inode:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-        os.close(self.lock_fd)
-
-
-def bind_control_socket(path: Path, *, system: bool, group: int | None) -> Bound:
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o750 if system else 0o700)
-    owner = directory.stat().st_uid
-    if owner not in (os.geteuid(), 0):
-        raise ControlSocketError(
-            f"{directory} belongs to uid {owner}, not to this user: "
-            "refusing to put the control socket there"
-        )
-    lock_fd = _take_lock(path)
-    try:
-        _clear_stale(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with unix_address(path) as address:
-                sock.bind(address)
-        except BaseException:
-            sock.close()
-            raise
-        try:
-            # The file has the daemon's gid already, unless told otherwise: the system unit's
-            # seccomp filter (~@privileged) refuses chown() even to one's own group.
-            if system and group is not None and os.stat(path).st_gid != group:
-                os.chown(path, -1, group)
-            os.chmod(path, 0o660 if system else 0o600)
-            sock.listen(128)
-            return Bound(sock=sock, path=path, inode=os.stat(path).st_ino, lock_fd=lock_fd)
-        except BaseException:
-            sock.close()
-            path.unlink(missing_ok=True)
-            raise
-    except BaseException:
-        os.close(lock_fd)
-        raise
-
-
-def _take_lock(path: Path) -> int:
-    lock_path = path.with_name(LOCK_NAME)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise AlreadyRunning(int(text) if text.isdigit() else None, path) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _clear_stale(path: Path) -> None:
-    """Refuse if a live daemon answers on `path`; remove it if nothing listens there."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ControlSocketError(f"{path} exists and is not a socket: move it away")
-    try:
-        with Connection.open(path, timeout=2.0) as other:
-            pid = other.welcome.pid
-    except DaemonUnreachable as error:
-        if error.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            log.info("replacing the stale control socket %s (its daemon is gone)", path)
-            path.unlink(missing_ok=True)
-            return
-        raise ControlSocketError(f"cannot check {path}: {error.reason}") from None
-    except Refused:
-        raise AlreadyRunning(None, path) from None  # an insidersd answered, if only to refuse
-    except ClientError as error:
-        raise ControlSocketError(
-            f"something that is not insidersd listens on {path}: {error}"
-        ) from None
-    raise AlreadyRunning(pid, path)
-
-
-# -- serving -----------------------------------------------------------------------------------
-
-
 async def serve_control(
-    daemon: Daemon,
+    handle: Handler,
     *,
+    path: Path,
     sock: socket.socket | None = None,
     system: bool | None = None,
     group: int | None = None,
     limits: Limits = Limits(),
-    log_file: bool = True,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve insidersctl until cancelled; `task_status.started(path)` once it accepts.
 
     `sock`: an already listening socket (socket activation); otherwise the socket is bound at
-    daemon.dirs.runtime / control.sock. `system`: None detects the mode from the environment;
-    `group` (system mode) defaults to the daemon's own gid.
+    `path`. `system`: None detects the mode from the environment; `group` (system mode) defaults
+    to the daemon's own gid.
     """
     system = system_mode() if system is None else system
     access = Access(
         uid=os.geteuid(), group=(os.getgid() if group is None else group) if system else None
     )
-    repos: Repos | None = getattr(daemon, "repos", None)
-    if repos is None:
-        # A daemon without a registry of its own (an older app.py): the control plane opens it.
-        repos = await trio.to_thread.run_sync(Repos.open, daemon.dirs.data)
     with ExitStack() as stack:
         if sock is None:
-            path = daemon.dirs.runtime / SOCKET_NAME
             bound = await trio.to_thread.run_sync(
                 partial(bind_control_socket, path, system=system, group=access.group)
             )
             stack.callback(bound.close)
             listening = bound.sock
-            how = "0660, group " + _group(access.group) if access.group is not None else "0600"
+            how = "0660, group " + group_name(access.group) if access.group is not None else "0600"
         else:
             if sock.family != socket.AF_UNIX:
                 raise ControlSocketError(
@@ -279,16 +85,7 @@ async def serve_control(
             stack.callback(sock.close)
             path = Path(str(sock.getsockname()))
             how = "socket activation"
-        log_path = None
-        if log_file and not stderr_is_journal():
-            log_path = stack.enter_context(log_to_file(daemon.dirs.data / LOG_FILE))
-        commands = Commands(
-            daemon,
-            repos,
-            socket_path=path,
-            logs=log_location(log_path, builds=daemon.dirs.data / "logs"),
-        )
-        server = ControlServer(commands, access, limits)
+        server = ControlServer(handle, access, limits)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
         log.info("control socket %s (%s)", path, how)
         task_status.started(path)
@@ -307,8 +104,8 @@ def _reclaimed() -> p.Error:
 
 
 class ControlServer:
-    def __init__(self, commands: Commands, access: Access, limits: Limits) -> None:
-        self.commands = commands
+    def __init__(self, answer: Handler, access: Access, limits: Limits) -> None:
+        self.answer = answer
         self.access = access
         self.limits = limits
         self._slots = trio.Semaphore(limits.connections)
@@ -425,7 +222,7 @@ class ControlServer:
                 gone = True
 
         try:
-            return await self.commands.handle(request, progress)
+            return await self.answer(request, progress)
         except OSError as error:
             # The disk, not the request: say what failed where, not "this is a bug".
             log.error("control: %s failed: %s", type(request).__name__, error)

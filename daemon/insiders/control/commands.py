@@ -1,11 +1,10 @@
-"""What each control request does to the running daemon; the socket side is insiders.control.
+"""What each control request does to the running daemon; the socket side is insiders.control.server.
 
-Every expected refusal (unknown project, bad SPEC, duplicate token...) becomes an `Error` reply with
-a code and a message a person can act on. Long operations send `Progress` events before their reply.
+This is the one translator between the daemon's own types and the protocol's (insidersctl.protocol):
+every expected refusal (unknown project, bad SPEC, duplicate token...) becomes an `Error` reply with
+a code and a message a person can act on; long operations send `Progress` events before their reply.
 
-The watcher is reached through `daemon.watcher` when the daemon has one (the `Watcher` protocol
-below is all the control plane needs of it); until then, `update` and `watcher start|stop` answer
-"unavailable" and the repositories are only recorded.
+`Commands` is handed the parts it acts on (app.run wires them); it looks nothing up.
 """
 
 from __future__ import annotations
@@ -14,14 +13,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+import msgspec
 import trio
 
 from insiders import __version__
+from insiders.config import Settings
 from insiders.errors import (
     ControlRefused,
     InsidersError,
@@ -32,18 +34,19 @@ from insiders.errors import (
     single_error,
 )
 from insiders.logs import stderr_is_journal
+from insiders.mirror.sync import Mirrors
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
 from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolve_dist
-from insiders.store import Project, StoredFile
-from insiders.tokens import Token, utc
+from insiders.store import Project, Store, StoredFile
+from insiders.systemd import own_unit
+from insiders.tokens import Token, Tokens, utc
+from insiders.upstream import Upstream
 from insidersctl import protocol as p
 
-if TYPE_CHECKING:
-    from insiders.app import Daemon
+from .server import SendEvent
 
 log = logging.getLogger(__name__)
 
-SendEvent = Callable[[p.Progress], Awaitable[None]]
 
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PROGRESS_BUFFER = 256
@@ -75,13 +78,6 @@ class Watcher(Protocol):
         progress: Callable[[p.Progress], None],
         versions: Sequence[str] = (),
     ) -> Sequence[p.RepoOutcome]: ...
-
-
-NO_WATCHER = (
-    f"insidersd {__version__} has no watcher yet: repositories are recorded "
-    "(insidersctl repos list) but nothing checks or builds them"
-)
-NO_WATCHER_SHORT = "not part of this insidersd yet (repositories are only recorded)"
 
 
 def repo_info(repo: Repo) -> p.RepoInfo:
@@ -182,7 +178,7 @@ def log_location(
     build_logs = str(builds) if builds else None
     if not stderr_is_journal():
         return p.LogsLocation(path=str(log_file) if log_file else None, builds=build_logs)
-    unit, user = _own_unit()
+    unit, user = own_unit()
     return p.LogsLocation(
         journal=True,
         unit=unit,
@@ -192,38 +188,54 @@ def log_location(
     )
 
 
-def _own_unit(cgroup_file: str = "/proc/self/cgroup") -> tuple[str | None, bool]:
-    """The service unit this process runs in, and whether a user's service manager runs it."""
-    try:
-        with open(cgroup_file) as file:
-            lines = file.read().splitlines()
-    except OSError:
-        return None, False
-    for line in lines:
-        path = line.split(":", 2)[-1]
-        units = [part for part in path.split("/") if part.endswith(".service")]
-        if units:
-            return units[-1], any(part.startswith("user@") for part in path.split("/"))
-    return None, False
+class RunningDaemon(Protocol):
+    """What the control plane reads of the running daemon, and asks of it (app.Daemon is one)."""
+
+    @property
+    def started(self) -> float: ...
+    @property
+    def http_urls(self) -> list[str]: ...
+    @property
+    def restart_needed(self) -> tuple[str, ...]: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def upstream(self) -> Upstream: ...
+
+    async def reload_now(self) -> str | None:
+        """Apply the configuration file again; None when applied, else why it was refused."""
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the handlers act on, each given by app.run."""
+
+    daemon: RunningDaemon
+    store: Store
+    tokens: Tokens
+    repos: Repos
+    watcher: Watcher
+    mirrors: Mirrors
+    data_dir: Path
+    socket_path: Path
+    logs: p.LogsLocation
 
 
 class Commands:
-    """The request handlers, acting on one Daemon and its repository registry."""
+    """The request handlers, acting on the parts they are given."""
 
-    def __init__(
-        self, daemon: Daemon, repos: Repos, *, socket_path: Path, logs: p.LogsLocation
-    ) -> None:
-        self.daemon = daemon
-        self.repos = repos
-        self.socket_path = socket_path
-        self.logs = logs
+    def __init__(self, parts: Parts) -> None:
+        self.daemon = parts.daemon
+        self.store = parts.store
+        self.tokens = parts.tokens
+        self.repos = parts.repos
+        self.watcher = parts.watcher
+        self.mirrors = parts.mirrors
+        self.data_dir = parts.data_dir
+        self.socket_path = parts.socket_path
+        self.logs = parts.logs
         # Token changes write the token file from a thread: one at a time.
         self._token_lock = trio.Lock()
-
-    @property
-    def watcher(self) -> Watcher | None:
-        watcher: Watcher | None = getattr(self.daemon, "watcher", None)
-        return watcher
 
     async def handle(self, request: p.Request, send: SendEvent) -> p.Reply:
         """The reply to `request`; expected refusals become Error replies."""
@@ -265,18 +277,19 @@ class Commands:
                     )
                 return p.Reloaded(restart_needed=self.daemon.restart_needed)
             case p.ListTokens():
-                tokens = tuple(token_info(t) for t in self.daemon.tokens.all())
+                tokens = tuple(token_info(t) for t in self.tokens.all())
                 return p.TokenList(tokens=tokens, now=time.time())
             case p.CreateToken():
                 return await self.create_token(request)
             case p.RevokeToken():
                 async with self._token_lock:
-                    await trio.to_thread.run_sync(self.daemon.tokens.revoke, request.name)
+                    await trio.to_thread.run_sync(self.tokens.revoke, request.name)
                 log.info("token %s revoked", request.name)
                 return p.TokenRevoked(name=request.name)
             case p.ListProjects():
-                store = self.daemon.store
-                projects = tuple(project_info(store.projects[k]) for k in sorted(store.projects))
+                projects = tuple(
+                    project_info(self.store.projects[k]) for k in sorted(self.store.projects)
+                )
                 return p.ProjectList(projects=projects, now=time.time())
             case p.ShowProject():
                 project = self._project(request.name)
@@ -302,34 +315,28 @@ class Commands:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> p.StatusReport:
-        daemon = self.daemon
+        server = self.server_status()
         return p.StatusReport(
             version=__version__,
             pid=os.getpid(),
-            uptime=trio.current_time() - daemon.started,
             now=time.time(),
-            index_urls=tuple(daemon.http_urls),
-            projects=len(daemon.store.projects),
-            files=daemon.store.file_count(),
-            upstream=self._upstream_url(),
-            upstream_mode=daemon.upstream.mode,
-            data_dir=str(daemon.dirs.data),
             socket=str(self.socket_path),
             watcher=self.watcher_info(),
             repos=self._repo_infos(),
-            restart_needed=tuple(getattr(daemon, "restart_needed", ())),
+            restart_needed=self.daemon.restart_needed,
             mirrors=self._mirror_infos(),
+            **msgspec.structs.asdict(server),
         )
 
     def server_status(self) -> p.ServerReport:
         daemon = self.daemon
         return p.ServerReport(
             index_urls=tuple(daemon.http_urls),
-            projects=len(daemon.store.projects),
-            files=daemon.store.file_count(),
+            projects=len(self.store.projects),
+            files=self.store.file_count(),
             upstream=self._upstream_url(),
             upstream_mode=daemon.upstream.mode,
-            data_dir=str(daemon.dirs.data),
+            data_dir=str(self.data_dir),
             uptime=trio.current_time() - daemon.started,
         )
 
@@ -364,19 +371,15 @@ class Commands:
         )
         await self.repos.add(repo)
         log.info("watching %s for %s (%s)", repo.source.location, repo.dist, repo.versions)
-        return p.RepoAdded(repo=repo_info(repo), watcher=self.watcher is not None)
+        # watcher=True for clients that still ask (the field's default is False).
+        return p.RepoAdded(repo=repo_info(repo), watcher=True)
 
     def watcher_info(self) -> p.WatcherInfo:
-        watcher = self.watcher
-        if watcher is None:
-            return p.WatcherInfo(available=False, state="absent", message=NO_WATCHER_SHORT)
-        return watcher.info()
+        return self.watcher.info()
 
     def watcher_control(self, request: p.WatcherControl) -> p.WatcherReport:
         watcher = self.watcher
         if request.action != "status":
-            if watcher is None:
-                raise ControlRefused(p.UNAVAILABLE, NO_WATCHER)
             if request.action == "start":
                 watcher.resume()
             else:
@@ -389,8 +392,6 @@ class Commands:
     async def update(self, request: p.Update, send: SendEvent) -> p.UpdateReport:
         repos = [self.repos.find(name) for name in request.names] or self.repos.all()
         watcher = self.watcher
-        if watcher is None:
-            raise ControlRefused(p.UNAVAILABLE, NO_WATCHER)
         if not repos:
             raise ControlRefused(
                 p.REFUSED, "no repositories are watched: add one with insidersctl repos add SPEC"
@@ -438,12 +439,11 @@ class Commands:
     # -- mirror targets ------------------------------------------------------------------------
 
     def _mirror_infos(self) -> tuple[p.MirrorInfo, ...]:
-        mirrors = getattr(self.daemon, "mirrors", None)
-        return mirrors.infos() if mirrors is not None else ()
+        return self.mirrors.infos()
 
     async def sync_mirror(self, request: p.SyncMirror) -> p.MirrorSynced:
         """A full comparison of one target with the store, answered when it is done."""
-        targets = self.daemon.mirrors.targets
+        targets = self.mirrors.targets
         target = targets.get(request.name)
         if target is None:
             known = ", ".join(sorted(targets)) or "none"
@@ -477,14 +477,14 @@ class Commands:
         async with self._token_lock:
             secret = await trio.to_thread.run_sync(
                 partial(
-                    self.daemon.tokens.create,
+                    self.tokens.create,
                     request.name,
                     request.scope,
                     projects=request.projects,
                     expires=request.expires,
                 )
             )
-        token = next(t for t in self.daemon.tokens.all() if t.name == request.name)
+        token = next(t for t in self.tokens.all() if t.name == request.name)
         limits = f" for {', '.join(token.projects)}" if token.projects else ""
         until = f", expires {utc(token.expires)}" if token.expires else ""
         log.info("token %s created (%s%s%s)", token.name, token.scope, limits, until)
@@ -495,14 +495,14 @@ class Commands:
     def _project(self, name: str) -> Project:
         if not is_valid_name(name):
             raise ControlRefused(p.REFUSED, f"{name!r} is not a project name")
-        project = self.daemon.store.get(normalize(name))
+        project = self.store.get(normalize(name))
         if project is None:
             raise ControlRefused(p.NOT_FOUND, f"no project {name} is hosted here")
         return project
 
     async def set_project_status(self, request: p.SetProjectStatus) -> p.ProjectStatusSet:
         project = self._project(request.name)
-        new = await self.daemon.store.set_status(project.normalized, request.status, request.reason)
+        new = await self.store.set_status(project.normalized, request.status, request.reason)
         reason = f" ({new.status_reason})" if new.status_reason else ""
         log.info("project %s is now %s%s", new.name, new.status, reason)
         return p.ProjectStatusSet(name=new.name, status=new.status, reason=new.status_reason)
@@ -511,7 +511,7 @@ class Commands:
         project = self._project(request.project)
         yanked = isinstance(request, p.Yank)
         reason = request.reason if isinstance(request, p.Yank) else None
-        changed = await self.daemon.store.set_yanked(
+        changed = await self.store.set_yanked(
             normalize(project.name), request.version, yanked, reason
         )
         if changed:
@@ -539,9 +539,7 @@ class Commands:
                 )
                 raise ControlRefused(p.NOT_FOUND, f"{project.name} has no {what}")
             return p.Removed(project=project.name, files=files, dry_run=True)
-        gone = await self.daemon.store.remove(
-            name, version=request.version, filename=request.filename
-        )
+        gone = await self.store.remove(name, version=request.version, filename=request.filename)
         log.info("removed from %s: %s", project.name, ", ".join(gone))
         await self._record_removal(project, name)
         return p.Removed(project=project.name, files=tuple(gone))
@@ -552,7 +550,7 @@ class Commands:
         repo = self.repos.get(name)
         if repo is None or not repo.local:
             return
-        after = self.daemon.store.get(name)
+        after = self.store.get(name)
         left = {f.version for f in after.files} if after else set()
         versions = sorted({f.version for f in before.files} - left)
         if versions:
