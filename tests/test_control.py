@@ -30,13 +30,13 @@ from insiders.control.commands import Commands, Parts, log_location
 from insiders.control.server import Limits, serve_control
 from insiders.control.socket import LOCK_NAME
 from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
+from insiders.index.upstream import Upstream
 from insiders.logfile import LOG_FILE, log_to_file
 from insiders.mirror.sync import Mirrors
 from insiders.repos import Repo, Repos
 from insiders.store import Store
 from insiders.systemd import own_unit
 from insiders.tokens import Tokens
-from insiders.upstream import Upstream
 from insiders.watcher.watcher import Watcher
 from insidersctl import cli
 from insidersctl import protocol as p

@@ -11,10 +11,11 @@ from packaging.version import Version
 from insiders.config import PathSettings, resolve_directories
 from insiders.errors import InvalidFilename
 from insiders.index import render
+from insiders.index.model import hosted_page
 from insiders.index.negotiate import Format, from_query, negotiate
+from insiders.index.upstream import parse_html_page, parse_json_page, points_at
 from insiders.names import is_valid_name, normalize, parse_dist_filename
 from insiders.store import Project, StoredFile
-from insiders.upstream import parse_html_page, parse_json_page, points_at
 
 
 @pytest.mark.parametrize(
@@ -162,7 +163,7 @@ PROJECT = Project(
 
 
 def test_render_project_html() -> None:
-    html = render.project_html(render.hosted_page(PROJECT)).decode()
+    html = render.project_html(hosted_page(PROJECT)).decode()
     assert '<meta name="pypi:repository-version" content="1.4">' in html
     assert '<meta name="pypi:project-status" content="active">' in html
     assert (
@@ -178,7 +179,7 @@ def test_render_project_html() -> None:
 
 
 def test_render_project_json() -> None:
-    page = json.loads(render.project_json(render.hosted_page(PROJECT)))
+    page = json.loads(render.project_json(hosted_page(PROJECT)))
     assert page["meta"] == {"api-version": "1.4"}
     assert page["project-status"] == {"status": "active"}
     assert page["name"] == "demo-pkg"
@@ -204,7 +205,7 @@ def test_render_project_json() -> None:
 def test_render_project_status(status: str, reason: str | None, files: int, meta: str) -> None:
     """PEP 792: the status in both formats; a quarantined project lists no file."""
     project = msgspec.structs.replace(PROJECT, status=status, status_reason=reason)
-    model = render.hosted_page(project)
+    model = hosted_page(project)
     page = json.loads(render.project_json(model))
     assert page["project-status"] == {"status": status, **({"reason": reason} if reason else {})}
     assert len(page["files"]) == files
@@ -224,7 +225,7 @@ def test_render_root() -> None:
 
 def test_upstream_pages_parse_to_the_same_model() -> None:
     """An upstream's HTML and JSON pages become the same links, with absolute URLs."""
-    hosted = render.hosted_page(PROJECT)
+    hosted = hosted_page(PROJECT)
     base = "https://index.example/simple/demo-pkg/"
     from_json = parse_json_page(render.project_json(hosted), base, "demo-pkg")
     from_html = parse_html_page(render.project_html(hosted), base, "demo-pkg")
@@ -272,7 +273,7 @@ def test_directories_precedence() -> None:
 
 
 def test_remember_keeps_the_newest() -> None:
-    from insiders.upstream import remember
+    from insiders.index.upstream import remember
 
     cache: dict[str, int] = {}
     for n, key in enumerate(["a", "b", "c", "a", "d"]):

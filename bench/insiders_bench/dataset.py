@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from insiders.index import render
+from insiders.index.model import hosted_page
 from insiders.store import MANIFEST, Project, StoredFile, atomic_write, sort_files
 
 FORMAT_VERSION = 3  # bump when the layout or the contents change, to regenerate
@@ -246,7 +247,7 @@ def _encode_project(project: Project) -> bytes:
 
 def _write_static(static: Path, project: Project) -> None:
     """The project's pages as files, exactly as the daemon renders them (for nginx)."""
-    model = render.hosted_page(project)
+    model = hosted_page(project)
     directory = static / "simple" / project.normalized
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "index.html").write_bytes(render.project_html(model))

@@ -34,7 +34,6 @@ LEVELS = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
 COMPONENTS = {
     "server": (
         "insiders.index",
-        "insiders.upstream",
         "insiders.store",
         "insiders.app",
         "hypercorn",

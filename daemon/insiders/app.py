@@ -13,6 +13,7 @@ from pathlib import Path
 import trio
 
 from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
+from insiders.index.upstream import Upstream, choose_upstream
 from insidersctl.paths import SOCKET_NAME
 
 from . import __version__, tls
@@ -37,7 +38,6 @@ from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import USE_SAVE_INTERVAL, Tokens
-from .upstream import Upstream, choose_upstream
 from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 

@@ -33,6 +33,7 @@ from insiders.errors import (
     TokenError,
     single_error,
 )
+from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
 from insiders.mirror.sync import Mirrors
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
@@ -40,7 +41,6 @@ from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolv
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc
-from insiders.upstream import Upstream
 from insidersctl import protocol as p
 
 from .server import SendEvent

@@ -11,10 +11,9 @@ from typing import Any
 
 from packaging.metadata import parse_email
 
+from insiders.index.model import iso_time
 from insiders.names import parse_version
 from insiders.store import Project, StoredFile
-
-from .render import iso_time
 
 
 def release_files(project: Project, version: str) -> list[StoredFile]:

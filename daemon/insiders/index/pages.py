@@ -14,6 +14,7 @@ from insiders.names import NormalizedName
 from insiders.store import Store
 
 from . import render
+from .model import hosted_page
 from .negotiate import Format
 
 ROOT = NormalizedName("")
@@ -67,7 +68,7 @@ class HostedPages:
             project = self._store.get(name)
             if project is None:
                 return None
-            model = render.hosted_page(project)
+            model = hosted_page(project)
             body = render.project_html(model) if fmt.is_html else render.project_json(model)
             page = self._cache[key] = make_page(body)
         return page

@@ -16,12 +16,13 @@ import trio
 from insiders.config import Settings
 from insiders.errors import UploadRefused, UpstreamError
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
+from insiders.index.upstream import MEMORY_PAGES, Upstream, remember
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
-from insiders.upstream import MEMORY_PAGES, Upstream, remember
 
 from . import render
+from .model import ProjectPage, hosted_page
 from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
@@ -139,7 +140,7 @@ class IndexApp:
             return await text(send, 404, f"No project {name} here or upstream")
         return await send_page(scope, send, self._render_proxied(name, fmt, upstream), fmt)
 
-    def _render_proxied(self, name: str, fmt: Format, model: render.ProjectPage) -> Page:
+    def _render_proxied(self, name: str, fmt: Format, model: ProjectPage) -> Page:
         key = (name, fmt.is_html)
         cached = self._proxied.get(key)
         if cached is not None and cached[0] is model:
@@ -152,7 +153,7 @@ class IndexApp:
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
         project = self.store.get(normalize(name))
         assert project is not None
-        hosted = render.hosted_page(project)
+        hosted = hosted_page(project)
         try:
             upstream = await self.upstream.page(normalize(name))
         except UpstreamError as error:
@@ -163,7 +164,7 @@ class IndexApp:
         own = {link.filename for link in hosted.files}
         files = hosted.files + tuple(f for f in upstream.files if f.filename not in own)
         versions = sorted(set(hosted.versions) | set(upstream.versions))
-        model = render.ProjectPage(name=hosted.name, files=files, versions=tuple(versions))
+        model = ProjectPage(name=hosted.name, files=files, versions=tuple(versions))
         body = render.project_html(model) if fmt.is_html else render.project_json(model)
         return await send_page(scope, send, make_page(body), fmt)
 

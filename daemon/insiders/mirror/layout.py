@@ -20,6 +20,7 @@ import msgspec
 
 from insiders import __version__
 from insiders.index import jsonapi, render
+from insiders.index.model import hosted_page
 from insiders.index.pages import Page, make_page
 from insiders.names import NormalizedName
 from insiders.store import Project, StoredFile
@@ -127,7 +128,7 @@ def project_pages(
     those (None: every version).
     """
     name = project.normalized
-    model = render.hosted_page(project)
+    model = hosted_page(project)
     by_version: dict[str, list[StoredFile]] = {}
     for stored in project.files:
         by_version.setdefault(stored.version, []).append(stored)

@@ -22,10 +22,10 @@ from packaging.metadata import parse_email
 
 from insiders.errors import UpstreamError
 from insiders.index.pages import Page, make_page
+from insiders.index.upstream import Upstream, remember
 from insiders.names import NormalizedName, is_valid_name, normalize
 from insiders.repos import Repo, Repos
 from insiders.store import Project, Store, StoredFile
-from insiders.upstream import Upstream, remember
 
 from . import views
 from .describe import render_description

@@ -19,12 +19,12 @@ import httpx
 import msgspec
 import trio
 
+from insiders.config import UpstreamMode
 from insiders.errors import UpstreamError, UpstreamLoop
+from insiders.names import NormalizedName
+from insiders.store import atomic_write
 
-from .config import UpstreamMode
-from .index.render import FileLink, ProjectPage
-from .names import NormalizedName
-from .store import atomic_write
+from .model import FileLink, ProjectPage
 
 log = logging.getLogger(__name__)
 
