@@ -178,12 +178,16 @@ class Daemon:
                 # READY=1 also after a refused reload, or `systemctl reload` waits forever.
                 self.notifier.ready(self.status_line())
 
+    def _load_with_upstream(self) -> tuple[Settings, Upstream]:
+        new = self.load()
+        return new, make_upstream(new, self.dirs)
+
     async def reload(self) -> str | None:
         """Re-read the config file (and the flags); a bad file is refused and the running settings
         stay. None when applied, else the reason it was refused."""
         try:
-            new = await trio.to_thread.run_sync(self.load)
-            upstream = make_upstream(new, self.dirs)
+            # Both read files, and choosing the upstream may ask pip (an import): in a thread.
+            new, upstream = await trio.to_thread.run_sync(self._load_with_upstream)
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return str(error)
@@ -193,10 +197,11 @@ class Daemon:
                 "reload: %s changed, takes effect at restart", ", ".join(self.restart_needed)
             )
         old_upstream = self.upstream
-        self.settings = self.index.settings = new
+        # Each part takes what it can change while running; the rest is named above.
+        self.settings, self.upstream = new, upstream
+        self.index.reconfigure(new, upstream)
         if changed := self.watcher.apply_settings(new):
             log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
-        self.upstream = self.index.upstream = upstream
         set_level(new.log_level)
         await old_upstream.aclose()
         log.info("configuration reloaded")
@@ -318,9 +323,9 @@ async def run(
     check_exposure(settings, inherited.get("http", []))
     graceful.install()
     reason.install()
-    upstream = make_upstream(settings, dirs)
+    upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
     for directory in (dirs.data, dirs.cache):
-        directory.mkdir(parents=True, exist_ok=True)
+        await trio.Path(directory).mkdir(parents=True, exist_ok=True)
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)

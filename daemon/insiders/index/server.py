@@ -56,6 +56,11 @@ class IndexApp:
         self._negotiated: dict[bytes, Format | None] = {}
         self._proxied: dict[tuple[str, bool], tuple[object, Page]] = {}
 
+    def reconfigure(self, settings: Settings, upstream: Upstream) -> None:
+        """A reload's new settings and upstream; pages proxied from the old upstream are dropped."""
+        self.settings, self.upstream = settings, upstream
+        self._proxied.clear()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
