@@ -146,27 +146,12 @@ def project_info(project: Project) -> p.ProjectInfo:
 
 
 def file_info(stored: StoredFile) -> p.FileInfo:
-    return p.FileInfo(
-        filename=stored.filename,
-        version=stored.version,
-        size=stored.size,
-        sha256=stored.sha256,
-        upload_time=stored.upload_time,
-        yanked=stored.yanked,
-        yanked_reason=stored.yanked_reason,
-        uploaded_by=stored.uploaded_by,
-    )
+    # The wire's fields are named as the store's: each is read from the attribute of its name.
+    return msgspec.convert(stored, p.FileInfo, from_attributes=True)
 
 
 def token_info(token: Token) -> p.TokenInfo:
-    return p.TokenInfo(
-        name=token.name,
-        scope=token.scope,
-        created=token.created,
-        projects=token.projects,
-        expires=token.expires,
-        last_used=token.last_used,
-    )
+    return msgspec.convert(token, p.TokenInfo, from_attributes=True)
 
 
 def log_location(

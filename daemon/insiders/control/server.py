@@ -139,25 +139,37 @@ class ControlServer:
 
     async def _converse(self, stream: trio.SocketStream, peer: Peer) -> None:
         reader = p.FrameReader(p.MAX_REQUEST_SIZE)
+        greeting = f"no greeting within {self.limits.handshake:g} s"
+        body = await self._next(stream, reader, self.limits.handshake, greeting)
+        if body is None or not await self._greet(stream, peer, body):
+            return
+        silence = f"no request for {self.limits.idle:g} s: closing"
+        while (body := await self._next(stream, reader, self.limits.idle, silence)) is not None:
+            await self._send(stream, await self._answer(stream, peer, body))
+
+    async def _next(
+        self, stream: trio.SocketStream, reader: p.FrameReader, within: float, silence: str
+    ) -> bytes | None:
+        """The next frame's body; None once the connection is over (the client left, or was
+        told why it is closed: `silence` when nothing came `within` seconds)."""
         try:
-            body = await self._receive(stream, reader, self.limits.handshake)
+            return await self._receive(stream, reader, within)
         except Reclaimed:
-            await self._refuse(stream, _reclaimed())
-            return
+            error = _reclaimed()
         except trio.TooSlowError:
-            message = f"no greeting within {self.limits.handshake:g} s"
-            await self._refuse(stream, p.Error(code=p.TIMEOUT, message=message))
-            return
-        except p.FrameTooLarge as error:
-            await self._refuse(stream, p.Error(code=p.TOO_LARGE, message=str(error)))
-            return
-        if body is None:
-            return
+            error = p.Error(code=p.TIMEOUT, message=silence)
+        except p.FrameTooLarge as too_large:
+            error = p.Error(code=p.TOO_LARGE, message=str(too_large))
+        await self._refuse(stream, error)
+        return None
+
+    async def _greet(self, stream: trio.SocketStream, peer: Peer, body: bytes) -> bool:
+        """Check the peer and its hello, and welcome it; False when it was refused."""
         if not self.access.allows(peer):
             log.warning("control: refused pid %d uid %d", peer.pid, peer.uid)
             message = self.access.refusal(peer)
             await self._refuse(stream, p.Error(code=p.FORBIDDEN, message=message))
-            return
+            return False
         try:
             hello = p.decode_client_message(body)
         except p.ProtocolError as error:
@@ -168,7 +180,7 @@ class ControlServer:
                 problem = f"it began with {type(hello).__name__}"
             message = f"a connection opens with hello: {problem}"
             await self._refuse(stream, p.Error(code=p.BAD_REQUEST, message=message))
-            return
+            return False
         if hello.protocol != p.PROTOCOL_VERSION:
             message = (
                 f"insidersctl {hello.client or '(unknown version)'} speaks control protocol "
@@ -176,24 +188,9 @@ class ControlServer:
                 "the insidersctl installed with the daemon"
             )
             await self._refuse(stream, p.Error(code=p.INCOMPATIBLE, message=message))
-            return
+            return False
         await self._send(stream, p.Welcome(daemon=__version__, pid=os.getpid()))
-        while True:
-            try:
-                body = await self._receive(stream, reader, self.limits.idle)
-            except Reclaimed:
-                await self._refuse(stream, _reclaimed())
-                return
-            except trio.TooSlowError:
-                message = f"no request for {self.limits.idle:g} s: closing"
-                await self._refuse(stream, p.Error(code=p.TIMEOUT, message=message))
-                return
-            except p.FrameTooLarge as error:
-                await self._refuse(stream, p.Error(code=p.TOO_LARGE, message=str(error)))
-                return
-            if body is None:
-                return
-            await self._send(stream, await self._answer(stream, peer, body))
+        return True
 
     async def _answer(self, stream: trio.SocketStream, peer: Peer, body: bytes) -> p.Reply:
         try:
