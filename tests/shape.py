@@ -29,37 +29,41 @@ def modules(package: str) -> dict[str, Path]:
     return {module_name(package, path): path for path in sorted(PACKAGES[package].rglob("*.py"))}
 
 
-def imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's own modules that `name` imports, TYPE_CHECKING and function bodies included."""
+def absolute_imports(name: str, path: Path) -> set[str]:
+    """Every module (or module.name) that module `name` imports, relative imports resolved,
+    TYPE_CHECKING blocks and function bodies included."""
     tree = ast.parse(path.read_text())
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = name.split(".")
                 anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-        else:
-            continue
-        for target in targets:
-            while target and target not in known:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's own modules that `name` imports."""
+    found: set[str] = set()
+    for target in absolute_imports(name, path):
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
     return found
 
 
 def graph(package: str) -> dict[str, set[str]]:
     mods = modules(package)
     known = set(mods)
-    edges = {name: imports(name, path, known) for name, path in mods.items()}
-    # Importing a.b.c runs a/__init__ and a/b/__init__ first, but that is not an edge we wrote.
-    return edges
+    return {name: imports(name, path, known) for name, path in mods.items()}
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
