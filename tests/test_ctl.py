@@ -28,7 +28,15 @@ from insidersctl import protocol as p
 from insidersctl.client import ClientError, Connection
 from insidersctl.paths import SOCKET_NAME, SYSTEM_SOCKET, connect_unix, socket_candidates
 from tests.control_fixtures import RawClient, bodies, frame
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+from tests.support import (
+    BIN,
+    Daemon,
+    following_log,
+    isolated_env,
+    make_wheel,
+    wait_for_line,
+    wheel_filename,
+)
 
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -423,27 +431,9 @@ def test_logs(shared: Daemon) -> None:
     text = ok(shared, "logs", "-n", "200")
     assert "insiders.control: control socket" in text
     assert ok(shared, "logs", "-n", "0") == ""
-    follower = subprocess.Popen(
-        [str(INSIDERSCTL), "logs", "-f", "-n", "0"],
-        env=isolated_env(shared.home),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")))  # type: ignore[union-attr]
-        reader.start()
-        time.sleep(0.3)
+    with following_log(shared) as lines:
         ok(shared, "tokens", "create", "followed")
-        deadline = time.monotonic() + 10
-        while not any("token followed created" in line for line in lines):
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.05)
-    finally:
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(10) == 130
-        reader.join(10)
-        follower.stdout.close()  # type: ignore[union-attr]
+        wait_for_line(lines, "token followed created")
 
 
 def test_logs_of_a_daemon_that_stopped(own: Daemon) -> None:

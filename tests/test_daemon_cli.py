@@ -127,15 +127,11 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
     config = home / "config" / "insiders" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text("[watcher]\ninterval = 600.0\n")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(10)
-    daemon = Daemon(
-        home, ["--upstream-mode", "none"], env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
-    )
-    daemon.start()
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    assert daemon.notify is not None
+    notify = daemon.notify
     try:
-        assert notify.recv(4096).startswith(b"READY=1")
+        assert notify.next().startswith("READY=1")
 
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
             command = [str(INSIDERSD.parent / "insidersctl"), *args]
@@ -144,7 +140,7 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
 
         config.write_text("[watcher]\ninterval = 1234.0\n")
         assert ctl("reload").returncode == 0
-        messages = [notify.recv(4096).decode() for _ in range(2)]
+        messages = [notify.next() for _ in range(2)]
         assert messages[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
         assert messages[1].startswith("READY=1\nSTATUS=")
         assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
@@ -157,4 +153,3 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
         assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
     finally:
         daemon.stop()
-        notify.close()
