@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 
 from insiders.config import PathSettings, resolve_directories
 from insidersctl import protocol as p
-from insidersctl.client import ClientError, Connection
 from insidersctl.paths import SOCKET_NAME, SYSTEM_SOCKET, connect_unix, socket_candidates
 from tests.control_fixtures import RawClient, bodies, frame
 from tests.support import (
     BIN,
     Daemon,
+    NotifyReceiver,
     following_log,
     isolated_env,
     make_wheel,
@@ -118,23 +118,19 @@ class Netless:
 @pytest.fixture(scope="module")
 def netless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Netless]:
     home = configured(tmp_path_factory.mktemp("netless"))
+    # A path, not an abstract name: those belong to a network namespace, paths do not.
+    notify = NotifyReceiver(home / "notify.sock")
     with (home / "insidersd.log").open("wb") as log:
         proc = subprocess.Popen(
             ["unshare", "--net", str(BIN / "insidersd"), "--port", "0", "--upstream-mode", "none"],
-            env=isolated_env(home),
+            env=isolated_env(home, NOTIFY_SOCKET=str(notify.path)),
             stdout=log,
             stderr=log,
         )
+    notify.watch(proc.pid)  # unshare execs insidersd: the same process
     daemon = Netless(home, proc)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with Connection.open(socket_path(daemon), timeout=2):
-                break
-        except ClientError:
-            assert proc.poll() is None, daemon.log()
-            assert time.monotonic() < deadline, daemon.log()
-            time.sleep(0.05)
+    assert notify.settled.wait(20), daemon.log()
+    assert notify.ready is not None, daemon.log()
     yield daemon
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
