@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
+import queue
 import re
 import resource
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import httpx
 
 BIN = Path(sys.executable).parent
 INSIDERSD = BIN / "insidersd"
+INSIDERSCTL = BIN / "insidersctl"
 
 
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
@@ -128,9 +135,70 @@ def wheel_filename(name: str, version: str) -> str:
     return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-py3-none-any.whl"
 
 
+class NotifyReceiver:
+    """The service manager's end of NOTIFY_SOCKET for one insidersd process, as systemd keeps it.
+
+    A thread reads every datagram as it comes (the kernel queues only a few: an unread socket would
+    block the daemon's next notification) into `messages`, and `settled` is set at READY=1 or when
+    the process ends, whichever comes first; the process's end is seen through a pidfd, so nothing
+    here polls.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: queue.Queue[str] = queue.Queue()
+        self.ready: str | None = None  # the READY=1 datagram, with its STATUS=
+        self.settled = threading.Event()
+
+    def watch(self, pid: int) -> None:
+        """Read until process `pid` has ended (it must not be reaped yet)."""
+        pidfd = os.pidfd_open(pid)
+        thread = threading.Thread(target=self._read, args=(pidfd,), daemon=True)
+        thread.start()
+
+    def _read(self, pidfd: int) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.sock, selectors.EVENT_READ)
+                selector.register(pidfd, selectors.EVENT_READ)
+                ended = False
+                while not ended:
+                    ready = {key.fd for key, _ in selector.select()}
+                    ended = pidfd in ready
+                    if self.sock.fileno() in ready or ended:
+                        self._drain()
+        finally:
+            os.close(pidfd)
+            self.sock.close()
+            self.settled.set()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                message = self.sock.recv(4096).decode()
+            except BlockingIOError:
+                return
+            self.messages.put(message)
+            if self.ready is None and message.startswith("READY=1"):
+                self.ready = message
+                self.settled.set()
+
+    def next(self, timeout: float = 10) -> str:
+        """The next datagram the daemon sent (after those already taken)."""
+        return self.messages.get(timeout=timeout)
+
+
 @dataclass
 class Daemon:
-    """A real insidersd process on a free port with its own directories."""
+    """A real insidersd process on a free port with its own directories.
+
+    It is started with a NOTIFY_SOCKET of its own, and is ready when it says READY=1 there, as
+    systemd sees it (`notify` holds the datagrams it sent).
+    """
 
     home: Path
     args: list[str] = field(default_factory=list)
@@ -141,6 +209,7 @@ class Daemon:
     # A lowered file-descriptor limit (soft and hard) for the daemon, for the fault tests.
     nofile: int | None = None
     log_path: Path = field(init=False)
+    notify: NotifyReceiver | None = None
 
     def __post_init__(self) -> None:
         self.log_path = self.home / "insidersd.log"
@@ -159,38 +228,37 @@ class Daemon:
 
     def start(self, *, wait: bool = True, port: int = 0) -> Daemon:
         self.home.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        offset = log.tell()
-        self.proc = subprocess.Popen(
-            [str(INSIDERSD), "--port", str(port), *self.args],
-            env=isolated_env(self.home, **self.env),
-            cwd=self.cwd,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            preexec_fn=None if self.nofile is None else self._limit_descriptors,
-        )
-        log.close()
+        self.notify = NotifyReceiver(self.home / "notify.sock")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(INSIDERSD), "--port", str(port), *self.args],
+                env=isolated_env(self.home, **{**self.env, "NOTIFY_SOCKET": str(self.notify.path)}),
+                cwd=self.cwd,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=None if self.nofile is None else self._limit_descriptors,
+            )
+        self.notify.watch(self.proc.pid)
         if wait:
-            self.url = self._wait_for_url(offset)
+            self.url = self._wait_until_ready()
         return self
 
     def _limit_descriptors(self) -> None:
         assert self.nofile is not None
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
-    def _wait_for_url(self, offset: int, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match = re.search(r"serving on (https?://\S+?)[;\s]", text)
-            if match:
-                return match.group(1).rstrip("/")
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"insidersd exited {self.proc.returncode}:\n{text}")
-            time.sleep(0.02)
-        raise AssertionError(f"insidersd did not start:\n{self.log()}")
+    def _wait_until_ready(self, timeout: float = 20) -> str:
+        """READY=1 on the notify socket; the first URL its STATUS= line names."""
+        assert self.notify is not None
+        assert self.proc is not None
+        if not self.notify.settled.wait(timeout):
+            raise AssertionError(f"insidersd did not start:\n{self.log()}")
+        if self.notify.ready is None:
+            raise AssertionError(f"insidersd exited {self.proc.wait()}:\n{self.log()}")
+        match = re.search(r"^STATUS=serving .*? on (https?://[^\s;]+)", self.notify.ready, re.M)
+        assert match, self.notify.ready
+        return match.group(1).rstrip("/")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -232,6 +300,64 @@ class Daemon:
                 files={"content": (path.name, data, "application/octet-stream")},
                 auth=("__token__", token if token is not None else self.token),
             )
+
+
+@contextlib.contextmanager
+def following_log(daemon: Daemon) -> Iterator[queue.Queue[str]]:
+    """`insidersctl logs -f -n 0` on `daemon`'s log, entered once it follows: every line the
+    daemon logs from then on reaches the queue. Ends it with ^C (status 130)."""
+    follower = subprocess.Popen(
+        [str(INSIDERSCTL), "logs", "-f", "-n", "0"],
+        env=isolated_env(daemon.home),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout])  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until_read_to_the_end(follower, daemon.data_dir / "insidersd.log")
+        yield lines
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 130
+        reader.join(10)
+        follower.stdout.close()
+
+
+def wait_until_read_to_the_end(process: subprocess.Popen[str], path: Path) -> None:
+    """Until `process` holds `path` open at a position past 0: it has gone to the end of the (not
+    empty) log, so a line appended from now on is after its position. A follower started with
+    `-n 0` prints nothing to say so; /proc/PID/fdinfo shows it."""
+    target = os.path.realpath(path)
+    fds = Path(f"/proc/{process.pid}/fd")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the follower exited {process.returncode}"
+        for fd in fds.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if os.readlink(fd) == target and _position(process.pid, fd.name) > 0:
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"{process.args} did not open {path} and go to its end")
+
+
+def _position(pid: int, fd: str) -> int:
+    info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+    return int(re.search(r"^pos:\s+(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+
+
+def wait_for_line(lines: queue.Queue[str], text: str, timeout: float = 20) -> list[str]:
+    """The lines up to the first that contains `text` (the last of them)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or text not in seen[-1]:
+        try:
+            seen.append(lines.get(timeout=max(0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"no line with {text!r}, only {seen}") from None
+    return seen
 
 
 WHEELHOUSE = Path(__file__).parent.parent / ".cache" / "wheelhouse"

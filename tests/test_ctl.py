@@ -25,10 +25,18 @@ from hypothesis import strategies as st
 
 from insiders.config import PathSettings, resolve_directories
 from insidersctl import protocol as p
-from insidersctl.client import ClientError, Connection
 from insidersctl.paths import SOCKET_NAME, SYSTEM_SOCKET, connect_unix, socket_candidates
 from tests.control_fixtures import RawClient, bodies, frame
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+from tests.support import (
+    BIN,
+    Daemon,
+    NotifyReceiver,
+    following_log,
+    isolated_env,
+    make_wheel,
+    wait_for_line,
+    wheel_filename,
+)
 
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -110,23 +118,19 @@ class Netless:
 @pytest.fixture(scope="module")
 def netless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Netless]:
     home = configured(tmp_path_factory.mktemp("netless"))
+    # A path, not an abstract name: those belong to a network namespace, paths do not.
+    notify = NotifyReceiver(home / "notify.sock")
     with (home / "insidersd.log").open("wb") as log:
         proc = subprocess.Popen(
             ["unshare", "--net", str(BIN / "insidersd"), "--port", "0", "--upstream-mode", "none"],
-            env=isolated_env(home),
+            env=isolated_env(home, NOTIFY_SOCKET=str(notify.path)),
             stdout=log,
             stderr=log,
         )
+    notify.watch(proc.pid)  # unshare execs insidersd: the same process
     daemon = Netless(home, proc)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with Connection.open(socket_path(daemon), timeout=2):
-                break
-        except ClientError:
-            assert proc.poll() is None, daemon.log()
-            assert time.monotonic() < deadline, daemon.log()
-            time.sleep(0.05)
+    assert notify.settled.wait(20), daemon.log()
+    assert notify.ready is not None, daemon.log()
     yield daemon
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
@@ -423,27 +427,9 @@ def test_logs(shared: Daemon) -> None:
     text = ok(shared, "logs", "-n", "200")
     assert "insiders.control.server: control socket" in text
     assert ok(shared, "logs", "-n", "0") == ""
-    follower = subprocess.Popen(
-        [str(INSIDERSCTL), "logs", "-f", "-n", "0"],
-        env=isolated_env(shared.home),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")))  # type: ignore[union-attr]
-        reader.start()
-        time.sleep(0.3)
+    with following_log(shared) as lines:
         ok(shared, "tokens", "create", "followed")
-        deadline = time.monotonic() + 10
-        while not any("token followed created" in line for line in lines):
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.05)
-    finally:
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(10) == 130
-        reader.join(10)
-        follower.stdout.close()  # type: ignore[union-attr]
+        wait_for_line(lines, "token followed created")
 
 
 def test_logs_of_a_daemon_that_stopped(own: Daemon) -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from insidersctl.logs import parse_priority, parse_time
-from tests.support import BIN, Daemon, git, isolated_env
+from tests.support import BIN, Daemon, following_log, git, isolated_env, wait_for_line
 
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -133,30 +131,12 @@ def test_a_build_log(daemon: Daemon) -> None:
 
 def test_follow_from_now(daemon: Daemon) -> None:
     """-f -n 0: nothing of the past, then each new entry (tail -f -n 0, journalctl -f -n 0)."""
-    follower = subprocess.Popen(
-        [str(INSIDERSCTL), "logs", "-f", "-n", "0"],
-        env=isolated_env(daemon.home),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")))  # type: ignore[union-attr]
-    reader.start()
-    try:
-        # Token after token until the follower shows one: it may start reading after the first.
-        deadline = time.monotonic() + 20
-        for n in range(1000):
+    with following_log(daemon) as lines:
+        for n in range(2):
             assert ctl(daemon, "tokens", "create", f"followed{n}").returncode == 0
-            time.sleep(0.2)
-            if lines or time.monotonic() > deadline:
-                break
-        assert lines, "the follower printed nothing new"
-        assert all("token followed" in line for line in lines), lines
-    finally:
-        follower.send_signal(signal.SIGINT)
-        assert follower.wait(10) == 130
-        reader.join(10)
-        follower.stdout.close()  # type: ignore[union-attr]
+            # Nothing from before, nothing else: the new entry is the next line it prints.
+            [line] = wait_for_line(lines, f"token followed{n} created")
+            assert "INFO" in line
 
 
 def test_a_daemon_that_cannot_start_says_why_in_its_log(daemon: Daemon, tmp_path: Path) -> None:

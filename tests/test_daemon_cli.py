@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from insiders.__main__ import report_failures
+from insiders.errors import ConfigError, UpstreamLoop
 from tests.support import INSIDERSD, Daemon, isolated_env, make_wheel, wheel_filename
 
 
@@ -127,15 +130,11 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
     config = home / "config" / "insiders" / "config.toml"
     config.parent.mkdir(parents=True)
     config.write_text("[watcher]\ninterval = 600.0\n")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(10)
-    daemon = Daemon(
-        home, ["--upstream-mode", "none"], env={"NOTIFY_SOCKET": str(tmp_path / "notify")}
-    )
-    daemon.start()
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    assert daemon.notify is not None
+    notify = daemon.notify
     try:
-        assert notify.recv(4096).startswith(b"READY=1")
+        assert notify.next().startswith("READY=1")
 
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
             command = [str(INSIDERSD.parent / "insidersctl"), *args]
@@ -144,7 +143,7 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
 
         config.write_text("[watcher]\ninterval = 1234.0\n")
         assert ctl("reload").returncode == 0
-        messages = [notify.recv(4096).decode() for _ in range(2)]
+        messages = [notify.next() for _ in range(2)]
         assert messages[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
         assert messages[1].startswith("READY=1\nSTATUS=")
         assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
@@ -157,4 +156,24 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
         assert '"interval": 1234.0' in ctl("watcher", "status", "--json").stdout
     finally:
         daemon.stop()
-        notify.close()
+
+
+def test_failures_are_told_kind_by_kind_and_the_last_kind_sets_the_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What `except*` clauses in that order did: each failure once, grouped by kind, and the exit
+    status of the last kind present (an OSError after a ConfigError: 1)."""
+    group = ExceptionGroup(
+        "run", [OSError("port taken"), ExceptionGroup("inner", [ConfigError("bad cert")])]
+    )
+    with caplog.at_level(logging.INFO, logger="insiders"):
+        assert report_failures(group, started=False) == 1
+        assert report_failures(ExceptionGroup("run", [UpstreamLoop("itself")]), started=True) == 2
+        assert report_failures(ExceptionGroup("run", [KeyError("x")]), started=True) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot start: bad cert",
+        "cannot start: port taken",
+        "itself",
+        "insidersd stopped: KeyError: 'x'",
+    ]
+    assert caplog.records[-1].exc_info is not None  # a bug keeps its traceback

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -215,8 +214,9 @@ def test_readers_never_see_a_broken_link_while_uploads_run(tmp_path: Path) -> No
     stop = threading.Event()
     problems: list[str] = []
     checked = [0]
+    walks = [0, 0, 0]  # whole walks root -> pages -> files done by each reader
 
-    def reader() -> None:
+    def reader(number: int) -> None:
         with httpx.Client(base_url=nginx.url, timeout=30) as client:
             while not stop.is_set():
                 root = client.get("/simple/", headers={"Accept": PIP_ACCEPT})
@@ -240,8 +240,9 @@ def test_readers_never_see_a_broken_link_while_uploads_run(tmp_path: Path) -> No
                             if hashlib.sha256(meta.content).hexdigest() != metadata_sha256:
                                 problems.append(f"{url}.metadata: {meta.status_code}, hash")
                         checked[0] += 1
+                walks[number] += 1
 
-    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(len(walks))]
     for thread in threads:
         thread.start()
     try:
@@ -251,7 +252,9 @@ def test_readers_never_see_a_broken_link_while_uploads_run(tmp_path: Path) -> No
             assert daemon.upload(path).status_code == 200
         last = uploads[-1]
         assert wait_for(lambda: mirrored(tree, last[0], wheel_filename(*last)))
-        time.sleep(0.5)  # the readers walk the final state too
+        # The readers walk the final state too: each finishes the walk it is in, then a whole one.
+        final = list(walks)
+        assert wait_for(lambda: all(w >= f + 2 for w, f in zip(walks, final, strict=True)))
     finally:
         stop.set()
         for thread in threads:

@@ -18,6 +18,7 @@ from typing import IO
 
 import pytest
 import trio
+import trio.testing
 
 from insiders import systemd
 from insiders.systemd import Notifier, keep_watchdog, listen_fds, watchdog_interval
@@ -167,18 +168,35 @@ def test_watchdog_interval(
     assert watchdog_interval() == expected
 
 
+class TimedNotifier(Notifier):
+    """A real Notifier that also notes the trio clock's time of each WATCHDOG=1 it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pinged_at: list[float] = []
+
+    def watchdog(self) -> None:
+        self.pinged_at.append(trio.current_time())
+        super().watchdog()
+
+
 async def test_keep_watchdog_pings_at_half_the_interval(
-    notify: Receiver, monkeypatch: pytest.MonkeyPatch
+    notify: Receiver, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """On trio's autojump clock the virtual time only moves when every task waits, so the pings'
+    times are exactly what the timing logic asks for, however loaded the machine is."""
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # 0.1 s: a ping every 0.05 s
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    notifier = TimedNotifier()
     async with trio.open_nursery() as nursery:
-        await nursery.start(keep_watchdog, Notifier())
+        start = trio.current_time()
+        await nursery.start(keep_watchdog, notifier)
         await trio.sleep(0.32)
         nursery.cancel_scope.cancel()
-    pings = notify.pending()
-    assert set(pings) == {"WATCHDOG=1"}
-    assert 3 <= len(pings) <= 8  # one at once, then every 0.05 s (fewer on a loaded machine)
+    # One at once, then one every 0.05 s: 0, 0.05, ... 0.30 before the end at 0.32.
+    offsets = [at - start for at in notifier.pinged_at]
+    assert offsets == pytest.approx([0.05 * n for n in range(7)])
+    assert notify.pending() == ["WATCHDOG=1"] * 7
 
 
 async def test_keep_watchdog_returns_at_once_without_a_watchdog(

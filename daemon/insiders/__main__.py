@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from insiders.errors import ConfigError, UpstreamLoop
+from insiders.errors import ConfigError, RestoreError, UpstreamLoop
 
 from .config import (
     Directories,
@@ -76,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     setup_logging(settings.log_level)
-    dirs = resolve_directories(settings.paths)
-    from insiders.errors import RestoreError
+    return serve(args, settings, resolve_directories(settings.paths))
 
+
+def serve(args: argparse.Namespace, settings: Settings, dirs: Directories) -> int:
+    """Run the daemon until it stops; the exit status."""
     from .app import run
 
     status = 0
@@ -93,35 +95,59 @@ def main(argv: Sequence[str] | None = None) -> int:
                 partial(settings_from, args),
                 partial(ready.append, True),
             )
-        except* RestoreError as refused:
-            for problem in leaves(refused):
-                log.critical("cannot restore: %s", problem)
-            status = 1
-        except* ConfigError as group:
-            # A setting that cannot be served safely or at all (exposure, TLS files): one line.
-            for refusal in leaves(group):
-                log.critical("cannot start: %s", refusal)
-            status = 2
-        except* UpstreamLoop as group:
-            for loop in leaves(group):
-                log.error("%s", loop)
-            status = 2
-        except* OSError as group:
-            # Typically the port is taken or a directory is not writable: say which, no traceback.
-            for failure in leaves(group):
-                if ready:
-                    log.critical("insidersd stopped: %s", failure, exc_info=failure)
-                else:
-                    log.critical("cannot start: %s", failure)
-            status = 1
         except* Exception as group:
-            # A failure of the daemon's own core: name the real cause, not the nursery that held it.
-            for failure in leaves(group):
-                log.critical(
-                    "insidersd stopped: %s: %s", type(failure).__name__, failure, exc_info=failure
-                )
-            status = 1
+            status = report_failures(group, started=bool(ready))
     return status
+
+
+# The kinds of failure in the order they are reported; the last kind present sets the status.
+FAILURE_KINDS: tuple[type[Exception], ...] = (
+    RestoreError,
+    ConfigError,
+    UpstreamLoop,
+    OSError,
+    Exception,
+)
+
+
+def report_failures(group: BaseExceptionGroup[Exception], *, started: bool) -> int:
+    """Log the failures that ended the run, each in one record; the exit status."""
+    status = 0
+    rest: BaseExceptionGroup[Exception] | None = group
+    for kind in FAILURE_KINDS:
+        if rest is None:
+            break
+        matched, rest = rest.split(kind)
+        for failure in leaves(matched) if matched is not None else ():
+            status = report_failure(failure, started=started)
+    return status
+
+
+def report_failure(failure: BaseException, *, started: bool) -> int:
+    """One failure in words (a traceback only for what the words cannot explain); its status."""
+    match failure:
+        case RestoreError():
+            log.critical("cannot restore: %s", failure)
+            return 1
+        case ConfigError():
+            # A setting that cannot be served safely or at all (exposure, TLS files): one line.
+            log.critical("cannot start: %s", failure)
+            return 2
+        case UpstreamLoop():
+            log.error("%s", failure)
+            return 2
+        case OSError() if not started:
+            # Typically the port is taken or a directory is not writable: say which, no traceback.
+            log.critical("cannot start: %s", failure)
+            return 1
+        case OSError():
+            log.critical("insidersd stopped: %s", failure, exc_info=failure)
+            return 1
+        case _:
+            # A failure of the daemon's own core: name the real cause, not the nursery that held it.
+            name = type(failure).__name__
+            log.critical("insidersd stopped: %s: %s", name, failure, exc_info=failure)
+            return 1
 
 
 def leaves(error: BaseException) -> list[BaseException]:

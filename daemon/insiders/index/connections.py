@@ -30,6 +30,7 @@ import logging
 import resource
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -148,23 +149,19 @@ class Connection(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
 
+@dataclass(eq=False)
 class _Server:
-    def __init__(
-        self,
-        app: Any,
-        config: Config,
-        limit: int,
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        self.app = app
-        self.config = config
-        self.limit = limit
-        self.ssl_context = ssl_context
-        self.context = WorkerContext(None)
-        self.state: LifespanState = {}
-        self.open: set[Connection] = set()
-        self._freed = trio.Event()
-        self._capacity_warned = -_CAPACITY_WARN_EVERY
+    """The accept loop and the open connections of one `serve_http`."""
+
+    app: Any
+    config: Config
+    limit: int
+    ssl_context: ssl.SSLContext | None
+    context: WorkerContext = field(init=False, default_factory=lambda: WorkerContext(None))
+    state: LifespanState = field(init=False, default_factory=dict)
+    open: set[Connection] = field(init=False, default_factory=set)
+    _freed: trio.Event = field(init=False, default_factory=trio.Event)
+    _capacity_warned: float = field(init=False, default=-_CAPACITY_WARN_EVERY)
 
     async def accept_forever(
         self, listener: trio.SocketListener, nursery: trio.Nursery, secure: bool

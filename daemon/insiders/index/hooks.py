@@ -125,21 +125,14 @@ def matching(repos: Iterable[Repo], event: Event, github_url: str) -> list[Repo]
 # -- the endpoint --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
 class Hooks:
     """The ASGI side; `trigger` queues a check (the watcher's `schedule`)."""
 
-    def __init__(
-        self,
-        *,
-        repos: Callable[[], Sequence[Repo]],
-        trigger: Callable[[Sequence[Repo]], None],
-        secret: Callable[[], Awaitable[str | None]],
-        github_url: Callable[[], str],
-    ) -> None:
-        self.repos = repos
-        self.trigger = trigger
-        self.secret = secret
-        self.github_url = github_url
+    repos: Callable[[], Sequence[Repo]]
+    trigger: Callable[[Sequence[Repo]], None]
+    secret: Callable[[], Awaitable[str | None]]
+    github_url: Callable[[], str]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

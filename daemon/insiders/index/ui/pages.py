@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,25 @@ from insiders.names import NormalizedName, is_valid_name, normalize
 from insiders.repos import Repo, Repos
 from insiders.store import Project, Store, StoredFile
 
-from . import views
 from .describe import render_description
 from .static import StaticFiles
+from .views import (
+    BuildLog,
+    Listing,
+    Site,
+    build_row,
+    file_rows,
+    human_size,
+    iso,
+    listing,
+    newest_uploads_first,
+    project_status,
+    release_files,
+    safe_links,
+    search,
+    version_rows,
+    when,
+)
 
 # Version pages kept rendered at once; a project's own page and the lists are always kept.
 MEMORY_PAGES = 1024
@@ -48,34 +65,35 @@ def environment(static: StaticFiles) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(size=views.human_size, when=views.when, iso=views.iso)
+    env.filters.update(size=human_size, when=when, iso=iso)
     env.globals.update(static=static.url)
     return env
 
 
+@dataclass(eq=False)
 class WebPages:
-    def __init__(
-        self,
-        store: Store,
-        repos: Repos,
-        logs_dir: Path,
-        site: Callable[[], views.Site],
-        upstream: Callable[[], Upstream],
-    ) -> None:
-        self._store = store
-        self._repos = repos
-        self._logs_dir = logs_dir
-        self._site = site
-        self._upstream = upstream
-        self.static = StaticFiles.load()
+    """Each web page's bytes, kept from its first request until a change of what it shows."""
+
+    store: Store
+    repos: Repos
+    logs_dir: Path
+    site: Callable[[], Site]
+    upstream: Callable[[], Upstream]
+    static: StaticFiles = field(init=False, default_factory=StaticFiles.load)
+    _env: jinja2.Environment = field(init=False)
+    # Counts store changes: a page rendered across one is not kept.
+    _changes: int = field(init=False, default=0)
+    _pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = field(
+        init=False, default_factory=dict
+    )
+    _listings: dict[NormalizedName, Listing] = field(init=False, default_factory=dict)
+    _searches: dict[str, tuple[Site, bytes]] = field(init=False, default_factory=dict)
+    _home: tuple[Site, Page] | None = field(init=False, default=None)
+    _builds: tuple[tuple[Site, tuple[Repo, ...]], Page] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
         self._env = environment(self.static)
-        self._changes = 0  # counts store changes: a page rendered across one is not kept
-        self._pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = {}
-        self._listings: dict[NormalizedName, views.Listing] = {}
-        self._searches: dict[str, tuple[views.Site, bytes]] = {}
-        self._home: tuple[views.Site, Page] | None = None
-        self._builds: tuple[tuple[views.Site, tuple[Repo, ...]], Page] | None = None
-        store.subscribe(self.invalidate)
+        self.store.subscribe(self.invalidate)
 
     def invalidate(self, name: NormalizedName) -> None:
         self._changes += 1
@@ -89,13 +107,13 @@ class WebPages:
     # -- the pages -------------------------------------------------------------------------------
 
     async def home(self) -> Page:
-        site = self._site()
+        site = self.site()
         if self._home is not None and self._home[0] == site:
             return self._home[1]
         changes = self._changes
-        listings = views.newest_uploads_first(await self._all_listings())
+        listings = newest_uploads_first(await self._all_listings())
         page = await self._render(
-            "home.html", site=site, projects=listings, watched=len(self._repos.all())
+            "home.html", site=site, projects=listings, watched=len(self.repos.all())
         )
         if changes == self._changes:
             self._home = (site, page)
@@ -103,17 +121,17 @@ class WebPages:
 
     async def search(self, query: str) -> bytes:
         """The last SEARCHES queries' pages are kept until the next change, like the others."""
-        site = self._site()
+        site = self.site()
         if (kept := self._searches.get(query)) is not None and kept[0] == site:
             return kept[1]
         changes = self._changes
-        found = views.search(await self._all_listings(), query)
+        found = search(await self._all_listings(), query)
         page = await self._render(
             "search.html",
             site=site,
             query=query,
             projects=found,
-            total=len(self._store.projects),
+            total=len(self.store.projects),
         )
         if changes == self._changes:
             remember(self._searches, query, (site, page.body), SEARCHES)
@@ -122,33 +140,33 @@ class WebPages:
     async def project(self, name: NormalizedName, version: str | None) -> Page | None:
         """A project's page (its latest version) or a version's; None if there is no such."""
         key = (name, version)
-        repo = self._repos.get(name)
+        repo = self.repos.get(name)
         # A watched project's page shows its repository's state, which the watcher replaces
         # (a new Repo) on every change: the page is kept for one state.
         if (kept := self._pages.get(key)) is not None and kept[0] is repo:
             return kept[1]
-        project = self._store.get(name)
+        project = self.store.get(name)
         if project is None:
             return None
         shown = version if version is not None else project.latest()
-        files = views.release_files(project, shown) if shown is not None else []
+        files = release_files(project, shown) if shown is not None else []
         if not files:
             return None
         changes = self._changes
         fields = await self._metadata(project, files)
-        build = views.build_row(repo, await self._build_logs(repo, 1)) if repo else None
+        build = build_row(repo, await self._build_logs(repo, 1)) if repo else None
         page = await self._render(
             "project.html",
-            site=self._site(),
+            site=self.site(),
             project=project,
             version=files[0].version,
             is_latest=files[0].version == project.latest(),
             fields=fields,
             description=fields.get("_description_html"),
-            links=views.safe_links(fields),
-            versions=views.version_rows(project, files[0].version),
-            files=views.file_rows(project, files),
-            status=views.project_status(project),
+            links=safe_links(fields),
+            versions=version_rows(project, files[0].version),
+            files=file_rows(project, files),
+            status=project_status(project),
             yanked=all(f.yanked for f in files),
             yanked_reason=next((f.yanked_reason for f in files if f.yanked_reason), None),
             build=build,
@@ -158,20 +176,20 @@ class WebPages:
         return page
 
     def hosts(self, name: NormalizedName) -> bool:
-        return self._store.get(name) is not None
+        return self.store.get(name) is not None
 
     def canonical_version(self, name: NormalizedName, version: str) -> str | None:
         """The version as stored, for a URL that spells it another way (1.0.0 for 1.0)."""
-        project = self._store.get(name)
-        files = views.release_files(project, version) if project is not None else []
+        project = self.store.get(name)
+        files = release_files(project, version) if project is not None else []
         return files[0].version if files else None
 
     async def builds(self) -> Page:
-        site = self._site()
-        repos = tuple(self._repos.all())
+        site = self.site()
+        repos = tuple(self.repos.all())
         if self._builds is not None and self._builds[0] == (site, repos):
             return self._builds[1]
-        rows = [views.build_row(repo, await self._build_logs(repo, LOGS_SHOWN)) for repo in repos]
+        rows = [build_row(repo, await self._build_logs(repo, LOGS_SHOWN)) for repo in repos]
         page = await self._render("builds.html", site=site, repos=rows)
         self._builds = ((site, repos), page)
         return page
@@ -181,7 +199,7 @@ class WebPages:
         normalized = normalize(name) if name and is_valid_name(name) else None
         upstream_has: bool | None = None
         upstream_error: str | None = None
-        upstream = self._upstream()
+        upstream = self.upstream()
         if normalized is not None and upstream.mode != "none" and upstream.url:
             try:
                 upstream_has = await upstream.page(normalized) is not None
@@ -189,7 +207,7 @@ class WebPages:
                 upstream_error = str(error)
         page = await self._render(
             "not_found.html",
-            site=self._site(),
+            site=self.site(),
             path=path,
             name=name,
             normalized=normalized,
@@ -207,22 +225,22 @@ class WebPages:
 
         return await trio.to_thread.run_sync(render)
 
-    async def _all_listings(self) -> list[views.Listing]:
+    async def _all_listings(self) -> list[Listing]:
         """Every hosted project's listing; summaries are read (once per change) in a thread."""
-        projects = list(self._store.projects.values())  # the store may change while we read
+        projects = list(self.store.projects.values())  # the store may change while we read
         missing = [p for p in projects if p.normalized not in self._listings]
-        made: dict[NormalizedName, views.Listing] = {}
+        made: dict[NormalizedName, Listing] = {}
         if missing:
             changes = self._changes
             summaries = await trio.to_thread.run_sync(self._read_summaries, missing)
             made = {
-                p.normalized: views.listing(p, summary)
+                p.normalized: listing(p, summary)
                 for p, summary in zip(missing, summaries, strict=True)
             }
             if changes == self._changes:
                 self._listings.update(made)
         return [
-            self._listings.get(p.normalized) or made.get(p.normalized) or views.listing(p, None)
+            self._listings.get(p.normalized) or made.get(p.normalized) or listing(p, None)
             for p in projects
         ]
 
@@ -230,7 +248,7 @@ class WebPages:
         summaries: list[str | None] = []
         for project in projects:
             latest = project.latest()
-            files = views.release_files(project, latest) if latest else []
+            files = release_files(project, latest) if latest else []
             fields = self._read_fields(project, files) if files else {}
             summary = fields.get("summary")
             summaries.append(summary if isinstance(summary, str) else None)
@@ -249,7 +267,7 @@ class WebPages:
     def _read_fields(self, project: Project, files: list[StoredFile]) -> dict[str, Any]:
         """A release's core metadata: a wheel's (the built truth) before an sdist's PKG-INFO."""
         for stored in sorted(files, key=lambda f: not f.is_wheel):
-            path = self._store.path(project.normalized, f"{stored.filename}.metadata")
+            path = self.store.path(project.normalized, f"{stored.filename}.metadata")
             try:
                 raw = path.read_bytes()
             except OSError:
@@ -258,12 +276,12 @@ class WebPages:
             return dict(fields)
         return {}
 
-    async def _build_logs(self, repo: Repo, count: int) -> list[views.BuildLog]:
-        directory = self._logs_dir / repo.key
+    async def _build_logs(self, repo: Repo, count: int) -> list[BuildLog]:
+        directory = self.logs_dir / repo.key
         return await trio.to_thread.run_sync(_read_logs, directory, count)
 
 
-def _read_logs(directory: Path, count: int) -> list[views.BuildLog]:
+def _read_logs(directory: Path, count: int) -> list[BuildLog]:
     """The newest `count` build logs of a repository, each cut to its last LOG_TAIL bytes."""
     try:
         entries = [e for e in os.scandir(directory) if e.name.endswith(".log") and e.is_file()]
@@ -280,7 +298,7 @@ def _read_logs(directory: Path, count: int) -> list[views.BuildLog]:
         except OSError:
             continue
         logs.append(
-            views.BuildLog(
+            BuildLog(
                 version=entry.name.removesuffix(".log"),
                 at=entry.stat().st_mtime,
                 text=data.decode("utf-8", "replace"),

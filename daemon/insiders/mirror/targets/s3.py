@@ -100,16 +100,8 @@ class S3Target:
         # The store's file may be gone (removed meanwhile): FileNotFoundError goes to the engine.
         body = source.open("rb")
         try:
-            with body, self._translated(f"cannot write {key}"):
-                self._client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.prefix + key,
-                    Body=body,
-                    ContentLength=size,
-                    ContentType=content_type,
-                    CacheControl=FILE_CACHE,
-                    IfNoneMatch="*",
-                )
+            with body:
+                self._put(key, body, content_type, FILE_CACHE, ContentLength=size, IfNoneMatch="*")
         except TargetError as error:
             cause = error.__cause__
             if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
@@ -121,13 +113,17 @@ class S3Target:
         return True
 
     def put_page(self, key: str, body: bytes, gzipped: bytes | None, content_type: str) -> None:
+        self._put(key, body, content_type, PAGE_CACHE)
+
+    def _put(self, key: str, body: object, content_type: str, cache: str, **extra: object) -> None:
         with self._translated(f"cannot write {key}"):
             self._client.put_object(
                 Bucket=self.bucket,
                 Key=self.prefix + key,
                 Body=body,
                 ContentType=content_type,
-                CacheControl=PAGE_CACHE,
+                CacheControl=cache,
+                **extra,
             )
 
     def delete(self, keys: list[str]) -> None:
