@@ -16,6 +16,7 @@ from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
 
 from . import __version__, tls
 from .config import Directories, Settings
+from .credentials import read_secret
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -34,7 +35,6 @@ from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import USE_SAVE_INTERVAL, Tokens
 from .upstream import Upstream, choose_upstream
-from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import trio
 from insiders.errors import UpstreamError, UpstreamLoop
 
 from .config import UpstreamMode
+from .fsutil import atomic_write
 from .index.render import FileLink, ProjectPage
 from .names import NormalizedName
-from .store import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ class WebPages:
         if project is None:
             return None
         shown = version if version is not None else project.latest()
-        files = views.release_files(project, shown) if shown is not None else []
+        files = list(project.files_of(shown)) if shown is not None else []
         if not files:
             return None
         changes = self._changes
@@ -163,7 +163,7 @@ class WebPages:
     def canonical_version(self, name: NormalizedName, version: str) -> str | None:
         """The version as stored, for a URL that spells it another way (1.0.0 for 1.0)."""
         project = self._store.get(name)
-        files = views.release_files(project, version) if project is not None else []
+        files = list(project.files_of(version)) if project is not None else []
         return files[0].version if files else None
 
     async def builds(self) -> Page:
@@ -230,7 +230,7 @@ class WebPages:
         summaries: list[str | None] = []
         for project in projects:
             latest = project.latest()
-            files = views.release_files(project, latest) if latest else []
+            files = list(project.files_of(latest)) if latest else []
             fields = self._read_fields(project, files) if files else {}
             summary = fields.get("summary")
             summaries.append(summary if isinstance(summary, str) else None)
