@@ -118,6 +118,15 @@ class Claims:
                 )
 
 
+def check_filename(filename: str) -> DistFilename:
+    """The parsed name of a new file, or InvalidFilename: a wheel or sdist name, spelled the
+    normalised way. (A source of several files, as a build, can check them all before the first
+    is published.)"""
+    dist = parse_dist_filename(filename)
+    check_normalized(dist)
+    return dist
+
+
 @asynccontextmanager
 async def incoming_file(store: Store) -> AsyncIterator[Path]:
     """A fresh temp file in the store's incoming/ for a file on its way in, removed afterwards
@@ -145,8 +154,7 @@ async def ingest(
 
     Raises InvalidFilename, NotAsClaimed, InvalidDistribution, FileConflict or ProjectClosed.
     """
-    dist = parse_dist_filename(filename)
-    check_normalized(dist)
+    dist = check_filename(filename)
     if claims is not None:
         claims.check(dist, digests)
     meta = await trio.to_thread.run_sync(inspect, content, dist)
