@@ -241,17 +241,6 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
         daemon.stop()
 
 
-LEGACY_SDIST_NAME = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "Mixed_Case"
-version = "0.0.0"
-"""
-
 # hatchling, but naming the sdist as setuptools did before it followed the sdist spec (69.3).
 LEGACY_BACKEND = """\
 import os
@@ -273,7 +262,12 @@ def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
     """A build enters the store as an upload does: its file names spelled the normalised way."""
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     try:
-        repo = git_project(tmp_path / "src", "Mixed_Case", pyproject=LEGACY_SDIST_NAME)
+        repo = git_project(tmp_path / "src", "Mixed_Case")
+        pyproject = (repo / "pyproject.toml").read_text()
+        backend = 'build-backend = "backend"\nbackend-path = ["."]'
+        (repo / "pyproject.toml").write_text(
+            pyproject.replace('build-backend = "hatchling.build"', backend)
+        )
         (repo / "backend.py").write_text(LEGACY_BACKEND)
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:mixed-case")
