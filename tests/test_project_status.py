@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from insiders.errors import ProjectClosed
-from insiders.publish import publish_file
+from insiders.ingest import publish_file
 from insiders.store import Store
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
 from tests.test_ctl import ctl, ok

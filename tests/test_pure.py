@@ -84,6 +84,9 @@ def test_parse_dist_filename(filename: str, name: str, version: str, kind: str) 
         ("../demo-1.0.tar.gz", "not a plain file name"),
         (".demo-1.0.tar.gz", "not a plain file name"),
         ("", "not a plain file name"),
+        # packaging parses these; their names are no project names (found by the fuzz test).
+        ("1!2-1.0.tar.gz", "'1!2' is not a project name"),
+        ("demo_-1.0-py3-none-any.whl", "'demo-' is not a project name"),
     ],
 )
 def test_parse_dist_filename_refusals(filename: str, message: str) -> None:

@@ -241,6 +241,49 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
         daemon.stop()
 
 
+# hatchling, but naming the sdist as setuptools did before it followed the sdist spec (69.3).
+LEGACY_BACKEND = """\
+import os
+from hatchling.build import *  # noqa: F403
+from hatchling.build import build_sdist as _build_sdist
+
+
+def build_sdist(directory, config_settings=None):
+    built = _build_sdist(directory, config_settings)
+    legacy = "Mixed-Case-" + built.split("-", 1)[1]
+    os.rename(os.path.join(directory, built), os.path.join(directory, legacy))
+    return legacy
+"""
+
+
+def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """A build enters the store as an upload does: its file names spelled the normalised way."""
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
+    try:
+        repo = git_project(tmp_path / "src", "Mixed_Case")
+        pyproject = (repo / "pyproject.toml").read_text()
+        backend = 'build-backend = "backend"\nbackend-path = ["."]'
+        (repo / "pyproject.toml").write_text(
+            pyproject.replace('build-backend = "hatchling.build"', backend)
+        )
+        (repo / "backend.py").write_text(LEGACY_BACKEND)
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:mixed-case")
+        result = ctl(daemon, "update", "--wait", "--json", check=False)
+        assert result.returncode == 1, result.stdout
+        [outcome] = json.loads(result.stdout.splitlines()[-1])["results"]
+        assert outcome["outcome"] == "failed"
+        assert (
+            "'Mixed-Case-1.0.tar.gz' does not spell its name and version the normalised way the "
+            "specs ask for: name it 'mixed_case-1.0.tar.gz'"
+        ) in outcome["error"]
+        assert files_of(daemon, "mixed-case") == {}  # the wheel did not go without its sdist
+    finally:
+        daemon.stop()
+
+
 def test_publish_to_another_index_with_credentials(tmp_path: Path, wheelhouse: Daemon) -> None:
     remote = Daemon(tmp_path / "remote", ["--upstream-mode", "none"]).start()
     password = tmp_path / "remote-password"

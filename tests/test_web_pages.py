@@ -18,8 +18,8 @@ from insiders.index.public_url import public_base_url
 from insiders.index.ui import WebPages, views
 from insiders.index.ui.describe import render_description
 from insiders.index.upstream import Upstream
+from insiders.ingest import publish_file
 from insiders.names import normalize
-from insiders.publish import publish_file
 from insiders.repos import Repos, RepoState, VersionRecord, make_repo, parse_spec
 from insiders.store import Project, Store, StoredFile
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename

@@ -31,9 +31,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from insiders.fsutil import atomic_write
 from insiders.index import render
 from insiders.index.model import hosted_page
-from insiders.store import MANIFEST, Project, StoredFile, atomic_write, sort_files
+from insiders.store import MANIFEST, Project, StoredFile, sort_files
 
 FORMAT_VERSION = 3  # bump when the layout or the contents change, to regenerate
 EPOCH = (2024, 1, 1, 0, 0, 0)

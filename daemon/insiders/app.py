@@ -20,6 +20,7 @@ from . import __version__, tls
 from .config import Directories, Settings
 from .control.commands import Commands, Parts, log_location
 from .control.server import serve_control
+from .credentials import read_secret
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -38,7 +39,6 @@ from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import USE_SAVE_INTERVAL, Tokens
-from .watcher.targets import read_secret
 from .watcher.watcher import Watcher
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ The tree (the module that raises each in brackets):
     │   └── AlreadyRunning       another insidersd answers on it
     ├── IngestError              a file that is not a distribution we publish [ingest]
     │   ├── InvalidFilename      not a wheel or sdist name [names]; also a ValueError
-    │   └── InvalidDistribution  the archive or its core metadata is wrong [distributions]
+    │   ├── InvalidDistribution  the archive or its core metadata is wrong [distributions]
+    │   └── NotAsClaimed         not the project, version or digests it came with [ingest]
     ├── StoreError               a change the store refuses [store]
     │   ├── FileConflict         that file, or that release, is there with other bytes
     │   └── ProjectClosed        the project is archived or quarantined (PEP 792)
@@ -80,6 +81,10 @@ class InvalidFilename(IngestError, ValueError):
 
 class InvalidDistribution(IngestError, ValueError):
     """The file is not a distribution we can publish; the message says what is wrong."""
+
+
+class NotAsClaimed(IngestError):
+    """The file is not what its sender said: another project or version, or other digests."""
 
 
 class StoreError(InsidersError):

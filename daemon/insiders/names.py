@@ -113,19 +113,24 @@ def parse_dist_filename(filename: str) -> DistFilename:
             for tag in filename[: -len(".whl")].split("-")[-3:]:
                 if not _WHEEL_TAG.fullmatch(tag):
                     raise InvalidFilename(f"{shown}: {tag!r} is not a wheel tag")
-            if parse_version(str(version)) is None:
-                raise InvalidFilename(f"{shown}: the version is longer than {MAX_VERSION}")
-            return DistFilename(filename, name, version, "wheel", build, tags)
-        if filename.endswith((".tar.gz", ".zip")):
+            dist = DistFilename(filename, name, version, "wheel", build, tags)
+        elif filename.endswith((".tar.gz", ".zip")):
             name, version = parse_sdist_filename(filename)
-            if parse_version(str(version)) is None:
-                raise InvalidFilename(f"{shown}: the version is longer than {MAX_VERSION}")
-            return DistFilename(filename, name, version, "sdist")
+            dist = DistFilename(filename, name, version, "sdist")
+        else:
+            raise InvalidFilename(f"{shown} is neither a wheel (.whl) nor an sdist (.tar.gz, .zip)")
     except (InvalidWheelFilename, InvalidSdistFilename, ValueError) as error:
         if isinstance(error, InvalidFilename):
             raise
         raise InvalidFilename(f"{shown}: {_shown(str(error), 300)}") from None
-    raise InvalidFilename(f"{shown} is neither a wheel (.whl) nor an sdist (.tar.gz, .zip)")
+    # packaging checks a wheel's name loosely and an sdist's not at all (1!2-1.0.tar.gz parses).
+    if not is_valid_name(dist.name):
+        raise InvalidFilename(
+            f"{shown}: {dist.name!r} is not a project name (ASCII letters, digits and . _ - inside)"
+        )
+    if parse_version(str(dist.version)) is None:
+        raise InvalidFilename(f"{shown}: the version is longer than {MAX_VERSION}")
+    return dist
 
 
 def check_normalized(dist: DistFilename) -> None:

@@ -31,8 +31,8 @@ import msgspec
 import trio
 
 from insiders.errors import RepoError, SpecError
+from insiders.fsutil import atomic_write
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
-from insiders.store import atomic_write
 
 log = logging.getLogger(__name__)
 

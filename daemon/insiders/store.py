@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from insiders.errors import FileConflict, ProjectClosed, StoreError
+from insiders.fsutil import atomic_write, fsync_dir, fsync_file
 from insidersctl.protocol import ProjectStatus
 
 from .names import NormalizedName, normalize, parse_version, release_slot
@@ -83,6 +84,17 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
             if stored.filename == filename:
                 return stored
         return None
+
+    def files_of(self, version: str) -> tuple[StoredFile, ...]:
+        """The files of `version`: as spelled, or equal to it by PEP 440 (1.0 is 1.0.0 and 01.0),
+        as an installer asking for `==1.0` would find them. Empty when there is no such version.
+        """
+        wanted = parse_version(version)
+        return tuple(
+            f
+            for f in self.files
+            if f.version == version or (wanted is not None and parse_version(f.version) == wanted)
+        )
 
     def versions(self) -> list[str]:
         """Distinct versions, oldest first by PEP 440 order."""
@@ -227,7 +239,8 @@ class Store:
         self._listeners.append(listener)
 
     def new_incoming(self) -> Path:
-        """A fresh temp file path on the store's file system, for an upload to stream into."""
+        """A fresh temp file on the store's file system, for a file on its way in (blocking: call
+        it from a thread; `ingest.incoming_file` does, and removes the file afterwards)."""
         fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
         os.close(fd)
         return Path(name)
@@ -278,29 +291,19 @@ class Store:
         self, name: NormalizedName, version: str, yanked: bool, reason: str | None = None
     ) -> int:
         """Yank or unyank every file of a version (PEP 592); returns how many files changed."""
-        wanted = parse_version(version)
-
-        def matches(f: StoredFile) -> bool:
-            return f.version == version or (
-                wanted is not None and parse_version(f.version) == wanted
-            )
-
+        reason = reason if yanked else None
         async with self._lock(name):
             project = self._require(name)
+            release = {f.filename for f in project.files_of(version)}
+            if not release:
+                raise StoreError(f"{project.name} has no version {version}")
             changed = 0
             files = []
             for f in project.files:
-                if matches(f) and (f.yanked, f.yanked_reason) != (
-                    yanked,
-                    reason if yanked else None,
-                ):
-                    f = msgspec.structs.replace(
-                        f, yanked=yanked, yanked_reason=reason if yanked else None
-                    )
+                if f.filename in release and (f.yanked, f.yanked_reason) != (yanked, reason):
+                    f = msgspec.structs.replace(f, yanked=yanked, yanked_reason=reason)
                     changed += 1
                 files.append(f)
-            if not any(matches(f) for f in project.files):
-                raise StoreError(f"{project.name} has no version {version}")
             if changed:
                 new = msgspec.structs.replace(project, files=tuple(files))
                 await trio.to_thread.run_sync(self._write_manifest, name, new)
@@ -325,18 +328,12 @@ class Store:
         self, name: NormalizedName, *, version: str | None = None, filename: str | None = None
     ) -> list[str]:
         """Unpublish one file or every file of a version; returns the filenames removed."""
-        wanted = parse_version(version) if version is not None else None
         async with self._lock(name):
             project = self._require(name)
-            gone = [
-                f
-                for f in project.files
-                if (filename is not None and f.filename == filename)
-                or (
-                    version is not None
-                    and (f.version == version or (wanted and parse_version(f.version) == wanted))
-                )
-            ]
+            if version is not None:
+                gone = project.files_of(version)
+            else:
+                gone = tuple(f for f in project.files if f.filename == filename)
             if not gone:
                 what = f"file {filename}" if filename else f"version {version}"
                 raise StoreError(f"{project.name} has no {what}")
@@ -381,9 +378,9 @@ class Store:
         directory.mkdir(exist_ok=True)
         if metadata is not None:
             atomic_write(directory / f"{filename}.metadata", metadata)
-        _fsync_file(content)
+        fsync_file(content)
         os.replace(content, directory / filename)
-        _fsync_dir(directory)  # the file is durable before any manifest names it
+        fsync_dir(directory)  # the file is durable before any manifest names it
         self._write_manifest(name, project)
 
     def _write_manifest(self, name: NormalizedName, project: Project) -> None:
@@ -393,35 +390,3 @@ class Store:
         for filename in filenames:
             for path in (self.path(name, filename), self.path(name, f"{filename}.metadata")):
                 path.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,8 +25,8 @@ import msgspec
 
 from insiders.errors import TokenError, TokenRefused
 
+from .fsutil import atomic_write
 from .names import normalize
-from .store import atomic_write
 
 log = logging.getLogger(__name__)
 

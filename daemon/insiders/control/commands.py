@@ -517,7 +517,10 @@ class Commands:
         project = self._project(request.project)
         name = normalize(project.name)
         if request.dry_run:
-            files = _matching(project, request.version, request.filename)
+            if request.filename is not None:
+                files = (request.filename,) if project.file(request.filename) else ()
+            else:
+                files = tuple(f.filename for f in project.files_of(request.version or ""))
             if not files:
                 what = (
                     f"file {request.filename}" if request.filename else f"version {request.version}"
@@ -547,19 +550,3 @@ class Commands:
                 ", ".join(versions),
                 repo.dist,
             )
-
-
-def _matching(project: Project, version: str | None, filename: str | None) -> tuple[str, ...]:
-    """The files Store.remove would remove (a version matches by PEP 440 equality too)."""
-    wanted = parse_version(version) if version is not None else None
-    return tuple(
-        f.filename
-        for f in project.files
-        if (filename is not None and f.filename == filename)
-        or (
-            version is not None
-            and (
-                f.version == version or (wanted is not None and parse_version(f.version) == wanted)
-            )
-        )
-    )

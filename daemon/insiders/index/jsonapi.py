@@ -7,28 +7,23 @@ daemon's own address, or where a mirror is published).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from packaging.metadata import parse_email
 
 from insiders.index.model import iso_time
-from insiders.names import parse_version
 from insiders.store import Project, StoredFile
 
 
-def release_files(project: Project, version: str) -> list[StoredFile]:
-    """The files of `version` (equal by PEP 440); empty when there is no such version."""
-    return [f for f in project.files if parse_version(f.version) == parse_version(version)]
-
-
-def metadata_source(release: list[StoredFile]) -> StoredFile:
+def metadata_source(release: Sequence[StoredFile]) -> StoredFile:
     """Whose metadata describes the release: a wheel's is the built truth, then an sdist's."""
     return min(release, key=lambda f: not f.is_wheel)
 
 
 def document(
     project: Project,
-    release: list[StoredFile],
+    release: Sequence[StoredFile],
     metadata: bytes | None,
     base: str,
     *,

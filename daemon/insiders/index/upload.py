@@ -6,36 +6,36 @@ straight to a temp file in the store while three digests are computed, so memory
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import trio
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import (
+    Data,
+    Epilogue,
+    Event,
+    Field,
+    File,
+    MultipartDecoder,
+    NeedData,
+)
 
-from insiders.distributions import inspect
 from insiders.errors import (
     FileConflict,
     InvalidDistribution,
     InvalidFilename,
+    NotAsClaimed,
     ProjectClosed,
     TokenRefused,
+    Translate,
     UploadRefused,
+    map_exceptions,
 )
 from insiders.index.asgi import Receive
-from insiders.names import (
-    check_normalized,
-    is_valid_name,
-    normalize,
-    parse_dist_filename,
-    parse_version,
-)
-from insiders.publish import Digests, stored_entry
+from insiders.ingest import Claims, Hasher, incoming_file, ingest
+from insiders.names import is_valid_name, parse_version
 from insiders.store import Store, is_disk_full
 from insiders.tokens import Token, Tokens
 
@@ -60,15 +60,8 @@ _ENDED_EARLY = "The multipart body ended before its closing boundary (a truncate
 class _Received:
     fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
-    size: int = 0
-    sha256: Any = field(default_factory=hashlib.sha256)
-    md5: Any = field(default_factory=hashlib.md5)
-    blake2b: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=32))
-
-    def absorb(self, chunk: bytes) -> None:
-        self.sha256.update(chunk)
-        self.md5.update(chunk)
-        self.blake2b.update(chunk)
+    size: int = 0  # the file's bytes decoded so far (the hasher counts those written)
+    hasher: Hasher = field(default_factory=Hasher)
 
 
 def authenticate(authorization: str | None, tokens: Tokens) -> Token:
@@ -100,106 +93,116 @@ def authenticate(authorization: str | None, tokens: Tokens) -> Token:
         raise UploadRefused(403, refusal.message) from None
 
 
+class _FormReader:
+    """The multipart body, decoded as it arrives into a _Received and the file's bytes (in
+    `pending`, for the caller to write); every limit holds whatever the framing (a chunked body
+    announces no length)."""
+
+    def __init__(self, boundary: bytes, max_size: int) -> None:
+        self.decoder = MultipartDecoder(
+            boundary, max_form_memory_size=MAX_DECODER_BUFFER, max_parts=MAX_PARTS
+        )
+        self.got = _Received()
+        self.max_size = max_size
+        self.body_size = 0
+        self.fields_size = 0
+        self.current: Field | File | None = None
+        self.value = bytearray()
+        self.pending = bytearray()
+        self.complete = False
+
+    def feed(self, body: bytes, more: bool) -> None:
+        """Decode one message of the body; `more` is False for the last."""
+        self.body_size += len(body)
+        if self.body_size > self.max_size + MAX_FIELDS_SIZE + BODY_SLACK:
+            raise UploadRefused(413, f"Upload too large: the limit is {self.max_size} bytes")
+        try:
+            if body:
+                self.decoder.receive_data(body)
+            if not more:
+                self.decoder.receive_data(None)
+        except RequestEntityTooLarge:
+            raise UploadRefused(
+                413,
+                f"Malformed multipart body: more than {MAX_DECODER_BUFFER >> 20} MiB "
+                "without a boundary or the end of a part's headers",
+            ) from None
+        while (event := self._next_event()) is not None:
+            self._take(event)
+
+    def _next_event(self) -> Event | None:
+        """The next event that carries something; None when the decoder needs more data."""
+        try:
+            event = self.decoder.next_event()
+        except RequestEntityTooLarge:
+            raise UploadRefused(
+                413, f"Too many parts in the form: the limit is {MAX_PARTS}"
+            ) from None
+        except ValueError as error:
+            if self.decoder.complete:
+                raise UploadRefused(400, _ENDED_EARLY) from None
+            raise UploadRefused(400, f"Malformed multipart body: {error}") from None
+        if isinstance(event, Epilogue):
+            self.complete = True
+            return None
+        if isinstance(event, NeedData):
+            return None
+        return event
+
+    def _take(self, event: Event) -> None:
+        got = self.got
+        if isinstance(event, File):
+            self.current = event
+            if event.name == "content":
+                if got.filename is not None:
+                    raise UploadRefused(400, "One file per upload, please")
+                got.filename = event.filename
+        elif isinstance(event, Field):
+            self.current = event
+            self.value.clear()
+        elif not isinstance(event, Data):
+            return  # a preamble
+        elif isinstance(self.current, File) and self.current.name == "content":
+            got.size += len(event.data)
+            if got.size > self.max_size:
+                raise UploadRefused(413, f"File too large: the limit is {self.max_size} bytes")
+            self.pending += event.data
+        elif isinstance(self.current, Field):
+            self.fields_size += len(event.data)
+            if self.fields_size > MAX_FIELDS_SIZE:
+                raise UploadRefused(413, "The form's fields are too large")
+            self.value += event.data
+            if not event.more_data:
+                got.fields[self.current.name] = self.value.decode("utf-8", "replace")
+                self.value.clear()
+
+
 async def receive_upload(
     receive: Receive, content_type: str, temp: Path, max_size: int
 ) -> _Received:
-    """Decode the multipart body; the `content` part goes to `temp`."""
-    boundary = _boundary(content_type)
-    decoder = MultipartDecoder(
-        boundary, max_form_memory_size=MAX_DECODER_BUFFER, max_parts=MAX_PARTS
-    )
-    got = _Received()
-    fields_size = 0
-    body_size = 0
-    max_body = max_size + MAX_FIELDS_SIZE + BODY_SLACK
-    current: Field | File | None = None
-    value = bytearray()
-    pending = bytearray()
-    complete = False
-
+    """Decode the multipart body; the `content` part goes to `temp`, hashed on its way."""
+    reader = _FormReader(_boundary(content_type), max_size)
     async with await trio.open_file(temp, "wb") as out:
-
-        async def flush() -> None:
-            if pending:
-                chunk = bytes(pending)
-                pending.clear()
-                await trio.to_thread.run_sync(got.absorb, chunk)
-                await out.write(chunk)
-
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise UploadRefused(400, "The client went away before the upload was complete")
-            body = message.get("body", b"")
             more = message.get("more_body", False)
-            # The cap holds whatever the framing: a chunked body announces no length.
-            body_size += len(body)
-            if body_size > max_body:
-                raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
-            try:
-                if body:
-                    decoder.receive_data(body)
-                if not more:
-                    decoder.receive_data(None)
-            except RequestEntityTooLarge:
-                raise UploadRefused(
-                    413,
-                    f"Malformed multipart body: more than {MAX_DECODER_BUFFER >> 20} MiB "
-                    "without a boundary or the end of a part's headers",
-                ) from None
-            while True:
-                try:
-                    event = decoder.next_event()
-                except RequestEntityTooLarge:
-                    raise UploadRefused(
-                        413, f"Too many parts in the form: the limit is {MAX_PARTS}"
-                    ) from None
-                except ValueError as error:
-                    if decoder.complete:
-                        raise UploadRefused(400, _ENDED_EARLY) from None
-                    raise UploadRefused(400, f"Malformed multipart body: {error}") from None
-                if isinstance(event, Epilogue):
-                    complete = True
-                    break
-                if isinstance(event, NeedData):
-                    break
-                if isinstance(event, File):
-                    current = event
-                    if event.name == "content":
-                        if got.filename is not None:
-                            raise UploadRefused(400, "One file per upload, please")
-                        got.filename = event.filename
-                elif isinstance(event, Field):
-                    current = event
-                    value.clear()
-                elif isinstance(event, Data) and current is not None:
-                    if isinstance(current, File) and current.name == "content":
-                        got.size += len(event.data)
-                        if got.size > max_size:
-                            raise UploadRefused(
-                                413, f"File too large: the limit is {max_size} bytes"
-                            )
-                        pending += event.data
-                        if len(pending) >= WRITE_BATCH or not event.more_data:
-                            await flush()
-                    elif isinstance(current, Field):
-                        fields_size += len(event.data)
-                        if fields_size > MAX_FIELDS_SIZE:
-                            raise UploadRefused(413, "The form's fields are too large")
-                        value += event.data
-                        if not event.more_data:
-                            got.fields[current.name] = value.decode("utf-8", "replace")
-                            value.clear()
-        await flush()
-    if not complete:
+            reader.feed(message.get("body", b""), more)
+            if reader.pending and (len(reader.pending) >= WRITE_BATCH or not more):
+                chunk = bytes(reader.pending)
+                reader.pending.clear()
+                await trio.to_thread.run_sync(reader.got.hasher.update, chunk)
+                await out.write(chunk)
+    if not reader.complete:
         raise UploadRefused(400, _ENDED_EARLY)
-    return got
+    return reader.got
 
 
-def _disk_full(error: OSError) -> UploadRefused:
+def _disk_full(error: BaseException) -> UploadRefused:
     """507 for a full disk (nothing was stored); any other OSError is not ours to explain."""
-    if not is_disk_full(error):
+    if not (isinstance(error, OSError) and is_disk_full(error)):
         raise error
     log.error("upload refused: no space left on the store's disk (%s)", error)
     return UploadRefused(
@@ -222,18 +225,16 @@ def _boundary(content_type: str) -> bytes:
     raise UploadRefused(400, "multipart/form-data without a boundary")
 
 
-def _check_digest(got: _Received, fields: dict[str, str]) -> None:
-    for key, hasher in (
-        ("sha256_digest", got.sha256),
-        ("md5_digest", got.md5),
-        ("blake2_256_digest", got.blake2b),
-    ):
-        claimed = fields.get(key, "").strip().lower()
-        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-        if claimed and not hmac.compare_digest(claimed.encode(), hasher.hexdigest().encode()):
-            raise UploadRefused(
-                400, f"{key} does not match the file: the upload was damaged on its way"
-            )
+# How twine hears each refusal of the upload's content; the messages are the errors' own.
+_FOR_TWINE: Translate = {
+    TokenRefused: lambda error: UploadRefused(403, str(error)),
+    InvalidFilename: lambda error: UploadRefused(400, f"Invalid filename: {error}"),
+    InvalidDistribution: lambda error: UploadRefused(400, f"Invalid distribution: {error}"),
+    NotAsClaimed: lambda error: UploadRefused(400, str(error)),
+    FileConflict: lambda error: UploadRefused(409, str(error)),
+    ProjectClosed: lambda error: UploadRefused(403, str(error)),
+    OSError: _disk_full,
+}
 
 
 async def handle_upload(
@@ -244,64 +245,38 @@ async def handle_upload(
     length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length[:20]) > max_size + MAX_FIELDS_SIZE:
         raise UploadRefused(413, f"Upload too large: the limit is {max_size} bytes")
-    try:
-        temp = store.new_incoming()
-    except OSError as error:
-        raise _disk_full(error) from None
-    try:
-        got = await receive_upload(
-            receive, headers.get(b"content-type", b"").decode("latin-1"), temp, max_size
-        )
-        fields = got.fields
-        action = fields.get(":action")
-        if action != "file_upload":
-            raise UploadRefused(400, f"Unsupported :action {action!r}; only file_upload is")
-        if got.filename is None:
-            raise UploadRefused(400, "The upload has no file (the form field 'content')")
-        name, version = fields.get("name", "").strip(), fields.get("version", "").strip()
-        if not is_valid_name(name):
-            raise UploadRefused(
-                400,
-                f"Invalid project name {_shown(name)}: ASCII letters, digits and . _ - inside, "
-                "at most 128 characters",
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
+    with map_exceptions(_FOR_TWINE):
+        async with incoming_file(store) as temp:
+            got = await receive_upload(receive, content_type, temp, max_size)
+            filename, claims = _read_form(got, tokens, token)
+            digests = got.hasher.digests()
+            added = await ingest(
+                store, filename, temp, digests, claims=claims, uploaded_by=token.name
             )
-        if parse_version(version) is None:
-            raise UploadRefused(400, f"Invalid version {_shown(version)} (PEP 440)")
-        try:
-            tokens.verify_project(token, name)
-        except TokenRefused as refusal:
-            raise UploadRefused(403, refusal.message) from None
-        try:
-            dist = parse_dist_filename(got.filename)
-            check_normalized(dist)
-        except InvalidFilename as error:
-            raise UploadRefused(400, f"Invalid filename: {error}") from None
-        if dist.name != normalize(name) or dist.version != parse_version(version):
-            raise UploadRefused(
-                400,
-                f"The filename {dist.filename} does not match the form's project {name} "
-                f"version {version}",
-            )
-        _check_digest(got, fields)
-        try:
-            meta = await trio.to_thread.run_sync(inspect, temp, dist)
-        except InvalidDistribution as error:
-            raise UploadRefused(400, f"Invalid distribution: {error}") from None
-        digests = Digests(
-            got.size, got.sha256.hexdigest(), got.md5.hexdigest(), got.blake2b.hexdigest()
-        )
-        entry = msgspec.structs.replace(stored_entry(dist, meta, digests), uploaded_by=token.name)
-        try:
-            added = await store.add(meta.name, entry, temp, meta.raw)
-        except FileConflict as error:
-            raise UploadRefused(409, str(error)) from None
-        except ProjectClosed as error:
-            raise UploadRefused(403, str(error)) from None
-    except OSError as error:
-        raise _disk_full(error) from None
-    finally:
-        temp.unlink(missing_ok=True)
     if added:
-        log.info("published %s (uploaded with token %s)", dist.filename, token.name)
-        return 200, f"OK: {dist.filename} published"
-    return 200, f"OK: {dist.filename} is published already with the same content"
+        log.info("published %s (uploaded with token %s)", filename, token.name)
+        return 200, f"OK: {filename} published"
+    return 200, f"OK: {filename} is published already with the same content"
+
+
+def _read_form(got: _Received, tokens: Tokens, token: Token) -> tuple[str, Claims]:
+    """The file's name and what the form claims about it; refused here: a form that is not an
+    upload, a project or version that cannot be, a project the token may not upload to."""
+    fields = got.fields
+    action = fields.get(":action")
+    if action != "file_upload":
+        raise UploadRefused(400, f"Unsupported :action {action!r}; only file_upload is")
+    if got.filename is None:
+        raise UploadRefused(400, "The upload has no file (the form field 'content')")
+    name, version = fields.get("name", "").strip(), fields.get("version", "").strip()
+    if not is_valid_name(name):
+        raise UploadRefused(
+            400,
+            f"Invalid project name {_shown(name)}: ASCII letters, digits and . _ - inside, "
+            "at most 128 characters",
+        )
+    if parse_version(version) is None:
+        raise UploadRefused(400, f"Invalid version {_shown(version)} (PEP 440)")
+    tokens.verify_project(token, name)
+    return got.filename, Claims(name, version, fields)

@@ -21,8 +21,8 @@ import trio
 
 from insiders.config import UpstreamMode
 from insiders.errors import UpstreamError, UpstreamLoop
+from insiders.fsutil import atomic_write
 from insiders.names import NormalizedName
-from insiders.store import atomic_write
 
 from .model import FileLink, ProjectPage
 

@@ -39,7 +39,7 @@ async def _json_api(
     if project.status == "quarantined":
         return {"message": f"{project.name} is quarantined: its files are not served"}, 404
     wanted = version if version is not None else project.latest() or ""
-    release = jsonapi.release_files(project, wanted)
+    release = project.files_of(wanted)
     if not release:
         return {"message": f"{project.name} has no version {wanted}"}, 404
     source = jsonapi.metadata_source(release)

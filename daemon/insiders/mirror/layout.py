@@ -14,7 +14,7 @@ with, so a target serves the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
@@ -132,7 +132,7 @@ def project_pages(
     by_version: dict[str, list[StoredFile]] = {}
     for stored in project.files:
         by_version.setdefault(stored.version, []).append(stored)
-    latest = jsonapi.release_files(project, project.latest() or "")
+    latest = project.files_of(project.latest() or "")
     return [
         PageFile(f"pypi/{name}/json", _api(project, latest, metadata, base, True), API_JSON),
         *(
@@ -152,7 +152,7 @@ def project_pages(
 
 def _api(
     project: Project,
-    release: list[StoredFile],
+    release: Sequence[StoredFile],
     metadata: Callable[[StoredFile], bytes | None],
     base: str,
     with_releases: bool,

@@ -31,6 +31,7 @@ import trio
 from packaging.version import Version
 
 from insiders.config import Settings
+from insiders.credentials import read_secret
 from insiders.errors import (
     BuildError,
     CheckFailed,
@@ -41,8 +42,8 @@ from insiders.errors import (
     ProjectClosed,
     PublishError,
 )
+from insiders.ingest import publish_file
 from insiders.names import parse_version
-from insiders.publish import publish_file
 from insiders.repos import Repo, Repos, RepoState, VersionRecord
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
@@ -564,7 +565,7 @@ class Watcher:
         target = self.settings.targets.get(name)
         if target is None:
             raise CheckFailed(f"--publish-to {name}: no [targets.{name}] in the configuration")
-        password = targets.read_secret(f"target-{name}", target.password_file, self.credentials)
+        password = read_secret(f"target-{name}", target.password_file, self.credentials)
         async with httpx.AsyncClient(timeout=120) as client:
             for path in files:
                 try:
@@ -585,7 +586,7 @@ class Watcher:
         return (target.scheme, target.netloc) == (github.scheme, github.netloc)
 
     def _github_token(self) -> str | None:
-        return targets.read_secret(
+        return read_secret(
             "github-token", self.settings.watcher.github_token_file, self.credentials
         )
 

@@ -41,7 +41,6 @@ from .views import (
     listing,
     newest_uploads_first,
     project_status,
-    release_files,
     safe_links,
     search,
     version_rows,
@@ -149,7 +148,7 @@ class WebPages:
         if project is None:
             return None
         shown = version if version is not None else project.latest()
-        files = release_files(project, shown) if shown is not None else []
+        files = list(project.files_of(shown)) if shown is not None else []
         if not files:
             return None
         changes = self._changes
@@ -181,7 +180,7 @@ class WebPages:
     def canonical_version(self, name: NormalizedName, version: str) -> str | None:
         """The version as stored, for a URL that spells it another way (1.0.0 for 1.0)."""
         project = self.store.get(name)
-        files = release_files(project, version) if project is not None else []
+        files = list(project.files_of(version)) if project is not None else []
         return files[0].version if files else None
 
     async def builds(self) -> Page:
@@ -248,7 +247,7 @@ class WebPages:
         summaries: list[str | None] = []
         for project in projects:
             latest = project.latest()
-            files = release_files(project, latest) if latest else []
+            files = list(project.files_of(latest)) if latest else []
             fields = self._read_fields(project, files) if files else {}
             summary = fields.get("summary")
             summaries.append(summary if isinstance(summary, str) else None)

@@ -127,16 +127,6 @@ def search(listings: Iterable[Listing], query: str) -> list[Listing]:
     return [item for _, _, item in sorted(found, key=lambda entry: entry[:2])]
 
 
-def release_files(project: Project, version: str) -> list[StoredFile]:
-    """The files of one version (PEP 440 equality, as the store treats versions)."""
-    wanted = parse_version(version)
-    return [
-        f
-        for f in project.files
-        if f.version == version or (wanted is not None and parse_version(f.version) == wanted)
-    ]
-
-
 def version_rows(project: Project, current: str) -> list[VersionRow]:
     """Every version, newest first, with what a reader needs to choose one."""
     latest = project.latest()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from insiders.config import MirrorSettings
+from insiders.credentials import read_secret
 from insiders.errors import TargetError
-from insiders.watcher.targets import read_secret
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,73 @@
+"""The code map's invariants (README, Development), held: what may import what, one error base.
+
+Measured by tests/shape.py (`python -m tests.shape` prints the same figures).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import insiders
+import insidersctl
+from insiders.errors import InsidersError
+from insidersctl.errors import InsidersctlError
+from tests import shape
+
+
+@pytest.mark.parametrize("package", sorted(shape.PACKAGES))
+def test_no_import_circle(package: str) -> None:
+    """Not even under TYPE_CHECKING, nor through an import inside a function."""
+    assert shape.circles(shape.graph(package)) == []
+
+
+@pytest.mark.parametrize("package", sorted(shape.PACKAGES))
+def test_no_long_function_without_a_reason(package: str) -> None:
+    unexplained = [
+        f"{f.where} ({f.lines} lines)" for f in shape.long_functions(package) if not f.reasoned
+    ]
+    assert unexplained == []
+
+
+def test_the_shape_finds_a_circle_and_a_long_function() -> None:
+    """The measures themselves: a circle through TYPE_CHECKING counts, a long function is seen."""
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert shape.circles(edges) == [["a", "b", "c"]]
+    assert shape.circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_watcher_speaks_its_own_types() -> None:
+    """The control plane (insiders.control.commands) is the one translator to the protocol."""
+    speaking = sorted(
+        name
+        for name, path in shape.modules("insiders").items()
+        if name.startswith("insiders.watcher")
+        and any(m.startswith("insidersctl") for m in shape.absolute_imports(name, path))
+    )
+    assert speaking == []
+
+
+def _modules(package: object) -> list[str]:
+    path = package.__path__  # type: ignore[attr-defined]
+    prefix = package.__name__ + "."  # type: ignore[attr-defined]
+    return [m.name for m in pkgutil.walk_packages(path, prefix) if not m.name.endswith("__main__")]
+
+
+@pytest.mark.parametrize(
+    ("package", "base"), [(insiders, InsidersError), (insidersctl, InsidersctlError)]
+)
+def test_one_exception_base_per_side(package: object, base: type[Exception]) -> None:
+    strays = []
+    for name in _modules(package):
+        module = importlib.import_module(name)
+        for _, kind in inspect.getmembers(module, inspect.isclass):
+            if (
+                kind.__module__ == name
+                and issubclass(kind, BaseException)
+                and not issubclass(kind, base)
+            ):
+                strays.append(f"{name}.{kind.__name__}")
+    assert strays == []
