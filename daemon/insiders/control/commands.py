@@ -517,6 +517,7 @@ class Commands:
         project = self._project(request.project)
         name = normalize(project.name)
         if request.dry_run:
+            files: tuple[str, ...]
             if request.filename is not None:
                 files = (request.filename,) if project.file(request.filename) else ()
             else:
