@@ -16,6 +16,7 @@ import msgspec
 import trio
 
 from insiders.errors import RestoreError
+from insiders.ingest import hash_file, incoming_file
 from insiders.store import Store, StoredFile
 
 from . import layout
@@ -77,34 +78,29 @@ async def restore(store: Store, target: Target) -> tuple[int, int]:
             current = store.get(project.normalized)
             if current is not None and current.file(stored.filename) is not None:
                 continue
-            content = await _fetch(store, target, project.normalized, stored)
             metadata = None
             if stored.metadata_sha256 is not None:
                 metadata = await _fetch_metadata(target, project.normalized, stored)
                 if metadata is None:
                     stored = msgspec.structs.replace(stored, metadata_sha256=None)
-            await store.add(project.name, stored, content, metadata)
+            async with incoming_file(store) as content:
+                await _fetch(target, project.normalized, stored, content)
+                await store.add(project.name, stored, content, metadata)
             files += 1
         log.info("restored %s (%d files)", project.name, len(project.files))
     return len(manifest.projects), files
 
 
-async def _fetch(store: Store, target: Target, name: str, stored: StoredFile) -> Path:
-    temp = await trio.to_thread.run_sync(store.new_incoming)
+async def _fetch(target: Target, name: str, stored: StoredFile, content: Path) -> None:
+    """The file into `content`, checked against the size and sha256 its manifest records."""
     key = layout.file_key(name, stored.filename)
-    try:
-        await trio.to_thread.run_sync(target.fetch, key, temp)
-        size, digest = await trio.to_thread.run_sync(_size_and_sha256, temp)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    if (size, digest) != (stored.size, stored.sha256):
-        temp.unlink(missing_ok=True)
+    await trio.to_thread.run_sync(target.fetch, key, content)
+    got = await trio.to_thread.run_sync(hash_file, content)
+    if (got.size, got.sha256) != (stored.size, stored.sha256):
         raise RestoreError(
-            f"{target.location}: {key} does not match its manifest "
-            f"({size} bytes, sha256 {digest}; recorded {stored.size} bytes, {stored.sha256})"
+            f"{target.location}: {key} does not match its manifest ({got.size} bytes, sha256 "
+            f"{got.sha256}; recorded {stored.size} bytes, {stored.sha256})"
         )
-    return temp
 
 
 async def _fetch_metadata(target: Target, name: str, stored: StoredFile) -> bytes | None:
@@ -114,13 +110,3 @@ async def _fetch_metadata(target: Target, name: str, stored: StoredFile) -> byte
         log.warning("%s: missing or altered; the file is restored without its metadata", key)
         return None
     return data
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
