@@ -379,7 +379,7 @@ async def test_update_streams_progress_then_the_report(
     assert "has no watcher yet" in capsys.readouterr().err
     assert await control.ctl("watcher", "stop") == 1
     assert await control.ctl("watcher", "status") == 0
-    assert "watcher: not part of this insidersd yet" in capsys.readouterr().out
+    assert "not part of this insidersd yet" in capsys.readouterr().out
     control.daemon.watcher = FakeWatcher()  # type: ignore[assignment]
     assert await control.ctl("repos", "add", "o/good:good") == 0
     assert await control.ctl("repos", "add", "o/broken:broken") == 0

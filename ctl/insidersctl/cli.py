@@ -12,127 +12,39 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from insidersctl import __version__
 from insidersctl import protocol as p
-from insidersctl.client import (
-    ClientError,
-    Connection,
-    ConnectionFailed,
-    DaemonUnreachable,
-    Refused,
+from insidersctl.context import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Context,
+    R,
+    note,
+    out,
 )
+from insidersctl.errors import BadLine, ClientError, DaemonUnreachable, Refused, Usage
 from insidersctl.output import ago, duration, plural, size, table, to_json, without_log
-from insidersctl.paths import SYSTEM_SOCKET, socket_candidates
+from insidersctl.paths import SYSTEM_SOCKET
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-
-R = TypeVar("R", bound=p.Reply)
-
-
-class Usage(Exception):
-    """A command line that parses but makes no sense; exit status 2."""
-
-
-class Context:
-    """What a command needs: its arguments, the way to the daemon, and where to print."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.json: bool = args.json
-        self.timeout: float = args.timeout
-        self.candidates = socket_candidates(
-            socket_path=args.socket, runtime=args.runtime_dir, config=args.config
-        )
-        self._connection: Connection | None = None
-
-    def connect(self) -> Connection:
-        if self._connection is None:
-            failures: list[DaemonUnreachable] = []
-            for path in self.candidates:
-                try:
-                    self._connection = Connection.open(path, timeout=self.timeout)
-                    break
-                except DaemonUnreachable as error:
-                    failures.append(error)
-            else:
-                # The first path is the one this user's daemon would use: report it, unless a
-                # later one exists and said something more useful (e.g. no permission).
-                present = [f for f in failures if f.errno != errno.ENOENT]
-                raise (present or failures)[0]
-        return self._connection
-
-    def call(
-        self,
-        request: p.Request,
-        expect: type[R],
-        *,
-        progress: Callable[[p.Progress], None] | None = None,
-        long: bool = False,
-        idle: Callable[[], None] | None = None,
-    ) -> R:
-        """The reply to `request`, of type `expect`; `long`: no time limit between messages
-        (`idle` is then called twice a second while none comes)."""
-        timeout = None if long else self.timeout
-        reply = self.connect().call(
-            request, progress=progress, timeout=timeout, idle=idle if long else None
-        )
-        if not isinstance(reply, expect):
-            raise ConnectionFailed(
-                f"insidersd answered {reply.__class__.__name__} to {request.__class__.__name__}"
-            )
-        return reply
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-    def emit(self, message: p.Reply) -> None:
-        print(to_json(message))
-
-
-def out(text: str = "") -> None:
-    print(text)
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr)
-
+T = TypeVar("T")
 
 # -- commands ----------------------------------------------------------------------------------
 
 
-def cmd_status(ctx: Context) -> int:
-    report = ctx.call(p.Status(), p.StatusReport)
-    if ctx.json:
-        ctx.emit(report)
-        return EXIT_OK
-    out(f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}")
-    rows = [
-        ("index", "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"),
-        ("hosted", f"{plural(report.projects, 'project')}, {plural(report.files, 'file')}"),
-        ("upstream", _upstream(report.upstream, report.upstream_mode)),
-        ("data", report.data_dir),
-        ("watcher", _watcher_line(report.watcher, report.now)),
-        ("repos", f"{len(report.repos)} watched" if report.repos else "none watched"),
-    ]
-    if report.restart_needed:
-        rows.append(
-            ("config", f"{', '.join(report.restart_needed)} changed, takes effect at restart")
-        )
-    out(table(("", ""), rows).split("\n", 1)[1])
-    if report.repos:
-        out(_repo_table(report.repos, report.now, indent="  "))
-        _repo_errors(report.repos, report.now)
-    if report.mirrors:
-        out(f"mirrors   {len(report.mirrors)}")
-        out(_mirror_table(report.mirrors, report.now, indent="  "))
-        _mirror_errors(report.mirrors, report.now)
-    return EXIT_OK
+def asks(
+    request: Callable[[argparse.Namespace], p.Request],
+    expect: type[R],
+    show: Callable[[R], None],
+    *,
+    long: bool = False,
+) -> Callable[[Context], int]:
+    """The handler of a command that is one request (made from the arguments) and its reply,
+    worded by `show` (or printed as JSON with --json): most commands are just that."""
+    return lambda ctx: ctx.answer(request(ctx.args), expect, show, long=long)
 
 
 def cmd_overview(ctx: Context) -> int:
@@ -143,23 +55,13 @@ def cmd_overview(ctx: Context) -> int:
         if ctx.json:
             raise
         note(f"insidersctl: {_unreachable_message(error)}")
-        status, report = EXIT_UNREACHABLE, None
+        status = EXIT_UNREACHABLE
     else:
+        if ctx.json:
+            ctx.emit(report)
+            return EXIT_OK
+        _show_overview(report)
         status = EXIT_OK
-    if ctx.json and report is not None:
-        ctx.emit(report)
-        return status
-    if report is not None:
-        index = "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"
-        failing = sum(1 for r in report.repos if r.last_error)
-        repos = plural(len(report.repos), "repository", "repositories") + (
-            f" ({failing} failing)" if failing else ""
-        )
-        out(f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}")
-        out(f"  index    {index}")
-        out(f"  hosted   {plural(report.projects, 'project')}, {plural(report.files, 'file')}")
-        out(f"  watcher  {_watcher_line(report.watcher, report.now)}; {repos} watched")
-        out()
     out("Commands used most:")
     rows = [
         ("insidersctl status", "the daemon, its index, watcher and repositories"),
@@ -170,8 +72,133 @@ def cmd_overview(ctx: Context) -> int:
         ("insidersctl logs -f", "follow the daemon's log"),
         ("insidersctl --help", "every command; insidersctl COMMAND --help for one"),
     ]
-    out(table(("", ""), rows, indent="  ").split("\n", 1)[1])
+    out(_fields(rows, indent="  "))
     return status
+
+
+# `status`, `server status` and the overview word the same report in one way: these are it.
+
+
+class Table(Generic[T]):
+    """How one kind of item is printed: a table with a row per item, then the `notes` some
+    items add below it (what failed); `empty` is what `list` says when there is none (and what
+    to do to have some). `status` and the `list` commands print with these."""
+
+    __slots__ = ("empty", "headers", "notes", "row")
+
+    def __init__(
+        self,
+        headers: tuple[str, ...],
+        row: Callable[[T, float], tuple[str, ...]],
+        *,
+        notes: Callable[[T, float], None] | None = None,
+        empty: str,
+    ) -> None:
+        self.headers = headers
+        self.row = row
+        self.notes = notes
+        self.empty = empty
+
+    def print(self, items: Sequence[T], now: float, indent: str = "") -> None:
+        out(table(self.headers, [self.row(item, now) for item in items], indent))
+        if self.notes is not None:
+            for item in items:
+                self.notes(item, now)
+
+
+def lists(
+    request: p.Request,
+    expect: type[R],
+    items: Callable[[R], tuple[Sequence[T], float]],
+    as_: Table[T],
+) -> Callable[[Context], int]:
+    """The handler of a `list` command: the items the reply lists (with the daemon's clock, for
+    relative times) printed `as_` a table, or its `empty` note on stderr when there are none."""
+
+    def show(reply: R) -> None:
+        listed, now = items(reply)
+        if listed:
+            as_.print(listed, now)
+        else:
+            note(as_.empty)
+
+    return asks(lambda args: request, expect, show)
+
+
+def _show_status(report: p.StatusReport) -> None:
+    out(_headline(report))
+    rows = [
+        *_index_rows(report),
+        ("watcher", _watcher_line(report.watcher, report.now)),
+        ("repos", f"{len(report.repos)} watched" if report.repos else "none watched"),
+    ]
+    if report.restart_needed:
+        rows.append(
+            ("config", f"{', '.join(report.restart_needed)} changed, takes effect at restart")
+        )
+    out(_fields(rows))
+    if report.repos:
+        REPOS.print(report.repos, report.now, indent="  ")
+    if report.mirrors:
+        out(f"mirrors   {len(report.mirrors)}")
+        MIRRORS.print(report.mirrors, report.now, indent="  ")
+
+
+def _show_overview(report: p.StatusReport) -> None:
+    failing = sum(1 for r in report.repos if r.last_error)
+    repos = plural(len(report.repos), "repository", "repositories") + (
+        f" ({failing} failing)" if failing else ""
+    )
+    index, hosted = _index_rows(report)[:2]
+    watcher = ("watcher", f"{_watcher_line(report.watcher, report.now)}; {repos} watched")
+    out(_headline(report))
+    out(_fields([index, hosted, watcher], indent="  "))
+    out()
+
+
+def _show_server(report: p.ServerReport) -> None:
+    out(_fields([*_index_rows(report), ("up", duration(report.uptime))]))
+
+
+cmd_status = asks(lambda args: p.Status(), p.StatusReport, _show_status)
+cmd_server_status = asks(lambda args: p.ServerStatus(), p.ServerReport, _show_server)
+
+
+def _headline(report: p.StatusReport) -> str:
+    return f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}"
+
+
+def _index_rows(report: p.StatusReport | p.ServerReport) -> list[tuple[str, str]]:
+    return [
+        ("index", "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"),
+        ("hosted", f"{plural(report.projects, 'project')}, {plural(report.files, 'file')}"),
+        ("upstream", _upstream(report.upstream, report.upstream_mode)),
+        ("data", report.data_dir),
+    ]
+
+
+def _fields(rows: Sequence[tuple[str, str]], indent: str = "") -> str:
+    """Name-value lines, the values aligned (a table without its header line)."""
+    return table(("", ""), rows, indent).split("\n", 1)[1]
+
+
+def _upstream(url: str | None, mode: str) -> str:
+    if mode == "none" or url is None:
+        return "none (projects not hosted here are not found)"
+    return f"{mode} to {url}"
+
+
+def _watcher_line(watcher: p.WatcherInfo, now: float) -> str:
+    parts = [watcher.state]
+    if watcher.interval:
+        parts.append(f"checks every {duration(watcher.interval)}")
+    if watcher.state == "running" and watcher.next_check:
+        parts.append(f"next {ago(watcher.next_check, now)}")
+    if watcher.checking:
+        parts.append(f"checking {', '.join(watcher.checking)}")
+    if watcher.message:
+        parts.append(watcher.message)
+    return ", ".join(parts)
 
 
 def cmd_server_start(ctx: Context) -> int:
@@ -186,41 +213,7 @@ def cmd_server_stop(ctx: Context) -> int:
     return service.stop(ctx)
 
 
-def cmd_server_status(ctx: Context) -> int:
-    report = ctx.call(p.ServerStatus(), p.ServerReport)
-    if ctx.json:
-        ctx.emit(report)
-        return EXIT_OK
-    rows = [
-        ("index", "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"),
-        ("hosted", f"{plural(report.projects, 'project')}, {plural(report.files, 'file')}"),
-        ("upstream", _upstream(report.upstream, report.upstream_mode)),
-        ("data", report.data_dir),
-        ("up", duration(report.uptime)),
-    ]
-    out(table(("", ""), rows).split("\n", 1)[1])
-    return EXIT_OK
-
-
-def _upstream(url: str | None, mode: str) -> str:
-    if mode == "none" or url is None:
-        return "none (projects not hosted here are not found)"
-    return f"{mode} to {url}"
-
-
-def _watcher_line(watcher: p.WatcherInfo, now: float) -> str:
-    if not watcher.available:
-        return watcher.message or "not available in this insidersd"
-    parts = [watcher.state]
-    if watcher.interval:
-        parts.append(f"checks every {duration(watcher.interval)}")
-    if watcher.state == "running" and watcher.next_check:
-        parts.append(f"next {ago(watcher.next_check, now)}")
-    if watcher.checking:
-        parts.append(f"checking {', '.join(watcher.checking)}")
-    if watcher.message:
-        parts.append(watcher.message)
-    return ", ".join(parts)
+# -- repositories and the watcher --------------------------------------------------------------
 
 
 def _policy(repo: p.RepoInfo) -> str:
@@ -229,21 +222,16 @@ def _policy(repo: p.RepoInfo) -> str:
     return repo.versions
 
 
-def _repo_table(repos: Sequence[p.RepoInfo], now: float, indent: str = "") -> str:
-    rows = [
-        (
-            r.name,
-            r.source,
-            _policy(r),
-            ago(r.last_check, now),
-            r.newest_tag or "-",
-            r.last_published or "-",
-            _repo_state(r),
-        )
-        for r in repos
-    ]
-    headers = ("NAME", "SOURCE", "VERSIONS", "CHECKED", "NEWEST TAG", "PUBLISHED", "STATE")
-    return table(headers, rows, indent)
+def _repo_row(r: p.RepoInfo, now: float) -> tuple[str, ...]:
+    return (
+        r.name,
+        r.source,
+        _policy(r),
+        ago(r.last_check, now),
+        r.newest_tag or "-",
+        r.last_published or "-",
+        _repo_state(r),
+    )
 
 
 def _repo_state(r: p.RepoInfo) -> str:
@@ -254,33 +242,29 @@ def _repo_state(r: p.RepoInfo) -> str:
     return "ok" if r.last_check else "-"
 
 
-def _repo_errors(repos: Sequence[p.RepoInfo], now: float) -> None:
-    for r in repos:
-        failed = [v for v in r.version_states if v.status == "failed"]
-        if r.last_error and not failed:
-            where = f" (log: {r.log})" if r.log else ""
-            error = without_log(r.last_error, r.log)
-            out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {error}{where}")
-        for v in failed:
-            where = f" (log: {v.log})" if v.log else ""
-            retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
-            message = without_log(v.message or "", v.log)
-            out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {message}{where}{retry}")
-        if r.last_check and not r.newest_tag:
-            seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
-            out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
+def _repo_errors(r: p.RepoInfo, now: float) -> None:
+    failed = [v for v in r.version_states if v.status == "failed"]
+    if r.last_error and not failed:
+        where = f" (log: {r.log})" if r.log else ""
+        error = without_log(r.last_error, r.log)
+        out(f"{r.name}: {ago(r.last_error_at, now, 'at some point')}: {error}{where}")
+    for v in failed:
+        where = f" (log: {v.log})" if v.log else ""
+        retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
+        message = without_log(v.message or "", v.log)
+        out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {message}{where}{retry}")
+    if r.last_check and not r.newest_tag:
+        seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
+        out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
 
 
-def cmd_repos_list(ctx: Context) -> int:
-    reply = ctx.call(p.ListRepos(), p.RepoList)
-    if ctx.json:
-        ctx.emit(reply)
-    elif not reply.repos:
-        note("no repositories are watched; add one with: insidersctl repos add OWNER/REPO:DIST")
-    else:
-        out(_repo_table(reply.repos, reply.now))
-        _repo_errors(reply.repos, reply.now)
-    return EXIT_OK
+REPOS = Table(
+    ("NAME", "SOURCE", "VERSIONS", "CHECKED", "NEWEST TAG", "PUBLISHED", "STATE"),
+    _repo_row,
+    notes=_repo_errors,
+    empty="no repositories are watched; add one with: insidersctl repos add OWNER/REPO:DIST",
+)
+cmd_repos_list = lists(p.ListRepos(), p.RepoList, lambda r: (r.repos, r.now), REPOS)
 
 
 def cmd_repos_add(ctx: Context) -> int:
@@ -296,31 +280,22 @@ def cmd_repos_add(ctx: Context) -> int:
         publish_to=tuple(args.publish_to),
         local=args.local,
     )
-    reply = ctx.call(request, p.RepoAdded)
-    if ctx.json:
-        ctx.emit(reply)
-        return EXIT_OK
-    repo = reply.repo
+    return ctx.answer(request, p.RepoAdded, lambda reply: _show_added(reply.repo))
+
+
+def _show_added(repo: p.RepoInfo) -> None:
     targets = (["this index"] if repo.local else []) + list(repo.publish_to)
     out(
         f"added {repo.name} from {repo.source}: {_policy(repo)} version(s), "
         f"published to {', '.join(targets)}"
     )
-    if not reply.watcher:
-        note(
-            "note: this insidersd has no watcher yet: the repository is recorded, "
-            "and nothing checks or builds it until a version with the watcher runs"
-        )
-    return EXIT_OK
 
 
-def cmd_repos_remove(ctx: Context) -> int:
-    reply = ctx.call(p.RemoveRepo(name=ctx.args.name), p.RepoRemoved)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(f"removed {reply.repo.name} ({reply.repo.source}); its published files stay")
-    return EXIT_OK
+def _show_unwatched(reply: p.RepoRemoved) -> None:
+    out(f"removed {reply.repo.name} ({reply.repo.source}); its published files stay")
+
+
+cmd_repos_remove = asks(lambda args: p.RemoveRepo(name=args.name), p.RepoRemoved, _show_unwatched)
 
 
 def cmd_update(ctx: Context) -> int:
@@ -361,14 +336,16 @@ def _update_status(report: p.UpdateReport) -> int:
     return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
 
 
-def cmd_watcher(ctx: Context) -> int:
-    action = ctx.args.action
-    reply = ctx.call(p.WatcherControl(action=action), p.WatcherReport)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(f"watcher: {_watcher_line(reply.watcher, reply.now)}")
-    return EXIT_OK
+def _show_watcher(reply: p.WatcherReport) -> None:
+    out(f"watcher: {_watcher_line(reply.watcher, reply.now)}")
+
+
+cmd_watcher = asks(
+    lambda args: p.WatcherControl(action=args.action), p.WatcherReport, _show_watcher
+)
+
+
+# -- logs, completion, reload ------------------------------------------------------------------
 
 
 def cmd_logs(ctx: Context) -> int:
@@ -401,16 +378,13 @@ def cmd_logs(ctx: Context) -> int:
             return EXIT_FAILED
         # The whole build log unless -n says otherwise: it is read to find out why.
         return logs.read_file(path, lines=lines if args.lines_given else None, follow=args.follow)
-    try:
-        keep = logs.Filter(
-            priority=logs.parse_priority(args.priority) if args.priority else None,
-            # journalctl reads --since and --until itself (and knows more forms).
-            since=logs.parse_time(args.since) if args.since and not where.journal else None,
-            until=logs.parse_time(args.until) if args.until and not where.journal else None,
-            component=getattr(args, "component", None),
-        )
-    except logs.LogOptionError as error:
-        raise Usage(str(error)) from None
+    keep = logs.Filter(
+        priority=logs.parse_priority(args.priority) if args.priority else None,
+        # journalctl reads --since and --until itself (and knows more forms).
+        since=logs.parse_time(args.since) if args.since and not where.journal else None,
+        until=logs.parse_time(args.until) if args.until and not where.journal else None,
+        component=getattr(args, "component", None),
+    )
     return logs.show_log(
         where,
         lines=lines,
@@ -429,37 +403,27 @@ def cmd_completion(ctx: Context) -> int:
     return EXIT_OK
 
 
-def cmd_reload(ctx: Context) -> int:
-    reply = ctx.call(p.Reload(), p.Reloaded)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        note("insidersd reloaded its configuration")
-        if reply.restart_needed:
-            note(f"changed, takes effect at restart: {', '.join(reply.restart_needed)}")
-    return EXIT_OK
+def _show_reloaded(reply: p.Reloaded) -> None:
+    note("insidersd reloaded its configuration")
+    if reply.restart_needed:
+        note(f"changed, takes effect at restart: {', '.join(reply.restart_needed)}")
 
 
-def cmd_tokens_list(ctx: Context) -> int:
-    reply = ctx.call(p.ListTokens(), p.TokenList)
-    if ctx.json:
-        ctx.emit(reply)
-    elif not reply.tokens:
-        note("no tokens; make one with: insidersctl tokens create NAME")
-    else:
-        rows = [
-            (
-                t.name,
-                t.scope,
-                ", ".join(t.projects) or ("all" if t.scope == "upload" else "-"),
-                _expiry(t.expires, reply.now),
-                ago(t.last_used, reply.now),
-                ago(t.created, reply.now),
-            )
-            for t in reply.tokens
-        ]
-        out(table(("NAME", "SCOPE", "PROJECTS", "EXPIRES", "LAST USED", "CREATED"), rows))
-    return EXIT_OK
+cmd_reload = asks(lambda args: p.Reload(), p.Reloaded, _show_reloaded)
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+def _token_row(t: p.TokenInfo, now: float) -> tuple[str, ...]:
+    return (
+        t.name,
+        t.scope,
+        ", ".join(t.projects) or ("all" if t.scope == "upload" else "-"),
+        _expiry(t.expires, now),
+        ago(t.last_used, now),
+        ago(t.created, now),
+    )
 
 
 def _expiry(expires: float | None, now: float) -> str:
@@ -469,64 +433,61 @@ def _expiry(expires: float | None, now: float) -> str:
     return f"expired {when}" if expires <= now else when
 
 
+TOKENS = Table(
+    ("NAME", "SCOPE", "PROJECTS", "EXPIRES", "LAST USED", "CREATED"),
+    _token_row,
+    empty="no tokens; make one with: insidersctl tokens create NAME",
+)
+cmd_tokens_list = lists(p.ListTokens(), p.TokenList, lambda r: (r.tokens, r.now), TOKENS)
+
+
 def cmd_tokens_create(ctx: Context) -> int:
-    from insidersctl.expiry import BadExpiry, parse_expiry  # here: status must not import it
+    from insidersctl.expiry import parse_expiry  # here: status must not import it
 
     args = ctx.args
-    try:
-        expires = parse_expiry(args.expires) if args.expires is not None else None
-    except BadExpiry as error:
-        raise Usage(str(error)) from None
+    expires = parse_expiry(args.expires) if args.expires is not None else None
     request = p.CreateToken(
         name=args.name, scope=args.scope, projects=tuple(args.projects), expires=expires
     )
-    reply = ctx.call(request, p.TokenCreated)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        # The secret alone on stdout, so that TOKEN=$(insidersctl tokens create ci) works.
-        note(f"token {reply.token.name} ({reply.token.scope}); it is shown only this once:")
-        out(reply.secret)
-    return EXIT_OK
+    return ctx.answer(request, p.TokenCreated, _show_created)
 
 
-def cmd_tokens_revoke(ctx: Context) -> int:
-    reply = ctx.call(p.RevokeToken(name=ctx.args.name), p.TokenRevoked)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(f"revoked token {reply.name}")
-    return EXIT_OK
+def _show_created(reply: p.TokenCreated) -> None:
+    # The secret alone on stdout, so that TOKEN=$(insidersctl tokens create ci) works.
+    note(f"token {reply.token.name} ({reply.token.scope}); it is shown only this once:")
+    out(reply.secret)
 
 
-def cmd_projects_list(ctx: Context) -> int:
-    reply = ctx.call(p.ListProjects(), p.ProjectList)
-    if ctx.json:
-        ctx.emit(reply)
-    elif not reply.projects:
-        note("no projects are hosted here yet")
-    else:
-        rows = [
-            (
-                project.name + (f" ({project.status})" if project.status != "active" else ""),
-                project.latest or "-",
-                str(project.versions),
-                str(project.files)
-                + (f" ({project.yanked_files} yanked)" if project.yanked_files else ""),
-                size(project.size),
-                ago(project.last_upload, reply.now),
-            )
-            for project in reply.projects
-        ]
-        out(table(("NAME", "LATEST", "VERSIONS", "FILES", "SIZE", "UPLOADED"), rows))
-    return EXIT_OK
+cmd_tokens_revoke = asks(
+    lambda args: p.RevokeToken(name=args.name),
+    p.TokenRevoked,
+    lambda reply: out(f"revoked token {reply.name}"),
+)
 
 
-def cmd_projects_show(ctx: Context) -> int:
-    reply = ctx.call(p.ShowProject(name=ctx.args.name), p.ProjectDetail)
-    if ctx.json:
-        ctx.emit(reply)
-        return EXIT_OK
+# -- projects ----------------------------------------------------------------------------------
+
+
+def _project_row(project: p.ProjectInfo, now: float) -> tuple[str, ...]:
+    return (
+        project.name + (f" ({project.status})" if project.status != "active" else ""),
+        project.latest or "-",
+        str(project.versions),
+        str(project.files) + (f" ({project.yanked_files} yanked)" if project.yanked_files else ""),
+        size(project.size),
+        ago(project.last_upload, now),
+    )
+
+
+PROJECTS = Table(
+    ("NAME", "LATEST", "VERSIONS", "FILES", "SIZE", "UPLOADED"),
+    _project_row,
+    empty="no projects are hosted here yet",
+)
+cmd_projects_list = lists(p.ListProjects(), p.ProjectList, lambda r: (r.projects, r.now), PROJECTS)
+
+
+def _show_project(reply: p.ProjectDetail) -> None:
     rows = [
         (
             f.version,
@@ -540,18 +501,16 @@ def cmd_projects_show(ctx: Context) -> int:
     ]
     out(reply.name)
     out(table(("VERSION", "FILE", "SIZE", "UPLOADED", "BY", "YANKED"), rows, indent="  "))
-    return EXIT_OK
 
 
-def cmd_projects_status(ctx: Context) -> int:
-    args = ctx.args
-    request = p.SetProjectStatus(name=args.name, status=args.status, reason=args.reason)
-    reply = ctx.call(request, p.ProjectStatusSet)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(f"{reply.name} is {reply.status}" + (f": {reply.reason}" if reply.reason else ""))
-    return EXIT_OK
+cmd_projects_show = asks(lambda args: p.ShowProject(name=args.name), p.ProjectDetail, _show_project)
+cmd_projects_status = asks(
+    lambda args: p.SetProjectStatus(name=args.name, status=args.status, reason=args.reason),
+    p.ProjectStatusSet,
+    lambda reply: out(
+        f"{reply.name} is {reply.status}" + (f": {reply.reason}" if reply.reason else "")
+    ),
+)
 
 
 def cmd_yank(ctx: Context) -> int:
@@ -561,16 +520,15 @@ def cmd_yank(ctx: Context) -> int:
         request = p.Yank(project=args.project, version=args.version, reason=args.reason)
     else:
         request = p.Unyank(project=args.project, version=args.version)
-    reply = ctx.call(request, p.YankDone)
-    if ctx.json:
-        ctx.emit(reply)
-        return EXIT_OK
+    return ctx.answer(request, p.YankDone, _show_yank)
+
+
+def _show_yank(reply: p.YankDone) -> None:
     verb = "yanked" if reply.yanked else "unyanked"
     if reply.changed:
         out(f"{verb} {reply.project} {reply.version} ({plural(reply.changed, 'file')})")
     else:
         out(f"{reply.project} {reply.version} was {verb} already")
-    return EXIT_OK
 
 
 def cmd_remove(ctx: Context) -> int:
@@ -578,31 +536,35 @@ def cmd_remove(ctx: Context) -> int:
     if (args.version is None) == (args.file is None):
         raise Usage("give either a VERSION or --file FILENAME")
     what = {"project": args.project, "version": args.version, "filename": args.file}
-    if not args.yes:
-        preview = ctx.call(p.Remove(**what, dry_run=True), p.Removed)
-        if not sys.stdin.isatty():
-            note(
-                "insidersctl: removing files needs a confirmation: "
-                "run it in a terminal or pass --yes"
-            )
-            return EXIT_FAILED
-        listing = "\n".join(f"  {name}" for name in preview.files)
-        sys.stderr.write(
-            f"remove {plural(len(preview.files), 'file')} of {preview.project} from the index?\n"
-            f"{listing}\nThis cannot be undone. [y/N] "
-        )
-        sys.stderr.flush()
-        if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
-            note("nothing removed")
-            return EXIT_FAILED
-    reply = ctx.call(p.Remove(**what), p.Removed)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(f"removed {plural(len(reply.files), 'file')} of {reply.project}:")
-        for name in reply.files:
-            out(f"  {name}")
-    return EXIT_OK
+    if not args.yes and not _confirmed(ctx.call(p.Remove(**what, dry_run=True), p.Removed)):
+        return EXIT_FAILED
+    return ctx.answer(p.Remove(**what), p.Removed, _show_removed)
+
+
+def _confirmed(preview: p.Removed) -> bool:
+    """Whether the person at the terminal agrees to remove what `preview` lists."""
+    if not sys.stdin.isatty():
+        note("insidersctl: removing files needs a confirmation: run it in a terminal or pass --yes")
+        return False
+    listing = "\n".join(f"  {name}" for name in preview.files)
+    sys.stderr.write(
+        f"remove {plural(len(preview.files), 'file')} of {preview.project} from the index?\n"
+        f"{listing}\nThis cannot be undone. [y/N] "
+    )
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in {"y", "yes"}:
+        note("nothing removed")
+        return False
+    return True
+
+
+def _show_removed(reply: p.Removed) -> None:
+    out(f"removed {plural(len(reply.files), 'file')} of {reply.project}:")
+    for name in reply.files:
+        out(f"  {name}")
+
+
+# -- mirrors -----------------------------------------------------------------------------------
 
 
 def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
@@ -618,42 +580,31 @@ def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
     return ", ".join(parts)
 
 
-def _mirror_table(mirrors: Sequence[p.MirrorInfo], now: float, indent: str = "") -> str:
-    rows = [
-        (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)) for m in mirrors
-    ]
-    return table(("NAME", "KIND", "WHERE", "STATE", "CURRENT"), rows, indent=indent)
+def _mirror_error(mirror: p.MirrorInfo, now: float) -> None:
+    if mirror.last_error:
+        note(f"mirror {mirror.name}: {mirror.last_error} ({ago(mirror.last_error_at, now)})")
 
 
-def _mirror_errors(mirrors: Sequence[p.MirrorInfo], now: float) -> None:
-    for mirror in mirrors:
-        if mirror.last_error:
-            note(f"mirror {mirror.name}: {mirror.last_error} ({ago(mirror.last_error_at, now)})")
+MIRRORS = Table(
+    ("NAME", "KIND", "WHERE", "STATE", "CURRENT"),
+    lambda m, now: (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)),
+    notes=_mirror_error,
+    empty="no mirror targets: add a [mirrors.NAME] section to the configuration",
+)
 
 
-def cmd_mirrors_list(ctx: Context) -> int:
-    reply = ctx.call(p.ListMirrors(), p.MirrorList)
-    if ctx.json:
-        ctx.emit(reply)
-    elif not reply.mirrors:
-        note("no mirror targets: add a [mirrors.NAME] section to the configuration")
-    else:
-        out(_mirror_table(reply.mirrors, reply.now))
-        _mirror_errors(reply.mirrors, reply.now)
-    return EXIT_OK
+def _show_synced(reply: p.MirrorSynced) -> None:
+    out(
+        f"mirror {reply.mirror.name} is current: {plural(reply.files, 'file')} and "
+        f"{plural(reply.pages, 'page')} written, {reply.deleted} removed "
+        f"in {reply.seconds:.1f} s"
+    )
 
 
-def cmd_mirrors_sync(ctx: Context) -> int:
-    reply = ctx.call(p.SyncMirror(name=ctx.args.name), p.MirrorSynced, long=True)
-    if ctx.json:
-        ctx.emit(reply)
-    else:
-        out(
-            f"mirror {reply.mirror.name} is current: {plural(reply.files, 'file')} and "
-            f"{plural(reply.pages, 'page')} written, {reply.deleted} removed "
-            f"in {reply.seconds:.1f} s"
-        )
-    return EXIT_OK
+cmd_mirrors_list = lists(p.ListMirrors(), p.MirrorList, lambda r: (r.mirrors, r.now), MIRRORS)
+cmd_mirrors_sync = asks(
+    lambda args: p.SyncMirror(name=args.name), p.MirrorSynced, _show_synced, long=True
+)
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -670,28 +621,31 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         default=default if suppress else False,
         help="print the reply as JSON (stable field names)",
     )
-    socket = group.add_argument(
-        "--socket",
-        metavar="PATH",
-        default=default if suppress else None,
-        help="the control socket (default: $INSIDERS_SOCKET, else where insidersd puts it)",
+    where = (
+        (
+            ("--socket",),
+            "PATH",
+            "the control socket (default: $INSIDERS_SOCKET, else where insidersd puts it)",
+            "file",
+        ),
+        (
+            ("--runtime-dir",),
+            "DIR",
+            "the daemon's runtime directory (as insidersd --runtime-dir)",
+            "dir",
+        ),
+        (
+            ("-c", "--config"),
+            "FILE",
+            "the daemon's config file, to read paths.runtime-dir from",
+            "file",
+        ),
     )
-    completes(socket, "file")
-    runtime = group.add_argument(
-        "--runtime-dir",
-        metavar="DIR",
-        default=default if suppress else None,
-        help="the daemon's runtime directory (as insidersd --runtime-dir)",
-    )
-    completes(runtime, "dir")
-    config = group.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        default=default if suppress else None,
-        help="the daemon's config file, to read paths.runtime-dir from",
-    )
-    completes(config, "file")
+    for flags, metavar, help, kind in where:
+        action = group.add_argument(
+            *flags, metavar=metavar, default=default if suppress else None, help=help
+        )
+        completes(action, kind)
     group.add_argument(
         "--timeout",
         type=float,
@@ -1071,15 +1025,11 @@ def _add(
         command.configure(sub)
 
 
-class _BadLine(Exception):
-    pass
-
-
 class _Quiet(argparse.ArgumentParser):
     """The partial parser: an error means "ask the full parser", which says it properly."""
 
     def error(self, message: str) -> NoReturn:
-        raise _BadLine(message)
+        raise BadLine(message)
 
 
 def _time_values(argv: Sequence[str]) -> list[str]:
@@ -1098,7 +1048,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if not {"-h", "--help", "--version"} & set(argv):
         try:
             return parser(command_words(argv), _Quiet).parse_args(argv)
-        except _BadLine:
+        except BadLine:
             pass  # the full parser below prints the error
     return parser().parse_args(argv)
 

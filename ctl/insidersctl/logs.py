@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from insidersctl.errors import LogOptionError
 from insidersctl.paths import default_data_dir
 from insidersctl.protocol import LogsLocation
 
@@ -46,10 +47,6 @@ COMPONENTS = {
 _HEADER = re.compile(
     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (DEBUG|INFO|WARNING|ERROR|CRITICAL) +([\w.\-]+): ?(.*)"
 )
-
-
-class LogOptionError(ValueError):
-    """An option value that cannot be understood (a usage error)."""
 
 
 def default_log_file() -> Path | None:

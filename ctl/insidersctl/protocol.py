@@ -21,6 +21,9 @@ from typing import Final, Literal, get_args
 
 import msgspec
 
+# The protocol's errors live with every other error of the client (one tree); named here too.
+from insidersctl.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessage
+
 __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_REQUEST_SIZE",
@@ -47,32 +50,6 @@ HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
 MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 MAX_REQUEST_SIZE: Final = 64 * 1024
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """A frame or message that cannot be understood; the message says what was wrong."""
-
-
-class FrameTooLarge(ProtocolError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"a frame of {size} bytes exceeds the limit of {limit} bytes")
-        self.size = size
-        self.limit = limit
-
-
-class BadMessage(ProtocolError):
-    """A complete frame whose body is not a valid message."""
-
-
-class UnknownMessage(ProtocolError):
-    """A well-formed message of a type this side does not know (the peer is newer)."""
-
-    def __init__(self, tag: str) -> None:
-        super().__init__(f"unknown message type {tag!r}")
-        self.tag = tag
 
 
 # Error codes: stable strings for scripts (`insidersctl --json` prints them).
