@@ -31,6 +31,7 @@ from insidersctl.output import ago, duration, plural, size, table, to_json, with
 from insidersctl.paths import SYSTEM_SOCKET
 
 T = TypeVar("T")
+C = TypeVar("C", bound=p.Clocked)
 
 # -- commands ----------------------------------------------------------------------------------
 
@@ -107,18 +108,15 @@ class Table(Generic[T]):
 
 
 def lists(
-    request: p.Request,
-    expect: type[R],
-    items: Callable[[R], tuple[Sequence[T], float]],
-    as_: Table[T],
+    request: p.Request, expect: type[C], items: Callable[[C], Sequence[T]], as_: Table[T]
 ) -> Callable[[Context], int]:
     """The handler of a `list` command: the items the reply lists (with the daemon's clock, for
     relative times) printed `as_` a table, or its `empty` note on stderr when there are none."""
 
-    def show(reply: R) -> None:
-        listed, now = items(reply)
+    def show(reply: C) -> None:
+        listed = items(reply)
         if listed:
-            as_.print(listed, now)
+            as_.print(listed, reply.now)
         else:
             note(as_.empty)
 
@@ -168,7 +166,7 @@ def _headline(report: p.StatusReport) -> str:
     return f"insidersd {report.version} (pid {report.pid}), up {duration(report.uptime)}"
 
 
-def _index_rows(report: p.StatusReport | p.ServerReport) -> list[tuple[str, str]]:
+def _index_rows(report: p.IndexFacts) -> list[tuple[str, str]]:
     return [
         ("index", "  ".join(f"{u}/simple/" for u in report.index_urls) or "(not listening yet)"),
         ("hosted", f"{plural(report.projects, 'project')}, {plural(report.files, 'file')}"),
@@ -264,7 +262,7 @@ REPOS = Table(
     notes=_repo_errors,
     empty="no repositories are watched; add one with: insidersctl repos add OWNER/REPO:DIST",
 )
-cmd_repos_list = lists(p.ListRepos(), p.RepoList, lambda r: (r.repos, r.now), REPOS)
+cmd_repos_list = lists(p.ListRepos(), p.RepoList, lambda r: r.repos, REPOS)
 
 
 def cmd_repos_add(ctx: Context) -> int:
@@ -377,7 +375,8 @@ def cmd_logs(ctx: Context) -> int:
             note(f"insidersctl: {error}")
             return EXIT_FAILED
         # The whole build log unless -n says otherwise: it is read to find out why.
-        return logs.read_file(path, lines=lines if args.lines_given else None, follow=args.follow)
+        whole = logs.Reading(lines=lines if args.lines_given else None, follow=args.follow)
+        return logs.read_file(path, whole)
     keep = logs.Filter(
         priority=logs.parse_priority(args.priority) if args.priority else None,
         # journalctl reads --since and --until itself (and knows more forms).
@@ -385,15 +384,15 @@ def cmd_logs(ctx: Context) -> int:
         until=logs.parse_time(args.until) if args.until and not where.journal else None,
         component=getattr(args, "component", None),
     )
-    return logs.show_log(
-        where,
+    how = logs.Reading(
         lines=lines,
         follow=args.follow,
         keep=keep,
         as_json=ctx.json,
-        since_text=args.since,
-        until_text=args.until,
+        since=args.since,
+        until=args.until,
     )
+    return logs.show_log(where, how)
 
 
 def cmd_completion(ctx: Context) -> int:
@@ -438,7 +437,7 @@ TOKENS = Table(
     _token_row,
     empty="no tokens; make one with: insidersctl tokens create NAME",
 )
-cmd_tokens_list = lists(p.ListTokens(), p.TokenList, lambda r: (r.tokens, r.now), TOKENS)
+cmd_tokens_list = lists(p.ListTokens(), p.TokenList, lambda r: r.tokens, TOKENS)
 
 
 def cmd_tokens_create(ctx: Context) -> int:
@@ -484,7 +483,7 @@ PROJECTS = Table(
     _project_row,
     empty="no projects are hosted here yet",
 )
-cmd_projects_list = lists(p.ListProjects(), p.ProjectList, lambda r: (r.projects, r.now), PROJECTS)
+cmd_projects_list = lists(p.ListProjects(), p.ProjectList, lambda r: r.projects, PROJECTS)
 
 
 def _show_project(reply: p.ProjectDetail) -> None:
@@ -601,7 +600,7 @@ def _show_synced(reply: p.MirrorSynced) -> None:
     )
 
 
-cmd_mirrors_list = lists(p.ListMirrors(), p.MirrorList, lambda r: (r.mirrors, r.now), MIRRORS)
+cmd_mirrors_list = lists(p.ListMirrors(), p.MirrorList, lambda r: r.mirrors, MIRRORS)
 cmd_mirrors_sync = asks(
     lambda args: p.SyncMirror(name=args.name), p.MirrorSynced, _show_synced, long=True
 )
