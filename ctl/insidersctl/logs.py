@@ -24,7 +24,7 @@ from typing import BinaryIO
 import msgspec
 
 from insidersctl.errors import LogOptionError
-from insidersctl.paths import default_data_dir
+from insidersctl.paths import data_dir
 from insidersctl.protocol import LogsLocation
 
 LOG_FILE = "insidersd.log"  # in the data directory (insiders.logfile writes it)
@@ -53,12 +53,12 @@ _HEADER = re.compile(
 
 def default_log_file() -> Path | None:
     """The log file of a daemon run with the default directories, if there is one."""
-    path = default_data_dir(os.environ) / LOG_FILE
+    path = data_dir(os.environ) / LOG_FILE
     return path if path.is_file() else None
 
 
 def default_build_logs() -> Path:
-    return default_data_dir(os.environ) / BUILD_LOGS
+    return data_dir(os.environ) / BUILD_LOGS
 
 
 # -- options -------------------------------------------------------------------------------------
