@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import msgspec
+
 from insidersctl import protocol as p
 from insidersctl.context import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Context, R, note, out
 from insidersctl.errors import DaemonUnreachable, Usage
@@ -68,25 +70,15 @@ def cmd_overview(ctx: Context) -> int:
     return status
 
 
-class Table(Generic[T]):
+class Table(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     """How one kind of item is printed: a table with a row per item, then the `notes` some
     items add below it (what failed); `empty` is what `list` says when there is none (and what
     to do to have some). `status` and the `list` commands print with these."""
 
-    __slots__ = ("empty", "headers", "notes", "row")
-
-    def __init__(
-        self,
-        headers: tuple[str, ...],
-        row: Callable[[T, float], tuple[str, ...]],
-        *,
-        notes: Callable[[T, float], None] | None = None,
-        empty: str,
-    ) -> None:
-        self.headers = headers
-        self.row = row
-        self.notes = notes
-        self.empty = empty
+    headers: tuple[str, ...]
+    row: Callable[[T, float], tuple[str, ...]]
+    empty: str
+    notes: Callable[[T, float], None] | None = None
 
     def print(self, items: Sequence[T], now: float, indent: str = "") -> None:
         out(table(self.headers, [self.row(item, now) for item in items], indent))
@@ -248,8 +240,8 @@ def _repo_errors(r: p.RepoInfo, now: float) -> None:
 
 
 REPOS = Table(
-    ("NAME", "SOURCE", "VERSIONS", "CHECKED", "NEWEST TAG", "PUBLISHED", "STATE"),
-    _repo_row,
+    headers=("NAME", "SOURCE", "VERSIONS", "CHECKED", "NEWEST TAG", "PUBLISHED", "STATE"),
+    row=_repo_row,
     notes=_repo_errors,
     empty="no repositories are watched; add one with: insidersctl repos add OWNER/REPO:DIST",
 )
@@ -417,8 +409,8 @@ def _expiry(expires: float | None, now: float) -> str:
 
 
 TOKENS = Table(
-    ("NAME", "SCOPE", "PROJECTS", "EXPIRES", "LAST USED", "CREATED"),
-    _token_row,
+    headers=("NAME", "SCOPE", "PROJECTS", "EXPIRES", "LAST USED", "CREATED"),
+    row=_token_row,
     empty="no tokens; make one with: insidersctl tokens create NAME",
 )
 cmd_tokens_list = lists(p.ListTokens(), p.TokenList, lambda r: r.tokens, TOKENS)
@@ -463,8 +455,8 @@ def _project_row(project: p.ProjectInfo, now: float) -> tuple[str, ...]:
 
 
 PROJECTS = Table(
-    ("NAME", "LATEST", "VERSIONS", "FILES", "SIZE", "UPLOADED"),
-    _project_row,
+    headers=("NAME", "LATEST", "VERSIONS", "FILES", "SIZE", "UPLOADED"),
+    row=_project_row,
     empty="no projects are hosted here yet",
 )
 cmd_projects_list = lists(p.ListProjects(), p.ProjectList, lambda r: r.projects, PROJECTS)
@@ -569,8 +561,8 @@ def _mirror_error(mirror: p.MirrorInfo, now: float) -> None:
 
 
 MIRRORS = Table(
-    ("NAME", "KIND", "WHERE", "STATE", "CURRENT"),
-    lambda m, now: (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)),
+    headers=("NAME", "KIND", "WHERE", "STATE", "CURRENT"),
+    row=lambda m, now: (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)),
     notes=_mirror_error,
     empty="no mirror targets: add a [mirrors.NAME] section to the configuration",
 )
