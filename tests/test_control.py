@@ -41,7 +41,7 @@ from insiders.watcher.watcher import Watcher
 from insidersctl import cli
 from insidersctl import protocol as p
 from insidersctl.client import Connection, ConnectionFailed, Refused
-from insidersctl.logs import journalctl_command, last_lines
+from insidersctl.logs import Reading, journalctl_command, last_lines
 from insidersctl.paths import SOCKET_NAME
 from tests.control_fixtures import RawClient, frame, short_tmp
 
@@ -747,7 +747,7 @@ def test_the_unit_is_found_in_the_cgroup(tmp_path: Path) -> None:
 
 def test_journalctl_is_asked_for_the_unit() -> None:
     user = p.LogsLocation(journal=True, unit="insiders.service", user=True)
-    assert journalctl_command(user, lines=5, follow=True) == [
+    assert journalctl_command(user, Reading(lines=5, follow=True)) == [
         "journalctl",
         "--no-pager",
         "--lines",
@@ -757,9 +757,14 @@ def test_journalctl_is_asked_for_the_unit() -> None:
         "insiders.service",
     ]
     system = p.LogsLocation(journal=True, unit="insiders.service")
-    assert journalctl_command(system, lines=1, follow=False)[-2:] == ["--unit", "insiders.service"]
+    assert journalctl_command(system, Reading(lines=1, follow=False))[-2:] == [
+        "--unit",
+        "insiders.service",
+    ]
     bare = p.LogsLocation(journal=True, invocation="abc")
-    assert journalctl_command(bare, lines=1, follow=False)[-1] == "_SYSTEMD_INVOCATION_ID=abc"
+    assert (
+        journalctl_command(bare, Reading(lines=1, follow=False))[-1] == "_SYSTEMD_INVOCATION_ID=abc"
+    )
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 10])

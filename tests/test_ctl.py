@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from insiders.config import PathSettings, resolve_directories
+from insiders.config import PathSettings, load_settings, resolve_directories
 from insidersctl import protocol as p
 from insidersctl.paths import SOCKET_NAME, SYSTEM_SOCKET, connect_unix, socket_candidates
 from tests.control_fixtures import RawClient, bodies, frame
@@ -550,9 +550,19 @@ def test_the_client_looks_where_the_daemon_binds(env: dict[str, str], tmp_path: 
 def test_the_client_reads_the_daemons_runtime_dir_setting(tmp_path: Path) -> None:
     config = tmp_path / "insiders" / "config.toml"
     config.parent.mkdir()
-    config.write_text('[paths]\nruntime-dir = "/srv/run"\n')
+    # The rest of the file is the daemon's to check: the client reads [paths] alone.
+    config.write_text(
+        'log-level = "debug"\n[server]\nport = 1\n[paths]\nruntime-dir = "/srv/run"\n'
+    )
     env = {"XDG_CONFIG_HOME": str(tmp_path), "XDG_RUNTIME_DIR": "/run/user/1"}
     assert socket_candidates(env=env)[0] == Path("/srv/run/control.sock")
+    settings = load_settings(config, required=True)
+    assert resolve_directories(settings.paths, env).runtime / SOCKET_NAME == Path(
+        "/srv/run/control.sock"
+    )
+    config.write_text("[paths\n")  # the daemon refuses it and says why; the client looks by default
+    assert socket_candidates(env=env)[0] == Path("/run/user/1/insiders/control.sock")
+    config.write_text('[paths]\nruntime-dir = "/srv/run"\n')
     assert socket_candidates(config=str(config), env={})[0] == Path("/srv/run/control.sock")
     assert socket_candidates(socket_path="/x.sock", env=env) == [Path("/x.sock")]
     assert socket_candidates(env={**env, "INSIDERS_SOCKET": "/y.sock"}) == [Path("/y.sock")]

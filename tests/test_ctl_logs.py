@@ -193,13 +193,13 @@ def test_repos_list_names_a_failures_log_once(daemon: Daemon) -> None:
 
 def test_the_journalctl_command() -> None:
     """Under systemd the options go to journalctl, for the daemon's unit."""
-    from insidersctl.logs import Filter, journalctl_command
+    from insidersctl.logs import Filter, Reading, journalctl_command
     from insidersctl.protocol import LogsLocation
 
     where = LogsLocation(journal=True, unit="insiders.service", user=True)
     keep = Filter(priority=parse_priority("warning"), component="watcher")
     command = journalctl_command(
-        where, lines=0, follow=True, keep=keep, as_json=True, since="-1h", until="now"
+        where, Reading(lines=0, follow=True, keep=keep, as_json=True, since="-1h", until="now")
     )
     assert command == [
         "journalctl", "--no-pager", "--lines", "0", "--follow", "--priority", "0..4",
@@ -207,11 +207,11 @@ def test_the_journalctl_command() -> None:
         "--output", "json", "--user-unit", "insiders.service",
     ]  # fmt: skip
     system = LogsLocation(journal=True, unit="insiders.service")
-    assert journalctl_command(system, lines=None, follow=False)[-3:] == [
+    assert journalctl_command(system, Reading(lines=None, follow=False))[-3:] == [
         "all", "--unit", "insiders.service"
     ]  # fmt: skip
     anonymous = LogsLocation(journal=True, invocation="0123abcd")
-    assert journalctl_command(anonymous, lines=5, follow=False)[-1] == (
+    assert journalctl_command(anonymous, Reading(lines=5, follow=False))[-1] == (
         "_SYSTEMD_INVOCATION_ID=0123abcd"
     )
 
@@ -219,7 +219,7 @@ def test_the_journalctl_command() -> None:
 @pytest.mark.skipif(shutil.which("journalctl") is None, reason="journalctl is not installed")
 def test_journalctl_takes_those_options(tmp_path: Path) -> None:
     """This machine's real journalctl parses every option we give it (on an empty journal)."""
-    from insidersctl.logs import Filter, journalctl_command
+    from insidersctl.logs import Filter, Reading, journalctl_command
     from insidersctl.protocol import LogsLocation
 
     where = LogsLocation(journal=True, unit="insiders.service", user=True)
@@ -229,7 +229,7 @@ def test_journalctl_takes_those_options(tmp_path: Path) -> None:
         (Filter(component="watcher"), "yesterday"),
     ]:
         command = journalctl_command(
-            where, lines=3, follow=False, keep=keep, as_json=True, since=since
+            where, Reading(lines=3, follow=False, keep=keep, as_json=True, since=since)
         )
         result = subprocess.run(
             [*command, "--directory", str(tmp_path)], capture_output=True, text=True, check=False

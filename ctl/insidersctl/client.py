@@ -1,11 +1,7 @@
 """A blocking connection to insidersd's control socket: handshake, requests, progress, replies.
 
 Blocking sockets on purpose: the client does one thing at a time and must start fast, so no event
-loop is imported. Exceptions (all `ClientError`):
-
-- `DaemonUnreachable`: nothing answers at the socket (not running, stale socket, no permission);
-- `Refused`: the daemon answered with an `Error` reply (its code and message are kept);
-- `ConnectionFailed`: the daemon closed the connection early, stalled, or spoke nonsense.
+loop is imported. Its exceptions are the `ClientError` branch of insidersctl.errors, named here too.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from insidersctl import __version__
+from insidersctl.errors import ClientError, ConnectionFailed, DaemonUnreachable, Refused
 from insidersctl.paths import connect_unix
 from insidersctl.protocol import (
     MAX_FRAME_SIZE,
@@ -34,28 +31,6 @@ from insidersctl.protocol import (
 )
 
 __all__ = ["ClientError", "Connection", "ConnectionFailed", "DaemonUnreachable", "Refused"]
-
-
-class ClientError(Exception):
-    """Anything that kept a request from getting its reply."""
-
-
-class DaemonUnreachable(ClientError):
-    def __init__(self, path: Path, reason: str, code: int | None = None) -> None:
-        super().__init__(f"{reason} ({path})")
-        self.path = path
-        self.reason = reason
-        self.errno = code
-
-
-class Refused(ClientError):
-    def __init__(self, error: Error) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class ConnectionFailed(ClientError):
-    pass
 
 
 class Connection:

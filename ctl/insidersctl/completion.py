@@ -96,6 +96,67 @@ def _words(items: Any) -> str:
     return "echo " + shlex.quote(" ".join(items))
 
 
+# The part of the bash script that is the same for every parser: fill in a completion of a kind,
+# and walk the words typed so far (the tables above it answer the questions it asks).
+_BASH_WALK = """\
+_insidersctl_fill() {
+    local IFS=$'\\n'
+    case "$1" in
+        file) COMPREPLY=($(compgen -f -- "$cur")) ;;
+        dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
+        choices:*) IFS=' '; COMPREPLY=($(compgen -W "${1#choices:}" -- "$cur")) ;;
+        repos|tokens|projects)
+            COMPREPLY=($(compgen -W "$("$program" __complete "$1" 2>/dev/null)" -- "$cur")) ;;
+    esac
+}
+_insidersctl() {
+    [[ -n ${ZSH_VERSION-} ]] && setopt localoptions ksharrays
+    local program=${COMP_WORDS[0]} cur=${COMP_WORDS[COMP_CWORD]}
+    local at="" word kind i skip=0 count=0
+    COMPREPLY=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word=${COMP_WORDS[i]}
+        if ((skip)); then
+            skip=0
+            continue
+        fi
+        case "$word" in
+            --*=*) ;;
+            -*) _insidersctl_value "$at" "$word" >/dev/null && skip=1 ;;
+            *)
+                if [[ " $(_insidersctl_commands "$at") " == *" $word "* ]]; then
+                    at="${at:+$at }$word"
+                    count=0
+                else
+                    count=$((count + 1))
+                fi ;;
+        esac
+    done
+    if ((skip)); then
+        # The word is the value of the option before it.
+        kind=$(_insidersctl_value "$at" "${COMP_WORDS[COMP_CWORD - 1]}")
+        _insidersctl_fill "$kind"
+        return 0
+    fi
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$(_insidersctl_options "$at")" -- "$cur"))
+        return 0
+    fi
+    local commands
+    commands=$(_insidersctl_commands "$at")
+    if [[ -n $commands ]]; then
+        COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        return 0
+    fi
+    kind=$(_insidersctl_positional "$at|$count") ||
+        kind=$(_insidersctl_positional "$at|*") || return 0
+    _insidersctl_fill "$kind"
+    return 0
+}
+complete -F _insidersctl insidersctl
+"""
+
+
 def _bash(nodes: list[Node]) -> str:
     commands = {n.path: _words(n.commands) for n in nodes if n.commands}
     options = {n.path: _words(n.options) for n in nodes}
@@ -121,62 +182,7 @@ _insidersctl_value() {{
 _insidersctl_positional() {{
 {_case(positionals)}
 }}
-_insidersctl_fill() {{
-    local IFS=$'\\n'
-    case "$1" in
-        file) COMPREPLY=($(compgen -f -- "$cur")) ;;
-        dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
-        choices:*) IFS=' '; COMPREPLY=($(compgen -W "${{1#choices:}}" -- "$cur")) ;;
-        repos|tokens|projects)
-            COMPREPLY=($(compgen -W "$("$program" __complete "$1" 2>/dev/null)" -- "$cur")) ;;
-    esac
-}}
-_insidersctl() {{
-    [[ -n ${{ZSH_VERSION-}} ]] && setopt localoptions ksharrays
-    local program=${{COMP_WORDS[0]}} cur=${{COMP_WORDS[COMP_CWORD]}}
-    local at="" word kind i skip=0 count=0
-    COMPREPLY=()
-    for ((i = 1; i < COMP_CWORD; i++)); do
-        word=${{COMP_WORDS[i]}}
-        if ((skip)); then
-            skip=0
-            continue
-        fi
-        case "$word" in
-            --*=*) ;;
-            -*) _insidersctl_value "$at" "$word" >/dev/null && skip=1 ;;
-            *)
-                if [[ " $(_insidersctl_commands "$at") " == *" $word "* ]]; then
-                    at="${{at:+$at }}$word"
-                    count=0
-                else
-                    count=$((count + 1))
-                fi ;;
-        esac
-    done
-    if ((skip)); then
-        # The word is the value of the option before it.
-        kind=$(_insidersctl_value "$at" "${{COMP_WORDS[COMP_CWORD - 1]}}")
-        _insidersctl_fill "$kind"
-        return 0
-    fi
-    if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$(_insidersctl_options "$at")" -- "$cur"))
-        return 0
-    fi
-    local commands
-    commands=$(_insidersctl_commands "$at")
-    if [[ -n $commands ]]; then
-        COMPREPLY=($(compgen -W "$commands" -- "$cur"))
-        return 0
-    fi
-    kind=$(_insidersctl_positional "$at|$count") ||
-        kind=$(_insidersctl_positional "$at|*") || return 0
-    _insidersctl_fill "$kind"
-    return 0
-}}
-complete -F _insidersctl insidersctl
-"""
+{_BASH_WALK}"""
 
 
 def _fish_quote(text: str) -> str:

@@ -10,12 +10,10 @@ import re
 import time
 from datetime import UTC, datetime
 
+from insidersctl.errors import BadExpiry
+
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _LIFETIME = re.compile(r"^(\d+)\s*([mhdw])$")
-
-
-class BadExpiry(ValueError):
-    pass
 
 
 def parse_expiry(text: str, now: float | None = None) -> float:

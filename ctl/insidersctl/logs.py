@@ -21,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from insidersctl.paths import default_data_dir
+import msgspec
+
+from insidersctl.errors import LogOptionError
+from insidersctl.paths import data_dir
 from insidersctl.protocol import LogsLocation
 
 LOG_FILE = "insidersd.log"  # in the data directory (insiders.logfile writes it)
@@ -47,18 +50,14 @@ _HEADER = re.compile(
 )
 
 
-class LogOptionError(ValueError):
-    """An option value that cannot be understood (a usage error)."""
-
-
 def default_log_file() -> Path | None:
     """The log file of a daemon run with the default directories, if there is one."""
-    path = default_data_dir(os.environ) / LOG_FILE
+    path = data_dir(os.environ) / LOG_FILE
     return path if path.is_file() else None
 
 
 def default_build_logs() -> Path:
-    return default_data_dir(os.environ) / BUILD_LOGS
+    return data_dir(os.environ) / BUILD_LOGS
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -158,23 +157,13 @@ def parse_time(text: str, now: float | None = None) -> float:
     )
 
 
-class Filter:
+class Filter(msgspec.Struct, frozen=True, kw_only=True):
     """Which entries to show: priority, time range and part of the daemon."""
 
-    __slots__ = ("component", "priority", "since", "until")
-
-    def __init__(
-        self,
-        *,
-        priority: tuple[int, int] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        component: str | None = None,
-    ) -> None:
-        self.priority = priority
-        self.since = since
-        self.until = until
-        self.component = component
+    priority: tuple[int, int] | None = None
+    since: float | None = None
+    until: float | None = None
+    component: str | None = None
 
     @property
     def everything(self) -> bool:
@@ -256,48 +245,36 @@ class EntryReader:
         return Entry(line, when, level, logger, message)
 
 
-def show_log(
-    where: LogsLocation,
-    *,
-    lines: int | None,
-    follow: bool,
-    keep: Filter = EVERYTHING,
-    as_json: bool = False,
-    since_text: str | None = None,
-    until_text: str | None = None,
-) -> int:
+class Reading(msgspec.Struct, frozen=True, kw_only=True):
+    """How `logs` reads: the last `lines` entries (None: all; 0: none), then on as they come if
+    `follow`; only the entries `keep` keeps; `as_json`: one JSON object a line. `since` and
+    `until` are the options as typed, for journalctl (which reads more forms than parse_time)."""
+
+    lines: int | None
+    follow: bool
+    keep: Filter = EVERYTHING
+    as_json: bool = False
+    since: str | None = None
+    until: str | None = None
+
+
+def show_log(where: LogsLocation, how: Reading) -> int:
     """Print the daemon's log (journalctl or the file); the exit status."""
     if where.journal:
-        command = journalctl_command(
-            where,
-            lines=lines,
-            follow=follow,
-            keep=keep,
-            as_json=as_json,
-            since=since_text,
-            until=until_text,
-        )
-        return _journalctl(command, as_json)
+        return _journalctl(journalctl_command(where, how), how.as_json)
     if where.path is None:
         print(
             "insidersctl: the daemon keeps no log file (it logs to its standard error)",
             file=sys.stderr,
         )
         return 1
-    return read_file(Path(where.path), lines=lines, follow=follow, keep=keep, as_json=as_json)
+    return read_file(Path(where.path), how)
 
 
-def read_file(
-    path: Path,
-    *,
-    lines: int | None,
-    follow: bool,
-    keep: Filter = EVERYTHING,
-    as_json: bool = False,
-) -> int:
+def read_file(path: Path, how: Reading) -> int:
     try:
         with open(path, "rb") as file:
-            return _read(file, path, lines=lines, follow=follow, keep=keep, as_json=as_json)
+            return _read(file, path, how)
     except OSError as error:
         print(f"insidersctl: cannot read {path}: {error.strerror}", file=sys.stderr)
         return 1
@@ -305,16 +282,15 @@ def read_file(
         return 130
 
 
-def _read(
-    file: BinaryIO, path: Path, *, lines: int | None, follow: bool, keep: Filter, as_json: bool
-) -> int:
+def _read(file: BinaryIO, path: Path, how: Reading) -> int:
     sys.stdout.flush()  # what was printed before goes first
     out = sys.stdout.buffer
     reader = EntryReader()
-    raw = keep.everything and not as_json
+    keep, lines = how.keep, how.lines
+    raw = keep.everything and not how.as_json
 
     def write(line: bytes, entry: Entry) -> None:
-        out.write((entry.json() + "\n").encode() if as_json else line)
+        out.write((entry.json() + "\n").encode() if how.as_json else line)
 
     if raw and lines is not None:
         out.write(last_lines(file, lines))  # read backwards: logs can be large
@@ -326,7 +302,7 @@ def _read(
         for line, entry in kept:
             write(line, entry)
     out.flush()
-    if follow:
+    if how.follow:
         for chunk in _follow(file, path):
             for line in chunk.splitlines(keepends=True):
                 entry = reader.entry(line)
@@ -406,30 +382,22 @@ def build_log(directory: Path, name: str, version: str | None) -> Path:
 # -- the journal -----------------------------------------------------------------------------------
 
 
-def journalctl_command(
-    where: LogsLocation,
-    *,
-    lines: int | None,
-    follow: bool,
-    keep: Filter = EVERYTHING,
-    as_json: bool = False,
-    since: str | None = None,
-    until: str | None = None,
-) -> list[str]:
+def journalctl_command(where: LogsLocation, how: Reading) -> list[str]:
+    lines, keep = how.lines, how.keep
     command = ["journalctl", "--no-pager", "--lines", "all" if lines is None else str(lines)]
-    if follow:
+    if how.follow:
         command.append("--follow")
     if keep.priority is not None:
         low, high = keep.priority
         command += ["--priority", f"{low}..{high}"]
-    if since is not None:
-        command += ["--since", since]
-    if until is not None:
-        command += ["--until", until]
+    if how.since is not None:
+        command += ["--since", how.since]
+    if how.until is not None:
+        command += ["--until", how.until]
     if keep.component is not None:
         loggers = "|".join(re.escape(name) for name in COMPONENTS[keep.component])
         command += ["--grep", f"^({loggers})[.:]"]
-    if as_json:
+    if how.as_json:
         command += ["--output", "json"]
     if where.unit:
         command += ["--user-unit" if where.user else "--unit", where.unit]

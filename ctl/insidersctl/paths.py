@@ -1,10 +1,14 @@
-"""Where the control socket is: found by the client exactly as the daemon chooses it.
+"""Where insidersd keeps things, decided in one place for both commands, and the control socket.
 
-The daemon's order (insiders.config.resolve_directories): the `paths.runtime-dir` setting, then
-systemd's $RUNTIME_DIRECTORY, then $XDG_RUNTIME_DIR/insiders (or /tmp/insiders-UID/insiders).
-The client adds its own overrides in front (--socket, $INSIDERS_SOCKET, --runtime-dir) and, when
-nothing was named, falls back to the system service's socket, so a member of the `insiders` group
-reaches the system daemon without flags.
+The daemon's directories (insiders.config uses `resolve_directories` from here): a `[paths]`
+setting wins, then systemd's $STATE_DIRECTORY, $CACHE_DIRECTORY and $RUNTIME_DIRECTORY, then the
+XDG base directories ($XDG_RUNTIME_DIR/insiders, or /tmp/insiders-UID/insiders). The client finds
+the socket the same way, reading `paths.runtime-dir` from the daemon's config file, adds its own
+overrides in front (--socket, $INSIDERS_SOCKET, --runtime-dir) and, when nothing was named, falls
+back to the system service's socket, so a member of the `insiders` group reaches the system daemon
+without flags.
+
+Standard library and msgspec only: the client imports this at every start.
 """
 
 from __future__ import annotations
@@ -15,34 +19,80 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
+
 SOCKET_NAME = "control.sock"
 SYSTEM_SOCKET = Path("/run/insiders") / SOCKET_NAME
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _MAX_SUN_PATH = 107
 
 
-def default_config_path(env: Mapping[str, str]) -> Path:
-    """The daemon's default config file (insiders.config.default_config_path)."""
-    if directory := env.get("CONFIGURATION_DIRECTORY"):
-        return Path(directory.split(":")[0]) / "config.toml"
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "insiders" / "config.toml"
+class PathSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    """The `[paths]` table of the daemon's config file (part of insiders.config.Settings)."""
+
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    runtime_dir: str | None = None
 
 
-def default_data_dir(env: Mapping[str, str]) -> Path:
-    """The daemon's data directory when no setting names one (where its log file is)."""
-    if value := env.get("STATE_DIRECTORY"):
-        return Path(value.split(":")[0])
-    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "insiders"
+class Directories(msgspec.Struct, frozen=True, kw_only=True):
+    data: Path
+    cache: Path
+    runtime: Path
+    credentials: Path | None  # systemd's $CREDENTIALS_DIRECTORY, when it hands secrets over
+
+
+def resolve_directories(paths: PathSettings, env: Mapping[str, str] = os.environ) -> Directories:
+    """Settings win, then systemd's *_DIRECTORY variables, then the XDG base directories."""
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    return Directories(
+        data=data_dir(env, paths.data_dir),
+        cache=_pick(paths.cache_dir, env, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache"),
+        runtime=runtime_dir(env, paths.runtime_dir),
+        credentials=Path(credentials) if credentials else None,
+    )
+
+
+def data_dir(env: Mapping[str, str], setting: str | None = None) -> Path:
+    """The daemon's data directory (where its store and its log file are)."""
+    return _pick(setting, env, "STATE_DIRECTORY", "XDG_DATA_HOME", ".local/share")
 
 
 def runtime_dir(env: Mapping[str, str], setting: str | None = None) -> Path:
-    """The daemon's runtime directory for this environment and `paths.runtime-dir` setting."""
+    """The daemon's runtime directory (where its control socket is)."""
     if setting:
         return Path(setting).expanduser()
     if value := env.get("RUNTIME_DIRECTORY"):
         return Path(value.split(":")[0])
     base = env.get("XDG_RUNTIME_DIR") or f"/tmp/insiders-{os.getuid()}"
     return Path(base) / "insiders"
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    """The daemon's config file when none is named."""
+    if directory := env.get("CONFIGURATION_DIRECTORY"):
+        return Path(directory.split(":")[0]) / "config.toml"
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "insiders" / "config.toml"
+
+
+def _pick(
+    setting: str | None, env: Mapping[str, str], systemd_var: str, xdg_var: str, fallback: str
+) -> Path:
+    if setting:
+        return Path(setting).expanduser()
+    if value := env.get(systemd_var):
+        return Path(value.split(":")[0])  # systemd lists one directory per setting, colon-separated
+    return _xdg(env, xdg_var, fallback) / "insiders"
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or Path.home()) / fallback
+
+
+# -- the client's way to the socket -------------------------------------------------------------
 
 
 def socket_candidates(
@@ -60,31 +110,26 @@ def socket_candidates(
     if runtime:
         return [Path(runtime).expanduser() / SOCKET_NAME]
     config_path = Path(config).expanduser() if config else default_config_path(env)
-    first = runtime_dir(env, _runtime_setting(config_path)) / SOCKET_NAME
+    first = runtime_dir(env, _paths_setting(config_path).runtime_dir) / SOCKET_NAME
     return [first] if first == SYSTEM_SOCKET else [first, SYSTEM_SOCKET]
 
 
-def _runtime_setting(config_path: Path) -> str | None:
-    """`paths.runtime-dir` from the daemon's config file, if it has one (tomllib only if needed)."""
+class _PathsOnly(msgspec.Struct):
+    """The part of the daemon's config file the client reads; the daemon checks the rest."""
+
+    paths: PathSettings = msgspec.field(default_factory=PathSettings)
+
+
+def _paths_setting(config_path: Path) -> PathSettings:
+    """`[paths]` of the daemon's config file; the defaults if the file is missing or broken."""
     try:
         data = config_path.read_bytes()
     except OSError:
-        return None
-    import tomllib
-
+        return PathSettings()
     try:
-        paths = tomllib.loads(data.decode()).get("paths", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return None  # the daemon refuses such a file; it says why when it starts
-    value = paths.get("runtime-dir") if isinstance(paths, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
-    value = env.get(var)
-    if value and os.path.isabs(value):
-        return Path(value)
-    return Path(env.get("HOME") or Path.home()) / fallback
+        return msgspec.toml.decode(data, type=_PathsOnly).paths
+    except msgspec.DecodeError:  # (a ValidationError too)
+        return PathSettings()  # the daemon refuses such a file; it says why when it starts
 
 
 @contextmanager

@@ -17,9 +17,12 @@ every field's annotation string when it builds the decoders, a third of the clie
 """
 
 import struct
-from typing import Final, Literal, get_args
+from typing import Final, Literal, TypeVar, get_args
 
 import msgspec
+
+# The protocol's errors live with every other error of the client (one tree); named here too.
+from insidersctl.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessage
 
 __all__ = [
     "MAX_FRAME_SIZE",
@@ -47,32 +50,6 @@ HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
 MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 MAX_REQUEST_SIZE: Final = 64 * 1024
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class ProtocolError(Exception):
-    """A frame or message that cannot be understood; the message says what was wrong."""
-
-
-class FrameTooLarge(ProtocolError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"a frame of {size} bytes exceeds the limit of {limit} bytes")
-        self.size = size
-        self.limit = limit
-
-
-class BadMessage(ProtocolError):
-    """A complete frame whose body is not a valid message."""
-
-
-class UnknownMessage(ProtocolError):
-    """A well-formed message of a type this side does not know (the peer is newer)."""
-
-    def __init__(self, tag: str) -> None:
-        super().__init__(f"unknown message type {tag!r}")
-        self.tag = tag
 
 
 # Error codes: stable strings for scripts (`insidersctl --json` prints them).
@@ -145,18 +122,21 @@ ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]  # PE
 
 
 class Status(Request, frozen=True, tag="status"):
-    pass
+    """Everything at a glance: the index, the watcher, each repository and mirror (reply:
+    StatusReport)."""
 
 
 class ServerStatus(Request, frozen=True, tag="server-status"):
-    pass
+    """The index alone: its addresses, what it hosts, its upstream (reply: ServerReport)."""
 
 
 class ListRepos(Request, frozen=True, tag="repos-list"):
-    pass
+    """The watched repositories and their last results (reply: RepoList)."""
 
 
 class AddRepo(Request, frozen=True, tag="repos-add"):
+    """Watch a repository and publish its version tags (reply: RepoAdded)."""
+
     spec: str
     # The client's working directory: a relative path in `spec` is relative to it.
     cwd: str = ""
@@ -166,11 +146,26 @@ class AddRepo(Request, frozen=True, tag="repos-add"):
     local: bool = True  # publish to this index (besides any publish_to targets)
 
 
-class RemoveRepo(Request, frozen=True, tag="repos-remove"):
+class _Named(Request, frozen=True):
+    """A request about one thing, by its name."""
+
     name: str
 
 
+class _OfVersion(Request, frozen=True):
+    """A request about one version of a hosted project."""
+
+    project: str
+    version: str
+
+
+class RemoveRepo(_Named, frozen=True, tag="repos-remove"):
+    """Stop watching a repository; what it published stays (reply: RepoRemoved)."""
+
+
 class Update(Request, frozen=True, tag="update"):
+    """Check repositories for new tags now: Progress events, then an UpdateReport."""
+
     names: tuple[str, ...] = ()  # none: every repository
     force: bool = False  # rebuild the newest version even if published (identical bytes: no-op)
     wait: bool = True  # stream progress and report; False: queue the check and reply at once
@@ -179,71 +174,76 @@ class Update(Request, frozen=True, tag="update"):
 
 
 class WatcherControl(Request, frozen=True, tag="watcher"):
+    """Pause or resume the periodic checks, or only ask how they are (reply: WatcherReport)."""
+
     action: Literal["start", "stop", "status"] = "status"
 
 
 class Logs(Request, frozen=True, tag="logs"):
-    """Where the daemon's log is; the client reads it (journalctl or the file) itself."""
+    """Where the daemon's log is; the client reads it (journalctl or the file) itself (reply:
+    LogsLocation)."""
 
 
 class Reload(Request, frozen=True, tag="reload"):
-    """Re-read the configuration now; the reply comes once the new settings are in force."""
+    """Re-read the configuration now; the reply (Reloaded) comes once the new settings are in
+    force."""
 
 
 class ListTokens(Request, frozen=True, tag="tokens-list"):
-    pass
+    """The tokens, by name and scope: a secret is never sent twice (reply: TokenList)."""
 
 
 class CreateToken(Request, frozen=True, tag="tokens-create"):
+    """A new token, whose secret only the reply carries (reply: TokenCreated)."""
+
     name: str
     scope: Scope = "upload"
     projects: tuple[str, ...] = ()  # an upload token limited to these projects; (): all
     expires: float | None = None  # wall-clock time; None: never
 
 
-class RevokeToken(Request, frozen=True, tag="tokens-revoke"):
-    name: str
+class RevokeToken(_Named, frozen=True, tag="tokens-revoke"):
+    """Delete a token: it grants nothing from now on (reply: TokenRevoked)."""
 
 
 class ListProjects(Request, frozen=True, tag="projects-list"):
-    pass
+    """Every hosted project, with its counts (reply: ProjectList)."""
 
 
-class ShowProject(Request, frozen=True, tag="projects-show"):
-    name: str
+class ShowProject(_Named, frozen=True, tag="projects-show"):
+    """The files of one hosted project (reply: ProjectDetail)."""
 
 
 class SetProjectStatus(Request, frozen=True, tag="projects-status"):
-    """A hosted project's PEP 792 status."""
+    """Set a hosted project's PEP 792 status (reply: ProjectStatusSet)."""
 
     name: str
     status: ProjectStatus
     reason: str | None = None
 
 
-class Yank(Request, frozen=True, tag="yank"):
-    project: str
-    version: str
+class Yank(_OfVersion, frozen=True, tag="yank"):
+    """Mark every file of a version yanked, PEP 592 (reply: YankDone)."""
+
     reason: str | None = None
 
 
-class Unyank(Request, frozen=True, tag="unyank"):
-    project: str
-    version: str
+class Unyank(_OfVersion, frozen=True, tag="unyank"):
+    """Undo a yank (reply: YankDone)."""
 
 
 class ListMirrors(Request, frozen=True, tag="mirrors-list"):
-    pass
+    """Each mirror target: its state, lag, pending work and error (reply: MirrorList)."""
 
 
-class SyncMirror(Request, frozen=True, tag="mirrors-sync"):
-    """Compare the whole target with the store and repair it; the reply comes when it is done."""
-
-    name: str
+class SyncMirror(_Named, frozen=True, tag="mirrors-sync"):
+    """Compare the whole target with the store and repair it; the reply (MirrorSynced) comes when
+    it is done."""
 
 
 class Remove(Request, frozen=True, tag="remove"):
-    """Unpublish one file, or every file of a version; `dry_run` says what would go."""
+    """Unpublish one file, or every file of a version; `dry_run` says what would go (reply:
+    Removed)."""
 
     project: str
     version: str | None = None
@@ -368,26 +368,16 @@ class MirrorInfo(_Part, frozen=True):
 # Replies -------------------------------------------------------------------------------------
 
 
-class StatusReport(Reply, frozen=True, tag="status"):
-    version: str
-    pid: int
-    uptime: float
-    now: float  # the daemon's wall clock, for relative times
-    index_urls: tuple[str, ...] = ()
-    projects: int = 0
-    files: int = 0
-    upstream: str | None = None
-    upstream_mode: str = "none"
-    data_dir: str = ""
-    socket: str = ""
-    watcher: WatcherInfo = WatcherInfo()
-    repos: tuple[RepoInfo, ...] = ()
-    # Settings a reload read but cannot apply to the running daemon ("server.port", ...).
-    restart_needed: tuple[str, ...] = ()
-    mirrors: tuple[MirrorInfo, ...] = ()
+class Clocked(Reply, frozen=True):
+    """A reply with times in it, and the daemon's wall clock: "3 min ago" is said by the clock
+    of the daemon that wrote the times, not by the client's."""
+
+    now: float = 0.0
 
 
-class ServerReport(Reply, frozen=True, tag="server-status"):
+class IndexFacts(Reply, frozen=True):
+    """The index's side of the daemon: all of `server status`, and the start of `status`."""
+
     index_urls: tuple[str, ...] = ()
     projects: int = 0
     files: int = 0
@@ -397,9 +387,24 @@ class ServerReport(Reply, frozen=True, tag="server-status"):
     uptime: float = 0.0
 
 
-class RepoList(Reply, frozen=True, tag="repos"):
+class ServerReport(IndexFacts, frozen=True, tag="server-status"):
+    pass
+
+
+class StatusReport(IndexFacts, frozen=True, kw_only=True, tag="status"):
+    version: str
+    pid: int
+    now: float  # the daemon's wall clock, for relative times
+    socket: str = ""
+    watcher: WatcherInfo = WatcherInfo()
     repos: tuple[RepoInfo, ...] = ()
-    now: float = 0.0
+    # Settings a reload read but cannot apply to the running daemon ("server.port", ...).
+    restart_needed: tuple[str, ...] = ()
+    mirrors: tuple[MirrorInfo, ...] = ()
+
+
+class RepoList(Clocked, frozen=True, kw_only=True, tag="repos"):
+    repos: tuple[RepoInfo, ...] = ()
 
 
 class RepoAdded(Reply, frozen=True, tag="repo-added"):
@@ -416,9 +421,8 @@ class UpdateReport(Reply, frozen=True, tag="update"):
     queued: bool = False  # wait=False: the check runs on after this reply
 
 
-class WatcherReport(Reply, frozen=True, tag="watcher"):
+class WatcherReport(Clocked, frozen=True, kw_only=True, tag="watcher"):
     watcher: WatcherInfo
-    now: float = 0.0
 
 
 class LogsLocation(Reply, frozen=True, tag="logs"):
@@ -437,9 +441,8 @@ class Reloaded(Reply, frozen=True, tag="reloaded"):
     restart_needed: tuple[str, ...] = ()
 
 
-class TokenList(Reply, frozen=True, tag="tokens"):
+class TokenList(Clocked, frozen=True, kw_only=True, tag="tokens"):
     tokens: tuple[TokenInfo, ...] = ()
-    now: float = 0.0
 
 
 class TokenCreated(Reply, frozen=True, tag="token-created"):
@@ -451,15 +454,13 @@ class TokenRevoked(Reply, frozen=True, tag="token-revoked"):
     name: str
 
 
-class ProjectList(Reply, frozen=True, tag="projects"):
+class ProjectList(Clocked, frozen=True, kw_only=True, tag="projects"):
     projects: tuple[ProjectInfo, ...] = ()
-    now: float = 0.0
 
 
-class ProjectDetail(Reply, frozen=True, tag="project"):
+class ProjectDetail(Clocked, frozen=True, kw_only=True, tag="project"):
     name: str
     files: tuple[FileInfo, ...] = ()
-    now: float = 0.0
 
 
 class ProjectStatusSet(Reply, frozen=True, tag="project-status"):
@@ -475,18 +476,16 @@ class YankDone(Reply, frozen=True, tag="yanked"):
     changed: int  # files whose state changed (0: they were so already)
 
 
-class MirrorList(Reply, frozen=True, tag="mirrors"):
+class MirrorList(Clocked, frozen=True, kw_only=True, tag="mirrors"):
     mirrors: tuple[MirrorInfo, ...] = ()
-    now: float = 0.0
 
 
-class MirrorSynced(Reply, frozen=True, tag="mirror-synced"):
+class MirrorSynced(Clocked, frozen=True, kw_only=True, tag="mirror-synced"):
     mirror: MirrorInfo
     files: int = 0  # files written
     pages: int = 0  # pages written
     deleted: int = 0  # keys removed (no longer in the store)
     seconds: float = 0.0
-    now: float = 0.0
 
 
 class Removed(Reply, frozen=True, tag="removed"):
@@ -572,22 +571,12 @@ def encode_frame(message: _Message, limit: int = MAX_FRAME_SIZE) -> bytes:
 
 def decode_client_message(body: bytes) -> ClientMessage:
     """What the daemon receives; raises UnknownMessage or BadMessage."""
-    try:
-        return _client_decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise _explain(body, error, _CLIENT_TAGS) from None
-    except msgspec.DecodeError as error:
-        raise BadMessage(f"not a msgpack message: {error}") from None
+    return _decode(_client_decoder, body, _CLIENT_TAGS)
 
 
 def decode_server_message(body: bytes) -> ServerMessage:
     """What the client receives; raises UnknownMessage or BadMessage."""
-    try:
-        return _server_decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise _explain(body, error, _SERVER_TAGS) from None
-    except msgspec.DecodeError as error:
-        raise BadMessage(f"not a msgpack message: {error}") from None
+    return _decode(_server_decoder, body, _SERVER_TAGS)
 
 
 def _tags(union: object) -> frozenset[str]:
@@ -596,9 +585,21 @@ def _tags(union: object) -> frozenset[str]:
 
 _CLIENT_TAGS = _tags(ClientMessage)
 _SERVER_TAGS = _tags(ServerMessage)
+M = TypeVar("M")
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[M], body: bytes, known: frozenset[str]) -> M:
+    """`body` decoded by `decoder`, whose message types are the `known` tags."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _explain(body, error, known) from None
+    except msgspec.DecodeError as error:
+        raise BadMessage(f"not a msgpack message: {error}") from None
 
 
 def _explain(body: bytes, error: msgspec.ValidationError, known: frozenset[str]) -> ProtocolError:
+    """A message type that is not known (the peer is newer) told apart from a malformed one."""
     try:
         tag = _envelope_decoder.decode(body).type
     except (msgspec.ValidationError, msgspec.DecodeError):

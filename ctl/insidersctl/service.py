@@ -17,16 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from insidersctl import protocol as p
-from insidersctl.client import ClientError, Connection, DaemonUnreachable
-
-if TYPE_CHECKING:
-    from insidersctl.cli import Context
+from insidersctl.client import Connection
+from insidersctl.context import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Context
+from insidersctl.errors import ClientError, DaemonUnreachable
 
 UNIT = "insiders.service"
-EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3
 
 
 def systemctl(*args: str, user: bool) -> list[str]:

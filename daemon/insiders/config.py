@@ -5,14 +5,19 @@ The file is strict (unknown keys are errors), so a typo is reported instead of s
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
 from insiders.errors import ConfigError
+
+# Where things are is decided in one place for insidersd and insidersctl: insidersctl.paths (the
+# client may not import the daemon). Named here too, where the daemon's modules look for them.
+from insidersctl.paths import Directories as Directories
+from insidersctl.paths import PathSettings as PathSettings
+from insidersctl.paths import default_config_path as default_config_path
+from insidersctl.paths import resolve_directories as resolve_directories
 
 UpstreamMode = Literal["redirect", "proxy", "none"]
 ProjectUpstream = Literal["shadow", "merge"]
@@ -123,12 +128,6 @@ class MirrorSettings(_Section):
             raise ValueError("`url` ends with /")
 
 
-class PathSettings(_Section):
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    runtime_dir: str | None = None
-
-
 class Settings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
@@ -138,12 +137,6 @@ class Settings(_Section):
     projects: dict[str, ProjectSettings] = msgspec.field(default_factory=dict)
     mirrors: dict[str, MirrorSettings] = msgspec.field(default_factory=dict)
     log_level: LogLevel = "info"
-
-
-def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
-    if directory := env.get("CONFIGURATION_DIRECTORY"):
-        return Path(directory.split(":")[0]) / "config.toml"
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "insiders" / "config.toml"
 
 
 def load_settings(path: Path, *, required: bool) -> Settings:
@@ -191,44 +184,3 @@ def _literal_choices(key: str) -> tuple[str, ...]:
         if kind is None:
             return ()
     return tuple(str(a) for a in get_args(kind)) if get_origin(kind) is Literal else ()
-
-
-class Directories(msgspec.Struct, frozen=True, kw_only=True):
-    data: Path
-    cache: Path
-    runtime: Path
-    credentials: Path | None
-
-
-def resolve_directories(paths: PathSettings, env: Mapping[str, str] = os.environ) -> Directories:
-    """Settings win, then systemd's *_DIRECTORY variables, then the XDG base directories."""
-
-    def pick(setting: str | None, systemd_var: str, xdg_var: str, fallback: str) -> Path:
-        if setting:
-            return Path(setting).expanduser()
-        if value := env.get(systemd_var):
-            return Path(value.split(":")[0])
-        return _xdg(env, xdg_var, fallback) / "insiders"
-
-    runtime_default = env.get("XDG_RUNTIME_DIR") or f"/tmp/insiders-{os.getuid()}"
-    return Directories(
-        data=pick(paths.data_dir, "STATE_DIRECTORY", "XDG_DATA_HOME", ".local/share"),
-        cache=pick(paths.cache_dir, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache"),
-        runtime=(
-            Path(paths.runtime_dir).expanduser()
-            if paths.runtime_dir
-            else Path(env["RUNTIME_DIRECTORY"].split(":")[0])
-            if env.get("RUNTIME_DIRECTORY")
-            else Path(runtime_default) / "insiders"
-        ),
-        credentials=Path(env["CREDENTIALS_DIRECTORY"])
-        if env.get("CREDENTIALS_DIRECTORY")
-        else None,
-    )
-
-
-def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
-    value = env.get(var)
-    if value and os.path.isabs(value):
-        return Path(value)
-    return Path(env.get("HOME") or Path.home()) / fallback
