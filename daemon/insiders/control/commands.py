@@ -236,6 +236,7 @@ class Commands:
             raise
 
     async def _dispatch(self, request: p.Request, send: SendEvent) -> p.Reply:
+        """Long because it is the table of requests: one case each, the one-line ones inline."""
         match request:
             case p.Status():
                 return self.status()
