@@ -33,7 +33,7 @@ from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
 from insiders.index.upstream import Upstream
 from insiders.logfile import LOG_FILE, log_to_file
 from insiders.mirror.sync import Mirrors
-from insiders.repos import Repo, Repos
+from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.systemd import own_unit
 from insiders.tokens import Tokens

@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 
 from insiders.errors import RepoError, SpecError
-from insiders.repos import (
-    REPOS_FILE,
-    ParsedSpec,
-    Repos,
-    RepoState,
-    Source,
-    make_repo,
-    parse_spec,
-    read_dist_name,
-    resolve_dist,
-)
+from insiders.repos.registry import REPOS_FILE, Repos, RepoState, make_repo
+from insiders.repos.source import read_dist_name, resolve_dist
+from insiders.repos.spec import ParsedSpec, Source, parse_spec
 
 CWD = "/home/me/src"
 

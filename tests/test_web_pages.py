@@ -20,7 +20,8 @@ from insiders.index.ui.describe import render_description
 from insiders.index.upstream import Upstream
 from insiders.ingest import publish_file
 from insiders.names import normalize
-from insiders.repos import Repos, RepoState, VersionRecord, make_repo, parse_spec
+from insiders.repos.registry import Repos, RepoState, VersionRecord, make_repo
+from insiders.repos.spec import parse_spec
 from insiders.store import Project, Store, StoredFile
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
 

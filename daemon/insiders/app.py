@@ -14,6 +14,7 @@ import trio
 
 from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
 from insiders.index.upstream import Upstream, choose_upstream
+from insiders.repos.registry import Repos
 from insidersctl.paths import SOCKET_NAME
 
 from . import __version__, tls
@@ -35,7 +36,6 @@ from .logs import set_level, stderr_is_journal
 from .mirror.restore import restore_into
 from .mirror.sync import Mirrors
 from .mirror.targets import open_target
-from .repos import Repos
 from .store import Store
 from .systemd import Notifier, keep_watchdog, listen_fds
 from .tokens import USE_SAVE_INTERVAL, Tokens

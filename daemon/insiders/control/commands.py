@@ -37,7 +37,9 @@ from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
 from insiders.mirror.sync import Mirrors
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
-from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolve_dist
+from insiders.repos.registry import Repo, Repos, RepoState, make_repo
+from insiders.repos.source import resolve_dist
+from insiders.repos.spec import parse_spec
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc

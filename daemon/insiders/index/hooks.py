@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from insiders.errors import HookRefused
 from insiders.index.asgi import Receive, Scope, Send
-from insiders.repos import Repo
+from insiders.repos.registry import Repo
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from insiders.errors import (
 )
 from insiders.ingest import publish_file
 from insiders.names import parse_version
-from insiders.repos import Repo, Repos, RepoState, VersionRecord
+from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.tags import to_build, version_tags

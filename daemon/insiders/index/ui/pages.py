@@ -25,7 +25,7 @@ from insiders.errors import UpstreamError
 from insiders.index.pages import Page, make_page
 from insiders.index.upstream import Upstream, remember
 from insiders.names import NormalizedName, is_valid_name, normalize
-from insiders.repos import Repo, Repos
+from insiders.repos.registry import Repo, Repos
 from insiders.store import Project, Store, StoredFile
 
 from .describe import render_description

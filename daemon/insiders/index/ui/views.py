@@ -15,7 +15,7 @@ import msgspec
 from packaging.version import Version
 
 from insiders.names import NormalizedName, parse_version
-from insiders.repos import Repo
+from insiders.repos.registry import Repo
 from insiders.store import Project, StoredFile
 
 
