@@ -33,6 +33,7 @@ from insiders.repos import Repo, Repos
 from insiders.store import Store
 from insiders.tokens import Tokens
 from insiders.upstream import Upstream
+from insiders.watcher.report import Outcome, Step, WatcherState
 from insidersctl import cli
 from insidersctl import protocol as p
 from insidersctl.client import Connection, ConnectionFailed, Refused
@@ -325,17 +326,17 @@ async def test_many_concurrent_clients_all_get_answers(control: Running) -> None
 
 
 class FakeWatcher:
-    """Stands in for issue 4's watcher: the hook's contract, nothing more."""
+    """Stands in for issue 4's watcher: the hook's contract (insiders.commands.Watcher), nothing
+    more; it speaks the watcher's own types, which insiders.commands words for insidersctl."""
 
     def __init__(self, *, fail: bool = False) -> None:
         self.paused = False
         self.fail = fail
         self.scheduled: list[tuple[list[str], bool]] = []
 
-    def info(self) -> p.WatcherInfo:
-        return p.WatcherInfo(
-            available=True, state="paused" if self.paused else "running", interval=600
-        )
+    def info(self) -> WatcherState:
+        state = "paused" if self.paused else "running"
+        return WatcherState(state=state, interval=600, next_check=None, checking=())
 
     def pause(self) -> None:
         self.paused = True
@@ -347,27 +348,23 @@ class FakeWatcher:
         self.scheduled.append(([r.dist for r in repos], force))
 
     async def check(
-        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[p.Progress], None]
-    ) -> list[p.RepoOutcome]:
+        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[Step], None]
+    ) -> list[Outcome]:
         if self.fail:
             raise RuntimeError("a bug in the watcher")
         outcomes = []
         for repo in repos:
             for stage in ("listing", "fetching", "building", "publishing"):
-                progress(p.Progress(repo=repo.dist, stage=stage, version="1.0"))
+                progress(Step(repo=repo.dist, stage=stage, version="1.0"))
                 await trio.sleep(0.01)
             if repo.dist == "broken":
-                progress(
-                    p.Progress(repo=repo.dist, stage="failed", message="exit 1", log="/l/b.log")
-                )
+                progress(Step(repo=repo.dist, stage="failed", message="exit 1", log="/l/b.log"))
                 outcomes.append(
-                    p.RepoOutcome(repo=repo.dist, outcome="failed", error="exit 1", log="/l/b.log")
+                    Outcome(repo=repo.dist, result="failed", error="exit 1", log="/l/b.log")
                 )
             else:
-                progress(p.Progress(repo=repo.dist, stage="done", version="1.0"))
-                outcomes.append(
-                    p.RepoOutcome(repo=repo.dist, outcome="published", versions=("1.0",))
-                )
+                progress(Step(repo=repo.dist, stage="done", version="1.0"))
+                outcomes.append(Outcome(repo=repo.dist, result="published", versions=("1.0",)))
         return outcomes
 
 

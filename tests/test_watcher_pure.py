@@ -19,9 +19,9 @@ from insiders.config import Settings
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import location_key, parse_event, signature_ok
 from insiders.watcher.git import redact
+from insiders.watcher.records import MAX_BACKOFF, backoff
 from insiders.watcher.reproducible import normalize_sdist
 from insiders.watcher.tags import parse_ls_remote, tag_version, to_build, version_tags
-from insiders.watcher.watcher import MAX_BACKOFF, backoff
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from insiders.names import NormalizedName, is_valid_name, normalize, parse_versi
 from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolve_dist
 from insiders.store import Project, StoredFile
 from insiders.tokens import Token, utc
+from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
 from insidersctl import protocol as p
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Watcher(Protocol):
     to finish regardless runs it in its own nursery and waits for the result here.
     """
 
-    def info(self) -> p.WatcherInfo: ...
+    def info(self) -> WatcherState: ...
 
     def pause(self) -> None: ...
 
@@ -72,9 +73,9 @@ class Watcher(Protocol):
         repos: Sequence[Repo],
         *,
         force: bool,
-        progress: Callable[[p.Progress], None],
+        progress: Callable[[Step], None],
         versions: Sequence[str] = (),
-    ) -> Sequence[p.RepoOutcome]: ...
+    ) -> Sequence[Outcome]: ...
 
 
 NO_WATCHER = (
@@ -370,7 +371,7 @@ class Commands:
         watcher = self.watcher
         if watcher is None:
             return p.WatcherInfo(available=False, state="absent", message=NO_WATCHER_SHORT)
-        return watcher.info()
+        return watcher_info_wire(watcher.info())
 
     def watcher_control(self, request: p.WatcherControl) -> p.WatcherReport:
         watcher = self.watcher
@@ -413,20 +414,21 @@ class Commands:
         events_in, events_out = trio.open_memory_channel[p.Progress](_PROGRESS_BUFFER)
         outcomes: list[p.RepoOutcome] = []
 
-        def progress(event: p.Progress) -> None:
+        def progress(step: Step) -> None:
             try:
-                events_in.send_nowait(event)
+                events_in.send_nowait(progress_wire(step))
             except trio.WouldBlock:
-                log.debug("update progress dropped (slow client): %s", event)
+                log.debug("update progress dropped (slow client): %s", step)
             except trio.ClosedResourceError:
                 pass  # the check reported after it returned; nobody is listening
 
         async def run_check() -> None:
             async with events_in:
                 extra = {"versions": request.versions} if request.versions else {}
-                outcomes.extend(
-                    await watcher.check(repos, force=request.force, progress=progress, **extra)
+                checked = await watcher.check(
+                    repos, force=request.force, progress=progress, **extra
                 )
+                outcomes.extend(outcome_wire(outcome) for outcome in checked)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_check)
@@ -579,4 +581,47 @@ def _matching(project: Project, version: str | None, filename: str | None) -> tu
                 f.version == version or (wanted is not None and parse_version(f.version) == wanted)
             )
         )
+    )
+
+
+# -- the watcher's reports, as insidersctl reads them ----------------------------------------------
+# The one place that knows both the watcher's types (insiders.watcher.report) and the protocol's.
+
+
+def watcher_info_wire(state: WatcherState) -> p.WatcherInfo:
+    return p.WatcherInfo(
+        available=True,
+        state=state.state,
+        interval=state.interval,
+        next_check=state.next_check,
+        checking=state.checking,
+    )
+
+
+def progress_wire(step: Step) -> p.Progress:
+    return p.Progress(
+        repo=step.repo,
+        stage=step.stage,
+        message=step.message,
+        version=step.version,
+        log=step.log,
+        time=step.time,
+    )
+
+
+def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
+    return p.RepoOutcome(
+        repo=outcome.repo,
+        outcome=outcome.result,
+        versions=outcome.versions,
+        error=outcome.error,
+        log=outcome.log,
+        failures=tuple(version_failure_wire(failure) for failure in outcome.failures),
+        message=outcome.message,
+    )
+
+
+def version_failure_wire(failure: VersionFailure) -> p.VersionFailure:
+    return p.VersionFailure(
+        version=failure.version, error=failure.error, log=failure.log, attempts=failure.attempts
     )

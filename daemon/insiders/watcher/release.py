@@ -1,0 +1,177 @@
+"""The release of one version: check its tag out, build it in the box, publish what it made.
+
+Here and in its local index (the store) or the other indexes a repository publishes to
+([targets.NAME]). Every expected failure becomes the version's CheckFailed, carrying the build log
+once there is one; the check records it and goes on with the other versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import trio
+from packaging.version import Version
+
+from insiders.config import Settings
+from insiders.errors import (
+    CheckFailed,
+    IngestError,
+    ProjectClosed,
+    StoreError,
+    Translate,
+    map_exceptions,
+)
+from insiders.publish import publish_file
+from insiders.repos import Repo
+from insiders.store import Store
+from insiders.watcher import builder, git, reproducible, targets
+from insiders.watcher.report import Say, step_failures
+
+log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def clean_scratch(scratch: Path) -> int:
+    """Remove what builds left in the scratch directory (a crash, a kill -9); how many."""
+    try:
+        leftovers = list(scratch.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(leftovers)
+
+
+def _refused_as_failure(filename: str, log_path: Path) -> Translate:
+    """The store's refusal of a built file (not a distribution we publish, a conflict, a closed
+    project) as the version's failure."""
+
+    def refused(error: BaseException) -> CheckFailed:
+        return CheckFailed(f"publishing {filename}: {error}", log_path)
+
+    return {IngestError: refused, StoreError: refused}
+
+
+class Releaser:
+    """Builds and publishes one version at a time (at most `builds` builds at once)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Callable[[], Settings],
+        scratch: Path,
+        logs_dir: Path,
+        credentials: Path | None,
+        index_url: Callable[[], str | None],
+        builds: trio.CapacityLimiter,
+    ) -> None:
+        self.store = store
+        # The running settings: a reload's timeouts and targets apply to the next step.
+        self.settings = settings
+        self.scratch = scratch
+        self.logs_dir = logs_dir
+        self.credentials = credentials
+        self.index_url = index_url
+        self.builds = builds
+
+    async def release(
+        self, repo: Repo, version: Version, tag: str, mirror: Path, env: dict[str, str], say: Say
+    ) -> bool:
+        """Build one version and publish it; False when identical files were published already."""
+        log_path = self.logs_dir / repo.key / f"{version}.log"
+        await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        scratch = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(dir=self.scratch)))
+        try:
+            files = await self._build(repo, version, tag, mirror, env, say, scratch, log_path)
+            say("publishing", ", ".join(f.name for f in files), version=str(version))
+            changed = True
+            if repo.local:
+                changed = await self._publish_local(repo, version, files, log_path)
+            for name in repo.publish_to:
+                await self._publish_remote(name, files, log_path)
+            return changed
+        finally:
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+    async def _build(
+        self,
+        repo: Repo,
+        version: Version,
+        tag: str,
+        mirror: Path,
+        env: dict[str, str],
+        say: Say,
+        scratch: Path,
+        log_path: Path,
+    ) -> list[Path]:
+        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's."""
+        source, out = scratch / "src", scratch / "dist"
+        with step_failures():
+            await git.checkout(mirror, tag, source, env=env)
+            epoch = await git.commit_time(source, env=env)
+        await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
+        limit = self.settings().watcher.build_timeout
+        async with self.builds:
+            say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
+            too_slow = f"the build took longer than {limit:.0f} s and was stopped"
+            with step_failures(log_path, too_slow=too_slow), trio.fail_after(limit):
+                built = await builder.build(
+                    source, out, log_path, index_url=self.index_url(), scratch=scratch, epoch=epoch
+                )
+        with step_failures(log_path):
+            files = builder.check_dists(built, repo.key, version)
+        for path in files:
+            await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
+        return files
+
+    async def _publish_local(
+        self, repo: Repo, version: Version, files: list[Path], log_path: Path
+    ) -> bool:
+        """Publish the files; a published file never changes: other bytes are refused, before any
+        file of the version is published. False when every file was there with the same bytes."""
+        project = self.store.get(repo.key)
+        if project is not None and not project.takes_uploads:
+            raise CheckFailed(str(ProjectClosed(project)), log_path)
+        digests = {path: await trio.to_thread.run_sync(_sha256, path) for path in files}
+        for path, sha256 in digests.items():
+            stored = project.file(path.name) if project else None
+            if stored is not None and stored.sha256 != sha256:
+                raise CheckFailed(
+                    f"{path.name} is published with other bytes (sha256 {stored.sha256}; this "
+                    f"build: {sha256}), and a published file never changes: tag a new version, "
+                    f"or remove this one first (insidersctl remove {repo.dist} {version}) and "
+                    f"build it again (insidersctl update {repo.dist} --version {version})",
+                    log_path,
+                )
+        added = False
+        for path in files:
+            with map_exceptions(_refused_as_failure(path.name, log_path)):
+                added = await publish_file(self.store, path) or added
+        return added
+
+    async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
+        target = self.settings().targets.get(name)
+        if target is None:
+            raise CheckFailed(f"--publish-to {name}: no [targets.{name}] in the configuration")
+        password = await trio.to_thread.run_sync(
+            targets.read_secret, f"target-{name}", target.password_file, self.credentials
+        )
+        async with httpx.AsyncClient(timeout=120) as client:
+            for path in files:
+                with step_failures(log_path):
+                    result = await targets.upload(client, target, password, path)
+                log.info("%s: %s to %s", path.name, result, name)
