@@ -62,6 +62,9 @@ class CheckResult:
 
 
 class Watcher:
+    """Schedules the checks (periodic, queued, asked for now) and runs each repository's check
+    within its failure boundary; the builds themselves are its Releaser's."""
+
     def __init__(
         self,
         *,
@@ -78,9 +81,7 @@ class Watcher:
         self.settings = settings
         self.mirrors = cache_dir / "mirrors"
         self.scratch = cache_dir / "builds"
-        self.logs_dir = logs_dir
         self.credentials = credentials
-        self.index_url = index_url
         self.paused = not settings.watcher.enabled
         self.records = Records(repos, lambda: self.settings.watcher.interval)
         self.next_check: float | None = None
