@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import hmac
@@ -27,6 +28,7 @@ from insiders.watcher.records import MAX_BACKOFF, backoff
 from insiders.watcher.report import step_failures
 from insiders.watcher.reproducible import normalize_sdist
 from insiders.watcher.tags import parse_ls_remote, tag_version, to_build, version_tags
+from tests.shape import PACKAGES
 
 
 @pytest.mark.parametrize(
@@ -290,3 +292,17 @@ def test_restart_needed_names_the_keys() -> None:
     )
     assert restart_needed(running, new) == ("server.port", "paths.data-dir")
     assert restart_needed(running, Settings()) == ()
+
+
+def test_the_watcher_speaks_its_own_types() -> None:
+    """The README's invariant: no module of the watcher imports insidersctl (its protocol is
+    insiders.commands' to word), so the protocol can change without the watcher knowing."""
+    for path in sorted((PACKAGES["insiders"] / "watcher").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(name.partition(".")[0] == "insidersctl" for name in names), path.name
