@@ -24,7 +24,7 @@ import pytest
 import trio
 
 from insiders.app import Daemon
-from insiders.commands import _own_unit
+from insiders.commands import _own_unit, outcome_wire, watcher_info_wire
 from insiders.config import Directories, Settings
 from insiders.control import LOCK_NAME, Limits, peer_of, serve_control, system_mode
 from insiders.errors import AlreadyRunning, ControlSocketError
@@ -33,7 +33,7 @@ from insiders.repos import Repo, Repos
 from insiders.store import Store
 from insiders.tokens import Tokens
 from insiders.upstream import Upstream
-from insiders.watcher.report import Outcome, Step, WatcherState
+from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
 from insidersctl import cli
 from insidersctl import protocol as p
 from insidersctl.client import Connection, ConnectionFailed, Refused
@@ -360,12 +360,30 @@ class FakeWatcher:
             if repo.dist == "broken":
                 progress(Step(repo=repo.dist, stage="failed", message="exit 1", log="/l/b.log"))
                 outcomes.append(
-                    Outcome(repo=repo.dist, result="failed", error="exit 1", log="/l/b.log")
+                    Outcome(repo=repo.dist, outcome="failed", error="exit 1", log="/l/b.log")
                 )
             else:
                 progress(Step(repo=repo.dist, stage="done", version="1.0"))
-                outcomes.append(Outcome(repo=repo.dist, result="published", versions=("1.0",)))
+                outcomes.append(Outcome(repo=repo.dist, outcome="published", versions=("1.0",)))
         return outcomes
+
+
+def test_the_watcher_s_reports_in_the_protocol_s_words() -> None:
+    failure = VersionFailure(version="2.0", error="exit 1", log="/l/2.0.log", attempts=3)
+    outcome = Outcome(
+        repo="r", outcome="failed", versions=("1.0",), error="2.0: exit 1", failures=(failure,)
+    )
+    assert outcome_wire(outcome) == p.RepoOutcome(
+        repo="r",
+        outcome="failed",
+        versions=("1.0",),
+        error="2.0: exit 1",
+        failures=(p.VersionFailure(version="2.0", error="exit 1", log="/l/2.0.log", attempts=3),),
+    )
+    state = WatcherState(state="paused", interval=60.0, next_check=None, checking=("r",))
+    assert watcher_info_wire(state) == p.WatcherInfo(
+        available=True, state="paused", interval=60.0, checking=("r",)
+    )
 
 
 async def test_update_streams_progress_then_the_report(

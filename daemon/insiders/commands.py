@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import msgspec
 import trio
 
 from insiders import __version__
@@ -36,7 +37,7 @@ from insiders.names import NormalizedName, is_valid_name, normalize, parse_versi
 from insiders.repos import Repo, Repos, RepoState, make_repo, parse_spec, resolve_dist
 from insiders.store import Project, StoredFile
 from insiders.tokens import Token, utc
-from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
+from insiders.watcher.report import Outcome, Step, WatcherState
 from insidersctl import protocol as p
 
 if TYPE_CHECKING:
@@ -586,42 +587,19 @@ def _matching(project: Project, version: str | None, filename: str | None) -> tu
 
 # -- the watcher's reports, as insidersctl reads them ----------------------------------------------
 # The one place that knows both the watcher's types (insiders.watcher.report) and the protocol's.
+# Their fields bear the same names: msgspec copies them by name and checks each value's type, and a
+# field the protocol adds later keeps its default.
 
 
 def watcher_info_wire(state: WatcherState) -> p.WatcherInfo:
-    return p.WatcherInfo(
-        available=True,
-        state=state.state,
-        interval=state.interval,
-        next_check=state.next_check,
-        checking=state.checking,
-    )
+    info = msgspec.convert(state, p.WatcherInfo, from_attributes=True)
+    return msgspec.structs.replace(info, available=True)
 
 
 def progress_wire(step: Step) -> p.Progress:
-    return p.Progress(
-        repo=step.repo,
-        stage=step.stage,
-        message=step.message,
-        version=step.version,
-        log=step.log,
-        time=step.time,
-    )
+    return msgspec.convert(step, p.Progress, from_attributes=True)
 
 
 def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
-    return p.RepoOutcome(
-        repo=outcome.repo,
-        outcome=outcome.result,
-        versions=outcome.versions,
-        error=outcome.error,
-        log=outcome.log,
-        failures=tuple(version_failure_wire(failure) for failure in outcome.failures),
-        message=outcome.message,
-    )
-
-
-def version_failure_wire(failure: VersionFailure) -> p.VersionFailure:
-    return p.VersionFailure(
-        version=failure.version, error=failure.error, log=failure.log, attempts=failure.attempts
-    )
+    """With its version failures (p.VersionFailure), converted the same way."""
+    return msgspec.convert(outcome, p.RepoOutcome, from_attributes=True)

@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,19 +20,12 @@ import trio
 from packaging.version import Version
 
 from insiders.config import Settings
-from insiders.errors import (
-    CheckFailed,
-    IngestError,
-    ProjectClosed,
-    StoreError,
-    Translate,
-    map_exceptions,
-)
+from insiders.errors import CheckFailed, ProjectClosed
 from insiders.publish import publish_file
 from insiders.repos import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
-from insiders.watcher.report import Say, step_failures
+from insiders.watcher.report import Say, publish_failures, step_failures
 
 log = logging.getLogger(__name__)
 
@@ -55,48 +49,36 @@ def clean_scratch(scratch: Path) -> int:
     return len(leftovers)
 
 
-def _refused_as_failure(filename: str, log_path: Path) -> Translate:
-    """The store's refusal of a built file (not a distribution we publish, a conflict, a closed
-    project) as the version's failure."""
+@dataclass(frozen=True)
+class Fetched:
+    """A repository whose version tags are in its bare mirror, with git's environment for it."""
 
-    def refused(error: BaseException) -> CheckFailed:
-        return CheckFailed(f"publishing {filename}: {error}", log_path)
+    repo: Repo
+    mirror: Path
+    env: dict[str, str]
 
-    return {IngestError: refused, StoreError: refused}
 
-
+@dataclass(frozen=True, kw_only=True)
 class Releaser:
     """Builds and publishes one version at a time (at most `builds` builds at once)."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        settings: Callable[[], Settings],
-        scratch: Path,
-        logs_dir: Path,
-        credentials: Path | None,
-        index_url: Callable[[], str | None],
-        builds: trio.CapacityLimiter,
-    ) -> None:
-        self.store = store
-        # The running settings: a reload's timeouts and targets apply to the next step.
-        self.settings = settings
-        self.scratch = scratch
-        self.logs_dir = logs_dir
-        self.credentials = credentials
-        self.index_url = index_url
-        self.builds = builds
+    store: Store
+    # The running settings: a reload's timeouts and targets apply to the next step that uses them.
+    settings: Callable[[], Settings]
+    scratch: Path
+    logs_dir: Path
+    credentials: Path | None
+    index_url: Callable[[], str | None]
+    builds: trio.CapacityLimiter
 
-    async def release(
-        self, repo: Repo, version: Version, tag: str, mirror: Path, env: dict[str, str], say: Say
-    ) -> bool:
+    async def release(self, fetched: Fetched, version: Version, tag: str, say: Say) -> bool:
         """Build one version and publish it; False when identical files were published already."""
+        repo = fetched.repo
         log_path = self.logs_dir / repo.key / f"{version}.log"
         await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
         scratch = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(dir=self.scratch)))
         try:
-            files = await self._build(repo, version, tag, mirror, env, say, scratch, log_path)
+            files = await self._build(fetched, version, tag, say, scratch, log_path)
             say("publishing", ", ".join(f.name for f in files), version=str(version))
             changed = True
             if repo.local:
@@ -108,21 +90,13 @@ class Releaser:
             await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
     async def _build(
-        self,
-        repo: Repo,
-        version: Version,
-        tag: str,
-        mirror: Path,
-        env: dict[str, str],
-        say: Say,
-        scratch: Path,
-        log_path: Path,
+        self, fetched: Fetched, version: Version, tag: str, say: Say, scratch: Path, log_path: Path
     ) -> list[Path]:
         """The checked wheel and sdist of `tag`, reproducible: their times are the commit's."""
         source, out = scratch / "src", scratch / "dist"
         with step_failures():
-            await git.checkout(mirror, tag, source, env=env)
-            epoch = await git.commit_time(source, env=env)
+            await git.checkout(fetched.mirror, tag, source, env=fetched.env)
+            epoch = await git.commit_time(source, env=fetched.env)
         await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
         limit = self.settings().watcher.build_timeout
         async with self.builds:
@@ -133,7 +107,7 @@ class Releaser:
                     source, out, log_path, index_url=self.index_url(), scratch=scratch, epoch=epoch
                 )
         with step_failures(log_path):
-            files = builder.check_dists(built, repo.key, version)
+            files = builder.check_dists(built, fetched.repo.key, version)
         for path in files:
             await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
         return files
@@ -159,7 +133,7 @@ class Releaser:
                 )
         added = False
         for path in files:
-            with map_exceptions(_refused_as_failure(path.name, log_path)):
+            with publish_failures(path.name, log_path):
                 added = await publish_file(self.store, path) or added
         return added
 

@@ -2,8 +2,9 @@
 
 These are the watcher's types, not the control protocol's: insiders.commands alone translates them
 for insidersctl (its "watcher" section), so the watcher never depends on the client's package and
-the protocol can change without the watcher knowing. Here too is the one translation of a step's
-expected errors into the failure of a version or of a check (`step_failures`).
+the protocol can change without the watcher knowing. Their fields bear the protocol's names, so
+that translation is a copy by name. Here too is the one translation of a step's expected errors
+into the failure of a version or of a check (`step_failures`, `publish_failures`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from insiders.errors import (
     BuildError,
     CheckFailed,
     GitError,
+    IngestError,
     PublishError,
+    StoreError,
     Translate,
     map_exceptions,
 )
@@ -37,7 +40,7 @@ Stage = Literal[
     "up-to-date",
     "no-version-tag",
 ]
-Result = Literal["published", "up-to-date", "failed", "no-version-tag"]
+Ending = Literal["published", "up-to-date", "failed", "no-version-tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ class Outcome:
     """How one repository's check ended."""
 
     repo: str
-    result: Result
+    outcome: Ending
     versions: tuple[str, ...] = ()  # the versions published
     error: str | None = None  # the check's error, or its newest failed version's
     log: str | None = None
@@ -109,3 +112,13 @@ def step_failures(
     if too_slow:
         translate = {**translate, trio.TooSlowError: lambda _: CheckFailed(too_slow, log_path)}
     return map_exceptions(translate)
+
+
+def publish_failures(filename: str, log_path: Path) -> AbstractContextManager[None]:
+    """Within: the store's refusal of a built file (not a distribution we publish, a conflict, a
+    closed project) becomes the version's CheckFailed."""
+
+    def refused(error: BaseException) -> CheckFailed:
+        return CheckFailed(f"publishing {filename}: {error}", log_path)
+
+    return map_exceptions({IngestError: refused, StoreError: refused})

@@ -33,7 +33,7 @@ from insiders.store import Store
 from insiders.watcher import git, targets
 from insiders.watcher.choice import versions_to_build
 from insiders.watcher.records import IGNORED_TAGS_SHOWN, Records, backoff
-from insiders.watcher.release import Releaser, clean_scratch
+from insiders.watcher.release import Fetched, Releaser, clean_scratch
 from insiders.watcher.report import (
     Outcome,
     Progress,
@@ -299,7 +299,7 @@ class Watcher:
         except Exception as error:
             log.error("%s: cannot record the failure: %s", repo.dist, error, exc_info=error)
         say("failed", message, log=log_text)
-        return Outcome(repo=repo.dist, result="failed", error=message, log=log_text)
+        return Outcome(repo=repo.dist, outcome="failed", error=message, log=log_text)
 
     def _outcome(self, repo: Repo, result: CheckResult, say: Say) -> Outcome:
         versions = tuple(result.published)
@@ -307,7 +307,7 @@ class Watcher:
             first = result.failures[0]
             return Outcome(
                 repo=repo.dist,
-                result="failed",
+                outcome="failed",
                 versions=versions,
                 error=f"{first.version}: {first.error}",
                 log=first.log,
@@ -317,13 +317,13 @@ class Watcher:
         if result.published:
             say("done", f"published {', '.join(result.published)}")
             return Outcome(
-                repo=repo.dist, result="published", versions=versions, message=result.note
+                repo=repo.dist, outcome="published", versions=versions, message=result.note
             )
         if result.note is not None and not result.unchanged:
             say("no-version-tag", result.note)
-            return Outcome(repo=repo.dist, result="no-version-tag", message=result.note)
+            return Outcome(repo=repo.dist, outcome="no-version-tag", message=result.note)
         say("up-to-date", result.note or "")
-        return Outcome(repo=repo.dist, result="up-to-date", message=result.note)
+        return Outcome(repo=repo.dist, outcome="up-to-date", message=result.note)
 
     # -- one check -------------------------------------------------------------------------------
 
@@ -359,8 +359,9 @@ class Watcher:
         too_slow = f"fetching took longer than {limit:.0f} s"
         with step_failures(too_slow=too_slow), trio.fail_after(limit):
             await git.update_mirror(url, mirror, env=env, token=token)
+        fetched = Fetched(repo, mirror, env)
         for version in wanted:  # newest first: the version a sponsor wants most lands first
-            await self._release(repo, version, versions[version], mirror, env, say, result)
+            await self._release(fetched, version, versions[version], say, result)
         if result.unchanged:
             result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
         await self.records.check_done(repo)
@@ -384,18 +385,12 @@ class Watcher:
         return [f.version for f in project.files] if project else []
 
     async def _release(
-        self,
-        repo: Repo,
-        version: Version,
-        tag: str,
-        mirror: Path,
-        env: dict[str, str],
-        say: Say,
-        result: CheckResult,
+        self, fetched: Fetched, version: Version, tag: str, say: Say, result: CheckResult
     ) -> None:
         """Build and publish one version into `result`; its failure is its own, the others go on."""
+        repo = fetched.repo
         try:
-            changed = await self.releaser.release(repo, version, tag, mirror, env, say)
+            changed = await self.releaser.release(fetched, version, tag, say)
         except CheckFailed as failure:
             log_text = str(failure.log_path) if failure.log_path else None
             attempts = await self.records.version_failed(repo, version, str(failure), log_text)
