@@ -26,7 +26,7 @@ import trio
 
 from insiders.config import Directories, Settings
 from insiders.control.access import peer_of, system_mode
-from insiders.control.commands import Commands, Parts, log_location
+from insiders.control.commands import Commands, Parts, log_location, outcome_wire, watcher_info_wire
 from insiders.control.server import Limits, serve_control
 from insiders.control.socket import LOCK_NAME
 from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
@@ -37,6 +37,7 @@ from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.systemd import own_unit
 from insiders.tokens import Tokens
+from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
 from insiders.watcher.watcher import Watcher
 from insidersctl import cli
 from insidersctl import protocol as p
@@ -370,17 +371,17 @@ async def test_many_concurrent_clients_all_get_answers(control: Running) -> None
 
 
 class FakeWatcher:
-    """Stands in for issue 4's watcher: the hook's contract, nothing more."""
+    """Stands in for issue 4's watcher: the hook's contract (insiders.commands.Watcher), nothing
+    more; it speaks the watcher's own types, which insiders.commands words for insidersctl."""
 
     def __init__(self, *, fail: bool = False) -> None:
         self.paused = False
         self.fail = fail
         self.scheduled: list[tuple[list[str], bool]] = []
 
-    def info(self) -> p.WatcherInfo:
-        return p.WatcherInfo(
-            available=True, state="paused" if self.paused else "running", interval=600
-        )
+    def info(self) -> WatcherState:
+        state = "paused" if self.paused else "running"
+        return WatcherState(state=state, interval=600, next_check=None, checking=())
 
     def pause(self) -> None:
         self.paused = True
@@ -392,28 +393,42 @@ class FakeWatcher:
         self.scheduled.append(([r.dist for r in repos], force))
 
     async def check(
-        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[p.Progress], None]
-    ) -> list[p.RepoOutcome]:
+        self, repos: Sequence[Repo], *, force: bool, progress: Callable[[Step], None]
+    ) -> list[Outcome]:
         if self.fail:
             raise RuntimeError("a bug in the watcher")
         outcomes = []
         for repo in repos:
             for stage in ("listing", "fetching", "building", "publishing"):
-                progress(p.Progress(repo=repo.dist, stage=stage, version="1.0"))
+                progress(Step(repo=repo.dist, stage=stage, version="1.0"))
                 await trio.sleep(0.01)
             if repo.dist == "broken":
-                progress(
-                    p.Progress(repo=repo.dist, stage="failed", message="exit 1", log="/l/b.log")
-                )
+                progress(Step(repo=repo.dist, stage="failed", message="exit 1", log="/l/b.log"))
                 outcomes.append(
-                    p.RepoOutcome(repo=repo.dist, outcome="failed", error="exit 1", log="/l/b.log")
+                    Outcome(repo=repo.dist, outcome="failed", error="exit 1", log="/l/b.log")
                 )
             else:
-                progress(p.Progress(repo=repo.dist, stage="done", version="1.0"))
-                outcomes.append(
-                    p.RepoOutcome(repo=repo.dist, outcome="published", versions=("1.0",))
-                )
+                progress(Step(repo=repo.dist, stage="done", version="1.0"))
+                outcomes.append(Outcome(repo=repo.dist, outcome="published", versions=("1.0",)))
         return outcomes
+
+
+def test_the_watcher_s_reports_in_the_protocol_s_words() -> None:
+    failure = VersionFailure(version="2.0", error="exit 1", log="/l/2.0.log", attempts=3)
+    outcome = Outcome(
+        repo="r", outcome="failed", versions=("1.0",), error="2.0: exit 1", failures=(failure,)
+    )
+    assert outcome_wire(outcome) == p.RepoOutcome(
+        repo="r",
+        outcome="failed",
+        versions=("1.0",),
+        error="2.0: exit 1",
+        failures=(p.VersionFailure(version="2.0", error="exit 1", log="/l/2.0.log", attempts=3),),
+    )
+    state = WatcherState(state="paused", interval=60.0, next_check=None, checking=("r",))
+    assert watcher_info_wire(state) == p.WatcherInfo(
+        available=True, state="paused", interval=60.0, checking=("r",)
+    )
 
 
 async def test_update_streams_progress_then_the_report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import hmac
@@ -11,17 +12,24 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 from packaging.version import Version
 
 from insiders.__main__ import leaves
 from insiders.app import restart_needed
 from insiders.config import Settings
+from insiders.errors import BuildError, CheckFailed, GitError
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import location_key, parse_event, signature_ok
+from insiders.repos import parse_spec
+from insiders.repos.registry import RepoState, VersionRecord, make_repo
+from insiders.watcher.choice import versions_to_build
 from insiders.watcher.git import redact
+from insiders.watcher.records import MAX_BACKOFF, backoff
+from insiders.watcher.report import step_failures
 from insiders.watcher.reproducible import normalize_sdist
 from insiders.watcher.tags import parse_ls_remote, tag_version, to_build, version_tags
-from insiders.watcher.watcher import MAX_BACKOFF, backoff
+from tests.shape import PACKAGES
 
 
 @pytest.mark.parametrize(
@@ -84,6 +92,83 @@ def test_to_build(
         since=Version(since) if since else None,
     )
     assert chosen == [Version(e) for e in expected]
+
+
+FIRST = RepoState()  # never listed
+LATER = RepoState(skipped=("1.0", "1.1", "2.0rc1"))  # listed once: 2.0 built, the rest skipped
+LATER_2_0_FAILED = RepoState(
+    skipped=LATER.skipped, versions={"2.0": VersionRecord(status="failed", retry_at=2000.0)}
+)
+LATER_2_0_REMOVED = RepoState(
+    skipped=LATER.skipped, versions={"2.0.0": VersionRecord(status="removed")}
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "local", "hosted", "options", "expected", "skipped"),
+    [
+        (FIRST, True, [], {}, ["2.0"], ("1.0", "1.1", "2.0rc1")),
+        (FIRST, True, ["2.0"], {}, [], ("1.0", "1.1", "2.0rc1")),
+        (LATER, True, ["2.0"], {}, [], None),
+        (LATER, True, [], {}, ["2.0"], None),  # its files were removed by hand
+        (LATER, True, ["2.0"], {"force": True}, ["2.0"], None),
+        (LATER_2_0_REMOVED, True, [], {}, [], None),
+        (LATER_2_0_REMOVED, True, [], {"force": True}, [], None),
+        (LATER_2_0_REMOVED, True, [], {"only": ["2.0", "1.0"]}, ["2.0", "1.0"], None),
+        (LATER_2_0_FAILED, True, [], {}, [], None),  # its retry time has not come
+        (LATER_2_0_FAILED, True, [], {"explicit": True}, ["2.0"], None),
+        (RepoState(skipped=(), last_published="1.1"), False, [], {}, ["2.0", "2.0rc1"], None),
+    ],
+)
+def test_versions_to_build(
+    state: RepoState,
+    local: bool,
+    hosted: list[str],
+    options: dict[str, object],
+    expected: list[str],
+    skipped: tuple[str, ...] | None,
+) -> None:
+    elsewhere = () if local else ("other-index",)
+    made = make_repo(parse_spec("o/r:demo"), "demo", local=local, publish_to=elsewhere)
+    repo = msgspec.structs.replace(made, state=state)
+    versions = {v: f"v{v}" for v in V}
+    settings: dict[str, object] = {"force": False, "only": (), "explicit": False} | options
+    wanted, newly_skipped = versions_to_build(
+        repo,
+        versions,
+        hosted=hosted,
+        now=1000.0,
+        **settings,  # type: ignore[arg-type]
+    )
+    assert (wanted, newly_skipped) == ([Version(e) for e in expected], skipped)
+
+
+def test_a_version_asked_for_needs_its_tag() -> None:
+    repo = make_repo(parse_spec("o/r:demo"), "demo")
+    message = r"--version 3.0: no tag names this version \(2.0, 2.0rc1, 1.1, 1.0\)"
+    with pytest.raises(CheckFailed, match=message):
+        versions_to_build(
+            repo, {v: str(v) for v in V}, force=False, only=["3.0"], explicit=True, hosted=(), now=0
+        )
+
+
+def test_a_step_s_expected_errors_become_the_check_s_failure() -> None:
+    with pytest.raises(CheckFailed) as raised, step_failures(Path("1.0.log")):
+        raise BuildError("python -m build failed (exit status 1)")
+    assert str(raised.value) == "python -m build failed (exit status 1)"
+    assert raised.value.log_path == Path("1.0.log")
+    with pytest.raises(CheckFailed, match=r"^git fetch failed$"), step_failures():
+        raise GitError("git fetch failed")
+    with (
+        pytest.raises(CheckFailed, match=r"^fetching took longer"),
+        step_failures(too_slow="fetching took longer than 5 s"),
+    ):
+        raise trio.TooSlowError
+    # What a step does not expect goes on to the repository's boundary, as itself.
+    with pytest.raises(trio.TooSlowError), step_failures():
+        raise trio.TooSlowError
+    with pytest.raises(KeyError), step_failures(too_slow="slow"):
+        raise KeyError("a bug")
 
 
 @pytest.mark.parametrize(
@@ -208,3 +293,17 @@ def test_restart_needed_names_the_keys() -> None:
     )
     assert restart_needed(running, new) == ("server.port", "paths.data-dir")
     assert restart_needed(running, Settings()) == ()
+
+
+def test_the_watcher_speaks_its_own_types() -> None:
+    """The README's invariant: no module of the watcher imports insidersctl (its protocol is
+    insiders.commands' to word), so the protocol can change without the watcher knowing."""
+    for path in sorted((PACKAGES["insiders"] / "watcher").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(name.partition(".")[0] == "insidersctl" for name in names), path.name

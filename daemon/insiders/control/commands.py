@@ -43,6 +43,7 @@ from insiders.repos.spec import parse_spec
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc
+from insiders.watcher.report import Outcome, Step, WatcherState
 from insidersctl import protocol as p
 
 from .server import SendEvent
@@ -63,7 +64,7 @@ class Watcher(Protocol):
     to finish regardless runs it in its own nursery and waits for the result here.
     """
 
-    def info(self) -> p.WatcherInfo: ...
+    def info(self) -> WatcherState: ...
 
     def pause(self) -> None: ...
 
@@ -77,9 +78,9 @@ class Watcher(Protocol):
         repos: Sequence[Repo],
         *,
         force: bool,
-        progress: Callable[[p.Progress], None],
+        progress: Callable[[Step], None],
         versions: Sequence[str] = (),
-    ) -> Sequence[p.RepoOutcome]: ...
+    ) -> Sequence[Outcome]: ...
 
 
 def repo_info(repo: Repo) -> p.RepoInfo:
@@ -363,7 +364,7 @@ class Commands:
         return p.RepoAdded(repo=repo_info(repo), watcher=True)
 
     def watcher_info(self) -> p.WatcherInfo:
-        return self.watcher.info()
+        return watcher_info_wire(self.watcher.info())
 
     def watcher_control(self, request: p.WatcherControl) -> p.WatcherReport:
         watcher = self.watcher
@@ -402,20 +403,21 @@ class Commands:
         events_in, events_out = trio.open_memory_channel[p.Progress](_PROGRESS_BUFFER)
         outcomes: list[p.RepoOutcome] = []
 
-        def progress(event: p.Progress) -> None:
+        def progress(step: Step) -> None:
             try:
-                events_in.send_nowait(event)
+                events_in.send_nowait(progress_wire(step))
             except trio.WouldBlock:
-                log.debug("update progress dropped (slow client): %s", event)
+                log.debug("update progress dropped (slow client): %s", step)
             except trio.ClosedResourceError:
                 pass  # the check reported after it returned; nobody is listening
 
         async def run_check() -> None:
             async with events_in:
                 extra = {"versions": request.versions} if request.versions else {}
-                outcomes.extend(
-                    await watcher.check(repos, force=request.force, progress=progress, **extra)
+                checked = await watcher.check(
+                    repos, force=request.force, progress=progress, **extra
                 )
+                outcomes.extend(outcome_wire(outcome) for outcome in checked)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_check)
@@ -554,3 +556,23 @@ class Commands:
                 ", ".join(versions),
                 repo.dist,
             )
+
+
+# -- the watcher's reports, as insidersctl reads them ----------------------------------------------
+# The one place that knows both the watcher's types (insiders.watcher.report) and the protocol's.
+# Their fields bear the same names: msgspec copies them by name and checks each value's type, and a
+# field the protocol adds later keeps its default.
+
+
+def watcher_info_wire(state: WatcherState) -> p.WatcherInfo:
+    info = msgspec.convert(state, p.WatcherInfo, from_attributes=True)
+    return msgspec.structs.replace(info, available=True)
+
+
+def progress_wire(step: Step) -> p.Progress:
+    return msgspec.convert(step, p.Progress, from_attributes=True)
+
+
+def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
+    """With its version failures (p.VersionFailure), converted the same way."""
+    return msgspec.convert(outcome, p.RepoOutcome, from_attributes=True)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 from packaging.version import Version
@@ -72,62 +73,58 @@ async def build(
     await trio.Path(log_path.parent).mkdir(parents=True, exist_ok=True)
     writable = scratch or outdir.parent
     await trio.Path(writable / "tmp").mkdir(parents=True, exist_ok=True)
-    command = [
-        python,
-        "-I",
-        str(BOX),
-        "--writable",
-        str(writable),
-        "--lifeline",
-        "LIFELINE",
-        "--",
-        "nice",
-        "-n",
-        "10",
-        python,
-        "-m",
-        "build",
-        "--sdist",
-        "--wheel",
-        "--outdir",
-        str(outdir),
-        str(source),
-    ]
+    command = ["nice", "-n", "10", python, "-m", "build", "--sdist", "--wheel"]
+    command += ["--outdir", str(outdir), str(source)]
     log = await trio.to_thread.run_sync(log_path.open, "wb")
     try:
-        lifeline, keep_alive = os.pipe()
-        try:
-            command[command.index("LIFELINE")] = str(lifeline)
-            process = await trio.lowlevel.open_process(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=build_env(index_url, scratch, epoch),
-                cwd=source,
-                start_new_session=True,
-                pass_fds=(lifeline,),
-            )
-        except BaseException:
-            os.close(keep_alive)
-            raise
-        finally:
-            os.close(lifeline)
-        try:
-            await process.wait()
-        finally:
-            # On timeout, on a stop of the daemon, always: the box kills what is left of the build.
-            os.close(keep_alive)
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(STOP_GRACE):
-                    await process.wait()
-                _kill_group(process.pid)
-                await process.wait()
+        env = build_env(index_url, scratch, epoch)
+        status = await _run_boxed(python, writable, command, log, env, source)
     finally:
         log.close()
-    if process.returncode != 0:
-        raise BuildError(f"python -m build failed (exit status {process.returncode})")
+    if status != 0:
+        raise BuildError(f"python -m build failed (exit status {status})")
     return sorted(Path(p) for p in await trio.Path(outdir).iterdir())
+
+
+async def _run_boxed(
+    python: str,
+    writable: Path,
+    command: list[str],
+    log: BinaryIO,
+    env: dict[str, str],
+    cwd: Path,
+) -> int:
+    """Run `command` in the box, its output to `log`; its exit status. Whatever way this ends,
+    the box is told (the lifeline closes) and what is left of the process tree is killed."""
+    lifeline, keep_alive = os.pipe()
+    try:
+        boxed = [python, "-I", str(BOX), "--writable", str(writable), "--lifeline", str(lifeline)]
+        process = await trio.lowlevel.open_process(
+            [*boxed, "--", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=(lifeline,),
+        )
+    except BaseException:
+        os.close(keep_alive)
+        raise
+    finally:
+        os.close(lifeline)
+    try:
+        await process.wait()
+    finally:
+        # On timeout, on a stop of the daemon, always: the box kills what is left of the build.
+        os.close(keep_alive)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(STOP_GRACE):
+                await process.wait()
+            _kill_group(process.pid)
+            await process.wait()
+    return await process.wait()  # done: its exit status at once
 
 
 def _kill_group(pid: int) -> None:

@@ -1,0 +1,147 @@
+"""The release of one version: check its tag out, build it in the box, publish what it made.
+
+Here and in its local index (the store) or the other indexes a repository publishes to
+([targets.NAME]). Every expected failure becomes the version's CheckFailed, carrying the build log
+once there is one; the check records it and goes on with the other versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import trio
+from packaging.version import Version
+
+from insiders.config import Settings
+from insiders.credentials import read_secret
+from insiders.errors import CheckFailed, ProjectClosed
+from insiders.ingest import check_filename, hash_file, publish_file
+from insiders.repos.registry import Repo
+from insiders.store import Store
+from insiders.watcher import builder, git, reproducible, targets
+from insiders.watcher.report import Say, publish_failures, step_failures
+
+log = logging.getLogger(__name__)
+
+
+def clean_scratch(scratch: Path) -> int:
+    """Remove what builds left in the scratch directory (a crash, a kill -9); how many."""
+    try:
+        leftovers = list(scratch.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(leftovers)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A repository whose version tags are in its bare mirror, with git's environment for it."""
+
+    repo: Repo
+    mirror: Path
+    env: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Releaser:
+    """Builds and publishes one version at a time (at most `builds` builds at once)."""
+
+    store: Store
+    # The running settings: a reload's timeouts and targets apply to the next step that uses them.
+    settings: Callable[[], Settings]
+    scratch: Path
+    logs_dir: Path
+    credentials: Path | None
+    index_url: Callable[[], str | None]
+    builds: trio.CapacityLimiter
+
+    async def release(self, fetched: Fetched, version: Version, tag: str, say: Say) -> bool:
+        """Build one version and publish it; False when identical files were published already."""
+        repo = fetched.repo
+        log_path = self.logs_dir / repo.key / f"{version}.log"
+        await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        scratch = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(dir=self.scratch)))
+        try:
+            files = await self._build(fetched, version, tag, say, scratch, log_path)
+            say("publishing", ", ".join(f.name for f in files), version=str(version))
+            changed = True
+            if repo.local:
+                changed = await self._publish_local(repo, version, files, log_path)
+            for name in repo.publish_to:
+                await self._publish_remote(name, files, log_path)
+            return changed
+        finally:
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+    async def _build(
+        self, fetched: Fetched, version: Version, tag: str, say: Say, scratch: Path, log_path: Path
+    ) -> list[Path]:
+        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's."""
+        source, out = scratch / "src", scratch / "dist"
+        with step_failures():
+            await git.checkout(fetched.mirror, tag, source, env=fetched.env)
+            epoch = await git.commit_time(source, env=fetched.env)
+        await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
+        limit = self.settings().watcher.build_timeout
+        async with self.builds:
+            say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
+            too_slow = f"the build took longer than {limit:.0f} s and was stopped"
+            with step_failures(log_path, too_slow=too_slow), trio.fail_after(limit):
+                built = await builder.build(
+                    source, out, log_path, index_url=self.index_url(), scratch=scratch, epoch=epoch
+                )
+        with step_failures(log_path):
+            files = builder.check_dists(built, fetched.repo.key, version)
+        for path in files:
+            await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
+        return files
+
+    async def _publish_local(
+        self, repo: Repo, version: Version, files: list[Path], log_path: Path
+    ) -> bool:
+        """Publish the files; a published file never changes: other bytes are refused, before any
+        file of the version is published. False when every file was there with the same bytes."""
+        project = self.store.get(repo.key)
+        if project is not None and not project.takes_uploads:
+            raise CheckFailed(str(ProjectClosed(project)), log_path)
+        for path in files:  # every name checked before the first file is published
+            with publish_failures(path.name, log_path):
+                check_filename(path.name)
+        digests = {path: await trio.to_thread.run_sync(hash_file, path) for path in files}
+        for path, digest in digests.items():
+            sha256 = digest.sha256
+            stored = project.file(path.name) if project else None
+            if stored is not None and stored.sha256 != sha256:
+                raise CheckFailed(
+                    f"{path.name} is published with other bytes (sha256 {stored.sha256}; this "
+                    f"build: {sha256}), and a published file never changes: tag a new version, "
+                    f"or remove this one first (insidersctl remove {repo.dist} {version}) and "
+                    f"build it again (insidersctl update {repo.dist} --version {version})",
+                    log_path,
+                )
+        added = False
+        for path in files:
+            with publish_failures(path.name, log_path):
+                added = await publish_file(self.store, path) or added
+        return added
+
+    async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
+        target = self.settings().targets.get(name)
+        if target is None:
+            raise CheckFailed(f"--publish-to {name}: no [targets.{name}] in the configuration")
+        password = await trio.to_thread.run_sync(
+            read_secret, f"target-{name}", target.password_file, self.credentials
+        )
+        async with httpx.AsyncClient(timeout=120) as client:
+            for path in files:
+                with step_failures(log_path):
+                    result = await targets.upload(client, target, password, path)
+                log.info("%s: %s to %s", path.name, result, name)
