@@ -371,8 +371,8 @@ async def test_many_concurrent_clients_all_get_answers(control: Running) -> None
 
 
 class FakeWatcher:
-    """Stands in for issue 4's watcher: the hook's contract (insiders.commands.Watcher), nothing
-    more; it speaks the watcher's own types, which insiders.commands words for insidersctl."""
+    """Stands in for the watcher: the contract of insiders.control.commands.Watcher, nothing more;
+    it speaks the watcher's own types, which insiders.control.commands words for insidersctl."""
 
     def __init__(self, *, fail: bool = False) -> None:
         self.paused = False

@@ -21,8 +21,8 @@ from insiders.config import Settings
 from insiders.errors import BuildError, CheckFailed, GitError
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import location_key, parse_event, signature_ok
-from insiders.repos import parse_spec
 from insiders.repos.registry import RepoState, VersionRecord, make_repo
+from insiders.repos.spec import parse_spec
 from insiders.watcher.choice import versions_to_build
 from insiders.watcher.git import redact
 from insiders.watcher.records import MAX_BACKOFF, backoff
@@ -297,7 +297,7 @@ def test_restart_needed_names_the_keys() -> None:
 
 def test_the_watcher_speaks_its_own_types() -> None:
     """The README's invariant: no module of the watcher imports insidersctl (its protocol is
-    insiders.commands' to word), so the protocol can change without the watcher knowing."""
+    insiders.control.commands' to word), so the protocol can change without the watcher knowing."""
     for path in sorted((PACKAGES["insiders"] / "watcher").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

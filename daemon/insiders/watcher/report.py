@@ -1,10 +1,11 @@
 """What the watcher tells the rest of the daemon: a check's steps, its outcome, its own state.
 
-These are the watcher's types, not the control protocol's: insiders.commands alone translates them
-for insidersctl (its "watcher" section), so the watcher never depends on the client's package and
-the protocol can change without the watcher knowing. Their fields bear the protocol's names, so
-that translation is a copy by name. Here too is the one translation of a step's expected errors
-into the failure of a version or of a check (`step_failures`, `publish_failures`).
+These are the watcher's types, not the control protocol's: insiders.control.commands alone
+translates them for insidersctl (its "watcher" section), so the watcher never depends on the
+client's package and the protocol can change without the watcher knowing. Their fields bear the
+protocol's names, so that translation is a copy by name. Here too is the one translation of a
+step's expected errors into the failure of a version or of a check (`step_failures`,
+`publish_failures`).
 """
 
 from __future__ import annotations

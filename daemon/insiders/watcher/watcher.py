@@ -9,7 +9,7 @@ the watcher's own nursery, so a client that stops waiting does not cancel a buil
 Each repository's check is a failure boundary: whatever goes wrong inside it (a full disk, git or
 `nice` missing, a bug) is logged once with its traceback and recorded as that repository's error;
 the index, the control plane and the other repositories carry on. What a check reports is the
-watcher's own (insiders.watcher.report); insiders.commands words it for insidersctl.
+watcher's own (insiders.watcher.report); insiders.control.commands words it for insidersctl.
 """
 
 from __future__ import annotations
