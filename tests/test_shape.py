@@ -39,17 +39,6 @@ def test_the_shape_finds_a_circle_and_a_long_function() -> None:
     assert shape.circles({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_watcher_speaks_its_own_types() -> None:
-    """The control plane (insiders.control.commands) is the one translator to the protocol."""
-    speaking = sorted(
-        name
-        for name, path in shape.modules("insiders").items()
-        if name.startswith("insiders.watcher")
-        and any(m.startswith("insidersctl") for m in shape.absolute_imports(name, path))
-    )
-    assert speaking == []
-
-
 def _modules(package: object) -> list[str]:
     path = package.__path__  # type: ignore[attr-defined]
     prefix = package.__name__ + "."  # type: ignore[attr-defined]
