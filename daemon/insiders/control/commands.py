@@ -35,7 +35,7 @@ from insiders.errors import (
 )
 from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
-from insiders.mirror.sync import Mirrors
+from insiders.mirror.sync import Mirrors, MirrorState
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, make_repo
 from insiders.repos.source import resolve_dist
@@ -429,7 +429,7 @@ class Commands:
     # -- mirror targets ------------------------------------------------------------------------
 
     def _mirror_infos(self) -> tuple[p.MirrorInfo, ...]:
-        return self.mirrors.infos()
+        return tuple(mirror_wire(state) for state in self.mirrors.infos())
 
     async def sync_mirror(self, request: p.SyncMirror) -> p.MirrorSynced:
         """A full comparison of one target with the store, answered when it is done."""
@@ -445,7 +445,7 @@ class Commands:
         if outcome.error is not None:
             raise ControlRefused(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
         return p.MirrorSynced(
-            mirror=target.info(),
+            mirror=mirror_wire(target.info()),
             files=outcome.files,
             pages=outcome.pages,
             deleted=outcome.deleted,
@@ -576,3 +576,7 @@ def progress_wire(step: Step) -> p.Progress:
 def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
     """With its version failures (p.VersionFailure), converted the same way."""
     return msgspec.convert(outcome, p.RepoOutcome, from_attributes=True)
+
+
+def mirror_wire(state: MirrorState) -> p.MirrorInfo:
+    return msgspec.convert(state, p.MirrorInfo, from_attributes=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -27,7 +28,6 @@ from insiders.config import MirrorSettings
 from insiders.errors import InsidersError, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
-from insidersctl import protocol as p
 
 from . import layout
 from .targets import Target, open_target
@@ -54,6 +54,24 @@ class Outcome(msgspec.Struct, kw_only=True):
     deleted: int = 0
     seconds: float = 0.0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    """What a target's sync shows the rest of the daemon (insidersctl words it as MirrorInfo)."""
+
+    name: str
+    kind: str  # directory, s3
+    location: str
+    state: str  # idle (current), syncing, comparing, failing (retrying), broken
+    lag: float  # seconds since the oldest change the target does not show yet
+    pending: int  # projects whose changes are not written yet
+    full_sync_pending: bool
+    last_sync: float | None  # wall-clock time the target was last current
+    last_error: str | None
+    last_error_at: float | None
+    next_retry: float | None  # wall-clock time of the next attempt, while failing
+    requests: int  # operations on the target since the daemon started
 
 
 class MirrorTarget:
@@ -107,10 +125,10 @@ class MirrorTarget:
         self._first_change.setdefault(name, time.time())
         self._wake.set()
 
-    def info(self) -> p.MirrorInfo:
+    def info(self) -> MirrorState:
         now = time.time()
         oldest = min(self._first_change.values(), default=None)
-        return p.MirrorInfo(
+        return MirrorState(
             name=self.name,
             kind=self.kind,
             location=self.location,
@@ -436,7 +454,7 @@ class Mirrors:
         for target in self.targets.values():
             target.notify(name)
 
-    def infos(self) -> tuple[p.MirrorInfo, ...]:
+    def infos(self) -> tuple[MirrorState, ...]:
         return tuple(t.info() for t in self.targets.values())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
