@@ -13,6 +13,12 @@ connection cannot carry another request. Once such a response is out, the app's 
 body ends as a disconnect, so the app finishes and the connection is closed, instead of the
 client's next request being read as the old body and hanging.
 
+While the last message of such a response goes out, the rest of the body is read and dropped. It
+must be: hypercorn hands the app's disconnect through the same bounded queue as the body, inside
+that last send, and with the queue full of body nobody reads, the send, the app and the
+connection would wait forever while the client's writes stall. A client still sending after
+`LINGER` seconds has its connection closed.
+
 An ASGI middleware rather than socket timeouts: only the HTTP layer knows when a body is being
 waited for, as opposed to a response being computed or a download being sent.
 """
@@ -25,11 +31,13 @@ from typing import Any
 import trio
 
 from insiders.index.asgi import ASGIApp, Message, Receive, Scope, Send
+from insiders.index.connections import current_connection
 
 log = logging.getLogger(__name__)
 
 
 MIN_RATE = 500.0  # bytes per second, as mod_reqtimeout's default
+LINGER = 2.0  # seconds the rest of a refused body is read and dropped before closing
 _TOO_SLOW = b"Request Timeout: the request body arrived too slowly\n"
 
 
@@ -105,13 +113,39 @@ class _Body:
             if self.http1 and not self.complete:
                 headers = [*message.get("headers", ()), (b"connection", b"close")]
                 message = {**message, "headers": headers}
-        await self._send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        last = message["type"] == "http.response.body" and not message.get("more_body", False)
+        await (self._send_last(message) if last else self._send(message))
+        if last:
             self.finished = True
             # The app may still wait for the body it did not need: that wait ends now (after
             # the send, so that the app's ending cannot cut the response short).
             if self._waiting is not None and not self.complete:
                 self._waiting.cancel()
+
+    async def _send_last(self, message: Message) -> None:
+        """The response's last message; the rest of an unread body is dropped meanwhile."""
+        if self.complete:
+            return await self._send(message)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._discard_rest)
+            await self._send(message)
+
+    async def _discard_rest(self) -> None:
+        """Read and drop the body until the disconnect (see the module)."""
+        if await self._drain(LINGER):
+            return
+        connection = current_connection.get()
+        if connection is not None and self.http1:
+            connection.close_now()
+            await self._drain(LINGER)  # only what was queued and the disconnect are left
+
+    async def _drain(self, within: float) -> bool:
+        """True once the disconnect came `within` seconds."""
+        with trio.move_on_after(within):
+            while (await self._receive())["type"] != "http.disconnect":
+                pass  # dropped on purpose: the answer is on its way
+            return True
+        return False
 
     async def _too_slow(self) -> None:
         self.given_up = True
@@ -131,7 +165,7 @@ class _Body:
         if self.http1:
             headers.append((b"connection", b"close"))
         await self._send({"type": "http.response.start", "status": 408, "headers": headers})
-        await self._send({"type": "http.response.body", "body": _TOO_SLOW})
+        await self._send_last({"type": "http.response.body", "body": _TOO_SLOW})
         self.finished = True
 
 

@@ -30,6 +30,7 @@ import logging
 import resource
 import ssl
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +150,10 @@ class Connection(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
 
+# The connection a request came on, for the tasks hypercorn runs the app in (they inherit it).
+current_connection: ContextVar[Connection | None] = ContextVar("current_connection", default=None)
+
+
 @dataclass(eq=False)
 class _Server:
     """The accept loop and the open connections of one `serve_http`."""
@@ -216,6 +221,7 @@ class _Server:
             stream = trio.SSLStream(
                 connection, self.ssl_context, server_side=True, https_compatible=True
             )
+        current_connection.set(connection)
         try:
             server = TCPServer(
                 self.app,
