@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, Daemon, git_project, isolated_env, serve_wheelhouse, tag_release
+from tests.support import (
+    BIN,
+    Daemon,
+    build,
+    git_project,
+    isolated_env,
+    serve_wheelhouse,
+    tag_release,
+)
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 HERE = Path(__file__).parent
@@ -105,16 +112,6 @@ def _readme_project(where: Path, name: str, version: str, summary: str, readme: 
     return project
 
 
-def _build(project: Path, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
-        check=True,
-        capture_output=True,
-    )
-    return sorted(out.iterdir())
-
-
 def ctl(daemon: Daemon, *args: str) -> str:
     result = subprocess.run(
         [str(BIN / "insidersctl"), *args],
@@ -157,7 +154,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         )
         for name, version, summary, readme in uploads:
             project = _readme_project(src, name, version, summary, readme)
-            for path in _build(project, out / f"{name}-{version}"):
+            for path in build(project, out / f"{name}-{version}"):
                 response = daemon.upload(path)
                 assert response.status_code == 200, response.text
         ctl(daemon, "yank", "aurora-tools", "1.1.0", "--reason", "<b>broken</b> entry point")
