@@ -158,6 +158,35 @@ def test_insidersctl_reload_returns_once_the_settings_are_in_force(tmp_path: Pat
         daemon.stop()
 
 
+def test_a_reload_gives_the_running_index_its_new_upstream(tmp_path: Path) -> None:
+    """Reload applies [upstream] to the index that serves (IndexApp.reconfigure): a project not
+    hosted here turns from "not found" into a redirect to the upstream the file now names."""
+    home = tmp_path / "home"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[upstream]\nmode = "none"\n')
+    daemon = Daemon(home, []).start()
+    try:
+        with daemon.client() as client:
+            assert client.get("/simple/elsewhere/").status_code == 404
+            config.write_text(
+                '[upstream]\nmode = "redirect"\nurl = "http://upstream.invalid/simple/"\n'
+            )
+            reload = subprocess.run(
+                [str(INSIDERSD.parent / "insidersctl"), "reload"],
+                env=isolated_env(home),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert reload.returncode == 0, reload.stderr
+            moved = client.get("/simple/elsewhere/")
+            assert moved.status_code == 302
+            assert moved.headers["location"] == "http://upstream.invalid/simple/elsewhere/"
+    finally:
+        daemon.stop()
+
+
 def test_failures_are_told_kind_by_kind_and_the_last_kind_sets_the_status(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
