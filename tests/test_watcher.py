@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import re
 import subprocess
 import threading
@@ -89,13 +90,33 @@ def files_of(daemon: Daemon, project: str) -> dict[str, str]:
 
 
 def logged_pid(log: Path, label: str = "BACKEND PID", wait: float = 120) -> int:
-    """The pid a test build backend printed into its build log (it may write nowhere else)."""
+    """The host pid of the process a test build backend named in its build log (it may write
+    nowhere else), or -1 when no such process exists any more."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if log.exists() and (match := re.search(rf"{label} (\d+)", log.read_text())):
-            return int(match.group(1))
+            # The log is DAEMON_HOME/data/insiders/logs/NAME/VERSION.log.
+            return host_pid(int(match.group(1)), log.parents[4])
         time.sleep(0.2)
     raise AssertionError(f"no {label} in {log}")
+
+
+def host_pid(sandbox_pid: int, home: Path) -> int:
+    """The pid on this machine of the build process that calls itself `sandbox_pid` in its
+    sandbox's PID namespace (and works in a scratch directory under the daemon's `home`); -1 when
+    there is none."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        nspid = re.search(r"^NSpid:\s+(.*)$", status, re.M)
+        if nspid and int(nspid.group(1).split()[-1]) == sandbox_pid and cwd.startswith(str(home)):
+            return int(proc.name)
+    return -1
 
 
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
