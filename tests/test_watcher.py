@@ -23,6 +23,7 @@ import pytest
 from tests.support import (
     BIN,
     Daemon,
+    GoSignal,
     git_project,
     installed_version,
     isolated_env,
@@ -396,12 +397,13 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    # The build may read outside its scratch directory, not write: the test says when to go on.
-    flag = tmp_path / "builds-may-finish"
+    # The test says when builds may finish, over the network (a build sees none of its files).
+    go = GoSignal()
     repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
     (repo / "backend.py").write_text(
         "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
-        f"if not os.path.exists({str(flag)!r}):\n"
+        + go.code()
+        + "if not go_given():\n"
         "    print('BACKEND PID', os.getpid(), flush=True)\n    time.sleep(600)\n"
     )
     tag_release(repo, "1.0")
@@ -416,12 +418,13 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
         repos = json.loads((daemon.data_dir / "repos.json").read_text())["repos"]
         assert "interrupted" in repos[0]["state"]["last_error"]
 
-        flag.write_text("go")
+        go.give()
         daemon.start()
         assert "published 1.0" in ctl(daemon, "update", "--wait").stdout
     finally:
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
+        go.close()
 
 
 def test_a_location_that_looks_like_an_option_runs_nothing(

@@ -93,7 +93,8 @@ async def build(
     command = ["nice", "-n", "10", sandbox.python, "-m", "build", "--sdist", "--wheel"]
     command += ["--outdir", str(outdir), str(source)]
     env = build_env(index_url, scratch, epoch)
-    async with await trio.open_file(log_path, "wb") as log:
+    # Unbuffered: `insidersctl logs --build -f` and the web page follow the log as it grows.
+    async with await trio.open_file(log_path, "wb", buffering=0) as log:
         lines = [*header, f"sandbox: {sandbox.describe()}"]
         await log.write("".join(f"insiders: {line}\n" for line in lines).encode())
         boxed = sandbox.wrap(command, scratch, readable)
