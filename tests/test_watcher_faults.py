@@ -180,7 +180,7 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
 def test_git_missing_from_path(tmp_path: Path, wheelhouse: Daemon) -> None:
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("git", "nice"):
+    for tool in ("git", "nice", "bwrap"):
         (tools / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
     home = tmp_path / "d"
     (home / "config" / "insiders").mkdir(parents=True)

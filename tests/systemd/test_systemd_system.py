@@ -172,12 +172,14 @@ def test_a_hostile_build_under_the_system_unit_gets_nothing_of_the_daemon(
     system.c.run([*git, "tag", "v1.0"])
     system.c.run(["insidersctl", "repos", "add", f"{source}:hostile"])
     result = system.c.run(["insidersctl", "update", "--wait", "hostile"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + system.journal()
     log = system.c.path("/var/lib/insiders/logs/hostile/1.0.log").read_text()
-    assert result.returncode == 0, result.stdout + result.stderr + log
     assert "published 1.0" in result.stdout
     assert "insiders: sandbox: bubblewrap" in log, log
     assert "READ" not in log, log
-    assert log.count("HIDDEN") == 6, log
+    # The hook runs once per build step; every time, each of the six was hidden.
+    assert log.count("HIDDEN") >= 6, log
+    assert log.count("HIDDEN") == 6 * log.count("SANDBOX UID"), log
     assert "REFUSED /var/lib/insiders/escaped" in log, log
     assert "CREDENTIALS_DIRECTORY" not in log.split("SANDBOX UID", 1)[1], log
     assert not system.c.path("/var/lib/insiders/escaped").exists()
