@@ -162,8 +162,8 @@ def test_a_hostile_build_gets_nothing_of_the_daemon(
 ) -> None:
     daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, "auto")
     try:
-        assert log.startswith("insiders: repository: ")
-        assert "insiders: sandbox: bubblewrap" in log
+        assert log.startswith("insiders: sandbox: bubblewrap: ")
+        assert "insiders: repository: " in log
         # No control socket: no token made, nothing published through it.
         assert str(found["control"]).startswith("refused"), found["control"]
         for name in ("upload-token", "tokens.json", "github-token", "webhook-secret", "config"):
@@ -254,5 +254,53 @@ def test_builds_are_refused_where_no_sandbox_can_be_made(
         assert "builds in refused: " in ctl(daemon, "status").stdout
         assert "builds run in: refused: " in ctl(daemon, "repos", "list").stdout
         assert "bwrap is not installed" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+SYMLINKED_BUILD = """\
+import os
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+get_requires_for_build_sdist = get_requires_for_build_wheel
+
+def build_sdist(directory, config_settings=None):
+    name = "linked-1.0.tar.gz"
+    os.symlink("/dev/zero", os.path.join(directory, name))
+    return name
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    name = "linked-1.0-py3-none-any.whl"
+    os.symlink({target!r}, os.path.join(directory, name))
+    return name
+"""
+
+
+def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """The daemon reads a build's files outside the sandbox: a symbolic link made by the build
+    would point at the daemon's own files there (its token file), or at /dev/zero (a hash that
+    never ends)."""
+    home = tmp_path / "d"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[watcher]\nenabled = false\n")
+    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
+    try:
+        pyproject = HOSTILE_BUILD.replace("hostile", "linked").replace(
+            'requires = ["hatchling"]', "requires = []"
+        )
+        repo = git_project(tmp_path / "src", "linked", pyproject=pyproject)
+        target = str(daemon.data_dir / "upload-token")
+        (repo / "backend.py").write_text(SYMLINKED_BUILD.format(target=target))
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:linked")
+        result = ctl(daemon, "update", "--wait", check=False)
+        assert result.returncode == 1, result.stdout
+        assert "which is not a plain file" in result.stdout
+        assert "linked" not in ctl(daemon, "projects", "list").stdout
     finally:
         daemon.stop()

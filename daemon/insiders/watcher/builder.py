@@ -83,7 +83,7 @@ async def build(
     only `scratch` (and read `readable`); the box (insiders.watcher.box) kills the build's whole
     process tree when the build ends, when it is cancelled (the caller's deadline, a stop of the
     daemon) and when insidersd dies: its lifeline is a pipe whose write end only this process
-    holds. The log starts with `header` and the sandbox, and is stored redacted
+    holds. The log starts with the sandbox and `header`, and is stored redacted
     (insiders.watcher.buildlog).
     """
     await trio.Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ async def build(
     env = build_env(index_url, scratch, epoch)
     # Unbuffered: `insidersctl logs --build -f` and the web page follow the log as it grows.
     async with await trio.open_file(log_path, "wb", buffering=0) as log:
-        lines = [*header, f"sandbox: {sandbox.describe()}"]
+        lines = [f"sandbox: {sandbox.describe()}", *header]
         await log.write("".join(f"insiders: {line}\n" for line in lines).encode())
         boxed = sandbox.wrap(command, scratch, readable)
         status = await _run_boxed(sandbox, scratch, boxed, log, env, source)
@@ -160,9 +160,13 @@ def _kill_group(pid: int) -> None:
 
 
 def check_dists(files: list[Path], name: NormalizedName, version: Version) -> list[Path]:
-    """The built files must be one wheel and one sdist of `name` at `version`."""
+    """The built files must be one wheel and one sdist of `name` at `version`, and plain files:
+    the daemon reads them outside the sandbox, where a symbolic link would point at its own
+    files (or at /dev/zero)."""
     kinds = []
     for path in files:
+        if path.is_symlink() or not path.is_file():
+            raise BuildError(f"the build made {path.name}, which is not a plain file")
         try:
             dist = parse_dist_filename(path.name)
         except InvalidFilename as error:

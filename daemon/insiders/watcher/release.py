@@ -137,7 +137,8 @@ class Releaser:
                     header=header,
                 )
         with step_failures(log_path):
-            files = builder.check_dists(built, fetched.repo.key, version)
+            check = builder.check_dists
+            files = await trio.to_thread.run_sync(check, built, fetched.repo.key, version)
         for path in files:
             await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
         return files

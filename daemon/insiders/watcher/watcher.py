@@ -198,14 +198,11 @@ class Watcher:
         # A build's scratch directory is removed when it ends; after a crash, here.
         if leftovers := await trio.to_thread.run_sync(clean_scratch, self.scratch):
             log.warning("removed %d scratch director(ies) left by builds before a crash", leftovers)
-        try:
-            log.info("builds run in: %s", (await self.releaser.sandbox()).describe())
-        except BuildError as error:
-            log.warning("%s", error)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._running.set()
             task_status.started()
+            nursery.start_soon(self._say_sandbox)
             self.next_check = time.time() + min(5.0, self.settings.watcher.interval)
             while True:
                 with trio.move_on_after(max(0.0, self.next_check - time.time())):
@@ -222,6 +219,13 @@ class Watcher:
                     # Jitter spreads the checks of many daemons (and repositories) over time.
                     interval = self.settings.watcher.interval
                     self.next_check = time.time() + interval * random.uniform(0.9, 1.1)
+
+    async def _say_sandbox(self) -> None:
+        """Tell at start what builds will run in (status shows it from then on)."""
+        try:
+            log.info("builds run in: %s", (await self.releaser.sandbox()).describe())
+        except BuildError as error:
+            log.warning("%s", error)
 
     def _due(self) -> list[Repo]:
         now = time.time()
