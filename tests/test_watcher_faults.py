@@ -290,7 +290,7 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
         setsid_child = logged_pid(log, "SETSID PID")
         assert not gone(setsid_child, wait=0.5)
         assert any(scratch.iterdir())
-        assert "REFUSED OUTSIDE" in log.read_text()
+        # What it wrote at that path, if anything, went to its own throwaway /tmp.
         assert not outside.exists()
 
         daemon.kill()  # SIGKILL: no chance to clean up

@@ -139,25 +139,35 @@ def test_removed_stays_removed_and_comes_back_with_the_same_bytes(
         daemon.stop()
 
 
+DRIFTING_HOOK = """\
+import os
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+
+class CustomBuildHook(BuildHookInterface):
+    def initialize(self, version, build_data):
+        drift = os.path.join(self.root, "drift.txt")
+        with open(drift, "w") as file:
+            file.write(os.urandom(16).hex())
+        build_data["force_include"][drift] = "drifting/drift.txt"
+"""
+
+
 def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemon) -> None:
     """--force never replaces a published file: other bytes are refused and nothing changes."""
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    # The wheel takes in a file from outside the repository: a build that does not reproduce.
-    outside = tmp_path / "changing.txt"
-    outside.write_text("first")
     try:
         repo = git_project(tmp_path / "src", "drifting")
+        # A build hook puts random bytes in the wheel: a build that does not reproduce.
         with (repo / "pyproject.toml").open("a") as file:
-            file.write(
-                "[tool.hatch.build.targets.wheel.force-include]\n"
-                f'"{outside}" = "drifting/changing.txt"\n'
-            )
+            file.write("[tool.hatch.build.targets.wheel.hooks.custom]\n")
+        (repo / "hatch_build.py").write_text(DRIFTING_HOOK)
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:drifting")
         ctl(daemon, "update", "--wait")
         before = files_of(daemon, "drifting")
 
-        outside.write_text("second")
         result = ctl(daemon, "update", "--wait", "--force", "--json", "drifting", check=False)
         assert result.returncode == 1
         [failure] = json.loads(result.stdout.splitlines()[-1])["results"][0]["failures"]

@@ -30,8 +30,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +43,7 @@ from insiders.config import SandboxSetting
 from insiders.errors import BuildError
 
 BWRAP = "bwrap"
+TRIAL_PREFIX = "insiders-sandbox-trial-"
 
 # What of /etc a build reads: name resolution, TLS certificates, the dynamic linker, user names,
 # time zones, git's and Python's system configuration. Nothing else of /etc is there (not the
@@ -193,7 +196,7 @@ async def choose(
 ) -> Sandbox:
     """The sandbox builds run in, or BuildError saying what to install or set.
 
-    `auto` and `bubblewrap` both require one that works here (a trial run of `true` inside it):
+    `auto` and `bubblewrap` both require one that works here (a trial run of the build's Python):
     a watched repository's code never runs with the daemon's authority unless the configuration
     says so (`none`).
     """
@@ -212,13 +215,14 @@ async def choose(
 
 
 async def trial(sandbox: Sandbox) -> str | None:
-    """None when `true` runs in the sandbox, else why not (bwrap's own words)."""
+    """None when the build's Python starts in the sandbox, else why not (bwrap's own words)."""
     if shutil.which(BWRAP) is None:
         return "bwrap is not installed"
-    scratch = Path(await trio.to_thread.run_sync(_scratch_for_trial))
+    scratch = Path(await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix=TRIAL_PREFIX)))
     try:
         result = await trio.run_process(
-            sandbox.wrap(["true"], scratch),
+            sandbox.wrap([sandbox.python, "-I", "-c", ""], scratch),
+            env={"PATH": "/usr/bin:/bin"},
             capture_stdout=True,
             capture_stderr=True,
             check=False,
@@ -230,9 +234,3 @@ async def trial(sandbox: Sandbox) -> str | None:
         return None
     said = result.stderr.decode(errors="replace").strip().splitlines()
     return said[-1] if said else f"bwrap exited {result.returncode}"
-
-
-def _scratch_for_trial() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="insiders-sandbox-trial-")
