@@ -187,7 +187,10 @@ def bwrap_arguments(
             args += ["--tmpfs", str(path)]
     for path in readable:
         args += ["--ro-bind", str(path), str(path)]
-    args += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch), "--"]
+    args += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch)]
+    # Nothing else is writable: not even the directories made to hold the mounts above (/tmp and
+    # /var/tmp are the build's own, empty and thrown away with it).
+    args += ["--remount-ro", "/", "--"]
     return args
 
 
