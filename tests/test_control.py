@@ -6,6 +6,7 @@ real processes of other uids (the kernel's SO_PEERCRED / SO_PEERGROUPS are check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -81,7 +82,7 @@ def make_commands(root: Path, *, log_file: bool) -> Commands:
         cache_dir=dirs.cache,
         logs_dir=dirs.data / "logs",
         credentials=None,
-        index_url=lambda: None,
+        index_access=lambda borrower: contextlib.nullcontext(None),
     )
     parts = Parts(
         daemon=DaemonFacts(Upstream(None, "none", ttl=60, timeout=5, cache_dir=dirs.cache)),
@@ -381,7 +382,9 @@ class FakeWatcher:
 
     def info(self) -> WatcherState:
         state = "paused" if self.paused else "running"
-        return WatcherState(state=state, interval=600, next_check=None, checking=())
+        return WatcherState(
+            state=state, interval=600, next_check=None, checking=(), sandbox="bubblewrap"
+        )
 
     def pause(self) -> None:
         self.paused = True
@@ -425,9 +428,11 @@ def test_the_watcher_s_reports_in_the_protocol_s_words() -> None:
         error="2.0: exit 1",
         failures=(p.VersionFailure(version="2.0", error="exit 1", log="/l/2.0.log", attempts=3),),
     )
-    state = WatcherState(state="paused", interval=60.0, next_check=None, checking=("r",))
+    state = WatcherState(
+        state="paused", interval=60.0, next_check=None, checking=("r",), sandbox="bubblewrap"
+    )
     assert watcher_info_wire(state) == p.WatcherInfo(
-        available=True, state="paused", interval=60.0, checking=("r",)
+        available=True, state="paused", interval=60.0, checking=("r",), sandbox="bubblewrap"
     )
 
 
