@@ -57,6 +57,8 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
         ttl=settings.upstream.cache_ttl,
         timeout=settings.upstream.timeout,
         cache_dir=dirs.cache,
+        negative_ttl=settings.upstream.negative_ttl,
+        cache_size=settings.upstream.cache_size,
     )
 
 

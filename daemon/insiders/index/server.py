@@ -16,7 +16,8 @@ import trio
 from insiders.config import Settings
 from insiders.errors import UploadRefused, UpstreamError
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
-from insiders.index.upstream import MEMORY_PAGES, Upstream, remember
+from insiders.index.pagecache import LRU
+from insiders.index.upstream import MEMORY_BYTES, Upstream
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
@@ -54,7 +55,8 @@ class IndexApp:
         # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
         self.hooks: ASGIApp | None = None
         self._negotiated: dict[bytes, Format | None] = {}
-        self._proxied: dict[tuple[str, bool], tuple[object, Page]] = {}
+        # Proxied pages as rendered, by their bytes: one can be several MB.
+        self._proxied: LRU[tuple[str, bool], tuple[object, Page]] = LRU(MEMORY_BYTES)
 
     def reconfigure(self, settings: Settings, upstream: Upstream) -> None:
         """A reload's new settings and upstream; pages proxied from the old upstream are dropped."""
@@ -152,7 +154,7 @@ class IndexApp:
             return cached[1]
         body = render.project_html(model) if fmt.is_html else render.project_json(model)
         page = make_page(body)
-        remember(self._proxied, key, (model, page), MEMORY_PAGES)
+        self._proxied.put(key, (model, page), len(page.body) + len(page.gzipped or b""))
         return page
 
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
