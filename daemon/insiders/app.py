@@ -22,6 +22,7 @@ from .config import Directories, Settings
 from .control.commands import Commands, Parts, log_location
 from .control.server import serve_control
 from .credentials import read_secret
+from .fsutil import make_private
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -328,6 +329,9 @@ async def run(
     upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
     for directory in (dirs.data, dirs.cache):
         await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+        # What an earlier version (or another umask) left readable to others is restricted.
+        if changed := await trio.to_thread.run_sync(make_private, directory):
+            log.info("%s: %d files and directories made private (0600, 0700)", directory, changed)
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
