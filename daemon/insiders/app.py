@@ -63,6 +63,15 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
     )
 
 
+async def _private_directories(dirs: Directories) -> None:
+    """The data and cache directories, there and the daemon's alone: what an earlier version (or
+    another umask) left readable to others is restricted."""
+    for directory in (dirs.data, dirs.cache):
+        await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+        if changed := await trio.to_thread.run_sync(make_private, directory):
+            log.info("%s: %d files and directories made private (0600, 0700)", directory, changed)
+
+
 def describe_upstream(upstream: Upstream) -> str:
     if upstream.mode == "none" or upstream.url is None:
         return "not found (no upstream)"
@@ -327,11 +336,7 @@ async def run(
     graceful.install()
     reason.install()
     upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
-    for directory in (dirs.data, dirs.cache):
-        await trio.Path(directory).mkdir(parents=True, exist_ok=True)
-        # What an earlier version (or another umask) left readable to others is restricted.
-        if changed := await trio.to_thread.run_sync(make_private, directory):
-            log.info("%s: %d files and directories made private (0600, 0700)", directory, changed)
+    await _private_directories(dirs)
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
