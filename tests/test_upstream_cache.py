@@ -20,6 +20,7 @@ import pytest
 
 from tests.faults.places import http_server
 from tests.support import INSIDERSCTL, Daemon, isolated_env
+from tests.test_archive_bombs import memory_kib
 
 JSON = "application/vnd.pypi.simple.v1+json"
 FILES_PER_PAGE = 3000  # about 500 kB of JSON: a big project's page on a public index
@@ -167,5 +168,23 @@ def test_a_name_the_upstream_does_not_know_is_asked_again_soon_and_never_written
             response = client.get("/simple/late/")
             assert response.status_code == 200, response.text
             assert set(cached_pages(daemon)) == {"late"}
+    finally:
+        daemon.stop()
+
+
+def test_proxy_mode_memory_is_bounded(tmp_path: Path, upstream: tuple[Upstream, str]) -> None:
+    """120 big pages (3,000 files each) asked for in turn: the daemon's memory stays within
+    100 MB of what it was (a count of 512 pages bounded nothing: about 3 MB each, parsed and
+    rendered)."""
+    _behaviour, url = upstream
+    daemon = start(tmp_path, url, "", "--upstream-mode", "proxy")
+    try:
+        before = memory_kib(daemon, "VmRSS")
+        with httpx.Client(base_url=daemon.url, timeout=60) as client:
+            for n in range(120):
+                accept = JSON if n % 2 else "text/html"
+                response = client.get(f"/simple/big-{n}/", headers={"Accept": accept})
+                assert response.status_code == 200
+        assert memory_kib(daemon, "VmRSS") - before < 100 << 10
     finally:
         daemon.stop()

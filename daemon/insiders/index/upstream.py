@@ -40,9 +40,13 @@ ACCEPT = (
 )
 
 
-# Upstream pages kept in memory, by the bytes they were fetched as (one can be several MB); the
-# least recently used go first. Proxy mode reads one back from its disk copy when it needs it.
-MEMORY_BYTES = 64 << 20
+# Upstream pages kept in memory, parsed, by an estimate of what they weigh there (one can be
+# several MB); the least recently used go first. Proxy mode reads one back from its disk copy
+# (fresh within the TTL, else when the upstream is down) before it asks the upstream again.
+MEMORY_BYTES = 32 << 20
+# A parsed page weighs about three times the JSON it came as (measured on a 3,000-file page:
+# 574 kB of JSON, 1.77 MB of objects).
+PARSED_FACTOR = 3
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -340,6 +344,11 @@ class Upstream:
         return answer
 
     async def _refresh(self, name: NormalizedName) -> _Cached:
+        # A copy on disk still fresh (a page the memory let go, or one from before a restart).
+        copy = await self._load(name) if self.mode == "proxy" else None
+        if copy is not None and copy.page is not None and self._fresh(copy.fetched, True):
+            self._memory.put(name, copy, _weight(copy))
+            return copy
         url = self.redirect_url(name)
         try:
             response = await self._client.get(url, headers={"Accept": ACCEPT})
@@ -361,7 +370,7 @@ class Upstream:
             self._memory.put(name, stale, _weight(stale))
             return stale
         cached = _Cached(time.time(), page)
-        weight = len(response.content) if page is not None else _NEGATIVE_WEIGHT
+        weight = PARSED_FACTOR * len(response.content) if page is not None else _NEGATIVE_WEIGHT
         self._memory.put(name, cached, weight)
         # A name the upstream does not know leaves nothing on disk (and an old copy goes).
         await self._store(name, cached if page is not None else None)
@@ -395,5 +404,6 @@ class Upstream:
 
 
 def _weight(cached: _Cached) -> int:
-    """A page's weight when its fetched size is not at hand (a copy read back from disk)."""
-    return len(_encode(cached)) if cached.page is not None else _NEGATIVE_WEIGHT
+    """A page's weight when its fetched size is not at hand (a copy read back from disk, whose
+    JSON is about the size of the upstream's)."""
+    return PARSED_FACTOR * len(_encode(cached)) if cached.page is not None else _NEGATIVE_WEIGHT
