@@ -7,9 +7,12 @@ with tarfile or zipfile would take the test as long, and as much memory, as the 
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 import struct
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,9 +156,10 @@ _END64 = struct.Struct("<4sQ2H2L4Q")
 _LOCATOR64 = struct.Struct("<4sLQL")
 
 
-def entry_bomb(extra_entries: int) -> bytes:
+def entry_bomb(extra_entries: int, *, honest: bool = True) -> bytes:
     """A good wheel whose central directory lists `extra_entries` more (empty, stored) files, all
-    at the first local header: what zipfile reads into one ZipInfo each."""
+    at the first local header: what zipfile reads into one ZipInfo each. Not `honest`: its end
+    record claims the good wheel's few entries (zipfile never looks at that count)."""
     wheel = make_wheel("entrybomb", "1.0")
     end = wheel.rindex(b"PK\x05\x06")
     _sig, _disk, _cd_disk, count, _total, cd_size, cd_offset, _comment = _END.unpack_from(
@@ -170,7 +174,7 @@ def entry_bomb(extra_entries: int) -> bytes:
         for name in (f"entrybomb/{n}".encode() for n in range(extra_entries))
     )
     central += extra
-    total = count + extra_entries
+    total = count + extra_entries if honest else count
     end64_offset = len(local) + len(central)
     end64 = _END64.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, total, total, len(central), len(local))
     locator = _LOCATOR64.pack(b"PK\x06\x07", 0, end64_offset, 1)
@@ -178,11 +182,13 @@ def entry_bomb(extra_entries: int) -> bytes:
     return local + central + end64 + locator + tail
 
 
+@pytest.mark.parametrize("honest", [True, False], ids=["counted", "count-lies"])
 def test_a_wheel_of_a_million_entries_is_refused_in_bounded_memory(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, tmp_path: Path, honest: bool
 ) -> None:
     idle = memory_kib(daemon, "VmHWM")
-    reason = upload_bytes(daemon, tmp_path, "entrybomb-1.0-py3-none-any.whl", entry_bomb(1_200_000))
+    bomb = entry_bomb(1_200_000, honest=honest)
+    reason = upload_bytes(daemon, tmp_path, "entrybomb-1.0-py3-none-any.whl", bomb)
     assert "entries" in reason
     assert "limit" in reason
     assert memory_kib(daemon, "VmHWM") - idle < MARGIN_KIB
@@ -212,3 +218,56 @@ def test_a_wheel_claiming_terabytes_is_refused(daemon: Daemon, tmp_path: Path) -
     reason = upload_bytes(daemon, tmp_path, "huge-1.0-py3-none-any.whl", content)
     assert "uncompressed" in reason
     assert listed(daemon, "huge") == 404
+
+
+def test_a_big_real_wheel_is_accepted(daemon: Daemon, tmp_path: Path) -> None:
+    """70,000 files (zip64: more than 65,535), written by zipfile: the bounds leave room."""
+    wheel = io.BytesIO(make_wheel("bigreal", "1.0"))
+    with zipfile.ZipFile(wheel, "a") as archive:
+        for n in range(70_000):
+            archive.writestr(f"bigreal/icons/{n}.svg", b"<svg/>")
+    path = tmp_path / "bigreal-1.0-py3-none-any.whl"
+    path.write_bytes(wheel.getvalue())
+    response = daemon.upload(path, name="bigreal", version="1.0")
+    assert response.status_code == 200, response.text
+    assert listed(daemon, "bigreal") == 200
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    text = f" {key}={value}\n".encode()
+    length = len(text) + len(str(len(text)))
+    length = len(text) + len(str(length))
+    return str(length).encode() + text
+
+
+def test_a_sparse_member_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    """GNU sparse 1.0 (in PAX): tarfile reads its map into a list of ints, a few bytes each."""
+    pkg_info = b"Metadata-Version: 2.1\nName: sparse\nVersion: 1.0\n\n"
+    records = b"".join(
+        _pax_record(key, value)
+        for key, value in [
+            ("GNU.sparse.major", "1"),
+            ("GNU.sparse.minor", "0"),
+            ("GNU.sparse.name", "sparse-1.0/data"),
+            ("GNU.sparse.realsize", "1000000"),
+        ]
+    )
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, len(records)
+    sparse_map = b"100\n" + b"0\n0\n" * 100
+    member = tarfile.TarInfo("sparse-1.0/GNUSparseFile.0/data")
+    member.size = len(_block(sparse_map))
+    pkg = tarfile.TarInfo("sparse-1.0/PKG-INFO")
+    pkg.size = len(pkg_info)
+    raw = (
+        pkg.tobuf(tarfile.USTAR_FORMAT)
+        + _block(pkg_info)
+        + header.tobuf(tarfile.USTAR_FORMAT)
+        + _block(records)
+        + member.tobuf(tarfile.USTAR_FORMAT)
+        + _block(sparse_map)
+        + b"\0" * tarfile.BLOCKSIZE * 2
+    )
+    reason = upload_bytes(daemon, tmp_path, "sparse-1.0.tar.gz", gzip.compress(raw))
+    assert "sparse" in reason
+    assert listed(daemon, "sparse") == 404
