@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint types pytest systemd-host-tools browser-host-tools shells nginx-host-tools clean
+.PHONY: run test lint types pytest systemd-host-tools browser-host-tools shells nginx-host-tools sandbox-host-tools clean
 
 # Running needs insiders and its dependencies only; the tests need the dev extra on top.
 $(BIN)/.installed-run: pyproject.toml
@@ -28,7 +28,8 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools .cache/wheelhouse/.complete
+pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools sandbox-host-tools \
+		.cache/wheelhouse/.complete
 	$(BIN)/pytest
 
 # Wheels of the build backends that the watcher tests build with, served by a local index.
@@ -58,6 +59,13 @@ shells:
 	@if [ "$$(id -u)" = 0 ] && ! { command -v zsh && command -v fish; } >/dev/null; then \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh fish; \
+	fi
+
+# A watched repository's build runs in bubblewrap's sandbox (insidersd refuses to build without it).
+sandbox-host-tools:
+	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; \
 	fi
 
 # The mirror tests run Debian's nginx in front of insidersd and of the mirror targets.

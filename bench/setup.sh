@@ -3,12 +3,14 @@
 # (pypiserver, devpi-server, py-spy) in a venv of their own, never in the project's dependencies.
 set -eu
 cd "$(dirname "$0")"
-if ! command -v wrk >/dev/null 2>&1 || ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; then
+# bubblewrap: the watcher's figures are of builds in their sandbox, as insidersd runs them.
+if ! command -v wrk >/dev/null 2>&1 || ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } \
+    || ! command -v bwrap >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light bubblewrap >/dev/null
     else
-        echo "bench: wrk and nginx are needed: sudo apt-get install -y wrk nginx-light" >&2
+        echo "bench: wrk, nginx and bwrap are needed: sudo apt-get install -y wrk nginx-light bubblewrap" >&2
     fi
 fi
 PEERS=.venv-peers

@@ -455,3 +455,42 @@ def installed_version(target: Path, module: str) -> str:
     namespace: dict[str, str] = {}
     exec((target / module / "__init__.py").read_text(), namespace)
     return namespace["VERSION"]
+
+
+class GoSignal:
+    """A signal that a sandboxed build can wait for (it sees none of the test's files, but shares
+    the network): a loopback port that accepts connections once `give` was called."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._listener: socket.socket | None = None
+
+    def code(self) -> str:
+        """Python source defining `go_given()` (one try) and `wait_for_go()`, for a backend."""
+        return textwrap.dedent(
+            f"""\
+            import socket as _socket, time as _time
+
+            def go_given():
+                try:
+                    _socket.create_connection(("127.0.0.1", {self.port}), timeout=2).close()
+                    return True
+                except OSError:
+                    return False
+
+            def wait_for_go():
+                while not go_given():
+                    _time.sleep(0.2)
+            """
+        )
+
+    def give(self) -> None:
+        if self._listener is None:
+            # Connections complete in the kernel's backlog: nothing needs to accept them.
+            self._listener = socket.create_server(("127.0.0.1", self.port), backlog=128)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import re
 import subprocess
 import threading
@@ -22,6 +23,7 @@ import pytest
 from tests.support import (
     BIN,
     Daemon,
+    GoSignal,
     git_project,
     installed_version,
     isolated_env,
@@ -89,13 +91,33 @@ def files_of(daemon: Daemon, project: str) -> dict[str, str]:
 
 
 def logged_pid(log: Path, label: str = "BACKEND PID", wait: float = 120) -> int:
-    """The pid a test build backend printed into its build log (it may write nowhere else)."""
+    """The host pid of the process a test build backend named in its build log (it may write
+    nowhere else), or -1 when no such process exists any more."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if log.exists() and (match := re.search(rf"{label} (\d+)", log.read_text())):
-            return int(match.group(1))
+            # The log is DAEMON_HOME/data/insiders/logs/NAME/VERSION.log.
+            return host_pid(int(match.group(1)), log.parents[4])
         time.sleep(0.2)
     raise AssertionError(f"no {label} in {log}")
+
+
+def host_pid(sandbox_pid: int, home: Path) -> int:
+    """The pid on this machine of the build process that calls itself `sandbox_pid` in its
+    sandbox's PID namespace (and works in a scratch directory under the daemon's `home`); -1 when
+    there is none."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        nspid = re.search(r"^NSpid:\s+(.*)$", status, re.M)
+        if nspid and int(nspid.group(1).split()[-1]) == sandbox_pid and cwd.startswith(str(home)):
+            return int(proc.name)
+    return -1
 
 
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -375,12 +397,13 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    # The build may read outside its scratch directory, not write: the test says when to go on.
-    flag = tmp_path / "builds-may-finish"
+    # The test says when builds may finish, over the network (a build sees none of its files).
+    go = GoSignal()
     repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
     (repo / "backend.py").write_text(
         "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
-        f"if not os.path.exists({str(flag)!r}):\n"
+        + go.code()
+        + "if not go_given():\n"
         "    print('BACKEND PID', os.getpid(), flush=True)\n    time.sleep(600)\n"
     )
     tag_release(repo, "1.0")
@@ -395,12 +418,13 @@ def test_stop_interrupts_a_build_which_is_retried_after_restart(
         repos = json.loads((daemon.data_dir / "repos.json").read_text())["repos"]
         assert "interrupted" in repos[0]["state"]["last_error"]
 
-        flag.write_text("go")
+        go.give()
         daemon.start()
         assert "published 1.0" in ctl(daemon, "update", "--wait").stdout
     finally:
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
+        go.close()
 
 
 def test_a_location_that_looks_like_an_option_runs_nothing(

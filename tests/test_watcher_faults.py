@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Daemon, git_project, tag_release
+from tests.support import Daemon, GoSignal, git_project, tag_release
 from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
 
 __all__ = ["wheelhouse"]
@@ -180,7 +180,7 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
 def test_git_missing_from_path(tmp_path: Path, wheelhouse: Daemon) -> None:
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("git", "nice"):
+    for tool in ("git", "nice", "bwrap"):
         (tools / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
     home = tmp_path / "d"
     (home / "config" / "insiders").mkdir(parents=True)
@@ -250,10 +250,12 @@ version = "0.0.0"
 """
 
 
-def boxed_backend(outside: Path, release: Path) -> str:
+def boxed_backend(outside: Path, go: GoSignal) -> str:
     """A backend that starts a `setsid` child, tries to write outside its scratch directory, and
-    hangs until `release` exists."""
-    return f"""\
+    hangs until the test gives it the go."""
+    return (
+        go.code()
+        + f"""\
 import os, subprocess, time
 from hatchling.build import *  # noqa: F403
 
@@ -265,21 +267,21 @@ try:
 except OSError as error:
     print("REFUSED OUTSIDE", error, flush=True)
 print("BACKEND PID", os.getpid(), flush=True)
-while not os.path.exists({str(release)!r}):
-    time.sleep(0.2)
+wait_for_go()
 """
+    )
 
 
 def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon) -> None:
     """No build process survives the daemon, a setsid child included; the scratch directory is
     gone after the restart; the build could not write outside its scratch directory."""
     outside = tmp_path / "written-by-a-build"
-    release = tmp_path / "release"
+    go = GoSignal()
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     scratch = daemon.home / "cache" / "insiders" / "builds"
     try:
         repo = git_project(tmp_path / "src", "boxed", pyproject=SETSID_BUILD)
-        (repo / "backend.py").write_text(boxed_backend(outside, release))
+        (repo / "backend.py").write_text(boxed_backend(outside, go))
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:boxed")
         ctl(daemon, "update", "--no-wait")
@@ -288,7 +290,7 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
         setsid_child = logged_pid(log, "SETSID PID")
         assert not gone(setsid_child, wait=0.5)
         assert any(scratch.iterdir())
-        assert "REFUSED OUTSIDE [Errno 13] Permission denied" in log.read_text()
+        assert "REFUSED OUTSIDE" in log.read_text()
         assert not outside.exists()
 
         daemon.kill()  # SIGKILL: no chance to clean up
@@ -300,11 +302,11 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
         ctl(daemon, "status")
         assert not any(scratch.iterdir())  # ...and removed at the start
         assert "removed 1 scratch director" in daemon.log()
-        release.write_text("go")
+        go.give()
         assert "published 1.0" in ctl(daemon, "update", "--wait").stdout
         assert not any(scratch.iterdir())  # a finished build leaves nothing either
     finally:
-        release.write_text("go")
+        go.close()
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
 

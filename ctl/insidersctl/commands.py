@@ -179,6 +179,8 @@ def _watcher_line(watcher: p.WatcherInfo, now: float) -> str:
         parts.append(f"checking {', '.join(watcher.checking)}")
     if watcher.message:
         parts.append(watcher.message)
+    if watcher.sandbox:
+        parts.append(f"builds in {watcher.sandbox}")
     return ", ".join(parts)
 
 
@@ -245,7 +247,18 @@ REPOS = Table(
     notes=_repo_errors,
     empty="no repositories are watched; add one with: insidersctl repos add OWNER/REPO:DIST",
 )
-cmd_repos_list = lists(p.ListRepos(), p.RepoList, lambda r: r.repos, REPOS)
+
+
+def _show_repos(reply: p.RepoList) -> None:
+    if not reply.repos:
+        note(REPOS.empty)
+        return
+    REPOS.print(reply.repos, reply.now)
+    if reply.sandbox:
+        out(f"builds run in: {reply.sandbox}")
+
+
+cmd_repos_list = asks(lambda args: p.ListRepos(), p.RepoList, _show_repos)
 
 
 def cmd_repos_add(ctx: Context) -> int:

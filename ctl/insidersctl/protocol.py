@@ -302,6 +302,8 @@ class WatcherInfo(_Part, frozen=True):
     next_check: float | None = None  # wall-clock time
     checking: tuple[str, ...] = ()  # repositories being checked now
     message: str = ""
+    # What builds run in: "bubblewrap", "none" (the operator's choice), or "refused: why".
+    sandbox: str = ""
 
 
 class TokenInfo(_Part, frozen=True):
@@ -410,6 +412,7 @@ class StatusReport(IndexFacts, frozen=True, kw_only=True, tag="status"):
 
 class RepoList(Clocked, frozen=True, kw_only=True, tag="repos"):
     repos: tuple[RepoInfo, ...] = ()
+    sandbox: str = ""  # what builds run in, as WatcherInfo.sandbox
 
 
 class RepoAdded(Reply, frozen=True, tag="repo-added"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -117,7 +118,8 @@ class Daemon:
             cache_dir=dirs.cache,
             logs_dir=dirs.data / "logs",
             credentials=dirs.credentials,
-            index_url=self.own_index_url,
+            index_access=self.build_index,
+            hidden=(dirs.data, dirs.cache, dirs.runtime, *filter(None, [dirs.credentials])),
         )
         self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         web = create_web_app(store, self.public_url)
@@ -162,17 +164,23 @@ class Daemon:
             read_secret, "webhook-secret", setting, self.dirs.credentials
         )
 
-    def own_index_url(self) -> str | None:
-        """This index's /simple/ URL, for builds to resolve their build dependencies through."""
+    @contextlib.contextmanager
+    def build_index(self, borrower: str) -> Iterator[str | None]:
+        """This index's /simple/ URL for one build to resolve its build dependencies through,
+        with a read token of its own when reads need one (revoked when the block ends)."""
         if not self.http_urls:
-            return None
+            yield None
+            return
         url = self.builds_url or self.http_urls[0]
         for unspecified, loopback in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:")):
             url = url.replace(unspecified, loopback)
-        if self.settings.server.read_access == "token":
-            # pip and uv keep a URL's password out of their logs ("****").
-            url = url.replace("://", f"://__token__:{self.tokens.builds_secret}@", 1)
-        return f"{url}/simple/"
+        if self.settings.server.read_access != "token":
+            yield f"{url}/simple/"
+            return
+        with self.tokens.lend(borrower) as secret:
+            # pip and uv keep a URL's password out of their logs ("****"), and the build log is
+            # redacted of it anyway.
+            yield f"{url.replace('://', f'://__token__:{secret}@', 1)}/simple/"
 
     async def reload_now(self) -> str | None:
         """A reload as systemd sees it (RELOADING=1, the new settings, READY=1), from SIGHUP or

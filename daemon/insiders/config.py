@@ -23,6 +23,7 @@ UpstreamMode = Literal["redirect", "proxy", "none"]
 ProjectUpstream = Literal["shadow", "merge"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ReadAccess = Literal["anyone", "token"]
+SandboxSetting = Literal["auto", "bubblewrap", "none"]
 
 DEFAULT_PORT = 31411
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -97,6 +98,11 @@ class WatcherSettings(_Section):
     # The shared secret of the push triggers (POST /hooks/github|gitlab|gitea), read from this
     # file (or the systemd credential `webhook-secret`); without one they are off.
     webhook_secret_file: str | None = None
+    # What a watched repository's build runs in (insiders.watcher.sandbox): "auto" and
+    # "bubblewrap" need bubblewrap and refuse to build without it; "none" runs the repository's
+    # code with the daemon's authority (only its writes confined), for a machine that cannot
+    # sandbox and repositories the operator trusts.
+    sandbox: SandboxSetting = "auto"
 
 
 class TargetSettings(_Section):

@@ -12,11 +12,13 @@ holding it knows what to fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -72,12 +74,8 @@ class Tokens:
         self._tokens = tokens
         self._used: dict[str, float] = {}  # name -> last use not yet written
         self._saved_use = time.monotonic()
-        # A read token for the daemon's own builds (their build dependencies resolve through
-        # this index): kept in memory only, new at every start, never listed.
-        self.builds_secret = PREFIX + secrets.token_urlsafe(32)
-        self._builds = Token(
-            name=BUILDS_TOKEN, scope="read", sha256=_digest(self.builds_secret), created=time.time()
-        )
+        # Read tokens lent to running builds (see `lend`), by sha256: in memory only, never listed.
+        self._lent: dict[str, Token] = {}
 
     @classmethod
     def open(cls, data_dir: Path) -> Tokens:
@@ -131,6 +129,20 @@ class Tokens:
         self._save([*self._tokens, token])
         return secret
 
+    @contextlib.contextmanager
+    def lend(self, borrower: str) -> Iterator[str]:
+        """A read token for the block's duration: a build's credential for its build dependencies
+        (they resolve through this index), held in memory, revoked when the build ends, so what a
+        build leaks of it is worth nothing afterwards."""
+        secret = PREFIX + secrets.token_urlsafe(32)
+        digest = _digest(secret)
+        name = f"{BUILDS_TOKEN}-{borrower}"
+        self._lent[digest] = Token(name=name, scope="read", sha256=digest, created=time.time())
+        try:
+            yield secret
+        finally:
+            del self._lent[digest]
+
     def revoke(self, name: str) -> None:
         """Delete a token; the first-start secret file goes too when it holds this token."""
         gone = [t for t in self._tokens if t.name == name]
@@ -160,8 +172,8 @@ class Tokens:
         A use is recorded in memory (see `save_use`).
         """
         digest = _digest(secret)
-        if scope == "read" and hmac.compare_digest(self._builds.sha256, digest):
-            return self._builds
+        if scope == "read" and (lent := self._lent.get(digest)) is not None:
+            return lent
         token = next((t for t in self._tokens if hmac.compare_digest(t.sha256, digest)), None)
         if token is None:
             raise TokenRefused("Invalid token: it is unknown or revoked", known=False)

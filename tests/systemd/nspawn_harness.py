@@ -29,7 +29,7 @@ SUITE = "trixie"
 SUITES = ("trixie", "bookworm")
 VARIANT = "minbase"
 # procps gives ps/pgrep for debugging a failure inside the container; git and python3-venv are what
-# the watcher and the venv install need.
+# the watcher and the venv install need; bubblewrap is the builds' sandbox.
 INCLUDE = (
     "systemd",
     "systemd-sysv",
@@ -40,6 +40,7 @@ INCLUDE = (
     "ca-certificates",
     "git",
     "procps",
+    "bubblewrap",
 )
 CACHE_PARENT = Path(os.environ.get("INSIDERS_TEST_ROOT_CACHE", "/var/tmp"))
 # Wheels pip downloads inside the container are kept here between runs (bind-mounted in).

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import WHEELHOUSE
 from tests.systemd.helpers import (
     PROBE,
     accepts,
@@ -107,42 +108,61 @@ def test_insidersctl_status_answers(system: System) -> None:
     assert result.stdout.strip()
 
 
-BOXED_BACKEND = """\
-import os
+# A hostile build hook under the system service: what it reaches for (the daemon's tokens, its
+# credentials, its configuration and control socket, its environment through /proc, a write into
+# its state), then an ordinary hatchling build, so the release is published as any other.
+HOSTILE_BACKEND = """\
+import glob, os, socket
+from hatchling.build import *  # noqa: F403
 
-
-def get_requires_for_build_sdist(config_settings=None):
-    return []
-
-
-get_requires_for_build_wheel = get_requires_for_build_sdist
-
-
-def build_sdist(directory, config_settings=None):
-    for target in ("/var/lib/insiders/escaped", os.path.join(directory, "inside")):
-        try:
-            with open(target, "w") as file:
-                file.write("x")
-            print("WROTE", target, flush=True)
-        except OSError as error:
-            print("REFUSED", target, error, flush=True)
-    raise SystemExit("the build ends here")
-
-
-build_wheel = build_sdist
+for target in (
+    "/var/lib/insiders/upload-token",
+    "/var/lib/insiders/tokens.json",
+    "/run/credentials/insiders.service/github-token",
+    "/etc/credstore/github-token",
+    "/etc/insiders/config.toml",
+):
+    try:
+        print("READ", target, open(target).read(), flush=True)
+    except OSError as error:
+        print("HIDDEN", target, error.strerror, flush=True)
+try:
+    socket.socket(socket.AF_UNIX).connect("/run/insiders/control.sock")
+    print("READ control socket: connected", flush=True)
+except OSError as error:
+    print("HIDDEN control socket", error.strerror, flush=True)
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        if b"CREDENTIALS_DIRECTORY" in open(path, "rb").read():
+            print("READ", path, flush=True)
+    except OSError:
+        pass
+try:
+    open("/var/lib/insiders/escaped", "w").write("x")
+    print("READ wrote /var/lib/insiders/escaped", flush=True)
+except OSError as error:
+    print("REFUSED /var/lib/insiders/escaped", error.strerror, flush=True)
+print("SANDBOX UID", os.getuid(), "ENV", sorted(os.environ), flush=True)
 """
 
 
-def test_a_build_under_the_system_unit_writes_nowhere_but_its_scratch(system: System) -> None:
-    """The box under the hardened unit: the subreaper and Landlock are allowed, and a build step
-    that writes into the daemon's state directory is refused, while its own output is not."""
-    source = "/var/lib/insiders/src/boxed"
+def test_a_hostile_build_under_the_system_unit_gets_nothing_of_the_daemon(
+    system: System,
+) -> None:
+    """bubblewrap works under the hardened unit (its namespaces and mount calls are allowed): the
+    build sees no token, credential, configuration, control socket or daemon environment, writes
+    nowhere but its scratch, and still builds, its build backend installed through the index."""
+    token = system.c.path("/var/lib/insiders/upload-token").read_text().strip()
+    for wheel in sorted(WHEELHOUSE.glob("*.whl")):
+        assert upload(f"{system.url}/", wheel, token).status_code == 200
+    source = "/var/lib/insiders/src/hostile"
     system.c.run(["runuser", "-u", "insiders", "--", "mkdir", "-p", source])
     system.c.path(f"{source}/pyproject.toml").write_text(
-        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n\n'
-        '[project]\nname = "boxed"\nversion = "1.0"\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "backend"\n'
+        'backend-path = ["."]\n\n[project]\nname = "hostile"\nversion = "1.0"\n'
+        "[tool.hatch.build.targets.wheel]\nbypass-selection = true\n"
     )
-    system.c.path(f"{source}/backend.py").write_text(BOXED_BACKEND)
+    system.c.path(f"{source}/backend.py").write_text(HOSTILE_BACKEND)
     system.c.run(["chown", "-R", "insiders:insiders", source])
     git = ["runuser", "-u", "insiders", "--", "git", "-C", source]
     system.c.run([*git, "init", "--quiet"])
@@ -150,18 +170,23 @@ def test_a_build_under_the_system_unit_writes_nowhere_but_its_scratch(system: Sy
     identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     system.c.run([*git, *identity, "commit", "--quiet", "-m", "1.0"])
     system.c.run([*git, "tag", "v1.0"])
-    system.c.run(["insidersctl", "repos", "add", f"{source}:boxed"])
-    result = system.c.run(["insidersctl", "update", "--wait", "boxed"], check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
-    log = system.c.path("/var/lib/insiders/logs/boxed/1.0.log").read_text()
-    assert "REFUSED /var/lib/insiders/escaped [Errno 13] Permission denied" in log, log
-    assert re.search(r"WROTE \S+/inside", log), log
-    assert "not confined" not in log, log
-    assert "not a subreaper" not in log, log
+    system.c.run(["insidersctl", "repos", "add", f"{source}:hostile"])
+    result = system.c.run(["insidersctl", "update", "--wait", "hostile"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + system.journal()
+    log = system.c.path("/var/lib/insiders/logs/hostile/1.0.log").read_text()
+    assert "published 1.0" in result.stdout
+    assert "insiders: sandbox: bubblewrap" in log, log
+    assert "READ" not in log, log
+    # The hook runs once per build step; every time, each of the six was hidden.
+    assert log.count("HIDDEN") >= 6, log
+    assert log.count("HIDDEN") == 6 * log.count("SANDBOX UID"), log
+    assert "REFUSED /var/lib/insiders/escaped" in log, log
+    assert "CREDENTIALS_DIRECTORY" not in log.split("SANDBOX UID", 1)[1], log
     assert not system.c.path("/var/lib/insiders/escaped").exists()
+    assert "builds in bubblewrap" in system.c.run(["insidersctl", "status"]).stdout
     # Nothing is left of the build: its scratch directory is gone with it.
     assert list(system.c.path("/var/cache/insiders/builds").iterdir()) == []
-    system.c.run(["insidersctl", "repos", "remove", "boxed"])
+    system.c.run(["insidersctl", "repos", "remove", "hostile"])
 
 
 def test_pip_install_through_the_index(

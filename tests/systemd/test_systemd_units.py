@@ -37,12 +37,15 @@ def test_user_units_verify_clean(container: Container) -> None:
 
 
 def test_system_service_is_rated_ok(container: Container) -> None:
+    """1.1 before builds ran in bubblewrap; its user, mount, PID and IPC namespaces, the mount
+    calls and capset (1.0 in all) are worth what they buy: a build that sees nothing of the
+    daemon's."""
     result = container.run(
         [
             "systemd-analyze",
             "security",
             "--offline=yes",
-            "--threshold=20",
+            "--threshold=21",
             "/usr/lib/systemd/system/insiders.service",
         ],
         check=False,
@@ -52,6 +55,6 @@ def test_system_service_is_rated_ok(container: Container) -> None:
     )
     assert match, result.stdout + result.stderr
     print(f"systemd-analyze security: {match.group(1)} {match.group(2)}")
-    assert float(match.group(1)) <= 2.0
+    assert float(match.group(1)) <= 2.1
     assert match.group(2) == "OK"
     assert result.returncode == 0, result.stdout

@@ -246,7 +246,8 @@ class Commands:
             case p.ServerStatus():
                 return self.server_status()
             case p.ListRepos():
-                return p.RepoList(repos=self._repo_infos(), now=time.time())
+                sandbox = self.watcher.info().sandbox
+                return p.RepoList(repos=self._repo_infos(), now=time.time(), sandbox=sandbox)
             case p.AddRepo():
                 return await self.add_repo(request)
             case p.RemoveRepo():

@@ -1,11 +1,12 @@
-"""The box a build runs in: nothing of it outlives it, and it writes only in its scratch directory.
+"""The box a build runs in: nothing of it outlives it.
 
 insidersd runs every build as
 
-    python -I box.py --lifeline FD --writable SCRATCH -- nice -n 10 python -m build ...
+    python -I box.py --lifeline FD -- bwrap ... -- nice -n 10 python -m build ...
 
 and this small supervisor (standard library only, so it starts fast and imports nothing of the
-daemon) runs the command, then kills whatever the command left behind.
+daemon) runs the command, then kills whatever the command left behind. What the build may see
+and write is the sandbox's inside it (insiders.watcher.sandbox: bubblewrap).
 
 Why this design, and not the others:
 
@@ -14,19 +15,19 @@ Why this design, and not the others:
   It also covers the direct child only, not the build backend that `build` starts.
 - A process group is left by any `setsid` (a build hook that starts a daemon does exactly that).
 - A cgroup (a systemd scope) needs the service manager's D-Bus and delegation, which the hardened
-  system unit does not have; a PID namespace (`unshare`, bubblewrap) needs user namespaces, which
-  its `RestrictNamespaces=yes` forbids, and it needs no namespace to run by hand either.
+  system unit does not have.
 - So the supervisor makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`): every process of the
-  build, one that calls `setsid` or forks twice included, stays its descendant. It holds the read
-  end of a pipe whose write end only insidersd holds. End-of-file on that pipe (insidersd cancelled
-  the build, or insidersd died, `kill -9` included: the kernel closes its descriptors) makes it
-  kill every descendant and exit. When the command ends on its own, leftovers are killed too.
-- Writes are confined with Landlock (Linux 5.13+), which an unprivileged process applies to itself
-  with no namespace and no privilege, so it works the same under the system unit and run by hand
-  (systemd-run's sandboxing of a transient unit needs the manager's D-Bus; bubblewrap needs user
-  namespaces): everything stays readable and executable, but files can be created, written,
-  renamed or removed only under the scratch directory (and /dev/null). Where the kernel has no
-  Landlock the build runs without that confinement and its log says so on the first line.
+  build, one that calls `setsid` or forks twice included, stays its descendant (inside the
+  sandbox, bubblewrap's PID namespace holds them too: its first process dying kills them all). It
+  holds the read end of a pipe whose write end only insidersd holds. End-of-file on that pipe
+  (insidersd cancelled the build, or insidersd died, `kill -9` included: the kernel closes its
+  descriptors) makes it kill every descendant and exit. When the command ends on its own,
+  leftovers are killed too.
+- Without a sandbox (`[watcher] sandbox = "none"`, the operator's choice: `--writable SCRATCH`)
+  writes are still confined here with Landlock (Linux 5.13+), which an unprivileged process
+  applies to itself: everything stays readable, but files can be created, written, renamed or
+  removed only under the scratch directory (and /dev/null). Where the kernel has no Landlock the
+  log says so on its first lines.
 """
 
 from __future__ import annotations
@@ -187,7 +188,9 @@ def supervise(command: Sequence[str], lifeline: int, writable: Sequence[str]) ->
     except OSError as error:
         # insidersd still kills the build's process group; only a setsid child could escape.
         print(f"insiders: not a subreaper: {error}", flush=True)
-    why_not = confine_writes(writable)
+    # No --writable: the sandbox inside confines the build (bubblewrap's mounts, which a Landlock
+    # domain would forbid).
+    why_not = confine_writes(writable) if writable else None
     if why_not is not None:
         print(f"insiders: writes are not confined to the scratch directory: {why_not}", flush=True)
     try:

@@ -1,8 +1,9 @@
 """Build a checked-out tag with PyPA `build` in a subprocess, and check what it made.
 
-The build runs in a box (insiders.watcher.box: its process tree dies with it, it writes only in
-its scratch directory) at a lower priority with a time limit; its output goes to a log file kept
-per repository and version. Build dependencies resolve through this daemon's own
+The build runs in a sandbox (insiders.watcher.sandbox: it sees nothing of the daemon's and writes
+only its scratch directory) inside a box (insiders.watcher.box: its process tree dies with it), at
+a lower priority with a time limit; its output goes, redacted, to a log file kept per repository
+and version. Build dependencies resolve through this daemon's own
 index, so an Insiders build that needs another Insiders package gets it.
 """
 
@@ -13,31 +14,41 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import trio
 from packaging.version import Version
 
 from insiders.errors import BuildError, InvalidFilename
 from insiders.names import NormalizedName, parse_dist_filename
-from insiders.watcher import box
+from insiders.watcher import box, buildlog, sandbox
+from insiders.watcher.sandbox import Sandbox
 
 
 def build_env(
     index_url: str | None, scratch: Path | None = None, epoch: int | None = None
 ) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NOTIFY_", "LISTEN_", "WATCHDOG_", "INSIDERS_", "GIT_"))
-    }
+    """A build's whole environment: an allow-list, never the daemon's (its credentials directory,
+    SSH agent, cloud keys, notify socket stay out), and everything it writes inside `scratch`."""
+    env = {k: v for k, v in os.environ.items() if k in sandbox.PASSED_ENV}
+    python_bin = str(Path(sys.executable).parent)
+    env.update(
+        PATH=f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+        HOME=os.environ.get("HOME", "/nonexistent"),
+        PYTHONUNBUFFERED="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        # Build dependencies come from this index alone: no pip.conf or uv.toml of the machine's.
+        PIP_CONFIG_FILE=os.devnull,
+        UV_NO_CONFIG="1",
+    )
     if index_url:
         env.update(PIP_INDEX_URL=index_url, UV_INDEX_URL=index_url, UV_DEFAULT_INDEX=index_url)
-    env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     if scratch is not None:
         # Everything a build writes stays in its scratch directory (the box allows no other).
         env.update(
+            HOME=str(scratch / "home"),
             TMPDIR=str(scratch / "tmp"),
             XDG_CACHE_HOME=str(scratch / "cache"),
             PIP_CACHE_DIR=str(scratch / "cache" / "pip"),
@@ -59,50 +70,62 @@ async def build(
     log_path: Path,
     *,
     index_url: str | None,
-    scratch: Path | None = None,
+    sandbox: Sandbox,
+    scratch: Path,
+    readable: Sequence[Path] = (),
     epoch: int | None = None,
-    python: str = sys.executable,
+    header: Sequence[str] = (),
 ) -> list[Path]:
-    """Run `python -m build --sdist --wheel` in the box; the files it made, or BuildError.
+    """Run `python -m build --sdist --wheel` in the sandbox and the box; the files it made, or
+    BuildError.
 
-    The box (insiders.watcher.box) confines writes to `scratch` and kills the build's whole
+    The sandbox (insiders.watcher.sandbox) lets the build see nothing of the daemon's and write
+    only `scratch` (and read `readable`); the box (insiders.watcher.box) kills the build's whole
     process tree when the build ends, when it is cancelled (the caller's deadline, a stop of the
-    daemon) and when insidersd dies: its lifeline is a pipe whose write end only this process holds.
+    daemon) and when insidersd dies: its lifeline is a pipe whose write end only this process
+    holds. The log starts with the sandbox and `header`, and is stored redacted
+    (insiders.watcher.buildlog).
     """
     await trio.Path(outdir).mkdir(parents=True, exist_ok=True)
     await trio.Path(log_path.parent).mkdir(parents=True, exist_ok=True)
-    writable = scratch or outdir.parent
-    await trio.Path(writable / "tmp").mkdir(parents=True, exist_ok=True)
-    command = ["nice", "-n", "10", python, "-m", "build", "--sdist", "--wheel"]
+    for place in ("tmp", "home"):
+        await trio.Path(scratch / place).mkdir(parents=True, exist_ok=True)
+    command = ["nice", "-n", "10", sandbox.python, "-m", "build", "--sdist", "--wheel"]
     command += ["--outdir", str(outdir), str(source)]
-    log = await trio.to_thread.run_sync(log_path.open, "wb")
-    try:
-        env = build_env(index_url, scratch, epoch)
-        status = await _run_boxed(python, writable, command, log, env, source)
-    finally:
-        log.close()
+    env = build_env(index_url, scratch, epoch)
+    # Unbuffered: `insidersctl logs --build -f` and the web page follow the log as it grows.
+    async with await trio.open_file(log_path, "wb", buffering=0) as log:
+        lines = [f"sandbox: {sandbox.describe()}", *header]
+        await log.write("".join(f"insiders: {line}\n" for line in lines).encode())
+        boxed = sandbox.wrap(command, scratch, readable)
+        status = await _run_boxed(sandbox, scratch, boxed, log, env, source)
     if status != 0:
         raise BuildError(f"python -m build failed (exit status {status})")
     return sorted(Path(p) for p in await trio.Path(outdir).iterdir())
 
 
 async def _run_boxed(
-    python: str,
-    writable: Path,
+    sandbox: Sandbox,
+    scratch: Path,
     command: list[str],
-    log: BinaryIO,
+    log: buildlog.AsyncWriter,
     env: dict[str, str],
     cwd: Path,
 ) -> int:
-    """Run `command` in the box, its output to `log`; its exit status. Whatever way this ends,
-    the box is told (the lifeline closes) and what is left of the process tree is killed."""
+    """Run `command` (wrapped in the sandbox) in the box, its output copied into `log`; its exit
+    status.
+    Whatever way this ends, the box is told (the lifeline closes) and what is left of the process
+    tree is killed."""
     lifeline, keep_alive = os.pipe()
+    # Without a sandbox, Landlock keeps the writes in scratch (bubblewrap mounts, which a
+    # Landlock domain forbids, and only mounts scratch writable).
+    writable = ["--writable", str(scratch)] if sandbox.kind == "none" else []
     try:
-        boxed = [python, "-I", str(BOX), "--writable", str(writable), "--lifeline", str(lifeline)]
+        boxed = [sandbox.python, "-I", str(BOX), *writable, "--lifeline", str(lifeline)]
         process = await trio.lowlevel.open_process(
             [*boxed, "--", *command],
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
@@ -114,8 +137,11 @@ async def _run_boxed(
         raise
     finally:
         os.close(lifeline)
+    assert process.stdout is not None
     try:
-        await process.wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(buildlog.copy_output, process.stdout, log)
+            await process.wait()
     finally:
         # On timeout, on a stop of the daemon, always: the box kills what is left of the build.
         os.close(keep_alive)
@@ -124,6 +150,7 @@ async def _run_boxed(
                 await process.wait()
             _kill_group(process.pid)
             await process.wait()
+            await process.stdout.aclose()
     return await process.wait()  # done: its exit status at once
 
 
@@ -133,9 +160,13 @@ def _kill_group(pid: int) -> None:
 
 
 def check_dists(files: list[Path], name: NormalizedName, version: Version) -> list[Path]:
-    """The built files must be one wheel and one sdist of `name` at `version`."""
+    """The built files must be one wheel and one sdist of `name` at `version`, and plain files:
+    the daemon reads them outside the sandbox, where a symbolic link would point at its own
+    files (or at /dev/zero)."""
     kinds = []
     for path in files:
+        if path.is_symlink() or not path.is_file():
+            raise BuildError(f"the build made {path.name}, which is not a plain file")
         try:
             dist = parse_dist_filename(path.name)
         except InvalidFilename as error:

@@ -112,7 +112,8 @@ async def checkout(mirror: Path, tag: str, dest: Path, *, env: dict[str, str]) -
     await git(*clone, env=quiet)
 
 
-async def commit_time(work_tree: Path, *, env: dict[str, str]) -> int:
-    """The committer time of the checked-out commit: the tag's SOURCE_DATE_EPOCH."""
-    output = await git("-C", str(work_tree), "log", "-1", "--format=%ct", "HEAD", "--", env=env)
-    return int(output.strip())
+async def head_commit(work_tree: Path, *, env: dict[str, str]) -> tuple[str, int]:
+    """The checked-out commit and its committer time (the tag's SOURCE_DATE_EPOCH)."""
+    output = await git("-C", str(work_tree), "log", "-1", "--format=%H %ct", "HEAD", "--", env=env)
+    commit, time = output.split()
+    return commit, int(time)

@@ -11,7 +11,8 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -20,14 +21,18 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import CheckFailed, ProjectClosed
+from insiders.errors import BuildError, CheckFailed, ProjectClosed
 from insiders.ingest import check_filename, hash_file, publish_file
 from insiders.repos.registry import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.report import Say, publish_failures, step_failures
+from insiders.watcher.sandbox import Sandbox
+from insiders.watcher.sandbox import choose as choose_sandbox
 
 log = logging.getLogger(__name__)
+
+IndexAccess = Callable[[str], AbstractContextManager[str | None]]
 
 
 def clean_scratch(scratch: Path) -> int:
@@ -60,8 +65,23 @@ class Releaser:
     scratch: Path
     logs_dir: Path
     credentials: Path | None
-    index_url: Callable[[], str | None]
+    # The index URL one build resolves its build dependencies through, with its own credential.
+    index_access: IndexAccess
+    # The daemon's directories, absent from a build's sandbox.
+    hidden: tuple[Path, ...]
     builds: trio.CapacityLimiter
+    # What the last choice of a sandbox found: what `insidersctl status` says builds run in.
+    sandbox_said: list[str] = field(default_factory=lambda: ["not chosen yet"])
+
+    async def sandbox(self) -> Sandbox:
+        """The sandbox the next build runs in, or BuildError: none here, and none is allowed."""
+        try:
+            sandbox = await choose_sandbox(self.settings().watcher.sandbox, self.hidden)
+        except BuildError as error:
+            self.sandbox_said[0] = f"refused: {error}"
+            raise
+        self.sandbox_said[0] = sandbox.kind
+        return sandbox
 
     async def release(self, fetched: Fetched, version: Version, tag: str, say: Say) -> bool:
         """Build one version and publish it; False when identical files were published already."""
@@ -88,18 +108,37 @@ class Releaser:
         source, out = scratch / "src", scratch / "dist"
         with step_failures():
             await git.checkout(fetched.mirror, tag, source, env=fetched.env)
-            epoch = await git.commit_time(source, env=fetched.env)
+            commit, epoch = await git.head_commit(source, env=fetched.env)
         await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
-        limit = self.settings().watcher.build_timeout
+        watcher = self.settings().watcher
+        limit = watcher.build_timeout
+        with step_failures():
+            sandbox = await self.sandbox()
+        header = (
+            f"repository: {fetched.repo.source.location}",
+            f"tag: {tag}, commit {commit}, SOURCE_DATE_EPOCH={epoch}",
+        )
         async with self.builds:
             say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
             too_slow = f"the build took longer than {limit:.0f} s and was stopped"
-            with step_failures(log_path, too_slow=too_slow), trio.fail_after(limit):
+            with (
+                step_failures(log_path, too_slow=too_slow),
+                trio.fail_after(limit),
+                self.index_access(f"{fetched.repo.key}-{version}") as index_url,
+            ):
                 built = await builder.build(
-                    source, out, log_path, index_url=self.index_url(), scratch=scratch, epoch=epoch
+                    *(source, out, log_path),
+                    index_url=index_url,
+                    sandbox=sandbox,
+                    scratch=scratch,
+                    # The checkout's objects are the mirror's (git clone --shared): readable.
+                    readable=(fetched.mirror,),
+                    epoch=epoch,
+                    header=header,
                 )
         with step_failures(log_path):
-            files = builder.check_dists(built, fetched.repo.key, version)
+            check = builder.check_dists
+            files = await trio.to_thread.run_sync(check, built, fetched.repo.key, version)
         for path in files:
             await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
         return files

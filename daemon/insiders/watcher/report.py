@@ -98,6 +98,7 @@ class WatcherState:
     interval: float  # seconds between periodic checks
     next_check: float | None  # wall-clock time; None while paused
     checking: tuple[str, ...]  # the repositories being checked now
+    sandbox: str  # what builds run in (bubblewrap, none) or why they are refused
 
 
 def step_failures(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,13 +28,13 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import CheckFailed
+from insiders.errors import BuildError, CheckFailed
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.watcher import git
 from insiders.watcher.choice import versions_to_build
 from insiders.watcher.records import IGNORED_TAGS_SHOWN, Records, backoff
-from insiders.watcher.release import Fetched, Releaser, clean_scratch
+from insiders.watcher.release import Fetched, IndexAccess, Releaser, clean_scratch
 from insiders.watcher.report import (
     Outcome,
     Progress,
@@ -75,7 +75,8 @@ class Watcher:
         cache_dir: Path,
         logs_dir: Path,
         credentials: Path | None,
-        index_url: Callable[[], str | None],
+        index_access: IndexAccess,
+        hidden: tuple[Path, ...] = (),
     ) -> None:
         self.repos = repos
         self.store = store
@@ -101,7 +102,8 @@ class Watcher:
             scratch=self.scratch,
             logs_dir=logs_dir,
             credentials=credentials,
-            index_url=index_url,
+            index_access=index_access,
+            hidden=hidden,
             builds=self._builds,
         )
 
@@ -113,6 +115,7 @@ class Watcher:
             interval=self.settings.watcher.interval,
             next_check=None if self.paused else self.next_check,
             checking=tuple(sorted(self.checking)),
+            sandbox=self.releaser.sandbox_said[0],
         )
 
     def pause(self) -> None:
@@ -199,6 +202,7 @@ class Watcher:
             self._nursery = nursery
             self._running.set()
             task_status.started()
+            nursery.start_soon(self._say_sandbox)
             self.next_check = time.time() + min(5.0, self.settings.watcher.interval)
             while True:
                 with trio.move_on_after(max(0.0, self.next_check - time.time())):
@@ -215,6 +219,13 @@ class Watcher:
                     # Jitter spreads the checks of many daemons (and repositories) over time.
                     interval = self.settings.watcher.interval
                     self.next_check = time.time() + interval * random.uniform(0.9, 1.1)
+
+    async def _say_sandbox(self) -> None:
+        """Tell at start what builds will run in (status shows it from then on)."""
+        try:
+            log.info("builds run in: %s", (await self.releaser.sandbox()).describe())
+        except BuildError as error:
+            log.warning("%s", error)
 
     def _due(self) -> list[Repo]:
         now = time.time()

