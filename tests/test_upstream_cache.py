@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import threading
 import time
@@ -188,3 +189,36 @@ def test_proxy_mode_memory_is_bounded(tmp_path: Path, upstream: tuple[Upstream, 
         assert memory_kib(daemon, "VmRSS") - before < 100 << 10
     finally:
         daemon.stop()
+
+
+# -- the caches themselves (pure, and a real directory) -------------------------------------
+
+
+def test_the_lru_counts_weights_and_evicts_the_least_recently_used() -> None:
+    from insiders.index.pagecache import LRU
+
+    cache: LRU[str, str] = LRU(10)
+    cache.put("a", "A", 4)
+    cache.put("b", "B", 4)
+    assert cache.get("a") == "A"  # a is now the newest
+    cache.put("c", "C", 4)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("A", None, "C")
+    cache.put("huge", "H", 11)  # heavier than the whole limit: not kept, nothing evicted
+    assert cache.get("huge") is None
+    assert cache.weight == 8
+
+
+def test_disk_pages_start_from_the_files_times_and_stay_within_the_limit(tmp_path: Path) -> None:
+    from insiders.index.pagecache import DiskPages
+
+    for age, name in enumerate(["old", "middle", "new"]):
+        (tmp_path / f"{name}.json").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{name}.json", (1000 + age, 1000 + age))
+    pages = DiskPages(tmp_path, 350)
+    assert pages.load("old") == b"x" * 100  # used: now the newest
+    pages.save("fresh", b"y" * 100)
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["fresh", "new", "old"]
+    pages.save("too-big", b"z" * 351)
+    assert not (tmp_path / "too-big.json").exists()
+    pages.drop("old")
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["fresh", "new"]

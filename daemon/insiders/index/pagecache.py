@@ -31,9 +31,6 @@ class LRU(Generic[K, V]):
         self.weight = 0
         self._items: dict[K, tuple[V, int]] = {}  # oldest first (dicts keep order)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def get(self, key: K) -> V | None:
         item = self._items.pop(key, None)
         if item is None:
@@ -136,12 +133,6 @@ class DiskPages:
         with self._lock:
             self._known()
             self._forget(name)
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            self._known()
-            return self._total
 
     def _forget(self, name: str) -> None:
         assert self._sizes is not None
