@@ -222,3 +222,23 @@ def test_disk_pages_start_from_the_files_times_and_stay_within_the_limit(tmp_pat
     assert not (tmp_path / "too-big.json").exists()
     pages.drop("old")
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["fresh", "new"]
+
+
+def test_a_project_gone_upstream_leaves_no_copy(
+    tmp_path: Path, upstream: tuple[Upstream, str]
+) -> None:
+    behaviour, url = upstream
+    behaviour.known.add("gone")
+    config = "[upstream]\ncache-ttl = 0.5\nnegative-ttl = 0.5\n"
+    daemon = start(tmp_path, url, config, "--upstream-mode", "proxy")
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=30, headers={"Accept": JSON}) as client:
+            assert client.get("/simple/gone/").status_code == 200
+            assert set(cached_pages(daemon)) == {"gone"}
+            behaviour.known.discard("gone")  # removed upstream
+            time.sleep(0.6)  # the TTL: time itself is what the daemon waits for
+            assert client.get("/simple/gone/").status_code == 404
+        assert cached_pages(daemon) == {}
+        assert behaviour.asked["gone"] == 2
+    finally:
+        daemon.stop()
