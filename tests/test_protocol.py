@@ -239,3 +239,32 @@ def test_json_output_is_the_protocols_field_names() -> None:
     ]
     repo = msgspec.json.decode(to_json(p.RepoInfo(name="d", source="o/r", kind="github")))
     assert set(repo) >= {"name", "source", "last_check", "last_published", "last_error", "log"}
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"),
+    [
+        (1, 0),
+        ([], 0),
+        ([1, "x" * 300, b"y" * 70_000, 2.5, -3, 2**40, None], 1),
+        ({"a": [1, {"b": [True]}]}, 4),
+        ([[[[[1]]]]], 5),
+        ([[], [[]], [[[0]]]], 4),
+        (msgspec.msgpack.Ext(1, b"z" * 300), 0),
+    ],
+)
+def test_too_deep_counts_nested_containers(value: object, depth: int) -> None:
+    from insidersctl.nesting import too_deep
+
+    body = msgspec.msgpack.encode(value)
+    assert not too_deep(body, depth)
+    assert too_deep(body, depth - 1) is (depth > 0)
+
+
+def test_a_request_nested_too_deeply_is_a_bad_message() -> None:
+    """A typed decoder skips unknown fields recursively: 60,000 levels were a RecursionError."""
+    body = b"\x82\xa4type\xa6status\xa5extra" + b"\x91" * 60_000 + b"\xc0"
+    with pytest.raises(p.BadMessage, match="nested deeper"):
+        p.decode_client_message(body)
+    shallow = b"\x82\xa4type\xa6status\xa5extra" + b"\x91" * 3 + b"\xc0"
+    assert p.decode_client_message(shallow) == p.Status()

@@ -133,7 +133,11 @@ def test_a_home_path_is_the_daemons_home(monkeypatch: pytest.MonkeyPatch) -> Non
         ("@host:repo", "no host before ':'"),
         (":repo", "no host before ':'"),
         ("host:", "no repository path after host:"),
-        ("host::dist", "no repository path after host:"),
+        # git reads NAME::ADDRESS as a remote helper, not as scp-like ssh with an empty path
+        ("host::dist", "remote helper (git-remote-host)"),
+        ("ext::sh:demo", "remote helper (git-remote-ext)"),
+        ("fd::3:demo", "remote helper (git-remote-fd)"),
+        ("git@host:", "no repository path after git@host:"),
         ("/srv/repo:not a name", "no spaces"),
         ("/srv/repo:bad$", "'bad$' is not a valid distribution name"),
     ],

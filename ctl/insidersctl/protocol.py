@@ -23,8 +23,10 @@ import msgspec
 
 # The protocol's errors live with every other error of the client (one tree); named here too.
 from insidersctl.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessage
+from insidersctl.nesting import too_deep
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_FRAME_SIZE",
     "MAX_REQUEST_SIZE",
     "PROTOCOL_MINOR",
@@ -50,6 +52,9 @@ HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
 MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 MAX_REQUEST_SIZE: Final = 64 * 1024
+# Containers nested in a request: the deepest the protocol has is a handful; more is refused
+# before decoding (insidersctl.nesting says why).
+MAX_DEPTH: Final = 32
 
 
 # Error codes: stable strings for scripts (`insidersctl --json` prints them).
@@ -573,7 +578,10 @@ def encode_frame(message: _Message, limit: int = MAX_FRAME_SIZE) -> bytes:
 
 
 def decode_client_message(body: bytes) -> ClientMessage:
-    """What the daemon receives; raises UnknownMessage or BadMessage."""
+    """What the daemon receives; raises UnknownMessage or BadMessage (one nested deeper than
+    MAX_DEPTH included: the decoder would skip its unknown parts recursively)."""
+    if too_deep(body, MAX_DEPTH):
+        raise BadMessage(f"a message nested deeper than {MAX_DEPTH} levels")
     return _decode(_client_decoder, body, _CLIENT_TAGS)
 
 
@@ -599,13 +607,16 @@ def _decode(decoder: msgspec.msgpack.Decoder[M], body: bytes, known: frozenset[s
         raise _explain(body, error, known) from None
     except msgspec.DecodeError as error:
         raise BadMessage(f"not a msgpack message: {error}") from None
+    except RecursionError:
+        # The decoder's own bound, for what too_deep did not check (the daemon's replies).
+        raise BadMessage("a message nested too deeply to decode") from None
 
 
 def _explain(body: bytes, error: msgspec.ValidationError, known: frozenset[str]) -> ProtocolError:
     """A message type that is not known (the peer is newer) told apart from a malformed one."""
     try:
         tag = _envelope_decoder.decode(body).type
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         tag = ""
     if tag and tag not in known:
         return UnknownMessage(tag)

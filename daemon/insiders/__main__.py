@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
@@ -24,6 +25,7 @@ from .config import (
     load_settings,
     resolve_directories,
 )
+from .fsutil import PRIVATE_UMASK
 from .logfile import LOG_FILE, log_to_file
 from .logs import setup_logging, stderr_is_journal
 from .options import parser
@@ -56,6 +58,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything is written: the data, the cache, the logs are the daemon's alone (see fsutil).
+    os.umask(PRIVATE_UMASK)
     args = parser().parse_args(argv)
     try:
         settings = settings_from(args)

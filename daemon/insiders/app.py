@@ -23,6 +23,7 @@ from .config import Directories, Settings
 from .control.commands import Commands, Parts, log_location
 from .control.server import serve_control
 from .credentials import read_secret
+from .fsutil import make_private
 from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
@@ -58,7 +59,18 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
         ttl=settings.upstream.cache_ttl,
         timeout=settings.upstream.timeout,
         cache_dir=dirs.cache,
+        negative_ttl=settings.upstream.negative_ttl,
+        cache_size=settings.upstream.cache_size,
     )
+
+
+async def _private_directories(dirs: Directories) -> None:
+    """The data and cache directories, there and the daemon's alone: what an earlier version (or
+    another umask) left readable to others is restricted."""
+    for directory in (dirs.data, dirs.cache):
+        await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+        if changed := await trio.to_thread.run_sync(make_private, directory):
+            log.info("%s: %d files and directories made private (0600, 0700)", directory, changed)
 
 
 def describe_upstream(upstream: Upstream) -> str:
@@ -332,8 +344,7 @@ async def run(
     graceful.install()
     reason.install()
     upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
-    for directory in (dirs.data, dirs.cache):
-        await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+    await _private_directories(dirs)
     store = await trio.to_thread.run_sync(Store.open, dirs.data)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)

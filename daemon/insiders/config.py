@@ -67,6 +67,12 @@ class UpstreamSettings(_Section):
     mode: UpstreamMode = "redirect"
     # Proxy mode: how long a fetched upstream page is served before it is fetched again.
     cache_ttl: Positive = 600.0
+    # How long "the upstream has no such project" is believed: short, so that a project just
+    # published there is seen soon, and a flood of one unknown name is one fetch a minute.
+    negative_ttl: Positive = 60.0
+    # Proxy mode: bytes of upstream pages kept in the cache directory (served while the upstream
+    # is down); the least recently fetched go first. Redirect mode keeps no page.
+    cache_size: Size = 256 << 20
     timeout: Positive = 15.0
 
 

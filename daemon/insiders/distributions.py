@@ -6,25 +6,30 @@ through it, so only files that are what their names claim get published.
 
 from __future__ import annotations
 
-import gzip
-import io
+import struct
 import tarfile
-import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from packaging.metadata import parse_email
 
+from insiders.archives import (
+    MAX_SDIST_UNPACKED,
+    MAX_WHEEL_UNPACKED,
+    open_tar_gz,
+    read_zip_member,
+    scan_zip,
+)
 from insiders.errors import InvalidDistribution
 
 from .names import DistFilename, NormalizedName, is_valid_name, normalize, parse_version
 
 # Core metadata embeds the long description, so allow a generous size, but not an unbounded one.
+# The archives' own bounds (members, uncompressed bytes, tar headers) are in `archives`.
 MAX_METADATA = 8 << 20
-# An sdist is read as a stream until PKG-INFO turns up; a bomb must not make us inflate gigabytes.
-MAX_SDIST_INFLATE = 512 << 20
-MAX_SDIST_MEMBERS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,88 +87,54 @@ def parse_metadata(raw: bytes, *, where: str) -> CoreMetadata:
     )
 
 
-def _read_bounded(file: IO[bytes], where: str) -> bytes:
-    data = file.read(MAX_METADATA + 1)
-    if len(data) > MAX_METADATA:
-        raise InvalidDistribution(f"{where} is larger than {MAX_METADATA >> 20} MiB")
-    return data
-
-
 def _wheel_metadata(path: Path, dist: DistFilename) -> bytes:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            candidates = [
-                info
-                for info in archive.infolist()
-                if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
-            ]
-            chosen = [i for i in candidates if _dir_matches(i.filename, dist, ".dist-info")]
-            if len(chosen) != 1:
-                raise InvalidDistribution(
-                    f"{dist.filename}: expected one {dist.name}-{dist.version}.dist-info/METADATA, "
-                    f"found {len(chosen)}"
-                )
-            with archive.open(chosen[0]) as member:
-                return _read_bounded(member, f"{dist.filename}: METADATA")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
-        raise InvalidDistribution(
-            f"{dist.filename} is not a readable zip archive: {error}"
-        ) from None
+    def wanted(name: str) -> bool:
+        return name.count("/") == 1 and name.endswith(".dist-info/METADATA")
+
+    with _archive_errors(dist, "zip archive"), path.open("rb") as file:
+        candidates = scan_zip(file, wanted, max_unpacked=MAX_WHEEL_UNPACKED)
+        chosen = [e for e in candidates if _dir_matches(e.name, dist, ".dist-info")]
+        if len(chosen) != 1:
+            raise InvalidDistribution(
+                f"expected one {dist.name}-{dist.version}.dist-info/METADATA, found {len(chosen)}"
+            )
+        return read_zip_member(file, chosen[0], MAX_METADATA)
 
 
 def _zip_sdist_metadata(path: Path, dist: DistFilename) -> bytes:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO"):
-                    with archive.open(info) as member:
-                        return _read_bounded(member, f"{dist.filename}: PKG-INFO")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
-        raise InvalidDistribution(
-            f"{dist.filename} is not a readable zip archive: {error}"
-        ) from None
-    raise InvalidDistribution(f"{dist.filename} has no top-level PKG-INFO")
-
-
-class _Budget(io.RawIOBase):
-    """A reader that refuses to go past a number of bytes, to bound decompression."""
-
-    def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
-        self._inner, self._left = inner, limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self._left <= 0:
-            raise InvalidDistribution("PKG-INFO not found within the inflate limit (a tar bomb?)")
-        view = memoryview(buffer)[: self._left]
-        data = self._inner.read(len(view))
-        view[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
+    with _archive_errors(dist, "zip archive"), path.open("rb") as file:
+        found = scan_zip(file, _is_pkg_info, max_unpacked=MAX_SDIST_UNPACKED)
+        if not found:
+            raise InvalidDistribution("no top-level PKG-INFO")
+        return read_zip_member(file, found[0], MAX_METADATA)
 
 
 def _tar_sdist_metadata(path: Path, dist: DistFilename) -> bytes:
+    """The first top-level PKG-INFO, once the whole archive was read within the bounds (a bomb
+    may as well follow PKG-INFO as precede it)."""
+    raw: bytes | None = None
+    with _archive_errors(dist, ".tar.gz"), open_tar_gz(path) as stream:
+        for member in stream.members():
+            if raw is None and member.isfile() and _is_pkg_info(member.name):
+                raw = stream.read(member, MAX_METADATA)
+    if raw is None:
+        raise InvalidDistribution(f"{dist.filename} has no top-level PKG-INFO")
+    return raw
+
+
+def _is_pkg_info(name: str) -> bool:
+    return name.count("/") == 1 and name.endswith("/PKG-INFO")
+
+
+@contextmanager
+def _archive_errors(dist: DistFilename, kind: str) -> Iterator[None]:
+    """The archive readers' refusals, and the libraries' errors, worded with the filename."""
     try:
-        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw) as inflated:
-            budget = io.BufferedReader(_Budget(inflated, MAX_SDIST_INFLATE))
-            with tarfile.open(fileobj=budget, mode="r|") as archive:
-                for count, member in enumerate(archive):
-                    if count > MAX_SDIST_MEMBERS:
-                        break
-                    if (
-                        member.isfile()
-                        and member.name.count("/") == 1
-                        and member.name.endswith("/PKG-INFO")
-                    ):
-                        extracted = archive.extractfile(member)
-                        if extracted is None:
-                            break
-                        return _read_bounded(extracted, f"{dist.filename}: PKG-INFO")
-    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as error:
-        raise InvalidDistribution(f"{dist.filename} is not a readable .tar.gz: {error}") from None
-    raise InvalidDistribution(f"{dist.filename} has no top-level PKG-INFO")
+        yield
+    except InvalidDistribution as error:
+        raise InvalidDistribution(f"{dist.filename}: {error}") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error, struct.error) as error:
+        raise InvalidDistribution(f"{dist.filename} is not a readable {kind}: {error}") from None
 
 
 def _dir_matches(member: str, dist: DistFilename, suffix: str) -> bool:

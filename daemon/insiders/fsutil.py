@@ -4,16 +4,24 @@ The store, the token file, the repository registry and the upstream cache all wr
 (dumb-pypi's atomic_write is the model): a temp file beside the target, fsynced, renamed over
 it, and the directory fsynced so that the rename itself survives a power cut. Blocking: call
 from a thread.
+
+Everything the daemon writes is its own: files 0600 and directories 0700, in user mode as under
+the system unit (UMask=0077, StateDirectoryMode=0700). `PRIVATE_UMASK` is set for the whole
+process (a file opened anywhere, by a library or a child process, is private too), the durable
+writes say their mode anyway, and `make_private` restricts what an earlier version left open.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+PRIVATE_UMASK = 0o077
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write a temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -45,3 +53,19 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_private(root: Path) -> int:
+    """Take group and other permissions away under `root` (itself included, symbolic links not
+    followed); how many entries were changed. Blocking: call from a thread."""
+    changed = 0
+    for directory, dirnames, filenames in os.walk(root):
+        for path in (directory, *(os.path.join(directory, n) for n in (*dirnames, *filenames))):
+            try:
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                    os.chmod(path, stat.S_IMODE(mode) & 0o700)
+                    changed += 1
+            except FileNotFoundError:
+                continue  # removed meanwhile (an upload's temp file)
+    return changed

@@ -1,11 +1,14 @@
 """The control server: one task per insidersctl connection, each request handed to a `Handler`.
 
 Each connection is its own task: a greeting within `Limits.handshake`, then requests until the
-client closes or idles past `Limits.idle`. When every slot is taken, a newcomer takes the slot of
-the connection idle the longest (told so, then closed) rather than hearing "busy" while idle
-clients hold the daemon. A malformed or unknown frame gets an error reply and the connection goes
-on; an oversized or stalled one gets an error reply and is closed; a bug in a handler is logged
-with its traceback and answered "internal". Nothing a client sends stops the daemon.
+client closes or idles past `Limits.idle`; a frame that began must end within `Limits.frame`.
+When every slot is taken, a newcomer takes the slot of the connection that has waited for its
+client the longest (told so, then closed), whether it waits between frames or inside one, rather
+than hearing "busy" while silent clients hold the daemon; only a request being answered holds its
+slot. A malformed or unknown frame (one nested deeper than the protocol's MAX_DEPTH included)
+gets an error reply and the connection goes on; an oversized or stalled one gets an error reply
+and is closed; a bug in a handler is logged with its traceback and answered "internal". Every
+refusal is a reply. Nothing a client sends stops the daemon.
 
 Who may connect is insiders.control.access; the socket file is insiders.control.socket; what a
 request does is insiders.control.commands.
@@ -14,6 +17,7 @@ request does is insiders.control.commands.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -43,6 +47,9 @@ Handler = Callable[[p.Request, SendEvent], Awaitable[p.Reply]]
 class Limits:
     handshake: float = 5.0  # seconds for a new connection's greeting
     idle: float = 60.0  # seconds a connection may wait between requests
+    # Seconds a frame that began has to arrive whole: insidersctl writes one at once, over a
+    # local socket, so a frame still partial after this is a client that stalled.
+    frame: float = 5.0
     send: float = 10.0  # seconds a client may take to accept a reply
     connections: int = 64  # connections served at once; more are answered "busy"
     linger: float = 1.0  # seconds to drain a refused client's input before closing
@@ -96,6 +103,10 @@ class Reclaimed(InsidersError):
     """An idle connection's slot went to a newcomer."""
 
 
+class Stalled(InsidersError):
+    """A frame began and did not end within `Limits.frame`."""
+
+
 def _reclaimed() -> p.Error:
     return p.Error(
         code=p.TIMEOUT,
@@ -134,6 +145,8 @@ class ControlServer:
                 log.debug("control: a client went away or stopped reading")
             except Exception:
                 log.exception("control: unexpected error on a connection (it is closed)")
+                message = "insidersd failed on this connection: this is a bug; its log has more"
+                await self._refuse(stream, p.Error(code=p.INTERNAL, message=message))
             finally:
                 self._slots.release()
 
@@ -156,6 +169,9 @@ class ControlServer:
             return await self._receive(stream, reader, within)
         except Reclaimed:
             error = _reclaimed()
+        except Stalled:
+            message = f"a frame began and did not end within {self.limits.frame:g} s: closing"
+            error = p.Error(code=p.TIMEOUT, message=message)
         except trio.TooSlowError:
             error = p.Error(code=p.TIMEOUT, message=silence)
         except p.FrameTooLarge as too_large:
@@ -247,21 +263,24 @@ class ControlServer:
     ) -> bytes | None:
         """The next frame's body, None at end of stream (a truncated frame is dropped).
 
-        Raises Reclaimed when the wait was for a client that sent nothing and its slot was
-        given to another.
+        Every wait for the client, between frames or inside one, may lose its slot to a newcomer
+        (Reclaimed): a slot is held against others only while a request is answered. A frame that
+        began has `Limits.frame` seconds to end (Stalled).
         """
+        frame_deadline = trio.current_time() + self.limits.frame if reader.pending else math.inf
         with trio.fail_after(within):
             while (body := reader.next_frame()) is None:
+                if reader.pending and frame_deadline == math.inf:
+                    frame_deadline = trio.current_time() + self.limits.frame
                 key = object()
-                with trio.CancelScope() as idle:
-                    if not reader.pending:
-                        self._idle[key] = idle
+                with trio.CancelScope(deadline=frame_deadline) as waiting:
+                    self._idle[key] = waiting
                     try:
                         data = await stream.receive_some(1 << 16)
                     finally:
                         self._idle.pop(key, None)
-                if idle.cancelled_caught:
-                    raise Reclaimed
+                if waiting.cancelled_caught:
+                    raise Stalled if trio.current_time() >= frame_deadline else Reclaimed
                 if not data:
                     if reader.pending:
                         log.debug("control: a client left in the middle of a frame")

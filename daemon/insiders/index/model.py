@@ -25,7 +25,7 @@ class FileLink(msgspec.Struct, frozen=True, kw_only=True):
     upload_time: str | None = None
 
 
-class ProjectPage(msgspec.Struct, frozen=True, kw_only=True):
+class ProjectPage(msgspec.Struct, frozen=True, kw_only=True, weakref=True):
     name: str
     files: tuple[FileLink, ...]
     versions: tuple[str, ...]

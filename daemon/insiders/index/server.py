@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -16,7 +17,8 @@ import trio
 from insiders.config import Settings
 from insiders.errors import UploadRefused, UpstreamError
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
-from insiders.index.upstream import MEMORY_PAGES, Upstream, remember
+from insiders.index.pagecache import LRU
+from insiders.index.upstream import Upstream
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 CHUNK = 256 << 10
+# Bytes of proxied pages kept as rendered (the upstream's cache keeps the parsed ones).
+RENDERED_BYTES = 16 << 20
 _NEGOTIATED_LIMIT = 256  # distinct Accept headers remembered
 
 
@@ -54,7 +58,12 @@ class IndexApp:
         # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
         self.hooks: ASGIApp | None = None
         self._negotiated: dict[bytes, Format | None] = {}
-        self._proxied: dict[tuple[str, bool], tuple[object, Page]] = {}
+        # Proxied pages as rendered, by their bytes (one can be several MB), each with a weak
+        # reference to the upstream page it was rendered from: it keeps no page alive that the
+        # upstream's own cache let go.
+        self._proxied: LRU[tuple[str, bool], tuple[weakref.ref[ProjectPage], Page]] = LRU(
+            RENDERED_BYTES
+        )
 
     def reconfigure(self, settings: Settings, upstream: Upstream) -> None:
         """A reload's new settings and upstream; pages proxied from the old upstream are dropped."""
@@ -148,11 +157,13 @@ class IndexApp:
     def _render_proxied(self, name: str, fmt: Format, model: ProjectPage) -> Page:
         key = (name, fmt.is_html)
         cached = self._proxied.get(key)
-        if cached is not None and cached[0] is model:
+        if cached is not None and cached[0]() is model:
             return cached[1]
         body = render.project_html(model) if fmt.is_html else render.project_json(model)
         page = make_page(body)
-        remember(self._proxied, key, (model, page), MEMORY_PAGES)
+        self._proxied.put(
+            key, (weakref.ref(model), page), len(page.body) + len(page.gzipped or b"")
+        )
         return page
 
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from insiders.errors import RepoError
 from insiders.names import is_valid_name
 
-from .spec import ParsedSpec
+from .spec import GIT_ALLOW_PROTOCOL, ParsedSpec
 
 
 def check_local(path: Path) -> None:
@@ -92,7 +92,12 @@ def _git(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        env={
+            **os.environ,
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",
+            "GIT_ALLOW_PROTOCOL": GIT_ALLOW_PROTOCOL,
+        },
         check=False,
     )
 

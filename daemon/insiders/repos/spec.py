@@ -7,7 +7,10 @@
 
 DIST is the distribution the repository builds; when it is left out, insiders.repos.source reads
 it from a local repository. Nothing that starts with '-' is a location: git and ssh would take it
-as an option.
+as an option. These forms are an allow-list: git's TRANSPORT::ADDRESS form (`ext::CMD` runs CMD,
+`fd::N` talks to a descriptor, `x::` runs a program git-remote-x) is refused here, and every git
+process the daemon runs has GIT_ALLOW_PROTOCOL set to the same protocols, for what the registry
+already holds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from insiders.names import is_valid_name
 
 SourceKind = Literal["github", "git", "path"]
 
-_SCHEMES = ("https", "http", "ssh", "git", "file", "git+ssh", "ssh+git")
+# The protocols git may use for a watched repository (scp-like is ssh, a local path is file):
+# GIT_ALLOW_PROTOCOL's value in every git process's environment.
+GIT_PROTOCOLS = ("https", "http", "ssh", "git", "file")
+GIT_ALLOW_PROTOCOL = ":".join(GIT_PROTOCOLS)
+_SCHEMES = (*GIT_PROTOCOLS, "git+ssh", "ssh+git")
+# git's own test (transport.c): URL-scheme characters, then "::", name a remote helper.
+_HELPER = re.compile(r"^(?P<transport>[A-Za-z][A-Za-z0-9+.-]*)::")
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 # GitHub's own rules: owners are letters, digits and single inner hyphens, at most 39 long.
 _GITHUB_OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
@@ -73,6 +82,13 @@ def parse_spec(text: str, cwd: str | None = None) -> ParsedSpec:
     if spec.startswith("-"):
         # git would read it as an option (`--upload-pack=CMD` runs CMD): never a repository.
         raise SpecError(f"{text!r}: a SPEC does not start with '-' (for a path, write ./{spec})")
+    if match := _HELPER.match(spec):
+        transport = match.group("transport")
+        raise SpecError(
+            f"{text!r}: git's {transport}::ADDRESS form hands the address to a remote helper "
+            f"(git-remote-{transport}), which is not watched here: use an https, http, ssh, git "
+            "or file URL, [USER@]HOST:PATH, OWNER/REPO or a local path"
+        )
     if match := _URL.match(spec):
         return _parse_url(spec, match.group("scheme").lower(), match.group("rest"))
     if spec.startswith(("/", "~")) or _RELATIVE.match(spec):

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from insiders.errors import GitError
+from insiders.repos.spec import GIT_ALLOW_PROTOCOL
 from insiders.watcher.tags import parse_ls_remote
 
 ASKPASS_SCRIPT = """#!/bin/sh
@@ -44,6 +45,9 @@ def git_env(askpass: Path | None, token: str | None) -> dict[str, str]:
         GIT_TERMINAL_PROMPT="0",  # never wait for a person at a prompt
         LC_ALL="C",
         GIT_CONFIG_NOSYSTEM="1",
+        # The SPEC grammar's protocols only, whatever the registry holds (an entry from before
+        # `repos add` refused ext::, fd::, x::) and whatever a repository's config says.
+        GIT_ALLOW_PROTOCOL=GIT_ALLOW_PROTOCOL,
     )
     # Keys or an agent yes, a passphrase prompt no: a daemon has nobody to ask.
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new")

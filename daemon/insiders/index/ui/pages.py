@@ -201,7 +201,7 @@ class WebPages:
         upstream = self.upstream()
         if normalized is not None and upstream.mode != "none" and upstream.url:
             try:
-                upstream_has = await upstream.page(normalized) is not None
+                upstream_has = await upstream.exists(normalized)
             except UpstreamError as error:
                 upstream_error = str(error)
         page = await self._render(
