@@ -578,7 +578,10 @@ def _show_synced(reply: p.MirrorSynced) -> None:
 
 cmd_mirrors_list = lists(p.ListMirrors(), p.MirrorList, lambda r: r.mirrors, MIRRORS)
 cmd_mirrors_sync = asks(
-    lambda args: p.SyncMirror(name=args.name), p.MirrorSynced, _show_synced, long=True
+    lambda args: p.SyncMirror(name=args.name, adopt=args.adopt, force=args.force),
+    p.MirrorSynced,
+    _show_synced,
+    long=True,
 )
 
 

@@ -238,7 +238,11 @@ class ListMirrors(Request, frozen=True, tag="mirrors-list"):
 
 class SyncMirror(_Named, frozen=True, tag="mirrors-sync"):
     """Compare the whole target with the store and repair it; the reply (MirrorSynced) comes when
-    it is done."""
+    it is done. A target that holds more than the store, or another store's, is refused unless
+    `adopt` (another store's target, nothing lost) or `force` (accept the loss) says otherwise."""
+
+    adopt: bool = False
+    force: bool = False
 
 
 class Remove(Request, frozen=True, tag="remove"):
@@ -353,7 +357,8 @@ class MirrorInfo(_Part, frozen=True):
     name: str
     kind: str  # directory, s3
     location: str
-    # idle (current), syncing, comparing (a full comparison runs), failing (retrying), broken
+    # idle (current), syncing, comparing (a full comparison runs), failing (retrying), refused
+    # (it holds more than the store or is another store's: nothing is written to it), broken
     state: str = "idle"
     lag: float = 0.0  # seconds since the oldest change the target does not show yet
     pending: int = 0  # projects whose changes are not written yet

@@ -33,7 +33,7 @@ from .index.ui.views import Site
 from .index.web import create_web_app
 from .logfile import LOG_FILE
 from .logs import set_level, stderr_is_journal
-from .mirror.restore import restore_into
+from .mirror.restore import check_unfinished, restore_into
 from .mirror.sync import Mirrors
 from .mirror.targets import open_target
 from .store import Store
@@ -310,6 +310,14 @@ async def restore_from(name: str, settings: Settings, dirs: Directories, store: 
     log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
 
 
+async def open_store(dirs: Directories, restore: str | None) -> Store:
+    """The store; refused when a restore was cut short and this start does not finish it: a
+    partial store is served, and mirrored, by nobody."""
+    if restore is None:
+        await trio.to_thread.run_sync(check_unfinished, dirs.data)
+    return await trio.to_thread.run_sync(Store.open, dirs.data)
+
+
 async def run(
     settings: Settings,
     dirs: Directories,
@@ -326,7 +334,7 @@ async def run(
     upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
     for directory in (dirs.data, dirs.cache):
         await trio.Path(directory).mkdir(parents=True, exist_ok=True)
-    store = await trio.to_thread.run_sync(Store.open, dirs.data)
+    store = await open_store(dirs, restore)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
     if restore is not None:

@@ -35,6 +35,7 @@ from insiders.errors import (
 )
 from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
+from insiders.mirror import claim
 from insiders.mirror.sync import Mirrors, MirrorState
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, make_repo
@@ -441,7 +442,10 @@ class Commands:
                 p.NOT_FOUND,
                 f"no [mirrors.{request.name}] in the configuration (configured: {known})",
             )
-        outcome = await target.full_sync()
+        accept: claim.Accept = "force" if request.force else "adopt" if request.adopt else ""
+        outcome = await target.full_sync(accept)
+        if outcome.refused:
+            raise ControlRefused(p.REFUSED, outcome.error or "refused")
         if outcome.error is not None:
             raise ControlRefused(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
         return p.MirrorSynced(

@@ -7,6 +7,12 @@ then what the project no longer has. At start, after `insidersctl mirrors sync N
 failure, a full comparison lists what the target holds and repairs every difference, so a kill at
 any instant, or a target that was down for a day, converges.
 
+A full comparison first reads the target's manifests and asks `claim.judge` whether the target may
+be made to match the store at all: a target that holds more than the store, or another store's, is
+refused (state "refused", one log line saying what to run) and nothing is written to it until
+`insidersctl mirrors sync NAME --adopt` or `--force`. Deletions only ever take what the store
+holds or recorded as removed (`layout.owned`), and pages.
+
 A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
 and pages never wait for a mirror. Its changes stay pending until it takes them.
 """
@@ -25,11 +31,11 @@ import msgspec
 import trio
 
 from insiders.config import MirrorSettings
-from insiders.errors import InsidersError, TargetError
+from insiders.errors import InsidersError, MirrorRefused, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
 
-from . import layout
+from . import claim, layout
 from .targets import Target, open_target
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     deleted: int = 0
     seconds: float = 0.0
     error: str | None = None
+    refused: bool = False  # the error is a refusal: nothing is retried until told
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class MirrorState:
     name: str
     kind: str  # directory, s3
     location: str
-    state: str  # idle (current), syncing, comparing, failing (retrying), broken
+    state: str  # idle (current), syncing, comparing, failing (retrying), refused, broken
     lag: float  # seconds since the oldest change the target does not show yet
     pending: int  # projects whose changes are not written yet
     full_sync_pending: bool
@@ -106,6 +113,8 @@ class MirrorTarget:
         self._first_change: dict[NormalizedName, float] = {}
         self._counter = 0
         self._full_wanted = True  # every start begins with a full comparison
+        self._accept: claim.Accept = ""  # what the next full comparison may accept
+        self.refused: str | None = None  # why the target is not written (a refusal's line)
         self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
         # What this process last wrote: the project as synced, and the root's digest.
         self._synced: dict[NormalizedName, Project] = {}
@@ -143,10 +152,13 @@ class MirrorTarget:
             requests=self.target.requests if self.target else 0,
         )
 
-    async def full_sync(self) -> Outcome:
-        """Ask for a full comparison and wait for it (or for its first failure)."""
+    async def full_sync(self, accept: claim.Accept = "") -> Outcome:
+        """Ask for a full comparison and wait for it (or for its first failure); `accept` lifts
+        a refusal (see `claim`)."""
         if self.broken:
             return Outcome(error=self.broken)
+        if accept:
+            self._accept = accept
         done = trio.Event()
         result: list[Outcome] = []
         self._waiters.append((done, result))
@@ -180,6 +192,9 @@ class MirrorTarget:
                     await self._compare_all()
                 else:
                     await self._sync_pending()
+            except MirrorRefused as refusal:
+                await self._hold(refusal, waiters)
+                continue
             except TargetError as error:
                 if full:
                     self._full_wanted = True
@@ -200,10 +215,27 @@ class MirrorTarget:
                 log.info("mirror %s: current again", self.name)
             failures = 0
             self.last_error = None
+            self.refused = None
             if not self._changes:
                 self.last_sync = time.time()
             self._outcome.seconds = time.monotonic() - started
             self._answer(waiters, self._outcome)
+
+    async def _hold(
+        self, refusal: MirrorRefused, waiters: list[tuple[trio.Event, list[Outcome]]]
+    ) -> None:
+        """Write nothing to the target until `mirrors sync` asks again (with --adopt or --force,
+        or once the store holds what the target does); say why once, in one line."""
+        message = str(refusal)
+        if message != self.refused:
+            log.error("%s", message)
+        self.refused = message
+        self._full_wanted = True
+        self.state = "refused"
+        self.last_error, self.last_error_at = message, time.time()
+        self._answer(waiters, msgspec.structs.replace(self._outcome, error=message, refused=True))
+        await self._retry_now.wait()
+        self._retry_now = trio.Event()
 
     def _answer(self, waiters: list[tuple[trio.Event, list[Outcome]]], outcome: Outcome) -> None:
         for done, result in waiters:
@@ -236,23 +268,31 @@ class MirrorTarget:
         return held
 
     async def _sync_project(
-        self, name: NormalizedName, held: dict[str, int] | None, *, full: bool = False
+        self,
+        name: NormalizedName,
+        held: dict[str, int] | None,
+        *,
+        full: bool = False,
+        theirs: Project | None = None,
+        forced: bool = False,
     ) -> None:
+        """Write the project as the store has it. In a full comparison `theirs` is the target's
+        own manifest of it; `forced` (mirrors sync --force) lets what that manifest names go."""
         assert self.target is not None
         if held is None:
             held = await self._held(name)
         project = self.store.get(name)
+        records = [r for r in (self.store.record(name), theirs if forced else None) if r]
         if project is None:
-            if held:
+            doomed = [k for k in held if any(layout.owned(k, r) for r in records)]
+            if doomed:
                 # The root stops naming the project before its pages go, its pages before its
                 # files: no reader follows a link to something already gone.
                 await self._write_root()
-                await self._delete(_pages_first(held))
+                await self._delete(_pages_first(doomed))
             self._synced.pop(name, None)
             return
-        previous = self._synced.get(name)
-        if full:
-            previous = await self._held_manifest(name, held)
+        previous = theirs if full else self._synced.get(name)
         await self._copy_files(project, held, previous)
         pages = layout.page_keys(project)
         if full and previous == project and all(key in held for key in pages):
@@ -264,19 +304,36 @@ class MirrorTarget:
             await self._write_pages(project, versions)
         self._synced[name] = project
         wanted = set(layout.wanted_files(project)) | pages
-        await self._delete(_pages_first(k for k in held if k not in wanted))
+        await self._delete(
+            _pages_first(
+                k for k in held if k not in wanted and any(layout.owned(k, r) for r in records)
+            )
+        )
 
-    async def _held_manifest(self, name: NormalizedName, held: dict[str, int]) -> Project | None:
+    async def _held_manifest(self, name: NormalizedName) -> Project | None:
         """The project as the target's manifest records it (None: none, or unreadable)."""
         assert self.target is not None
-        key = f"simple/{name}/{layout.PROJECT_MANIFEST}"
-        if key not in held:
-            return None
-        data = await self._call(self.target.read, key)
+        data = await self._call(self.target.read, f"simple/{name}/{layout.PROJECT_MANIFEST}")
         try:
             return layout.decode_project(data) if data is not None else None
         except msgspec.DecodeError:
             return None
+
+    async def _held_manifests(
+        self, names: Iterable[NormalizedName]
+    ) -> dict[NormalizedName, Project]:
+        """Every named project's manifest in the target, read in parallel."""
+        found: dict[NormalizedName, Project] = {}
+
+        async def read(name: NormalizedName) -> None:
+            project = await self._held_manifest(name)
+            if project is not None:
+                found[name] = project
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(read, name)
+        return found
 
     async def _copy_files(
         self, project: Project, held: dict[str, int], previous: Project | None
@@ -341,7 +398,10 @@ class MirrorTarget:
         self._outcome.pages += 1
 
     async def _write_root(self, *, force: bool = False) -> None:
-        pages = await trio.to_thread.run_sync(layout.root_pages, list(self.store.projects.values()))
+        store = self.store
+        pages = await trio.to_thread.run_sync(
+            layout.root_pages, list(store.projects.values()), store.identity, store.generation
+        )
         etag = b"".join(page.page.etag for page in pages)
         if etag == self._root_etag and not force:
             return
@@ -359,6 +419,7 @@ class MirrorTarget:
     # -- full comparison --------------------------------------------------------------------------
 
     async def _compare_all(self) -> None:
+        """Long because it is the order of a full comparison: read, judge, write, delete."""
         assert self.target is not None
         log.info("mirror %s: comparing %s with the store", self.name, self.location)
         held = await self._call(self.target.listing, "")
@@ -367,21 +428,42 @@ class MirrorTarget:
             owner = layout.project_of(key)
             if owner is not None:
                 by_project.setdefault(owner, {})[key] = size
+        root = _root(await self._call(self.target.read, layout.ROOT_MANIFEST))
+        manifest = layout.PROJECT_MANIFEST
+        named = {NormalizedName(n) for n in (root.projects if root else ())} | {
+            n for n, keys in by_project.items() if f"simple/{n}/{manifest}" in keys
+        }
+        theirs = await self._held_manifests(sorted(named))
+        accept, self._accept = self._accept, ""
+        verdict = claim.judge(root, theirs, self.store.record, self.store.identity)
+        refusal = verdict.refusal(self.name, self.location, accept)
+        if refusal is not None:
+            raise MirrorRefused(refusal)
+        if root is None or root.store != self.store.identity:
+            log.info("mirror %s: written from this store from now on", self.name)
+        forced = accept == "force"
         # Pages rendered by another insiders version are all written again.
-        root = await self._call(self.target.read, layout.ROOT_MANIFEST)
-        current = root is not None and _generator(root) == layout.GENERATOR
+        current = root is not None and root.generator == layout.GENERATOR
         if not current:
             self._synced.clear()
         batch = dict(self._changes)
-        gone = [n for n in by_project if self.store.get(n) is None]
         for name in sorted(self.store.projects):
             try:
-                await self._sync_project(name, by_project.get(name, {}), full=current)
+                await self._sync_project(
+                    name,
+                    by_project.get(name, {}),
+                    full=current,
+                    theirs=theirs.get(name),
+                    forced=forced,
+                )
             except ProjectChanged:
                 batch.pop(name, None)
-        await self._write_root(force=not current)
-        for name in gone:
-            await self._delete(_pages_first(by_project[name]))
+        ours = root is not None and root.store == self.store.identity
+        await self._write_root(force=not current or not ours)
+        for name in sorted(n for n in by_project if self.store.get(n) is None):
+            await self._sync_project(
+                name, by_project[name], full=True, theirs=theirs.get(name), forced=forced
+            )
         for name, counter in batch.items():
             if self._changes.get(name) == counter:
                 del self._changes[name]
@@ -425,11 +507,14 @@ def _plan_copies(
     return todo, stale
 
 
-def _generator(manifest: bytes) -> str:
+def _root(manifest: bytes | None) -> layout.RootManifest | None:
+    """The target's root manifest; None when there is none or it cannot be read."""
+    if manifest is None:
+        return None
     try:
-        return layout.decode_root(manifest).generator
+        return layout.decode_root(manifest)
     except msgspec.DecodeError:
-        return ""
+        return None
 
 
 def _pages_first(keys: Iterable[str]) -> list[str]:
