@@ -302,12 +302,15 @@ async def restore_from(name: str, settings: Settings, dirs: Directories, store: 
         )
         try:
             log.info("restoring the store from mirror %s (%s)", name, target.location)
-            projects, files = await restore_into(store, target)
+            done = await restore_into(store, target)
         finally:
             target.close()
     except TargetError as error:
         raise RestoreError(f"mirror {name}: {error}") from error
-    log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
+    skipped = f"; {len(done.skipped)} skipped (see above)" if done.skipped else ""
+    log.info(
+        "restored %d projects (%d files) from mirror %s%s", done.projects, done.files, name, skipped
+    )
 
 
 async def open_store(dirs: Directories, restore: str | None) -> Store:

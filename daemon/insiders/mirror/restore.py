@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import msgspec
 import trio
 
-from insiders.errors import RestoreError, TargetError, UnfinishedRestore
+from insiders.errors import InvalidFilename, RestoreError, UnfinishedRestore
 from insiders.fsutil import atomic_write
-from insiders.ingest import hash_file, incoming_file
+from insiders.ingest import check_filename, hash_file, incoming_file
+from insiders.names import NormalizedName, is_valid_name, normalize
 from insiders.store import Project, Store, StoredFile
 
 from . import layout
@@ -48,7 +50,7 @@ def check_unfinished(root: Path) -> None:
     )
 
 
-async def restore_into(store: Store, target: Target) -> tuple[int, int]:
+async def restore_into(store: Store, target: Target) -> Restored:
     """Restore into an empty store, or finish a restore that was interrupted.
 
     A marker file in the data directory says a restore is under way; without it, a store that
@@ -67,8 +69,27 @@ async def restore_into(store: Store, target: Target) -> tuple[int, int]:
     return counts
 
 
-async def restore(store: Store, target: Target) -> tuple[int, int]:
-    """Copy every project the target holds into `store`; returns (projects, files) restored."""
+class Restored(msgspec.Struct, kw_only=True):
+    """What a restore did: projects and files restored, and what it skipped and why."""
+
+    projects: int = 0
+    files: int = 0
+    skipped: list[str] = msgspec.field(default_factory=list)
+
+    def skip(self, why: str) -> None:
+        log.warning("restore: skipped %s", why)
+        self.skipped.append(why)
+
+
+async def restore(store: Store, target: Target) -> Restored:
+    """Copy every project the target holds into `store`.
+
+    Nothing the target says is trusted: a project or file name that an upload could not have
+    (a path, another project's file) is skipped, so the store writes nothing outside its own
+    layout; a file whose bytes do not match its recorded hash, or that is missing, is skipped
+    with a report rather than ending the restore. A failure to read the target ends it (run it
+    again to resume).
+    """
     root = await trio.to_thread.run_sync(target.read, layout.ROOT_MANIFEST)
     if root is None:
         raise RestoreError(
@@ -85,51 +106,119 @@ async def restore(store: Store, target: Target) -> tuple[int, int]:
             f"{target.location} was written in mirror format {manifest.format} by insiders "
             f"{manifest.generator}; this insiders reads format {layout.FORMAT} and older"
         )
-    files = 0
+    done = Restored()
     for name in manifest.projects:
-        files += await _restore_project(store, target, name)
+        if not _is_normalized(name):
+            done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")
+            continue
+        if await _restore_project(store, target, NormalizedName(name), done):
+            done.projects += 1
     if manifest.store:
         await store.restore_identity(manifest.store)
-    return len(manifest.projects), files
+    return done
 
 
-async def _restore_project(store: Store, target: Target, name: str) -> int:
-    """Every file of one project the store lacks, then its record; the files restored."""
+async def _restore_project(
+    store: Store, target: Target, name: NormalizedName, done: Restored
+) -> bool:
+    """Every file of one project the store lacks, then its record; whether any file is in."""
     key = f"simple/{name}/{layout.PROJECT_MANIFEST}"
     data = await trio.to_thread.run_sync(target.read, key)
     if data is None:
-        raise RestoreError(f"{target.location}: {key} is missing")
+        done.skip(f"{key}: missing")
+        return False
     try:
         project = layout.decode_project(data)
     except msgspec.DecodeError as error:
-        raise RestoreError(f"{target.location}: unreadable {key}: {error}") from None
-    files = 0
-    record = project
+        done.skip(f"{key}: unreadable: {error}")
+        return False
+    if not is_valid_name(project.name) or project.normalized != name:
+        done.skip(f"{key}: names the project {project.name!r}, not {name}")
+        return False
+    present: dict[str, int] = {}
+    for prefix in (f"{layout.FILES}/{name}/", f"{layout.QUARANTINE}/{name}/"):
+        present.update(await trio.to_thread.run_sync(target.listing, prefix))
+    restored: list[StoredFile] = []
     for stored in project.files:
-        current = store.get(project.normalized)
-        if current is not None and (have := current.file(stored.filename)) is not None:
-            record = _with_file(record, have)
+        why = _unsafe(name, stored)
+        if why is not None:
+            done.skip(f"{key}: {why}")
             continue
-        metadata = None
-        if stored.metadata_sha256 is not None:
-            metadata = await _fetch_metadata(target, project, stored)
-            if metadata is None:
-                stored = msgspec.structs.replace(stored, metadata_sha256=None)
-                record = _with_file(record, stored)
-        async with incoming_file(store) as content:
-            await _fetch(target, project, stored, content)
-            await store.add(project.name, stored, content, metadata)
-        files += 1
-    if project.files:
-        await store.restore_record(record)
-    log.info("restored %s (%d files, %s)", project.name, len(project.files), project.status)
-    return files
+        current = store.get(name)
+        if current is not None and (have := current.file(stored.filename)) is not None:
+            restored.append(have)
+            continue
+        entry = await _restore_file(store, target, project, stored, present, done)
+        if entry is not None:
+            restored.append(entry)
+    if not restored:
+        return False
+    removed = tuple(r for r in project.removed if _unsafe_filename(name, r.filename) is None)
+    files = tuple(restored)
+    await store.restore_record(msgspec.structs.replace(project, files=files, removed=removed))
+    log.info("restored %s (%d files, %s)", project.name, len(files), project.status)
+    return True
 
 
-def _with_file(project: Project, stored: StoredFile) -> Project:
-    """The record with the file as the store holds it (its metadata may have been left out)."""
-    files = tuple(stored if f.filename == stored.filename else f for f in project.files)
-    return msgspec.structs.replace(project, files=files)
+async def _restore_file(
+    store: Store,
+    target: Target,
+    project: Project,
+    stored: StoredFile,
+    present: dict[str, int],
+    done: Restored,
+) -> StoredFile | None:
+    """One file into the store, checked against its record; None when it was skipped."""
+    key = next((k for k in _keys(project, stored.filename) if k in present), None)
+    if key is None:
+        done.skip(f"{layout.file_key(project.normalized, stored.filename)}: missing")
+        return None
+    metadata = None
+    if stored.metadata_sha256 is not None:
+        metadata = await _fetch_metadata(target, project, stored, present)
+        if metadata is None:
+            stored = msgspec.structs.replace(stored, metadata_sha256=None)
+    async with incoming_file(store) as content:
+        await trio.to_thread.run_sync(target.fetch, key, content)
+        got = await trio.to_thread.run_sync(hash_file, content)
+        if (got.size, got.sha256) != (stored.size, stored.sha256):
+            done.skip(
+                f"{key}: does not match its manifest ({got.size} bytes, sha256 {got.sha256}; "
+                f"recorded {stored.size} bytes, {stored.sha256})"
+            )
+            return None
+        await store.add(project.name, stored, content, metadata)
+    done.files += 1
+    return stored
+
+
+def _is_normalized(name: str) -> bool:
+    return is_valid_name(name) and normalize(name) == name
+
+
+def _unsafe(name: NormalizedName, stored: StoredFile) -> str | None:
+    """Why a file the manifest names may not be restored (None: it may)."""
+    why = _unsafe_filename(name, stored.filename)
+    if why is not None:
+        return why
+    for digest in (stored.sha256, stored.metadata_sha256):
+        if digest is not None and not _SHA256.fullmatch(digest):
+            return f"{stored.filename!r}: {digest!r} is not a sha256"
+    return None
+
+
+def _unsafe_filename(name: NormalizedName, filename: str) -> str | None:
+    """The upload rules: a wheel or sdist name, spelled the normalised way, of this project."""
+    try:
+        dist = check_filename(filename)
+    except InvalidFilename as error:
+        return f"{filename!r}: {error}"
+    if dist.name != name:
+        return f"{filename!r}: a file of {dist.name}, not of {name}"
+    return None
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _keys(project: Project, filename: str) -> tuple[str, str]:
@@ -142,29 +231,13 @@ def _keys(project: Project, filename: str) -> tuple[str, str]:
     return layout.file_key(name, filename, first), layout.file_key(name, filename, other)
 
 
-async def _fetch(target: Target, project: Project, stored: StoredFile, content: Path) -> None:
-    """The file into `content`, checked against the size and sha256 its manifest records."""
-    key, other = _keys(project, stored.filename)
-    try:
-        await trio.to_thread.run_sync(target.fetch, key, content)
-    except TargetError:
-        key = other
-        await trio.to_thread.run_sync(target.fetch, key, content)
-    got = await trio.to_thread.run_sync(hash_file, content)
-    if (got.size, got.sha256) != (stored.size, stored.sha256):
-        raise RestoreError(
-            f"{target.location}: {key} does not match its manifest ({got.size} bytes, sha256 "
-            f"{got.sha256}; recorded {stored.size} bytes, {stored.sha256})"
-        )
-
-
-async def _fetch_metadata(target: Target, project: Project, stored: StoredFile) -> bytes | None:
-    data = None
-    for key in _keys(project, f"{stored.filename}.metadata"):
-        data = await trio.to_thread.run_sync(target.read, key)
-        if data is not None:
-            break
+async def _fetch_metadata(
+    target: Target, project: Project, stored: StoredFile, present: dict[str, int]
+) -> bytes | None:
+    key = next((k for k in _keys(project, f"{stored.filename}.metadata") if k in present), None)
+    data = await trio.to_thread.run_sync(target.read, key) if key is not None else None
     if data is None or hashlib.sha256(data).hexdigest() != stored.metadata_sha256:
-        log.warning("%s: missing or altered; the file is restored without its metadata", key)
+        where = key or layout.file_key(project.normalized, f"{stored.filename}.metadata")
+        log.warning("%s: missing or altered; the file is restored without its metadata", where)
         return None
     return data

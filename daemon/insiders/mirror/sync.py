@@ -330,9 +330,16 @@ class MirrorTarget:
             if project is not None:
                 found[name] = project
 
-        async with trio.open_nursery() as nursery:
-            for name in names:
-                nursery.start_soon(read, name)
+        # The first failure cancels the other reads; it leaves here as itself, not in a group.
+        failure: TargetError | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(read, name)
+        except* TargetError as failed:
+            failure = failed.exceptions[0]  # type: ignore[assignment]
+        if failure is not None:
+            raise failure
         return found
 
     async def _copy_files(
@@ -422,6 +429,7 @@ class MirrorTarget:
         """Long because it is the order of a full comparison: read, judge, write, delete."""
         assert self.target is not None
         log.info("mirror %s: comparing %s with the store", self.name, self.location)
+        await self._call(self.target.prepare)
         held = await self._call(self.target.listing, "")
         by_project: dict[NormalizedName, dict[str, int]] = {}
         for key, size in held.items():

@@ -12,6 +12,10 @@ class Target(Protocol):
     location: str  # the path, or s3://bucket/prefix at the endpoint
     requests: int  # operations done (for the benchmark and `mirrors sync`)
 
+    def prepare(self) -> None:
+        """Before a full comparison: MirrorRefused when the target is not one the daemon may
+        write (a directory that holds something and no marker of the daemon's)."""
+
     def listing(self, prefix: str) -> dict[str, int]:
         """key -> size of everything held under `prefix` (a complete key or "")."""
 

@@ -84,6 +84,9 @@ class S3Target:
         except BotoCoreError as error:
             raise TargetError(f"{what} in {self.location}: {error}") from error
 
+    def prepare(self) -> None:
+        """A bucket's prefix is claimed by its root manifest alone (see mirror.claim)."""
+
     def listing(self, prefix: str) -> dict[str, int]:
         held: dict[str, int] = {}
         paginator = self._client.get_paginator("list_objects_v2")
