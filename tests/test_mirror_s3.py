@@ -392,3 +392,38 @@ def test_quarantine_reaches_the_bucket(weed: SeaweedFS, bucket: str, tmp_path: P
     finally:
         nginx.stop()
         daemon.stop()
+
+
+def test_a_bucket_is_compared_by_content(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """Issue 21, item 5, on a bucket: an object with other bytes of the same size is reported by
+    `mirrors verify` and written again by `mirrors sync` (a file is written once otherwise)."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "c"))
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        wheel = tmp_path / wheel_filename("solid", "1.0")
+        wheel.write_bytes(make_wheel("solid", "1.0", payload=b"s" * 5000))
+        assert daemon.upload(wheel).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
+
+        key = f"files/solid/{wheel.name}"
+        altered = bytearray(wheel.read_bytes())
+        altered[100] ^= 0xFF
+        client = weed.client()
+        client.put_object(Bucket=bucket, Key=f"c/{key}", Body=bytes(altered))
+        verified = ctl(home, "mirrors", "verify", "bucket")
+        assert verified.returncode == 1
+        assert verified.stdout.startswith(f"{key}: holds {len(altered)} bytes")
+        synced = ctl(home, "mirrors", "sync", "bucket")
+        assert synced.returncode == 0, synced.stderr
+        assert "1 of them held other bytes" in synced.stdout
+        assert client.get_object(Bucket=bucket, Key=f"c/{key}")["Body"].read() == wheel.read_bytes()
+        assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
+    finally:
+        daemon.stop()

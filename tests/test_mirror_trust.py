@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fronts import ctl, write_config
+from tests.fronts import ctl, wait_for, write_config
 from tests.support import Daemon, make_wheel, wheel_filename
 
 NO_UPSTREAM = ["--upstream-mode", "none"]
@@ -181,3 +181,60 @@ def test_only_what_the_daemon_wrote_is_deleted(tmp_path: Path, launch: Launch) -
     assert (tree / "files" / "mine" / wheel_filename("mine", "2.0")).exists()
     for stray in strays:
         assert stray.read_text() == "not the daemon's"
+
+
+def current(home: Path) -> bool:
+    """The start's full comparison is done: the target was current once, nothing pending."""
+    (mirror,) = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"]
+    return bool(mirror["state"] == "idle" and mirror["last_sync"] and not mirror["pending"])
+
+
+def _flip(path: Path) -> None:
+    """Other bytes, the same size: only a comparison by content sees it."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_files_are_compared_by_content(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, item 5: verify reports each file whose bytes differ, sync and a start rewrite
+    them, a restore skips a corrupt one with a report."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    first = upload(daemon, tmp_path, "solid", "1.0")
+    second = upload(daemon, tmp_path, "solid", "2.0")
+    ok(home, "mirrors", "sync", "web")
+    assert "all 4 files match" in ctl(home, "mirrors", "verify", "web").stderr
+
+    wheel = tree / "files" / "solid" / first.name
+    metadata = tree / "files" / "solid" / f"{second.name}.metadata"
+    _flip(wheel)
+    _flip(metadata)
+    verified = ctl(home, "mirrors", "verify", "web")
+    assert verified.returncode == 1
+    differ = sorted(line.split(":")[0] for line in verified.stdout.splitlines())
+    assert differ == [f"files/solid/{first.name}", f"files/solid/{second.name}.metadata"]
+    synced = ok(home, "mirrors", "sync", "web")
+    assert "2 of them held other bytes" in synced
+    assert wheel.read_bytes() == first.read_bytes()
+    assert ctl(home, "mirrors", "verify", "web").returncode == 0
+
+    # At a start too.
+    daemon.stop()
+    _flip(wheel)
+    daemon = launch(home, NO_UPSTREAM)
+    assert wait_for(lambda: current(home)), ctl(home, "mirrors", "list")
+    assert wheel.read_bytes() == first.read_bytes()
+    assert ctl(home, "mirrors", "verify", "web").returncode == 0
+    daemon.stop()
+
+    # A restore skips what does not match, says so, and restores the rest.
+    _flip(wheel)
+    shutil.rmtree(daemon.data_dir)
+    restored = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
+    log = restored.log()
+    assert f"files/solid/{first.name}: does not match its manifest" in log
+    assert "restored 1 projects (1 files) from mirror web; 1 skipped" in log
+    shown = json.loads(ok(home, "--json", "projects", "show", "solid"))
+    assert [f["filename"] for f in shown["files"]] == [second.name]

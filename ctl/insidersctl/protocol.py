@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed, mirrors
+PROTOCOL_MINOR: Final = 2  # 1: reload, version states, restart_needed, mirrors; 2: verify
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -243,6 +243,11 @@ class SyncMirror(_Named, frozen=True, tag="mirrors-sync"):
 
     adopt: bool = False
     force: bool = False
+
+
+class VerifyMirror(_Named, frozen=True, tag="mirrors-verify"):
+    """Check every file the target's manifests name by its size and sha256, changing nothing
+    (reply: MirrorVerified)."""
 
 
 class Remove(Request, frozen=True, tag="remove"):
@@ -491,6 +496,18 @@ class MirrorSynced(Clocked, frozen=True, kw_only=True, tag="mirror-synced"):
     pages: int = 0  # pages written
     deleted: int = 0  # keys removed (no longer in the store)
     seconds: float = 0.0
+    rewritten: int = 0  # files written again: the target held other bytes under their keys
+
+
+class MirrorDifference(_Part, frozen=True):
+    key: str
+    problem: str  # missing; or the size and sha256 held, and those recorded
+
+
+class MirrorVerified(Clocked, frozen=True, kw_only=True, tag="mirror-verified"):
+    name: str
+    checked: int = 0  # files the manifests name
+    differs: tuple[MirrorDifference, ...] = ()
 
 
 class Removed(Reply, frozen=True, tag="removed"):
@@ -521,6 +538,7 @@ ClientMessage = (
     | Remove
     | ListMirrors
     | SyncMirror
+    | VerifyMirror
 )
 ServerMessage = (
     Welcome
@@ -545,6 +563,7 @@ ServerMessage = (
     | Removed
     | MirrorList
     | MirrorSynced
+    | MirrorVerified
 )
 
 

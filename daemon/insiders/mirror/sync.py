@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     pages: int = 0
     deleted: int = 0
     seconds: float = 0.0
+    rewritten: int = 0  # files whose bytes in the target differed from their sha256
     error: str | None = None
     refused: bool = False  # the error is a refusal: nothing is retried until told
 
@@ -168,6 +169,41 @@ class MirrorTarget:
         await done.wait()
         return result[0]
 
+    async def verify(self) -> tuple[int, list[tuple[str, str]]]:
+        """Every file the target's manifests name, read back and checked by its size and
+        sha256, changing nothing: (files checked, [(key, what differs)])."""
+        if self.target is None:
+            raise TargetError(self.broken or "not usable")
+        target = self.target
+        root = _root(await self._call(target.read, layout.ROOT_MANIFEST))
+        if root is None:
+            return 0, [(layout.ROOT_MANIFEST, "missing or unreadable")]
+        names = [NormalizedName(n) for n in root.projects]
+        theirs = await self._held_manifests(names)
+        differs = [
+            (f"simple/{n}/{layout.PROJECT_MANIFEST}", "missing or unreadable")
+            for n in names
+            if n not in theirs
+        ]
+        wanted = [
+            (key, None if is_metadata else stored.size, _recorded(stored, is_metadata))
+            for project in theirs.values()
+            for key, (stored, is_metadata) in layout.wanted_files(project).items()
+        ]
+
+        async def check(key: str, size: int | None, sha256: str) -> None:
+            held = await self._call(target.digest, key)
+            if held is None:
+                differs.append((key, "missing"))
+            elif held[1] != sha256 or (size is not None and held[0] != size):
+                recorded = f"{size} bytes, " if size is not None else ""
+                differs.append(
+                    (key, f"holds {held[0]} bytes, sha256 {held[1]}; recorded {recorded}{sha256}")
+                )
+
+        await _each(check, wanted)
+        return len(wanted), sorted(differs)
+
     # -- the task ---------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -275,9 +311,11 @@ class MirrorTarget:
         full: bool = False,
         theirs: Project | None = None,
         forced: bool = False,
+        verify: bool = False,
     ) -> None:
         """Write the project as the store has it. In a full comparison `theirs` is the target's
-        own manifest of it; `forced` (mirrors sync --force) lets what that manifest names go."""
+        own manifest of it; `forced` (mirrors sync --force) lets what that manifest names go;
+        `verify` reads every file held back to check it by its sha256."""
         assert self.target is not None
         if held is None:
             held = await self._held(name)
@@ -293,7 +331,7 @@ class MirrorTarget:
             self._synced.pop(name, None)
             return
         previous = theirs if full else self._synced.get(name)
-        await self._copy_files(project, held, previous)
+        await self._copy_files(project, held, previous, verify=verify)
         pages = layout.page_keys(project)
         if full and previous == project and all(key in held for key in pages):
             pass  # the target shows this project as it is
@@ -330,30 +368,30 @@ class MirrorTarget:
             if project is not None:
                 found[name] = project
 
-        # The first failure cancels the other reads; it leaves here as itself, not in a group.
-        failure: TargetError | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                for name in names:
-                    nursery.start_soon(read, name)
-        except* TargetError as failed:
-            failure = failed.exceptions[0]  # type: ignore[assignment]
-        if failure is not None:
-            raise failure
+        await _each(read, [(name,) for name in names])
         return found
 
     async def _copy_files(
-        self, project: Project, held: dict[str, int], previous: Project | None
+        self, project: Project, held: dict[str, int], previous: Project | None, verify: bool
     ) -> None:
         """Write what the target lacks; a file held with other bytes (its size or its recorded
-        hash differs: removed, then uploaded again with new content) is replaced."""
+        hash differs: removed, then uploaded again with new content; or, with `verify`, its
+        bytes do not have its sha256) is replaced."""
         assert self.target is not None
         target = self.target
         # One thread trip for the whole plan: a project of thousands of files stats every
         # metadata file.
-        todo, stale = await trio.to_thread.run_sync(
+        todo, stale, kept = await trio.to_thread.run_sync(
             _plan_copies, self.store, project, held, previous
         )
+        if verify:
+            for key, path, size, content_type, _ in await self._differing(kept):
+                log.warning(
+                    "mirror %s: %s holds other bytes than its sha256: rewritten", self.name, key
+                )
+                stale.append(key)
+                todo.append((key, path, size, content_type))
+                self._outcome.rewritten += 1
         if stale:
             await self._delete(stale)
 
@@ -364,21 +402,25 @@ class MirrorTarget:
                 raise ProjectChanged(key) from None
             self._outcome.files += written
 
-        # The first failure cancels the other copies; it leaves here as itself, not in a group.
-        failure: TargetError | None = None
-        changed = False
         try:
-            async with trio.open_nursery() as nursery:
-                for job in todo:
-                    nursery.start_soon(put, *job)
+            await _each(put, todo)
         except* ProjectChanged:
-            changed = True
-        except* TargetError as failed:
-            failure = failed.exceptions[0]  # type: ignore[assignment]
-        if failure is not None:
-            raise failure
-        if changed:
-            raise ProjectChanged(project.normalized)
+            raise ProjectChanged(project.normalized) from None
+
+    async def _differing(self, kept: list[Kept]) -> list[Kept]:
+        """The held files whose bytes do not have the size and sha256 the store records."""
+        assert self.target is not None
+        target = self.target
+        found: list[Kept] = []
+
+        async def check(*job: object) -> None:
+            entry: Kept = job  # type: ignore[assignment]
+            key, _, size, _, sha256 = entry
+            if await self._call(target.digest, key) != (size, sha256):
+                found.append(entry)
+
+        await _each(check, kept)
+        return found
 
     async def _write_pages(self, project: Project, versions: set[str] | None) -> None:
         assert self.target is not None
@@ -463,6 +505,7 @@ class MirrorTarget:
                     full=current,
                     theirs=theirs.get(name),
                     forced=forced,
+                    verify=True,
                 )
             except ProjectChanged:
                 batch.pop(name, None)
@@ -486,14 +529,19 @@ class MirrorTarget:
         )
 
 
+Kept = tuple[str, Path, int, str, str]  # key, source, size, content type, sha256
+
+
 def _plan_copies(
     store: Store, project: Project, held: dict[str, int], previous: Project | None
-) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
-    """What to copy (key, source, size, content type), and which held keys hold other bytes."""
+) -> tuple[list[tuple[str, Path, int, str]], list[str], list[Kept]]:
+    """What to copy (key, source, size, content type), which held keys hold other bytes, and
+    which held keys look right by their size (with the sha256 they must have)."""
     name = project.normalized
     before = {f.filename: f for f in previous.files} if previous is not None else {}
     stale: list[str] = []
     todo: list[tuple[str, Path, int, str]] = []
+    kept: list[Kept] = []
     for key, (stored, is_metadata) in layout.wanted_files(project).items():
         filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
         path = store.path(name, filename)
@@ -502,17 +550,39 @@ def _plan_copies(
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue  # the store has none after all: nothing links it
-            content_type = layout.TEXT
+            content_type, sha256 = layout.TEXT, stored.metadata_sha256 or ""
         else:
-            size, content_type = stored.size, layout.BINARY
+            size, content_type, sha256 = stored.size, layout.BINARY, stored.sha256
         recorded = before.get(stored.filename)
         same = recorded is None or recorded.sha256 == stored.sha256
         if held.get(key) == size and same:
+            kept.append((key, path, size, content_type, sha256))
             continue
         if key in held:
             stale.append(key)  # a torn copy, or an older file of that name: written again
         todo.append((key, path, size, content_type))
-    return todo, stale
+    return todo, stale, kept
+
+
+async def _each(
+    job: Callable[..., Awaitable[None]], arguments: Iterable[tuple[object, ...]]
+) -> None:
+    """`job(*args)` for each, concurrently; the first TargetError cancels the others and leaves
+    here as itself, not in a group (the engine's backoff catches it). Other exceptions leave in
+    their group (`except*` them)."""
+    failure: TargetError | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for args in arguments:
+                nursery.start_soon(job, *args)
+    except* TargetError as failed:
+        failure = failed.exceptions[0]  # type: ignore[assignment]
+    if failure is not None:
+        raise failure
+
+
+def _recorded(stored: StoredFile, is_metadata: bool) -> str:
+    return (stored.metadata_sha256 or "") if is_metadata else stored.sha256
 
 
 def _root(manifest: bytes | None) -> layout.RootManifest | None:

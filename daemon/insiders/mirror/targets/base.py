@@ -33,4 +33,7 @@ class Target(Protocol):
     def fetch(self, key: str, dest: Path) -> None:
         """Copy what is under `key` into the file `dest` (for restoring)."""
 
+    def digest(self, key: str) -> tuple[int, str] | None:
+        """The size and sha256 of what is under `key` (read whole), None when nothing is."""
+
     def close(self) -> None: ...

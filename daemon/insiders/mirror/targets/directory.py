@@ -18,6 +18,7 @@ the store and repairs what differs (a file whose size is wrong is written again)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -256,8 +257,33 @@ class DirectoryTarget:
             with os.fdopen(file, "rb") as src, dest.open("wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
 
+    def digest(self, key: str) -> tuple[int, str] | None:
+        self.requests += 1
+        *parents, name = _parts(key)
+        with (
+            _translated(f"cannot read {self.root}/{key}"),
+            self._directory(parents, create=False) as fd,
+        ):
+            if fd is None:
+                return None
+            try:
+                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(file, "rb") as opened:
+                return _hashed(iter(lambda: opened.read(1 << 20), b""))
+
     def close(self) -> None:
         pass
+
+
+def _hashed(chunks: Iterator[bytes]) -> tuple[int, str]:
+    hasher = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
 
 
 _AREAS = {"simple": 0, "pypi": 1, "quarantine": 2, "files": 3}
