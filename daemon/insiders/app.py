@@ -220,6 +220,9 @@ class Daemon:
             elif info.next_check is not None:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
+        refused = [m.name for m in self.mirrors.infos() if m.state == "refused"]
+        if refused:
+            parts.append(f"mirror {', '.join(refused)} refused: see insidersctl mirrors list")
         return "; ".join(parts)
 
 

@@ -83,6 +83,8 @@ def judge(
 ) -> Verdict:
     """Compare the target's manifests (`root`, and each project's as the target holds it) with
     the store (`record(name)`: a project, the tombstone of a removed one, or None)."""
+    theirs_id = root.store if root is not None else ""
+    other = theirs_id if theirs_id and theirs_id != identity else None
     lost: dict[NormalizedName, tuple[str, ...]] = {}
     newer: list[NormalizedName] = []
     for name, theirs in sorted(held.items()):
@@ -100,10 +102,9 @@ def judge(
         )
         if missing:
             lost[name] = missing
-        if theirs.revision > ours.revision:
+        # Revisions count one store's changes: another store's say nothing about this one.
+        if other is None and theirs.revision > ours.revision:
             newer.append(name)
-    theirs_id = root.store if root is not None else ""
-    other = theirs_id if theirs_id and theirs_id != identity else None
     return Verdict(lost=lost, newer=tuple(newer), other_store=other)
 
 
