@@ -95,10 +95,13 @@ def test_an_empty_data_directory_never_empties_the_mirror(tmp_path: Path, launch
         upload(first, tmp_path, name, version)
     ok(first.home, "mirrors", "sync", "web")
     first.stop()
+    copy = tmp_path / "copy"
+    shutil.copytree(tree, copy, symlinks=True)
+    tree = copy
     held = wheels(tree)
     assert len(held) == 3
 
-    # The same target, and a data directory that lost everything.
+    # A copy of the target, and a data directory that lost everything.
     home = mirrored_home(tmp_path / "second", tree)
     second = launch(home, NO_UPSTREAM)
     try:
@@ -112,16 +115,10 @@ def test_an_empty_data_directory_never_empties_the_mirror(tmp_path: Path, launch
         assert len(said) == 1, second.log()
         listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
         assert listed["state"] == "refused"
-        # An upload meanwhile is not mirrored either: the target waits for a decision.
-        upload(second, tmp_path, "three", "1.0")
-        assert ctl(home, "mirrors", "sync", "web").returncode == 1
-        assert wheels(tree) == held
-        assert not (tree / "simple" / "three").exists()
     finally:
         second.stop()
 
-    # So a restore into an empty data directory still brings everything back.
-    shutil.rmtree(second.data_dir)
+    # So a restore into that data directory still brings everything back.
     restored = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
     try:
         assert "restored 2 projects (3 files) from mirror web" in restored.log()
@@ -165,11 +162,15 @@ def test_force_accepts_the_loss_and_adopt_claims_a_target(tmp_path: Path, launch
         refused = ctl(home, "mirrors", "sync", "web", "--adopt")
         assert refused.returncode == 1
         assert len(wheels(tree)) == 2
+        # An upload meanwhile is not mirrored either: the target waits for a decision.
+        upload(third, tmp_path, "late", "1.0")
+        assert ctl(home, "mirrors", "sync", "web").returncode == 1
+        assert not (tree / "simple" / "late").exists()
         forced = ctl(home, "mirrors", "sync", "web", "--force")
         assert forced.returncode == 0, forced.stderr
-        assert wheels(tree) == set()
+        assert wheels(tree) == {wheel_filename("late", "1.0")}
         root = json.loads((tree / "simple" / "index.json").read_bytes())
-        assert root["projects"] == []
+        assert root["projects"] == [{"name": "late"}]
     finally:
         third.stop()
 
@@ -328,3 +329,34 @@ def test_a_restore_brings_back_every_status(tmp_path: Path, launch: Launch) -> N
             assert client.get(url).status_code == 200
     finally:
         restored.stop()
+
+
+def test_a_data_directory_put_back_from_an_older_backup(tmp_path: Path, launch: Launch) -> None:
+    """The same store, older: its records of a project are behind the target's (a yank and a
+    quarantine made since), though no file is missing. The target is refused, not rolled back."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    upload(daemon, tmp_path, "steady", "1.0")
+    upload(daemon, tmp_path, "steady", "2.0")
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    backup = tmp_path / "backup"
+    shutil.copytree(daemon.data_dir, backup)
+
+    daemon = launch(home, NO_UPSTREAM)
+    ok(home, "yank", "steady", "2.0", "--reason", "broken")
+    ok(home, "projects", "status", "steady", "quarantined", "--reason", "malware")
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    page = (tree / "simple" / "steady" / "index.json").read_bytes()
+
+    shutil.rmtree(daemon.data_dir)
+    shutil.copytree(backup, daemon.data_dir)
+    launch(home, NO_UPSTREAM)
+    refused = ctl(home, "mirrors", "sync", "web")
+    assert refused.returncode == 1
+    assert "newer records of 1 project" in refused.stderr
+    assert "insidersd --restore-from web" in refused.stderr
+    assert (tree / "simple" / "steady" / "index.json").read_bytes() == page
+    assert not (tree / "files" / "steady").exists()  # still quarantined there
