@@ -67,7 +67,6 @@ def test_a_restore_takes_only_names_an_upload_could_have(tmp_path: Path, launch:
     upload(daemon, tmp_path, "good", "1.0")
     upload(daemon, tmp_path, "evil", "1.0")
     ok(home, "mirrors", "sync", "web")
-    daemon.stop()
 
     # Someone who can write the target: a file beside the tree, and a manifest naming it by a
     # path that climbs out of the store's project directory onto the daemon's token file.
@@ -84,6 +83,11 @@ def test_a_restore_takes_only_names_an_upload_could_have(tmp_path: Path, launch:
         }
     )
     manifest_path.write_text(json.dumps(manifest))
+    # verify names it, and reads nothing through it.
+    verified = ctl(home, "mirrors", "verify", "web")
+    assert verified.returncode == 1
+    assert "'../../tokens.json'" in verified.stdout
+    daemon.stop()
 
     shutil.rmtree(daemon.data_dir)
     restored = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])

@@ -10,6 +10,9 @@ deletes anything in a full comparison, it asks `judge`:
 - a target with no identity (written before identities, or never) whose manifests the store
   holds entirely is claimed; one that holds more is refused like any other.
 
+Nothing a target says is trusted: the names it gives pass the upload rules (`unsafe_file`)
+before a key is made of them.
+
 A refusal is lifted only by the person: `insidersd --restore-from NAME` brings the target's
 content back, `insidersctl mirrors sync NAME --adopt` claims another store's target when nothing
 would be lost, `--force` makes the target match the store and accepts the loss.
@@ -17,12 +20,15 @@ would be lost, `--force` makes the target match the store and accepts the loss.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from insiders.names import NormalizedName
-from insiders.store import Project
+from insiders.errors import InvalidFilename
+from insiders.ingest import check_filename
+from insiders.names import NormalizedName, is_valid_name, normalize
+from insiders.store import Project, StoredFile
 
 from .layout import RootManifest
 
@@ -106,6 +112,39 @@ def judge(
         if other is None and theirs.revision > ours.revision:
             newer.append(name)
     return Verdict(lost=lost, newer=tuple(newer), other_store=other)
+
+
+# -- what a target may name: what an upload could have -----------------------------------------
+
+
+def is_project_name(name: str) -> bool:
+    """A project name as the layout spells it: valid, and normalised."""
+    return is_valid_name(name) and normalize(name) == name
+
+
+def unsafe_file(name: NormalizedName, stored: StoredFile) -> str | None:
+    """Why a file a target's manifest names is not one the store could hold (None: it is)."""
+    why = unsafe_filename(name, stored.filename)
+    if why is not None:
+        return why
+    for digest in (stored.sha256, stored.metadata_sha256):
+        if digest is not None and not _SHA256.fullmatch(digest):
+            return f"{stored.filename!r}: {digest!r} is not a sha256"
+    return None
+
+
+def unsafe_filename(name: NormalizedName, filename: str) -> str | None:
+    """The upload rules: a wheel or sdist name, spelled the normalised way, of this project."""
+    try:
+        dist = check_filename(filename)
+    except InvalidFilename as error:
+        return f"{filename!r}: {error}"
+    if dist.name != name:
+        return f"{filename!r}: a file of {dist.name}, not of {name}"
+    return None
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _plural(count: int, word: str) -> str:

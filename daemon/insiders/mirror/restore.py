@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from pathlib import Path
 
 import msgspec
 import trio
 
-from insiders.errors import InvalidFilename, RestoreError, UnfinishedRestore
+from insiders.errors import RestoreError, UnfinishedRestore
 from insiders.fsutil import atomic_write
-from insiders.ingest import check_filename, hash_file, incoming_file
-from insiders.names import NormalizedName, is_valid_name, normalize
+from insiders.ingest import hash_file, incoming_file
+from insiders.names import NormalizedName, is_valid_name
 from insiders.store import Project, Store, StoredFile
 
-from . import layout
+from . import claim, layout
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ async def restore(store: Store, target: Target) -> Restored:
         )
     done = Restored()
     for name in manifest.projects:
-        if not _is_normalized(name):
+        if not claim.is_project_name(name):
             done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")
             continue
         if await _restore_project(store, target, NormalizedName(name), done):
@@ -140,7 +139,7 @@ async def _restore_project(
         present.update(await trio.to_thread.run_sync(target.listing, prefix))
     restored: list[StoredFile] = []
     for stored in project.files:
-        why = _unsafe(name, stored)
+        why = claim.unsafe_file(name, stored)
         if why is not None:
             done.skip(f"{key}: {why}")
             continue
@@ -153,7 +152,7 @@ async def _restore_project(
             restored.append(entry)
     if not restored:
         return False
-    removed = tuple(r for r in project.removed if _unsafe_filename(name, r.filename) is None)
+    removed = tuple(r for r in project.removed if claim.unsafe_filename(name, r.filename) is None)
     files = tuple(restored)
     await store.restore_record(msgspec.structs.replace(project, files=files, removed=removed))
     log.info("restored %s (%d files, %s)", project.name, len(files), project.status)
@@ -190,35 +189,6 @@ async def _restore_file(
         await store.add(project.name, stored, content, metadata)
     done.files += 1
     return stored
-
-
-def _is_normalized(name: str) -> bool:
-    return is_valid_name(name) and normalize(name) == name
-
-
-def _unsafe(name: NormalizedName, stored: StoredFile) -> str | None:
-    """Why a file the manifest names may not be restored (None: it may)."""
-    why = _unsafe_filename(name, stored.filename)
-    if why is not None:
-        return why
-    for digest in (stored.sha256, stored.metadata_sha256):
-        if digest is not None and not _SHA256.fullmatch(digest):
-            return f"{stored.filename!r}: {digest!r} is not a sha256"
-    return None
-
-
-def _unsafe_filename(name: NormalizedName, filename: str) -> str | None:
-    """The upload rules: a wheel or sdist name, spelled the normalised way, of this project."""
-    try:
-        dist = check_filename(filename)
-    except InvalidFilename as error:
-        return f"{filename!r}: {error}"
-    if dist.name != name:
-        return f"{filename!r}: a file of {dist.name}, not of {name}"
-    return None
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _keys(project: Project, filename: str) -> tuple[str, str]:

@@ -178,18 +178,27 @@ class MirrorTarget:
         root = _root(await self._call(target.read, layout.ROOT_MANIFEST))
         if root is None:
             return 0, [(layout.ROOT_MANIFEST, "missing or unreadable")]
-        names = [NormalizedName(n) for n in root.projects]
+        names = [NormalizedName(n) for n in root.projects if claim.is_project_name(n)]
         theirs = await self._held_manifests(names)
         differs = [
+            (layout.ROOT_MANIFEST, f"names {n!r}, not a project name")
+            for n in root.projects
+            if not claim.is_project_name(n)
+        ]
+        differs += [
             (f"simple/{n}/{layout.PROJECT_MANIFEST}", "missing or unreadable")
             for n in names
             if n not in theirs
         ]
-        wanted = [
-            (key, None if is_metadata else stored.size, _recorded(stored, is_metadata))
-            for project in theirs.values()
-            for key, (stored, is_metadata) in layout.wanted_files(project).items()
-        ]
+        wanted: list[tuple[str, int | None, str]] = []
+        for name, project in theirs.items():
+            for key, (stored, is_metadata) in layout.wanted_files(project).items():
+                why = claim.unsafe_file(name, stored)
+                if why is not None:
+                    differs.append((f"simple/{name}/{layout.PROJECT_MANIFEST}", why))
+                    continue
+                size = None if is_metadata else stored.size
+                wanted.append((key, size, _recorded(stored, is_metadata)))
 
         async def check(key: str, size: int | None, sha256: str) -> None:
             held = await self._call(target.digest, key)
@@ -480,8 +489,12 @@ class MirrorTarget:
                 by_project.setdefault(owner, {})[key] = size
         root = _root(await self._call(self.target.read, layout.ROOT_MANIFEST))
         manifest = layout.PROJECT_MANIFEST
-        named = {NormalizedName(n) for n in (root.projects if root else ())} | {
-            n for n, keys in by_project.items() if f"simple/{n}/{manifest}" in keys
+        # The projects the target's manifests name; a name that is no project name is nobody's.
+        with_manifest = {n for n, keys in by_project.items() if f"simple/{n}/{manifest}" in keys}
+        named = {
+            NormalizedName(n)
+            for n in {*(root.projects if root else ()), *with_manifest}
+            if claim.is_project_name(n)
         }
         theirs = await self._held_manifests(sorted(named))
         accept, self._accept = self._accept, ""
