@@ -235,6 +235,18 @@ def test_an_interrupted_restore_stops_the_next_start(tmp_path: Path, launch: Lau
     assert len(said) == 1, plain.log()
     assert wheels(tree) == held
 
+    # Nor is it finished from another target: a restore never mixes two mirrors.
+    write_config(
+        home,
+        f'[mirrors.web]\ndirectory = "{tree}"\n'
+        f'[mirrors.other]\ndirectory = "{tmp_path / "other"}"\n',
+    )
+    other = launch(home, [*NO_UPSTREAM, "--restore-from", "other"], wait=False)
+    assert other.proc is not None
+    assert other.proc.wait(30) == 1
+    assert "unfinished restore from mirror web" in other.log()
+    mirrored_home(home, tree)
+
     finished = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
     try:
         assert len(list(packages.rglob("*.whl"))) == 40

@@ -505,7 +505,7 @@ class MirrorDifference(_Part, frozen=True):
 
 
 class MirrorVerified(Clocked, frozen=True, kw_only=True, tag="mirror-verified"):
-    name: str
+    name: str = ""
     checked: int = 0  # files the manifests name
     differs: tuple[MirrorDifference, ...] = ()
 

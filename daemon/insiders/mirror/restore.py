@@ -36,11 +36,19 @@ log = logging.getLogger(__name__)
 MARKER = "restoring"
 
 
+def unfinished(root: Path) -> str | None:
+    """The target of the restore the data directory holds unfinished, None when it holds none
+    (blocking: call from a thread)."""
+    try:
+        return (root / MARKER).read_text().split("\n", 1)[0].strip()
+    except FileNotFoundError:
+        return None
+
+
 def check_unfinished(root: Path) -> None:
     """Refuse a data directory whose restore did not finish (blocking: call from a thread)."""
-    try:
-        name = (root / MARKER).read_text().split("\n", 1)[0].strip()
-    except FileNotFoundError:
+    name = unfinished(root)
+    if name is None:
         return
     raise UnfinishedRestore(
         f"{root} holds an unfinished restore from mirror {name or '?'}: run "
@@ -56,10 +64,16 @@ async def restore_into(store: Store, target: Target) -> Restored:
     holds anything is refused: a restore never mixes two indexes.
     """
     marker = store.root / MARKER
-    if store.projects and not await trio.Path(marker).exists():
+    under_way = await trio.to_thread.run_sync(unfinished, store.root)
+    if store.projects and under_way is None:
         raise RestoreError(
             f"the store in {store.root} holds {len(store.projects)} projects: "
             "--restore-from fills an empty data directory only"
+        )
+    if under_way and under_way != target.name:
+        raise RestoreError(
+            f"{store.root} holds an unfinished restore from mirror {under_way}: finish it with "
+            f"`insidersd --restore-from {under_way}` (a restore never mixes two mirrors)"
         )
     data = f"{target.name}\n{target.location}\n".encode()
     await trio.to_thread.run_sync(atomic_write, marker, data)
