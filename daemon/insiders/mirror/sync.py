@@ -117,9 +117,9 @@ class MirrorTarget:
         self._accept: claim.Accept = ""  # what the next full comparison may accept
         self.refused: str | None = None  # why the target is not written (a refusal's line)
         self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
-        # What this process last wrote: the project as synced, and the root's digest.
+        # What this process last wrote: the project as synced, and the root pages' digests.
         self._synced: dict[NormalizedName, Project] = {}
-        self._root_etag: bytes | None = None
+        self._root_etags: dict[str, bytes] = {}
         self.state = "idle"
         self.last_sync: float | None = None
         self.last_error: str | None = None
@@ -460,12 +460,11 @@ class MirrorTarget:
         pages = await trio.to_thread.run_sync(
             layout.root_pages, list(store.projects.values()), store.identity, store.generation
         )
-        etag = b"".join(page.page.etag for page in pages)
-        if etag == self._root_etag and not force:
-            return
+        # Each page only when it changed: most changes move the manifest's generation alone.
         for page in pages:
-            await self._put_page(page)
-        self._root_etag = etag
+            if force or self._root_etags.get(page.key) != page.page.etag:
+                await self._put_page(page)
+                self._root_etags[page.key] = page.page.etag
 
     async def _delete(self, keys: Iterable[str]) -> None:
         assert self.target is not None
