@@ -427,3 +427,37 @@ def test_a_bucket_is_compared_by_content(weed: SeaweedFS, bucket: str, tmp_path:
         assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
     finally:
         daemon.stop()
+
+
+def test_a_bucket_keeps_what_the_daemon_did_not_write(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 21, item 7, on a bucket: a removal deletes the removed file's objects and pages,
+    never an object under the prefix that no manifest of the daemon's names."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "s"))
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        for version in ("1.0", "2.0"):
+            path = tmp_path / wheel_filename("mine", version)
+            path.write_bytes(make_wheel("mine", version))
+            assert daemon.upload(path).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        strays = [f"files/mine/{wheel_filename('mine', '9.9')}", "files/theirs/x.whl", "notes"]
+        client = weed.client()
+        for key in strays:
+            client.put_object(Bucket=bucket, Key=f"s/{key}", Body=b"not the daemon's")
+        assert ctl(home, "remove", "mine", "1.0", "--yes").returncode == 0
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        objects = held(weed, bucket, "s/")
+        assert f"files/mine/{wheel_filename('mine', '1.0')}" not in objects
+        assert "pypi/mine/1.0/json" not in objects
+        assert f"files/mine/{wheel_filename('mine', '2.0')}" in objects
+        assert set(strays) <= objects.keys()
+    finally:
+        daemon.stop()
