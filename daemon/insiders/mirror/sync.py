@@ -504,6 +504,13 @@ class MirrorTarget:
         if root is None or root.store != self.store.identity:
             log.info("mirror %s: written from this store from now on", self.name)
         forced = accept == "force"
+        if forced and verdict.holds_more:
+            lost = sum(len(files) for files in verdict.lost.values())
+            log.warning(
+                "mirror %s: made to match the store as told (--force): %d files only it held go",
+                self.name,
+                lost,
+            )
         # Pages rendered by another insiders version are all written again.
         current = root is not None and root.generator == layout.GENERATOR
         if not current:
