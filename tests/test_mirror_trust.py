@@ -152,6 +152,10 @@ def test_a_directory_that_is_not_a_mirror_is_left_alone(tmp_path: Path, launch: 
     assert sorted(p.name for p in site.iterdir()) == ["index.html"]
     listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
     assert listed["state"] == "refused"
+    table = ctl(home, "mirrors", "list")
+    assert "refused" in table.stdout
+    assert "full comparison pending" not in table.stdout  # it waits for a person
+    assert ".insiders-mirror" in table.stderr  # the reason, below the table
 
     # An empty directory is taken, and marked.
     empty = tmp_path / "empty"

@@ -546,7 +546,7 @@ def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
     parts = [mirror.state]
     if mirror.pending:
         parts.append(f"{plural(mirror.pending, 'project')} pending")
-    if mirror.full_sync_pending:
+    if mirror.full_sync_pending and mirror.state != "refused":  # it waits for a person instead
         parts.append("full comparison pending")
     if mirror.lag >= 1:
         parts.append(f"lag {duration(mirror.lag)}")
