@@ -17,7 +17,6 @@ such (`removed`); a project whose files are all removed keeps its manifest (a to
 store's identity (a random id made when the store is, or taken from the mirror it is restored
 from) a mirror target can tell whether it was written from this store, and whether the store holds
 all the target does: the generation, the sum of every revision, only grows.
-
 """
 
 from __future__ import annotations
