@@ -315,7 +315,8 @@ def test_kill_during_mirroring_then_restart_converges(tmp_path: Path) -> None:
     assert wait_for(lambda: (tree / "files").exists() and any((tree / "files").rglob("*.whl")))
     daemon.stop(signal.SIGKILL)
 
-    # Damage of every kind: a torn file, a stray file, a half-written temp file, a lost page.
+    # Damage of every kind: a torn file, a half-written temp file, a lost page; and a file
+    # nobody wrote (no manifest names it), which is not the daemon's to delete.
     some = next(tree.rglob("*.whl"))
     some.write_bytes(some.read_bytes()[:100])
     (tree / "files" / "gone-project").mkdir(parents=True)
@@ -326,9 +327,9 @@ def test_kill_during_mirroring_then_restart_converges(tmp_path: Path) -> None:
     try:
         assert wait_for(lambda: is_current(home)), ctl(home, "mirrors", "list")
         _tree_matches_daemon(tree, daemon)
-        assert not (tree / "files" / "gone-project").exists()
+        assert (tree / "files" / "gone-project" / "gone-1.0-py3-none-any.whl").exists()
         assert not list(tree.rglob(".insiders-tmp-*"))
-        assert len(list(tree.rglob("*.whl"))) == 150
+        assert len(list(tree.rglob("*.whl"))) == 150 + 1  # the stray stays
 
         # A page lost behind the daemon's back: `mirrors sync` compares and writes it again.
         shutil.rmtree(tree / "simple" / "bulk-3")
@@ -368,11 +369,19 @@ def test_a_broken_target_slows_nothing_and_catches_up(tmp_path: Path) -> None:
         assert refused.returncode == 1
         assert "Not a directory" in refused.stderr
 
+        # The target comes back: a sync catches up.
+        blocker.unlink()
+        synced = ctl(home, "mirrors", "sync", "web")
+        assert synced.returncode == 0, synced.stderr
+        assert mirrored(tree, "steady", path.name)
+
         # A failure in the middle of copying files (the tree is there, files/ is not a
         # directory) is a failure of the target too: the daemon keeps serving and retrying.
-        blocker.unlink()
-        tree.mkdir(parents=True)
+        shutil.rmtree(tree / "files")
         (tree / "files").write_text("in the way")
+        path = tmp_path / wheel_filename("steady", "1.1")
+        path.write_bytes(make_wheel("steady", "1.1"))
+        assert daemon.upload(path).status_code == 200
         refused = ctl(home, "mirrors", "sync", "web")
         assert refused.returncode == 1
         assert "Not a directory" in refused.stderr

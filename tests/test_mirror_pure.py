@@ -8,9 +8,10 @@ import pytest
 
 from insiders.config import load_settings
 from insiders.errors import ConfigError
-from insiders.mirror import layout
+from insiders.mirror import claim, layout
 from insiders.mirror.sync import _pages_first
-from insiders.store import Project, StoredFile
+from insiders.names import NormalizedName
+from insiders.store import Project, RemovedFile, StoredFile
 
 
 def stored(filename: str, version: str, *, yanked: bool = False) -> StoredFile:
@@ -112,3 +113,99 @@ def test_mirror_settings_are_checked(tmp_path: Path, section: str, message: str)
     config.write_text(f"[mirrors.web]\n{section}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(config, required=True)
+
+
+# -- claim: whether a target may be made to match the store ----------------------------------
+
+ME, OTHER = "a" * 32, "b" * 32
+
+
+def project(*files: StoredFile, revision: int = 1, removed: tuple[str, ...] = ()) -> Project:
+    return Project(
+        name="demo",
+        files=files,
+        revision=revision,
+        removed=tuple(RemovedFile(filename=f, sha256="0" * 64) for f in removed),
+    )
+
+
+OTHER_BYTES = StoredFile(filename=A1.filename, version="1.0", size=10, sha256="2" * 64)
+
+
+@pytest.mark.parametrize(
+    ("store_id", "theirs", "ours", "lost", "newer", "other"),
+    [
+        # The target shows the store, or less of it: written from here, or before identities.
+        (ME, project(A1), project(A1, A2), {}, (), None),
+        ("", project(A1), project(A1, A2), {}, (), None),
+        # The store removed a file the target still holds: recorded, so not a loss.
+        (ME, project(A1, A2), project(A1, revision=2, removed=(A2.filename,)), {}, (), None),
+        # The store does not have what the target holds: an emptied or older data directory.
+        (ME, project(A1, A2), project(A1), {"demo": (A2.filename,)}, (), None),
+        (ME, project(A1), None, {"demo": (A1.filename,)}, (), None),
+        ("", project(A1), None, {"demo": (A1.filename,)}, (), None),
+        (ME, project(OTHER_BYTES), project(A1), {"demo": (A1.filename,)}, (), None),
+        # A newer record of the project (a status, a yank) than the store's.
+        (ME, project(A1, revision=5), project(A1, revision=4), {}, ("demo",), None),
+        # Another store's target: its revisions say nothing about this store's.
+        (OTHER, project(A1, revision=9), project(A1, revision=1), {}, (), OTHER),
+    ],
+)
+def test_claim_judges_what_a_target_holds(
+    store_id: str,
+    theirs: Project,
+    ours: Project | None,
+    lost: dict[str, tuple[str, ...]],
+    newer: tuple[str, ...],
+    other: str | None,
+) -> None:
+    root = layout.RootManifest(projects=("demo",), store=store_id)
+    held = {NormalizedName("demo"): theirs}
+    verdict = claim.judge(root, held, lambda name: ours, ME)
+    assert (verdict.lost, verdict.newer, verdict.other_store) == (lost, newer, other)
+
+
+def test_a_refusal_says_what_to_run() -> None:
+    lost = claim.Verdict(lost={NormalizedName("demo"): ("demo-1.0.tar.gz",)}, other_store=OTHER)
+    line = lost.refusal("web", "/srv/m", "")
+    assert line is not None
+    assert "\n" not in line
+    assert "`insidersd --restore-from web`" in line
+    assert "`insidersctl mirrors sync web --force`" in line
+    assert lost.refusal("web", "/srv/m", "adopt") == line  # adopting never accepts a loss
+    assert lost.refusal("web", "/srv/m", "force") is None
+    theirs = claim.Verdict(other_store=OTHER)
+    assert "--adopt" in (theirs.refusal("web", "/srv/m", "") or "")
+    assert theirs.refusal("web", "/srv/m", "adopt") is None
+    assert claim.Verdict().refusal("web", "/srv/m", "") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "owned"),
+    [
+        ("simple/demo/index.html", True),
+        ("simple/demo/insiders-project.json", True),
+        ("pypi/demo/1.0/json", True),
+        ("simple/demo/notes.txt", False),  # not a page of the layout
+        (f"files/demo/{A1.filename}", True),  # the store holds it
+        (f"quarantine/demo/{A1.filename}.metadata", True),
+        (f"files/demo/{A2.filename}", True),  # removed, and recorded so
+        ("files/demo/demo-9.0-py3-none-any.whl", False),  # nobody's record names it
+    ],
+)
+def test_only_what_a_record_names_is_owned(key: str, owned: bool) -> None:
+    assert layout.owned(key, project(A1, removed=(A2.filename,))) is owned
+
+
+@pytest.mark.parametrize(
+    ("status", "area", "documents"),
+    [
+        ("active", "files", True),
+        ("deprecated", "files", True),
+        ("quarantined", "quarantine", False),
+    ],
+)
+def test_a_status_decides_where_files_go(status: str, area: str, documents: bool) -> None:
+    demo = Project(name="demo", files=(A1,), status=status)  # type: ignore[arg-type]
+    assert {k.split("/")[0] for k in layout.wanted_files(demo)} == {area}
+    assert any(k.startswith("pypi/") for k in layout.page_keys(demo)) is documents

@@ -193,12 +193,16 @@ def test_restore_from_a_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> 
     write_config(home, bucket_config("backup", weed, bucket, ""))
     env = {"CREDENTIALS_DIRECTORY": str(credentials)}
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
-    for name, version in [("one", "1.0"), ("one", "2.0"), ("Two_Pkg", "0.1"), ("three", "3.0")]:
+    uploads = [("one", "1.0"), ("one", "2.0"), ("Two_Pkg", "0.1"), ("three", "3.0"), ("held", "1")]
+    for name, version in uploads:
         path = tmp_path / wheel_filename(name, version)
         path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 999))
         assert daemon.upload(path).status_code == 200
     assert ctl(home, "yank", "one", "1.0", "--reason", "bad build").returncode == 0
     assert ctl(home, "remove", "three", "3.0", "--yes").returncode == 0
+    # Every status comes back (issue 21, item 4): a quarantine, an archive with its reason.
+    assert ctl(home, "projects", "status", "held", "quarantined", "--reason", "x").returncode == 0
+    assert ctl(home, "projects", "status", "two-pkg", "archived", "--reason", "y").returncode == 0
     synced = ctl(home, "mirrors", "sync", "backup")
     assert synced.returncode == 0, synced.stderr
 
@@ -224,8 +228,10 @@ def test_restore_from_a_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> 
     restored = Daemon(home, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
     restored.start()
     try:
-        assert "restored 2 projects (3 files) from mirror backup" in restored.log()
+        assert "restored 3 projects (4 files) from mirror backup" in restored.log()
         assert snapshot(restored) == before
+        statuses = {p["name"]: p["status"] for p in json.loads(before["projects"])}
+        assert statuses == {"held": "quarantined", "one": "active", "Two_Pkg": "archived"}
         # The files are the same bytes, and install.
         pip_install(restored.index, tmp_path / "pip", "one==2.0", "two-pkg")
         # A second restore into a store that holds projects is refused.
@@ -289,5 +295,169 @@ def test_a_target_that_is_down_slows_nothing(weed: SeaweedFS, tmp_path: Path) ->
         assert page_lists(weed, late_bucket, "p/simple/steady/index.html", second.name)
         assert states()["late"]["state"] == "idle"
         assert states()["down"]["state"] == "failing"
+    finally:
+        daemon.stop()
+
+
+def test_an_empty_data_directory_never_empties_the_bucket(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 21, item 1, on a bucket: a daemon on an empty data directory refuses to make the
+    bucket match its store, says what to run, and a restore then brings everything back."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-backup-access-key-id").write_text("insiders")
+    (credentials / "mirror-backup-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("backup", weed, bucket, "p"))
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        for name, version in [("one", "1.0"), ("two", "2.0")]:
+            path = tmp_path / wheel_filename(name, version)
+            path.write_bytes(make_wheel(name, version))
+            assert daemon.upload(path).status_code == 200
+        assert ctl(home, "mirrors", "sync", "backup").returncode == 0
+    finally:
+        daemon.stop()
+    before = held(weed, bucket, "p/")
+    assert {key for key in before if key.endswith(".whl")} == {
+        f"files/one/{wheel_filename('one', '1.0')}",
+        f"files/two/{wheel_filename('two', '2.0')}",
+    }
+
+    shutil.rmtree(daemon.data_dir)
+    empty = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        refused = ctl(home, "mirrors", "sync", "backup")
+        assert refused.returncode == 1
+        assert "insidersd --restore-from backup" in refused.stderr
+        assert held(weed, bucket, "p/") == before
+    finally:
+        empty.stop()
+    restored = Daemon(home, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
+    restored.start()
+    try:
+        assert "restored 2 projects (2 files) from mirror backup" in restored.log()
+        synced = ctl(home, "mirrors", "sync", "backup")
+        assert synced.returncode == 0, synced.stderr
+        assert {k for k in held(weed, bucket, "p/") if k.endswith(".whl")} == {
+            k for k in before if k.endswith(".whl")
+        }
+    finally:
+        restored.stop()
+
+
+def test_quarantine_reaches_the_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """Issue 21, item 3, through nginx in front of the bucket: a quarantined project's files,
+    metadata and JSON documents answer 404 there, as the daemon answers; lifted, they are back."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "q"))
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    nginx = bucket_front(tmp_path, weed, bucket, "q")
+    try:
+        wheel = tmp_path / wheel_filename("suspect", "1.0")
+        wheel.write_bytes(make_wheel("suspect", "1.0", payload=b"s" * 5000))
+        assert daemon.upload(wheel).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        urls = [
+            f"/files/suspect/{wheel.name}",
+            f"/files/suspect/{wheel.name}.metadata",
+            "/pypi/suspect/json",
+            "/pypi/suspect/1.0/json",
+        ]
+        for url in urls:
+            assert get(f"{nginx.url}{url}").status_code == 200, url
+
+        said = ctl(home, "projects", "status", "suspect", "quarantined", "--reason", "malware")
+        assert said.returncode == 0, said.stderr
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        for url in urls:
+            assert get(f"{daemon.url}{url}").status_code == 404, url
+            assert get(f"{nginx.url}{url}").status_code == 404, url
+        page = get(f"{nginx.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT}).json()
+        assert page["files"] == []
+        assert page["project-status"] == {"status": "quarantined", "reason": "malware"}
+
+        assert ctl(home, "projects", "status", "suspect", "active").returncode == 0
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        for url in urls:
+            assert get(f"{nginx.url}{url}").status_code == 200, url
+        assert get(f"{nginx.url}{urls[0]}").content == wheel.read_bytes()
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+
+def test_a_bucket_is_compared_by_content(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """Issue 21, item 5, on a bucket: an object with other bytes of the same size is reported by
+    `mirrors verify` and written again by `mirrors sync` (a file is written once otherwise)."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "c"))
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        wheel = tmp_path / wheel_filename("solid", "1.0")
+        wheel.write_bytes(make_wheel("solid", "1.0", payload=b"s" * 5000))
+        assert daemon.upload(wheel).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
+
+        key = f"files/solid/{wheel.name}"
+        altered = bytearray(wheel.read_bytes())
+        altered[100] ^= 0xFF
+        client = weed.client()
+        client.put_object(Bucket=bucket, Key=f"c/{key}", Body=bytes(altered))
+        verified = ctl(home, "mirrors", "verify", "bucket")
+        assert verified.returncode == 1
+        assert verified.stdout.startswith(f"{key}: holds {len(altered)} bytes")
+        synced = ctl(home, "mirrors", "sync", "bucket")
+        assert synced.returncode == 0, synced.stderr
+        assert "1 of them held other bytes" in synced.stdout
+        assert client.get_object(Bucket=bucket, Key=f"c/{key}")["Body"].read() == wheel.read_bytes()
+        assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_bucket_keeps_what_the_daemon_did_not_write(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 21, item 7, on a bucket: a removal deletes the removed file's objects and pages,
+    never an object under the prefix that no manifest of the daemon's names."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "s"))
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
+    try:
+        for version in ("1.0", "2.0"):
+            path = tmp_path / wheel_filename("mine", version)
+            path.write_bytes(make_wheel("mine", version))
+            assert daemon.upload(path).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        strays = [f"files/mine/{wheel_filename('mine', '9.9')}", "files/theirs/x.whl", "notes"]
+        client = weed.client()
+        for key in strays:
+            client.put_object(Bucket=bucket, Key=f"s/{key}", Body=b"not the daemon's")
+        assert ctl(home, "remove", "mine", "1.0", "--yes").returncode == 0
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        objects = held(weed, bucket, "s/")
+        assert f"files/mine/{wheel_filename('mine', '1.0')}" not in objects
+        assert "pypi/mine/1.0/json" not in objects
+        assert f"files/mine/{wheel_filename('mine', '2.0')}" in objects
+        assert set(strays) <= objects.keys()
     finally:
         daemon.stop()

@@ -38,6 +38,9 @@ REQUESTS: list[p.Request | p.Hello] = [
     p.Remove(project="demo", filename="demo-1.0.tar.gz", dry_run=True),
     p.ListMirrors(),
     p.SyncMirror(name="web"),
+    p.SyncMirror(name="web", adopt=True),
+    p.SyncMirror(name="web", force=True),
+    p.VerifyMirror(name="web"),
 ]
 
 REPLIES: list[p.ServerMessage] = [
@@ -76,6 +79,9 @@ REPLIES: list[p.ServerMessage] = [
         now=5.0,
     ),
     p.MirrorSynced(mirror=p.MirrorInfo(name="b", kind="s3", location="s3://b/"), files=3, pages=9),
+    p.MirrorVerified(
+        name="b", checked=2, differs=(p.MirrorDifference(key="files/a/a.whl", problem="missing"),)
+    ),
 ]
 
 

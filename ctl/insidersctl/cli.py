@@ -17,6 +17,7 @@ from insidersctl.commands import (
     cmd_logs,
     cmd_mirrors_list,
     cmd_mirrors_sync,
+    cmd_mirrors_verify,
     cmd_overview,
     cmd_projects_list,
     cmd_projects_show,
@@ -304,6 +305,21 @@ def _yank(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--reason", metavar="TEXT", help="shown to installers")
 
 
+def _mirrors_sync(sub: argparse.ArgumentParser) -> None:
+    _name("NAME", "the [mirrors.NAME] of the configuration")(sub)
+    accept = sub.add_mutually_exclusive_group()
+    accept.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take a target written from another store as this store's (when nothing is lost)",
+    )
+    accept.add_argument(
+        "--force",
+        action="store_true",
+        help="make the target match the store though it holds more: what only it holds is lost",
+    )
+
+
 def _remove(sub: argparse.ArgumentParser) -> None:
     completes(sub.add_argument("project", metavar="PROJECT"), "projects")
     sub.add_argument("version", metavar="VERSION", nargs="?", help="every file of it")
@@ -395,6 +411,11 @@ COMMANDS: dict[str, Command | Group] = {
             "sync": Command(
                 cmd_mirrors_sync,
                 "compare a target with the store and repair it now",
+                _mirrors_sync,
+            ),
+            "verify": Command(
+                cmd_mirrors_verify,
+                "read back every file a target's manifests name and check its sha256",
                 _name("NAME", "the [mirrors.NAME] of the configuration"),
             ),
         },

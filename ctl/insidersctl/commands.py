@@ -559,7 +559,7 @@ def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
     parts = [mirror.state]
     if mirror.pending:
         parts.append(f"{plural(mirror.pending, 'project')} pending")
-    if mirror.full_sync_pending:
+    if mirror.full_sync_pending and mirror.state != "refused":  # it waits for a person instead
         parts.append("full comparison pending")
     if mirror.lag >= 1:
         parts.append(f"lag {duration(mirror.lag)}")
@@ -582,16 +582,39 @@ MIRRORS = Table(
 
 
 def _show_synced(reply: p.MirrorSynced) -> None:
+    rewritten = f" ({reply.rewritten} of them held other bytes)" if reply.rewritten else ""
     out(
-        f"mirror {reply.mirror.name} is current: {plural(reply.files, 'file')} and "
+        f"mirror {reply.mirror.name} is current: {plural(reply.files, 'file')}{rewritten} and "
         f"{plural(reply.pages, 'page')} written, {reply.deleted} removed "
         f"in {reply.seconds:.1f} s"
     )
 
 
+def cmd_mirrors_verify(ctx: Context) -> int:
+    """Each file that differs, on stdout; the status says whether any does."""
+    reply = ctx.call(p.VerifyMirror(name=ctx.args.name), p.MirrorVerified, long=True)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        for difference in reply.differs:
+            out(f"{difference.key}: {difference.problem}")
+        if reply.differs:
+            note(
+                f"mirror {reply.name}: {plural(len(reply.differs), 'object')} of "
+                f"{plural(reply.checked, 'file')} differ; `insidersctl mirrors sync "
+                f"{reply.name}` writes them again"
+            )
+        else:
+            note(f"mirror {reply.name}: all {plural(reply.checked, 'file')} match their sha256")
+    return EXIT_FAILED if reply.differs else EXIT_OK
+
+
 cmd_mirrors_list = lists(p.ListMirrors(), p.MirrorList, lambda r: r.mirrors, MIRRORS)
 cmd_mirrors_sync = asks(
-    lambda args: p.SyncMirror(name=args.name), p.MirrorSynced, _show_synced, long=True
+    lambda args: p.SyncMirror(name=args.name, adopt=args.adopt, force=args.force),
+    p.MirrorSynced,
+    _show_synced,
+    long=True,
 )
 
 

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed, mirrors
+PROTOCOL_MINOR: Final = 2  # 1: reload, version states, restart_needed, mirrors; 2: verify
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -243,7 +243,16 @@ class ListMirrors(Request, frozen=True, tag="mirrors-list"):
 
 class SyncMirror(_Named, frozen=True, tag="mirrors-sync"):
     """Compare the whole target with the store and repair it; the reply (MirrorSynced) comes when
-    it is done."""
+    it is done. A target that holds more than the store, or another store's, is refused unless
+    `adopt` (another store's target, nothing lost) or `force` (accept the loss) says otherwise."""
+
+    adopt: bool = False
+    force: bool = False
+
+
+class VerifyMirror(_Named, frozen=True, tag="mirrors-verify"):
+    """Check every file the target's manifests name by its size and sha256, changing nothing
+    (reply: MirrorVerified)."""
 
 
 class Remove(Request, frozen=True, tag="remove"):
@@ -360,7 +369,8 @@ class MirrorInfo(_Part, frozen=True):
     name: str
     kind: str  # directory, s3
     location: str
-    # idle (current), syncing, comparing (a full comparison runs), failing (retrying), broken
+    # idle (current), syncing, comparing (a full comparison runs), failing (retrying), refused
+    # (it holds more than the store or is another store's: nothing is written to it), broken
     state: str = "idle"
     lag: float = 0.0  # seconds since the oldest change the target does not show yet
     pending: int = 0  # projects whose changes are not written yet
@@ -494,6 +504,18 @@ class MirrorSynced(Clocked, frozen=True, kw_only=True, tag="mirror-synced"):
     pages: int = 0  # pages written
     deleted: int = 0  # keys removed (no longer in the store)
     seconds: float = 0.0
+    rewritten: int = 0  # files written again: the target held other bytes under their keys
+
+
+class MirrorDifference(_Part, frozen=True):
+    key: str
+    problem: str  # missing; or the size and sha256 held, and those recorded
+
+
+class MirrorVerified(Clocked, frozen=True, kw_only=True, tag="mirror-verified"):
+    name: str = ""
+    checked: int = 0  # files the manifests name
+    differs: tuple[MirrorDifference, ...] = ()
 
 
 class Removed(Reply, frozen=True, tag="removed"):
@@ -524,6 +546,7 @@ ClientMessage = (
     | Remove
     | ListMirrors
     | SyncMirror
+    | VerifyMirror
 )
 ServerMessage = (
     Welcome
@@ -548,6 +571,7 @@ ServerMessage = (
     | Removed
     | MirrorList
     | MirrorSynced
+    | MirrorVerified
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from insiders.errors import ConfigError, RestoreError, UpstreamLoop
+from insiders.errors import ConfigError, RestoreError, UnfinishedRestore, UpstreamLoop
 
 from .config import (
     Directories,
@@ -106,6 +106,7 @@ def serve(args: argparse.Namespace, settings: Settings, dirs: Directories) -> in
 
 # The kinds of failure in the order they are reported; the last kind present sets the status.
 FAILURE_KINDS: tuple[type[Exception], ...] = (
+    UnfinishedRestore,
     RestoreError,
     ConfigError,
     UpstreamLoop,
@@ -132,6 +133,9 @@ def report_failure(failure: BaseException, *, started: bool) -> int:
     match failure:
         case RestoreError():
             log.critical("cannot restore: %s", failure)
+            return 1
+        case UnfinishedRestore():
+            log.critical("cannot start: %s", failure)
             return 1
         case ConfigError():
             # A setting that cannot be served safely or at all (exposure, TLS files): one line.

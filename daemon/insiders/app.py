@@ -35,7 +35,7 @@ from .index.ui.views import Site
 from .index.web import create_web_app
 from .logfile import LOG_FILE
 from .logs import set_level, stderr_is_journal
-from .mirror.restore import restore_into
+from .mirror.restore import check_unfinished, restore_into
 from .mirror.sync import Mirrors
 from .mirror.targets import open_target
 from .store import Store
@@ -240,6 +240,9 @@ class Daemon:
             elif info.next_check is not None:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
+        refused = [m.name for m in self.mirrors.infos() if m.state == "refused"]
+        if refused:
+            parts.append(f"mirror {', '.join(refused)} refused: see insidersctl mirrors list")
         return "; ".join(parts)
 
 
@@ -322,12 +325,23 @@ async def restore_from(name: str, settings: Settings, dirs: Directories, store: 
         )
         try:
             log.info("restoring the store from mirror %s (%s)", name, target.location)
-            projects, files = await restore_into(store, target)
+            done = await restore_into(store, target)
         finally:
             target.close()
     except TargetError as error:
         raise RestoreError(f"mirror {name}: {error}") from error
-    log.info("restored %d projects (%d files) from mirror %s", projects, files, name)
+    skipped = f"; {len(done.skipped)} skipped (see above)" if done.skipped else ""
+    log.info(
+        "restored %d projects (%d files) from mirror %s%s", done.projects, done.files, name, skipped
+    )
+
+
+async def open_store(dirs: Directories, restore: str | None) -> Store:
+    """The store; refused when a restore was cut short and this start does not finish it: a
+    partial store is served, and mirrored, by nobody."""
+    if restore is None:
+        await trio.to_thread.run_sync(check_unfinished, dirs.data)
+    return await trio.to_thread.run_sync(Store.open, dirs.data)
 
 
 async def run(
@@ -345,7 +359,7 @@ async def run(
     reason.install()
     upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
     await _private_directories(dirs)
-    store = await trio.to_thread.run_sync(Store.open, dirs.data)
+    store = await open_store(dirs, restore)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)
     repos = await trio.to_thread.run_sync(Repos.open, dirs.data)
     if restore is not None:

@@ -25,7 +25,9 @@ The tree (the module that raises each in brackets):
     ├── PublishError             another index refused a built file [watcher.targets]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
+    ├── MirrorRefused            a target holds what the store does not: not written [mirror.sync]
     ├── RestoreError             the store cannot be restored from a target [mirror.restore]
+    ├── UnfinishedRestore        the data directory holds a restore cut short [mirror.restore]
     └── Refusal                  what a boundary answers with (an HTTP status, a control code)
         ├── UploadRefused        the upload API's answer to twine and `uv publish` [index.upload]
         ├── HookRefused          a webhook's answer [index.hooks]
@@ -171,8 +173,19 @@ class TargetError(InsidersError):
     """A mirror target refused or could not be reached; the message says which and why."""
 
 
+class MirrorRefused(InsidersError):
+    """A target that holds more than the store, or belongs to another store: the daemon writes
+    nothing to it until told (`insidersctl mirrors sync NAME --adopt` or `--force`); the message
+    says what to run."""
+
+
 class RestoreError(InsidersError):
     """The target cannot be restored from; the message says why."""
+
+
+class UnfinishedRestore(InsidersError):
+    """The data directory holds a restore that did not finish: serving it would serve, and
+    mirror, part of a store. The message says what to run."""
 
 
 class Refusal(InsidersError):

@@ -6,10 +6,17 @@ Layout under the store root:
     packages/<normalized-name>/<filename>.metadata   its core metadata (METADATA or PKG-INFO)
     packages/<normalized-name>/.project.json         the manifest: which files are published
     incoming/                                        uploads in flight (emptied at start)
+    store.json                                       the store's identity (see below)
 
 A file is renamed into place before the manifest names it, and the manifest is replaced atomically,
 so a kill at any instant leaves a manifest that lists only complete files. Everything else the index
 serves (pages, caches) is derived from the manifests.
+
+Every change to a project raises its `revision`, and a removal is recorded in its manifest as
+such (`removed`); a project whose files are all removed keeps its manifest (a tombstone). With the
+store's identity (a random id made when the store is, or taken from the mirror it is restored
+from) a mirror target can tell whether it was written from this store, and whether the store holds
+all the target does: the generation, the sum of every revision, only grows.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -34,6 +43,7 @@ from .names import NormalizedName, normalize, parse_version, release_slot
 log = logging.getLogger(__name__)
 
 MANIFEST = ".project.json"
+IDENTITY = "store.json"
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -58,12 +68,23 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return self.filename.endswith(".whl")
 
 
+class RemovedFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file the store unpublished: what lets a mirror delete it, and a restore remember it."""
+
+    filename: str
+    sha256: str
+    removed_at: float = 0.0
+
+
 class Project(msgspec.Struct, frozen=True, kw_only=True):
     name: str  # as the project spells it in its metadata
     files: tuple[StoredFile, ...] = ()
     # PEP 792. archived: no new files; quarantined: no file listed or served; deprecated: shown.
     status: ProjectStatus = "active"
     status_reason: str | None = None
+    # Raised by every change: a mirror whose record of the project is newer has seen more.
+    revision: int = 0
+    removed: tuple[RemovedFile, ...] = ()
 
     @property
     def takes_uploads(self) -> bool:
@@ -128,6 +149,11 @@ def sort_files(files: Iterable[StoredFile]) -> tuple[StoredFile, ...]:
     return tuple(sorted(files, key=lambda f: (_version_key(f.version), f.filename)))
 
 
+def _changed(project: Project, **changes: object) -> Project:
+    """The project with `changes`, one revision later."""
+    return msgspec.structs.replace(project, revision=project.revision + 1, **changes)
+
+
 def is_disk_full(error: OSError) -> bool:
     """ENOSPC or EDQUOT: nothing was stored (every write is atomic), and nothing is wrong with
     the request either; the answer is "no space left", not a bug."""
@@ -136,6 +162,27 @@ def is_disk_full(error: OSError) -> bool:
 
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
+
+
+class StoreIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+
+
+_decode_identity = msgspec.json.Decoder(StoreIdentity).decode
+
+
+def _identity(root: Path) -> str:
+    """The store's identity, made (and written) the first time the store is opened."""
+    path = root / IDENTITY
+    try:
+        return _decode_identity(path.read_bytes()).id
+    except FileNotFoundError:
+        pass
+    except msgspec.DecodeError as error:
+        raise StoreError(f"{path}: unreadable store identity: {error}") from None
+    made = uuid.uuid4().hex
+    atomic_write(path, _encode(StoreIdentity(id=made)))
+    return made
 
 
 def release_conflict(project: Project, entry: StoredFile) -> str | None:
@@ -173,8 +220,17 @@ def release_conflict(project: Project, entry: StoredFile) -> str | None:
 class Store:
     """The published projects; mutations are serialised per project and written through to disk."""
 
-    def __init__(self, root: Path, projects: dict[NormalizedName, Project]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        projects: dict[NormalizedName, Project],
+        tombstones: dict[NormalizedName, Project] | None = None,
+        identity: str = "",
+    ) -> None:
         self.root = root
+        self.identity = identity
+        # Projects whose every file was removed: their manifests remember the removals.
+        self._tombstones = tombstones or {}
         self.packages = root / "packages"
         self.incoming = root / "incoming"
         self._projects = projects
@@ -194,6 +250,7 @@ class Store:
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True, exist_ok=True)
         projects: dict[NormalizedName, Project] = {}
+        tombstones: dict[NormalizedName, Project] = {}
         with os.scandir(packages) as entries:
             for entry in entries:
                 if not entry.is_dir():
@@ -206,9 +263,9 @@ class Store:
                 except (OSError, msgspec.DecodeError) as error:
                     log.error("%s: unreadable manifest, project not served: %s", manifest, error)
                     continue
-                if project.files:
-                    projects[normalize(project.name)] = project
-        return cls(root, projects)
+                kept = projects if project.files else tombstones
+                kept[normalize(project.name)] = project
+        return cls(root, projects, tombstones, _identity(root))
 
     # -- reading (no I/O: pages are rendered from these) ---------------------------------------
 
@@ -218,6 +275,21 @@ class Store:
 
     def get(self, name: NormalizedName) -> Project | None:
         return self._projects.get(name)
+
+    def record(self, name: NormalizedName) -> Project | None:
+        """The project, or the tombstone of one whose files were all removed."""
+        return self._projects.get(name) or self._tombstones.get(name)
+
+    @property
+    def tombstones(self) -> dict[NormalizedName, Project]:
+        return self._tombstones
+
+    @property
+    def generation(self) -> int:
+        """The sum of every project's revision: it grows with every change the store makes."""
+        return sum(p.revision for p in self._projects.values()) + sum(
+            p.revision for p in self._tombstones.values()
+        )
 
     def file(self, name: NormalizedName, filename: str) -> StoredFile | None:
         index = self._by_filename.get(name)
@@ -275,11 +347,22 @@ class Store:
                 await trio.Path(content).unlink(missing_ok=True)
                 raise FileConflict(conflict)
             files = (*current.files, entry) if current else (entry,)
-            # The project keeps the spelling of its first upload, and its status.
+            # The project keeps the spelling of its first upload, and its status; one that comes
+            # back after every file was removed keeps its record of removals and its revision.
+            base = current or self._tombstones.get(name)
             project = (
                 msgspec.structs.replace(current, files=sort_files(files))
                 if current
-                else Project(name=display_name, files=sort_files(files))
+                else Project(
+                    name=display_name,
+                    files=sort_files(files),
+                    revision=base.revision if base else 0,
+                    removed=base.removed if base else (),
+                )
+            )
+            project = _changed(
+                project,
+                removed=tuple(r for r in project.removed if r.filename != entry.filename),
             )
             await trio.to_thread.run_sync(
                 self._write_new_file, name, entry.filename, content, metadata, project
@@ -305,7 +388,7 @@ class Store:
                     changed += 1
                 files.append(f)
             if changed:
-                new = msgspec.structs.replace(project, files=tuple(files))
+                new = _changed(project, files=tuple(files))
                 await trio.to_thread.run_sync(self._write_manifest, name, new)
                 self._publish(name, new)
             return changed
@@ -320,6 +403,7 @@ class Store:
                 project, status=status, status_reason=reason if status != "active" else None
             )
             if new != project:
+                new = _changed(new)
                 await trio.to_thread.run_sync(self._write_manifest, name, new)
                 self._publish(name, new)
             return new
@@ -337,14 +421,41 @@ class Store:
             if not gone:
                 what = f"file {filename}" if filename else f"version {version}"
                 raise StoreError(f"{project.name} has no {what}")
-            new = msgspec.structs.replace(
-                project, files=tuple(f for f in project.files if f not in gone)
+            now = time.time()
+            new = _changed(
+                project,
+                files=tuple(f for f in project.files if f not in gone),
+                removed=(
+                    *project.removed,
+                    *(
+                        RemovedFile(filename=f.filename, sha256=f.sha256, removed_at=now)
+                        for f in gone
+                    ),
+                ),
             )
             # The manifest stops naming the files first, so a crash leaves unlisted files only.
             await trio.to_thread.run_sync(self._write_manifest, name, new)
             self._publish(name, new)
             await trio.to_thread.run_sync(self._unlink, name, [f.filename for f in gone])
             return [f.filename for f in gone]
+
+    async def restore_record(self, record: Project) -> None:
+        """Make the project's manifest `record` (a restore's last step for a project, once every
+        file it names is here): status, reasons, removals and revision as the mirror holds them."""
+        name = record.normalized
+        async with self._lock(name):
+            current = self._require(name)
+            held = {f.filename for f in current.files}
+            if held != {f.filename for f in record.files}:
+                raise StoreError(f"{record.name}: the restored files differ from its record")
+            await trio.to_thread.run_sync(self._write_manifest, name, record)
+            self._publish(name, record)
+
+    async def restore_identity(self, identity: str) -> None:
+        """Take the identity of the mirror this (empty) store is restored from."""
+        data = _encode(StoreIdentity(id=identity))
+        await trio.to_thread.run_sync(atomic_write, self.root / IDENTITY, data)
+        self.identity = identity
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -361,8 +472,10 @@ class Store:
         self._by_filename.pop(name, None)
         if project.files:
             self._projects[name] = project
+            self._tombstones.pop(name, None)
         else:
             self._projects.pop(name, None)
+            self._tombstones[name] = project
         for listener in self._listeners:
             listener(name)
 

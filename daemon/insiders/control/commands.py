@@ -30,12 +30,14 @@ from insiders.errors import (
     RepoError,
     SpecError,
     StoreError,
+    TargetError,
     TokenError,
     single_error,
 )
 from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
-from insiders.mirror.sync import Mirrors, MirrorState
+from insiders.mirror import claim
+from insiders.mirror.sync import Mirrors, MirrorState, MirrorTarget
 from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, make_repo
 from insiders.repos.source import resolve_dist
@@ -298,6 +300,8 @@ class Commands:
                 return p.MirrorList(mirrors=self._mirror_infos(), now=time.time())
             case p.SyncMirror():
                 return await self.sync_mirror(request)
+            case p.VerifyMirror():
+                return await self.verify_mirror(request)
         raise ControlRefused(
             p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}"
         )
@@ -432,17 +436,37 @@ class Commands:
     def _mirror_infos(self) -> tuple[p.MirrorInfo, ...]:
         return tuple(mirror_wire(state) for state in self.mirrors.infos())
 
-    async def sync_mirror(self, request: p.SyncMirror) -> p.MirrorSynced:
-        """A full comparison of one target with the store, answered when it is done."""
+    def _mirror(self, name: str) -> MirrorTarget:
         targets = self.mirrors.targets
-        target = targets.get(request.name)
+        target = targets.get(name)
         if target is None:
             known = ", ".join(sorted(targets)) or "none"
             raise ControlRefused(
-                p.NOT_FOUND,
-                f"no [mirrors.{request.name}] in the configuration (configured: {known})",
+                p.NOT_FOUND, f"no [mirrors.{name}] in the configuration (configured: {known})"
             )
-        outcome = await target.full_sync()
+        return target
+
+    async def verify_mirror(self, request: p.VerifyMirror) -> p.MirrorVerified:
+        """Every file the target's manifests name, read back and checked by its sha256."""
+        target = self._mirror(request.name)
+        try:
+            checked, differs = await target.verify()
+        except TargetError as error:
+            raise ControlRefused(p.REFUSED, f"mirror {request.name}: {error}") from None
+        return p.MirrorVerified(
+            name=request.name,
+            checked=checked,
+            differs=tuple(p.MirrorDifference(key=k, problem=why) for k, why in differs),
+            now=time.time(),
+        )
+
+    async def sync_mirror(self, request: p.SyncMirror) -> p.MirrorSynced:
+        """A full comparison of one target with the store, answered when it is done."""
+        target = self._mirror(request.name)
+        accept: claim.Accept = "force" if request.force else "adopt" if request.adopt else ""
+        outcome = await target.full_sync(accept)
+        if outcome.refused:
+            raise ControlRefused(p.REFUSED, outcome.error or "refused")
         if outcome.error is not None:
             raise ControlRefused(p.REFUSED, f"mirror {request.name}: {outcome.error} (retrying)")
         return p.MirrorSynced(
@@ -450,6 +474,7 @@ class Commands:
             files=outcome.files,
             pages=outcome.pages,
             deleted=outcome.deleted,
+            rewritten=outcome.rewritten,
             seconds=outcome.seconds,
             now=time.time(),
         )

@@ -6,10 +6,16 @@
     simple/NAME/insiders-project.json                 its manifest: the store's own record of it
     files/NAME/FILENAME, files/NAME/FILENAME.metadata the distributions and their core metadata
     pypi/NAME/json, pypi/NAME/VERSION/json            the JSON API documents
+    quarantine/NAME/FILENAME[.metadata]               a quarantined project's files (PEP 792)
+
+A quarantined project's page lists no file and it has no JSON API document, as the daemon serves
+it; its files move to quarantine/, which no front serves (nginx's site configs map only simple/,
+files/ and pypi/), so the target stays a complete backup and a lifted quarantine moves them back.
 
 The manifests make a target self-describing: a daemon with an empty store restores from them and
-checks every file against its hash. The pages are rendered by the renderers the daemon serves
-with, so a target serves the same bytes.
+checks every file against its hash. The root manifest names the store it was written from (its
+identity) and the store's generation then: see `claim`. The pages are rendered by the renderers
+the daemon serves with, so a target serves the same bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class RootManifest(msgspec.Struct, frozen=True, kw_only=True):
     # The insiders version that rendered the pages: another one re-renders them all.
     generator: str = ""
     projects: tuple[str, ...] = ()
+    # The identity of the store it was written from ("": before identities, or never written).
+    store: str = ""
+    generation: int = 0
 
 
 class PageFile(msgspec.Struct, frozen=True):
@@ -59,44 +68,91 @@ def encode_project(project: Project) -> bytes:
     return _encode(project)
 
 
-def file_key(name: str, filename: str) -> str:
-    return f"files/{name}/{filename}"
+FILES = "files"
+QUARANTINE = "quarantine"
+PROJECT_AREAS = (FILES, QUARANTINE, "pypi", "simple")
+
+
+def file_key(name: str, filename: str, area: str = FILES) -> str:
+    return f"{area}/{name}/{filename}"
+
+
+def files_area(project: Project) -> str:
+    """Where the project's files are kept: served, or out of reach while quarantined."""
+    return QUARANTINE if project.status == "quarantined" else FILES
 
 
 def project_prefixes(name: str) -> tuple[str, ...]:
     """Every prefix that holds something of the project, pages last (they go first on removal)."""
-    return (f"files/{name}/", f"pypi/{name}/", f"simple/{name}/")
+    return (f"{FILES}/{name}/", f"{QUARANTINE}/{name}/", f"pypi/{name}/", f"simple/{name}/")
 
 
 def project_of(key: str) -> NormalizedName | None:
     """The project a key belongs to, None for the root's keys and anything outside the layout."""
     parts = key.split("/")
-    if len(parts) >= 3 and parts[0] in ("files", "pypi", "simple"):
+    if len(parts) >= 3 and parts[0] in PROJECT_AREAS:
         return NormalizedName(parts[1])
     return None
+
+
+def filename_of(key: str) -> str | None:
+    """The distribution a file key holds (itself or its metadata), None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] not in (FILES, QUARANTINE):
+        return None
+    return parts[2].removesuffix(".metadata")
 
 
 def wanted_files(project: Project) -> dict[str, tuple[StoredFile, bool]]:
     """key -> (file, is its metadata) for every distribution and metadata file of the project."""
     name = project.normalized
+    area = files_area(project)
     wanted: dict[str, tuple[StoredFile, bool]] = {}
     for stored in project.files:
-        wanted[file_key(name, stored.filename)] = (stored, False)
+        wanted[file_key(name, stored.filename, area)] = (stored, False)
         if stored.metadata_sha256 is not None:
-            wanted[file_key(name, f"{stored.filename}.metadata")] = (stored, True)
+            wanted[file_key(name, f"{stored.filename}.metadata", area)] = (stored, True)
     return wanted
+
+
+def documents_served(project: Project) -> bool:
+    """The daemon answers 404 for a quarantined project's JSON API documents: so does a mirror."""
+    return project.status != "quarantined"
 
 
 def page_keys(project: Project) -> set[str]:
     """The keys of every page project_pages writes for the project."""
     name = project.normalized
+    documents = (
+        {f"pypi/{name}/json", *(f"pypi/{name}/{version}/json" for version in project.versions())}
+        if documents_served(project)
+        else set()
+    )
     return {
-        f"pypi/{name}/json",
-        *(f"pypi/{name}/{version}/json" for version in project.versions()),
+        *documents,
         f"simple/{name}/index.html",
         f"simple/{name}/index.json",
         f"simple/{name}/{PROJECT_MANIFEST}",
     }
+
+
+def owned(key: str, record: Project) -> bool:
+    """Whether the daemon may delete `key` of the record's project: a page or document (the
+    layout's own names), or a file the record holds or names as removed. A file the store never
+    knew is someone else's, or a loss the claim check refuses: never deleted for it."""
+    filename = filename_of(key)
+    if filename is None:
+        return _is_page_key(key)
+    return record.file(filename) is not None or any(r.filename == filename for r in record.removed)
+
+
+def _is_page_key(key: str) -> bool:
+    parts = key.split("/")
+    if parts[0] == "simple":
+        return len(parts) == 3 and parts[2] in ("index.html", "index.json", PROJECT_MANIFEST)
+    if parts[0] == "pypi":
+        return (len(parts) == 3 and parts[2] == "json") or (len(parts) == 4 and parts[3] == "json")
+    return False
 
 
 def changed_versions(before: Project | None, after: Project) -> set[str] | None:
@@ -133,17 +189,24 @@ def project_pages(
     for stored in project.files:
         by_version.setdefault(stored.version, []).append(stored)
     latest = project.files_of(project.latest() or "")
+    documents = (
+        [
+            PageFile(f"pypi/{name}/json", _api(project, latest, metadata, base, True), API_JSON),
+            *(
+                PageFile(
+                    f"pypi/{name}/{version}/json",
+                    _api(project, by_version[version], metadata, base, False),
+                    API_JSON,
+                )
+                for version in project.versions()
+                if versions is None or version in versions
+            ),
+        ]
+        if documents_served(project)
+        else []
+    )
     return [
-        PageFile(f"pypi/{name}/json", _api(project, latest, metadata, base, True), API_JSON),
-        *(
-            PageFile(
-                f"pypi/{name}/{version}/json",
-                _api(project, by_version[version], metadata, base, False),
-                API_JSON,
-            )
-            for version in project.versions()
-            if versions is None or version in versions
-        ),
+        *documents,
         PageFile(f"simple/{name}/index.html", make_page(render.project_html(model)), HTML),
         PageFile(f"simple/{name}/index.json", make_page(render.project_json(model)), SIMPLE_JSON),
         PageFile(f"simple/{name}/{PROJECT_MANIFEST}", make_page(encode_project(project)), API_JSON),
@@ -162,11 +225,14 @@ def _api(
     return make_page(_encode(body))
 
 
-def root_pages(hosted: Iterable[Project]) -> list[PageFile]:
+def root_pages(hosted: Iterable[Project], store: str = "", generation: int = 0) -> list[PageFile]:
     projects = list(hosted)
     names = sorted(p.name for p in projects)
     manifest = RootManifest(
-        generator=GENERATOR, projects=tuple(sorted(str(p.normalized) for p in projects))
+        generator=GENERATOR,
+        projects=tuple(sorted(str(p.normalized) for p in projects)),
+        store=store,
+        generation=generation,
     )
     return [
         PageFile("simple/index.html", make_page(render.root_html(names)), HTML),

@@ -7,6 +7,12 @@ then what the project no longer has. At start, after `insidersctl mirrors sync N
 failure, a full comparison lists what the target holds and repairs every difference, so a kill at
 any instant, or a target that was down for a day, converges.
 
+A full comparison first reads the target's manifests and asks `claim.judge` whether the target may
+be made to match the store at all: a target that holds more than the store, or another store's, is
+refused (state "refused", one log line saying what to run) and nothing is written to it until
+`insidersctl mirrors sync NAME --adopt` or `--force`. Deletions only ever take what the store
+holds or recorded as removed (`layout.owned`), and pages.
+
 A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
 and pages never wait for a mirror. Its changes stay pending until it takes them.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,11 +31,11 @@ import msgspec
 import trio
 
 from insiders.config import MirrorSettings
-from insiders.errors import InsidersError, TargetError
+from insiders.errors import InsidersError, MirrorRefused, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
 
-from . import layout
+from . import claim, layout
 from .targets import Target, open_target
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,9 @@ class Outcome(msgspec.Struct, kw_only=True):
     pages: int = 0
     deleted: int = 0
     seconds: float = 0.0
+    rewritten: int = 0  # files whose bytes in the target differed from their sha256
     error: str | None = None
+    refused: bool = False  # the error is a refusal: nothing is retried until told
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class MirrorState:
     name: str
     kind: str  # directory, s3
     location: str
-    state: str  # idle (current), syncing, comparing, failing (retrying), broken
+    state: str  # idle (current), syncing, comparing, failing (retrying), refused, broken
     lag: float  # seconds since the oldest change the target does not show yet
     pending: int  # projects whose changes are not written yet
     full_sync_pending: bool
@@ -106,10 +114,12 @@ class MirrorTarget:
         self._first_change: dict[NormalizedName, float] = {}
         self._counter = 0
         self._full_wanted = True  # every start begins with a full comparison
+        self._accept: claim.Accept = ""  # what the next full comparison may accept
+        self.refused: str | None = None  # why the target is not written (a refusal's line)
         self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
-        # What this process last wrote: the project as synced, and the root's digest.
+        # What this process last wrote: the project as synced, and the root pages' digests.
         self._synced: dict[NormalizedName, Project] = {}
-        self._root_etag: bytes | None = None
+        self._root_etags: dict[str, bytes] = {}
         self.state = "idle"
         self.last_sync: float | None = None
         self.last_error: str | None = None
@@ -143,10 +153,13 @@ class MirrorTarget:
             requests=self.target.requests if self.target else 0,
         )
 
-    async def full_sync(self) -> Outcome:
-        """Ask for a full comparison and wait for it (or for its first failure)."""
+    async def full_sync(self, accept: claim.Accept = "") -> Outcome:
+        """Ask for a full comparison and wait for it (or for its first failure); `accept` lifts
+        a refusal (see `claim`)."""
         if self.broken:
             return Outcome(error=self.broken)
+        if accept:
+            self._accept = accept
         done = trio.Event()
         result: list[Outcome] = []
         self._waiters.append((done, result))
@@ -155,6 +168,50 @@ class MirrorTarget:
         self._retry_now.set()
         await done.wait()
         return result[0]
+
+    async def verify(self) -> tuple[int, list[tuple[str, str]]]:
+        """Every file the target's manifests name, read back and checked by its size and
+        sha256, changing nothing: (files checked, [(key, what differs)])."""
+        if self.target is None:
+            raise TargetError(self.broken or "not usable")
+        target = self.target
+        root = _root(await self._call(target.read, layout.ROOT_MANIFEST))
+        if root is None:
+            return 0, [(layout.ROOT_MANIFEST, "missing or unreadable")]
+        names = [NormalizedName(n) for n in root.projects if claim.is_project_name(n)]
+        theirs = await self._held_manifests(names)
+        differs = [
+            (layout.ROOT_MANIFEST, f"names {n!r}, not a project name")
+            for n in root.projects
+            if not claim.is_project_name(n)
+        ]
+        differs += [
+            (f"simple/{n}/{layout.PROJECT_MANIFEST}", "missing or unreadable")
+            for n in names
+            if n not in theirs
+        ]
+        wanted: list[tuple[str, int | None, str]] = []
+        for name, project in theirs.items():
+            for key, (stored, is_metadata) in layout.wanted_files(project).items():
+                why = claim.unsafe_file(name, stored)
+                if why is not None:
+                    differs.append((f"simple/{name}/{layout.PROJECT_MANIFEST}", why))
+                    continue
+                size = None if is_metadata else stored.size
+                wanted.append((key, size, _recorded(stored, is_metadata)))
+
+        async def check(key: str, size: int | None, sha256: str) -> None:
+            held = await self._call(target.digest, key)
+            if held is None:
+                differs.append((key, "missing"))
+            elif held[1] != sha256 or (size is not None and held[0] != size):
+                recorded = f"{size} bytes, " if size is not None else ""
+                differs.append(
+                    (key, f"holds {held[0]} bytes, sha256 {held[1]}; recorded {recorded}{sha256}")
+                )
+
+        await _each(check, wanted)
+        return len(wanted), sorted(differs)
 
     # -- the task ---------------------------------------------------------------------------------
 
@@ -180,6 +237,9 @@ class MirrorTarget:
                     await self._compare_all()
                 else:
                     await self._sync_pending()
+            except MirrorRefused as refusal:
+                await self._hold(refusal, waiters)
+                continue
             except TargetError as error:
                 if full:
                     self._full_wanted = True
@@ -200,10 +260,27 @@ class MirrorTarget:
                 log.info("mirror %s: current again", self.name)
             failures = 0
             self.last_error = None
+            self.refused = None
             if not self._changes:
                 self.last_sync = time.time()
             self._outcome.seconds = time.monotonic() - started
             self._answer(waiters, self._outcome)
+
+    async def _hold(
+        self, refusal: MirrorRefused, waiters: list[tuple[trio.Event, list[Outcome]]]
+    ) -> None:
+        """Write nothing to the target until `mirrors sync` asks again (with --adopt or --force,
+        or once the store holds what the target does); say why once, in one line."""
+        message = str(refusal)
+        if message != self.refused:
+            log.error("%s", message)
+        self.refused = message
+        self._full_wanted = True
+        self.state = "refused"
+        self.last_error, self.last_error_at = message, time.time()
+        self._answer(waiters, msgspec.structs.replace(self._outcome, error=message, refused=True))
+        await self._retry_now.wait()
+        self._retry_now = trio.Event()
 
     def _answer(self, waiters: list[tuple[trio.Event, list[Outcome]]], outcome: Outcome) -> None:
         for done, result in waiters:
@@ -236,24 +313,34 @@ class MirrorTarget:
         return held
 
     async def _sync_project(
-        self, name: NormalizedName, held: dict[str, int] | None, *, full: bool = False
+        self,
+        name: NormalizedName,
+        held: dict[str, int] | None,
+        *,
+        full: bool = False,
+        theirs: Project | None = None,
+        forced: bool = False,
+        verify: bool = False,
     ) -> None:
+        """Write the project as the store has it. In a full comparison `theirs` is the target's
+        own manifest of it; `forced` (mirrors sync --force) lets what that manifest names go;
+        `verify` reads every file held back to check it by its sha256."""
         assert self.target is not None
         if held is None:
             held = await self._held(name)
         project = self.store.get(name)
+        records = [r for r in (self.store.record(name), theirs if forced else None) if r]
         if project is None:
-            if held:
+            doomed = [k for k in held if any(layout.owned(k, r) for r in records)]
+            if doomed:
                 # The root stops naming the project before its pages go, its pages before its
                 # files: no reader follows a link to something already gone.
                 await self._write_root()
-                await self._delete(_pages_first(held))
+                await self._delete(_pages_first(doomed))
             self._synced.pop(name, None)
             return
-        previous = self._synced.get(name)
-        if full:
-            previous = await self._held_manifest(name, held)
-        await self._copy_files(project, held, previous)
+        previous = theirs if full else self._synced.get(name)
+        await self._copy_files(project, held, previous, verify=verify)
         pages = layout.page_keys(project)
         if full and previous == project and all(key in held for key in pages):
             pass  # the target shows this project as it is
@@ -264,32 +351,56 @@ class MirrorTarget:
             await self._write_pages(project, versions)
         self._synced[name] = project
         wanted = set(layout.wanted_files(project)) | pages
-        await self._delete(_pages_first(k for k in held if k not in wanted))
+        await self._delete(
+            _pages_first(
+                k for k in held if k not in wanted and any(layout.owned(k, r) for r in records)
+            )
+        )
 
-    async def _held_manifest(self, name: NormalizedName, held: dict[str, int]) -> Project | None:
+    async def _held_manifest(self, name: NormalizedName) -> Project | None:
         """The project as the target's manifest records it (None: none, or unreadable)."""
         assert self.target is not None
-        key = f"simple/{name}/{layout.PROJECT_MANIFEST}"
-        if key not in held:
-            return None
-        data = await self._call(self.target.read, key)
+        data = await self._call(self.target.read, f"simple/{name}/{layout.PROJECT_MANIFEST}")
         try:
             return layout.decode_project(data) if data is not None else None
         except msgspec.DecodeError:
             return None
 
+    async def _held_manifests(
+        self, names: Iterable[NormalizedName]
+    ) -> dict[NormalizedName, Project]:
+        """Every named project's manifest in the target, read in parallel."""
+        found: dict[NormalizedName, Project] = {}
+
+        async def read(name: NormalizedName) -> None:
+            project = await self._held_manifest(name)
+            if project is not None:
+                found[name] = project
+
+        await _each(read, [(name,) for name in names])
+        return found
+
     async def _copy_files(
-        self, project: Project, held: dict[str, int], previous: Project | None
+        self, project: Project, held: dict[str, int], previous: Project | None, verify: bool
     ) -> None:
         """Write what the target lacks; a file held with other bytes (its size or its recorded
-        hash differs: removed, then uploaded again with new content) is replaced."""
+        hash differs: removed, then uploaded again with new content; or, with `verify`, its
+        bytes do not have its sha256) is replaced."""
         assert self.target is not None
         target = self.target
         # One thread trip for the whole plan: a project of thousands of files stats every
         # metadata file.
-        todo, stale = await trio.to_thread.run_sync(
+        todo, stale, kept = await trio.to_thread.run_sync(
             _plan_copies, self.store, project, held, previous
         )
+        if verify:
+            for key, path, size, content_type, _ in await self._differing(kept):
+                log.warning(
+                    "mirror %s: %s holds other bytes than its sha256: rewritten", self.name, key
+                )
+                stale.append(key)
+                todo.append((key, path, size, content_type))
+                self._outcome.rewritten += 1
         if stale:
             await self._delete(stale)
 
@@ -300,21 +411,25 @@ class MirrorTarget:
                 raise ProjectChanged(key) from None
             self._outcome.files += written
 
-        # The first failure cancels the other copies; it leaves here as itself, not in a group.
-        failure: TargetError | None = None
-        changed = False
         try:
-            async with trio.open_nursery() as nursery:
-                for job in todo:
-                    nursery.start_soon(put, *job)
+            await _each(put, todo)
         except* ProjectChanged:
-            changed = True
-        except* TargetError as failed:
-            failure = failed.exceptions[0]  # type: ignore[assignment]
-        if failure is not None:
-            raise failure
-        if changed:
-            raise ProjectChanged(project.normalized)
+            raise ProjectChanged(project.normalized) from None
+
+    async def _differing(self, kept: list[Kept]) -> list[Kept]:
+        """The held files whose bytes do not have the size and sha256 the store records."""
+        assert self.target is not None
+        target = self.target
+        found: list[Kept] = []
+
+        async def check(*job: object) -> None:
+            entry: Kept = job  # type: ignore[assignment]
+            key, _, size, _, sha256 = entry
+            if await self._call(target.digest, key) != (size, sha256):
+                found.append(entry)
+
+        await _each(check, kept)
+        return found
 
     async def _write_pages(self, project: Project, versions: set[str] | None) -> None:
         assert self.target is not None
@@ -341,13 +456,15 @@ class MirrorTarget:
         self._outcome.pages += 1
 
     async def _write_root(self, *, force: bool = False) -> None:
-        pages = await trio.to_thread.run_sync(layout.root_pages, list(self.store.projects.values()))
-        etag = b"".join(page.page.etag for page in pages)
-        if etag == self._root_etag and not force:
-            return
+        store = self.store
+        pages = await trio.to_thread.run_sync(
+            layout.root_pages, list(store.projects.values()), store.identity, store.generation
+        )
+        # Each page only when it changed: most changes move the manifest's generation alone.
         for page in pages:
-            await self._put_page(page)
-        self._root_etag = etag
+            if force or self._root_etags.get(page.key) != page.page.etag:
+                await self._put_page(page)
+                self._root_etags[page.key] = page.page.etag
 
     async def _delete(self, keys: Iterable[str]) -> None:
         assert self.target is not None
@@ -359,29 +476,64 @@ class MirrorTarget:
     # -- full comparison --------------------------------------------------------------------------
 
     async def _compare_all(self) -> None:
+        """Long because it is the order of a full comparison: read, judge, write, delete."""
         assert self.target is not None
         log.info("mirror %s: comparing %s with the store", self.name, self.location)
+        await self._call(self.target.prepare)
         held = await self._call(self.target.listing, "")
         by_project: dict[NormalizedName, dict[str, int]] = {}
         for key, size in held.items():
             owner = layout.project_of(key)
             if owner is not None:
                 by_project.setdefault(owner, {})[key] = size
+        root = _root(await self._call(self.target.read, layout.ROOT_MANIFEST))
+        manifest = layout.PROJECT_MANIFEST
+        # The projects the target's manifests name; a name that is no project name is nobody's.
+        with_manifest = {n for n, keys in by_project.items() if f"simple/{n}/{manifest}" in keys}
+        named = {
+            NormalizedName(n)
+            for n in {*(root.projects if root else ()), *with_manifest}
+            if claim.is_project_name(n)
+        }
+        theirs = await self._held_manifests(sorted(named))
+        accept, self._accept = self._accept, ""
+        verdict = claim.judge(root, theirs, self.store.record, self.store.identity)
+        refusal = verdict.refusal(self.name, self.location, accept)
+        if refusal is not None:
+            raise MirrorRefused(refusal)
+        if root is None or root.store != self.store.identity:
+            log.info("mirror %s: written from this store from now on", self.name)
+        forced = accept == "force"
+        if forced and verdict.holds_more:
+            lost = sum(len(files) for files in verdict.lost.values())
+            log.warning(
+                "mirror %s: made to match the store as told (--force): %d files only it held go",
+                self.name,
+                lost,
+            )
         # Pages rendered by another insiders version are all written again.
-        root = await self._call(self.target.read, layout.ROOT_MANIFEST)
-        current = root is not None and _generator(root) == layout.GENERATOR
+        current = root is not None and root.generator == layout.GENERATOR
         if not current:
             self._synced.clear()
         batch = dict(self._changes)
-        gone = [n for n in by_project if self.store.get(n) is None]
         for name in sorted(self.store.projects):
             try:
-                await self._sync_project(name, by_project.get(name, {}), full=current)
+                await self._sync_project(
+                    name,
+                    by_project.get(name, {}),
+                    full=current,
+                    theirs=theirs.get(name),
+                    forced=forced,
+                    verify=True,
+                )
             except ProjectChanged:
                 batch.pop(name, None)
-        await self._write_root(force=not current)
-        for name in gone:
-            await self._delete(_pages_first(by_project[name]))
+        ours = root is not None and root.store == self.store.identity
+        await self._write_root(force=not current or not ours)
+        for name in sorted(n for n in by_project if self.store.get(n) is None):
+            await self._sync_project(
+                name, by_project[name], full=True, theirs=theirs.get(name), forced=forced
+            )
         for name, counter in batch.items():
             if self._changes.get(name) == counter:
                 del self._changes[name]
@@ -396,14 +548,19 @@ class MirrorTarget:
         )
 
 
+Kept = tuple[str, Path, int, str, str]  # key, source, size, content type, sha256
+
+
 def _plan_copies(
     store: Store, project: Project, held: dict[str, int], previous: Project | None
-) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
-    """What to copy (key, source, size, content type), and which held keys hold other bytes."""
+) -> tuple[list[tuple[str, Path, int, str]], list[str], list[Kept]]:
+    """What to copy (key, source, size, content type), which held keys hold other bytes, and
+    which held keys look right by their size (with the sha256 they must have)."""
     name = project.normalized
     before = {f.filename: f for f in previous.files} if previous is not None else {}
     stale: list[str] = []
     todo: list[tuple[str, Path, int, str]] = []
+    kept: list[Kept] = []
     for key, (stored, is_metadata) in layout.wanted_files(project).items():
         filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
         path = store.path(name, filename)
@@ -412,24 +569,49 @@ def _plan_copies(
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue  # the store has none after all: nothing links it
-            content_type = layout.TEXT
+            content_type, sha256 = layout.TEXT, stored.metadata_sha256 or ""
         else:
-            size, content_type = stored.size, layout.BINARY
+            size, content_type, sha256 = stored.size, layout.BINARY, stored.sha256
         recorded = before.get(stored.filename)
         same = recorded is None or recorded.sha256 == stored.sha256
         if held.get(key) == size and same:
+            kept.append((key, path, size, content_type, sha256))
             continue
         if key in held:
             stale.append(key)  # a torn copy, or an older file of that name: written again
         todo.append((key, path, size, content_type))
-    return todo, stale
+    return todo, stale, kept
 
 
-def _generator(manifest: bytes) -> str:
+async def _each(
+    job: Callable[..., Awaitable[None]], arguments: Iterable[tuple[object, ...]]
+) -> None:
+    """`job(*args)` for each, concurrently; the first TargetError cancels the others and leaves
+    here as itself, not in a group (the engine's backoff catches it). Other exceptions leave in
+    their group (`except*` them)."""
+    failure: TargetError | None = None
     try:
-        return layout.decode_root(manifest).generator
+        async with trio.open_nursery() as nursery:
+            for args in arguments:
+                nursery.start_soon(job, *args)
+    except* TargetError as failed:
+        failure = failed.exceptions[0]  # type: ignore[assignment]
+    if failure is not None:
+        raise failure
+
+
+def _recorded(stored: StoredFile, is_metadata: bool) -> str:
+    return (stored.metadata_sha256 or "") if is_metadata else stored.sha256
+
+
+def _root(manifest: bytes | None) -> layout.RootManifest | None:
+    """The target's root manifest; None when there is none or it cannot be read."""
+    if manifest is None:
+        return None
+    try:
+        return layout.decode_root(manifest)
     except msgspec.DecodeError:
-        return ""
+        return None
 
 
 def _pages_first(keys: Iterable[str]) -> list[str]:

@@ -12,6 +12,10 @@ class Target(Protocol):
     location: str  # the path, or s3://bucket/prefix at the endpoint
     requests: int  # operations done (for the benchmark and `mirrors sync`)
 
+    def prepare(self) -> None:
+        """Before a full comparison: MirrorRefused when the target is not one the daemon may
+        write (a directory that holds something and no marker of the daemon's)."""
+
     def listing(self, prefix: str) -> dict[str, int]:
         """key -> size of everything held under `prefix` (a complete key or "")."""
 
@@ -28,5 +32,8 @@ class Target(Protocol):
 
     def fetch(self, key: str, dest: Path) -> None:
         """Copy what is under `key` into the file `dest` (for restoring)."""
+
+    def digest(self, key: str) -> tuple[int, str] | None:
+        """The size and sha256 of what is under `key` (read whole), None when nothing is."""
 
     def close(self) -> None: ...

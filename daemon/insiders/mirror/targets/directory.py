@@ -5,22 +5,38 @@ the old bytes or the new ones, never a part. Pages also get a `.gz` sibling (ngi
 serves it), written before the page so that a gzip-accepting reader never gets a page older than
 the one a plain reader gets.
 
+The directory may be written by others too (a web server's account, a careless hand): every key
+is resolved beneath the root one component at a time, each opened without following a symbolic
+link (openat with O_NOFOLLOW), so a link planted in the tree (`simple/victim -> /elsewhere`)
+never makes the daemon write, read or delete outside it. A key with an empty, `.` or `..`
+component is refused. The root carries a marker the daemon writes (`.insiders-mirror`): a
+directory that holds something and no marker is not a mirror, and is refused (`prepare`).
+
 Nothing here is fsynced: the copy is derived data, and at every start the engine compares it with
 the store and repairs what differs (a file whose size is wrong is written again).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
-from insiders.errors import TargetError
+from insiders.errors import MirrorRefused, TargetError
 
 TEMP_PREFIX = ".insiders-tmp-"
+MARKER = ".insiders-mirror"
+MARKER_TEXT = b"A mirror target written by insidersd: it may replace or remove what is here.\n"
+# The root manifest of a target written before markers were (an upgrade writes the marker).
+LEGACY_SIGN = ("simple", "insiders-mirror.json")
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextmanager
@@ -29,6 +45,13 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except OSError as error:
         raise TargetError(f"{what}: {error.strerror or error}") from error
+
+
+def _parts(key: str) -> list[str]:
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise TargetError(f"refused key {key!r}: not a path beneath the mirror")
+    return parts
 
 
 class DirectoryTarget:
@@ -40,106 +63,240 @@ class DirectoryTarget:
         self.location = str(root)
         self.requests = 0
 
-    def _path(self, key: str) -> Path:
-        return self.root / key
+    # -- resolving keys ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _directory(self, parts: list[str], *, create: bool) -> Iterator[int | None]:
+        """An fd of the directory root/parts, every component opened without following a link;
+        None when it does not exist (and `create` is false)."""
+        if create:
+            _make_dirs(self.root)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if create:
+                raise
+            yield None
+            return
+        try:
+            for index, part in enumerate(parts):
+                made = False
+                if create:
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        made = True
+                    except FileExistsError:
+                        pass
+                try:
+                    inner = os.open(part, _DIRECTORY, dir_fd=fd)
+                except FileNotFoundError:
+                    if create:
+                        raise
+                    yield None
+                    return
+                except OSError as error:
+                    where = "/".join(parts[: index + 1])
+                    raise TargetError(
+                        f"{self.root}/{where} is not a directory of the mirror (a symbolic link, "
+                        f"or a file): the mirror never follows one ({error.strerror})"
+                    ) from error
+                os.close(fd)
+                fd = inner
+                if made:
+                    # Readable by the web server whatever the daemon's umask (the system unit's
+                    # is 0077).
+                    os.fchmod(fd, 0o755)
+            yield fd
+        finally:
+            os.close(fd)
+
+    # -- the target's operations -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make sure the directory is a mirror the daemon wrote, or an empty one it may take:
+        MirrorRefused for a directory that holds something and no marker."""
+        with _translated(f"cannot use {self.root}"):
+            _make_dirs(self.root)
+            with os.scandir(self.root) as entries:
+                names = {entry.name for entry in entries}
+            if MARKER in names:
+                return
+            legacy = self.root.joinpath(*LEGACY_SIGN)
+            if names and not (legacy.is_file() and not legacy.is_symlink()):
+                raise MirrorRefused(
+                    f"mirror {self.name}: {self.root} holds files and no {MARKER} (the mark "
+                    "insidersd leaves in the directories it mirrors to): nothing is written "
+                    "to it or removed from it; point [mirrors."
+                    f"{self.name}] at an empty or new directory"
+                )
+            with self._directory([], create=True) as fd:
+                assert fd is not None
+                _write(fd, MARKER, MARKER_TEXT)
 
     def listing(self, prefix: str) -> dict[str, int]:
         self.requests += 1
         held: dict[str, int] = {}
-        start = self._path(prefix) if prefix else self.root
-        with _translated(f"cannot list {start}"):
-            if not start.is_dir():
+        parts = _parts(prefix.rstrip("/")) if prefix else []
+        with (
+            _translated(f"cannot list {self.root}/{prefix}"),
+            self._directory(parts, create=False) as top,
+        ):
+            if top is None:
                 return held
-            for directory, _, files in os.walk(start):
-                relative = os.path.relpath(directory, self.root)
+            base = "/".join(parts)
+            for directory, _, files, dir_fd in os.fwalk(".", dir_fd=top):
+                inner = os.path.normpath(directory)
+                relative = "/".join(p for p in (base, "" if inner == "." else inner) if p)
                 for filename in files:
-                    path = os.path.join(directory, filename)
                     if filename.startswith(TEMP_PREFIX):
                         # Left by a kill mid-write: nobody links it, nobody needs it.
-                        Path(path).unlink(missing_ok=True)
+                        _unlink(dir_fd, filename)
                         continue
-                    key = filename if relative == "." else f"{relative}/{filename}"
-                    if key.endswith(".gz") and not key.startswith("files/"):
+                    key = f"{relative}/{filename}" if relative else filename
+                    if key.endswith(".gz") and not key.startswith(("files/", "quarantine/")):
                         continue  # a page's gzip sibling: it comes and goes with its page
                     try:
-                        held[key] = os.stat(path).st_size
+                        info = os.stat(filename, dir_fd=dir_fd, follow_symlinks=False)
                     except FileNotFoundError:
                         continue
+                    if stat.S_ISREG(info.st_mode):
+                        held[key] = info.st_size  # (a link is nobody's file: never listed)
         return held
 
     def put_file(self, key: str, source: Path, size: int, content_type: str) -> bool:
         self.requests += 1
-        path = self._path(key)
+        *parents, name = _parts(key)
         # The store's file may be gone (removed meanwhile): FileNotFoundError goes to the engine.
-        with source.open("rb") as src, _translated(f"cannot write {path}"):
+        with (
+            source.open("rb") as src,
+            _translated(f"cannot write {self.root}/{key}"),
+            self._directory(parents, create=True) as fd,
+        ):
+            assert fd is not None
             try:
-                if path.stat().st_size == size:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and info.st_size == size:
                     return False
             except FileNotFoundError:
                 pass
-            _make_dirs(path.parent)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                    os.fchmod(out.fileno(), 0o644)
-                os.replace(temp, path)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            _write(fd, name, src)
         return True
 
     def put_page(self, key: str, body: bytes, gzipped: bytes | None, content_type: str) -> None:
         self.requests += 1
-        path = self._path(key)
-        with _translated(f"cannot write {path}"):
-            _make_dirs(path.parent)
-            sibling = path.with_name(f"{path.name}.gz")
+        *parents, name = _parts(key)
+        with (
+            _translated(f"cannot write {self.root}/{key}"),
+            self._directory(parents, create=True) as fd,
+        ):
+            assert fd is not None
+            sibling = f"{name}.gz"
             if gzipped is not None:
-                _write_atomically(sibling, gzipped)
+                _write(fd, sibling, gzipped)
             else:
-                sibling.unlink(missing_ok=True)
-            _write_atomically(path, body)
+                _unlink(fd, sibling)
+            _write(fd, name, body)
 
     def delete(self, keys: list[str]) -> None:
         self.requests += len(keys)
-        parents: set[Path] = set()
+        parents: set[tuple[str, ...]] = set()
         for key in keys:
-            path = self._path(key)
-            with _translated(f"cannot remove {path}"):
-                path.unlink(missing_ok=True)
-                path.with_name(f"{path.name}.gz").unlink(missing_ok=True)
-            parents.add(path.parent)
-        # Empty directories go too (a removed version's pypi/NAME/VERSION/, a removed project).
-        for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-            while parent != self.root and parent.is_relative_to(self.root):
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+            *folders, name = _parts(key)
+            with (
+                _translated(f"cannot remove {self.root}/{key}"),
+                self._directory(folders, create=False) as fd,
+            ):
+                if fd is None:
+                    continue
+                _unlink(fd, name)  # a link itself, never what it points to
+                _unlink(fd, f"{name}.gz")
+            parents.add(tuple(folders))
+        # Empty directories go too (a removed version's pypi/NAME/VERSION/, a removed project),
+        # pages' first as the keys went: once a project's files/ is gone, so is its simple/.
+        for emptied in sorted(parents, key=_removal_order):
+            self._remove_empty(list(emptied))
+
+    def _remove_empty(self, folders: list[str]) -> None:
+        while folders:
+            *above, name = folders
+            try:
+                with self._directory(above, create=False) as fd:
+                    if fd is None:
+                        return
+                    os.rmdir(name, dir_fd=fd)
+            except (OSError, TargetError):
+                return  # not empty (or not ours to judge): it stays
+            folders = above
 
     def read(self, key: str) -> bytes | None:
         self.requests += 1
-        path = self._path(key)
-        with _translated(f"cannot read {path}"):
+        *parents, name = _parts(key)
+        with (
+            _translated(f"cannot read {self.root}/{key}"),
+            self._directory(parents, create=False) as fd,
+        ):
+            if fd is None:
+                return None
             try:
-                return path.read_bytes()
+                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except FileNotFoundError:
                 return None
+            with os.fdopen(file, "rb") as opened:
+                return opened.read()
 
     def fetch(self, key: str, dest: Path) -> None:
         self.requests += 1
-        with _translated(f"cannot copy {self._path(key)}"):
-            shutil.copyfile(self._path(key), dest)
+        *parents, name = _parts(key)
+        with (
+            _translated(f"cannot copy {self.root}/{key}"),
+            self._directory(parents, create=False) as fd,
+        ):
+            if fd is None:
+                raise FileNotFoundError(2, "No such file or directory")
+            file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            with os.fdopen(file, "rb") as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+    def digest(self, key: str) -> tuple[int, str] | None:
+        self.requests += 1
+        *parents, name = _parts(key)
+        with (
+            _translated(f"cannot read {self.root}/{key}"),
+            self._directory(parents, create=False) as fd,
+        ):
+            if fd is None:
+                return None
+            try:
+                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(file, "rb") as opened:
+                return _hashed(iter(lambda: opened.read(1 << 20), b""))
 
     def close(self) -> None:
         pass
 
 
+def _hashed(chunks: Iterator[bytes]) -> tuple[int, str]:
+    hasher = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
+
+
+_AREAS = {"simple": 0, "pypi": 1, "quarantine": 2, "files": 3}
+
+
+def _removal_order(folders: tuple[str, ...]) -> tuple[int, int]:
+    return (_AREAS.get(folders[0], 4) if folders else 5, -len(folders))
+
+
 def _make_dirs(path: Path) -> None:
     """Create `path` and its missing parents readable by all (the web server), whatever the
-    daemon's umask (the system unit's is 0077)."""
+    daemon's umask (the system unit's is 0077). The configured root is the person's: it may be a
+    link."""
     if path.is_dir():
         return
     _make_dirs(path.parent)
@@ -150,13 +307,26 @@ def _make_dirs(path: Path) -> None:
     path.chmod(0o755)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+def _write(fd: int, name: str, data: bytes | BinaryIO) -> None:
+    """`name` in the directory `fd` replaced atomically by `data` (bytes, or a file to copy): a
+    temp file of our own beside it, renamed over it (a link there is replaced, not followed)."""
+    temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    out_fd = os.open(
+        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd
+    )
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            os.fchmod(file.fileno(), 0o644)
-        os.replace(temp, path)
+        with os.fdopen(out_fd, "wb") as out:
+            if isinstance(data, bytes):
+                out.write(data)
+            else:
+                shutil.copyfileobj(data, out, 1 << 20)
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        _unlink(fd, temp)
         raise
+
+
+def _unlink(fd: int, name: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=fd)

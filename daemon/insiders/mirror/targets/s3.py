@@ -8,6 +8,7 @@ PutObjects (an object is replaced atomically for readers) and carry `Cache-Contr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +84,9 @@ class S3Target:
             raise TargetError(f"{what} in {self.location}: {message}") from error
         except BotoCoreError as error:
             raise TargetError(f"{what} in {self.location}: {error}") from error
+
+    def prepare(self) -> None:
+        """A bucket's prefix is claimed by its root manifest alone (see mirror.claim)."""
 
     def listing(self, prefix: str) -> dict[str, int]:
         held: dict[str, int] = {}
@@ -164,6 +168,27 @@ class S3Target:
             answer = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             for chunk in answer["Body"].iter_chunks(1 << 20):
                 out.write(chunk)
+
+    def digest(self, key: str) -> tuple[int, str] | None:
+        from botocore.exceptions import ClientError
+
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with self._translated(f"cannot read {key}"):
+                answer = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+                for chunk in answer["Body"].iter_chunks(1 << 20):
+                    hasher.update(chunk)
+                    size += len(chunk)
+        except TargetError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "NoSuchKey",
+                "404",
+            ):
+                return None
+            raise
+        return size, hasher.hexdigest()
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,374 @@
+"""A mirror is a backup you can bet on (issue 21), with directory targets and the shipped nginx
+front, through real insidersd processes:
+
+- a daemon whose store lost data (an empty data directory, an interrupted restore) never makes a
+  target match it: the target is refused with one line that says what to run;
+- every PEP 792 status reaches the target (a quarantined project's files and documents are not
+  served by the front, and come back when it is lifted);
+- a restore brings back statuses, yank reasons and removals exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fronts import Nginx, ctl, free_port, front_site, get, wait_for, write_config
+from tests.support import Daemon, make_wheel, wheel_filename
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
+NO_UPSTREAM = ["--upstream-mode", "none"]
+
+
+Launch = Callable[..., Daemon]
+
+
+@pytest.fixture
+def launch() -> Iterator[Launch]:
+    """Start an insidersd (Daemon(home, args).start(wait=...)); every one still running at the
+    end of the test is stopped, whatever the test's outcome."""
+    started: list[Daemon] = []
+
+    def start(home: Path, args: list[str], *, wait: bool = True) -> Daemon:
+        daemon = Daemon(home, args)
+        started.append(daemon)
+        return daemon.start(wait=wait)
+
+    yield start
+    for daemon in started:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()
+
+
+def mirrored_home(home: Path, tree: Path) -> Path:
+    write_config(home, f'[mirrors.web]\ndirectory = "{tree}"\n')
+    return home
+
+
+def upload(daemon: Daemon, tmp_path: Path, name: str, version: str, size: int = 2000) -> Path:
+    path = tmp_path / "wheels" / wheel_filename(name, version)
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():  # a second store gets the very same bytes
+        path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * size))
+    answer = daemon.upload(path)
+    assert answer.status_code == 200, answer.text
+    return path
+
+
+def ok(home: Path, *args: str) -> str:
+    done = ctl(home, *args)
+    assert done.returncode == 0, f"{args}: {done.stderr}"
+    return done.stdout
+
+
+def wheels(tree: Path) -> set[str]:
+    return {p.name for p in (tree / "files").rglob("*.whl")} if (tree / "files").exists() else set()
+
+
+def lines_with(log: str, *words: str) -> list[str]:
+    return [line for line in log.splitlines() if all(w in line for w in words)]
+
+
+def projects(home: Path) -> list[dict[str, object]]:
+    answer = json.loads(ok(home, "--json", "projects", "list"))["projects"]
+    assert isinstance(answer, list)
+    return answer
+
+
+def show(home: Path, project: str) -> dict[str, object]:
+    """`projects show` as JSON, without the daemon's clock."""
+    answer = json.loads(ok(home, "--json", "projects", "show", project))
+    answer.pop("now")
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_an_empty_data_directory_never_empties_the_mirror(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, item 1: a copy of a full mirror, a daemon on an empty data directory."""
+    tree = tmp_path / "mirror"
+    first = launch(mirrored_home(tmp_path / "first", tree), NO_UPSTREAM)
+    for name, version in [("one", "1.0"), ("one", "2.0"), ("two", "0.1")]:
+        upload(first, tmp_path, name, version)
+    ok(first.home, "mirrors", "sync", "web")
+    first.stop()
+    copy = tmp_path / "copy"
+    shutil.copytree(tree, copy, symlinks=True)
+    tree = copy
+    held = wheels(tree)
+    assert len(held) == 3
+
+    # A copy of the target, and a data directory that lost everything.
+    home = mirrored_home(tmp_path / "second", tree)
+    second = launch(home, NO_UPSTREAM)
+    try:
+        # A full comparison is what wiped it: it now refuses, and says what to run.
+        refused = ctl(home, "mirrors", "sync", "web")
+        assert wheels(tree) == held
+        assert refused.returncode == 1, refused.stdout
+        assert "insidersd --restore-from web" in refused.stderr
+        assert "mirrors sync web --force" in refused.stderr
+        said = lines_with(second.log(), "mirror web", "--restore-from web")
+        assert len(said) == 1, second.log()
+        listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
+        assert listed["state"] == "refused"
+    finally:
+        second.stop()
+
+    # So a restore into that data directory still brings everything back.
+    restored = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
+    try:
+        assert "restored 2 projects (3 files) from mirror web" in restored.log()
+        # The restored store is the one the target was written from: it is current again.
+        synced = ok(home, "mirrors", "sync", "web")
+        assert "0 removed" in synced
+        assert wheels(tree) == held
+    finally:
+        restored.stop()
+
+
+def test_force_accepts_the_loss_and_adopt_claims_a_target(tmp_path: Path, launch: Launch) -> None:
+    """The explicit ways out: --adopt takes a target written by another store when the store
+    holds all it names; --force makes it match the store and loses what only it held."""
+    tree = tmp_path / "mirror"
+    first = launch(mirrored_home(tmp_path / "first", tree), NO_UPSTREAM)
+    upload(first, tmp_path, "kept", "1.0")
+    ok(first.home, "mirrors", "sync", "web")
+    first.stop()
+
+    # A second store with the same file, and one of its own: the target is another store's.
+    home = mirrored_home(tmp_path / "second", tree)
+    second = launch(home, NO_UPSTREAM)
+    try:
+        upload(second, tmp_path, "kept", "1.0")
+        upload(second, tmp_path, "extra", "1.0")
+        refused = ctl(home, "mirrors", "sync", "web")
+        assert refused.returncode == 1
+        assert "another store" in refused.stderr
+        adopted = ctl(home, "mirrors", "sync", "web", "--adopt")
+        assert adopted.returncode == 0, adopted.stderr
+        assert wheels(tree) == {wheel_filename("kept", "1.0"), wheel_filename("extra", "1.0")}
+        assert ok(home, "mirrors", "sync", "web")  # adopted: no flag needed any more
+    finally:
+        second.stop()
+
+    # An empty store and that target: --adopt refuses the loss, --force takes it.
+    home = mirrored_home(tmp_path / "third", tree)
+    third = launch(home, NO_UPSTREAM)
+    try:
+        refused = ctl(home, "mirrors", "sync", "web", "--adopt")
+        assert refused.returncode == 1
+        assert len(wheels(tree)) == 2
+        # An upload meanwhile is not mirrored either: the target waits for a decision.
+        upload(third, tmp_path, "late", "1.0")
+        assert ctl(home, "mirrors", "sync", "web").returncode == 1
+        assert not (tree / "simple" / "late").exists()
+        forced = ctl(home, "mirrors", "sync", "web", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert wheels(tree) == {wheel_filename("late", "1.0")}
+        root = json.loads((tree / "simple" / "index.json").read_bytes())
+        assert root["projects"] == [{"name": "late"}]
+    finally:
+        third.stop()
+
+
+def test_a_target_from_before_identities(tmp_path: Path, launch: Launch) -> None:
+    """Today's targets carry no store identity: one whose manifests the store holds is adopted
+    at the first start; one that names more than the store is refused."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    upload(daemon, tmp_path, "old", "1.0")
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    manifest = tree / "simple" / "insiders-mirror.json"
+    root = json.loads(manifest.read_bytes())
+    assert root["store"]
+    manifest.write_text(json.dumps({"format": 1, "generator": "0.1", "projects": ["old"]}))
+
+    daemon = launch(home, NO_UPSTREAM)
+    try:
+        assert ok(home, "mirrors", "sync", "web")
+        assert json.loads(manifest.read_bytes())["store"] == root["store"]
+        assert wheels(tree) == {wheel_filename("old", "1.0")}
+    finally:
+        daemon.stop()
+
+    manifest.write_text(json.dumps({"format": 1, "generator": "0.1", "projects": ["old"]}))
+    fresh = launch(mirrored_home(tmp_path / "fresh", tree), NO_UPSTREAM)
+    try:
+        refused = ctl(fresh.home, "mirrors", "sync", "web")
+        assert refused.returncode == 1
+        assert "insidersd --restore-from web" in refused.stderr
+        assert wheels(tree) == {wheel_filename("old", "1.0")}
+    finally:
+        fresh.stop()
+
+
+def test_an_interrupted_restore_stops_the_next_start(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, item 2: kill --restore-from part way, start without it."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    for index in range(40):
+        upload(daemon, tmp_path, f"bulk-{index % 4}", f"1.{index}", size=20000)
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    held = wheels(tree)
+    assert len(held) == 40
+
+    shutil.rmtree(daemon.data_dir)
+    restoring = launch(home, [*NO_UPSTREAM, "--restore-from", "web"], wait=False)
+    packages = daemon.data_dir / "packages"
+    assert wait_for(lambda: packages.exists() and any(packages.rglob("*.whl")), timeout=60)
+    restoring.kill()
+    partial = len(list(packages.rglob("*.whl")))
+    assert 0 < partial < 40, "the restore was not interrupted part way"
+
+    plain = launch(home, NO_UPSTREAM, wait=False)
+    assert plain.proc is not None
+    assert plain.proc.wait(30) == 1
+    said = lines_with(plain.log(), "unfinished restore", "insidersd --restore-from web")
+    assert len(said) == 1, plain.log()
+    assert wheels(tree) == held
+
+    # Nor is it finished from another target: a restore never mixes two mirrors.
+    write_config(
+        home,
+        f'[mirrors.web]\ndirectory = "{tree}"\n'
+        f'[mirrors.other]\ndirectory = "{tmp_path / "other"}"\n',
+    )
+    other = launch(home, [*NO_UPSTREAM, "--restore-from", "other"], wait=False)
+    assert other.proc is not None
+    assert other.proc.wait(30) == 1
+    assert "unfinished restore from mirror web" in other.log()
+    mirrored_home(home, tree)
+
+    finished = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
+    try:
+        assert len(list(packages.rglob("*.whl"))) == 40
+        assert sum(p["files"] for p in projects(home)) == 40  # type: ignore[misc]
+        ok(home, "mirrors", "sync", "web")
+        assert wheels(tree) == held
+    finally:
+        finished.stop()
+
+
+def test_quarantine_reaches_the_front(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, item 3, through the shipped nginx front: a quarantined project's files,
+    metadata and JSON documents are not served from the tree, and come back when lifted."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    port = free_port()
+    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
+    try:
+        wheel = upload(daemon, tmp_path, "suspect", "1.0")
+        ok(home, "mirrors", "sync", "web")
+        urls = [
+            f"/files/suspect/{wheel.name}",
+            f"/files/suspect/{wheel.name}.metadata",
+            "/pypi/suspect/json",
+            "/pypi/suspect/1.0/json",
+        ]
+        for url in urls:
+            assert get(f"{nginx.url}{url}").status_code == 200, url
+
+        ok(home, "projects", "status", "suspect", "quarantined", "--reason", "malware")
+        ok(home, "mirrors", "sync", "web")
+        for url in urls:
+            assert get(f"{daemon.url}{url}").status_code == 404, url
+            assert get(f"{nginx.url}{url}").status_code == 404, url
+        page = get(f"{nginx.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
+        assert page.json()["files"] == []
+        assert page.json()["project-status"] == {"status": "quarantined", "reason": "malware"}
+        direct = get(f"{daemon.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
+        assert page.content == direct.content
+        assert not list(tree.rglob(f"files/**/{wheel.name}"))
+
+        ok(home, "projects", "status", "suspect", "active")
+        ok(home, "mirrors", "sync", "web")
+        body = get(f"{nginx.url}/files/suspect/{wheel.name}")
+        assert body.status_code == 200
+        assert body.content == wheel.read_bytes()
+        for url in urls:
+            assert get(f"{nginx.url}{url}").status_code == 200, url
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+
+def test_a_restore_brings_back_every_status(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, item 4: statuses, yank reasons and removals come back exactly."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    for name, version in [("held", "1.0"), ("gone-by", "1.0"), ("plain", "1.0"), ("plain", "2.0")]:
+        upload(daemon, tmp_path, name, version)
+    ok(home, "projects", "status", "held", "quarantined", "--reason", "malware")
+    ok(home, "projects", "status", "gone-by", "archived", "--reason", "moved to plain")
+    ok(home, "yank", "plain", "1.0", "--reason", "bad build")
+    ok(home, "remove", "plain", "2.0", "--yes")
+    ok(home, "mirrors", "sync", "web")
+    before = projects(home)
+    shown = {p: show(home, p) for p in ("held", "plain")}
+    manifests = {
+        p.parent.name: json.loads(p.read_bytes())
+        for p in daemon.data_dir.glob("packages/*/.project.json")
+    }
+    assert manifests["plain"]["removed"]
+    daemon.stop()
+
+    shutil.rmtree(daemon.data_dir)
+    restored = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
+    try:
+        assert projects(home) == before
+        for name, answer in shown.items():
+            assert show(home, name) == answer
+        again = {
+            p.parent.name: json.loads(p.read_bytes())
+            for p in restored.data_dir.glob("packages/*/.project.json")
+        }
+        assert again == manifests
+        # Still quarantined: not served, not mirrored; and its files are kept for a lift.
+        with restored.client() as client:
+            url = f"/files/held/{wheel_filename('held', '1.0')}"
+            assert client.get(url).status_code == 404
+            ok(home, "projects", "status", "held", "active")
+            assert client.get(url).status_code == 200
+    finally:
+        restored.stop()
+
+
+def test_a_data_directory_put_back_from_an_older_backup(tmp_path: Path, launch: Launch) -> None:
+    """The same store, older: its records of a project are behind the target's (a yank and a
+    quarantine made since), though no file is missing. The target is refused, not rolled back."""
+    tree = tmp_path / "mirror"
+    home = mirrored_home(tmp_path / "daemon", tree)
+    daemon = launch(home, NO_UPSTREAM)
+    upload(daemon, tmp_path, "steady", "1.0")
+    upload(daemon, tmp_path, "steady", "2.0")
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    backup = tmp_path / "backup"
+    shutil.copytree(daemon.data_dir, backup)
+
+    daemon = launch(home, NO_UPSTREAM)
+    ok(home, "yank", "steady", "2.0", "--reason", "broken")
+    ok(home, "projects", "status", "steady", "quarantined", "--reason", "malware")
+    ok(home, "mirrors", "sync", "web")
+    daemon.stop()
+    page = (tree / "simple" / "steady" / "index.json").read_bytes()
+
+    shutil.rmtree(daemon.data_dir)
+    shutil.copytree(backup, daemon.data_dir)
+    launch(home, NO_UPSTREAM)
+    refused = ctl(home, "mirrors", "sync", "web")
+    assert refused.returncode == 1
+    assert "newer records of 1 project" in refused.stderr
+    assert "insidersd --restore-from web" in refused.stderr
+    assert (tree / "simple" / "steady" / "index.json").read_bytes() == page
+    assert not (tree / "files" / "steady").exists()  # still quarantined there
