@@ -3,6 +3,7 @@ publications, the pages, /files/ and the JSON API."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,27 @@ def pages(daemon: Daemon) -> tuple[dict[str, object], Anchors]:
         html = Anchors()
         html.feed(client.get("/simple/demo/", headers={"Accept": "text/html"}).text)
     return page, html
+
+
+def test_a_quarantined_project_shows_no_file_on_any_page(daemon: Daemon, tmp_path: Path) -> None:
+    """Its pages say it is quarantined; no filename, hash or download link is left on them."""
+    first = wheel(tmp_path, "1.0")
+    assert daemon.upload(first).status_code == 200
+    sha256 = hashlib.sha256(first.read_bytes()).hexdigest()
+    paths = ("/", "/project/demo/", "/project/demo/1.0/", "/search?q=demo", "/builds/")
+    with daemon.client() as client:
+        assert first.name in client.get("/project/demo/").text  # shown while active
+        ok(daemon, "projects", "status", "demo", "quarantined", "--reason", "malware")
+        for path in paths:
+            page = client.get(path)
+            assert page.status_code == 200, path
+            for leak in (first.name, sha256, "/files/demo/"):
+                assert leak not in page.text, (path, leak)
+        quarantined = client.get("/project/demo/").text
+        assert "This project is quarantined." in quarantined
+        assert "malware" in quarantined
+        assert client.get("/pypi/demo/json").status_code == 404
+        assert client.get("/pypi/demo/1.0/json").status_code == 404
 
 
 def test_status_markers(daemon: Daemon, tmp_path: Path) -> None:

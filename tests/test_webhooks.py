@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import resource
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
-from tests.support import Daemon, git_project, tag_release
+from tests.support import Daemon, following_log, git, git_project, tag_release, wait_for_line
 from tests.test_watcher import ctl, files_of, start, wheelhouse
 
 __all__ = ["wheelhouse"]
@@ -208,3 +211,200 @@ def test_webhooks(tmp_path: Path, wheelhouse: Daemon) -> None:
     finally:
         daemon.stop()
     assert SECRET not in daemon.log()
+
+
+# -- who may reach the hooks, and what a delivery costs ---------------------------------------
+
+
+def hooked_daemon(tmp_path: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET + "\n")
+    github = tmp_path / "github"
+    config = (
+        f'[watcher]\nenabled = false\nwebhook-secret-file = "{secret_file}"\n'
+        f'github-url = "file://{github}"\n{config}'
+    )
+    return start(tmp_path / "d", wheelhouse, config)
+
+
+def bare_clone(source: Path, github: Path, owner_repo: str) -> Path:
+    bare = github / f"{owner_repo}.git"
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(source), str(bare)], check=True)
+    return bare
+
+
+def test_hooks_are_delivered_to_an_index_with_read_tokens(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """GitHub cannot send a read token: the hooks stay outside the read gate (they are signed)."""
+    daemon = hooked_daemon(tmp_path, wheelhouse, '[server]\nread-access = "token"\n')
+    try:
+        ping = json.dumps({"zen": "Design for failure.", "hook_id": 2}).encode()
+        answer = post(daemon, "github", ping, github_headers(ping, "ping"))
+        assert answer.status_code == 200, answer.text
+        assert answer.text.strip() == "pong: the secret matches"
+        forged = post(daemon, "github", ping, github_headers(ping, "ping", secret="guess"))
+        assert forged.status_code == 401
+        assert "bad or missing signature" in forged.text
+        assert "www-authenticate" not in forged.headers
+        # Everything else still needs a read token.
+        with daemon.client() as client:
+            assert client.get("/simple/").status_code == 401
+    finally:
+        daemon.stop()
+
+
+def repo_record(daemon: Daemon, name: str) -> dict[str, Any]:
+    repos = json.loads(ctl(daemon, "repos", "list", "--json").stdout)["repos"]
+    found: dict[str, Any] = next(r for r in repos if r["name"] == name)
+    return found
+
+
+def failed_attempts(record: dict[str, Any]) -> dict[str, int]:
+    states = record["version_states"]
+    return {v["version"]: v["attempts"] for v in states if v["status"] == "failed"}
+
+
+BROKEN = (
+    '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+    '[project]\nname = "flaky"\nversion = "0.0.0"\ndependencies = ["not a spec"]\n'
+)
+
+
+def test_a_replayed_push_starts_nothing_and_a_new_tag_is_built_while_paused(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    source = git_project(tmp_path / "src", "flaky", pyproject=BROKEN)
+    tag_release(source, "0.1")
+    bare = bare_clone(source, tmp_path / "github", "owner/flaky")
+    daemon = hooked_daemon(tmp_path, wheelhouse)  # the watcher is paused (enabled = false)
+    try:
+        ctl(daemon, "repos", "add", "owner/flaky:flaky")
+        body = json.dumps(github_push("owner/flaky", ref="refs/tags/v0.1")).encode()
+        with following_log(daemon) as lines:
+            first = post(daemon, "github", body, github_headers(body))
+            assert (first.status_code, first.text.strip()) == (202, "checking flaky")
+            wait_for_line(lines, "flaky 0.1: ", timeout=300)  # the build failed
+        before = repo_record(daemon, "flaky")
+        assert failed_attempts(before) == {"0.1": 1}, before
+
+        # The same delivery again (GitHub's "Redeliver", or a replay): answered, nothing done.
+        again = post(daemon, "github", body, github_headers(body))
+        assert (again.status_code, again.text.strip()) == (
+            200,
+            "this delivery was handled already: nothing to do",
+        )
+        # The delivery id is not signed: a replay under fresh ids is a push of a known tag, left
+        # to the periodic check (paused here; else with the failed version's backoff).
+        for n in range(15):
+            headers = {**github_headers(body), "X-GitHub-Delivery": f"replayed-{n}"}
+            replay = post(daemon, "github", body, headers)
+            assert replay.status_code == 200, replay.text
+            assert "v0.1 is not a new version of flaky: nothing to do now" in replay.text
+        after = repo_record(daemon, "flaky")
+        assert after["last_check"] == before["last_check"]
+        assert after["version_states"] == before["version_states"]
+
+        # A new tag is checked at once, paused or not; the failed version keeps its backoff.
+        (source / "pyproject.toml").write_text(BROKEN.replace('["not a spec"]', "[]"))
+        tag_release(source, "0.2")
+        git(source, "push", "--quiet", str(bare), "main", "--tags")
+        pushed = json.dumps(github_push("owner/flaky", ref="refs/tags/v0.2")).encode()
+        with following_log(daemon) as lines:
+            headers = {**github_headers(pushed), "X-GitHub-Delivery": "new-tag"}
+            answer = post(daemon, "github", pushed, headers)
+            assert (answer.status_code, answer.text.strip()) == (202, "checking flaky")
+            wait_for_line(lines, "flaky 0.2: published", timeout=300)
+        assert "flaky-0.2.tar.gz" in files_of(daemon, "flaky")
+        assert failed_attempts(repo_record(daemon, "flaky")) == {"0.1": 1}
+    finally:
+        daemon.stop()
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+async def anonymous_bodies(port: int, count: int, size: int) -> dict[str, int]:
+    """`count` deliveries at once, each a `size`-byte chunked body whose signature is made up;
+    their answers (status line, or how the connection ended)."""
+    answers: dict[str, int] = {}
+    go = trio.Event()
+    body = b"x" * size
+    head = (
+        b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
+    async def one() -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(head)
+            await go.wait()
+            try:
+                await stream.send_all(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                answer = (await stream.receive_some(64)).split(b"\r\n")[0].decode()
+            except trio.BrokenResourceError:
+                answer = "closed while sending"
+            answers[answer] = answers.get(answer, 0) + 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+        await trio.sleep(0)
+        go.set()
+    return answers
+
+
+def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """1,000 bodies of 250 KiB at once, each with a made-up signature: the daemon holds a fixed
+    budget of unverified bytes, not one body per request (that took 150 MB and kept it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    daemon = hooked_daemon(tmp_path, wheelhouse)
+    try:
+        assert daemon.proc is not None
+        port = int(daemon.url.rsplit(":", 1)[1])
+        trio.run(anonymous_bodies, port, 20, 250 * 1024)  # the allocator's steady state
+        idle = rss_mb(daemon.proc.pid)
+        answers = trio.run(anonymous_bodies, port, 1000, 250 * 1024)
+        grown = rss_mb(daemon.proc.pid) - idle
+        assert set(answers) <= {
+            "HTTP/1.1 401 ",
+            "HTTP/1.1 503 ",
+            "closed while sending",
+        }, answers
+        assert answers.get("HTTP/1.1 401 ", 0) > 0, answers
+        assert grown < 40, f"RSS grew by {grown:.0f} MB: {answers}"
+        # The hooks still answer a real delivery.
+        ping = json.dumps({"zen": "Half measures are as bad as nothing at all."}).encode()
+        assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        daemon.stop()
+
+
+def test_long_paths_are_cut_in_log_lines(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """Fifty requests with 60 KB paths must not write megabytes of log (and rotate the history
+    away): a path or value quoted in a log line is cut."""
+    daemon = hooked_daemon(tmp_path, wheelhouse)
+    log_file = daemon.data_dir / "insidersd.log"
+    try:
+        before = log_file.stat().st_size
+        with daemon.client() as client:
+            answers = [client.post(f"/hooks/{n}{'x' * 60_000}", content=b"{}") for n in range(50)]
+        written = log_file.read_bytes()[before:].decode()
+        lines = [line for line in written.splitlines() if "webhook" in line]
+        assert len(lines) == 50, written[:2000]
+        assert all(len(line) < 600 for line in lines), max(map(len, lines))
+        assert all("xxx…" in line for line in lines)
+        # The answers quote the path cut as well.
+        assert {answer.status_code for answer in answers} == {404}
+        assert all(len(answer.content) < 1000 for answer in answers)
+    finally:
+        daemon.stop()

@@ -8,6 +8,7 @@ the two the README shows are written to tests/browser/screenshots/ as well.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -124,10 +125,24 @@ def ctl(daemon: Daemon, *args: str) -> str:
     return result.stdout
 
 
+# A description that shows a picture from another host: reading the page would tell that host
+# who reads which project, and when.
+TRACKED_README = """\
+# Tracked readme
+
+![a pixel]({url}/pixel.png)
+
+The picture above comes from another host.
+"""
+
+
 @dataclass
 class Site:
     daemon: Daemon
     upstream: Daemon
+    # A listener at the other host of TRACKED_README's picture (https: the scheme the old policy
+    # allowed): a connection to it is a request the page made.
+    tracker: socket.socket
 
 
 @pytest.fixture(scope="package")
@@ -137,6 +152,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     upstream = Daemon(tmp_path_factory.mktemp("upstream"), ["--upstream-mode", "none"]).start()
     serve_wheelhouse(upstream)
     daemon = Daemon(tmp_path_factory.mktemp("site"), ["--upstream", upstream.index]).start()
+    tracker = socket.create_server(("127.0.0.1", 0))
+    tracker.setblocking(False)
+    tracker_url = f"https://127.0.0.1:{tracker.getsockname()[1]}"
     try:
         src = tmp_path_factory.mktemp("src")
         out = tmp_path_factory.mktemp("dist")
@@ -151,6 +169,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "<script>window.__pwned='summary'</script> a summary with markup",
                 HOSTILE_README,
             )
+        )
+        uploads.append(
+            ("tracked-readme", "0.1", "A picture elsewhere", TRACKED_README.format(url=tracker_url))
         )
         for name, version, summary, readme in uploads:
             project = _readme_project(src, name, version, summary, readme)
@@ -179,10 +200,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             capture_output=True,
             timeout=600,
         )
-        yield Site(daemon, upstream)
+        yield Site(daemon, upstream, tracker)
     finally:
         daemon.stop()
         upstream.stop()
+        tracker.close()
 
 
 @pytest.fixture(scope="package")
