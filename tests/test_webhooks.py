@@ -3,11 +3,11 @@ signed and mis-signed; a signed GitHub tag push builds and publishes at once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import re
-import resource
 import subprocess
 import time
 from pathlib import Path
@@ -328,24 +328,30 @@ def rss_mb(pid: int) -> float:
 
 
 async def anonymous_bodies(port: int, count: int, size: int) -> dict[str, int]:
-    """`count` deliveries at once, each a `size`-byte chunked body whose signature is made up;
-    their answers (status line, or how the connection ended)."""
+    """`count` deliveries at once, each a `size`-byte body whose signature is made up, sent as
+    an attacker would: all but its last KiB, then (once every one is that far) the rest. Their
+    answers: the status line, or how the connection ended."""
     answers: dict[str, int] = {}
-    go = trio.Event()
-    body = b"x" * size
+    started = 0
+    all_started = trio.Event()
     head = (
         b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"Content-Length: %d\r\n\r\n" % size
     )
 
     async def one() -> None:
+        nonlocal started
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(head)
-            await go.wait()
+            with contextlib.suppress(trio.BrokenResourceError):  # answered and closed already
+                await stream.send_all(head + b"x" * (size - 1024))
+            started += 1
+            if started == count:
+                all_started.set()
+            await all_started.wait()
             try:
-                await stream.send_all(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                await stream.send_all(b"x" * 1024)
                 answer = (await stream.receive_some(64)).split(b"\r\n")[0].decode()
             except trio.BrokenResourceError:
                 answer = "closed while sending"
@@ -354,38 +360,33 @@ async def anonymous_bodies(port: int, count: int, size: int) -> dict[str, int]:
     async with trio.open_nursery() as nursery:
         for _ in range(count):
             nursery.start_soon(one)
-        await trio.sleep(0)
-        go.set()
     return answers
 
 
 def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
-    """1,000 bodies of 250 KiB at once, each with a made-up signature: the daemon holds a fixed
-    budget of unverified bytes, not one body per request (that took 150 MB and kept it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    """1,000 bodies of 250 KiB with made-up signatures, 200 at once: the hooks hold a fixed
+    budget of unverified bytes, not each body until it ends (which took 90 MB and more, and kept
+    it). What is left (25 MB or so) is the HTTP layer's own cost of 200 connections that send
+    bodies, the same for refused uploads."""
     daemon = hooked_daemon(tmp_path, wheelhouse)
     try:
         assert daemon.proc is not None
         port = int(daemon.url.rsplit(":", 1)[1])
-        trio.run(anonymous_bodies, port, 20, 250 * 1024)  # the allocator's steady state
         idle = rss_mb(daemon.proc.pid)
-        answers = trio.run(anonymous_bodies, port, 1000, 250 * 1024)
+        answers: dict[str, int] = {}
+        for _ in range(5):
+            for answer, count in trio.run(anonymous_bodies, port, 200, 250 * 1024).items():
+                answers[answer] = answers.get(answer, 0) + count
         grown = rss_mb(daemon.proc.pid) - idle
-        assert set(answers) <= {
-            "HTTP/1.1 401 ",
-            "HTTP/1.1 503 ",
-            "closed while sending",
-        }, answers
-        assert answers.get("HTTP/1.1 401 ", 0) > 0, answers
-        assert grown < 40, f"RSS grew by {grown:.0f} MB: {answers}"
+        assert grown < 50, f"RSS grew by {grown:.0f} MB: {answers}"
+        assert set(answers) <= {"HTTP/1.1 401 ", "HTTP/1.1 503 ", "closed while sending"}, answers
+        assert answers.get("HTTP/1.1 503 ", 0) > 0, answers  # the budget was used up
         # The hooks still answer a real delivery.
         ping = json.dumps({"zen": "Half measures are as bad as nothing at all."}).encode()
         assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         daemon.stop()
 
 
@@ -400,7 +401,8 @@ def test_long_paths_are_cut_in_log_lines(tmp_path: Path, wheelhouse: Daemon) -> 
             answers = [client.post(f"/hooks/{n}{'x' * 60_000}", content=b"{}") for n in range(50)]
         written = log_file.read_bytes()[before:].decode()
         lines = [line for line in written.splitlines() if "webhook" in line]
-        assert len(lines) == 50, written[:2000]
+        assert len(written) < 50 * 1000, f"{len(written)} bytes of log"
+        assert len(lines) == 50, lines[:3]
         assert all(len(line) < 600 for line in lines), max(map(len, lines))
         assert all("xxx…" in line for line in lines)
         # The answers quote the path cut as well.

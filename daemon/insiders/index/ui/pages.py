@@ -147,6 +147,8 @@ class WebPages:
         project = self.store.get(name)
         if project is None:
             return None
+        if project.status == "quarantined":
+            return await self._quarantined(project, key, repo)
         shown = version if version is not None else project.latest()
         files = list(project.files_of(shown)) if shown is not None else []
         if not files:
@@ -169,6 +171,33 @@ class WebPages:
             yanked=all(f.yanked for f in files),
             yanked_reason=next((f.yanked_reason for f in files if f.yanked_reason), None),
             build=build,
+        )
+        if changes == self._changes:
+            remember(self._pages, key, (repo, page), MEMORY_PAGES)
+        return page
+
+    async def _quarantined(
+        self, project: Project, key: tuple[NormalizedName, str | None], repo: Repo | None
+    ) -> Page:
+        """A quarantined project's page (PEP 792): its status and reason, and nothing that came
+        from its files: no file, hash or link, nor the description or metadata they carry."""
+        changes = self._changes
+        page = await self._render(
+            "project.html",
+            site=self.site(),
+            project=project,
+            version="",
+            is_latest=True,
+            quarantined=True,
+            fields={},
+            description=None,
+            links=[],
+            versions=[],
+            files=[],
+            status=project_status(project),
+            yanked=False,
+            yanked_reason=None,
+            build=build_row(repo, ()) if repo else None,
         )
         if changes == self._changes:
             remember(self._pages, key, (repo, page), MEMORY_PAGES)
