@@ -111,7 +111,8 @@ def test_a_cross_site_upload_is_refused_and_tools_still_upload(tmp_path: Path) -
             refused = upload(daemon, wheel, headers)
             assert refused.status_code == 403, (headers, refused.text)
             assert "may not change this index" in refused.text
-        assert daemon.client().get("/simple/cross-site/").status_code == 404
+        with daemon.client() as client:
+            assert client.get("/simple/cross-site/").status_code == 404
 
         # The index's own origin may (a page of its own); uv publish sends no Origin at all.
         assert upload(daemon, wheel, {"Origin": daemon.url}).status_code == 200
@@ -128,7 +129,8 @@ def test_a_cross_site_upload_is_refused_and_tools_still_upload(tmp_path: Path) -
             capture_output=True,
             timeout=120,
         )
-        assert daemon.client().get("/simple/by-uv/").status_code == 200
+        with daemon.client() as client:
+            assert client.get("/simple/by-uv/").status_code == 200
     finally:
         daemon.stop()
 

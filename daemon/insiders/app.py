@@ -126,13 +126,7 @@ class Daemon:
             secret=self.webhook_secret,
             github_url=lambda: self.settings.watcher.github_url,
         )
-        # The gates every request passes (pages added later included): the browser's rules
-        # (Host, Origin), then the read gate.
-        self.http_app = BrowserGuard(
-            ReadGate(self.index, tokens, settings.server.read_access),
-            names=own_names(settings.server.allowed_hosts, settings.server.host),
-            public_url=self.public_url,
-        )
+        self.http_app = gated(self.index, tokens, settings, self.public_url)
 
     def public_url(self) -> str:
         """The URL clients reach the index at (server.public-url, else where it listens)."""
@@ -228,6 +222,18 @@ class Daemon:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
         return "; ".join(parts)
+
+
+def gated(
+    index: IndexApp, tokens: Tokens, settings: Settings, public_url: Callable[[], str]
+) -> BrowserGuard:
+    """The gates every request passes (pages added later included): the browser's rules (Host,
+    Origin), then the read gate. Made at start: [server] changes wait for a restart."""
+    return BrowserGuard(
+        ReadGate(index, tokens, settings.server.read_access),
+        names=own_names(settings.server.allowed_hosts, settings.server.host),
+        public_url=public_url,
+    )
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
