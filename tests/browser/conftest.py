@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +137,38 @@ The picture above comes from another host.
 """
 
 
+class Tracker:
+    """The other host of TRACKED_README's picture: a listener that counts the connections made
+    to it (each is a request a page made) and closes them at once. Its URL is https, the scheme
+    the old policy let images come from."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.sock.close()
+        self.thread.join(10)
+
+
 @dataclass
 class Site:
     daemon: Daemon
     upstream: Daemon
-    # A listener at the other host of TRACKED_README's picture (https: the scheme the old policy
-    # allowed): a connection to it is a request the page made.
-    tracker: socket.socket
+    tracker: Tracker
 
 
 @pytest.fixture(scope="package")
@@ -152,9 +178,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     upstream = Daemon(tmp_path_factory.mktemp("upstream"), ["--upstream-mode", "none"]).start()
     serve_wheelhouse(upstream)
     daemon = Daemon(tmp_path_factory.mktemp("site"), ["--upstream", upstream.index]).start()
-    tracker = socket.create_server(("127.0.0.1", 0))
-    tracker.setblocking(False)
-    tracker_url = f"https://127.0.0.1:{tracker.getsockname()[1]}"
+    tracker = Tracker()
     try:
         src = tmp_path_factory.mktemp("src")
         out = tmp_path_factory.mktemp("dist")
@@ -171,7 +195,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             )
         )
         uploads.append(
-            ("tracked-readme", "0.1", "A picture elsewhere", TRACKED_README.format(url=tracker_url))
+            ("tracked-readme", "0.1", "A picture elsewhere", TRACKED_README.format(url=tracker.url))
         )
         for name, version, summary, readme in uploads:
             project = _readme_project(src, name, version, summary, readme)
