@@ -12,8 +12,70 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
+from insiders.index.origin import host_refusal, origin_refusal, own_names
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+
+NAMES = own_names(["index.team.example", "10.1.2.3"], "0.0.0.0")
+OURS = frozenset({"https://packages.team.example"})
+
+
+def scope(method: str = "GET", path: str = "/", **headers: str) -> dict[str, object]:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "scheme": "http",
+        "server": ("192.0.2.7", 31411),  # the address the connection came in on
+        "headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()],
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        ("127.0.0.1:31411", True),
+        ("LOCALHOST", True),
+        ("[::1]:31411", True),
+        ("127.9.9.9", True),  # every loopback address
+        ("index.team.example", True),
+        ("Index.Team.Example.:443", True),  # case and the root's dot do not matter
+        ("10.1.2.3", True),
+        ("192.0.2.7:31411", True),  # where the connection came in
+        ("192.0.2.8", False),
+        ("evil.example", False),
+        ("index.team.example.evil.example", False),
+        ("localhost.evil.example", False),
+        ("", False),
+    ],
+)
+def test_which_hosts_are_this_index(host: str, answered: bool) -> None:
+    refusal = host_refusal(scope(host=host), NAMES)
+    assert (refusal is None) is answered, refusal
+    assert host_refusal(scope(), NAMES) is None  # no Host at all (HTTP/1.0): not a browser
+
+
+@pytest.mark.parametrize(
+    ("request_scope", "allowed"),
+    [
+        (scope("GET", "/simple/", origin="https://evil.example"), True),  # reads: the Host rule
+        (scope("POST", "/legacy/"), True),  # twine, uv, poetry: no Origin
+        (scope("POST", "/legacy/", origin="http://127.0.0.1:31411", host="127.0.0.1:31411"), True),
+        (scope("POST", "/", origin="https://packages.team.example", host="10.1.2.3"), True),
+        (scope("POST", "/", sec_fetch_site="same-origin", origin="http://a:1", host="a:1"), True),
+        (scope("POST", "/", sec_fetch_site="none"), True),
+        (scope("POST", "/hooks/github", origin="https://evil.example"), True),  # signed
+        (scope("POST", "/legacy/", origin="https://evil.example", host="127.0.0.1"), False),
+        (scope("POST", "/legacy/", origin="null", host="127.0.0.1"), False),
+        (scope("POST", "/legacy/", origin="http://127.0.0.1:1", host="127.0.0.1:2"), False),
+        (scope("POST", "/legacy/", sec_fetch_site="cross-site"), False),
+        (scope("PUT", "/x", sec_fetch_site="same-site"), False),
+    ],
+)
+def test_which_changes_a_browser_may_send(request_scope: dict[str, object], allowed: bool) -> None:
+    refusal = origin_refusal(request_scope, OURS)
+    assert (refusal is None) is allowed, refusal
 
 
 def start(home: Path, config: str = "") -> Daemon:
@@ -81,9 +143,12 @@ def test_the_address_a_connection_came_in_on_is_a_host(tmp_path: Path) -> None:
     daemon = start(tmp_path, '[server]\nhost = "0.0.0.0"\npublic = true\n')
     try:
         port = int(daemon.url.rsplit(":", 1)[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # no packet is sent: this picks the LAN address
-            address = probe.getsockname()[0]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("192.0.2.1", 9))  # no packet is sent: this picks the LAN address
+                address = probe.getsockname()[0]
+        except OSError:
+            pytest.skip("this machine has no address beyond loopback")
         with httpx.Client(timeout=30) as client:
             assert client.get(f"http://{address}:{port}/simple/").status_code == 200
             other = client.get(f"http://{address}:{port}/simple/", headers={"Host": "evil.example"})

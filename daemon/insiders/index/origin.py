@@ -72,7 +72,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def host_refusal(scope: Scope, names: frozenset[str]) -> str | None:
     """Why this request's Host is not this index (a message), or None when it is."""
-    value = _header(scope, b"host") or _header(scope, b":authority")
+    value = _header(scope, b"host")
+    if value is None:
+        value = _header(scope, b":authority")
     if value is None:
         return None
     name = host_name(value)
