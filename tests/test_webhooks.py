@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import subprocess
 import time
 import uuid
@@ -15,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
+import trio.testing
 
+from insiders.errors import HookRefused
+from insiders.index import hooks
 from tests.support import Daemon, following_log, git, git_project, tag_release, wait_for_line
 from tests.test_watcher import ctl, files_of, start, wheelhouse
 
@@ -389,6 +394,70 @@ def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
         assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
     finally:
         daemon.stop()
+
+
+def test_a_trickled_body_loses_its_share_of_the_budget(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """A sender that announces a body and sends it slowly is answered 408 after BODY_DEADLINE
+    (10 s), long before the HTTP layer's own deadline, and what it held is given back."""
+    daemon = hooked_daemon(tmp_path, wheelhouse)
+    try:
+        host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nX-GitHub-Event: push\r\n"
+                b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n"
+                b"Content-Length: 262144\r\n\r\n" + b"x" * 200_000
+            )
+            began = time.monotonic()
+            answer = sock.recv(100)  # nothing more is sent: the daemon ends it
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert 9 < time.monotonic() - began < 15
+        ping = json.dumps({"zen": "Speak like a human."}).encode()
+        assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
+    finally:
+        daemon.stop()
+
+
+def test_the_budget_is_given_back_whatever_ends_a_body() -> None:
+    """What a body took from the shared budget is given back when it ends: complete, too large,
+    over the budget, cut short, or late."""
+    budget = hooks.Budget(hooks.UNVERIFIED_BUDGET)
+
+    def receiving(*messages: dict[str, Any], then_wait: bool = False) -> Any:
+        queue = list(messages)
+
+        async def receive() -> dict[str, Any]:
+            if not queue and then_wait:
+                await trio.sleep_forever()
+            return queue.pop(0)
+
+        return receive
+
+    chunk = {"type": "http.request", "body": b"x" * 100_000, "more_body": True}
+    cases = [
+        (receiving({"type": "http.request", "body": b"{}"}), None),
+        (receiving(chunk, chunk, chunk), 413),
+        (receiving(chunk, {"type": "http.disconnect"}), 400),
+        (receiving(chunk, then_wait=True), 408),
+    ]
+
+    async def main() -> None:
+        for receive, status in cases:
+            # The mock clock jumps over the 10 s of the late one.
+            if status is None:
+                assert await hooks._read_body(receive, budget, None) == b"{}"
+            else:
+                with pytest.raises(HookRefused) as refused:
+                    await hooks._read_body(receive, budget, None)
+                assert refused.value.status == status
+            assert budget.held == 0
+        budget.held = budget.total - 10  # another request holds nearly all of it
+        with pytest.raises(HookRefused) as refused:
+            await hooks._read_body(receiving(chunk), budget, None)
+        assert refused.value.status == 503
+        assert budget.held == budget.total - 10
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_long_paths_are_cut_in_log_lines(tmp_path: Path, wheelhouse: Daemon) -> None:

@@ -22,7 +22,8 @@ token), so nothing is believed before the proof, and the proof costs little memo
 - the body's HMAC is computed as the body arrives; a declared or counted size over `MAX_BODY`
   is refused at once, and the bodies held while their signature is unknown share one budget
   (`UNVERIFIED_BUDGET`): past it a delivery is answered 503 rather than held, so a flood of
-  anonymous bodies costs a fixed amount of memory, however many arrive at once;
+  anonymous bodies costs a fixed amount of memory, however many arrive at once; a body gets
+  `BODY_DEADLINE` seconds to arrive (408), so a trickling sender cannot keep its share;
 - a delivery id seen in the last day (`X-GitHub-Delivery`, `X-Gitea-Delivery`, GitLab's
   `X-Gitlab-Event-UUID` or `Idempotency-Key`) is answered 200 and does nothing. The ids are kept
   in memory (at most `Deliveries.limit`): after a restart a redelivery is acted on again, which
@@ -43,6 +44,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import trio
+
 from insiders.errors import HookRefused
 from insiders.index.asgi import Receive, Scope, Send
 from insiders.logs import shown
@@ -57,6 +60,8 @@ HOSTS: tuple[Host, ...] = ("github", "gitlab", "gitea")
 MAX_BODY = 256 * 1024
 # Bytes of bodies held, across all requests, while their signature is not known yet.
 UNVERIFIED_BUDGET = 4 * MAX_BODY
+# Seconds a body may take to arrive: a sender that trickles cannot keep its share of the budget.
+BODY_DEADLINE = 10.0
 DELIVERY_HEADERS = (
     "x-github-delivery",
     "x-gitea-delivery",
@@ -322,31 +327,39 @@ class Hooks:
         return 202, f"checking {checked}"
 
 
-async def _read_body(receive: Receive, budget: Budget, mac: Any) -> bytes:
-    """The body, at most MAX_BODY bytes, hashed into `mac` as it arrives; its bytes count
-    against `budget` until it is read (the caller checks the signature right after)."""
+async def _read_body(receive: Receive, budget: Budget, mac: hmac.HMAC | None) -> bytes:
+    """The body, at most MAX_BODY bytes within BODY_DEADLINE seconds, hashed into `mac` as it
+    arrives; its bytes count against `budget` until it is read (the caller checks the signature
+    right after)."""
     chunks: list[bytes] = []
-    size = 0
     try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HookRefused(400, "the client went away")
-            chunk = bytes(message.get("body", b""))
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise HookRefused(413, f"a webhook body is at most {MAX_BODY} bytes")
-            if not budget.take(len(chunk)):
-                size -= len(chunk)
-                raise HookRefused(503, "too many webhook deliveries at once: deliver it again")
-            if mac is not None:
-                mac.update(chunk)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        with trio.move_on_after(BODY_DEADLINE):
+            return await _read_chunks(receive, budget, mac, chunks)
+        raise HookRefused(408, f"the body took longer than {BODY_DEADLINE:.0f} s to arrive")
     finally:
-        budget.held -= size
+        budget.held -= sum(map(len, chunks))
         chunks.clear()
+
+
+async def _read_chunks(
+    receive: Receive, budget: Budget, mac: hmac.HMAC | None, chunks: list[bytes]
+) -> bytes:
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HookRefused(400, "the client went away")
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HookRefused(413, f"a webhook body is at most {MAX_BODY} bytes")
+        if not budget.take(len(chunk)):
+            raise HookRefused(503, "too many webhook deliveries at once: deliver it again")
+        if mac is not None:
+            mac.update(chunk)
+        chunks.append(chunk)  # taken from the budget: released by the caller
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _text(send: Send, status: int, message: str) -> None:
