@@ -389,7 +389,15 @@ def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
         assert grown < 50, f"RSS grew by {grown:.0f} MB: {answers}"
         assert set(answers) <= {"HTTP/1.1 401 ", "HTTP/1.1 503 ", "closed while sending"}, answers
         assert answers.get("HTTP/1.1 503 ", 0) > 0, answers  # the budget was used up
-        # The hooks still answer a real delivery.
+        # A body that does not say its size is counted as it comes: over 256 KiB, 413.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nX-GitHub-Event: push\r\n"
+                b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (300_000, b"x" * 300_000)
+            )
+            assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+        # The hooks still answer a real delivery: the budget was given back.
         ping = json.dumps({"zen": "Half measures are as bad as nothing at all."}).encode()
         assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
     finally:
