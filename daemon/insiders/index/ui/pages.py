@@ -197,7 +197,7 @@ class WebPages:
             status=project_status(project),
             yanked=False,
             yanked_reason=None,
-            build=build_row(repo, ()) if repo else None,
+            build=build_row(repo, (), quarantined=True) if repo else None,
         )
         if changes == self._changes:
             remember(self._pages, key, (repo, page), MEMORY_PAGES)
@@ -217,7 +217,13 @@ class WebPages:
         repos = tuple(self.repos.all())
         if self._builds is not None and self._builds[0] == (site, repos):
             return self._builds[1]
-        rows = [build_row(repo, await self._build_logs(repo, LOGS_SHOWN)) for repo in repos]
+        rows = []
+        for repo in repos:
+            project = self.store.get(repo.key)
+            if project is not None and project.status == "quarantined":
+                rows.append(build_row(repo, (), quarantined=True))
+            else:
+                rows.append(build_row(repo, await self._build_logs(repo, LOGS_SHOWN)))
         page = await self._render("builds.html", site=site, repos=rows)
         self._builds = ((site, repos), page)
         return page
