@@ -419,7 +419,7 @@ def test_a_trickled_body_loses_its_share_of_the_budget(tmp_path: Path, wheelhous
             began = time.monotonic()
             answer = sock.recv(100)  # nothing more is sent: the daemon ends it
             assert answer.startswith(b"HTTP/1.1 408 "), answer
-            assert 9 < time.monotonic() - began < 15
+            assert 9 < time.monotonic() - began < 60  # the HTTP layer would wait 420 s
         ping = json.dumps({"zen": "Speak like a human."}).encode()
         assert post(daemon, "github", ping, github_headers(ping, "ping")).status_code == 200
     finally:
