@@ -479,7 +479,8 @@ def test_refusal_reason_is_in_the_status_line(daemon: Daemon) -> None:
     """hypercorn writes no reason phrase; index/reason.py puts the refusal's message there."""
     line = status_line(
         daemon,
-        b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"POST /legacy/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n",
     )
     assert line.startswith(b"HTTP/1.1 401 Uploads need credentials: user __token__ and an upload")
     # Other answers keep their plain status line, and the private header never leaves.
@@ -487,6 +488,22 @@ def test_refusal_reason_is_in_the_status_line(daemon: Daemon) -> None:
         response = client.post("/legacy/")
         assert "x-insiders-reason" not in response.headers
         assert client.get("/simple/").reason_phrase == ""
+
+
+def test_a_websocket_request_gets_a_plain_refusal(private: Daemon, daemon: Daemon) -> None:
+    """The index speaks no WebSocket: the gate refuses the handshake, whatever the path, with or
+    without read tokens, before any framework answers it with a traceback."""
+    for running in (private, daemon):
+        for path in ("/", "/simple/", "/project/demo-pkg/", "/pypi/demo-pkg/json", "/nowhere"):
+            line = status_line(
+                running,
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+            )
+            assert line.startswith(b"HTTP/1.1 403"), (path, line)
+        running.stop()
+        assert "Traceback" not in running.log()
 
 
 REFUSED = "Token elsewhere may not upload to project {name} (it may upload to: elsewhere)"

@@ -241,7 +241,7 @@ def test_a_non_ascii_digest(small: Daemon) -> None:
 def test_a_binary_authorization_header(small: Daemon) -> None:
     answer = raw_exchange(
         small,
-        b"POST /legacy/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic \xff\xfe\r\n"
+        b"POST /legacy/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic \xff\xfe\r\n"
         b"Content-Length: 0\r\nConnection: close\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
@@ -294,7 +294,7 @@ def test_chunked_bodies_have_a_cap(small: Daemon) -> None:
 def test_the_next_request_after_a_refusal_never_hangs(small: Daemon, path: str) -> None:
     auth = base64.b64encode(f"__token__:{small.token}".encode())
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
         + b"Authorization: Basic "
         + auth
         + b"\r\nContent-Type: multipart/form-data; boundary=b\r\n"
@@ -313,7 +313,7 @@ def test_the_next_request_after_a_refusal_never_hangs(small: Daemon, path: str) 
         assert b"connection: close" in status_head
         # The next request on the same connection: answered, or the connection closed.
         try:
-            sock.sendall(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /simple/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             while sock.recv(65536):
                 pass
         except ConnectionResetError:

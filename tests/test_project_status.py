@@ -3,6 +3,7 @@ publications, the pages, /files/ and the JSON API."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ import pytest
 from insiders.errors import ProjectClosed
 from insiders.ingest import publish_file
 from insiders.store import Store
-from tests.support import Daemon, make_wheel, pip_install, wheel_filename
+from tests.support import Daemon, git_project, make_wheel, pip_install, tag_release, wheel_filename
 from tests.test_ctl import ctl, ok
+from tests.test_watcher import ctl as watcher_ctl
+from tests.test_watcher import start, wheelhouse
+
+__all__ = ["wheelhouse"]
 from tests.test_index_pages import JSON, Anchors
 
 
@@ -27,6 +32,49 @@ def pages(daemon: Daemon) -> tuple[dict[str, object], Anchors]:
         html = Anchors()
         html.feed(client.get("/simple/demo/", headers={"Accept": "text/html"}).text)
     return page, html
+
+
+def test_a_quarantined_project_shows_no_file_on_any_page(daemon: Daemon, tmp_path: Path) -> None:
+    """Its pages say it is quarantined; no filename, hash or download link is left on them."""
+    first = wheel(tmp_path, "1.0")
+    assert daemon.upload(first).status_code == 200
+    sha256 = hashlib.sha256(first.read_bytes()).hexdigest()
+    paths = ("/", "/project/demo/", "/project/demo/1.0/", "/search?q=demo", "/builds/")
+    with daemon.client() as client:
+        assert first.name in client.get("/project/demo/").text  # shown while active
+        ok(daemon, "projects", "status", "demo", "quarantined", "--reason", "malware")
+        for path in paths:
+            page = client.get(path)
+            assert page.status_code == 200, path
+            for leak in (first.name, sha256, "/files/demo/"):
+                assert leak not in page.text, (path, leak)
+        quarantined = client.get("/project/demo/").text
+        assert "This project is quarantined." in quarantined
+        assert "malware" in quarantined
+        assert client.get("/pypi/demo/json").status_code == 404
+        assert client.get("/pypi/demo/1.0/json").status_code == 404
+
+
+def test_a_quarantined_project_s_build_logs_are_not_shown(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    """A build log names the files it made: the builds page keeps it to insidersctl."""
+    source = git_project(tmp_path / "src", "built-here")
+    tag_release(source, "1.0")
+    daemon = start(tmp_path / "d", wheelhouse)
+    try:
+        watcher_ctl(daemon, "repos", "add", f"{source}:built-here")
+        watcher_ctl(daemon, "update", "--wait")
+        with daemon.client() as client:
+            assert "built_here-1.0-py" in client.get("/builds/").text  # the log says so
+            watcher_ctl(daemon, "projects", "status", "built-here", "quarantined")
+            for path in ("/builds/", "/project/built-here/"):
+                page = client.get(path).text
+                assert "built_here-1.0" not in page, path
+                assert "is quarantined" in page, path
+        assert "built_here-1.0" in watcher_ctl(daemon, "logs", "--build", "built-here").stdout
+    finally:
+        daemon.stop()
 
 
 def test_status_markers(daemon: Daemon, tmp_path: Path) -> None:

@@ -20,10 +20,17 @@ from insiders.app import restart_needed
 from insiders.config import Settings
 from insiders.errors import BuildError, CheckFailed, GitError
 from insiders.errors import HookRefused as HookRefusal
-from insiders.index.hooks import location_key, parse_event, signature_ok
+from insiders.index.hooks import (
+    Deliveries,
+    claimed_signature,
+    delivery_key,
+    location_key,
+    parse_event,
+    signature_ok,
+)
 from insiders.repos.registry import RepoState, VersionRecord, make_repo
 from insiders.repos.spec import parse_spec
-from insiders.watcher.choice import versions_to_build
+from insiders.watcher.choice import is_new_tag, versions_to_build
 from insiders.watcher.git import redact
 from insiders.watcher.records import MAX_BACKOFF, backoff
 from insiders.watcher.report import step_failures
@@ -241,6 +248,67 @@ def test_events() -> None:
     assert parse_event("gitlab", {}, gitlab).locations == {"gl/t/l"}
     with pytest.raises(HookRefusal):
         parse_event("github", {}, [1, 2])
+    # The tag pushed; a deleted tag brings nothing to build.
+    assert event.tag == "v1"
+    assert parse_event("gitea", {"x-gitea-event": "create"}, create).tag == "v1"
+    deleted = {**tag, "deleted": True, "after": "0" * 40}
+    assert parse_event("github", {"x-github-event": "push"}, deleted).kind == "other"
+    gone = {**gitlab, "ref": "refs/tags/v2", "after": "0" * 40}
+    assert parse_event("gitlab", {}, gone).kind == "other"
+    assert parse_event("gitlab", {}, {**gone, "after": "b" * 40}).tag == "v2"
+
+
+def test_a_signature_claim_is_judged_before_the_body_is_read() -> None:
+    hex64 = "ab" * 32
+    assert claimed_signature("github", {"x-hub-signature-256": f"sha256={hex64}"}) == hex64
+    assert claimed_signature("gitea", {"x-gitea-signature": hex64}) == hex64
+    for headers in (
+        {},
+        {"x-hub-signature-256": hex64},  # no sha256= prefix
+        {"x-hub-signature-256": "sha256=" + "ab" * 31},
+        {"x-hub-signature-256": "sha1=" + hex64},
+        {"x-gitea-signature": hex64},  # Gitea's own header, sent to /hooks/github
+    ):
+        assert claimed_signature("github", headers) is None, headers
+
+
+def test_deliveries_are_remembered_for_a_day_and_bounded() -> None:
+    deliveries = Deliveries(limit=3)
+    assert not deliveries.seen("github:a")
+    for key in ("github:a", "github:b", "github:c"):
+        deliveries.remember(key)
+    assert deliveries.seen("github:a")
+    deliveries.remember("github:d")  # the oldest goes
+    assert not deliveries.seen("github:a")
+    assert deliveries.seen("github:d")
+    assert Deliveries(keep=0.0).seen("github:a") is False
+    forgetting = Deliveries(keep=-1.0)  # everything is older than that at once
+    forgetting.remember("github:x")
+    assert not forgetting.seen("github:x")
+    assert delivery_key("gitlab", {"x-gitlab-event-uuid": "u-1"}) == "gitlab:u-1"
+    assert delivery_key("github", {"x-github-delivery": "x" * 500}) == f"github:{'x' * 128}"
+    assert delivery_key("gitea", {}) is None
+
+
+@pytest.mark.parametrize(
+    ("tag", "state", "hosted", "new"),
+    [
+        ("v3.0", RepoState(), [], True),  # never listed: every version tag is new
+        ("v3.0", RepoState(versions={"1.0": VersionRecord(status="published")}), [], True),
+        ("v1.0", RepoState(versions={"1.0": VersionRecord(status="failed")}), [], False),
+        ("1.0.0", RepoState(versions={"1.0": VersionRecord(status="failed")}), [], False),
+        ("v1.0", RepoState(versions={"1.0": VersionRecord(status="removed")}), [], False),
+        ("v1.0", RepoState(skipped=("1.0",)), [], False),
+        ("v1.0", RepoState(newest_tag="v1.0"), [], False),
+        ("v1.0", RepoState(), ["1.0"], False),  # in the store already
+        ("release-candidate", RepoState(), [], False),  # not a version tag: nothing to build
+    ],
+)
+def test_a_push_is_worth_a_check_only_for_a_new_version(
+    tag: str, state: RepoState, hosted: list[str], new: bool
+) -> None:
+    repo = msgspec.structs.replace(make_repo(parse_spec("o/r:demo"), "demo"), state=state)
+    assert is_new_tag(repo, tag, hosted) is new
 
 
 # -- reproducible sdists ------------------------------------------------------------------------

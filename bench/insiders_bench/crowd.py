@@ -92,7 +92,7 @@ class _Connection:
         if self.stream is None:
             self.stream = await trio.open_tcp_stream("127.0.0.1", self.port)
             self.buffer = b""
-        request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: {accept}\r\n\r\n".encode()
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n".encode()
         await self.stream.send_all(request)
         while b"\r\n\r\n" not in self.buffer:
             await self._more()

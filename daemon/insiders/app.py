@@ -29,6 +29,7 @@ from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
 from .index.hooks import Hooks
+from .index.origin import BrowserGuard, own_names
 from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
@@ -124,22 +125,22 @@ class Daemon:
         self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
-        ui.register_not_found(web, pages)
+        security = ui.security_headers(settings.server.image_sources)
+        ui.register_not_found(web, pages, security)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
             upstream=upstream,
             settings=settings,
-            fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
+            fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
         )
         self.index.hooks = Hooks(
             repos=repos.all,
-            trigger=lambda found: self.watcher.schedule(found, force=False),
+            trigger=self.watcher.push,
             secret=self.webhook_secret,
             github_url=lambda: self.settings.watcher.github_url,
         )
-        # The one gate every request passes (pages added later included).
-        self.http_app = ReadGate(self.index, tokens, settings.server.read_access)
+        self.http_app = gated(self.index, tokens, settings, self.public_url)
 
     def public_url(self) -> str:
         """The URL clients reach the index at (server.public-url, else where it listens)."""
@@ -244,6 +245,18 @@ class Daemon:
         if refused:
             parts.append(f"mirror {', '.join(refused)} refused: see insidersctl mirrors list")
         return "; ".join(parts)
+
+
+def gated(
+    index: IndexApp, tokens: Tokens, settings: Settings, public_url: Callable[[], str]
+) -> BrowserGuard:
+    """The gates every request passes (pages added later included): the browser's rules (Host,
+    Origin), then the read gate. Made at start: [server] changes wait for a restart."""
+    return BrowserGuard(
+        ReadGate(index, tokens, settings.server.read_access),
+        names=own_names(settings.server.allowed_hosts, settings.server.host),
+        public_url=public_url,
+    )
 
 
 def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:

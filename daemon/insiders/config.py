@@ -29,6 +29,11 @@ DEFAULT_PORT = 31411
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Size = Annotated[int, msgspec.Meta(gt=0)]
+# A host name or an IP address, as a Host header names it (without the port).
+_HOST_NAME = r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$"
+HostName = Annotated[str, msgspec.Meta(pattern=_HOST_NAME)]
+# A Content-Security-Policy source expression ("https:", "https://img.example"): no separators.
+CSPSource = Annotated[str, msgspec.Meta(pattern=r"^[^\s;,']+$")]
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -51,6 +56,12 @@ class ServerSettings(_Section):
     public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = (
         None
     )
+    # Host names clients use besides loopback, the listening address and public-url's host: any
+    # other Host header is refused (421), so a web page cannot reach the index by DNS rebinding.
+    allowed_hosts: list[HostName] = msgspec.field(default_factory=list)
+    # Where the web pages may show images from besides the index (CSP img-src sources): a
+    # description's badge from another host would tell that host who reads the page.
+    image_sources: list[CSPSource] = msgspec.field(default_factory=list)
     # "token": every read needs HTTP Basic with a token granting read (uploads always need one).
     read_access: ReadAccess = "anyone"
     # Serving beyond loopback with read-access "anyone" must be said out loud: public = true.

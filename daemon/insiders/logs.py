@@ -56,3 +56,14 @@ def set_level(level: str) -> None:
     # The libraries' own chatter is only useful when debugging.
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+SHOWN = 200  # characters of a request's value that a log line (or a refusal) quotes
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """`value` as text, cut to `limit` characters with an ellipsis: a request's path or field
+    can be 60 KB long, and a line per request would then fill the log and rotate its history
+    away."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

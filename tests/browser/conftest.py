@@ -8,8 +8,10 @@ the two the README shows are written to tests/browser/screenshots/ as well.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +126,49 @@ def ctl(daemon: Daemon, *args: str) -> str:
     return result.stdout
 
 
+# A description that shows a picture from another host: reading the page would tell that host
+# who reads which project, and when.
+TRACKED_README = """\
+# Tracked readme
+
+![a pixel]({url}/pixel.png)
+
+The picture above comes from another host.
+"""
+
+
+class Tracker:
+    """The other host of TRACKED_README's picture: a listener that counts the connections made
+    to it (each is a request a page made) and closes them at once. Its URL is https, the scheme
+    the old policy let images come from."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self.sock.close()
+        self.thread.join(10)
+
+
 @dataclass
 class Site:
     daemon: Daemon
     upstream: Daemon
+    tracker: Tracker
 
 
 @pytest.fixture(scope="package")
@@ -137,6 +178,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     upstream = Daemon(tmp_path_factory.mktemp("upstream"), ["--upstream-mode", "none"]).start()
     serve_wheelhouse(upstream)
     daemon = Daemon(tmp_path_factory.mktemp("site"), ["--upstream", upstream.index]).start()
+    tracker = Tracker()
     try:
         src = tmp_path_factory.mktemp("src")
         out = tmp_path_factory.mktemp("dist")
@@ -151,6 +193,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "<script>window.__pwned='summary'</script> a summary with markup",
                 HOSTILE_README,
             )
+        )
+        uploads.append(
+            ("tracked-readme", "0.1", "A picture elsewhere", TRACKED_README.format(url=tracker.url))
         )
         for name, version, summary, readme in uploads:
             project = _readme_project(src, name, version, summary, readme)
@@ -179,10 +224,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             capture_output=True,
             timeout=600,
         )
-        yield Site(daemon, upstream)
+        yield Site(daemon, upstream, tracker)
     finally:
         daemon.stop()
         upstream.stop()
+        tracker.close()
 
 
 @pytest.fixture(scope="package")

@@ -82,7 +82,7 @@ def test_home(browser: Any, site: Site) -> None:
     assert browser.title == "Package index · insiders"
     names = texts(browser, ".projects .name")
     # Newest uploads first: the watcher published lumen-build after the uploads.
-    assert names == ["lumen-build", "hostile-readme", "aurora-tools"]
+    assert names == ["lumen-build", "tracked-readme", "hostile-readme", "aurora-tools"]
     body = browser.find_element("tag name", "main").text
     assert f"{site.daemon.url}/simple/" in body
     assert f"twine upload --repository-url {site.daemon.url}/legacy/" in body
@@ -238,3 +238,23 @@ def test_hostile_description_runs_nothing(browser: Any, site: Site) -> None:
         policy = client.get("/project/hostile-readme/").headers["content-security-policy"]
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy
+
+
+def test_a_picture_from_another_host_is_not_fetched(browser: Any, site: Site) -> None:
+    """The Content-Security-Policy keeps images to the index's own (img-src 'self'): the
+    description's picture from another host is refused by the browser, which never connects."""
+    load(browser, site, "/project/tracked-readme/")  # returns once the page has loaded
+    assert (
+        "The picture above comes from another host."
+        in browser.find_element("css selector", ".readme").text
+    )
+    picture = browser.find_element("css selector", ".readme img")
+    assert picture.get_attribute("src").startswith("https://127.0.0.1:")
+    assert browser.execute_script("return arguments[0].naturalWidth", picture) == 0
+    errors = console_errors(browser)
+    assert len(errors) == 1, errors
+    assert "violates the following Content Security Policy directive" in errors[0]
+    assert site.tracker.connections == 0
+    with httpx.Client(base_url=site.daemon.url) as client:
+        policy = client.get("/project/tracked-readme/").headers["content-security-policy"]
+    assert "img-src 'self';" in policy

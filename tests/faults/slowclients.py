@@ -38,7 +38,7 @@ def upload_head(token: str | None, length: int = 1_000_000, path: str = "/legacy
         basic = base64.b64encode(f"__token__:{token}".encode()).decode()
         auth = f"Authorization: Basic {basic}\r\n"
     return (
-        f"POST {path} HTTP/1.1\r\nHost: insiders\r\n{auth}"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
         f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
         f"Content-Length: {length}\r\n\r\n"
         f"--{BOUNDARY}\r\nContent-Disposition: form-data; "
@@ -113,7 +113,7 @@ async def get_status(url: str, path: str = "/simple/", *, within: float = 10.0) 
         stream = await trio.open_tcp_stream(*address(url))
         async with stream:
             await stream.send_all(
-                f"GET {path} HTTP/1.1\r\nHost: insiders\r\nConnection: close\r\n\r\n".encode()
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
             )
             received = b""
             while chunk := await stream.receive_some(65536):

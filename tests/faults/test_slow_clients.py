@@ -83,7 +83,7 @@ def slow_kinds(token: str) -> list[tuple[str, bytes, bytes]]:
     return [
         ("upload", upload_head(token), b"x"),
         ("upload", upload_head(token), b"x"),
-        ("headers", b"GET /simple/ HTTP/1.1\r\nHost: insiders\r\n", b"X-Slow: 1\r\n"),
+        ("headers", b"GET /simple/ HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: 1\r\n"),
         ("anonymous", upload_head(None, path="/anything"), b"x"),
     ]
 

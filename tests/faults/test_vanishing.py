@@ -27,7 +27,7 @@ def test_downloads_cut_off_half_way(tmp_path: Path) -> None:
         assert daemon.proc is not None
         baseline = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
         host, port = daemon.url.split("//")[1].rsplit(":", 1)
-        request = f"GET /files/big/{path.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        request = f"GET /files/big/{path.name} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
         for n in range(60):
             with socket.create_connection((host, int(port)), timeout=10) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

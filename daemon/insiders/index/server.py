@@ -19,6 +19,7 @@ from insiders.errors import UploadRefused, UpstreamError
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
 from insiders.index.pagecache import LRU
 from insiders.index.upstream import Upstream
+from insiders.logs import shown
 from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
@@ -241,7 +242,9 @@ class IndexApp:
                 receive, headers, self.store, self.tokens, self.settings.server.max_upload_size
             )
         except UploadRefused as refusal:
-            log.info("upload refused (%d): %s", refusal.status, refusal.message)
+            # The whole message goes to the client; the log keeps its start (it may quote
+            # the form's values, which can be long).
+            log.info("upload refused (%d): %s", refusal.status, shown(refusal.message, 500))
             # The message goes in the status line too, for clients that print nothing else.
             extra = [*refusal.headers, reason_header(refusal.message)]
             return await text(send, refusal.status, refusal.message, extra=extra)

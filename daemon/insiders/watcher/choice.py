@@ -12,7 +12,7 @@ from packaging.version import Version
 from insiders.errors import CheckFailed
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, VersionRecord
-from insiders.watcher.tags import to_build
+from insiders.watcher.tags import tag_version, to_build
 
 KNOWN_VERSIONS_SHOWN = 5
 
@@ -59,6 +59,17 @@ def versions_to_build(
         for v in sorted(versions)
         if v not in wanted and v not in published and v not in removed
     )
+
+
+def is_new_tag(repo: Repo, tag: str, hosted: Iterable[str]) -> bool:
+    """Whether `tag` names a version the watcher has not met in this repository: not published,
+    failed, removed or skipped, nor among the files the store holds for it. A push of such a tag
+    is worth a check at once; any other push is the periodic check's (pause and backoff apply)."""
+    version = tag_version(tag)
+    if version is None or tag == repo.state.newest_tag:
+        return False
+    known = [*repo.state.versions, *(repo.state.skipped or ()), *hosted]
+    return all(parse_version(text) != version for text in known)
 
 
 def requested(only: Sequence[str], versions: dict[Version, str]) -> list[Version]:

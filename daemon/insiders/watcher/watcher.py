@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from insiders.errors import BuildError, CheckFailed
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.watcher import git
-from insiders.watcher.choice import versions_to_build
+from insiders.watcher.choice import is_new_tag, versions_to_build
 from insiders.watcher.records import IGNORED_TAGS_SHOWN, Records, backoff
 from insiders.watcher.release import Fetched, IndexAccess, Releaser, clean_scratch
 from insiders.watcher.report import (
@@ -92,7 +92,8 @@ class Watcher:
         self._builds = trio.CapacityLimiter(settings.watcher.max_builds)
         self._locks: dict[str, trio.Lock] = {}
         self._wake = trio.Event()
-        self._queued: list[tuple[Sequence[Repo], bool, Sequence[str]]] = []
+        self._queued: list[Callable[[], Awaitable[object]]] = []
+        self._pushed: set[str] = set()  # repositories a push check is queued or running for
         self._nursery: trio.Nursery | None = None
         self._running = trio.Event()
         self._askpass: Path | None = None
@@ -149,8 +150,34 @@ class Watcher:
         return changed
 
     def schedule(self, repos: Sequence[Repo], *, force: bool, versions: Sequence[str] = ()) -> None:
-        self._queued.append((repos, force, versions))
+        self._queued.append(partial(self.check, repos, force=force, versions=versions))
         self._wake.set()
+
+    def push(self, repos: Sequence[Repo], tag: str) -> list[Repo]:
+        """A webhook says `tag` was pushed to `repos`: the ones for which it names a new version
+        are checked at once (paused or not), the others are left to the periodic check.
+
+        The check is not a person's (`explicit=False`): a failed version keeps its backoff. So a
+        replayed delivery, or a push of a tag already built or failed, starts nothing, and a
+        repository with a push check queued or running is not queued again. Returns the
+        repositories that will be checked.
+        """
+        fresh = [
+            repo
+            for repo in repos
+            if repo.key not in self._pushed and is_new_tag(repo, tag, self._hosted_versions(repo))
+        ]
+        if fresh:
+            self._pushed.update(repo.key for repo in fresh)
+            self._queued.append(partial(self._push_check, fresh))
+            self._wake.set()
+        return fresh
+
+    async def _push_check(self, repos: Sequence[Repo]) -> None:
+        try:
+            await self.check(repos, force=False, explicit=False)
+        finally:
+            self._pushed.difference_update(repo.key for repo in repos)
 
     async def check(
         self,
@@ -209,8 +236,7 @@ class Watcher:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 while self._queued:
-                    repos, force, versions = self._queued.pop(0)
-                    nursery.start_soon(partial(self.check, repos, force=force, versions=versions))
+                    nursery.start_soon(self._queued.pop(0))
                 if time.time() >= self.next_check:
                     if not self.paused:
                         nursery.start_soon(
@@ -415,6 +441,7 @@ class Watcher:
             )
             return
         await self.records.published(repo, version)
+        log.info("%s %s: %s", repo.dist, version, "published" if changed else "unchanged")
         (result.published if changed else result.unchanged).append(str(version))
         if not changed:
             say("unchanged", f"{tag}: the rebuild gave identical bytes; nothing changed")

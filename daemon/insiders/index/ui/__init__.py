@@ -1,6 +1,6 @@
 """The web pages people read: home, search, projects, builds; rendered once per change."""
 
 from .pages import WebPages
-from .routes import WebApp, register_not_found
+from .routes import WebApp, register_not_found, security_headers
 
-__all__ = ["WebApp", "WebPages", "register_not_found"]
+__all__ = ["WebApp", "WebPages", "register_not_found", "security_headers"]

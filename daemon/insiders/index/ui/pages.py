@@ -147,6 +147,8 @@ class WebPages:
         project = self.store.get(name)
         if project is None:
             return None
+        if project.status == "quarantined":
+            return await self._quarantined(project, key, repo)
         shown = version if version is not None else project.latest()
         files = list(project.files_of(shown)) if shown is not None else []
         if not files:
@@ -174,6 +176,33 @@ class WebPages:
             remember(self._pages, key, (repo, page), MEMORY_PAGES)
         return page
 
+    async def _quarantined(
+        self, project: Project, key: tuple[NormalizedName, str | None], repo: Repo | None
+    ) -> Page:
+        """A quarantined project's page (PEP 792): its status and reason, and nothing that came
+        from its files: no file, hash or link, nor the description or metadata they carry."""
+        changes = self._changes
+        page = await self._render(
+            "project.html",
+            site=self.site(),
+            project=project,
+            version="",
+            is_latest=True,
+            quarantined=True,
+            fields={},
+            description=None,
+            links=[],
+            versions=[],
+            files=[],
+            status=project_status(project),
+            yanked=False,
+            yanked_reason=None,
+            build=build_row(repo, (), quarantined=True) if repo else None,
+        )
+        if changes == self._changes:
+            remember(self._pages, key, (repo, page), MEMORY_PAGES)
+        return page
+
     def hosts(self, name: NormalizedName) -> bool:
         return self.store.get(name) is not None
 
@@ -188,7 +217,13 @@ class WebPages:
         repos = tuple(self.repos.all())
         if self._builds is not None and self._builds[0] == (site, repos):
             return self._builds[1]
-        rows = [build_row(repo, await self._build_logs(repo, LOGS_SHOWN)) for repo in repos]
+        rows = []
+        for repo in repos:
+            project = self.store.get(repo.key)
+            if project is not None and project.status == "quarantined":
+                rows.append(build_row(repo, (), quarantined=True))
+            else:
+                rows.append(build_row(repo, await self._build_logs(repo, LOGS_SHOWN)))
         page = await self._render("builds.html", site=site, repos=rows)
         self._builds = ((site, repos), page)
         return page

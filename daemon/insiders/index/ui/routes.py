@@ -5,13 +5,16 @@ a page is bytes rendered earlier, and going through the framework for it cut the
 second of a 2,000-version page by more than half. Anything else goes on to Quart (the JSON
 API), whose own 404s are this module's not-found page too.
 
-Every page carries a Content-Security-Policy that allows scripts and styles from this index's
-own files only: even if an upload's text slipped through as markup, no inline script or
-handler attribute would run.
+Every page carries a Content-Security-Policy that allows scripts, styles and images from this
+index's own files only: even if an upload's text slipped through as markup, no inline script or
+handler attribute would run, and a description's image from another host is not fetched (it
+would tell that host who reads which private project, and when). `server.image-sources` adds
+sources for images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import parse_qs, quote
 
 from quart import Response, request
@@ -28,24 +31,32 @@ from insiders.names import NormalizedName, is_valid_name, normalize
 from .pages import WebPages
 from .views import project_url
 
-CSP = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        # Descriptions show their images (badges, screenshots) as the public index does.
-        "img-src 'self' https: data:",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    )
-)
 HTML = b"text/html; charset=utf-8"
-SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-]
+Headers = list[tuple[bytes, bytes]]
+
+
+def content_security_policy(image_sources: Sequence[str] = ()) -> str:
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            " ".join(("img-src 'self'", *image_sources)),
+            "form-action 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
+def security_headers(image_sources: Sequence[str] = ()) -> Headers:
+    return [
+        (b"content-security-policy", content_security_policy(image_sources).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    ]
+
+
 IMMUTABLE = b"public, max-age=31536000, immutable"
 QUERY_LIMIT = 200  # characters of a search kept
 
@@ -53,17 +64,18 @@ QUERY_LIMIT = 200  # characters of a search kept
 class WebApp:
     """The pages' ASGI app; `fallback` (Quart) answers every other path."""
 
-    def __init__(self, pages: WebPages, fallback: ASGIApp) -> None:
+    def __init__(self, pages: WebPages, fallback: ASGIApp, headers: Headers) -> None:
         self.pages = pages
         self.fallback = fallback
+        self.headers = headers  # security_headers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             path: str = scope["path"]
             if path == "/":
-                return await send_page(scope, send, await self.pages.home())
+                return await send_page(scope, send, await self.pages.home(), self.headers)
             if path == "/builds/":
-                return await send_page(scope, send, await self.pages.builds())
+                return await send_page(scope, send, await self.pages.builds(), self.headers)
             if path in ("/builds", "/project") or (
                 path.startswith("/project/") and not path.endswith("/") and path.count("/") <= 3
             ):
@@ -78,7 +90,7 @@ class WebApp:
 
     async def search(self, scope: Scope, send: Send) -> None:
         query = _query(scope).get("q", [""])[0][:QUERY_LIMIT]
-        await send_html(scope, send, 200, await self.pages.search(query))
+        await send_html(scope, send, 200, await self.pages.search(query), self.headers)
 
     async def project(self, scope: Scope, send: Send, rest: str) -> None:
         parts = rest.split("/")
@@ -102,7 +114,7 @@ class WebApp:
         page = await self.pages.project(normalized, version)
         if page is None:  # removed while we looked
             return await self.not_found(scope, send, name)
-        await send_page(scope, send, page)
+        await send_page(scope, send, page, self.headers)
 
     async def static(self, scope: Scope, send: Send, name: str) -> None:
         found = self.pages.static.get(name)
@@ -113,21 +125,23 @@ class WebApp:
             scope,
             send,
             found.page,
+            self.headers,
             content_type=found.content_type.encode(),
             cache=IMMUTABLE if immutable else b"no-cache",
         )
 
     async def not_found(self, scope: Scope, send: Send, name: str | None) -> None:
-        await send_html(scope, send, 404, await self.pages.not_found(scope["path"], name))
+        body = await self.pages.not_found(scope["path"], name)
+        await send_html(scope, send, 404, body, self.headers)
 
 
-def register_not_found(app: QuartTrio, pages: WebPages) -> None:
+def register_not_found(app: QuartTrio, pages: WebPages, security: Headers) -> None:
     """Quart's own 404s (paths no route knows) get the same helpful page."""
 
     @app.errorhandler(NotFound)
     async def not_found(_error: NotFound) -> Response:
         body = await pages.not_found(request.path, None)
-        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        headers = {k.decode(): v.decode() for k, v in security}
         return Response(body, 404, headers=headers, content_type=HTML.decode())
 
 
@@ -135,23 +149,29 @@ def _query(scope: Scope) -> dict[str, list[str]]:
     return parse_qs(scope.get("query_string", b"").decode("latin-1"))
 
 
-async def send_html(scope: Scope, send: Send, status: int, body: bytes) -> None:
+async def send_html(scope: Scope, send: Send, status: int, body: bytes, security: Headers) -> None:
     headers = [
         (b"content-type", HTML),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-cache"),
-        *SECURITY_HEADERS,
+        *security,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 async def send_page(
-    scope: Scope, send: Send, page: Page, *, content_type: bytes = HTML, cache: bytes = b"no-cache"
+    scope: Scope,
+    send: Send,
+    page: Page,
+    security: Headers,
+    *,
+    content_type: bytes = HTML,
+    cache: bytes = b"no-cache",
 ) -> None:
     """A stored page with its ETag (a 304 when the browser has it) and gzip when accepted."""
     body, etag = page.body, page.etag
-    headers = [(b"vary", b"Accept-Encoding"), (b"cache-control", cache), *SECURITY_HEADERS]
+    headers = [(b"vary", b"Accept-Encoding"), (b"cache-control", cache), *security]
     if page.gzipped is not None and accepts_gzip(scope):
         body, etag = page.gzipped, page.gzip_etag
         headers.append((b"content-encoding", b"gzip"))

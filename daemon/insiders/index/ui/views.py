@@ -256,6 +256,8 @@ class BuildRow(msgspec.Struct, frozen=True, kw_only=True):
     last_check: float | None
     failed: tuple[Failure, ...]
     builds: tuple[BuildLog, ...]  # newest first
+    # The project is quarantined: its logs and failures (which name its files) are not shown.
+    quarantined: bool = False
 
     @property
     def url(self) -> str:
@@ -286,7 +288,7 @@ def failed_versions(repo: Repo) -> tuple[Failure, ...]:
     return (Failure(version=None, error=state.last_error, at=state.last_error_at),)
 
 
-def build_row(repo: Repo, logs: Iterable[BuildLog]) -> BuildRow:
+def build_row(repo: Repo, logs: Iterable[BuildLog], *, quarantined: bool = False) -> BuildRow:
     state = repo.state
     if state.last_check is None:
         status = "not checked yet"
@@ -303,6 +305,7 @@ def build_row(repo: Repo, logs: Iterable[BuildLog]) -> BuildRow:
         last_published=state.last_published,
         last_published_at=state.last_published_at,
         last_check=state.last_check,
-        failed=failed_versions(repo),
-        builds=tuple(sorted(logs, key=lambda log: -log.at)),
+        failed=() if quarantined else failed_versions(repo),
+        builds=() if quarantined else tuple(sorted(logs, key=lambda log: -log.at)),
+        quarantined=quarantined,
     )
