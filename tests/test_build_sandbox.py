@@ -81,6 +81,21 @@ with socket.create_connection(("127.0.0.1", {exfil})) as sink:
 """
 
 
+# A TLS key of the machine's: a daemon that runs as root (these tests do) could read it.
+PLANTED_KEY = Path("/etc/ssl/private/insiders-test-build-sandbox.key")
+
+
+@pytest.fixture(autouse=True)
+def machine_key() -> Iterator[None]:
+    planted = os.geteuid() == 0 and PLANTED_KEY.parent.is_dir()
+    if planted:
+        PLANTED_KEY.write_text("the machine's private key\n")
+        PLANTED_KEY.chmod(0o600)
+    yield
+    if planted:
+        PLANTED_KEY.unlink()
+
+
 @pytest.fixture
 def sink() -> Iterator[tuple[int, list[bytes]]]:
     """A listener on loopback that keeps whatever is sent to it (the attacker's server)."""
@@ -137,6 +152,7 @@ def hostile_run(
     ).start()
     data = daemon.data_dir
     targets = {
+        "tls-keys": str(PLANTED_KEY),
         "upload-token": str(data / "upload-token"),
         "tokens.json": str(data / "tokens.json"),
         "github-token": str(secrets / "github-token"),
@@ -166,7 +182,10 @@ def test_a_hostile_build_gets_nothing_of_the_daemon(
         assert "insiders: repository: " in log
         # No control socket: no token made, nothing published through it.
         assert str(found["control"]).startswith("refused"), found["control"]
-        for name in ("upload-token", "tokens.json", "github-token", "webhook-secret", "config"):
+        for name in (
+            *("tls-keys", "upload-token", "tokens.json", "github-token", "webhook-secret"),
+            "config",
+        ):
             assert str(found[name]).startswith("hidden"), (name, found[name])
         environ = found["environ"]
         assert isinstance(environ, dict)
@@ -215,6 +234,8 @@ def test_without_a_sandbox_the_same_build_takes_the_daemons_secrets(
         assert found["control"] == "connected"
         assert found["upload-token"] == (daemon.data_dir / "upload-token").read_text()
         assert found["github-token"] == GITHUB_TOKEN
+        if PLANTED_KEY.exists():
+            assert found["tls-keys"] == "the machine's private key\n"
         environ = found["environ"]
         assert isinstance(environ, dict)
         assert "AWS_SECRET_ACCESS_KEY" not in environ

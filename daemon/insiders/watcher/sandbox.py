@@ -76,6 +76,7 @@ ETC = (
     f"python{sys.version_info.major}",
     f"python{sys.version_info.major}.{sys.version_info.minor}",
 )
+PRIVATE_KEYS = "/etc/ssl/private"
 # Top-level names that are /usr's on a merged-/usr system (symbolic links) or directories of their
 # own elsewhere.
 SYSTEM = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -172,6 +173,9 @@ def bwrap_arguments(
         path = Path("/etc") / name
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
+    if Path(PRIVATE_KEYS).is_dir():
+        # Certificates yes, the machine's TLS keys no (readable to a daemon that runs as root).
+        args += ["--tmpfs", PRIVATE_KEYS]
     resolv = Path("/etc/resolv.conf")
     if resolv.is_symlink() and resolv.exists():
         # systemd-resolved's stub file lives in /run, which is not there otherwise.
