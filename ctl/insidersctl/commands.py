@@ -180,8 +180,15 @@ def _watcher_line(watcher: p.WatcherInfo, now: float) -> str:
     if watcher.message:
         parts.append(watcher.message)
     if watcher.sandbox:
-        parts.append(f"builds in {watcher.sandbox}")
+        parts.append(_builds(watcher.sandbox))
     return ", ".join(parts)
+
+
+def _builds(sandbox: str) -> str:
+    """What builds run in, as a status line says it."""
+    if sandbox.startswith("refused: "):
+        return f"builds refused: no sandbox ({sandbox.removeprefix('refused: ')})"
+    return f"builds in {sandbox}"
 
 
 def cmd_server_start(ctx: Context) -> int:
@@ -255,7 +262,7 @@ def _show_repos(reply: p.RepoList) -> None:
         return
     REPOS.print(reply.repos, reply.now)
     if reply.sandbox:
-        out(f"builds run in: {reply.sandbox}")
+        out(_builds(reply.sandbox))
 
 
 cmd_repos_list = asks(lambda args: p.ListRepos(), p.RepoList, _show_repos)

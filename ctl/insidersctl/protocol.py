@@ -311,7 +311,7 @@ class WatcherInfo(_Part, frozen=True):
     next_check: float | None = None  # wall-clock time
     checking: tuple[str, ...] = ()  # repositories being checked now
     message: str = ""
-    # What builds run in: "bubblewrap", "none" (the operator's choice), or "refused: why".
+    # What builds run in: "bubblewrap", "none" (the operator's choice), or "refused: why not".
     sandbox: str = ""
 
 

@@ -22,6 +22,7 @@ The tree (the module that raises each in brackets):
     ├── UpstreamLoop             the upstream is this very index; also a ValueError
     ├── GitError                 a git command failed [watcher.git]
     ├── BuildError               a build failed or made the wrong files [watcher.builder]
+    │   └── NoSandbox            builds need a sandbox and none can be made [watcher.sandbox]
     ├── PublishError             another index refused a built file [watcher.targets]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
@@ -155,6 +156,19 @@ class GitError(InsidersError):
 
 class BuildError(InsidersError):
     """The build failed, timed out, or made something other than what was asked for."""
+
+
+class NoSandbox(BuildError):
+    """Builds need a sandbox and none can be made here; `reason` is why, in bwrap's words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"builds run in a sandbox, and bubblewrap cannot make one here: {reason}. "
+            "Install it (apt install bubblewrap) and allow unprivileged user namespaces, or "
+            'set [watcher] sandbox = "none" to run watched repositories\' code with the '
+            "daemon's authority"
+        )
+        self.reason = reason
 
 
 class PublishError(InsidersError):

@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed, ProjectClosed
+from insiders.errors import CheckFailed, NoSandbox, ProjectClosed
 from insiders.ingest import check_filename, hash_file, publish_file
 from insiders.repos.registry import Repo
 from insiders.store import Store
@@ -74,11 +74,11 @@ class Releaser:
     sandbox_said: list[str] = field(default_factory=lambda: ["not chosen yet"])
 
     async def sandbox(self) -> Sandbox:
-        """The sandbox the next build runs in, or BuildError: none here, and none is allowed."""
+        """The sandbox the next build runs in, or NoSandbox: none here, and none is allowed."""
         try:
             sandbox = await choose_sandbox(self.settings().watcher.sandbox, self.hidden)
-        except BuildError as error:
-            self.sandbox_said[0] = f"refused: {error}"
+        except NoSandbox as error:
+            self.sandbox_said[0] = f"refused: {error.reason}"
             raise
         self.sandbox_said[0] = sandbox.kind
         return sandbox

@@ -40,7 +40,7 @@ from typing import Literal
 import trio
 
 from insiders.config import SandboxSetting
-from insiders.errors import BuildError
+from insiders.errors import NoSandbox
 
 BWRAP = "bwrap"
 TRIAL_PREFIX = "insiders-sandbox-trial-"
@@ -201,7 +201,7 @@ def bwrap_arguments(
 async def choose(
     setting: SandboxSetting, hidden: Sequence[Path], python: str = sys.executable
 ) -> Sandbox:
-    """The sandbox builds run in, or BuildError saying what to install or set.
+    """The sandbox builds run in, or NoSandbox saying what to install or set.
 
     `auto` and `bubblewrap` both require one that works here (a trial run of the build's Python):
     a watched repository's code never runs with the daemon's authority unless the configuration
@@ -212,12 +212,7 @@ async def choose(
     sandbox = Sandbox("bubblewrap", tuple(hidden), python)
     why_not = await trial(sandbox)
     if why_not is not None:
-        raise BuildError(
-            f"builds run in a sandbox, and bubblewrap cannot make one here: {why_not}. "
-            "Install it (apt install bubblewrap) and allow unprivileged user namespaces, or "
-            'set [watcher] sandbox = "none" to run watched repositories\' code with the '
-            "daemon's authority"
-        )
+        raise NoSandbox(why_not)
     return sandbox
 
 

@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed
+from insiders.errors import CheckFailed, NoSandbox
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.watcher import git
@@ -250,7 +250,7 @@ class Watcher:
         """Tell at start what builds will run in (status shows it from then on)."""
         try:
             log.info("builds run in: %s", (await self.releaser.sandbox()).describe())
-        except BuildError as error:
+        except NoSandbox as error:
             log.warning("%s", error)
 
     def _due(self) -> list[Repo]:
