@@ -22,7 +22,15 @@ import msgspec
 import pyte
 import pytest
 
-from tests.support import BIN, Daemon, git_project, isolated_env, serve_wheelhouse, tag_release
+from tests.support import (
+    BIN,
+    Daemon,
+    GoSignal,
+    git_project,
+    isolated_env,
+    serve_wheelhouse,
+    tag_release,
+)
 
 INSIDERSCTL = BIN / "insidersctl"
 COLUMNS, LINES = 160, 40
@@ -38,10 +46,9 @@ backend-path = ["."]
 name = "gated"
 version = "0.0.0"
 """
+# The build sees none of the test's files: the gate is a loopback port (tests.support.GoSignal).
 GATED_BACKEND = """\
-import os, time
-while not os.path.exists({gate!r}):
-    time.sleep(0.05)
+wait_for_go()
 from hatchling.build import *
 """
 BROKEN_BUILD = """\
@@ -135,21 +142,26 @@ def ctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def add_repositories(daemon: Daemon, src: Path) -> Path:
-    """A repository whose build waits for a gate and one whose build fails; the gate's path."""
-    gate = src / "gate"
+@pytest.fixture
+def gate() -> Iterator[GoSignal]:
+    signal = GoSignal()
+    yield signal
+    signal.close()
+
+
+def add_repositories(daemon: Daemon, src: Path, gate: GoSignal) -> None:
+    """A repository whose build waits for `gate` to open and one whose build fails."""
     gated = git_project(src, "gated", pyproject=GATED_BUILD)
-    (gated / "backend.py").write_text(GATED_BACKEND.format(gate=str(gate)))
+    (gated / "backend.py").write_text(gate.code() + GATED_BACKEND)
     tag_release(gated, "1.0")
     broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
     tag_release(broken, "2.0")
     for spec in (f"{gated}:gated", f"{broken}:broken"):
         assert ctl(daemon, "repos", "add", spec).returncode == 0
-    return gate
 
 
-def test_the_live_view_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
-    gate = add_repositories(daemon, tmp_path / "src")
+def test_the_live_view_on_a_terminal(daemon: Daemon, tmp_path: Path, gate: GoSignal) -> None:
+    add_repositories(daemon, tmp_path / "src", gate)
     log = daemon.data_dir / "logs" / "gated" / "1.0.log"
     term = Terminal(["update", "--wait"], env_for(daemon))
 
@@ -173,7 +185,7 @@ def test_the_live_view_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     failed = term.line_with("broken ")
     assert term.screen.buffer[failed][term.screen.display[failed].index("failed")].fg == "red"
 
-    gate.touch()
+    gate.give()
     assert term.wait() == 1  # one repository failed
     screen = term.text()
     lines = screen.splitlines()
@@ -188,9 +200,11 @@ def test_the_live_view_on_a_terminal(daemon: Daemon, tmp_path: Path) -> None:
     assert term.raw.rfind(b"\x1b[?25h") > term.raw.rfind(b"\x1b[?25l")
 
 
-def test_no_color_keeps_the_live_view_without_colours(daemon: Daemon, tmp_path: Path) -> None:
-    gate = add_repositories(daemon, tmp_path / "src")
-    gate.touch()
+def test_no_color_keeps_the_live_view_without_colours(
+    daemon: Daemon, tmp_path: Path, gate: GoSignal
+) -> None:
+    add_repositories(daemon, tmp_path / "src", gate)
+    gate.give()
     term = Terminal(["update"], env_for(daemon, NO_COLOR="1"))
     assert term.wait() == 1
     assert "checked 2 repositories" in term.text()
@@ -198,9 +212,11 @@ def test_no_color_keeps_the_live_view_without_colours(daemon: Daemon, tmp_path: 
     assert re.search(rb"\x1b\[[0-9;]*m", term.raw) is None  # and no colour at all
 
 
-def test_a_pipe_and_json_get_lines_without_escapes(daemon: Daemon, tmp_path: Path) -> None:
-    gate = add_repositories(daemon, tmp_path / "src")
-    gate.touch()
+def test_a_pipe_and_json_get_lines_without_escapes(
+    daemon: Daemon, tmp_path: Path, gate: GoSignal
+) -> None:
+    add_repositories(daemon, tmp_path / "src", gate)
+    gate.give()
     log = daemon.data_dir / "logs" / "gated" / "1.0.log"
     broken_log = daemon.data_dir / "logs" / "broken" / "2.0.log"
     result = ctl(daemon, "update", "--wait")
@@ -292,18 +308,18 @@ def test_a_failure_names_its_log_once(message: str, log: str | None, expected: s
     assert line == f"r: FAILED: {expected}" + (f" (log: {log})" if log else "")
 
 
-def test_term_dumb_gets_plain_lines(daemon: Daemon, tmp_path: Path) -> None:
-    gate = add_repositories(daemon, tmp_path / "src")
-    gate.touch()
+def test_term_dumb_gets_plain_lines(daemon: Daemon, tmp_path: Path, gate: GoSignal) -> None:
+    add_repositories(daemon, tmp_path / "src", gate)
+    gate.give()
     term = Terminal(["update"], env_for(daemon, TERM="dumb"))
     assert term.wait() == 1
     assert b"\x1b" not in term.raw
     assert "gated: published 1.0" in term.text().splitlines()
 
 
-def test_follow_a_build_log_while_it_builds(daemon: Daemon, tmp_path: Path) -> None:
+def test_follow_a_build_log_while_it_builds(daemon: Daemon, tmp_path: Path, gate: GoSignal) -> None:
     """`logs --build NAME -f`: what the live view's log line is for."""
-    gate = add_repositories(daemon, tmp_path / "src")
+    add_repositories(daemon, tmp_path / "src", gate)
     log = daemon.data_dir / "logs" / "gated" / "1.0.log"
     assert ctl(daemon, "update", "--no-wait", "gated").returncode == 0
     deadline = time.monotonic() + 120
@@ -313,7 +329,7 @@ def test_follow_a_build_log_while_it_builds(daemon: Daemon, tmp_path: Path) -> N
     follower = Terminal(["logs", "--build", "gated", "-f"], env_for(daemon))
     follower.read_until(lambda: "gated" in follower.text() or "build" in follower.text())
     assert "Successfully built" not in follower.text()
-    gate.touch()  # the build goes on, and its end appears in the follower
+    gate.give()  # the build goes on, and its end appears in the follower
     follower.read_until(lambda: "Successfully built" in follower.text())
     os.kill(follower.pid, signal.SIGINT)
     assert follower.wait() == 130
