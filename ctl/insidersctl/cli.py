@@ -138,12 +138,13 @@ class Group:
 
 
 def _repos_add(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
+    spec = sub.add_argument(
         "spec",
         metavar="SPEC",
         help="OWNER/REPO:DIST (GitHub), URL:DIST (https, ssh, git, file or git@host:path), "
         "or PATH:DIST; :DIST may be left out for a local repository whose pyproject.toml names it",
     )
+    completes(spec, "dir")  # the local repositories; the other forms are typed
     which = sub.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="build every version tag, not the newest")
     which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
@@ -195,6 +196,11 @@ def _update(sub: argparse.ArgumentParser) -> None:
     )
 
 
+# journalctl's names of the syslog priorities, for completion (logs.PRIORITIES is what -p reads:
+# importing logs here would slow every start).
+PRIORITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
 def _line_count(text: str) -> str:
     if text != "all" and not (text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r}: a count of entries, 0 or more, or all")
@@ -224,13 +230,14 @@ def _logs(sub: argparse.ArgumentParser) -> None:
         help="the last N entries (default 50; 0: none, all: every one)",
     )
     sub.set_defaults(lines_given=False)
-    sub.add_argument(
+    priority = sub.add_argument(
         "-p",
         "--priority",
         metavar="PRIORITY",
         help="entries of this priority or a more urgent one: emerg, alert, crit, err, warning, "
         "notice, info, debug, 0-7, or a range FROM..TO",
     )
+    completes(priority, "choices:" + " ".join(PRIORITY_NAMES))
     sub.add_argument(
         "--since",
         metavar="TIME",
