@@ -227,7 +227,8 @@ def _logs(sub: argparse.ArgumentParser) -> None:
         action=_LinesAction,
         default="50",
         metavar="N",
-        help="the last N entries (default 50; 0: none, all: every one)",
+        help="the last N entries (default 50, or all with --since or --until; 0: none, "
+        "all: every one)",
     )
     sub.set_defaults(lines_given=False)
     priority = sub.add_argument(

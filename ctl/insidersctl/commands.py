@@ -362,6 +362,8 @@ def cmd_logs(ctx: Context) -> int:
         where = p.LogsLocation(path=str(path) if path else None)
     ctx.close()
     lines = None if args.lines == "all" else int(args.lines)
+    if (args.since or args.until) and not args.lines_given:
+        lines = None  # a time range is the bound, as in journalctl: every entry in it
     if build is not None:
         try:
             path = logs.build_log(
