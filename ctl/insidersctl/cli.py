@@ -61,11 +61,15 @@ def cmd_completion(ctx: Context) -> int:
 # -- the command line --------------------------------------------------------------------------
 
 
+# The title of the options every command takes (the man page says them once, under it).
+SHARED_OPTIONS = "connection and output"
+
+
 def _common(suppress: bool) -> argparse.ArgumentParser:
     """Options taken before and after the command: `--json status` is `status --json`."""
     default = argparse.SUPPRESS
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection and output")
+    group = common.add_argument_group(SHARED_OPTIONS)
     group.add_argument(
         "--json",
         action="store_true",
