@@ -504,7 +504,7 @@ def test_the_socket_goes_away_with_the_daemon(own: Daemon) -> None:
     "args",
     [
         ["frobnicate"],
-        ["repos"],
+        ["repos", "lst"],
         ["repos", "add"],
         ["repos", "add", "o/r:d", "--all", "--since", "1"],
         ["remove", "project"],
@@ -519,6 +519,30 @@ def test_usage_errors_are_status_2(shared: Daemon, args: list[str]) -> None:
     result = ctl(shared, *args)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("group", "action"),
+    [
+        ("server", "status"),
+        ("repos", "list"),
+        ("watcher", "status"),
+        ("tokens", "list"),
+        ("projects", "list"),
+        ("mirrors", "list"),
+    ],
+)
+def test_a_group_alone_shows_what_it_has(shared: Daemon, group: str, action: str) -> None:
+    """`insidersctl repos` lists, as bare `systemctl` does; the options go with it."""
+    alone = ctl(shared, group)
+    assert alone.returncode == 0, alone
+    full = ctl(shared, group, action)
+    assert alone.stdout.splitlines()[:1] == full.stdout.splitlines()[:1]
+    assert alone.stderr == full.stderr
+    reply = as_json(shared, group)
+    assert reply["type"] == as_json(shared, group, action)["type"]
+    before = msgspec.json.decode(ok(shared, "--json", "--timeout", "5", group))
+    assert before["type"] == reply["type"]
 
 
 def test_help_everywhere(shared: Daemon) -> None:
@@ -684,6 +708,8 @@ def test_connect_unix_is_the_clients_way_in(shared: Daemon) -> None:
         ["yank", "p", "1.0", "--reason", "status"],
         ["remove", "p", "--file", "f.whl", "-y"],
         ["server", "status", "--runtime-dir", "/r"],
+        ["repos"],
+        ["watcher", "--json"],
     ],
 )
 def test_the_fast_parser_agrees_with_the_full_one(argv: list[str]) -> None:

@@ -134,11 +134,15 @@ class Command:
 
 
 class Group:
-    __slots__ = ("commands", "help")
+    """A command word with actions under it; without one it runs `default` (`insidersctl repos`
+    lists, as bare `systemctl` does), which therefore takes no arguments of its own."""
 
-    def __init__(self, help: str, commands: dict[str, Command]) -> None:
+    __slots__ = ("commands", "default", "help")
+
+    def __init__(self, help: str, commands: dict[str, Command], default: str) -> None:
         self.help = help
         self.commands = commands
+        self.default = default
 
 
 def _repos_add(sub: argparse.ArgumentParser) -> None:
@@ -341,6 +345,7 @@ COMMANDS: dict[str, Command | Group] = {
             "stop": Command(cmd_server_stop, "stop insidersd (systemctl stop, else SIGTERM)"),
             "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
         },
+        default="status",
     ),
     "repos": Group(
         "the watched git repositories",
@@ -355,6 +360,7 @@ COMMANDS: dict[str, Command | Group] = {
                 _name("NAME", "its distribution name or its source", "repos"),
             ),
         },
+        default="list",
     ),
     "update": Command(cmd_update, "check repositories for new tags now", _update),
     "watcher": Group(
@@ -365,6 +371,7 @@ COMMANDS: dict[str, Command | Group] = {
             "status": Command(cmd_watcher, "whether it runs, and when it checks next"),
             "logs": Command(cmd_logs, "the log of the watcher alone", _component_logs("watcher")),
         },
+        default="status",
     ),
     "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _daemon_logs),
     "reload": Command(
@@ -379,6 +386,7 @@ COMMANDS: dict[str, Command | Group] = {
             "list": Command(cmd_tokens_list, "the tokens (names and scopes, never secrets)"),
             "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME", None, "tokens")),
         },
+        default="list",
     ),
     "projects": Group(
         "the hosted projects",
@@ -391,6 +399,7 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_projects_status, "set a project's status (PEP 792)", _projects_status
             ),
         },
+        default="list",
     ),
     "yank": Command(cmd_yank, "mark a version yanked (PEP 592)", _yank),
     "unyank": Command(cmd_yank, "undo a yank", _project_version),
@@ -410,6 +419,7 @@ COMMANDS: dict[str, Command | Group] = {
                 _name("NAME", "the [mirrors.NAME] of the configuration"),
             ),
         },
+        default="list",
     ),
 }
 
@@ -469,8 +479,15 @@ def parser(
         if isinstance(entry, Command):
             _add(commands, name, entry, shared)
             continue
-        group = commands.add_parser(name, help=entry.help, description=entry.help)
-        actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+        group = commands.add_parser(
+            name,
+            help=entry.help,
+            description=f"{entry.help}; without an ACTION: {name} {entry.default}",
+            parents=shared,
+        )
+        actions = group.add_subparsers(dest="action", metavar="[ACTION]")
+        # After add_subparsers: its own default (None) would win over one set before.
+        group.set_defaults(handler=entry.commands[entry.default].handler, action=entry.default)
         for action in chosen(entry.commands, 1):
             _add(actions, action, entry.commands[action], shared)
     return top
