@@ -605,6 +605,28 @@ def test_socket_flags_and_variables(shared: Daemon, tmp_path: Path) -> None:
     assert ctl(shared, "status", env=env).returncode == 0
 
 
+def test_a_config_file_named_must_be_there(shared: Daemon, tmp_path: Path) -> None:
+    """-c FILE that is missing is an error (as `insidersd -c FILE` says); the default may be."""
+    elsewhere = isolated_env(tmp_path, XDG_RUNTIME_DIR=str(shared.home / "run"))
+    assert not (tmp_path / "config" / "insiders" / "config.toml").exists()
+    assert ctl(shared, "status", env=elsewhere).returncode == 0
+    missing = tmp_path / "missing.toml"
+    for args in (["-c", str(missing), "status"], ["status", "--config", str(missing)]):
+        result = ctl(shared, *args, env=elsewhere)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"insidersctl status: cannot read the config file {missing}: "
+            "No such file or directory\n"
+        )
+    result = ctl(shared, "-c", str(tmp_path), "repos", env=elsewhere)
+    assert result.returncode == 2
+    assert f"cannot read the config file {tmp_path}: Is a directory" in result.stderr
+    # A file that is there is read: its runtime directory is where the socket is.
+    config = tmp_path / "other.toml"
+    config.write_text(f'[paths]\nruntime-dir = "{socket_path(shared).parent}"\n')
+    assert ctl(shared, "-c", str(config), "status", env=isolated_env(tmp_path)).returncode == 0
+
+
 # -- fuzz: thousands of frames at the real daemon ------------------------------------------------
 
 
