@@ -39,14 +39,18 @@ def write_manpages(outdir: Path, version: str) -> list[Path]:
     from argparse_manpage.manpage import Manpage
 
     from insiders.options import parser as daemon_parser
+    from insidersctl.cli import SHARED_OPTIONS
     from insidersctl.cli import parser as ctl_parser
 
-    parsers = {"insidersd": daemon_parser, "insidersctl": ctl_parser}
+    parsers = {
+        "insidersd": daemon_parser(),
+        "insidersctl": _shared_options_once(ctl_parser(), SHARED_OPTIONS),
+    }
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, make_parser in parsers.items():
+    for name, parser in parsers.items():
         page = Manpage(
-            make_parser(),
+            parser,
             _data={
                 "project_name": "insiders",
                 "description": SUMMARIES[name],
@@ -60,6 +64,47 @@ def write_manpages(outdir: Path, version: str) -> list[Path]:
         path.write_text(str(page))
         written.append(path)
     return written
+
+
+def _shared_options_once(parser: argparse.ArgumentParser, title: str) -> argparse.ArgumentParser:
+    """The page of `parser` with the options every command takes (the group `title`) said once,
+    before the commands, rather than again in each command's section (28 times).
+
+    Exit status and the environment are in the include file's sections: the epilog that says the
+    exit status in --help is left out of the page.
+    """
+    commands = [g for g in parser._action_groups if _subparsers(g)]
+    for group in commands:  # the options first, then the commands, as systemctl(1) has them
+        parser._action_groups.remove(group)
+        parser._action_groups.append(group)
+        group.title = "commands"
+    parser.description = (
+        f"{parser.description}\n\nThe options under {title.upper()} go before or after the "
+        "command (insidersctl --json status is insidersctl status --json); the "
+        "sections of the commands leave them out."
+    )
+    parser.epilog = None
+    for group in commands:
+        for action in _subparsers(group):
+            for sub in action.choices.values():
+                _without_group(sub, title)
+    return parser
+
+
+def _subparsers(group: Any) -> list[argparse._SubParsersAction[Any]]:
+    return [a for a in group._group_actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def _without_group(parser: argparse.ArgumentParser, title: str) -> None:
+    """Take the option group `title` out of `parser` and of the commands under it."""
+    for group in list(parser._action_groups):
+        if group.title == title:
+            parser._action_groups.remove(group)
+            for action in group._group_actions:
+                parser._actions.remove(action)
+        for action in _subparsers(group):
+            for sub in action.choices.values():
+                _without_group(sub, title)
 
 
 try:

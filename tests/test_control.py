@@ -61,6 +61,7 @@ class DaemonFacts:
     started: float = 0.0
     http_urls: list[str] = dataclasses.field(default_factory=list)
     restart_needed: tuple[str, ...] = ()
+    certificate_error: str | None = None
 
     async def reload_now(self) -> str | None:
         return None

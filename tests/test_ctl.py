@@ -504,7 +504,7 @@ def test_the_socket_goes_away_with_the_daemon(own: Daemon) -> None:
     "args",
     [
         ["frobnicate"],
-        ["repos"],
+        ["repos", "lst"],
         ["repos", "add"],
         ["repos", "add", "o/r:d", "--all", "--since", "1"],
         ["remove", "project"],
@@ -519,6 +519,30 @@ def test_usage_errors_are_status_2(shared: Daemon, args: list[str]) -> None:
     result = ctl(shared, *args)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("group", "action"),
+    [
+        ("server", "status"),
+        ("repos", "list"),
+        ("watcher", "status"),
+        ("tokens", "list"),
+        ("projects", "list"),
+        ("mirrors", "list"),
+    ],
+)
+def test_a_group_alone_shows_what_it_has(shared: Daemon, group: str, action: str) -> None:
+    """`insidersctl repos` lists, as bare `systemctl` does; the options go with it."""
+    alone = ctl(shared, group)
+    assert alone.returncode == 0, alone
+    full = ctl(shared, group, action)
+    assert alone.stdout.splitlines()[:1] == full.stdout.splitlines()[:1]
+    assert alone.stderr == full.stderr
+    reply = as_json(shared, group)
+    assert reply["type"] == as_json(shared, group, action)["type"]
+    before = msgspec.json.decode(ok(shared, "--json", "--timeout", "5", group))
+    assert before["type"] == reply["type"]
 
 
 def test_help_everywhere(shared: Daemon) -> None:
@@ -579,6 +603,28 @@ def test_socket_flags_and_variables(shared: Daemon, tmp_path: Path) -> None:
     assert ctl(shared, "--runtime-dir", runtime, "status", env=elsewhere).returncode == 0
     env = {**elsewhere, "INSIDERS_SOCKET": str(socket_path(shared))}
     assert ctl(shared, "status", env=env).returncode == 0
+
+
+def test_a_config_file_named_must_be_there(shared: Daemon, tmp_path: Path) -> None:
+    """-c FILE that is missing is an error (as `insidersd -c FILE` says); the default may be."""
+    elsewhere = isolated_env(tmp_path, XDG_RUNTIME_DIR=str(shared.home / "run"))
+    assert not (tmp_path / "config" / "insiders" / "config.toml").exists()
+    assert ctl(shared, "status", env=elsewhere).returncode == 0
+    missing = tmp_path / "missing.toml"
+    for args in (["-c", str(missing), "status"], ["status", "--config", str(missing)]):
+        result = ctl(shared, *args, env=elsewhere)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"insidersctl status: cannot read the config file {missing}: "
+            "No such file or directory\n"
+        )
+    result = ctl(shared, "-c", str(tmp_path), "repos", env=elsewhere)
+    assert result.returncode == 2
+    assert f"cannot read the config file {tmp_path}: Is a directory" in result.stderr
+    # A file that is there is read: its runtime directory is where the socket is.
+    config = tmp_path / "other.toml"
+    config.write_text(f'[paths]\nruntime-dir = "{socket_path(shared).parent}"\n')
+    assert ctl(shared, "-c", str(config), "status", env=isolated_env(tmp_path)).returncode == 0
 
 
 # -- fuzz: thousands of frames at the real daemon ------------------------------------------------
@@ -684,6 +730,8 @@ def test_connect_unix_is_the_clients_way_in(shared: Daemon) -> None:
         ["yank", "p", "1.0", "--reason", "status"],
         ["remove", "p", "--file", "f.whl", "-y"],
         ["server", "status", "--runtime-dir", "/r"],
+        ["repos"],
+        ["watcher", "--json"],
     ],
 )
 def test_the_fast_parser_agrees_with_the_full_one(argv: list[str]) -> None:

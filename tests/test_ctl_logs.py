@@ -111,6 +111,44 @@ def test_since_and_until(daemon: Daemon) -> None:
     assert (result.returncode, "'loud' is not a priority" in result.stderr) == (2, True)
 
 
+def test_a_time_range_prints_every_entry_in_it(daemon: Daemon) -> None:
+    """journalctl --since prints all it matches: -n's default (50) is for no range."""
+    subprocess.run(
+        f"for i in $(seq 60); do {INSIDERSCTL} tokens create ranged$i >/dev/null; done",
+        shell=True,
+        env=isolated_env(daemon.home),
+        check=True,
+        timeout=300,
+    )
+    everything = ctl(daemon, "logs", "-n", "all").stdout.splitlines()
+    assert len(everything) > 60
+    assert ctl(daemon, "logs", "--since", "-1h").stdout.splitlines() == everything
+    assert ctl(daemon, "logs", "--until", "+1h").stdout.splitlines() == everything
+    ranged = ctl(daemon, "logs", "-p", "info", "--since", "today").stdout
+    assert ranged.count(" created") >= 60
+    assert ctl(daemon, "logs").stdout.splitlines() == everything[-50:]
+    assert len(ctl(daemon, "logs", "--since", "-1h", "-n", "3").stdout.splitlines()) == 3
+
+
+def test_a_reader_that_goes_away_is_no_error(daemon: Daemon) -> None:
+    """`insidersctl logs -f | head -1`: when head is done, insidersctl ends without a word."""
+    follower = subprocess.Popen(
+        [str(INSIDERSCTL), "logs", "-f", "-n", "1"],
+        env=isolated_env(daemon.home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline()
+    follower.stdout.close()  # what head does after its line
+    # The next entry is written to a pipe nobody reads.
+    assert ctl(daemon, "tokens", "create", "unread").returncode == 0
+    _, errors = follower.communicate(timeout=30)
+    assert errors == ""
+    assert follower.returncode == 1
+
+
 def test_a_build_log(daemon: Daemon) -> None:
     log = daemon.data_dir / "logs" / "nobackend" / "1.0.log"
     whole = ctl(daemon, "logs", "--build", "nobackend")

@@ -18,6 +18,7 @@ import pytest
 from insiders import __version__
 from insidersctl.cli import parser
 from insidersctl.completion import walk
+from insidersctl.context import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,36 @@ def test_every_command_and_option_is_in_the_page(pages: dict[str, str]) -> None:
         assert option in daemon
     # The sections a parser does not know come from debian/NAME.1.include.
     assert ".SH FILES" in pages["insidersctl"]
+
+
+def section(page: str, title: str) -> str:
+    """The text of the page's section `title` (up to the next .SH)."""
+    _, found, rest = page.partition(f"\n.SH {title}\n")
+    assert found, f"no section {title}"
+    return rest.split("\n.SH", 1)[0]
+
+
+def test_options_every_command_takes_are_said_once(pages: dict[str, str]) -> None:
+    page = pages["insidersctl"]
+    for option in ("json", "socket", "runtime\\-dir", "config", "timeout"):
+        assert page.count(f"\\fB\\-\\-{option}\\fR") == 1, option
+    shared = section(page, "CONNECTION AND OUTPUT")
+    assert "\\fB\\-\\-socket\\fR" in shared
+    # A command's section has its own options, not those again.
+    assert "usage: insidersctl repos list [\\-h]\n" in page
+    assert len(page.splitlines()) < 700
+
+
+def test_exit_status_and_environment(pages: dict[str, str]) -> None:
+    page = pages["insidersctl"]
+    codes = section(page, "EXIT STATUS")
+    for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE):
+        assert f".TP\n.B {code}\n" in codes
+    assert codes.count(".TP") == 4
+    environment = section(page, "ENVIRONMENT")
+    for name in ("NO_COLOR", "INSIDERS_SOCKET", "TERM"):
+        assert f".B {name}" in environment
+    assert ".SH COMMENTS" not in page  # the --help epilog, said again by EXIT STATUS
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")

@@ -3,6 +3,7 @@ a renewed certificate into the running listener, and a broken renewal leaves the
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import ssl
@@ -133,6 +134,55 @@ def test_https_for_pip_uv_and_twine_and_certificate_reload(
         wait_for_log(daemon, "TLS certificate not reloaded, the running one stays")
         assert presented(daemon, ca_file) == after
         assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+
+
+def test_insidersctl_reload_says_when_the_certificate_was_refused(tmp_path: Path) -> None:
+    """The settings apply, but a certificate that cannot be served is kept out: `reload` (what
+    `systemctl reload` runs for the user unit) says so and fails, rather than "reloaded"."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certificate, key = issue(ca, tmp_path / "tls")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
+    daemon = Daemon(tmp_path / "d", ["--config", str(config), "--upstream-mode", "none"]).start()
+
+    def reload(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "insidersctl"), "reload", *args],
+            env=isolated_env(daemon.home),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    try:
+        issue(ca, tmp_path / "tls")  # a renewal
+        renewed = reload()
+        assert (renewed.returncode, renewed.stderr) == (0, "insidersd reloaded its configuration\n")
+        served = presented(daemon, ca_file)
+
+        trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(key))  # no pair
+        refused = reload()
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(
+            "insidersd reloaded its configuration but refused the TLS certificate, "
+            "the running one stays: "
+        )
+        assert "KEY_VALUES_MISMATCH" in refused.stderr
+        as_json = reload("--json")
+        assert as_json.returncode == 1
+        assert "KEY_VALUES_MISMATCH" in json.loads(as_json.stdout)["certificate_error"]
+        assert presented(daemon, ca_file) == served
+
+        issue(ca, tmp_path / "tls")  # mended: loaded again, and said so
+        mended = reload("--json")
+        assert mended.returncode == 0
+        assert json.loads(mended.stdout)["certificate_error"] is None
+        assert presented(daemon, ca_file) != served
     finally:
         daemon.stop()
 

@@ -62,11 +62,15 @@ def cmd_completion(ctx: Context) -> int:
 # -- the command line --------------------------------------------------------------------------
 
 
+# The title of the options every command takes (the man page says them once, under it).
+SHARED_OPTIONS = "connection and output"
+
+
 def _common(suppress: bool) -> argparse.ArgumentParser:
     """Options taken before and after the command: `--json status` is `status --json`."""
     default = argparse.SUPPRESS
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection and output")
+    group = common.add_argument_group(SHARED_OPTIONS)
     group.add_argument(
         "--json",
         action="store_true",
@@ -131,20 +135,25 @@ class Command:
 
 
 class Group:
-    __slots__ = ("commands", "help")
+    """A command word with actions under it; without one it runs `default` (`insidersctl repos`
+    lists, as bare `systemctl` does), which therefore takes no arguments of its own."""
 
-    def __init__(self, help: str, commands: dict[str, Command]) -> None:
+    __slots__ = ("commands", "default", "help")
+
+    def __init__(self, help: str, commands: dict[str, Command], default: str) -> None:
         self.help = help
         self.commands = commands
+        self.default = default
 
 
 def _repos_add(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
+    spec = sub.add_argument(
         "spec",
         metavar="SPEC",
         help="OWNER/REPO:DIST (GitHub), URL:DIST (https, ssh, git, file or git@host:path), "
         "or PATH:DIST; :DIST may be left out for a local repository whose pyproject.toml names it",
     )
+    completes(spec, "dir")  # the local repositories; the other forms are typed
     which = sub.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="build every version tag, not the newest")
     which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
@@ -196,6 +205,11 @@ def _update(sub: argparse.ArgumentParser) -> None:
     )
 
 
+# journalctl's names of the syslog priorities, for completion (logs.PRIORITIES is what -p reads:
+# importing logs here would slow every start).
+PRIORITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
 def _line_count(text: str) -> str:
     if text != "all" and not (text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r}: a count of entries, 0 or more, or all")
@@ -222,16 +236,18 @@ def _logs(sub: argparse.ArgumentParser) -> None:
         action=_LinesAction,
         default="50",
         metavar="N",
-        help="the last N entries (default 50; 0: none, all: every one)",
+        help="the last N entries (default 50, or all with --since or --until; 0: none, "
+        "all: every one)",
     )
     sub.set_defaults(lines_given=False)
-    sub.add_argument(
+    priority = sub.add_argument(
         "-p",
         "--priority",
         metavar="PRIORITY",
         help="entries of this priority or a more urgent one: emerg, alert, crit, err, warning, "
         "notice, info, debug, 0-7, or a range FROM..TO",
     )
+    completes(priority, "choices:" + " ".join(PRIORITY_NAMES))
     sub.add_argument(
         "--since",
         metavar="TIME",
@@ -345,6 +361,7 @@ COMMANDS: dict[str, Command | Group] = {
             "stop": Command(cmd_server_stop, "stop insidersd (systemctl stop, else SIGTERM)"),
             "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
         },
+        default="status",
     ),
     "repos": Group(
         "the watched git repositories",
@@ -359,6 +376,7 @@ COMMANDS: dict[str, Command | Group] = {
                 _name("NAME", "its distribution name or its source", "repos"),
             ),
         },
+        default="list",
     ),
     "update": Command(cmd_update, "check repositories for new tags now", _update),
     "watcher": Group(
@@ -369,6 +387,7 @@ COMMANDS: dict[str, Command | Group] = {
             "status": Command(cmd_watcher, "whether it runs, and when it checks next"),
             "logs": Command(cmd_logs, "the log of the watcher alone", _component_logs("watcher")),
         },
+        default="status",
     ),
     "logs": Command(cmd_logs, "the daemon's log (journalctl under systemd)", _daemon_logs),
     "reload": Command(
@@ -383,6 +402,7 @@ COMMANDS: dict[str, Command | Group] = {
             "list": Command(cmd_tokens_list, "the tokens (names and scopes, never secrets)"),
             "revoke": Command(cmd_tokens_revoke, "delete a token", _name("NAME", None, "tokens")),
         },
+        default="list",
     ),
     "projects": Group(
         "the hosted projects",
@@ -395,6 +415,7 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_projects_status, "set a project's status (PEP 792)", _projects_status
             ),
         },
+        default="list",
     ),
     "yank": Command(cmd_yank, "mark a version yanked (PEP 592)", _yank),
     "unyank": Command(cmd_yank, "undo a yank", _project_version),
@@ -419,6 +440,7 @@ COMMANDS: dict[str, Command | Group] = {
                 _name("NAME", "the [mirrors.NAME] of the configuration"),
             ),
         },
+        default="list",
     ),
 }
 
@@ -478,8 +500,15 @@ def parser(
         if isinstance(entry, Command):
             _add(commands, name, entry, shared)
             continue
-        group = commands.add_parser(name, help=entry.help, description=entry.help)
-        actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+        group = commands.add_parser(
+            name,
+            help=entry.help,
+            description=f"{entry.help}; without an ACTION: {name} {entry.default}",
+            parents=shared,
+        )
+        actions = group.add_subparsers(dest="action", metavar="[ACTION]")
+        # After add_subparsers: its own default (None) would win over one set before.
+        group.set_defaults(handler=entry.commands[entry.default].handler, action=entry.default)
         for action in chosen(entry.commands, 1):
             _add(actions, action, entry.commands[action], shared)
     return top

@@ -369,6 +369,8 @@ def cmd_logs(ctx: Context) -> int:
         where = p.LogsLocation(path=str(path) if path else None)
     ctx.close()
     lines = None if args.lines == "all" else int(args.lines)
+    if (args.since or args.until) and not args.lines_given:
+        lines = None  # a time range is the bound, as in journalctl: every entry in it
     if build is not None:
         try:
             path = logs.build_log(
@@ -398,13 +400,21 @@ def cmd_logs(ctx: Context) -> int:
     return logs.show_log(where, how)
 
 
-def _show_reloaded(reply: p.Reloaded) -> None:
-    note("insidersd reloaded its configuration")
-    if reply.restart_needed:
+def cmd_reload(ctx: Context) -> int:
+    """Status 1 when a part of the reload was refused: `systemctl reload` then says it failed."""
+    reply = ctx.call(p.Reload(), p.Reloaded)
+    if ctx.json:
+        ctx.emit(reply)
+    elif reply.certificate_error:
+        note(
+            "insidersd reloaded its configuration but refused the TLS certificate, the running "
+            f"one stays: {reply.certificate_error}"
+        )
+    else:
+        note("insidersd reloaded its configuration")
+    if reply.restart_needed and not ctx.json:
         note(f"changed, takes effect at restart: {', '.join(reply.restart_needed)}")
-
-
-cmd_reload = asks(lambda args: p.Reload(), p.Reloaded, _show_reloaded)
+    return EXIT_FAILED if reply.certificate_error else EXIT_OK
 
 
 # -- tokens ------------------------------------------------------------------------------------

@@ -100,11 +100,17 @@ def _words(items: Any) -> str:
 # and walk the words typed so far (the tables above it answer the questions it asks).
 _BASH_WALK = """\
 _insidersctl_fill() {
+    # One match a line (a path may have spaces); the choices are one line, split on spaces in
+    # compgen's own subshell, so that its matches are still split on newlines here.
     local IFS=$'\\n'
     case "$1" in
-        file) COMPREPLY=($(compgen -f -- "$cur")) ;;
-        dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
-        choices:*) IFS=' '; COMPREPLY=($(compgen -W "${1#choices:}" -- "$cur")) ;;
+        file|dir)
+            # bash: quote the matches as paths, and end a directory with / instead of a space.
+            [[ -n ${BASH_VERSION-} ]] && compopt -o filenames 2>/dev/null
+            local what=-f
+            [[ $1 == dir ]] && what=-d
+            COMPREPLY=($(compgen "$what" -- "$cur")) ;;
+        choices:*) COMPREPLY=($(IFS=' '; compgen -W "${1#choices:}" -- "$cur")) ;;
         repos|tokens|projects)
             COMPREPLY=($(compgen -W "$("$program" __complete "$1" 2>/dev/null)" -- "$cur")) ;;
     esac

@@ -9,11 +9,12 @@ import argparse
 import errno
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from insidersctl import protocol as p
 from insidersctl.client import Connection
-from insidersctl.errors import ConnectionFailed, DaemonUnreachable
+from insidersctl.errors import ConnectionFailed, DaemonUnreachable, Usage
 from insidersctl.output import to_json
 from insidersctl.paths import socket_candidates
 
@@ -33,15 +34,22 @@ class Context:
         self.args = args
         self.json: bool = args.json
         self.timeout: float = args.timeout
-        self.candidates = socket_candidates(
-            socket_path=args.socket, runtime=args.runtime_dir, config=args.config
-        )
         self._connection: Connection | None = None
+
+    def candidates(self) -> list[Path]:
+        """The control sockets to try; Usage if the config file named by -c cannot be read."""
+        args = self.args
+        try:
+            return socket_candidates(
+                socket_path=args.socket, runtime=args.runtime_dir, config=args.config
+            )
+        except OSError as error:
+            raise Usage(f"cannot read the config file {args.config}: {error.strerror}") from None
 
     def connect(self) -> Connection:
         if self._connection is None:
             failures: list[DaemonUnreachable] = []
-            for path in self.candidates:
+            for path in self.candidates():
                 try:
                     self._connection = Connection.open(path, timeout=self.timeout)
                     break

@@ -275,6 +275,8 @@ def read_file(path: Path, how: Reading) -> int:
     try:
         with open(path, "rb") as file:
             return _read(file, path, how)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): cli.main ends quietly, this is no read error
     except OSError as error:
         print(f"insidersctl: cannot read {path}: {error.strerror}", file=sys.stderr)
         return 1

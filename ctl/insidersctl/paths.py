@@ -102,15 +102,27 @@ def socket_candidates(
     config: str | None = None,
     env: Mapping[str, str] = os.environ,
 ) -> list[Path]:
-    """Paths to try: the one the user named, else the daemon's choice, then the system's."""
+    """Paths to try: the one the user named, else the daemon's choice, then the system's.
+
+    OSError when `config` (a file named on the command line) cannot be read; the default config
+    file may be absent.
+    """
     if socket_path:
         return [Path(socket_path).expanduser()]
     if value := env.get("INSIDERS_SOCKET"):
         return [Path(value).expanduser()]
     if runtime:
         return [Path(runtime).expanduser() / SOCKET_NAME]
-    config_path = Path(config).expanduser() if config else default_config_path(env)
-    first = runtime_dir(env, _paths_setting(config_path).runtime_dir) / SOCKET_NAME
+    if config:
+        # A file named on the command line must be there: OSError says why it cannot be read.
+        setting = _paths_setting(Path(config).expanduser().read_bytes())
+    else:
+        try:
+            data = default_config_path(env).read_bytes()
+        except OSError:
+            data = b""  # the default file may be absent: the daemon then runs on its defaults
+        setting = _paths_setting(data)
+    first = runtime_dir(env, setting.runtime_dir) / SOCKET_NAME
     return [first] if first == SYSTEM_SOCKET else [first, SYSTEM_SOCKET]
 
 
@@ -120,12 +132,8 @@ class _PathsOnly(msgspec.Struct):
     paths: PathSettings = msgspec.field(default_factory=PathSettings)
 
 
-def _paths_setting(config_path: Path) -> PathSettings:
-    """`[paths]` of the daemon's config file; the defaults if the file is missing or broken."""
-    try:
-        data = config_path.read_bytes()
-    except OSError:
-        return PathSettings()
+def _paths_setting(data: bytes) -> PathSettings:
+    """`[paths]` of the daemon's config file; the defaults if the file is broken."""
     try:
         return msgspec.toml.decode(data, type=_PathsOnly).paths
     except msgspec.DecodeError:  # (a ValidationError too)

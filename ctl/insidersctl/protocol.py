@@ -457,6 +457,9 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
 class Reloaded(Reply, frozen=True, tag="reloaded"):
     # Settings the new file changes that only a restart applies ([server], [paths]).
     restart_needed: tuple[str, ...] = ()
+    # Why the TLS certificate files were not loaded (the running certificate stays); the new
+    # settings are in force all the same.
+    certificate_error: str | None = None
 
 
 class TokenList(Clocked, frozen=True, kw_only=True, tag="tokens"):

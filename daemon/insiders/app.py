@@ -99,6 +99,8 @@ class Daemon:
         # What the listeners and directories were made from: a reload cannot change those.
         self.started_settings = settings
         self.restart_needed: tuple[str, ...] = ()
+        # Why the last reload kept the running TLS certificate (None: loaded, or no TLS).
+        self.certificate_error: str | None = None
         self.dirs = dirs
         self.load = load
         self.store = store
@@ -193,7 +195,7 @@ class Daemon:
                 refused = await self.reload()
                 if self.tls_config is not None:
                     # A renewed certificate, also when the config file did not change.
-                    await reload_certificate(self.tls_config)
+                    self.certificate_error = await reload_certificate(self.tls_config)
                 return refused
             finally:
                 # READY=1 also after a refused reload, or `systemctl reload` waits forever.
@@ -323,11 +325,14 @@ def check_exposure(settings: Settings, inherited: list[socket.socket]) -> None:
         raise ConfigError(refusal)
 
 
-async def reload_certificate(config: tls.ReloadableTLSConfig) -> None:
+async def reload_certificate(config: tls.ReloadableTLSConfig) -> str | None:
+    """Load the certificate files again; None when loaded, else why the running one stays."""
     try:
         await trio.to_thread.run_sync(config.reload_certificate)
     except OSError as error:
         log.error("TLS certificate not reloaded, the running one stays: %s", error)
+        return str(error)
+    return None
 
 
 async def restore_from(name: str, settings: Settings, dirs: Directories, store: Store) -> None:

@@ -188,6 +188,8 @@ class RunningDaemon(Protocol):
     @property
     def restart_needed(self) -> tuple[str, ...]: ...
     @property
+    def certificate_error(self) -> str | None: ...
+    @property
     def settings(self) -> Settings: ...
     @property
     def upstream(self) -> Upstream: ...
@@ -267,7 +269,10 @@ class Commands:
                     raise ControlRefused(
                         p.REFUSED, f"reload refused, the running settings stay: {refused}"
                     )
-                return p.Reloaded(restart_needed=self.daemon.restart_needed)
+                return p.Reloaded(
+                    restart_needed=self.daemon.restart_needed,
+                    certificate_error=self.daemon.certificate_error,
+                )
             case p.ListTokens():
                 tokens = tuple(token_info(t) for t in self.tokens.all())
                 return p.TokenList(tokens=tokens, now=time.time())
