@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
 from packaging.version import Version
 
-from insiders.errors import BuildError, InvalidFilename
+from insiders.config import SandboxSetting
+from insiders.errors import BuildError, InvalidFilename, NoSandbox
 from insiders.names import NormalizedName, parse_dist_filename
 from insiders.watcher import box, buildlog, sandbox
 from insiders.watcher.sandbox import Sandbox
@@ -152,6 +156,51 @@ async def _run_boxed(
             await process.wait()
             await process.stdout.aclose()
     return await process.wait()  # done: its exit status at once
+
+
+async def choose_sandbox(
+    setting: SandboxSetting, hidden: Sequence[Path], scratch_root: Path
+) -> Sandbox:
+    """The sandbox builds run in, or NoSandbox saying what to install or set.
+
+    `auto` and `bubblewrap` both require one that works here (a trial run of the build's Python
+    in it, in the box like a build, so nothing of it outlives the daemon): a watched repository's
+    code never runs with the daemon's authority unless the configuration says so (`none`).
+    """
+    if setting == "none":
+        return Sandbox("none")
+    bwrap = shutil.which(sandbox.BWRAP)
+    if bwrap is None:
+        raise NoSandbox("bwrap is not installed")
+    chosen = Sandbox("bubblewrap", tuple(hidden), bwrap=bwrap)
+    await trio.Path(scratch_root).mkdir(parents=True, exist_ok=True)
+    scratch = Path(await trio.to_thread.run_sync(partial(tempfile.mkdtemp, dir=scratch_root)))
+    said = _Said()
+    try:
+        command = chosen.wrap([chosen.python, "-I", "-c", ""], scratch)
+        status = await _run_boxed(
+            chosen, scratch, command, said, {"PATH": "/usr/bin:/bin"}, scratch
+        )
+    finally:
+        await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
+    if status != 0:
+        lines = said.text().strip().splitlines()
+        raise NoSandbox(lines[-1] if lines else f"bwrap exited {status}")
+    return chosen
+
+
+class _Said:
+    """What a trial run printed (an AsyncWriter that keeps it)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    async def write(self, data: bytes, /) -> object:
+        self._chunks.append(data)
+        return len(data)
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace")
 
 
 def _kill_group(pid: int) -> None:

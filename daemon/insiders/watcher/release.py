@@ -28,7 +28,6 @@ from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.report import Say, publish_failures, step_failures
 from insiders.watcher.sandbox import Sandbox
-from insiders.watcher.sandbox import choose as choose_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,8 @@ class Releaser:
     async def sandbox(self) -> Sandbox:
         """The sandbox the next build runs in, or NoSandbox: none here, and none is allowed."""
         try:
-            sandbox = await choose_sandbox(self.settings().watcher.sandbox, self.hidden)
+            setting = self.settings().watcher.sandbox
+            sandbox = await builder.choose_sandbox(setting, self.hidden, self.scratch)
         except NoSandbox as error:
             self.sandbox_said[0] = f"refused: {error.reason}"
             raise

@@ -21,29 +21,20 @@ switch to it, which the hardened system unit does not have and a user daemon nev
 transient systemd unit needs the service manager's D-Bus and a polkit rule. bubblewrap needs only
 unprivileged user namespaces, on by default on Debian; the system unit allows exactly the
 namespaces and mount calls it needs. Where it cannot run, builds are refused with a message
-that says what to install, unless `[watcher] sandbox = "none"` accepts the risk.
+that says what to install, unless `[watcher] sandbox = "none"` accepts the risk (the choice and
+its trial run are insiders.watcher.builder's: this module only says what the sandbox is).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import trio
-
-from insiders.config import SandboxSetting
-from insiders.errors import NoSandbox
-
 BWRAP = "bwrap"
-TRIAL_PREFIX = "insiders-sandbox-trial-"
 
 # What of /etc a build reads: name resolution, TLS certificates, the dynamic linker, user names,
 # time zones, git's and Python's system configuration. Nothing else of /etc is there (not the
@@ -112,6 +103,7 @@ class Sandbox:
     # The daemon's own directories: absent from the sandbox.
     hidden: tuple[Path, ...] = ()
     python: str = sys.executable
+    bwrap: str = BWRAP  # where the daemon's PATH finds it
 
     def describe(self) -> str:
         if self.kind == "bubblewrap":
@@ -132,7 +124,7 @@ class Sandbox:
         if self.kind == "none":
             return list(command)
         roots = python_roots(self.python)
-        return [*bwrap_arguments(scratch, self.hidden, roots, readable), *command]
+        return [self.bwrap, *bwrap_arguments(scratch, self.hidden, roots, readable), *command]
 
 
 def python_roots(python: str) -> list[Path]:
@@ -153,9 +145,8 @@ def _beneath(path: Path, root: Path) -> bool:
 def bwrap_arguments(
     scratch: Path, hidden: Iterable[Path], roots: Sequence[Path], readable: Iterable[Path] = ()
 ) -> list[str]:
-    """The bwrap command line up to `--` (pure but for looking at which system paths exist)."""
+    """bwrap's arguments up to `--` (pure but for looking at which system paths exist)."""
     args = [
-        BWRAP,
         # Not UTS or cgroup namespaces: the host name and cgroup paths are no secret, and each
         # namespace the system unit allows costs it in `systemd-analyze security`.
         *("--unshare-user", "--unshare-pid", "--unshare-ipc"),
@@ -196,43 +187,3 @@ def bwrap_arguments(
     # /var/tmp are the build's own, empty and thrown away with it).
     args += ["--remount-ro", "/", "--"]
     return args
-
-
-async def choose(
-    setting: SandboxSetting, hidden: Sequence[Path], python: str = sys.executable
-) -> Sandbox:
-    """The sandbox builds run in, or NoSandbox saying what to install or set.
-
-    `auto` and `bubblewrap` both require one that works here (a trial run of the build's Python):
-    a watched repository's code never runs with the daemon's authority unless the configuration
-    says so (`none`).
-    """
-    if setting == "none":
-        return Sandbox("none", python=python)
-    sandbox = Sandbox("bubblewrap", tuple(hidden), python)
-    why_not = await trial(sandbox)
-    if why_not is not None:
-        raise NoSandbox(why_not)
-    return sandbox
-
-
-async def trial(sandbox: Sandbox) -> str | None:
-    """None when the build's Python starts in the sandbox, else why not (bwrap's own words)."""
-    if shutil.which(BWRAP) is None:
-        return "bwrap is not installed"
-    scratch = Path(await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix=TRIAL_PREFIX)))
-    try:
-        result = await trio.run_process(
-            sandbox.wrap([sandbox.python, "-I", "-c", ""], scratch),
-            env={"PATH": "/usr/bin:/bin"},
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    finally:
-        await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
-    if result.returncode == 0:
-        return None
-    said = result.stderr.decode(errors="replace").strip().splitlines()
-    return said[-1] if said else f"bwrap exited {result.returncode}"
