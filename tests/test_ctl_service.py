@@ -150,5 +150,6 @@ def test_status_imports_none_of_the_new_commands_modules(daemon: Daemon) -> None
     assert result.stdout.splitlines()[-1] == (
         "0 ['insidersctl.__main__', 'insidersctl.cli', 'insidersctl.client', "
         "'insidersctl.commands', 'insidersctl.context', 'insidersctl.errors', "
-        "'insidersctl.output', 'insidersctl.paths', 'insidersctl.protocol']"
+        "'insidersctl.nesting', 'insidersctl.output', 'insidersctl.paths', "
+        "'insidersctl.protocol']"
     )
