@@ -28,10 +28,12 @@ from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
+from .index.filecache import FileCache
 from .index.hooks import Hooks
 from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
+from .index.upstreamfiles import UpstreamFiles
 from .index.web import create_web_app
 from .logfile import LOG_FILE
 from .logs import set_level, stderr_is_journal
@@ -46,6 +48,9 @@ from .watcher.watcher import Watcher
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 30.0
+# Cache mode's files, under the cache directory; one FileCache for the daemon's life (its order of
+# use and its counts outlive a reload, which changes only its size).
+FILES_DIR = "upstream-files"
 
 
 def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
@@ -125,12 +130,14 @@ class Daemon:
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)
+        self.file_cache = FileCache(dirs.cache / FILES_DIR, settings.upstream.file_cache_size)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
             upstream=upstream,
             settings=settings,
             fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
+            upstream_files=UpstreamFiles(self.file_cache),
         )
         self.index.hooks = Hooks(
             repos=repos.all,
@@ -220,6 +227,7 @@ class Daemon:
         # Each part takes what it can change while running; the rest is named above.
         self.settings, self.upstream = new, upstream
         self.index.reconfigure(new, upstream)
+        self.file_cache.limit = new.upstream.file_cache_size
         if changed := self.watcher.apply_settings(new):
             log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
         set_level(new.log_level)

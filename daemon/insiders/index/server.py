@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -24,11 +25,12 @@ from insiders.store import Store
 from insiders.tokens import Tokens
 
 from . import render
-from .model import ProjectPage, hosted_page
+from .model import FileLink, ProjectPage, hosted_page
 from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
 from .upload import handle_upload
+from .upstreamfiles import UpstreamFiles
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ CHUNK = 256 << 10
 # Bytes of proxied pages kept as rendered (the upstream's cache keeps the parsed ones).
 RENDERED_BYTES = 16 << 20
 _NEGOTIATED_LIMIT = 256  # distinct Accept headers remembered
+# A wheel's or sdist's filename: an upstream file named otherwise is not relayed by cache mode.
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 
 
 class IndexApp:
@@ -48,8 +52,11 @@ class IndexApp:
         upstream: Upstream,
         settings: Settings,
         fallback: ASGIApp,
+        upstream_files: UpstreamFiles | None = None,
     ) -> None:
         self.store = store
+        # Cache mode's files of projects not hosted here (None: the daemon keeps no files).
+        self.upstream_files = upstream_files
         self.tokens = tokens
         self.upstream = upstream
         self.settings = settings
@@ -137,7 +144,7 @@ class IndexApp:
 
     def _merges(self, name: str) -> bool:
         project = self.settings.projects.get(name)
-        return project is not None and project.upstream == "merge" and self.upstream.mode == "proxy"
+        return project is not None and project.upstream == "merge" and self.upstream.keeps_pages
 
     async def _from_upstream(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
         mode = self.upstream.mode
@@ -159,7 +166,8 @@ class IndexApp:
         cached = self._proxied.get(key)
         if cached is not None and cached[0]() is model:
             return cached[1]
-        body = render.project_html(model) if fmt.is_html else render.project_json(model)
+        shown = _through_cache(model) if self.upstream.mode == "cache" else model
+        body = render.project_html(shown) if fmt.is_html else render.project_json(shown)
         page = make_page(body)
         self._proxied.put(
             key, (weakref.ref(model), page), len(page.body) + len(page.gzipped or b"")
@@ -192,6 +200,10 @@ class IndexApp:
             return await text(send, 404, "Not Found")
         name, filename = parts
         project = self.store.get(normalize(name))
+        if project is None and normalize(name) == name and self._caches_files():
+            # Hosted names never get here: the store was asked first (no confusion via the cache).
+            assert self.upstream_files is not None
+            return await self.upstream_files.serve(scope, send, self.upstream, name, filename)
         if project is None or normalize(name) != name:
             return await text(send, 404, f"No project {name} here")
         if project.status == "quarantined":
@@ -232,6 +244,9 @@ class IndexApp:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
+    def _caches_files(self) -> bool:
+        return self.upstream.mode == "cache" and self.upstream_files is not None
+
     # -- uploads ----------------------------------------------------------------------------------
 
     async def upload(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -246,6 +261,25 @@ class IndexApp:
             extra = [*refusal.headers, reason_header(refusal.message)]
             return await text(send, refusal.status, refusal.message, extra=extra)
         await text(send, status, message)
+
+
+def _through_cache(page: ProjectPage) -> ProjectPage:
+    """An upstream page whose files point at this index (cache mode), relative as hosted ones."""
+    files = tuple(
+        FileLink(
+            filename=f.filename,
+            url=f"../../files/{page.name}/{f.filename}",
+            hashes=f.hashes,
+            requires_python=f.requires_python,
+            yanked=f.yanked,
+            core_metadata=f.core_metadata,
+            size=f.size,
+            upload_time=f.upload_time,
+        )
+        for f in page.files
+        if _SAFE_FILENAME.fullmatch(f.filename)
+    )
+    return ProjectPage(name=page.name, files=files, versions=page.versions)
 
 
 def _read_if_small(path: Path) -> tuple[int, bytes | None]:

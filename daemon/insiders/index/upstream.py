@@ -2,7 +2,8 @@
 
 `redirect` sends the client to the upstream page; `proxy` fetches it (PEP 691 JSON preferred, HTML
 understood), keeps it for a while, renders it in the format the client asked for, and keeps serving
-the last good copy, from memory or from the cache directory, while the upstream is down.
+the last good copy, from memory or from the cache directory, while the upstream is down. `cache`
+keeps its pages as `proxy` does, and its files too (insiders.index.upstreamfiles).
 
 Anyone who may read picks the names asked for upstream, so every cache here is bounded by bytes
 (`pagecache`), a name the upstream does not know is remembered only briefly and never written,
@@ -269,12 +270,19 @@ class Upstream:
         self._ttl, self._negative_ttl = ttl, negative_ttl
         self._disk = DiskPages(cache_dir / "upstream", cache_size)
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        # Cache mode fetches the files through the same client (its timeout, its connections).
+        self.client = self._client
         self._memory: LRU[NormalizedName, _Cached] = LRU(MEMORY_BYTES)
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @property
+    def keeps_pages(self) -> bool:
+        """Whether pages are fetched, served and kept on disk (proxy and cache modes)."""
+        return self.mode in ("proxy", "cache")
 
     def redirect_url(self, name: NormalizedName) -> str:
         assert self.url is not None
@@ -287,7 +295,7 @@ class Upstream:
         cached = self._memory.get(name)
         if cached is None or not self._fresh(cached.fetched, cached.page is not None):
             return None
-        if cached.page is not None and self.mode == "proxy":
+        if cached.page is not None and self.keeps_pages:
             self._disk.touch(name)
         return cached
 
@@ -324,7 +332,7 @@ class Upstream:
     async def exists(self, name: NormalizedName) -> bool:
         """Whether the upstream has a project `name`. Proxy mode asks for its page (it will be
         served); redirect mode asks for the status only, and keeps nothing but the answer."""
-        if self.mode == "proxy":
+        if self.keeps_pages:
             return await self.page(name) is not None
         answer = await self._once(
             ("exists", name), lambda: self._fresh_answer(name), partial(self._ask, name)
@@ -345,7 +353,7 @@ class Upstream:
 
     async def _refresh(self, name: NormalizedName) -> _Cached:
         # A copy on disk still fresh (a page the memory let go, or one from before a restart).
-        copy = await self._load(name) if self.mode == "proxy" else None
+        copy = await self._load(name) if self.keeps_pages else None
         if copy is not None and copy.page is not None and self._fresh(copy.fetched, True):
             self._memory.put(name, copy, _weight(copy))
             return copy
@@ -384,8 +392,8 @@ class Upstream:
         return parse_html_page(response.content, str(response.url), name)
 
     async def _store(self, name: NormalizedName, cached: _Cached | None) -> None:
-        """Keep proxy mode's disk copy of a page (None: drop it); redirect mode keeps none."""
-        if self.mode != "proxy":
+        """Keep the disk copy of a page (None: drop it); redirect mode keeps none."""
+        if not self.keeps_pages:
             return
         try:
             if cached is None:

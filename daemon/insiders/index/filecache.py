@@ -1,0 +1,194 @@
+"""The upstream's files kept on disk, verified, bounded by bytes, least recently used evicted first.
+
+Cache mode (`[upstream] mode = "cache"`) serves the files of projects the index does not host
+from here once they were fetched (insiders.index.upstreamfiles fetches them). Each file is
+`DIRECTORY/NAME/FILENAME.SHA256`: the digest the upstream's page announced and the bytes were
+checked against, so an entry names its own ETag, and a file the upstream replaced under the same
+name is a new entry rather than a silent change. Only a verified file is ever renamed into place
+(written beside it, fsynced, renamed: insiders.fsutil's way); the rest is temp files that the
+next start removes.
+
+The order of use is the files' modification times at start (a hit moves a file's time forward),
+then kept in memory. It is derived data: deleting the directory loses nothing but time.
+Blocking: call from a thread; a lock keeps the threads apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from insiders.fsutil import fsync_dir
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+TEMP_PREFIX = ".fetch-"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    used: float  # time.time() of the last hit (or of the fetch)
+
+    @property
+    def relative(self) -> str:
+        """Its path under the cache directory (also its path under nginx's internal location)."""
+        return f"{self.name}/{self.filename}.{self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    size: int
+    files: int
+    limit: int
+    hits: int
+    misses: int
+    oldest: float | None  # the least recently used entry's last use
+
+
+class FileCache:
+    """At most `limit` bytes of verified upstream files under `directory`."""
+
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.directory = directory
+        self.limit = limit
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        # (name, filename) -> entry, least recently used first; None until the first call.
+        self._entries: dict[tuple[str, str], Entry] | None = None
+        self._size = 0
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def lookup(self, name: str, filename: str) -> Entry | None:
+        """The entry for a file, made the most recently used (a hit), or None (a miss)."""
+        with self._lock:
+            entries = self._known()
+            entry = entries.pop((name, filename), None)
+            if entry is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            entry = Entry(entry.name, entry.filename, entry.sha256, entry.size, time.time())
+            entries[(name, filename)] = entry
+        # The new order survives a restart as the file's time (a hint: a failure costs nothing).
+        with contextlib.suppress(OSError):
+            os.utime(self.path(entry), (entry.used, entry.used))
+        return entry
+
+    def peek(self, name: str, filename: str) -> Entry | None:
+        """The entry, if any, without counting a hit or a miss or changing the order."""
+        with self._lock:
+            return self._known().get((name, filename))
+
+    def path(self, entry: Entry) -> Path:
+        return self.directory / entry.relative
+
+    def usage(self) -> Usage:
+        with self._lock:
+            entries = self._known()
+            oldest = next(iter(entries.values())).used if entries else None
+            return Usage(self._size, len(entries), self.limit, self.hits, self.misses, oldest)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def temp_file(self, name: str) -> tuple[int, Path]:
+        """A new private file in NAME's directory to write a fetch into: (fd, path)."""
+        folder = self.directory / name
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+        return fd, Path(temp)
+
+    def keep(self, name: str, filename: str, temp: Path, sha256: str) -> Entry | None:
+        """Rename a fetched and verified temp file into place (fsynced first), as the newest
+        entry; the least recently used go beyond the limit. A file larger than the whole limit
+        is not kept (None)."""
+        size = temp.stat().st_size
+        if size > self.limit:
+            temp.unlink(missing_ok=True)
+            return None
+        entry = Entry(name, filename, sha256, size, time.time())
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            entries = self._known()
+            self._forget((name, filename))
+            os.replace(temp, self.path(entry))
+            fsync_dir(temp.parent)
+            entries[(name, filename)] = entry
+            self._size += size
+            while self._size > self.limit:
+                self._forget(next(iter(entries)))
+        return entry
+
+    def prune(
+        self, *, used_before: float | None = None, names: frozenset[str] = frozenset()
+    ) -> Usage:
+        """Drop the entries last used before `used_before` (None: any time), of `names` (empty:
+        every name); what was dropped (its size, files)."""
+        dropped = dropped_files = 0
+        with self._lock:
+            for key, entry in list(self._known().items()):
+                if names and entry.name not in names:
+                    continue
+                if used_before is not None and entry.used >= used_before:
+                    continue
+                dropped += entry.size
+                dropped_files += 1
+                self._forget(key)
+        return Usage(dropped, dropped_files, self.limit, 0, 0, None)
+
+    def drop_name(self, name: str) -> None:
+        self.prune(names=frozenset({name}))
+
+    # -- inside the lock -------------------------------------------------------------------------
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        assert self._entries is not None
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._size -= entry.size
+        self.path(entry).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: other files of that project
+            (self.directory / entry.name).rmdir()
+
+    def _known(self) -> dict[tuple[str, str], Entry]:
+        """The entries, read from the directory at the first call (temp files left by a crash
+        removed, anything that is not an entry's name left alone)."""
+        if self._entries is not None:
+            return self._entries
+        found: list[Entry] = []
+        try:
+            folders = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            folders = []
+        for folder in folders:
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            for item in os.scandir(folder.path):
+                if not item.is_file(follow_symlinks=False):
+                    continue
+                if item.name.startswith(TEMP_PREFIX):
+                    Path(item.path).unlink(missing_ok=True)
+                    continue
+                filename, _, digest = item.name.rpartition(".")
+                if filename and _DIGEST.match(digest):
+                    info = item.stat(follow_symlinks=False)
+                    found.append(Entry(folder.name, filename, digest, info.st_size, info.st_mtime))
+        found.sort(key=lambda e: e.used)
+        self._entries = {(e.name, e.filename): e for e in found}
+        self._size = sum(e.size for e in found)
+        return self._entries

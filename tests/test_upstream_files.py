@@ -1,0 +1,302 @@
+"""Cache mode: the upstream's files go through the index once, verified, and stay for later.
+
+The upstream is a static PEP 691 tree behind a real nginx (tests.static_upstream), whose access
+log counts what the daemon fetched; the daemons, pip and uv are real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fronts import ctl, uv_install, write_config
+from tests.static_upstream import StaticUpstream
+from tests.support import Daemon, make_wheel, pip_install, wheel_filename
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[StaticUpstream]:
+    server = StaticUpstream(tmp_path / "upstream").start()
+    yield server
+    server.stop()
+
+
+def caching(home: Path, upstream: StaticUpstream, config: str = "") -> Daemon:
+    write_config(home, config)
+    return Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "cache"]).start()
+
+
+def cached_files(daemon: Daemon) -> dict[str, int]:
+    """What the file cache holds: NAME/FILENAME -> bytes."""
+    root = daemon.home / "cache" / "insiders" / "upstream-files"
+    if not root.exists():
+        return {}
+    return {
+        f"{p.parent.name}/{p.name.rpartition('.')[0]}": p.stat().st_size
+        for p in root.glob("*/*")
+        if not p.name.startswith(".")
+    }
+
+
+def stopped(daemon: Daemon) -> None:
+    if daemon.proc is not None and daemon.proc.poll() is None:
+        daemon.stop()
+
+
+def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
+) -> None:
+    paths = [upstream.add_dist(p) for p in dists["other-0.1"] + dists["demo-1.1"]]
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            page = client.get("/simple/other-pkg/", headers={"Accept": JSON}).json()
+        assert all(f["url"].startswith("../../files/other-pkg/") for f in page["files"])
+        pip_install(daemon.index, tmp_path / "pip-cold", "other-pkg", "demo-pkg")
+        uv_install(daemon.index, tmp_path / "uv-cold", "other-pkg", "demo-pkg")
+        wheels = [p for p in dists["other-0.1"] + dists["demo-1.1"] if p.suffix == ".whl"]
+        held = cached_files(daemon)
+        for wheel in wheels:
+            name = "other-pkg" if wheel.name.startswith("other") else "demo-pkg"
+            assert held[f"{name}/{wheel.name}"] == wheel.stat().st_size
+            assert f"{name}/{wheel.name}.metadata" in held  # pip read PEP 658 metadata
+        # Two installers, one fetch of each file from the upstream.
+        assert all(upstream.requests(p) <= 1 for p in paths)
+        assert sum(upstream.requests(p) for p in paths) == len(wheels)
+    finally:
+        stopped(daemon)
+
+    # The upstream goes away; a restarted daemon (nothing in memory, every page stale) installs
+    # everything it cached, and fails fast, naming the upstream, for what it did not.
+    upstream.stop()
+    write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\n")
+    daemon.start()
+    try:
+        pip_install(daemon.index, tmp_path / "pip-warm", "other-pkg", "demo-pkg")
+        uv_install(daemon.index, tmp_path / "uv-warm", "other-pkg", "demo-pkg")
+        sdist = next(p for p in dists["other-0.1"] if p.name.endswith(".tar.gz"))
+        started = time.monotonic()
+        with daemon.client() as client:
+            never = client.get("/simple/never-fetched/")
+            not_cached = client.get(f"/files/other-pkg/{sdist.name}")
+        assert time.monotonic() - started < 5
+        assert never.status_code == 502
+        assert upstream.index in never.text
+        assert "failed" in never.text
+        assert not_cached.status_code == 502  # the sdist: pip and uv took the wheel
+        assert "127.0.0.1" in not_cached.text
+        assert "failed" in not_cached.text
+    finally:
+        stopped(daemon)
+
+
+def test_other_bytes_than_announced_are_never_cached_and_the_download_fails(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    # Larger than a chunk: most of it has reached the client when the digest is known.
+    good = make_wheel("bad-pkg", "1.0", b"the bytes the page announces" * 40_000)
+    evil = make_wheel("bad-pkg", "1.0", b"other bytes, as many of them" * 40_000)
+    filename = wheel_filename("bad-pkg", "1.0")
+    path = upstream.add("bad-pkg", filename, evil, announce=good)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        for _ in range(2):
+            with httpx.stream("GET", f"{daemon.url}/files/bad-pkg/{filename}") as response:
+                assert response.status_code == 200
+                with pytest.raises(httpx.RemoteProtocolError):
+                    response.read()
+        assert upstream.requests(path) == 2  # nothing kept: each request asked again
+        assert cached_files(daemon) == {}
+        result = subprocess.run(
+            [*pip_argv(daemon, tmp_path / "pip"), "bad-pkg"], capture_output=True, text=True
+        )
+        assert result.returncode != 0
+        assert cached_files(daemon) == {}
+        assert "sent other bytes than its page announced" in daemon.log()
+    finally:
+        stopped(daemon)
+
+
+def test_other_metadata_than_announced_is_refused(tmp_path: Path, upstream: StaticUpstream) -> None:
+    wheel = make_wheel("meta-pkg", "1.0")
+    filename = wheel_filename("meta-pkg", "1.0")
+    upstream.add("meta-pkg", filename, wheel, metadata=b"Metadata-Version: 2.1\nName: other\n")
+    # The page announces another metadata file's digest than the one served.
+    entry = upstream.files["meta-pkg"][0]
+    entry["core-metadata"] = {"sha256": hashlib.sha256(b"not this").hexdigest()}
+    upstream.add("meta-pkg", "placeholder-1.0.tar.gz", b"x")  # rewrites the page
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            # Smaller than a chunk: refused before any byte went out.
+            response = client.get(f"/files/meta-pkg/{filename}.metadata")
+        assert response.status_code == 502
+        assert "other bytes than its page announced" in response.text
+        assert cached_files(daemon) == {}
+    finally:
+        stopped(daemon)
+
+
+def pip_argv(daemon: Daemon, target: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+        "--index-url", daemon.index, "--target", str(target),
+    ]  # fmt: skip
+
+
+def test_concurrent_requests_for_a_file_make_one_upstream_request(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    data = make_wheel("slow-pkg", "1.0", bytes(range(256)) * 2048)  # ~512 kB: ~2 s upstream
+    filename = wheel_filename("slow-pkg", "1.0")
+    path = upstream.add("slow-pkg", filename, data)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:  # the page first: only the file's flight is measured
+            assert client.get("/simple/slow-pkg/").status_code == 200
+
+        def fetch(_: int) -> bytes:
+            with httpx.Client(base_url=daemon.url, timeout=60) as client:
+                response = client.get(f"/files/slow-pkg/{filename}")
+                assert response.status_code == 200
+                return response.content
+
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(fetch, range(8)))
+        assert all(body == data for body in bodies)
+        assert upstream.requests(path) == 1
+    finally:
+        stopped(daemon)
+
+
+def test_least_recently_used_files_go_beyond_the_file_cache_size(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    names = ["lru-a", "lru-b", "lru-c"]
+    wheels = {n: make_wheel(n, "1.0", n.encode() * 40_000) for n in names}
+    paths = {n: upstream.add(n, wheel_filename(n, "1.0"), wheels[n]) for n in names}
+    size = max(len(w) for w in wheels.values())
+    limit = size * 5 // 2
+    daemon = caching(tmp_path / "local", upstream, f"[upstream]\nfile-cache-size = {limit}\n")
+    try:
+        with daemon.client() as client:
+
+            def get(name: str) -> None:
+                response = client.get(paths[name])
+                assert response.status_code == 200
+                assert response.content == wheels[name]
+
+            get("lru-a")
+            get("lru-b")
+            get("lru-a")  # a hit: now lru-b is the least recently used
+            get("lru-c")
+            assert set(cached_files(daemon)) == {
+                f"lru-a/{wheel_filename('lru-a', '1.0')}",
+                f"lru-c/{wheel_filename('lru-c', '1.0')}",
+            }
+            assert sum(cached_files(daemon).values()) <= limit
+            get("lru-b")  # fetched again
+        assert upstream.requests(paths["lru-a"]) == 1
+        assert upstream.requests(paths["lru-b"]) == 2
+    finally:
+        stopped(daemon)
+
+
+def test_a_hosted_project_shadows_its_cached_files_at_once(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
+) -> None:
+    for path in dists["demo-1.1"]:
+        upstream.add_dist(path)
+    daemon = caching(tmp_path / "local", upstream)
+    cached = next(p for p in dists["demo-1.1"] if p.suffix == ".whl")
+    try:
+        with daemon.client() as client:
+            assert client.get(f"/files/demo-pkg/{cached.name}").status_code == 200
+            assert f"demo-pkg/{cached.name}" in cached_files(daemon)
+            for path in dists["demo-1.0"]:
+                assert daemon.upload(path).status_code == 200
+            page = client.get("/simple/demo-pkg/", headers={"Accept": JSON}).json()
+            assert {f["filename"] for f in page["files"]} == {p.name for p in dists["demo-1.0"]}
+            shadowed = client.get(f"/files/demo-pkg/{cached.name}")
+            assert shadowed.status_code == 404
+            assert client.get(f"/files/demo-pkg/{cached.name}.metadata").status_code == 404
+    finally:
+        stopped(daemon)
+
+
+def test_read_tokens_gate_cached_files_as_hosted_ones(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    data = make_wheel("gated-pkg", "1.0", b"private" * 1000)
+    path = upstream.add("gated-pkg", wheel_filename("gated-pkg", "1.0"), data)
+    daemon = caching(tmp_path / "local", upstream, '[server]\nread-access = "token"\n')
+    try:
+        created = ctl(daemon.home, "tokens", "create", "reader", "--scope", "read")
+        assert created.returncode == 0, created.stderr
+        secret = created.stdout.strip()
+        with daemon.client() as client:
+            for _ in range(2):  # cold, then warm
+                assert client.get(path).status_code == 401
+                assert client.get(path, auth=("__token__", "wrong")).status_code == 401
+                good = client.get(path, auth=("__token__", secret))
+                assert good.status_code == 200
+                assert good.content == data
+        assert upstream.requests(path) == 1
+    finally:
+        stopped(daemon)
+
+
+def test_a_cached_file_answers_etag_head_and_range(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    data = make_wheel("range-pkg", "1.0", bytes(range(256)) * 100)
+    path = upstream.add("range-pkg", wheel_filename("range-pkg", "1.0"), data)
+    digest = hashlib.sha256(data).hexdigest()
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            assert client.get(path).content == data
+            head = client.head(path)
+            assert head.status_code == 200
+            assert head.headers["content-length"] == str(len(data))
+            assert head.headers["etag"] == f'"{digest}"'
+            assert client.get(path, headers={"If-None-Match": f'"{digest}"'}).status_code == 304
+            part = client.get(path, headers={"Range": "bytes=100-199"})
+            assert part.status_code == 206
+            assert part.content == data[100:200]
+            assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+            tail = client.get(path, headers={"Range": "bytes=-10"})
+            assert tail.content == data[-10:]
+            beyond = client.get(path, headers={"Range": f"bytes={len(data)}-"})
+            assert beyond.status_code == 416
+        assert upstream.requests(path) == 1
+    finally:
+        stopped(daemon)
+
+
+def test_nothing_is_written_for_a_name_or_file_the_upstream_does_not_know(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    upstream.add("known-pkg", wheel_filename("known-pkg", "1.0"), make_wheel("known-pkg", "1.0"))
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            assert (
+                client.get("/files/no-such-pkg/no_such_pkg-1.0-py3-none-any.whl").status_code == 404
+            )
+            assert client.get("/files/known-pkg/known_pkg-9.0-py3-none-any.whl").status_code == 404
+        root = daemon.home / "cache" / "insiders" / "upstream-files"
+        assert not root.exists() or list(root.iterdir()) == []
+        assert not (daemon.home / "cache" / "insiders" / "upstream" / "no-such-pkg.json").exists()
+    finally:
+        stopped(daemon)
