@@ -30,6 +30,7 @@ COMMANDS = {
     "tokens",
     "projects",
     "mirrors",
+    "cache",
 }
 
 

@@ -7,6 +7,7 @@ log counts what the daemon fetched; the daemons, pip and uv are real.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -300,3 +301,40 @@ def test_nothing_is_written_for_a_name_or_file_the_upstream_does_not_know(
         assert not (daemon.home / "cache" / "insiders" / "upstream" / "no-such-pkg.json").exists()
     finally:
         stopped(daemon)
+
+
+def test_cache_status_and_prune(tmp_path: Path, upstream: StaticUpstream) -> None:
+    wheels = {n: make_wheel(n, "1.0", n.encode() * 1000) for n in ("keep-pkg", "drop-pkg")}
+    paths = {n: upstream.add(n, wheel_filename(n, "1.0"), w) for n, w in wheels.items()}
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        empty = json.loads(ok(daemon, "cache", "status", "--json"))
+        assert (empty["files"], empty["size"], empty["oldest"]) == (0, 0, None)
+        with daemon.client() as client:
+            for path in [*paths.values(), paths["keep-pkg"]]:
+                assert client.get(path).status_code == 200
+        report = json.loads(ok(daemon, "cache", "status", "--json"))
+        assert report["mode"] == "cache"
+        assert report["files"] == 2
+        assert report["size"] == sum(len(w) for w in wheels.values())
+        assert (report["hits"], report["misses"]) == (1, 2)
+        assert report["now"] - 60 < report["oldest"] <= report["now"]
+        text = ok(daemon, "cache", "status")
+        assert "33% of 3 requests" in text
+        assert "oldest" in text
+        assert "0 files dropped" in ok(daemon, "cache", "prune", "--older-than", "1h")
+        assert "1 file dropped" in ok(daemon, "cache", "prune", "Drop_Pkg")
+        assert set(cached_files(daemon)) == {f"keep-pkg/{wheel_filename('keep-pkg', '1.0')}"}
+        assert "1 file dropped" in ok(daemon, "cache", "prune")
+        assert cached_files(daemon) == {}
+        bad = ctl(daemon.home, "cache", "prune", "--older-than", "soon")
+        assert bad.returncode == 2
+        assert "--older-than" in bad.stderr
+    finally:
+        stopped(daemon)
+
+
+def ok(daemon: Daemon, *args: str) -> str:
+    result = ctl(daemon.home, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr

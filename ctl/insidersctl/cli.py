@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 from insidersctl import __version__
 from insidersctl import protocol as p
 from insidersctl.commands import (
+    cmd_cache_prune,
+    cmd_cache_status,
     cmd_logs,
     cmd_mirrors_list,
     cmd_mirrors_sync,
@@ -327,6 +329,13 @@ def _remove(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
+def _cache_prune(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--older-than", metavar="AGE", help="only files last used longer ago (90m, 12h, 30d, 2w)"
+    )
+    sub.add_argument("names", metavar="NAME", nargs="*", help="only these projects' files")
+
+
 def _completion(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
@@ -420,6 +429,15 @@ COMMANDS: dict[str, Command | Group] = {
             ),
         },
     ),
+    "cache": Group(
+        'the upstream\'s files kept by cache mode ([upstream] mode = "cache")',
+        {
+            "status": Command(cmd_cache_status, "its size, files, hit rate and oldest entry"),
+            "prune": Command(
+                cmd_cache_prune, "drop cached files (all, or by age and project)", _cache_prune
+            ),
+        },
+    ),
 }
 
 # Options that take a value: what follows them is not a command word.
@@ -428,6 +446,7 @@ _VALUE_OPTIONS = frozenset(
     | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
     | {"--version"}
     | {"--project", "--expires"}
+    | {"--older-than"}
 )
 
 

@@ -628,3 +628,36 @@ def unreachable_message(error: DaemonUnreachable) -> str:
     else:
         start = "`systemctl --user start insiders` or `insidersd`"
     return f"{error.reason} at {error.path}; start it with {start}"
+
+
+# -- the upstream file cache --------------------------------------------------------------------
+
+
+def _show_cache(report: p.CacheReport) -> None:
+    asked = report.hits + report.misses
+    rate = f"{100 * report.hits / asked:.0f}% of {plural(asked, 'request')}" if asked else "-"
+    rows = [
+        ("mode", report.mode + ("" if report.mode == "cache" else " (files are not cached)")),
+        ("upstream", report.upstream or "-"),
+        ("directory", report.directory),
+        ("size", f"{size(report.size)} of {size(report.limit)}"),
+        ("files", str(report.files)),
+        ("hit rate", f"{rate} since the daemon started"),
+        ("oldest", f"last used {ago(report.oldest, report.now)}" if report.oldest else "-"),
+    ]
+    out(_fields(rows))
+
+
+def _show_pruned(reply: p.CachePruned) -> None:
+    note(f"{plural(reply.files, 'file')} dropped ({size(reply.size)})")
+
+
+def _prune_request(args: argparse.Namespace) -> p.Request:
+    from insidersctl.expiry import parse_age
+
+    older = None if args.older_than is None else parse_age(args.older_than)
+    return p.PruneCache(older_than=older, names=tuple(args.names))
+
+
+cmd_cache_status = asks(lambda _: p.CacheStatus(), p.CacheReport, _show_cache)
+cmd_cache_prune = asks(_prune_request, p.CachePruned, _show_pruned)

@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 2  # 1: reload, version states, restart_needed, mirrors; 2: verify
+PROTOCOL_MINOR: Final = 3  # 1: reload, version states, restart_needed, mirrors; 2: verify;
+# 3: the upstream file cache (cache-status, cache-prune)
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -263,6 +264,18 @@ class Remove(Request, frozen=True, tag="remove"):
     version: str | None = None
     filename: str | None = None
     dry_run: bool = False
+
+
+class CacheStatus(Request, frozen=True, tag="cache-status"):
+    """Cache mode's file cache: its size, files, hit rate, oldest entry (reply: CacheReport)."""
+
+
+class PruneCache(Request, frozen=True, tag="cache-prune"):
+    """Drop cached upstream files: those last used more than `older_than` seconds ago (None:
+    whenever), of the projects `names` (empty: all); reply: CachePruned."""
+
+    older_than: float | None = None
+    names: tuple[str, ...] = ()
 
 
 # Parts of replies ----------------------------------------------------------------------------
@@ -518,6 +531,23 @@ class MirrorVerified(Clocked, frozen=True, kw_only=True, tag="mirror-verified"):
     differs: tuple[MirrorDifference, ...] = ()
 
 
+class CacheReport(Clocked, frozen=True, kw_only=True, tag="cache-status"):
+    mode: str = "none"  # the upstream mode: only "cache" fills the file cache
+    upstream: str | None = None
+    directory: str = ""
+    size: int = 0  # bytes held
+    limit: int = 0  # [upstream] file-cache-size
+    files: int = 0
+    hits: int = 0  # since the daemon started
+    misses: int = 0
+    oldest: float | None = None  # wall-clock time the least recently used file was last used
+
+
+class CachePruned(Reply, frozen=True, tag="cache-pruned"):
+    files: int = 0
+    size: int = 0
+
+
 class Removed(Reply, frozen=True, tag="removed"):
     project: str
     files: tuple[str, ...]
@@ -547,6 +577,8 @@ ClientMessage = (
     | ListMirrors
     | SyncMirror
     | VerifyMirror
+    | CacheStatus
+    | PruneCache
 )
 ServerMessage = (
     Welcome
@@ -572,6 +604,8 @@ ServerMessage = (
     | MirrorList
     | MirrorSynced
     | MirrorVerified
+    | CacheReport
+    | CachePruned
 )
 
 

@@ -428,6 +428,7 @@ async def start_control(
         data_dir=dirs.data,
         socket_path=path,
         logs=log_location(log_file, builds=dirs.data / "logs"),
+        file_cache=daemon.file_cache,
     )
     await nursery.start(partial(serve_control, Commands(parts).handle, path=path, sock=inherited))
 

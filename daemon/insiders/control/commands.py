@@ -34,6 +34,7 @@ from insiders.errors import (
     TokenError,
     single_error,
 )
+from insiders.index.filecache import FileCache
 from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
 from insiders.mirror import claim
@@ -48,6 +49,7 @@ from insiders.tokens import Token, Tokens, utc
 from insiders.watcher.report import Outcome, Step, WatcherState
 from insidersctl import protocol as p
 
+from . import cache
 from .server import SendEvent
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,7 @@ class Parts:
     data_dir: Path
     socket_path: Path
     logs: p.LogsLocation
+    file_cache: FileCache | None = None  # cache mode's files (None: `cache` is unavailable)
 
 
 class Commands:
@@ -224,6 +227,7 @@ class Commands:
         self.data_dir = parts.data_dir
         self.socket_path = parts.socket_path
         self.logs = parts.logs
+        self.file_cache = parts.file_cache
         # Token changes write the token file from a thread: one at a time.
         self._token_lock = trio.Lock()
 
@@ -302,9 +306,18 @@ class Commands:
                 return await self.sync_mirror(request)
             case p.VerifyMirror():
                 return await self.verify_mirror(request)
+            case p.CacheStatus():
+                return await cache.cache_report(self._file_cache(), self.daemon.upstream)
+            case p.PruneCache():
+                return await cache.prune(self._file_cache(), request)
         raise ControlRefused(
             p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}"
         )
+
+    def _file_cache(self) -> FileCache:
+        if self.file_cache is None:
+            raise ControlRefused(p.UNAVAILABLE, "this daemon keeps no upstream files")
+        return self.file_cache
 
     # -- status --------------------------------------------------------------------------------
 

@@ -1,0 +1,40 @@
+"""`insidersctl cache`: what cache mode's file cache holds, and dropping some of it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from insiders.index.filecache import FileCache
+from insiders.index.upstream import Upstream
+from insiders.names import normalize
+from insidersctl import protocol as p
+
+log = logging.getLogger(__name__)
+
+
+async def cache_report(cache: FileCache, upstream: Upstream) -> p.CacheReport:
+    usage = await trio.to_thread.run_sync(cache.usage)
+    return p.CacheReport(
+        mode=upstream.mode,
+        upstream=upstream.url,
+        directory=str(cache.directory),
+        size=usage.size,
+        limit=usage.limit,
+        files=usage.files,
+        hits=usage.hits,
+        misses=usage.misses,
+        oldest=usage.oldest,
+        now=time.time(),
+    )
+
+
+async def prune(cache: FileCache, request: p.PruneCache) -> p.CachePruned:
+    before = None if request.older_than is None else time.time() - request.older_than
+    names = frozenset(normalize(name) for name in request.names)
+    dropped = await trio.to_thread.run_sync(lambda: cache.prune(used_before=before, names=names))
+    if dropped.files:
+        log.info("cache prune: %d files, %d bytes dropped", dropped.files, dropped.size)
+    return p.CachePruned(files=dropped.files, size=dropped.size)
