@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.faults.places import silent_server
 from tests.fronts import ctl, uv_install, write_config
 from tests.static_upstream import StaticUpstream
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
@@ -338,3 +339,38 @@ def ok(daemon: Daemon, *args: str) -> str:
     result = ctl(daemon.home, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
+
+
+def test_a_hung_upstream_costs_one_timeout_then_the_cache_answers_at_once(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
+) -> None:
+    """An upstream that accepts connections and never answers (a hung host, a black hole): the
+    first request waits for the timeout; for a while after, pages come from their copies and
+    what is not cached fails at once, naming the upstream and the failure."""
+    for path in dists["other-0.1"] + dists["demo-1.1"]:
+        upstream.add_dist(path)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        pip_install(daemon.index, tmp_path / "cold", "other-pkg", "demo-pkg")
+    finally:
+        stopped(daemon)
+    with silent_server() as (hung, _):
+        write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\ntimeout = 3\n")
+        daemon.args = ["--upstream", f"{hung}/simple/", "--upstream-mode", "cache"]
+        daemon.start()
+        try:
+            with daemon.client() as client:
+                started = time.monotonic()
+                first = client.get("/simple/other-pkg/", headers={"Accept": JSON})
+                assert first.status_code == 200
+                assert time.monotonic() - started >= 3  # the timeout, once
+                started = time.monotonic()
+                assert client.get("/simple/demo-pkg/").status_code == 200
+                never = client.get("/simple/never-fetched/")
+                assert time.monotonic() - started < 1.5
+            assert never.status_code == 502
+            assert hung in never.text
+            assert "failed" in never.text
+            pip_install(daemon.index, tmp_path / "warm", "other-pkg", "demo-pkg")
+        finally:
+            stopped(daemon)

@@ -244,6 +244,10 @@ _decode_cached = msgspec.json.Decoder(_Cached).decode
 _NEGATIVE_WEIGHT = 256
 # The upstream's answers to "is there such a project?" (redirect mode's 404 page): one is small.
 KNOWN_NAMES = 4096
+# After the upstream could not be reached, pages are served from their copies and the rest fails
+# at once for this long, naming the failure: a hung upstream must not cost every request of an
+# offline install the whole timeout.
+DOWN_FOR = 10.0
 T = TypeVar("T")
 
 
@@ -275,6 +279,7 @@ class Upstream:
         self._memory: LRU[NormalizedName, _Cached] = LRU(MEMORY_BYTES)
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
+        self._down: tuple[float, str] | None = None  # (until, trio clock; why)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -302,6 +307,20 @@ class Upstream:
     def _fresh_answer(self, name: NormalizedName) -> tuple[float, bool] | None:
         answer = self._exists.get(name)
         return answer if answer and self._fresh(*answer) else None
+
+    def down(self) -> str | None:
+        """Why the upstream is not asked right now (it failed to answer lately), or None."""
+        if self._down is None or trio.current_time() >= self._down[0]:
+            return None
+        return self._down[1]
+
+    def failed(self, error: httpx.HTTPError, url: str) -> str:
+        """Record a failure to reach the upstream (a transport error: a refused connection, a
+        timeout), so that the next requests do not wait for it; the message for the client."""
+        why = f"upstream {url} failed: {str(error) or type(error).__name__}"
+        if isinstance(error, httpx.TransportError):
+            self._down = (trio.current_time() + DOWN_FOR, why)
+        return why
 
     async def _once(
         self,
@@ -359,20 +378,28 @@ class Upstream:
             return copy
         url = self.redirect_url(name)
         try:
+            if (down := self.down()) is not None:
+                raise UpstreamError(down)
             response = await self._client.get(url, headers={"Accept": ACCEPT})
             if response.status_code == 404:
                 page = None
             else:
                 response.raise_for_status()
                 page = self._parse(response, name)
-        except (httpx.HTTPError, msgspec.DecodeError, ValueError) as error:
+            self._down = None
+        except (httpx.HTTPError, msgspec.DecodeError, ValueError, UpstreamError) as error:
+            if isinstance(error, httpx.HTTPError):
+                why = self.failed(error, url)
+            elif isinstance(error, UpstreamError):
+                why = str(error)  # down lately: not asked
+            else:
+                why = f"upstream {url} failed: {error}"
             stale = self._memory.get(name) or await self._load(name)
             if stale is None:
-                raise UpstreamError(f"upstream {url} failed: {error}") from None
+                raise UpstreamError(why) from None
             log.warning(
-                "upstream %s failed (%s); serving the copy from %s",
-                url,
-                error,
+                "%s; serving the copy from %s",
+                why,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stale.fetched)),
             )
             self._memory.put(name, stale, _weight(stale))

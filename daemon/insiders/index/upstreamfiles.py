@@ -143,6 +143,8 @@ class UpstreamFiles:
         started = False
         kept: Entry | None = None
         try:
+            if (down := upstream.down()) is not None:
+                raise UpstreamError(down)
             try:
                 async with upstream.client.stream("GET", want.url) as response:
                     if response.status_code != 200:
@@ -165,7 +167,7 @@ class UpstreamFiles:
                             )
                         held = chunk
             except httpx.HTTPError as error:
-                raise UpstreamError(f"upstream {want.url} failed: {error}") from None
+                raise UpstreamError(upstream.failed(error, want.url)) from None
             await out.aclose()
             if digest.hexdigest() != want.sha256:
                 raise HashMismatch(
