@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.faults.places import silent_server
-from tests.fronts import ctl, uv_install, write_config
+from tests.fronts import Nginx, ctl, free_port, front_site, uv_install, write_config
 from tests.static_upstream import StaticUpstream
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
 
@@ -374,3 +374,53 @@ def test_a_hung_upstream_costs_one_timeout_then_the_cache_answers_at_once(
             pip_install(daemon.index, tmp_path / "warm", "other-pkg", "demo-pkg")
         finally:
             stopped(daemon)
+
+
+def test_the_nginx_front_sends_cached_files_itself(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """Behind the shipped front, a cached file costs the daemon an empty answer: nginx sends the
+    bytes from the file cache's directory (X-Accel-Redirect), Range included."""
+    shared = tmp_path / "upstream-files"
+    shared.mkdir(mode=0o755)
+    data = make_wheel("front-pkg", "1.0", bytes(range(256)) * 400)
+    metadata = b"Metadata-Version: 2.1\nName: front-pkg\nVersion: 1.0\n\n"
+    path = upstream.add("front-pkg", wheel_filename("front-pkg", "1.0"), data, metadata=metadata)
+    config = f'[upstream]\nfile-cache-directory = "{shared}"\n'
+    daemon = caching(tmp_path / "local", upstream, config)
+    (tmp_path / "mirror").mkdir()
+    port = free_port()
+    site = front_site(tmp_path / "mirror", daemon.url, port, upstream_files=shared)
+    nginx = Nginx(tmp_path / "nginx", site, port=port).start()
+    try:
+        with httpx.Client(base_url=nginx.url, timeout=30) as client:
+            cold = client.get(path)
+            assert cold.status_code == 200
+            assert cold.content == data
+            assert client.get(f"{path}.metadata").content == metadata
+            # What the daemon answers the front for a cached file: no body, a name.
+            with daemon.client() as direct:
+                answer = direct.get(path, headers={"X-Insiders-Accel": "/-/upstream-files/"})
+            assert answer.content == b""
+            location = answer.headers["x-accel-redirect"]
+            digest = hashlib.sha256(data).hexdigest()
+            assert location == f"/-/upstream-files/front-pkg/{Path(path).name}.{digest}"
+            assert (shared / location.removeprefix("/-/upstream-files/")).read_bytes() == data
+            # Through the front: nginx's own answer (its ETag, its Range), the same bytes.
+            warm = client.get(path)
+            assert warm.status_code == 200
+            assert warm.content == data
+            assert warm.headers["etag"] != f'"{digest}"'
+            assert warm.headers["content-type"] == "application/octet-stream"
+            meta = client.get(f"{path}.metadata")
+            assert meta.content == metadata
+            assert meta.headers["content-type"].startswith("text/plain")
+            part = client.get(path, headers={"Range": "bytes=10-19"})
+            assert part.status_code == 206
+            assert part.content == data[10:20]
+        assert upstream.requests(path) == 1
+        modes = {p.stat().st_mode & 0o777 for p in shared.rglob("*")}
+        assert modes == {0o755, 0o644}
+    finally:
+        nginx.stop()
+        stopped(daemon)

@@ -69,6 +69,14 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
     )
 
 
+def file_cache(settings: Settings, dirs: Directories) -> FileCache:
+    """Cache mode's files: private in the cache directory, or where the config says, for nginx
+    to read (the front's X-Accel-Redirect)."""
+    shared = settings.upstream.file_cache_directory
+    directory = Path(shared) if shared else dirs.cache / FILES_DIR
+    return FileCache(directory, settings.upstream.file_cache_size, shared=shared is not None)
+
+
 async def _private_directories(dirs: Directories) -> None:
     """The data and cache directories, there and the daemon's alone: what an earlier version (or
     another umask) left readable to others is restricted."""
@@ -130,7 +138,7 @@ class Daemon:
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)
-        self.file_cache = FileCache(dirs.cache / FILES_DIR, settings.upstream.file_cache_size)
+        self.file_cache = file_cache(settings, dirs)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
@@ -267,6 +275,8 @@ def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
         ]
     if running.mirrors != new.mirrors:
         changed.append("mirrors")
+    if running.upstream.file_cache_directory != new.upstream.file_cache_directory:
+        changed.append("upstream.file-cache-directory")
     return tuple(changed)
 
 

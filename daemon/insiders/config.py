@@ -76,6 +76,10 @@ class UpstreamSettings(_Section):
     # Cache mode: bytes of upstream files (distributions, .metadata) kept in the cache directory,
     # each checked against the sha256 its page announced; the least recently used go first.
     file_cache_size: Size = 10 << 30
+    # Cache mode: where those files are kept. None: in the cache directory, private to the daemon.
+    # A directory named here is for the nginx front to read (X-Accel-Redirect): its files are
+    # written 0644 and its directories 0755, as a mirror directory's.
+    file_cache_directory: str | None = None
     timeout: Positive = 15.0
 
 

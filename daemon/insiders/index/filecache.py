@@ -8,6 +8,10 @@ name is a new entry rather than a silent change. Only a verified file is ever re
 (written beside it, fsynced, renamed: insiders.fsutil's way); the rest is temp files that the
 next start removes.
 
+In the daemon's cache directory the files are private (0600). A directory the configuration
+names instead (`file-cache-directory`) is for the nginx front to read: 0644 files, 0755
+directories, as a mirror directory's.
+
 The order of use is the files' modification times at start (a hit moves a file's time forward),
 then kept in memory. It is derived data: deleting the directory loses nothing but time.
 Blocking: call from a thread; a lock keeps the threads apart.
@@ -57,9 +61,10 @@ class Usage:
 class FileCache:
     """At most `limit` bytes of verified upstream files under `directory`."""
 
-    def __init__(self, directory: Path, limit: int) -> None:
+    def __init__(self, directory: Path, limit: int, *, shared: bool = False) -> None:
         self.directory = directory
         self.limit = limit
+        self._file_mode, self._dir_mode = (0o644, 0o755) if shared else (0o600, 0o700)
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
@@ -104,7 +109,10 @@ class FileCache:
     def temp_file(self, name: str) -> tuple[int, Path]:
         """A new private file in NAME's directory to write a fetch into: (fd, path)."""
         folder = self.directory / name
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not folder.is_dir():
+            self.directory.mkdir(mode=self._dir_mode, parents=True, exist_ok=True)
+            folder.mkdir(mode=self._dir_mode, exist_ok=True)
+            os.chmod(folder, self._dir_mode)  # mkdir's mode is cut by the umask (0077)
         fd, temp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         return fd, Path(temp)
 
@@ -119,6 +127,7 @@ class FileCache:
         entry = Entry(name, filename, sha256, size, time.time())
         fd = os.open(temp, os.O_RDONLY)
         try:
+            os.fchmod(fd, self._file_mode)
             os.fsync(fd)
         finally:
             os.close(fd)
