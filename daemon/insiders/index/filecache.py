@@ -135,11 +135,13 @@ class FileCache:
             entries = self._known()
             self._forget((name, filename))
             os.replace(temp, self.path(entry))
-            fsync_dir(temp.parent)
             entries[(name, filename)] = entry
             self._size += size
             while self._size > self.limit:
                 self._forget(next(iter(entries)))
+        # Outside the lock, which the event loop takes too (`peek`): a rename lost in a crash
+        # loses only a cached copy.
+        fsync_dir(temp.parent)
         return entry
 
     def prune(

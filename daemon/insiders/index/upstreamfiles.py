@@ -105,13 +105,17 @@ class UpstreamFiles:
         if isinstance(found, str):
             return await _plain(send, 502, found)
         key = (name, filename)
-        while (flight := self._flights.get(key)) is not None:
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                # A fetch that ended while the page was looked up: its file is there now.
+                done = self.cache.peek(name, filename)
+                if done is not None:
+                    return await self._send_entry(scope, send, done)
+                break
             await flight.done.wait()
             if flight.failure is not None:
                 return await _plain(send, 502, flight.failure)
-            entry = self.cache.peek(name, filename)
-            if entry is not None:
-                return await self._send_entry(scope, send, entry)
         self._flights[key] = flight = _Flight()
         try:
             to_client = send if scope["method"] == "GET" else None
