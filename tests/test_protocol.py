@@ -44,6 +44,7 @@ REQUESTS: list[p.Request | p.Hello] = [
     p.CacheStatus(),
     p.PruneCache(),
     p.PruneCache(older_than=86400.0, names=("demo-pkg",)),
+    p.FetchCache(requirements=("demo-pkg==1.0",), platforms=("win_amd64",)),
 ]
 
 REPLIES: list[p.ServerMessage] = [
@@ -87,6 +88,7 @@ REPLIES: list[p.ServerMessage] = [
     ),
     p.CacheReport(mode="cache", size=10, limit=100, files=1, hits=3, misses=1, oldest=1.0, now=2.0),
     p.CachePruned(files=1, size=10),
+    p.CacheFetched(fetched=2, cached=1, size=10, failures=("x: no such project upstream",)),
 ]
 
 

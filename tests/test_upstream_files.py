@@ -424,3 +424,49 @@ def test_the_nginx_front_sends_cached_files_itself(
     finally:
         nginx.stop()
         stopped(daemon)
+
+
+def test_cache_fetch_fills_the_cache_for_installs_without_the_upstream(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
+) -> None:
+    for path in dists["demo-1.0"] + dists["demo-1.1"] + dists["other-0.1"]:
+        upstream.add_dist(path)
+    for platform in ("manylinux_2_17_x86_64", "win_amd64", "macosx_11_0_arm64"):
+        filename = f"plat_pkg-1.0-cp312-cp312-{platform}.whl"
+        upstream.add("plat-pkg", filename, platform.encode())
+    requirements = tmp_path / "requirements.txt"
+    (tmp_path / "more.txt").write_text("other-pkg  # a comment\n")
+    requirements.write_text(
+        "# pinned, as uv pip compile writes them\n"
+        "demo-pkg==1.0.0 \\\n    --hash=sha256:0000\n"
+        "-r more.txt\n"
+    )
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        fetched = ok(daemon, "cache", "fetch", "-r", str(requirements))
+        assert "6 files fetched" in fetched  # two releases: sdist, wheel and its metadata each
+        demo = {p.name for p in dists["demo-1.0"]}
+        assert {k.split("/")[1] for k in cached_files(daemon) if k.startswith("demo-pkg/")} == {
+            *demo,
+            *(f"{n}.metadata" for n in demo if n.endswith(".whl")),
+        }
+        again = ok(daemon, "cache", "fetch", "-r", str(requirements))
+        assert "0 files fetched" in again
+        assert "6 there already" in again
+        ok(daemon, "cache", "fetch", "plat-pkg", "--platform", "win_amd64")
+        assert {k for k in cached_files(daemon) if k.startswith("plat-pkg/")} == {
+            "plat-pkg/plat_pkg-1.0-cp312-cp312-win_amd64.whl"
+        }
+        missing = ctl(daemon.home, "cache", "fetch", "no-such-pkg", "demo-pkg>=9")
+        assert missing.returncode == 1
+        assert "no-such-pkg: no such project upstream" in missing.stderr
+        assert "demo-pkg>=9: no release upstream matches" in missing.stderr
+    finally:
+        stopped(daemon)
+    upstream.stop()
+    write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\n")
+    daemon.start()
+    try:
+        pip_install(daemon.index, tmp_path / "offline", "demo-pkg==1.0.0", "other-pkg")
+    finally:
+        stopped(daemon)

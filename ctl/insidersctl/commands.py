@@ -661,3 +661,49 @@ def _prune_request(args: argparse.Namespace) -> p.Request:
 
 cmd_cache_status = asks(lambda _: p.CacheStatus(), p.CacheReport, _show_cache)
 cmd_cache_prune = asks(_prune_request, p.CachePruned, _show_pruned)
+
+
+def requirement_lines(path: Path, seen: frozenset[Path] = frozenset()) -> list[str]:
+    """The requirements of a requirements.txt: continuation lines joined, options (--hash) and
+    comments dropped, `-r OTHER` followed (relative to the file)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise Usage(f"-r {path}: {error.strerror}") from None
+    lines: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith(("-r ", "--requirement ")):
+            other = (path.parent / line.split(None, 1)[1]).resolve()
+            if other not in seen:
+                lines += requirement_lines(other, seen | {path.resolve()})
+        elif line and not line.startswith(("#", "-")):
+            lines.append(line.split(" -", 1)[0].strip())
+    return lines
+
+
+def _fetch_request(args: argparse.Namespace) -> p.Request:
+    lines = list(args.requirements)
+    for name in args.files:
+        lines += requirement_lines(Path(name))
+    if not lines:
+        raise Usage("name requirements (NAME, NAME==VERSION) or a file of them (-r FILE)")
+    return p.FetchCache(requirements=tuple(lines), platforms=tuple(args.platforms))
+
+
+def _show_fetched(reply: p.CacheFetched) -> None:
+    note(
+        f"{plural(reply.fetched, 'file')} fetched ({size(reply.size)}), "
+        f"{reply.cached} there already"
+    )
+    for failure in reply.failures:
+        note(f"  not fetched: {failure}")
+
+
+def cmd_cache_fetch(ctx: Context) -> int:
+    reply = ctx.call(_fetch_request(ctx.args), p.CacheFetched, long=True)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        _show_fetched(reply)
+    return EXIT_FAILED if reply.failures else EXIT_OK

@@ -47,7 +47,7 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 PROTOCOL_MINOR: Final = 3  # 1: reload, version states, restart_needed, mirrors; 2: verify;
-# 3: the upstream file cache (cache-status, cache-prune)
+# 3: the upstream file cache (cache-status, cache-prune, cache-fetch)
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -276,6 +276,15 @@ class PruneCache(Request, frozen=True, tag="cache-prune"):
 
     older_than: float | None = None
     names: tuple[str, ...] = ()
+
+
+class FetchCache(Request, frozen=True, tag="cache-fetch"):
+    """Fill the file cache ahead of time: for each requirement (a requirements.txt line), the
+    newest release it allows, its sdist and wheels (only those for `platforms` and `any`, when
+    given) and their metadata; reply: CacheFetched, when every file is in."""
+
+    requirements: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
 
 
 # Parts of replies ----------------------------------------------------------------------------
@@ -548,6 +557,13 @@ class CachePruned(Reply, frozen=True, tag="cache-pruned"):
     size: int = 0
 
 
+class CacheFetched(Reply, frozen=True, tag="cache-fetched"):
+    fetched: int = 0  # files fetched now
+    cached: int = 0  # files that were there already
+    size: int = 0  # bytes fetched now
+    failures: tuple[str, ...] = ()  # one line each: what could not be had, and why
+
+
 class Removed(Reply, frozen=True, tag="removed"):
     project: str
     files: tuple[str, ...]
@@ -579,6 +595,7 @@ ClientMessage = (
     | VerifyMirror
     | CacheStatus
     | PruneCache
+    | FetchCache
 )
 ServerMessage = (
     Welcome
@@ -606,6 +623,7 @@ ServerMessage = (
     | MirrorVerified
     | CacheReport
     | CachePruned
+    | CacheFetched
 )
 
 

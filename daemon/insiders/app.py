@@ -439,6 +439,7 @@ async def start_control(
         socket_path=path,
         logs=log_location(log_file, builds=dirs.data / "logs"),
         file_cache=daemon.file_cache,
+        upstream_files=daemon.index.upstream_files,
     )
     await nursery.start(partial(serve_control, Commands(parts).handle, path=path, sock=inherited))
 

@@ -1,4 +1,4 @@
-"""`insidersctl cache`: what cache mode's file cache holds, and dropping some of it."""
+"""`insidersctl cache`: what cache mode's file cache holds, dropping some, fetching ahead."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import time
 
 import trio
 
+from insiders.errors import ControlRefused
 from insiders.index.filecache import FileCache
+from insiders.index.prefetch import prefetch
 from insiders.index.upstream import Upstream
+from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.names import normalize
 from insidersctl import protocol as p
 
@@ -38,3 +41,21 @@ async def prune(cache: FileCache, request: p.PruneCache) -> p.CachePruned:
     if dropped.files:
         log.info("cache prune: %d files, %d bytes dropped", dropped.files, dropped.size)
     return p.CachePruned(files=dropped.files, size=dropped.size)
+
+
+async def fetch(files: UpstreamFiles, upstream: Upstream, request: p.FetchCache) -> p.CacheFetched:
+    if upstream.mode != "cache":
+        raise ControlRefused(
+            p.REFUSED, f'upstream mode is {upstream.mode}: set [upstream] mode = "cache" first'
+        )
+    done = await prefetch(files, upstream, list(request.requirements), frozenset(request.platforms))
+    log.info(
+        "cache fetch: %d files fetched (%d bytes), %d there already, %d failures",
+        done.fetched,
+        done.size,
+        done.cached,
+        len(done.failures),
+    )
+    return p.CacheFetched(
+        fetched=done.fetched, cached=done.cached, size=done.size, failures=tuple(done.failures)
+    )

@@ -36,6 +36,7 @@ from insiders.errors import (
 )
 from insiders.index.filecache import FileCache
 from insiders.index.upstream import Upstream
+from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.logs import stderr_is_journal
 from insiders.mirror import claim
 from insiders.mirror.sync import Mirrors, MirrorState, MirrorTarget
@@ -212,6 +213,7 @@ class Parts:
     socket_path: Path
     logs: p.LogsLocation
     file_cache: FileCache | None = None  # cache mode's files (None: `cache` is unavailable)
+    upstream_files: UpstreamFiles | None = None  # and their fetcher
 
 
 class Commands:
@@ -228,6 +230,7 @@ class Commands:
         self.socket_path = parts.socket_path
         self.logs = parts.logs
         self.file_cache = parts.file_cache
+        self.upstream_files = parts.upstream_files
         # Token changes write the token file from a thread: one at a time.
         self._token_lock = trio.Lock()
 
@@ -310,6 +313,8 @@ class Commands:
                 return await cache.cache_report(self._file_cache(), self.daemon.upstream)
             case p.PruneCache():
                 return await cache.prune(self._file_cache(), request)
+            case p.FetchCache():
+                return await cache.fetch(self._upstream_files(), self.daemon.upstream, request)
         raise ControlRefused(
             p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}"
         )
@@ -318,6 +323,11 @@ class Commands:
         if self.file_cache is None:
             raise ControlRefused(p.UNAVAILABLE, "this daemon keeps no upstream files")
         return self.file_cache
+
+    def _upstream_files(self) -> UpstreamFiles:
+        if self.upstream_files is None:
+            raise ControlRefused(p.UNAVAILABLE, "this daemon keeps no upstream files")
+        return self.upstream_files
 
     # -- status --------------------------------------------------------------------------------
 

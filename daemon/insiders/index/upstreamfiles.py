@@ -53,7 +53,7 @@ class _Flight:
 
 
 @dataclass(frozen=True)
-class _Wanted:
+class Wanted:
     """What the upstream's page says of a file: where it is and what its sha256 must be."""
 
     url: str
@@ -61,7 +61,7 @@ class _Wanted:
     content_type: bytes
 
 
-def wanted(page: ProjectPage, filename: str) -> _Wanted | str | None:
+def wanted(page: ProjectPage, filename: str) -> Wanted | str | None:
     """The file's URL and digest on the page; None when the page does not list it; a message
     when it lists it without a sha256 (nothing unverified is cached)."""
     metadata = filename.endswith(METADATA)
@@ -76,8 +76,8 @@ def wanted(page: ProjectPage, filename: str) -> _Wanted | str | None:
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         return f"the upstream announces no sha256 for {filename}: it is not cached"
     if metadata:
-        return _Wanted(link.url + METADATA, digest, b"text/plain; charset=utf-8")
-    return _Wanted(link.url, digest, b"application/octet-stream")
+        return Wanted(link.url + METADATA, digest, b"text/plain; charset=utf-8")
+    return Wanted(link.url, digest, b"application/octet-stream")
 
 
 class UpstreamFiles:
@@ -128,12 +128,37 @@ class UpstreamFiles:
         if to_client is None and entry is not None:
             await self._send_entry(scope, send, entry)
 
+    async def fetch_ahead(
+        self, upstream: Upstream, name: str, filename: str, want: Wanted
+    ) -> int | None:
+        """Fetch a file into the cache with no client waiting (`insidersctl cache fetch`): its
+        size, or None when it was there; UpstreamError when it cannot be had."""
+        key = (name, filename)
+        while True:
+            if await trio.to_thread.run_sync(self.cache.peek, name, filename) is not None:
+                return None
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.failure is not None:
+                raise UpstreamError(flight.failure)
+        self._flights[key] = flight = _Flight()
+        try:
+            entry = await self._fetch(upstream, name, filename, want, None, flight)
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        if flight.failure is not None:
+            raise UpstreamError(flight.failure)
+        return entry.size if entry is not None else 0
+
     async def _fetch(
         self,
         upstream: Upstream,
         name: str,
         filename: str,
-        want: _Wanted,
+        want: Wanted,
         send: Send | None,
         flight: _Flight,
     ) -> Entry | None:
@@ -265,7 +290,7 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return (start, end)
 
 
-async def _start(send: Send, want: _Wanted, length: str | None) -> bool:
+async def _start(send: Send, want: Wanted, length: str | None) -> bool:
     headers = [
         (b"content-type", want.content_type),
         (b"etag", f'"{want.sha256}"'.encode()),
