@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.places import silent_server
+from tests.faults.places import silent_server, tmpfs
 from tests.fronts import Nginx, ctl, free_port, front_site, uv_install, write_config
 from tests.static_upstream import StaticUpstream
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
@@ -470,3 +471,62 @@ def test_cache_fetch_fills_the_cache_for_installs_without_the_upstream(
         pip_install(daemon.index, tmp_path / "offline", "demo-pkg==1.0.0", "other-pkg")
     finally:
         stopped(daemon)
+
+
+def test_a_client_that_leaves_mid_download_leaves_a_complete_cached_file(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """The first client's download feeds the cache: when it goes away, the fetch goes on, and
+    the next client gets the file from the cache (one upstream request in all); HEAD on a file
+    not cached yet fetches it too."""
+    data = make_wheel("slow-gone", "1.0", bytes(range(256)) * 2048)  # ~2 s upstream
+    filename = wheel_filename("slow-gone", "1.0")
+    path = upstream.add("slow-gone", filename, data)
+    other = make_wheel("head-pkg", "1.0", b"head" * 1000)
+    head_path = upstream.add("head-pkg", wheel_filename("head-pkg", "1.0"), other)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with httpx.stream("GET", f"{daemon.url}{path}", timeout=30) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())
+        with daemon.client() as client:
+            assert client.get(path).content == data
+            head = client.head(head_path)
+            assert head.status_code == 200
+            assert head.headers["content-length"] == str(len(other))
+            assert client.get(head_path).content == other
+        assert upstream.requests(path) == 1
+        assert upstream.requests(head_path) == 1
+    finally:
+        stopped(daemon)
+
+
+def test_a_full_cache_disk_still_serves_the_file_checked(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """The cache is a help, not a condition: a file the full disk cannot hold still reaches the
+    client whole (and its sha256 still checked), is not kept, and the daemon goes on."""
+    big = make_wheel("big-pkg", "1.0", os.urandom(3 << 20))
+    big_path = upstream.add("big-pkg", wheel_filename("big-pkg", "1.0"), big)
+    small = make_wheel("small-pkg", "1.0", b"small" * 100)
+    small_path = upstream.add("small-pkg", wheel_filename("small-pkg", "1.0"), small)
+    with tmpfs(tmp_path / "files", "1m") as files:
+        daemon = caching(
+            tmp_path / "local", upstream, f'[upstream]\nfile-cache-directory = "{files}"\n'
+        )
+        try:
+            with daemon.client() as client:
+                for _ in range(2):
+                    response = client.get(big_path)
+                    assert response.status_code == 200
+                    assert response.content == big
+                head = client.head(big_path)
+                assert head.status_code == 503
+                assert client.get(small_path).content == small
+            assert upstream.requests(big_path) == 3
+            assert [p.name for p in files.glob("*/*")] == [
+                f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"
+            ]
+            assert "cannot write the file cache" in daemon.log()
+        finally:
+            stopped(daemon)

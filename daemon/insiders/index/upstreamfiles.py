@@ -14,10 +14,13 @@ whose `X-Accel-Redirect` lets nginx send the file itself from the cache director
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +33,9 @@ from .connections import current_connection
 from .filecache import Entry, FileCache
 from .model import FileLink, ProjectPage
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from trio._file_io import AsyncIOWrapper  # what trio.wrap_file returns (not exported)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,63 @@ class _Flight:
     """One fetch of one file; the requests that came meanwhile wait for `done`."""
 
     done: trio.Event = field(default_factory=trio.Event)
-    failure: str | None = None
+    failure: str | None = None  # the file could not be had
+    unkept: str | None = None  # the file was had, checked, and not kept
+
+
+class _Sink:
+    """A fetch's temp file in the cache, given up (not the fetch) on the first OSError."""
+
+    def __init__(self, cache: FileCache, name: str, flight: _Flight) -> None:
+        self.cache, self.name, self.flight = cache, name, flight
+        self.out: AsyncIOWrapper[BinaryIO] | None = None
+        self.temp: Path | None = None
+
+    @classmethod
+    async def open(cls, cache: FileCache, name: str, flight: _Flight) -> _Sink:
+        sink = cls(cache, name, flight)
+        try:
+            fd, sink.temp = await trio.to_thread.run_sync(cache.temp_file, name)
+            sink.out = trio.wrap_file(open(fd, "wb"))  # noqa: ASYNC230, SIM115  (an fd)
+        except OSError as error:
+            await sink.give_up(error)
+        return sink
+
+    async def write(self, chunk: bytes) -> None:
+        if self.out is not None:
+            try:
+                await self.out.write(chunk)
+            except OSError as error:
+                await self.give_up(error)
+
+    async def keep(self, filename: str, sha256: str) -> Entry | None:
+        if self.out is None or self.temp is None:
+            return None
+        try:
+            await self.out.aclose()
+            kept = await trio.to_thread.run_sync(
+                self.cache.keep, self.name, filename, self.temp, sha256
+            )
+        except OSError as error:
+            await self.give_up(error)
+            return None
+        self.out = self.temp = None
+        if kept is None:
+            self.flight.unkept = "larger than [upstream] file-cache-size: not kept"
+        return kept
+
+    async def give_up(self, error: OSError) -> None:
+        self.flight.unkept = f"cannot write the file cache: {error.strerror or error}"
+        log.warning("%s: %s", self.name, self.flight.unkept)
+        await self.discard()
+
+    async def discard(self) -> None:
+        out, temp, self.out, self.temp = self.out, self.temp, None, None
+        if out is not None:
+            with contextlib.suppress(OSError):  # a full disk also fails the close's flush
+                await out.aclose()
+        if temp is not None:
+            await trio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
 
 
 @dataclass(frozen=True)
@@ -123,9 +185,11 @@ class UpstreamFiles:
         finally:
             del self._flights[key]
             flight.done.set()
-        if flight.failure is not None and to_client is None:
-            return await _plain(send, 502, flight.failure)
-        if to_client is None and entry is not None:
+        if to_client is None:
+            if flight.failure is not None:
+                return await _plain(send, 502, flight.failure)
+            if entry is None:
+                return await _plain(send, 503, f"{filename}: {flight.unkept}")
             await self._send_entry(scope, send, entry)
 
     async def fetch_ahead(
@@ -151,7 +215,9 @@ class UpstreamFiles:
             flight.done.set()
         if flight.failure is not None:
             raise UpstreamError(flight.failure)
-        return entry.size if entry is not None else 0
+        if entry is None:
+            raise UpstreamError(str(flight.unkept))
+        return entry.size
 
     async def _fetch(
         self,
@@ -165,9 +231,11 @@ class UpstreamFiles:
         """Long because it is one stream with three ends (the upstream, the temp file, the client)
         and each way it can fail. Fetch into a temp file, verify, keep; with `send`, stream to
         the client too, holding the last chunk back until the digest is known. On failure
-        `flight.failure` says why, and a client already answered has its connection closed."""
-        fd, temp = await trio.to_thread.run_sync(self.cache.temp_file, name)
-        out = trio.wrap_file(open(fd, "wb"))  # noqa: ASYNC230, SIM115  (an fd: no path to block on)
+        `flight.failure` says why, and a client already answered has its connection closed.
+        The cache is a help, not a condition: a file that cannot be written (a full disk) or
+        kept (larger than the cache) still reaches the client, checked (`flight.unkept` says why
+        it was not kept)."""
+        sink = await _Sink.open(self.cache, name, flight)
         digest = hashlib.sha256()
         started = False
         kept: Entry | None = None
@@ -187,7 +255,7 @@ class UpstreamFiles:
                     held = b""
                     async for chunk in response.aiter_bytes(CHUNK):
                         digest.update(chunk)
-                        await out.write(chunk)
+                        await sink.write(chunk)
                         if send is not None and held:
                             if not started:
                                 started = await _start(send, want, length)
@@ -197,13 +265,12 @@ class UpstreamFiles:
                         held = chunk
             except httpx.HTTPError as error:
                 raise UpstreamError(upstream.failed(error, want.url)) from None
-            await out.aclose()
             if digest.hexdigest() != want.sha256:
                 raise HashMismatch(
                     f"upstream {want.url} sent other bytes than its page announced "
                     f"(sha256 {digest.hexdigest()}, announced {want.sha256}): not kept"
                 )
-            kept = await trio.to_thread.run_sync(self.cache.keep, name, filename, temp, want.sha256)
+            kept = await sink.keep(filename, want.sha256)
             if send is not None:
                 if not started:
                     started = await _start(send, want, length)
@@ -219,9 +286,7 @@ class UpstreamFiles:
                     await _plain(send, 502, str(error))
             return None
         finally:
-            await out.aclose()
-            if kept is None:
-                await trio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+            await sink.discard()
 
     async def _send_entry(self, scope: Scope, send: Send, entry: Entry) -> None:
         """Long because it is an HTTP file answer: 304, the front's redirect, Range and HEAD."""
