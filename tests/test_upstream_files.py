@@ -290,7 +290,18 @@ def test_a_cached_file_answers_etag_head_and_range(
 def test_nothing_is_written_for_a_name_or_file_the_upstream_does_not_know(
     tmp_path: Path, upstream: StaticUpstream
 ) -> None:
-    upstream.add("known-pkg", wheel_filename("known-pkg", "1.0"), make_wheel("known-pkg", "1.0"))
+    known = make_wheel("known-pkg", "1.0")
+    upstream.add("known-pkg", wheel_filename("known-pkg", "1.0"), known)
+    # A hostile page: a file named to climb out of the cache, and one no filename can be.
+    for hostile in ("../../escape-1.0-py3-none-any.whl", "..", "a b.whl"):
+        upstream.files["known-pkg"].append(
+            {
+                "filename": hostile,
+                "url": f"../../files/known-pkg/{wheel_filename('known-pkg', '1.0')}",
+                "hashes": {"sha256": hashlib.sha256(known).hexdigest()},
+            }
+        )
+    upstream.add("known-pkg", "known_pkg-1.0.tar.gz", b"sdist")  # writes the page
     daemon = caching(tmp_path / "local", upstream)
     try:
         with daemon.client() as client:
@@ -298,6 +309,13 @@ def test_nothing_is_written_for_a_name_or_file_the_upstream_does_not_know(
                 client.get("/files/no-such-pkg/no_such_pkg-1.0-py3-none-any.whl").status_code == 404
             )
             assert client.get("/files/known-pkg/known_pkg-9.0-py3-none-any.whl").status_code == 404
+            page = client.get("/simple/known-pkg/", headers={"Accept": JSON}).json()
+            assert {f["filename"] for f in page["files"]} == {
+                wheel_filename("known-pkg", "1.0"),
+                "known_pkg-1.0.tar.gz",
+            }
+            for hostile in ("..", "a b.whl", "..%2F..%2Fescape-1.0-py3-none-any.whl"):
+                assert client.get(f"/files/known-pkg/{hostile}").status_code == 404
         root = daemon.home / "cache" / "insiders" / "upstream-files"
         assert not root.exists() or list(root.iterdir()) == []
         assert not (daemon.home / "cache" / "insiders" / "upstream" / "no-such-pkg.json").exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import weakref
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -30,7 +29,7 @@ from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
 from .upload import handle_upload
-from .upstreamfiles import UpstreamFiles
+from .upstreamfiles import SAFE_FILENAME, UpstreamFiles
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,6 @@ CHUNK = 256 << 10
 # Bytes of proxied pages kept as rendered (the upstream's cache keeps the parsed ones).
 RENDERED_BYTES = 16 << 20
 _NEGOTIATED_LIMIT = 256  # distinct Accept headers remembered
-# A wheel's or sdist's filename: an upstream file named otherwise is not relayed by cache mode.
-_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 
 
 class IndexApp:
@@ -203,7 +200,8 @@ class IndexApp:
         if project is None and normalize(name) == name and self._caches_files():
             # Hosted names never get here: the store was asked first (no confusion via the cache).
             assert self.upstream_files is not None
-            return await self.upstream_files.serve(scope, send, self.upstream, name, filename)
+            normalized = normalize(name)
+            return await self.upstream_files.serve(scope, send, self.upstream, normalized, filename)
         if project is None or normalize(name) != name:
             return await text(send, 404, f"No project {name} here")
         if project.status == "quarantined":
@@ -277,7 +275,7 @@ def _through_cache(page: ProjectPage) -> ProjectPage:
             upload_time=f.upload_time,
         )
         for f in page.files
-        if _SAFE_FILENAME.fullmatch(f.filename)
+        if SAFE_FILENAME.fullmatch(f.filename)
     )
     return ProjectPage(name=page.name, files=files, versions=page.versions)
 

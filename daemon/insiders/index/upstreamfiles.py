@@ -27,6 +27,7 @@ import httpx
 import trio
 
 from insiders.errors import UpstreamError
+from insiders.names import NormalizedName
 
 from .asgi import Scope, Send
 from .connections import current_connection
@@ -43,6 +44,8 @@ CHUNK = 256 << 10
 ACCEL_HEADER = b"x-insiders-accel"
 _ACCEL_PREFIX = re.compile(r"^/[A-Za-z0-9/_.-]*/$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# A wheel's or sdist's filename (what a hostile upstream page names otherwise is not fetched).
+SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 METADATA = ".metadata"
 
 
@@ -128,6 +131,8 @@ def wanted(page: ProjectPage, filename: str) -> Wanted | str | None:
     when it lists it without a sha256 (nothing unverified is cached)."""
     metadata = filename.endswith(METADATA)
     base = filename.removesuffix(METADATA) if metadata else filename
+    if not SAFE_FILENAME.fullmatch(base):
+        return None
     link: FileLink | None = next((f for f in page.files if f.filename == base), None)
     if link is None:
         return None
@@ -150,13 +155,13 @@ class UpstreamFiles:
         self._flights: dict[tuple[str, str], _Flight] = {}
 
     async def serve(
-        self, scope: Scope, send: Send, upstream: Upstream, name: str, filename: str
+        self, scope: Scope, send: Send, upstream: Upstream, name: NormalizedName, filename: str
     ) -> None:
         entry = await trio.to_thread.run_sync(self.cache.lookup, name, filename)
         if entry is not None:
             return await self._send_entry(scope, send, entry)
         try:
-            page = await upstream.page(name)  # type: ignore[arg-type]
+            page = await upstream.page(name)
         except UpstreamError as error:
             return await _plain(send, 502, str(error))
         if page is None:
