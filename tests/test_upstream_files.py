@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from insiders.index.filecache import FileCache
 from tests.faults.places import silent_server, tmpfs
 from tests.fronts import Nginx, ctl, free_port, front_site, uv_install, write_config
 from tests.static_upstream import StaticUpstream
@@ -233,6 +234,9 @@ def test_a_hosted_project_shadows_its_cached_files_at_once(
             shadowed = client.get(f"/files/demo-pkg/{cached.name}")
             assert shadowed.status_code == 404
             assert client.get(f"/files/demo-pkg/{cached.name}.metadata").status_code == 404
+        # And the copies it no longer serves go (at the file cache's next use).
+        assert json.loads(ok(daemon, "cache", "status", "--json"))["files"] == 0
+        assert cached_files(daemon) == {}
     finally:
         stopped(daemon)
 
@@ -548,3 +552,38 @@ def test_a_full_cache_disk_still_serves_the_file_checked(
             assert "cannot write the file cache" in daemon.log()
         finally:
             stopped(daemon)
+
+
+def test_the_file_cache_reads_its_order_back_from_the_files_and_drops_crash_leftovers(
+    tmp_path: Path,
+) -> None:
+    """After a restart the least recently used go first still (the files' times), and the temp
+    files a crash left behind are removed; a name that became hosted loses its files."""
+    cache = FileCache(tmp_path / "files", 3000)
+    for n, name in enumerate(("a", "b", "c")):
+        fd, temp = cache.temp_file(name)
+        os.write(fd, bytes(1000))
+        os.close(fd)
+        digest = hashlib.sha256(bytes(1000)).hexdigest()
+        assert cache.keep(name, f"{name}.whl", temp, digest) is not None
+        os.utime(cache.path(cache.peek(name, f"{name}.whl")), (1000 + n, 1000 + n))  # type: ignore[arg-type]
+    os.utime(cache.path(cache.peek("a", "a.whl")), (2000, 2000))  # type: ignore[arg-type]  # a hit
+    leftover = cache.temp_file("b")
+    os.close(leftover[0])
+
+    again = FileCache(tmp_path / "files", 3000)
+    assert again.usage().files == 3
+    assert not leftover[1].exists()
+    fd, temp = again.temp_file("d")
+    os.close(fd)
+    digest = hashlib.sha256(b"").hexdigest()
+    again.keep("d", "d.whl", temp, digest)  # 0 bytes: nothing to evict
+    fd, temp = again.temp_file("e")
+    os.write(fd, bytes(10))
+    os.close(fd)
+    again.keep("e", "e.whl", temp, hashlib.sha256(bytes(10)).hexdigest())
+    assert again.peek("b", "b.whl") is None  # the oldest went
+    assert again.peek("a", "a.whl") is not None
+    again.drop_later("c")
+    assert again.usage().files == 3  # a, d, e
+    assert not (tmp_path / "files" / "c").exists()

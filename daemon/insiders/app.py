@@ -69,12 +69,14 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
     )
 
 
-def file_cache(settings: Settings, dirs: Directories) -> FileCache:
+def file_cache(settings: Settings, dirs: Directories, store: Store) -> FileCache:
     """Cache mode's files: private in the cache directory, or where the config says, for nginx
-    to read (the front's X-Accel-Redirect)."""
+    to read (the front's X-Accel-Redirect). A name that becomes hosted loses its cached files."""
     shared = settings.upstream.file_cache_directory
     directory = Path(shared) if shared else dirs.cache / FILES_DIR
-    return FileCache(directory, settings.upstream.file_cache_size, shared=shared is not None)
+    cache = FileCache(directory, settings.upstream.file_cache_size, shared=shared is not None)
+    store.subscribe(lambda name: cache.drop_later(name) if store.get(name) else None)
+    return cache
 
 
 async def _private_directories(dirs: Directories) -> None:
@@ -138,7 +140,7 @@ class Daemon:
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)
-        self.file_cache = file_cache(settings, dirs)
+        self.file_cache = file_cache(settings, dirs, store)
         self.index = IndexApp(
             store=store,
             tokens=tokens,

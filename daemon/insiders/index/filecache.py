@@ -71,6 +71,8 @@ class FileCache:
         # (name, filename) -> entry, least recently used first; None until the first call.
         self._entries: dict[tuple[str, str], Entry] | None = None
         self._size = 0
+        # Names that became hosted: their files go at the next call from a thread.
+        self._hosted: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ class FileCache:
 
     def temp_file(self, name: str) -> tuple[int, Path]:
         """A new private file in NAME's directory to write a fetch into: (fd, path)."""
+        with self._lock:
+            self._known()  # the first scan removes temp files: never this one
         folder = self.directory / name
         if not folder.is_dir():
             self.directory.mkdir(mode=self._dir_mode, parents=True, exist_ok=True)
@@ -164,6 +168,11 @@ class FileCache:
     def drop_name(self, name: str) -> None:
         self.prune(names=frozenset({name}))
 
+    def drop_later(self, name: str) -> None:
+        """Forget NAME's files soon (a store listener, on the event loop: no lock, no I/O).
+        Nothing serves them meanwhile: a hosted name never reaches the file cache."""
+        self._hosted.add(name)
+
     # -- inside the lock -------------------------------------------------------------------------
 
     def _forget(self, key: tuple[str, str]) -> None:
@@ -178,9 +187,18 @@ class FileCache:
 
     def _known(self) -> dict[tuple[str, str], Entry]:
         """The entries, read from the directory at the first call (temp files left by a crash
-        removed, anything that is not an entry's name left alone)."""
-        if self._entries is not None:
-            return self._entries
+        removed, anything that is not an entry's name left alone), without those of names that
+        became hosted."""
+        if self._entries is None:
+            self._entries = self._scan()
+            self._size = sum(e.size for e in self._entries.values())
+        while self._hosted:
+            name = self._hosted.pop()
+            for key in [k for k in self._entries if k[0] == name]:
+                self._forget(key)
+        return self._entries
+
+    def _scan(self) -> dict[tuple[str, str], Entry]:
         found: list[Entry] = []
         try:
             folders = list(os.scandir(self.directory))
@@ -200,6 +218,4 @@ class FileCache:
                     info = item.stat(follow_symlinks=False)
                     found.append(Entry(folder.name, filename, digest, info.st_size, info.st_mtime))
         found.sort(key=lambda e: e.used)
-        self._entries = {(e.name, e.filename): e for e in found}
-        self._size = sum(e.size for e in found)
-        return self._entries
+        return {(e.name, e.filename): e for e in found}
