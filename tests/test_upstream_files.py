@@ -286,6 +286,10 @@ def test_a_cached_file_answers_etag_head_and_range(
             assert tail.content == data[-10:]
             beyond = client.get(path, headers={"Range": f"bytes={len(data)}-"})
             assert beyond.status_code == 416
+            # Behind the front, but kept privately: nginx could not read it, the daemon sends it.
+            private = client.get(path, headers={"X-Insiders-Accel": "/-/upstream-files/"})
+            assert private.content == data
+            assert "x-accel-redirect" not in private.headers
         assert upstream.requests(path) == 1
     finally:
         stopped(daemon)

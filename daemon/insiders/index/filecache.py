@@ -64,6 +64,8 @@ class FileCache:
     def __init__(self, directory: Path, limit: int, *, shared: bool = False) -> None:
         self.directory = directory
         self.limit = limit
+        # Readable by the front's nginx, which may then send the files itself.
+        self.shared = shared
         self._file_mode, self._dir_mode = (0o644, 0o755) if shared else (0o600, 0o700)
         self.hits = 0
         self.misses = 0

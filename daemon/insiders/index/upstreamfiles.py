@@ -8,8 +8,9 @@ files (PEP 658) are fetched and checked the same way, against the page's core-me
 
 Requests for a file being fetched wait for that one fetch (single flight) and are then answered
 from the cache. A cached file is answered with its sha256 as ETag, HEAD and a single Range, or,
-behind the shipped nginx front (which sends `X-Insiders-Accel: /PREFIX/`), with an empty answer
-whose `X-Accel-Redirect` lets nginx send the file itself from the cache directory.
+behind the shipped nginx front (which sends `X-Insiders-Accel: /PREFIX/`) and when the files are
+kept where nginx can read them (`file-cache-directory`), with an empty answer whose
+`X-Accel-Redirect` lets nginx send the file itself.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ class UpstreamFiles:
         if _header(scope, b"if-none-match") == etag:
             return await _empty(send, 304, headers[1:])
         accel = _header(scope, ACCEL_HEADER).decode("latin-1")
-        if accel and _ACCEL_PREFIX.match(accel):
+        # Only a directory written for nginx to read can be sent by nginx.
+        if accel and self.cache.shared and _ACCEL_PREFIX.match(accel):
             location = accel + quote(entry.relative)
             return await _empty(send, 200, [*headers, (b"x-accel-redirect", location.encode())])
         start, end, status = 0, entry.size, 200
