@@ -591,3 +591,28 @@ def test_the_file_cache_reads_its_order_back_from_the_files_and_drops_crash_left
     again.drop_later("c")
     assert again.usage().files == 3  # a, d, e
     assert not (tmp_path / "files" / "c").exists()
+
+
+def test_merge_in_cache_mode_lists_the_upstream_files_after_the_hosted_ones(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
+) -> None:
+    """A merged project stays hosted: its own files from the store, the upstream's listed after
+    them with the upstream's URLs (not cached: /files/ of a hosted name is the store's)."""
+    for path in dists["demo-1.1"]:
+        upstream.add_dist(path)
+    config = '[projects.demo-pkg]\nupstream = "merge"\n'
+    daemon = caching(tmp_path / "local", upstream, config)
+    try:
+        for path in dists["demo-1.0"]:
+            assert daemon.upload(path).status_code == 200
+        with daemon.client() as client:
+            page = client.get("/simple/demo-pkg/", headers={"Accept": JSON}).json()
+        urls = {f["filename"]: f["url"] for f in page["files"]}
+        assert set(urls) == {p.name for p in dists["demo-1.0"] + dists["demo-1.1"]}
+        assert all(
+            urls[p.name].startswith(upstream.index[: -len("simple/")]) for p in dists["demo-1.1"]
+        )
+        pip_install(daemon.index, tmp_path / "pip", "demo-pkg")
+        assert cached_files(daemon) == {}
+    finally:
+        stopped(daemon)
