@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import msgspec
 import trio
 
 from insiders.config import Settings
@@ -24,7 +25,7 @@ from insiders.store import Store
 from insiders.tokens import Tokens
 
 from . import render
-from .model import FileLink, ProjectPage, hosted_page
+from .model import ProjectPage, hosted_page
 from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
@@ -262,20 +263,12 @@ class IndexApp:
 
 
 def _through_cache(page: ProjectPage) -> ProjectPage:
-    """An upstream page whose files point at this index (cache mode), relative as hosted ones."""
+    """An upstream page whose files point at this index (cache mode), relative as hosted ones;
+    only the files it can serve: a distribution's filename and a sha256 to check."""
     files = tuple(
-        FileLink(
-            filename=f.filename,
-            url=f"../../files/{page.name}/{f.filename}",
-            hashes=f.hashes,
-            requires_python=f.requires_python,
-            yanked=f.yanked,
-            core_metadata=f.core_metadata,
-            size=f.size,
-            upload_time=f.upload_time,
-        )
+        msgspec.structs.replace(f, url=f"../../files/{page.name}/{f.filename}")
         for f in page.files
-        if SAFE_FILENAME.fullmatch(f.filename)
+        if SAFE_FILENAME.fullmatch(f.filename) and f.hashes.get("sha256")
     )
     return ProjectPage(name=page.name, files=files, versions=page.versions)
 
