@@ -616,3 +616,38 @@ def test_merge_in_cache_mode_lists_the_upstream_files_after_the_hosted_ones(
         assert cached_files(daemon) == {}
     finally:
         stopped(daemon)
+
+
+def test_the_front_sends_cached_files_only_to_readers(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """With read tokens, a cached file through the front is refused without one, cold and warm
+    (the daemon's gate answers before it names the file to nginx)."""
+    shared = tmp_path / "upstream-files"
+    shared.mkdir(mode=0o755)
+    data = make_wheel("front-gated", "1.0", b"gated" * 5000)
+    path = upstream.add("front-gated", wheel_filename("front-gated", "1.0"), data)
+    config = f'[server]\nread-access = "token"\n[upstream]\nfile-cache-directory = "{shared}"\n'
+    daemon = caching(tmp_path / "local", upstream, config)
+    (tmp_path / "mirror").mkdir()
+    port = free_port()
+    site = front_site(
+        tmp_path / "mirror", daemon.url, port, read_tokens=True, upstream_files=shared
+    )
+    nginx = Nginx(tmp_path / "nginx", site, port=port).start()
+    try:
+        secret = ctl(daemon.home, "tokens", "create", "reader", "--scope", "read").stdout.strip()
+        with httpx.Client(base_url=nginx.url, timeout=30) as client:
+            etags = []
+            for _ in range(2):  # cold, then warm (sent by nginx)
+                assert client.get(path).status_code == 401
+                good = client.get(path, auth=("__token__", secret))
+                assert good.status_code == 200
+                assert good.content == data
+                etags.append(good.headers["etag"])
+        # The daemon's ETag is the sha256; nginx's, when it sent the file, is its own.
+        assert etags[0] == f'"{hashlib.sha256(data).hexdigest()}"' != etags[1]
+        assert upstream.requests(path) == 1
+    finally:
+        nginx.stop()
+        stopped(daemon)
