@@ -130,18 +130,25 @@ http {{
             self.proc.wait(10)
 
 
-def front_site(mirror: Path, daemon_url: str, port: int, *, read_tokens: bool = False) -> str:
-    """The shipped nginx front, pointed at `mirror` and the daemon, listening on loopback."""
+def front_site(
+    mirror: Path,
+    daemon_url: str,
+    port: int,
+    *,
+    read_tokens: bool = False,
+    upstream_files: Path | None = None,
+) -> str:
+    """The shipped nginx front, pointed at `mirror` and the daemon, listening on loopback (and
+    at cache mode's `upstream_files`, the daemon's [upstream] file-cache-directory)."""
     auth_cache = mirror.parent / "nginx-auth-cache"
-    site = edit_site(
-        FRONT_CONF.read_text(),
-        {
-            "root": str(mirror),
-            "server": daemon_url.removeprefix("http://"),
-            "listen": f"127.0.0.1:{port}",
-        },
-        read_tokens=read_tokens,
-    )
+    edits = {
+        "root": str(mirror),
+        "server": daemon_url.removeprefix("http://"),
+        "listen": f"127.0.0.1:{port}",
+    }
+    if upstream_files is not None:
+        edits["alias"] = f"{upstream_files}/"
+    site = edit_site(FRONT_CONF.read_text(), edits, read_tokens=read_tokens)
     return site.replace("/var/cache/nginx/insiders-auth", str(auth_cache))
 
 

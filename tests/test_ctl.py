@@ -530,6 +530,7 @@ def test_usage_errors_are_status_2(shared: Daemon, args: list[str]) -> None:
         ("tokens", "list"),
         ("projects", "list"),
         ("mirrors", "list"),
+        ("cache", "status"),
     ],
 )
 def test_a_group_alone_shows_what_it_has(shared: Daemon, group: str, action: str) -> None:

@@ -38,6 +38,7 @@ COMMANDS = {
     "tokens",
     "projects",
     "mirrors",
+    "cache",
 }
 
 

@@ -37,7 +37,7 @@ def run_insidersd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str
         (
             "[upstream]\nmode = 'mirror'",
             "key `upstream.mode`: Invalid enum value 'mirror' "
-            "(expected one of: redirect, proxy, none)",
+            "(expected one of: redirect, proxy, cache, none)",
         ),
         (
             "[projects.demo]\nupstream = 'both'",

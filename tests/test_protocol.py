@@ -41,6 +41,10 @@ REQUESTS: list[p.Request | p.Hello] = [
     p.SyncMirror(name="web", adopt=True),
     p.SyncMirror(name="web", force=True),
     p.VerifyMirror(name="web"),
+    p.CacheStatus(),
+    p.PruneCache(),
+    p.PruneCache(older_than=86400.0, names=("demo-pkg",)),
+    p.FetchCache(requirements=("demo-pkg==1.0",), platforms=("win_amd64",)),
 ]
 
 REPLIES: list[p.ServerMessage] = [
@@ -82,6 +86,9 @@ REPLIES: list[p.ServerMessage] = [
     p.MirrorVerified(
         name="b", checked=2, differs=(p.MirrorDifference(key="files/a/a.whl", problem="missing"),)
     ),
+    p.CacheReport(mode="cache", size=10, limit=100, files=1, hits=3, misses=1, oldest=1.0, now=2.0),
+    p.CachePruned(files=1, size=10),
+    p.CacheFetched(fetched=2, cached=1, size=10, failures=("x: no such project upstream",)),
 ]
 
 

@@ -14,6 +14,9 @@ from typing import Any, NoReturn
 from insidersctl import __version__
 from insidersctl import protocol as p
 from insidersctl.commands import (
+    cmd_cache_fetch,
+    cmd_cache_prune,
+    cmd_cache_status,
     cmd_logs,
     cmd_mirrors_list,
     cmd_mirrors_sync,
@@ -343,6 +346,40 @@ def _remove(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
+def _cache_prune(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--older-than", metavar="AGE", help="only files last used longer ago (90m, 12h, 30d, 2w)"
+    )
+    sub.add_argument("names", metavar="NAME", nargs="*", help="only these projects' files")
+
+
+def _cache_fetch(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "requirements", metavar="REQUIREMENT", nargs="*", help="NAME or NAME==VERSION (PEP 508)"
+    )
+    completes(
+        sub.add_argument(
+            "-r",
+            "--requirement",
+            dest="files",
+            metavar="FILE",
+            action="append",
+            default=[],
+            help="a requirements file (pip freeze, uv pip compile): every line in it",
+        ),
+        "file",
+    )
+    sub.add_argument(
+        "--platform",
+        dest="platforms",
+        metavar="TAG",
+        action="append",
+        default=[],
+        help="only wheels for this platform tag (and pure ones); repeat for more; "
+        "default: every wheel",
+    )
+
+
 def _completion(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
@@ -442,6 +479,21 @@ COMMANDS: dict[str, Command | Group] = {
         },
         default="list",
     ),
+    "cache": Group(
+        'the upstream\'s files kept by cache mode ([upstream] mode = "cache")',
+        {
+            "status": Command(cmd_cache_status, "its size, files, hit rate and oldest entry"),
+            "prune": Command(
+                cmd_cache_prune, "drop cached files (all, or by age and project)", _cache_prune
+            ),
+            "fetch": Command(
+                cmd_cache_fetch,
+                "fill the cache ahead of time, for installs without the upstream",
+                _cache_fetch,
+            ),
+        },
+        default="status",
+    ),
 }
 
 # Options that take a value: what follows them is not a command word.
@@ -450,6 +502,7 @@ _VALUE_OPTIONS = frozenset(
     | {"--scope", "--reason", "--file", "-n", "--lines", "-p", "--priority", "--until", "--build"}
     | {"--version"}
     | {"--project", "--expires"}
+    | {"--older-than", "-r", "--requirement", "--platform"}
 )
 
 

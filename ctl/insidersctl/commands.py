@@ -645,3 +645,82 @@ def unreachable_message(error: DaemonUnreachable) -> str:
     else:
         start = "`systemctl --user start insiders` or `insidersd`"
     return f"{error.reason} at {error.path}; start it with {start}"
+
+
+# -- the upstream file cache --------------------------------------------------------------------
+
+
+def _show_cache(report: p.CacheReport) -> None:
+    asked = report.hits + report.misses
+    rate = f"{100 * report.hits / asked:.0f}% of {plural(asked, 'request')}" if asked else "-"
+    rows = [
+        ("mode", report.mode + ("" if report.mode == "cache" else " (files are not cached)")),
+        ("upstream", report.upstream or "-"),
+        ("directory", report.directory),
+        ("size", f"{size(report.size)} of {size(report.limit)}"),
+        ("files", str(report.files)),
+        ("hit rate", f"{rate} since the daemon started"),
+        ("oldest", f"last used {ago(report.oldest, report.now)}" if report.oldest else "-"),
+    ]
+    out(_fields(rows))
+
+
+def _show_pruned(reply: p.CachePruned) -> None:
+    note(f"{plural(reply.files, 'file')} dropped ({size(reply.size)})")
+
+
+def _prune_request(args: argparse.Namespace) -> p.Request:
+    from insidersctl.expiry import parse_age
+
+    older = None if args.older_than is None else parse_age(args.older_than)
+    return p.PruneCache(older_than=older, names=tuple(args.names))
+
+
+cmd_cache_status = asks(lambda _: p.CacheStatus(), p.CacheReport, _show_cache)
+cmd_cache_prune = asks(_prune_request, p.CachePruned, _show_pruned)
+
+
+def requirement_lines(path: Path, seen: frozenset[Path] = frozenset()) -> list[str]:
+    """The requirements of a requirements.txt: continuation lines joined, options (--hash) and
+    comments dropped, `-r OTHER` followed (relative to the file)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise Usage(f"-r {path}: {error.strerror}") from None
+    lines: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith(("-r ", "--requirement ")):
+            other = (path.parent / line.split(None, 1)[1]).resolve()
+            if other not in seen:
+                lines += requirement_lines(other, seen | {path.resolve()})
+        elif line and not line.startswith(("#", "-")):
+            lines.append(line.split(" -", 1)[0].strip())
+    return lines
+
+
+def _fetch_request(args: argparse.Namespace) -> p.Request:
+    lines = list(args.requirements)
+    for name in args.files:
+        lines += requirement_lines(Path(name))
+    if not lines:
+        raise Usage("name requirements (NAME, NAME==VERSION) or a file of them (-r FILE)")
+    return p.FetchCache(requirements=tuple(lines), platforms=tuple(args.platforms))
+
+
+def _show_fetched(reply: p.CacheFetched) -> None:
+    note(
+        f"{plural(reply.fetched, 'file')} fetched ({size(reply.size)}), "
+        f"{reply.cached} there already"
+    )
+    for failure in reply.failures:
+        note(f"  not fetched: {failure}")
+
+
+def cmd_cache_fetch(ctx: Context) -> int:
+    reply = ctx.call(_fetch_request(ctx.args), p.CacheFetched, long=True)
+    if ctx.json:
+        ctx.emit(reply)
+    else:
+        _show_fetched(reply)
+    return EXIT_FAILED if reply.failures else EXIT_OK

@@ -10,7 +10,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from insidersctl.errors import BadExpiry
+from insidersctl.errors import BadExpiry, Usage
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _LIFETIME = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -37,3 +37,11 @@ def parse_expiry(text: str, now: float | None = None) -> float:
     if when.timestamp() <= now:
         raise BadExpiry(f"--expires {text}: that is in the past")
     return when.timestamp()
+
+
+def parse_age(text: str) -> float:
+    """`--older-than`: a span (90m, 12h, 30d, 2w) in seconds; Usage with what to write instead."""
+    match = _LIFETIME.match(text.strip().lower())
+    if match is None:
+        raise Usage(f"--older-than {text!r}: give a span of time (90m, 12h, 30d, 2w)")
+    return float(int(match.group(1)) * _UNITS[match.group(2)])

@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 2  # 1: reload, version states, restart_needed, mirrors; 2: verify
+PROTOCOL_MINOR: Final = 3  # 1: reload, version states, restart_needed, mirrors; 2: verify;
+# 3: the upstream file cache (cache-status, cache-prune, cache-fetch)
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -263,6 +264,27 @@ class Remove(Request, frozen=True, tag="remove"):
     version: str | None = None
     filename: str | None = None
     dry_run: bool = False
+
+
+class CacheStatus(Request, frozen=True, tag="cache-status"):
+    """Cache mode's file cache: its size, files, hit rate, oldest entry (reply: CacheReport)."""
+
+
+class PruneCache(Request, frozen=True, tag="cache-prune"):
+    """Drop cached upstream files: those last used more than `older_than` seconds ago (None:
+    whenever), of the projects `names` (empty: all); reply: CachePruned."""
+
+    older_than: float | None = None
+    names: tuple[str, ...] = ()
+
+
+class FetchCache(Request, frozen=True, tag="cache-fetch"):
+    """Fill the file cache ahead of time: for each requirement (a requirements.txt line), the
+    newest release it allows, its sdist and wheels (only those for `platforms` and `any`, when
+    given) and their metadata; reply: CacheFetched, when every file is in."""
+
+    requirements: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
 
 
 # Parts of replies ----------------------------------------------------------------------------
@@ -521,6 +543,30 @@ class MirrorVerified(Clocked, frozen=True, kw_only=True, tag="mirror-verified"):
     differs: tuple[MirrorDifference, ...] = ()
 
 
+class CacheReport(Clocked, frozen=True, kw_only=True, tag="cache-status"):
+    mode: str = "none"  # the upstream mode: only "cache" fills the file cache
+    upstream: str | None = None
+    directory: str = ""
+    size: int = 0  # bytes held
+    limit: int = 0  # [upstream] file-cache-size
+    files: int = 0
+    hits: int = 0  # since the daemon started
+    misses: int = 0
+    oldest: float | None = None  # wall-clock time the least recently used file was last used
+
+
+class CachePruned(Reply, frozen=True, tag="cache-pruned"):
+    files: int = 0
+    size: int = 0
+
+
+class CacheFetched(Reply, frozen=True, tag="cache-fetched"):
+    fetched: int = 0  # files fetched now
+    cached: int = 0  # files that were there already
+    size: int = 0  # bytes fetched now
+    failures: tuple[str, ...] = ()  # one line each: what could not be had, and why
+
+
 class Removed(Reply, frozen=True, tag="removed"):
     project: str
     files: tuple[str, ...]
@@ -550,6 +596,9 @@ ClientMessage = (
     | ListMirrors
     | SyncMirror
     | VerifyMirror
+    | CacheStatus
+    | PruneCache
+    | FetchCache
 )
 ServerMessage = (
     Welcome
@@ -575,6 +624,9 @@ ServerMessage = (
     | MirrorList
     | MirrorSynced
     | MirrorVerified
+    | CacheReport
+    | CachePruned
+    | CacheFetched
 )
 
 

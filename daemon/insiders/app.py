@@ -28,11 +28,13 @@ from .index import graceful, reason, ui
 from .index.access import ReadGate, exposure_refusal
 from .index.bodies import RequestBodies
 from .index.connections import connection_limit, raise_descriptor_limit, serve_http
+from .index.filecache import FileCache
 from .index.hooks import Hooks
 from .index.origin import BrowserGuard, own_names
 from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
+from .index.upstreamfiles import UpstreamFiles
 from .index.web import create_web_app
 from .logfile import LOG_FILE
 from .logs import set_level, stderr_is_journal
@@ -47,6 +49,9 @@ from .watcher.watcher import Watcher
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 30.0
+# Cache mode's files, under the cache directory; one FileCache for the daemon's life (its order of
+# use and its counts outlive a reload, which changes only its size).
+FILES_DIR = "upstream-files"
 
 
 def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
@@ -63,6 +68,16 @@ def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
         negative_ttl=settings.upstream.negative_ttl,
         cache_size=settings.upstream.cache_size,
     )
+
+
+def file_cache(settings: Settings, dirs: Directories, store: Store) -> FileCache:
+    """Cache mode's files: private in the cache directory, or where the config says, for nginx
+    to read (the front's X-Accel-Redirect). A name that becomes hosted loses its cached files."""
+    shared = settings.upstream.file_cache_directory
+    directory = Path(shared) if shared else dirs.cache / FILES_DIR
+    cache = FileCache(directory, settings.upstream.file_cache_size, shared=shared is not None)
+    store.subscribe(lambda name: cache.drop_later(name) if store.get(name) else None)
+    return cache
 
 
 async def _private_directories(dirs: Directories) -> None:
@@ -114,27 +129,20 @@ class Daemon:
         # The TLS listener's config, whose certificate a reload loads again (None: plain HTTP).
         self.tls_config: tls.ReloadableTLSConfig | None = None
         self.repos = repos
-        self.watcher = Watcher(
-            repos=repos,
-            store=store,
-            settings=settings,
-            cache_dir=dirs.cache,
-            logs_dir=dirs.data / "logs",
-            credentials=dirs.credentials,
-            index_access=self.build_index,
-            hidden=(dirs.data, dirs.cache, dirs.runtime, *filter(None, [dirs.credentials])),
-        )
+        self.watcher = self._watcher()
         self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         security = ui.security_headers(settings.server.image_sources)
         ui.register_not_found(web, pages, security)
+        self.file_cache = file_cache(settings, dirs, store)
         self.index = IndexApp(
             store=store,
             tokens=tokens,
             upstream=upstream,
             settings=settings,
             fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
+            upstream_files=UpstreamFiles(self.file_cache),
         )
         self.index.hooks = Hooks(
             repos=repos.all,
@@ -143,6 +151,20 @@ class Daemon:
             github_url=lambda: self.settings.watcher.github_url,
         )
         self.http_app = gated(self.index, tokens, settings, self.public_url)
+
+    def _watcher(self) -> Watcher:
+        dirs = self.dirs
+        return Watcher(
+            repos=self.repos,
+            store=self.store,
+            settings=self.settings,
+            cache_dir=dirs.cache,
+            logs_dir=dirs.data / "logs",
+            credentials=dirs.credentials,
+            index_access=self.build_index,
+            # Absent from a build's sandbox, whatever it binds.
+            hidden=(dirs.data, dirs.cache, dirs.runtime, *filter(None, [dirs.credentials])),
+        )
 
     def public_url(self) -> str:
         """The URL clients reach the index at (server.public-url, else where it listens)."""
@@ -223,6 +245,7 @@ class Daemon:
         # Each part takes what it can change while running; the rest is named above.
         self.settings, self.upstream = new, upstream
         self.index.reconfigure(new, upstream)
+        self.file_cache.limit = new.upstream.file_cache_size
         if changed := self.watcher.apply_settings(new):
             log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
         set_level(new.log_level)
@@ -274,6 +297,8 @@ def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
         ]
     if running.mirrors != new.mirrors:
         changed.append("mirrors")
+    if running.upstream.file_cache_directory != new.upstream.file_cache_directory:
+        changed.append("upstream.file-cache-directory")
     return tuple(changed)
 
 
@@ -438,6 +463,8 @@ async def start_control(
         data_dir=dirs.data,
         socket_path=path,
         logs=log_location(log_file, builds=dirs.data / "logs"),
+        file_cache=daemon.file_cache,
+        upstream_files=daemon.index.upstream_files,
     )
     await nursery.start(partial(serve_control, Commands(parts).handle, path=path, sock=inherited))
 

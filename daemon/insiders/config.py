@@ -19,7 +19,7 @@ from insidersctl.paths import PathSettings as PathSettings
 from insidersctl.paths import default_config_path as default_config_path
 from insidersctl.paths import resolve_directories as resolve_directories
 
-UpstreamMode = Literal["redirect", "proxy", "none"]
+UpstreamMode = Literal["redirect", "proxy", "cache", "none"]
 ProjectUpstream = Literal["shadow", "merge"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ReadAccess = Literal["anyone", "token"]
@@ -81,9 +81,16 @@ class UpstreamSettings(_Section):
     # How long "the upstream has no such project" is believed: short, so that a project just
     # published there is seen soon, and a flood of one unknown name is one fetch a minute.
     negative_ttl: Positive = 60.0
-    # Proxy mode: bytes of upstream pages kept in the cache directory (served while the upstream
-    # is down); the least recently fetched go first. Redirect mode keeps no page.
+    # Proxy and cache modes: bytes of upstream pages kept in the cache directory (served while
+    # the upstream is down); the least recently fetched go first. Redirect mode keeps no page.
     cache_size: Size = 256 << 20
+    # Cache mode: bytes of upstream files (distributions, .metadata) kept in the cache directory,
+    # each checked against the sha256 its page announced; the least recently used go first.
+    file_cache_size: Size = 10 << 30
+    # Cache mode: where those files are kept. None: in the cache directory, private to the daemon.
+    # A directory named here is for the nginx front to read (X-Accel-Redirect): its files are
+    # written 0644 and its directories 0755, as a mirror directory's.
+    file_cache_directory: str | None = None
     timeout: Positive = 15.0
 
 

@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", metavar="URL", help="the index to fall back to")
     p.add_argument(
         "--upstream-mode",
-        choices=["redirect", "proxy", "none"],
+        choices=["redirect", "proxy", "cache", "none"],
         help="how to serve projects not hosted here (default redirect)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

@@ -34,7 +34,9 @@ from insiders.errors import (
     TokenError,
     single_error,
 )
+from insiders.index.filecache import FileCache
 from insiders.index.upstream import Upstream
+from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.logs import stderr_is_journal
 from insiders.mirror import claim
 from insiders.mirror.sync import Mirrors, MirrorState, MirrorTarget
@@ -48,6 +50,7 @@ from insiders.tokens import Token, Tokens, utc
 from insiders.watcher.report import Outcome, Step, WatcherState
 from insidersctl import protocol as p
 
+from . import cache
 from .server import SendEvent
 
 log = logging.getLogger(__name__)
@@ -211,6 +214,8 @@ class Parts:
     data_dir: Path
     socket_path: Path
     logs: p.LogsLocation
+    file_cache: FileCache | None = None  # cache mode's files (None: `cache` is unavailable)
+    upstream_files: UpstreamFiles | None = None  # and their fetcher
 
 
 class Commands:
@@ -226,6 +231,8 @@ class Commands:
         self.data_dir = parts.data_dir
         self.socket_path = parts.socket_path
         self.logs = parts.logs
+        self.file_cache = parts.file_cache
+        self.upstream_files = parts.upstream_files
         # Token changes write the token file from a thread: one at a time.
         self._token_lock = trio.Lock()
 
@@ -307,9 +314,25 @@ class Commands:
                 return await self.sync_mirror(request)
             case p.VerifyMirror():
                 return await self.verify_mirror(request)
+            case p.CacheStatus():
+                return await cache.cache_report(self._file_cache(), self.daemon.upstream)
+            case p.PruneCache():
+                return await cache.prune(self._file_cache(), request)
+            case p.FetchCache():
+                return await cache.fetch(self._upstream_files(), self.daemon.upstream, request)
         raise ControlRefused(
             p.UNKNOWN_REQUEST, f"this insidersd cannot do {type(request).__name__}"
         )
+
+    def _file_cache(self) -> FileCache:
+        if self.file_cache is None:
+            raise ControlRefused(p.UNAVAILABLE, "this daemon keeps no upstream files")
+        return self.file_cache
+
+    def _upstream_files(self) -> UpstreamFiles:
+        if self.upstream_files is None:
+            raise ControlRefused(p.UNAVAILABLE, "this daemon keeps no upstream files")
+        return self.upstream_files
 
     # -- status --------------------------------------------------------------------------------
 

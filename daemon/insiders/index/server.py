@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import msgspec
 import trio
 
 from insiders.config import Settings
@@ -30,6 +31,7 @@ from .negotiate import Format, from_query, negotiate
 from .pages import HostedPages, Page, make_page
 from .reason import reason_header
 from .upload import handle_upload
+from .upstreamfiles import SAFE_FILENAME, UpstreamFiles
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,11 @@ class IndexApp:
         upstream: Upstream,
         settings: Settings,
         fallback: ASGIApp,
+        upstream_files: UpstreamFiles | None = None,
     ) -> None:
         self.store = store
+        # Cache mode's files of projects not hosted here (None: the daemon keeps no files).
+        self.upstream_files = upstream_files
         self.tokens = tokens
         self.upstream = upstream
         self.settings = settings
@@ -138,7 +143,7 @@ class IndexApp:
 
     def _merges(self, name: str) -> bool:
         project = self.settings.projects.get(name)
-        return project is not None and project.upstream == "merge" and self.upstream.mode == "proxy"
+        return project is not None and project.upstream == "merge" and self.upstream.keeps_pages
 
     async def _from_upstream(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
         mode = self.upstream.mode
@@ -160,7 +165,8 @@ class IndexApp:
         cached = self._proxied.get(key)
         if cached is not None and cached[0]() is model:
             return cached[1]
-        body = render.project_html(model) if fmt.is_html else render.project_json(model)
+        shown = _through_cache(model) if self.upstream.mode == "cache" else model
+        body = render.project_html(shown) if fmt.is_html else render.project_json(shown)
         page = make_page(body)
         self._proxied.put(
             key, (weakref.ref(model), page), len(page.body) + len(page.gzipped or b"")
@@ -193,6 +199,11 @@ class IndexApp:
             return await text(send, 404, "Not Found")
         name, filename = parts
         project = self.store.get(normalize(name))
+        if project is None and normalize(name) == name and self._caches_files():
+            # Hosted names never get here: the store was asked first (no confusion via the cache).
+            assert self.upstream_files is not None
+            normalized = normalize(name)
+            return await self.upstream_files.serve(scope, send, self.upstream, normalized, filename)
         if project is None or normalize(name) != name:
             return await text(send, 404, f"No project {name} here")
         if project.status == "quarantined":
@@ -233,6 +244,9 @@ class IndexApp:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
+    def _caches_files(self) -> bool:
+        return self.upstream.mode == "cache" and self.upstream_files is not None
+
     # -- uploads ----------------------------------------------------------------------------------
 
     async def upload(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -249,6 +263,17 @@ class IndexApp:
             extra = [*refusal.headers, reason_header(refusal.message)]
             return await text(send, refusal.status, refusal.message, extra=extra)
         await text(send, status, message)
+
+
+def _through_cache(page: ProjectPage) -> ProjectPage:
+    """An upstream page whose files point at this index (cache mode), relative as hosted ones;
+    only the files it can serve: a distribution's filename and a sha256 to check."""
+    files = tuple(
+        msgspec.structs.replace(f, url=f"../../files/{page.name}/{f.filename}")
+        for f in page.files
+        if SAFE_FILENAME.fullmatch(f.filename) and f.hashes.get("sha256")
+    )
+    return ProjectPage(name=page.name, files=files, versions=page.versions)
 
 
 def _read_if_small(path: Path) -> tuple[int, bytes | None]:

@@ -2,7 +2,8 @@
 
 `redirect` sends the client to the upstream page; `proxy` fetches it (PEP 691 JSON preferred, HTML
 understood), keeps it for a while, renders it in the format the client asked for, and keeps serving
-the last good copy, from memory or from the cache directory, while the upstream is down.
+the last good copy, from memory or from the cache directory, while the upstream is down. `cache`
+keeps its pages as `proxy` does, and its files too (insiders.index.upstreamfiles).
 
 Anyone who may read picks the names asked for upstream, so every cache here is bounded by bytes
 (`pagecache`), a name the upstream does not know is remembered only briefly and never written,
@@ -243,6 +244,10 @@ _decode_cached = msgspec.json.Decoder(_Cached).decode
 _NEGATIVE_WEIGHT = 256
 # The upstream's answers to "is there such a project?" (redirect mode's 404 page): one is small.
 KNOWN_NAMES = 4096
+# After the upstream could not be reached, pages are served from their copies and the rest fails
+# at once for this long, naming the failure: a hung upstream must not cost every request of an
+# offline install the whole timeout.
+DOWN_FOR = 10.0
 T = TypeVar("T")
 
 
@@ -269,12 +274,20 @@ class Upstream:
         self._ttl, self._negative_ttl = ttl, negative_ttl
         self._disk = DiskPages(cache_dir / "upstream", cache_size)
         self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        # Cache mode fetches the files through the same client (its timeout, its connections).
+        self.client = self._client
         self._memory: LRU[NormalizedName, _Cached] = LRU(MEMORY_BYTES)
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
+        self._down: tuple[float, str] | None = None  # (until, trio clock; why)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @property
+    def keeps_pages(self) -> bool:
+        """Whether pages are fetched, served and kept on disk (proxy and cache modes)."""
+        return self.mode in ("proxy", "cache")
 
     def redirect_url(self, name: NormalizedName) -> str:
         assert self.url is not None
@@ -287,13 +300,27 @@ class Upstream:
         cached = self._memory.get(name)
         if cached is None or not self._fresh(cached.fetched, cached.page is not None):
             return None
-        if cached.page is not None and self.mode == "proxy":
+        if cached.page is not None and self.keeps_pages:
             self._disk.touch(name)
         return cached
 
     def _fresh_answer(self, name: NormalizedName) -> tuple[float, bool] | None:
         answer = self._exists.get(name)
         return answer if answer and self._fresh(*answer) else None
+
+    def down(self) -> str | None:
+        """Why the upstream is not asked right now (it failed to answer lately), or None."""
+        if self._down is None or trio.current_time() >= self._down[0]:
+            return None
+        return self._down[1]
+
+    def failed(self, error: httpx.HTTPError, url: str) -> str:
+        """Record a failure to reach the upstream (a transport error: a refused connection, a
+        timeout), so that the next requests do not wait for it; the message for the client."""
+        why = f"upstream {url} failed: {str(error) or type(error).__name__}"
+        if isinstance(error, httpx.TransportError):
+            self._down = (trio.current_time() + DOWN_FOR, why)
+        return why
 
     async def _once(
         self,
@@ -324,7 +351,7 @@ class Upstream:
     async def exists(self, name: NormalizedName) -> bool:
         """Whether the upstream has a project `name`. Proxy mode asks for its page (it will be
         served); redirect mode asks for the status only, and keeps nothing but the answer."""
-        if self.mode == "proxy":
+        if self.keeps_pages:
             return await self.page(name) is not None
         answer = await self._once(
             ("exists", name), lambda: self._fresh_answer(name), partial(self._ask, name)
@@ -345,26 +372,34 @@ class Upstream:
 
     async def _refresh(self, name: NormalizedName) -> _Cached:
         # A copy on disk still fresh (a page the memory let go, or one from before a restart).
-        copy = await self._load(name) if self.mode == "proxy" else None
+        copy = await self._load(name) if self.keeps_pages else None
         if copy is not None and copy.page is not None and self._fresh(copy.fetched, True):
             self._memory.put(name, copy, _weight(copy))
             return copy
         url = self.redirect_url(name)
         try:
+            if (down := self.down()) is not None:
+                raise UpstreamError(down)
             response = await self._client.get(url, headers={"Accept": ACCEPT})
             if response.status_code == 404:
                 page = None
             else:
                 response.raise_for_status()
                 page = self._parse(response, name)
-        except (httpx.HTTPError, msgspec.DecodeError, ValueError) as error:
+            self._down = None
+        except (httpx.HTTPError, msgspec.DecodeError, ValueError, UpstreamError) as error:
+            if isinstance(error, httpx.HTTPError):
+                why = self.failed(error, url)
+            elif isinstance(error, UpstreamError):
+                why = str(error)  # down lately: not asked
+            else:
+                why = f"upstream {url} failed: {error}"
             stale = self._memory.get(name) or await self._load(name)
             if stale is None:
-                raise UpstreamError(f"upstream {url} failed: {error}") from None
+                raise UpstreamError(why) from None
             log.warning(
-                "upstream %s failed (%s); serving the copy from %s",
-                url,
-                error,
+                "%s; serving the copy from %s",
+                why,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stale.fetched)),
             )
             self._memory.put(name, stale, _weight(stale))
@@ -384,8 +419,8 @@ class Upstream:
         return parse_html_page(response.content, str(response.url), name)
 
     async def _store(self, name: NormalizedName, cached: _Cached | None) -> None:
-        """Keep proxy mode's disk copy of a page (None: drop it); redirect mode keeps none."""
-        if self.mode != "proxy":
+        """Keep the disk copy of a page (None: drop it); redirect mode keeps none."""
+        if not self.keeps_pages:
             return
         try:
             if cached is None:
