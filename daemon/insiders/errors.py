@@ -24,6 +24,7 @@ The tree (the module that raises each in brackets):
     ├── BuildError               a build failed or made the wrong files [watcher.builder]
     ├── PublishError             another index refused a built file [watcher.targets]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
+    ├── NotTagged                `update --version` names a version no tag names [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
     ├── RestoreError             the store cannot be restored from a target [mirror.restore]
     └── Refusal                  what a boundary answers with (an HTTP status, a control code)
@@ -165,6 +166,11 @@ class CheckFailed(InsidersError):
     def __init__(self, message: str, log_path: Path | None = None) -> None:
         super().__init__(message)
         self.log_path = log_path
+
+
+class NotTagged(InsidersError):
+    """`update --version V` asks for a version no tag names: the request is refused, and the
+    repository is not failing for it."""
 
 
 class TargetError(InsidersError):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from packaging.version import Version
 
-from insiders.errors import CheckFailed
+from insiders.errors import NotTagged
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, VersionRecord
 from insiders.watcher.tags import to_build
@@ -69,7 +69,7 @@ def requested(only: Sequence[str], versions: dict[Version, str]) -> list[Version
         if version is None or version not in versions:
             newest = sorted(versions, reverse=True)[:KNOWN_VERSIONS_SHOWN]
             known = ", ".join(str(v) for v in newest)
-            raise CheckFailed(f"--version {text}: no tag names this version ({known})")
+            raise NotTagged(f"--version {text}: no tag names this version ({known})")
         wanted.append(version)
     return sorted(set(wanted), reverse=True)
 

@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed
+from insiders.errors import BuildError, CheckFailed, NotTagged
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.watcher import git
@@ -283,6 +283,10 @@ class Watcher:
                     repo, "interrupted: insidersd stopped during the check"
                 )
                 raise
+            except NotTagged as refused:
+                # The request was wrong, not the repository: nothing is recorded.
+                say("failed", str(refused))
+                return Outcome(repo=repo.dist, outcome="failed", error=str(refused))
             except CheckFailed as failure:
                 return await self._failed(repo, str(failure), failure.log_path, say)
             except Exception as error:
@@ -365,6 +369,8 @@ class Watcher:
         await self.records.listing(repo, versions[max(versions)], skipped, tags)
         result = CheckResult()
         if not wanted:
+            # The listing worked: that is a check that worked, and a repository error clears.
+            await self.records.check_done(repo)
             return result
         mirror = self.mirrors / repo.key
         say("fetching", f"{len(wanted)} version(s) to build: {', '.join(map(str, wanted))}")
