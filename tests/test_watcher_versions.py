@@ -139,40 +139,73 @@ def test_removed_stays_removed_and_comes_back_with_the_same_bytes(
         daemon.stop()
 
 
+# hatchling, with a wheel that carries a new random file at each build: a build that does not
+# reproduce (a sandboxed build sees nothing of the test's, so the difference is made inside).
+DRIFTING_BACKEND = """\
+import os
+from hatchling.build import *  # noqa: F403
+from hatchling.build import build_wheel as _build_wheel
+
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    with open(os.path.join("src", "drifting", "nonce.txt"), "w") as nonce:
+        nonce.write(os.urandom(8).hex())
+    return _build_wheel(directory, config_settings, metadata_directory)
+"""
+
+
 def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemon) -> None:
-    """--force never replaces a published file: other bytes are refused and nothing changes."""
+    """--force never replaces a published file: other bytes are refused and nothing changes.
+
+    The refusal is the version's own state ("refused"), not a failure that pretends to retry:
+    `repos list`, `update` and their --json say the same.
+    """
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    # The wheel takes in a file from outside the repository: a build that does not reproduce.
-    outside = tmp_path / "changing.txt"
-    outside.write_text("first")
     try:
         repo = git_project(tmp_path / "src", "drifting")
-        with (repo / "pyproject.toml").open("a") as file:
-            file.write(
-                "[tool.hatch.build.targets.wheel.force-include]\n"
-                f'"{outside}" = "drifting/changing.txt"\n'
-            )
+        backend = 'build-backend = "backend"\nbackend-path = ["."]'
+        pyproject = (repo / "pyproject.toml").read_text()
+        (repo / "pyproject.toml").write_text(
+            pyproject.replace('build-backend = "hatchling.build"', backend)
+        )
+        (repo / "backend.py").write_text(DRIFTING_BACKEND)
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:drifting")
         ctl(daemon, "update", "--wait")
         before = files_of(daemon, "drifting")
 
-        outside.write_text("second")
         result = ctl(daemon, "update", "--wait", "--force", "--json", "drifting", check=False)
         assert result.returncode == 1
-        [failure] = json.loads(result.stdout.splitlines()[-1])["results"][0]["failures"]
+        outcome = json.loads(result.stdout.splitlines()[-1])["results"][0]
+        assert outcome["outcome"] == "refused"
+        assert outcome["failures"] == []
+        [refusal] = outcome["refused"]
         wheel = "drifting-1.0-py2.py3-none-any.whl"
-        assert failure["error"].startswith(
+        assert refusal["error"].startswith(
             f"{wheel} is published with other bytes (sha256 {before[wheel]};"
         )
         assert (
             "a published file never changes: tag a new version, or remove this one first"
-            in failure["error"]
+            in refusal["error"]
         )
-        assert "insidersctl update drifting --version 1.0" in failure["error"]
+        assert "insidersctl update drifting --version 1.0" in refusal["error"]
         assert files_of(daemon, "drifting") == before
         with daemon.client() as client:
             assert client.get(f"/files/drifting/{wheel}").status_code == 200
+
+        # Its own state: refused, never retried, and the repository is not failing.
+        recorded = states(daemon, "drifting")["1.0"]
+        assert recorded["status"] == "refused"
+        assert recorded["retry_at"] is None
+        assert repo_json(daemon, "drifting")["last_error"] is None
+        listing = ctl(daemon, "repos", "list").stdout
+        assert "failing" not in listing
+        assert "retried" not in listing
+        assert "drifting 1.0: refused (bytes differ)" in listing
+        # update and repos list agree: nothing to do, nothing failing.
+        again = ctl(daemon, "update", "--wait", "--json", "drifting")
+        assert json.loads(again.stdout.splitlines()[-1])["results"][0]["outcome"] == "up-to-date"
+        assert states(daemon, "drifting")["1.0"]["status"] == "refused"
     finally:
         daemon.stop()
 

@@ -220,6 +220,8 @@ def _repo_row(r: p.RepoInfo, now: float) -> tuple[str, ...]:
 def _repo_state(r: p.RepoInfo) -> str:
     if r.last_error or any(v.status == "failed" for v in r.version_states):
         return "failing"
+    if any(v.status == "refused" for v in r.version_states):
+        return "refused"
     if r.last_check and not r.newest_tag:
         return "no version tag"
     return "ok" if r.last_check else "-"
@@ -236,6 +238,11 @@ def _repo_errors(r: p.RepoInfo, now: float) -> None:
         retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
         message = without_log(v.message or "", v.log)
         out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {message}{where}{retry}")
+    for v in r.version_states:
+        if v.status == "refused":
+            where = f" (log: {v.log})" if v.log else ""
+            message = without_log(v.message or "", v.log)
+            out(f"{r.name} {v.version}: refused (bytes differ) {ago(v.at, now)}: {message}{where}")
     if r.last_check and not r.newest_tag:
         seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
         out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
@@ -327,7 +334,8 @@ def cmd_update(ctx: Context) -> int:
 
 
 def _update_status(report: p.UpdateReport) -> int:
-    return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
+    refused = any(r.outcome in {"failed", "refused"} for r in report.results)
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def _show_watcher(reply: p.WatcherReport) -> None:

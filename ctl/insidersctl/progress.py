@@ -18,8 +18,13 @@ from insidersctl.terminal import Terminal, fit
 from insidersctl.terminal import rows as rows_of
 
 # Stages after which a repository's check is over (the daemon's Progress.stage values).
-FINAL = frozenset({"done", "failed", "up-to-date"})
-_OUTCOME_STAGE = {"published": "done", "failed": "failed", "up-to-date": "up-to-date"}
+FINAL = frozenset({"done", "failed", "refused", "up-to-date"})
+_OUTCOME_STAGE = {
+    "published": "done",
+    "failed": "failed",
+    "refused": "refused",
+    "up-to-date": "up-to-date",
+}
 _COLOURS = {
     "queued": ("yellow",),
     "listing": ("cyan",),
@@ -28,6 +33,7 @@ _COLOURS = {
     "publishing": ("cyan",),
     "done": ("green",),
     "failed": ("red", "bold"),
+    "refused": ("yellow", "bold"),
     "up-to-date": ("dim",),
 }
 
@@ -36,9 +42,10 @@ def result_line(result: p.RepoOutcome) -> str:
     """One repository's outcome, as the plain view ends with it."""
     if result.outcome == "published":
         return f"{result.repo}: published {', '.join(result.versions)}"
-    if result.outcome == "failed":
+    if result.outcome in {"failed", "refused"}:
         error = without_log(result.error or "", result.log)
-        return f"{result.repo}: FAILED: {error}" + (f" (log: {result.log})" if result.log else "")
+        word = result.outcome.upper()
+        return f"{result.repo}: {word}: {error}" + (f" (log: {result.log})" if result.log else "")
     message = f": {result.message}" if result.message else ""
     return f"{result.repo}: {result.outcome}{message}"
 
@@ -129,7 +136,7 @@ class LiveView:
             if result.outcome == "published":
                 row.message = ""
                 row.version = ", ".join(result.versions) or row.version
-            elif result.outcome == "failed":
+            elif result.outcome in {"failed", "refused"}:
                 row.log = result.log or row.log
                 row.message = without_log(result.error or row.message, row.log)
             elif result.message:
@@ -179,7 +186,9 @@ class LiveView:
         return out
 
     def _rows_needed(self, rows: list[_Row]) -> int:
-        return sum(1 + (1 if r.log and r.stage in {"building", "failed"} else 0) for r in rows)
+        return sum(
+            1 + (1 if r.log and r.stage in {"building", "failed", "refused"} else 0) for r in rows
+        )
 
     def _row_lines(self, row: _Row, name_width: int, width: int) -> list[str]:
         paint = self.term.paint
@@ -190,7 +199,7 @@ class LiveView:
         message = f"  {paint(row.message, 'dim')}" if row.message else ""
         line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
         out = [fit(line, width)]
-        if row.log and row.stage in {"building", "failed"}:
+        if row.log and row.stage in {"building", "failed", "refused"}:
             # Whole, even if it wraps: it is there to be copied.
             out.append(f"{'':<{name_width}}  log: {row.log}")
         return out

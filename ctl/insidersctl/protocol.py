@@ -260,7 +260,7 @@ class _Part(msgspec.Struct, frozen=True, kw_only=True):
 
 class VersionInfo(_Part, frozen=True):
     version: str
-    status: str  # published, failed, removed, skipped
+    status: str  # published, failed, refused (a rebuild's bytes differed), removed, skipped
     at: float | None = None
     message: str | None = None  # why it failed
     log: str | None = None  # its build log
@@ -342,12 +342,14 @@ class VersionFailure(_Part, frozen=True):
 
 class RepoOutcome(_Part, frozen=True):
     repo: str
-    # published, up-to-date, failed, queued, no-version-tag
+    # published, up-to-date, failed, refused, queued, no-version-tag
     outcome: str
     versions: tuple[str, ...] = ()  # the versions published
     error: str | None = None  # the check's error, or the newest failed version's; no log path
     log: str | None = None
     failures: tuple[VersionFailure, ...] = ()  # every version that failed in this check
+    # Rebuilds (--force) refused: their bytes differ from the published files, which stay.
+    refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there is nothing to build
 
 

@@ -24,6 +24,7 @@ The tree (the module that raises each in brackets):
     ├── BuildError               a build failed or made the wrong files [watcher.builder]
     ├── PublishError             another index refused a built file [watcher.targets]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
+    │   └── NotReproducible      a rebuild whose bytes differ from the published files [watcher]
     ├── NotTagged                `update --version` names a version no tag names [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
     ├── RestoreError             the store cannot be restored from a target [mirror.restore]
@@ -166,6 +167,11 @@ class CheckFailed(InsidersError):
     def __init__(self, message: str, log_path: Path | None = None) -> None:
         super().__init__(message)
         self.log_path = log_path
+
+
+class NotReproducible(CheckFailed):
+    """A rebuild of a published version made other bytes: refused (a published file never
+    changes), and recorded as the version's own state, not as a failure to retry."""
 
 
 class NotTagged(InsidersError):

@@ -33,14 +33,16 @@ VersionPolicy = Literal["newest", "all", "since"]
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-VersionStatus = Literal["published", "failed", "removed"]
+VersionStatus = Literal["published", "failed", "refused", "removed"]
 
 
 class VersionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What happened to one version of a repository: each version lives on its own.
 
     `failed`: the last attempt failed (`message`, `log`), and the periodic check tries again at
-    `retry_at` (backoff on `attempts`); the other versions are built meanwhile. `removed`: taken
+    `retry_at` (backoff on `attempts`); the other versions are built meanwhile. `refused`: a
+    rebuild (`update --force`) made other bytes than the published files, which stay; nothing is
+    retried, the next build of the version (after a removal) replaces the record. `removed`: taken
     off the index by `insidersctl remove`; the watcher never builds it again on its own.
     """
 

@@ -105,6 +105,17 @@ class Records:
         record = state.versions.get(key)
         return record.attempts if record else 1
 
+    async def version_refused(
+        self, repo: Repo, version: Version, message: str, log_path: str | None
+    ) -> None:
+        """A rebuild that did not reproduce the published files: its own state, never retried."""
+        record = VersionRecord(status="refused", at=time.time(), message=message, log=log_path)
+
+        def change(state: RepoState) -> RepoState:
+            return msgspec.structs.replace(state, versions={**state.versions, str(version): record})
+
+        await self._change(repo, change)
+
     async def published(self, repo: Repo, version: Version) -> None:
         now = time.time()
         key = str(version)

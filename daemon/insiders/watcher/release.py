@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed, ProjectClosed
+from insiders.errors import BuildError, CheckFailed, NotReproducible, ProjectClosed
 from insiders.ingest import check_filename, hash_file, publish_file
 from insiders.repos.registry import Repo
 from insiders.store import Store
@@ -159,7 +159,7 @@ class Releaser:
             sha256 = digest.sha256
             stored = project.file(path.name) if project else None
             if stored is not None and stored.sha256 != sha256:
-                raise CheckFailed(
+                raise NotReproducible(
                     f"{path.name} is published with other bytes (sha256 {stored.sha256}; this "
                     f"build: {sha256}), and a published file never changes: tag a new version, "
                     f"or remove this one first (insidersctl remove {repo.dist} {version}) and "

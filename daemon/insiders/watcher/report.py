@@ -38,10 +38,11 @@ Stage = Literal[
     "unchanged",
     "done",
     "failed",
+    "refused",
     "up-to-date",
     "no-version-tag",
 ]
-Ending = Literal["published", "up-to-date", "failed", "no-version-tag"]
+Ending = Literal["published", "up-to-date", "failed", "refused", "no-version-tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ class Say(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VersionFailure:
-    """A version that failed in this check; the others went on."""
+    """A version that failed (or was refused) in this check; the others went on."""
 
     version: str
     error: str  # never the log path: that is `log`
@@ -87,6 +88,8 @@ class Outcome:
     error: str | None = None  # the check's error, or its newest failed version's
     log: str | None = None
     failures: tuple[VersionFailure, ...] = ()
+    # Rebuilds whose bytes differ from the published files (`update --force`): refused, kept.
+    refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there was nothing to build
 
 

@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed, NotTagged
+from insiders.errors import BuildError, CheckFailed, NotReproducible, NotTagged
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
 from insiders.watcher import git
@@ -59,6 +59,7 @@ class CheckResult:
     published: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # rebuilt, identical bytes
     failures: list[VersionFailure] = field(default_factory=list)
+    refused: list[VersionFailure] = field(default_factory=list)  # bytes differ: not reproducible
     note: str | None = None  # e.g. no version tag
 
 
@@ -328,6 +329,18 @@ class Watcher:
                 error=f"{first.version}: {first.error}",
                 log=first.log,
                 failures=tuple(result.failures),
+                refused=tuple(result.refused),
+                message=result.note,
+            )
+        if result.refused:
+            first = result.refused[0]
+            return Outcome(
+                repo=repo.dist,
+                outcome="refused",
+                versions=versions,
+                error=f"{first.version}: {first.error}",
+                log=first.log,
+                refused=tuple(result.refused),
                 message=result.note,
             )
         if result.published:
@@ -409,6 +422,13 @@ class Watcher:
         repo = fetched.repo
         try:
             changed = await self.releaser.release(fetched, version, tag, say)
+        except NotReproducible as refused:
+            log_text = str(refused.log_path) if refused.log_path else None
+            await self.records.version_refused(repo, version, str(refused), log_text)
+            log.warning("%s %s: refused: %s", repo.dist, version, refused)
+            say("refused", str(refused), version=str(version), log=log_text)
+            result.refused.append(VersionFailure(str(version), str(refused), log_text, attempts=0))
+            return
         except CheckFailed as failure:
             log_text = str(failure.log_path) if failure.log_path else None
             attempts = await self.records.version_failed(repo, version, str(failure), log_text)
