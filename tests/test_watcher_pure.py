@@ -18,7 +18,7 @@ from packaging.version import Version
 from insiders.__main__ import leaves
 from insiders.app import restart_needed
 from insiders.config import Settings
-from insiders.errors import BuildError, CheckFailed, GitError
+from insiders.errors import BuildError, CheckFailed, GitError, NotTagged
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import location_key, parse_event, signature_ok
 from insiders.repos.registry import RepoState, VersionRecord, make_repo
@@ -146,7 +146,7 @@ def test_versions_to_build(
 def test_a_version_asked_for_needs_its_tag() -> None:
     repo = make_repo(parse_spec("o/r:demo"), "demo")
     message = r"--version 3.0: no tag names this version \(2.0, 2.0rc1, 1.1, 1.0\)"
-    with pytest.raises(CheckFailed, match=message):
+    with pytest.raises(NotTagged, match=message):
         versions_to_build(
             repo, {v: str(v) for v in V}, force=False, only=["3.0"], explicit=True, hosted=(), now=0
         )

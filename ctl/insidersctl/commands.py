@@ -292,6 +292,31 @@ def _show_added(repo: p.RepoInfo) -> None:
     )
 
 
+def cmd_repos_set(ctx: Context) -> int:
+    args = ctx.args
+    versions: p.VersionPolicy | None = (
+        "all" if args.all else "since" if args.since else "newest" if args.newest else None
+    )
+    publish_to = tuple(args.publish_to) if args.publish_to is not None else None
+    if versions is None and publish_to is None and args.local is None:
+        raise Usage(
+            "repos set needs --all, --since VERSION, --newest, --publish-to or --[no-]local"
+        )
+    request = p.SetRepo(
+        name=args.name, versions=versions, since=args.since, publish_to=publish_to, local=args.local
+    )
+    return ctx.answer(request, p.RepoChanged, _show_changed)
+
+
+def _show_changed(reply: p.RepoChanged) -> None:
+    repo = reply.repo
+    targets = (["this index"] if repo.local else []) + list(repo.publish_to)
+    same = "" if reply.changed else " (as it was)"
+    out(f"{repo.name}: {_policy(repo)} version(s), published to {', '.join(targets)}{same}")
+    if reply.changed and "publish_to" not in reply.changed and "local" not in reply.changed:
+        note(f"the next check builds by it: insidersctl update {repo.name}")
+
+
 def _show_unwatched(reply: p.RepoRemoved) -> None:
     out(f"removed {reply.repo.name} ({reply.repo.source}); its published files stay")
 

@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 1  # 1: reload, version states, restart_needed, mirrors
+# 1: reload, version states, restart_needed, mirrors; 2: repos set, refused versions
+PROTOCOL_MINOR: Final = 2
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -161,6 +162,15 @@ class _OfVersion(Request, frozen=True):
 
 class RemoveRepo(_Named, frozen=True, tag="repos-remove"):
     """Stop watching a repository; what it published stays (reply: RepoRemoved)."""
+
+
+class SetRepo(_Named, frozen=True, tag="repos-set"):
+    """Change a watched repository's policy; None keeps a setting as it is (reply: RepoChanged)."""
+
+    versions: VersionPolicy | None = None
+    since: str | None = None  # with versions="since"
+    publish_to: tuple[str, ...] | None = None
+    local: bool | None = None
 
 
 class Update(Request, frozen=True, tag="update"):
@@ -417,6 +427,11 @@ class RepoAdded(Reply, frozen=True, tag="repo-added"):
     watcher: bool = False  # whether a watcher will act on it
 
 
+class RepoChanged(Reply, frozen=True, tag="repo-changed"):
+    repo: RepoInfo
+    changed: tuple[str, ...] = ()  # the settings that changed: versions, publish_to, local
+
+
 class RepoRemoved(Reply, frozen=True, tag="repo-removed"):
     repo: RepoInfo
 
@@ -506,6 +521,7 @@ ClientMessage = (
     | ListRepos
     | AddRepo
     | RemoveRepo
+    | SetRepo
     | Update
     | WatcherControl
     | Logs
@@ -531,6 +547,7 @@ ServerMessage = (
     | RepoList
     | RepoAdded
     | RepoRemoved
+    | RepoChanged
     | UpdateReport
     | WatcherReport
     | LogsLocation

@@ -13,6 +13,8 @@ The tree (the module that raises each in brackets):
     │   └── NotAsClaimed         not the project, version or digests it came with [ingest]
     ├── StoreError               a change the store refuses [store]
     │   ├── FileConflict         that file, or that release, is there with other bytes
+    │   │   └── ReleaseDiffers   a file of the release is published with other bytes
+    │   ├── VersionRemoved       a build of a version removed, which nobody asked back
     │   └── ProjectClosed        the project is archived or quarantined (PEP 792)
     ├── TokenError               a token change the token file refuses [tokens]
     ├── TokenRefused             credentials that do not grant what a request asks [tokens]
@@ -95,6 +97,23 @@ class StoreError(InsidersError):
 
 class FileConflict(StoreError):
     """A file of that name is stored already, with other content."""
+
+
+class ReleaseDiffers(FileConflict):
+    """A file of a release is published with other bytes: a published file never changes."""
+
+    def __init__(self, filename: str, published: str, offered: str) -> None:
+        super().__init__(
+            f"File already exists: {filename} is stored with another content (sha256 "
+            f"{published}); a published file never changes, upload it under a new version"
+        )
+        self.filename = filename
+        self.published = published  # sha256
+        self.offered = offered
+
+
+class VersionRemoved(StoreError):
+    """A version removed from the index is not published again unless a person asks."""
 
 
 class ClosedProject(Protocol):

@@ -5,11 +5,17 @@ Layout under the store root:
     packages/<normalized-name>/<filename>            a distribution, complete and hashed
     packages/<normalized-name>/<filename>.metadata   its core metadata (METADATA or PKG-INFO)
     packages/<normalized-name>/.project.json         the manifest: which files are published
+    removed.json                                     the versions removed, per project, and when
     incoming/                                        uploads in flight (emptied at start)
 
 A file is renamed into place before the manifest names it, and the manifest is replaced atomically,
 so a kill at any instant leaves a manifest that lists only complete files. Everything else the index
 serves (pages, caches) is derived from the manifests.
+
+The store owns the release rules, for uploads and builds alike: a release's files are all checked
+(a closed project, a name taken by other bytes, a second release of one version) before the first is
+published, and published together (`add_release`); a version removed is remembered, whatever
+watches its project, so that no build brings it back unless a person asks (`removed`).
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 import trio
 
-from insiders.errors import FileConflict, ProjectClosed, StoreError
+from insiders.errors import FileConflict, ProjectClosed, ReleaseDiffers, StoreError, VersionRemoved
 from insiders.fsutil import atomic_write, fsync_dir, fsync_file
 from insidersctl.protocol import ProjectStatus
 
@@ -34,6 +41,7 @@ from .names import NormalizedName, normalize, parse_version, release_slot
 log = logging.getLogger(__name__)
 
 MANIFEST = ".project.json"
+REMOVED = "removed.json"
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -119,6 +127,23 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
         return max({f.version for f in self.files}, key=rank, default=None)
 
 
+def _same_version(a: str, b: str) -> bool:
+    """One release under PEP 440 (1.0 and 1.0.0), or the same text when one does not parse."""
+    parsed = parse_version(a)
+    return a == b or (parsed is not None and parsed == parse_version(b))
+
+
+def _read_removed(path: Path) -> Removals:
+    """The memory of removals (blocking); an unreadable file is said, and forgets nothing else."""
+    try:
+        return _decode_removed(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, msgspec.DecodeError) as error:
+        log.error("%s: unreadable, the removed versions are forgotten: %s", path, error)
+        return {}
+
+
 def _version_key(version: str) -> tuple[int, object]:
     parsed = parse_version(version)
     return (1, parsed) if parsed is not None else (0, version)
@@ -136,6 +161,19 @@ def is_disk_full(error: OSError) -> bool:
 
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
+# {project: {version as it was published: when it was removed}}
+Removals = dict[NormalizedName, dict[str, float]]
+_decode_removed = msgspec.json.Decoder(Removals).decode
+_encode_removed = msgspec.json.Encoder(order="sorted").encode
+
+
+class Incoming(msgspec.Struct, frozen=True):
+    """One file of a release on its way in: its record, its bytes (a complete temp file in
+    incoming/), its core metadata."""
+
+    entry: StoredFile
+    content: Path
+    metadata: bytes | None
 
 
 def release_conflict(project: Project, entry: StoredFile) -> str | None:
@@ -173,11 +211,15 @@ def release_conflict(project: Project, entry: StoredFile) -> str | None:
 class Store:
     """The published projects; mutations are serialised per project and written through to disk."""
 
-    def __init__(self, root: Path, projects: dict[NormalizedName, Project]) -> None:
+    def __init__(
+        self, root: Path, projects: dict[NormalizedName, Project], removed: Removals | None = None
+    ) -> None:
         self.root = root
         self.packages = root / "packages"
         self.incoming = root / "incoming"
         self._projects = projects
+        self._removed: Removals = removed or {}
+        self._removed_lock = trio.Lock()
         self._locks: dict[NormalizedName, trio.Lock] = {}
         self._listeners: list[Callable[[NormalizedName], None]] = []
         # filename -> file, per project: downloads look files up by name, pages never need it.
@@ -208,7 +250,7 @@ class Store:
                     continue
                 if project.files:
                     projects[normalize(project.name)] = project
-        return cls(root, projects)
+        return cls(root, projects, _read_removed(root / REMOVED))
 
     # -- reading (no I/O: pages are rendered from these) ---------------------------------------
 
@@ -227,6 +269,10 @@ class Store:
                 return None
             index = self._by_filename[name] = {f.filename: f for f in project.files}
         return index.get(filename)
+
+    def removed(self, name: NormalizedName) -> dict[str, float]:
+        """The versions of `name` removed (and not published again since), and when."""
+        return dict(self._removed.get(name, {}))
 
     def path(self, name: NormalizedName, filename: str) -> Path:
         return self.packages / name / filename
@@ -250,42 +296,81 @@ class Store:
     async def add(
         self, display_name: str, entry: StoredFile, content: Path, metadata: bytes | None
     ) -> bool:
-        """Publish `content` (a complete temp file in incoming/) as `entry`.
+        """Publish `content` (a complete temp file in incoming/) as `entry`: an upload, which a
+        person sent, so a version removed before comes back.
 
         Returns False when the same file with the same hash is there already (nothing changes),
         True when it was added; raises FileConflict when the name is taken by other content.
         """
+        incoming = Incoming(entry, content, metadata)
+        return await self.add_release(display_name, [incoming], bring_back=True)
+
+    async def add_release(
+        self, display_name: str, files: list[Incoming], *, bring_back: bool
+    ) -> bool:
+        """Publish the files of one release together, after every one of them was checked.
+
+        False when every file was there with the same bytes. Raises ProjectClosed, ReleaseDiffers
+        (a name taken by other bytes), FileConflict (a second release of the version) or, unless
+        `bring_back` (a person asked for it), VersionRemoved. Every content is consumed.
+        """
         name = normalize(display_name)
-        async with self._lock(name):
-            current = self._projects.get(name)
-            if current is not None and not current.takes_uploads:
-                await trio.Path(content).unlink(missing_ok=True)
-                raise ProjectClosed(current)
+        try:
+            async with self._lock(name):
+                current = self._projects.get(name)
+                new = self._check_release(display_name, current, files, bring_back=bring_back)
+                if new:
+                    project = self._with_files(display_name, current, [f.entry for f in new])
+                    await trio.to_thread.run_sync(self._write_release, name, new, project)
+                    self._publish(name, project)
+            await self._forget_removal(name, {f.entry.version for f in files})
+            return bool(new)
+        finally:
+            for incoming in files:
+                await trio.Path(incoming.content).unlink(missing_ok=True)
+
+    def _check_release(
+        self,
+        display_name: str,
+        current: Project | None,
+        files: list[Incoming],
+        *,
+        bring_back: bool,
+    ) -> list[Incoming]:
+        """The files of a release that are new; raises what add_release refuses."""
+        if current is not None and not current.takes_uploads:
+            raise ProjectClosed(current)
+        if not bring_back:
+            removed = self._removed.get(normalize(display_name), {})
+            for incoming in files:
+                if any(_same_version(v, incoming.entry.version) for v in removed):
+                    raise VersionRemoved(
+                        f"{display_name} {incoming.entry.version} was removed; only a "
+                        "person brings it back (an upload, or insidersctl update NAME --version)"
+                    )
+        new: list[Incoming] = []
+        for incoming in files:
+            entry = incoming.entry
             existing = current.file(entry.filename) if current else None
             if existing is not None:
-                await trio.Path(content).unlink(missing_ok=True)
-                if existing.sha256 == entry.sha256:
-                    return False
-                raise FileConflict(
-                    f"File already exists: {entry.filename} is stored with another content "
-                    f"(sha256 {existing.sha256}); a published file never changes, "
-                    "upload it under a new version"
-                )
-            if current is not None and (conflict := release_conflict(current, entry)):
-                await trio.Path(content).unlink(missing_ok=True)
+                if existing.sha256 != entry.sha256:
+                    raise ReleaseDiffers(entry.filename, existing.sha256, entry.sha256)
+                continue
+            accepted = self._with_files(display_name, current, [f.entry for f in new])
+            if conflict := release_conflict(accepted, entry):
                 raise FileConflict(conflict)
-            files = (*current.files, entry) if current else (entry,)
-            # The project keeps the spelling of its first upload, and its status.
-            project = (
-                msgspec.structs.replace(current, files=sort_files(files))
-                if current
-                else Project(name=display_name, files=sort_files(files))
-            )
-            await trio.to_thread.run_sync(
-                self._write_new_file, name, entry.filename, content, metadata, project
-            )
-            self._publish(name, project)
-        return True
+            new.append(incoming)
+        return new
+
+    @staticmethod
+    def _with_files(
+        display_name: str, current: Project | None, entries: list[StoredFile]
+    ) -> Project:
+        """The project with `entries` added; a new project keeps the spelling of its first file,
+        an existing one its own, and its status."""
+        if current is None:
+            return Project(name=display_name, files=sort_files(entries))
+        return msgspec.structs.replace(current, files=sort_files((*current.files, *entries)))
 
     async def set_yanked(
         self, name: NormalizedName, version: str, yanked: bool, reason: str | None = None
@@ -344,7 +429,44 @@ class Store:
             await trio.to_thread.run_sync(self._write_manifest, name, new)
             self._publish(name, new)
             await trio.to_thread.run_sync(self._unlink, name, [f.filename for f in gone])
+            left = {f.version for f in new.files}
+            await self._remember_removal(name, {f.version for f in gone} - left)
             return [f.filename for f in gone]
+
+    # -- removals and their memory ---------------------------------------------------------------
+
+    async def _remember_removal(self, name: NormalizedName, versions: set[str]) -> None:
+        """A version whose last file went is remembered: no build brings it back on its own."""
+        if not versions:
+            return
+        now = time.time()
+        async with self._removed_lock:
+            kept = self._removed.get(name, {})
+            await self._save_removed(
+                {**self._removed, name: {**kept, **dict.fromkeys(versions, now)}}
+            )
+        log.info(
+            "%s %s: removed; no build brings it back unless asked (insidersctl update NAME "
+            "--version V, or an upload)",
+            name,
+            ", ".join(sorted(versions)),
+        )
+
+    async def _forget_removal(self, name: NormalizedName, versions: set[str]) -> None:
+        """A removed version published again is not removed any more."""
+        removed = self._removed.get(name, {})
+        back = {v for v in removed if any(_same_version(v, w) for w in versions)}
+        if not back:
+            return
+        async with self._removed_lock:
+            kept = {v: at for v, at in self._removed.get(name, {}).items() if v not in back}
+            rest = {k: v for k, v in self._removed.items() if k != name}
+            await self._save_removed({**rest, name: kept} if kept else rest)
+
+    async def _save_removed(self, removed: Removals) -> None:
+        data = _encode_removed(removed)
+        await trio.to_thread.run_sync(atomic_write, self.root / REMOVED, data)
+        self._removed = removed
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -366,21 +488,16 @@ class Store:
         for listener in self._listeners:
             listener(name)
 
-    def _write_new_file(
-        self,
-        name: NormalizedName,
-        filename: str,
-        content: Path,
-        metadata: bytes | None,
-        project: Project,
-    ) -> None:
+    def _write_release(self, name: NormalizedName, files: list[Incoming], project: Project) -> None:
         directory = self.packages / name
         directory.mkdir(exist_ok=True)
-        if metadata is not None:
-            atomic_write(directory / f"{filename}.metadata", metadata)
-        fsync_file(content)
-        os.replace(content, directory / filename)
-        fsync_dir(directory)  # the file is durable before any manifest names it
+        for incoming in files:
+            filename = incoming.entry.filename
+            if incoming.metadata is not None:
+                atomic_write(directory / f"{filename}.metadata", incoming.metadata)
+            fsync_file(incoming.content)
+            os.replace(incoming.content, directory / filename)
+        fsync_dir(directory)  # the files are durable before any manifest names them
         self._write_manifest(name, project)
 
     def _write_manifest(self, name: NormalizedName, project: Project) -> None:

@@ -21,8 +21,8 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import BuildError, CheckFailed, NotReproducible, ProjectClosed
-from insiders.ingest import check_filename, hash_file, publish_file
+from insiders.errors import BuildError, CheckFailed, NotReproducible, ReleaseDiffers
+from insiders.ingest import publish_release
 from insiders.repos.registry import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
@@ -83,8 +83,11 @@ class Releaser:
         self.sandbox_said[0] = sandbox.kind
         return sandbox
 
-    async def release(self, fetched: Fetched, version: Version, tag: str, say: Say) -> bool:
-        """Build one version and publish it; False when identical files were published already."""
+    async def release(
+        self, fetched: Fetched, version: Version, tag: str, say: Say, *, bring_back: bool = False
+    ) -> bool:
+        """Build one version and publish it; False when identical files were published already.
+        `bring_back`: a person asked for this version (one removed is published again)."""
         repo = fetched.repo
         log_path = self.logs_dir / repo.key / f"{version}.log"
         await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ class Releaser:
             say("publishing", ", ".join(f.name for f in files), version=str(version))
             changed = True
             if repo.local:
-                changed = await self._publish_local(repo, version, files, log_path)
+                changed = await self._publish_local(repo, version, files, log_path, bring_back)
             for name in repo.publish_to:
                 await self._publish_remote(name, files, log_path)
             return changed
@@ -144,33 +147,24 @@ class Releaser:
         return files
 
     async def _publish_local(
-        self, repo: Repo, version: Version, files: list[Path], log_path: Path
+        self, repo: Repo, version: Version, files: list[Path], log_path: Path, bring_back: bool
     ) -> bool:
-        """Publish the files; a published file never changes: other bytes are refused, before any
-        file of the version is published. False when every file was there with the same bytes."""
-        project = self.store.get(repo.key)
-        if project is not None and not project.takes_uploads:
-            raise CheckFailed(str(ProjectClosed(project)), log_path)
-        for path in files:  # every name checked before the first file is published
-            with publish_failures(path.name, log_path):
-                check_filename(path.name)
-        digests = {path: await trio.to_thread.run_sync(hash_file, path) for path in files}
-        for path, digest in digests.items():
-            sha256 = digest.sha256
-            stored = project.file(path.name) if project else None
-            if stored is not None and stored.sha256 != sha256:
+        """Publish the files together, by the store's rules (insiders.store): a published file
+        never changes, so other bytes are refused before any file of the version is published.
+        False when every file was there with the same bytes."""
+        names = ", ".join(path.name for path in files)
+        with publish_failures(names, log_path):
+            try:
+                return await publish_release(self.store, files, bring_back=bring_back)
+            except ReleaseDiffers as differs:
                 raise NotReproducible(
-                    f"{path.name} is published with other bytes (sha256 {stored.sha256}; this "
-                    f"build: {sha256}), and a published file never changes: tag a new version, "
-                    f"or remove this one first (insidersctl remove {repo.dist} {version}) and "
-                    f"build it again (insidersctl update {repo.dist} --version {version})",
+                    f"{differs.filename} is published with other bytes (sha256 "
+                    f"{differs.published}; this build: {differs.offered}), and a published file "
+                    f"never changes: tag a new version, or remove this one first (insidersctl "
+                    f"remove {repo.dist} {version}) and build it again (insidersctl update "
+                    f"{repo.dist} --version {version})",
                     log_path,
-                )
-        added = False
-        for path in files:
-            with publish_failures(path.name, log_path):
-                added = await publish_file(self.store, path) or added
-        return added
+                ) from None
 
     async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
         target = self.settings().targets.get(name)

@@ -377,6 +377,7 @@ class Watcher:
             only=only,
             explicit=explicit,
             hosted=self._hosted_versions(repo),
+            removed=self.store.removed(repo.key),
             now=time.time(),
         )
         await self.records.listing(repo, versions[max(versions)], skipped, tags)
@@ -392,7 +393,7 @@ class Watcher:
             await git.update_mirror(url, mirror, env=env, token=token)
         fetched = Fetched(repo, mirror, env)
         for version in wanted:  # newest first: the version a sponsor wants most lands first
-            await self._release(fetched, version, versions[version], say, result)
+            await self._release(fetched, version, versions[version], say, result, asked=bool(only))
         if result.unchanged:
             result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
         await self.records.check_done(repo)
@@ -416,12 +417,21 @@ class Watcher:
         return [f.version for f in project.files] if project else []
 
     async def _release(
-        self, fetched: Fetched, version: Version, tag: str, say: Say, result: CheckResult
+        self,
+        fetched: Fetched,
+        version: Version,
+        tag: str,
+        say: Say,
+        result: CheckResult,
+        *,
+        asked: bool,
     ) -> None:
-        """Build and publish one version into `result`; its failure is its own, the others go on."""
+        """Build and publish one version into `result`; its failure is its own, the others go on.
+        `asked`: a person named this version (`update --version`), which brings a removed one back.
+        """
         repo = fetched.repo
         try:
-            changed = await self.releaser.release(fetched, version, tag, say)
+            changed = await self.releaser.release(fetched, version, tag, say, bring_back=asked)
         except NotReproducible as refused:
             log_text = str(refused.log_path) if refused.log_path else None
             await self.records.version_refused(repo, version, str(refused), log_text)
