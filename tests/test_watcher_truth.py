@@ -6,11 +6,16 @@ Real git repositories, real `python -m build`, the real daemon and insidersctl.
 
 from __future__ import annotations
 
+import io
 import json
+import queue
 import shutil
+import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import Daemon, git_project, tag_release
+from tests.support import BIN, Daemon, GoSignal, git_project, isolated_env, tag_release
 from tests.test_watcher import ctl, files_of, start, wheelhouse
 from tests.test_watcher_versions import repo_json, states
 
@@ -109,3 +114,123 @@ def test_repos_set_changes_the_policy(tmp_path: Path, wheelhouse: Daemon) -> Non
         assert repo_json(daemon, "policy")["versions"] == "newest"
     finally:
         daemon.stop()
+
+
+# hatchling, with a build that waits until the test says go (a loopback port: see GoSignal).
+WAITING_BUILD = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "{name}"
+version = "0.0.0"
+"""
+
+
+def waiting_project(where: Path, name: str, go: GoSignal) -> Path:
+    repo = git_project(where, name, pyproject=WAITING_BUILD.format(name=name))
+    (repo / "backend.py").write_text(
+        "from hatchling.build import *  # noqa: F403\n" + go.code() + "wait_for_go()\n"
+    )
+    tag_release(repo, "1.0")
+    return repo
+
+
+def events_of(process: subprocess.Popen[str]) -> queue.Queue[dict]:  # type: ignore[type-arg]
+    """Each line of `update --json`, decoded, as it comes."""
+    events: queue.Queue[dict] = queue.Queue()  # type: ignore[type-arg]
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        text = ""
+        for line in stdout:
+            text += line
+            try:
+                events.put(json.loads(text))
+            except json.JSONDecodeError:
+                continue  # an object over several lines (the report)
+            text = ""
+
+    threading.Thread(target=read, daemon=True).start()
+    return events
+
+
+def next_event(events: queue.Queue[dict], matching: Callable[[dict], bool]) -> list[dict]:  # type: ignore[type-arg]
+    """The events up to the first that matches (the last of them)."""
+    seen = []
+    while not seen or not matching(seen[-1]):
+        try:
+            seen.append(events.get(timeout=90))
+        except queue.Empty:
+            raise AssertionError(f"no such event, only {seen}") from None
+    return seen
+
+
+def test_a_check_slot_is_for_listing_and_fetching(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """With one check slot and one build slot, the second repository lists and fetches while the
+    first builds, then waits for the build slot, and says so."""
+    config = "[watcher]\nenabled = false\nmax-checks = 1\nmax-builds = 1\n"
+    daemon = start(tmp_path / "d", wheelhouse, config)
+    go = GoSignal()
+    try:
+        for name in ("slot-a", "slot-b"):
+            repo = waiting_project(tmp_path / "src", name, go)
+            ctl(daemon, "repos", "add", f"{repo}:{name}")
+        update = subprocess.Popen(
+            [str(BIN / "insidersctl"), "update", "--wait", "--json"],
+            env=isolated_env(daemon.home),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        events = events_of(update)
+        # Every repository is there from the start, in the order of their names.
+        first = [events.get(timeout=30), events.get(timeout=30)]
+        assert [(e["repo"], e["stage"]) for e in first] == [
+            ("slot-a", "queued"),
+            ("slot-b", "queued"),
+        ]
+        seen = next_event(events, lambda e: e.get("stage") == "building")
+        other = ({"slot-a", "slot-b"} - {seen[-1]["repo"]}).pop()
+        # The other repository is listed and fetched while the first builds, then waits.
+        seen += next_event(events, lambda e: e.get("stage") == "waiting")
+        assert seen[-1]["repo"] == other
+        assert seen[-1]["message"] == "waiting for a build slot"
+        assert {"listing", "fetching"} <= {e["stage"] for e in seen if e["repo"] == other}
+        go.give()
+        next_event(events, lambda e: "results" in e)  # the report: the reader is at the end
+        assert update.wait(120) == 0
+        assert update.stdout is not None
+        update.stdout.close()
+        for name in ("slot-a", "slot-b"):
+            assert repo_json(daemon, name)["last_published"] == "1.0"
+    finally:
+        go.give()
+        daemon.stop()
+        go.close()
+
+
+def test_the_live_view_clock_starts_when_a_repository_works() -> None:
+    """Waiting for a check slot or a build slot shows no clock; it starts when the work does."""
+    from insidersctl import protocol as p
+    from insidersctl.progress import LiveView
+    from insidersctl.terminal import Terminal
+
+    now = [100.0]
+    view = LiveView(Terminal(io.StringIO(), env={}), now=lambda: now[0])
+    for name in ("a", "b"):
+        view.event(p.Progress(repo=name, stage="queued", message="waiting for a check slot"))
+    now[0] = 160.0
+    view.event(p.Progress(repo="b", stage="listing"))
+    view.event(
+        p.Progress(repo="b", stage="waiting", version="24.3.0", message="waiting for a build slot")
+    )
+    now[0] = 190.0
+    lines = view.lines(120)
+    assert [line.split()[0] for line in lines] == ["a", "b"]  # every one, in order
+    assert lines[1].split()[1:4] == ["waiting", "24.3.0", "waiting"]  # no clock, not publishing
+    view.event(p.Progress(repo="b", stage="building", version="24.3.0"))
+    now[0] = 195.0
+    assert "0:05" in view.lines(120)[1]

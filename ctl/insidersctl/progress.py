@@ -17,6 +17,8 @@ from insidersctl.output import clock, plural, without_log
 from insidersctl.terminal import Terminal, fit
 from insidersctl.terminal import rows as rows_of
 
+# Stages of a repository that waits: for a check slot, for a build slot (its clock does not run).
+_WAITING = frozenset({"queued", "waiting"})
 # Stages after which a repository's check is over (the daemon's Progress.stage values).
 FINAL = frozenset({"done", "failed", "refused", "up-to-date"})
 _OUTCOME_STAGE = {
@@ -27,6 +29,7 @@ _OUTCOME_STAGE = {
 }
 _COLOURS = {
     "queued": ("yellow",),
+    "waiting": ("yellow",),
     "listing": ("cyan",),
     "fetching": ("cyan",),
     "building": ("cyan", "bold"),
@@ -93,13 +96,14 @@ class PlainView:
 class _Row:
     __slots__ = ("ended", "log", "message", "repo", "stage", "started", "version")
 
-    def __init__(self, repo: str, now: float) -> None:
+    def __init__(self, repo: str) -> None:
         self.repo = repo
         self.stage = "queued"
         self.version: str | None = None
         self.message = ""
         self.log: str | None = None
-        self.started = now
+        # None while it waits (for a check slot, for a build slot): its clock starts when it works.
+        self.started: float | None = None
         self.ended: float | None = None
 
 
@@ -115,6 +119,10 @@ class LiveView:
 
     def event(self, event: p.Progress) -> None:
         row = self._row(event.repo)
+        if event.stage in _WAITING:
+            row.started = None
+        elif row.started is None or row.stage in _WAITING:
+            row.started = self.now()
         row.stage = event.stage
         if event.version:
             row.version = event.version
@@ -155,7 +163,7 @@ class LiveView:
 
     def _row(self, repo: str) -> _Row:
         if repo not in self.rows:
-            self.rows[repo] = _Row(repo, self.now())
+            self.rows[repo] = _Row(repo)
         return self.rows[repo]
 
     def lines(self, width: int, height: int | None = None) -> list[str]:
@@ -195,7 +203,7 @@ class LiveView:
         word = {"done": "published", "up-to-date": "up to date"}.get(row.stage, row.stage)
         stage = paint(f"{word:<10}", *_COLOURS.get(row.stage, ()))
         version = f"{row.version or '':<8}"
-        elapsed = clock((row.ended or self.now()) - row.started)
+        elapsed = "" if row.started is None else clock((row.ended or self.now()) - row.started)
         message = f"  {paint(row.message, 'dim')}" if row.message else ""
         line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
         out = [fit(line, width)]

@@ -121,6 +121,8 @@ class Releaser:
             f"repository: {fetched.repo.source.location}",
             f"tag: {tag}, commit {commit}, SOURCE_DATE_EPOCH={epoch}",
         )
+        if self.builds.available_tokens < 1:
+            say("waiting", "waiting for a build slot", version=str(version))
         async with self.builds:
             say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
             too_slow = f"the build took longer than {limit:.0f} s and was stopped"

@@ -30,7 +30,8 @@ from insiders.errors import (
 )
 
 Stage = Literal[
-    "queued",
+    "queued",  # waiting for a check slot, or for this repository's running check
+    "waiting",  # listed and fetched, waiting for a build slot
     "listing",
     "fetching",
     "building",

@@ -171,6 +171,9 @@ class Watcher:
         assert self._nursery is not None
         results: dict[str, Outcome] = {}
         done = trio.Event()
+        # Every repository is said from the start, in order: a live view lists them all at once.
+        for repo in repos:
+            progress(Step(repo.dist, "queued", "waiting for a check slot", time=time.time()))
 
         async def run_all() -> None:
             async with trio.open_nursery() as nursery:
@@ -273,7 +276,7 @@ class Watcher:
         lock = self._locks.setdefault(repo.key, trio.Lock())
         if lock.locked():
             say("queued", "a check of this repository is running; waiting for it")
-        async with lock, self._checks:
+        async with lock:
             self.checking.add(repo.dist)
             try:
                 result = await self._check(repo, force, say, versions, explicit)
@@ -359,6 +362,24 @@ class Watcher:
     async def _check(
         self, repo: Repo, force: bool, say: Say, only: Sequence[str], explicit: bool
     ) -> CheckResult:
+        # A check slot is for listing and fetching: a repository waiting to build holds none.
+        async with self._checks:
+            planned = await self._plan(repo, force, say, only, explicit)
+        if isinstance(planned, CheckResult):
+            return planned
+        fetched, wanted, versions = planned
+        result = CheckResult()
+        for version in wanted:  # newest first: the version a sponsor wants most lands first
+            await self._release(fetched, version, versions[version], say, result, asked=bool(only))
+        if result.unchanged:
+            result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
+        await self.records.check_done(repo)
+        return result
+
+    async def _plan(
+        self, repo: Repo, force: bool, say: Say, only: Sequence[str], explicit: bool
+    ) -> CheckResult | tuple[Fetched, list[Version], dict[Version, str]]:
+        """List the tags, choose, fetch: what to build, or the check's result if nothing."""
         url = self.git_url(repo)
         token = await self._github_token() if self._is_github(url) else None
         env = git.git_env(self._askpass, token)
@@ -381,23 +402,16 @@ class Watcher:
             now=time.time(),
         )
         await self.records.listing(repo, versions[max(versions)], skipped, tags)
-        result = CheckResult()
         if not wanted:
             # The listing worked: that is a check that worked, and a repository error clears.
             await self.records.check_done(repo)
-            return result
+            return CheckResult()
         mirror = self.mirrors / repo.key
         say("fetching", f"{len(wanted)} version(s) to build: {', '.join(map(str, wanted))}")
         too_slow = f"fetching took longer than {limit:.0f} s"
         with step_failures(too_slow=too_slow), trio.fail_after(limit):
             await git.update_mirror(url, mirror, env=env, token=token)
-        fetched = Fetched(repo, mirror, env)
-        for version in wanted:  # newest first: the version a sponsor wants most lands first
-            await self._release(fetched, version, versions[version], say, result, asked=bool(only))
-        if result.unchanged:
-            result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
-        await self.records.check_done(repo)
-        return result
+        return Fetched(repo, mirror, env), wanted, versions
 
     async def _no_version_tag(self, repo: Repo, tags: dict[str, str]) -> CheckResult:
         ignored = tuple(sorted(tags)[:IGNORED_TAGS_SHOWN])
