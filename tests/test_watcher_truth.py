@@ -234,3 +234,32 @@ def test_the_live_view_clock_starts_when_a_repository_works() -> None:
     view.event(p.Progress(repo="b", stage="building", version="24.3.0"))
     now[0] = 195.0
     assert "0:05" in view.lines(120)[1]
+
+
+def test_a_broken_mirror_is_moved_aside_and_fetched_again(
+    tmp_path: Path, wheelhouse: Daemon
+) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    try:
+        repo = git_project(tmp_path / "src", "mended")
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:mended")
+        ctl(daemon, "update", "--wait")
+        mirror = daemon.home / "cache" / "insiders" / "mirrors" / "mended"
+
+        # Its objects are a file: git cannot read the mirror.
+        shutil.rmtree(mirror / "objects")
+        (mirror / "objects").write_text("x")
+        tag_release(repo, "2.0")
+        assert "mended: published 2.0" in ctl(daemon, "update", "--wait").stdout
+        assert "mended: the git mirror cannot be read" in daemon.log()
+        assert "moved aside to" in daemon.log()
+
+        # The mirror is a file (once a FileExistsError, an internal error).
+        shutil.rmtree(mirror)
+        mirror.write_text("x")
+        forced = ctl(daemon, "update", "--wait", "--force", "mended")
+        assert "rebuilt 2.0: identical bytes, nothing changed" in forced.stdout
+        assert repo_json(daemon, "mended")["last_error"] is None
+    finally:
+        daemon.stop()

@@ -410,7 +410,13 @@ class Watcher:
         say("fetching", f"{len(wanted)} version(s) to build: {', '.join(map(str, wanted))}")
         too_slow = f"fetching took longer than {limit:.0f} s"
         with step_failures(too_slow=too_slow), trio.fail_after(limit):
-            await git.update_mirror(url, mirror, env=env, token=token)
+            moved = await git.update_mirror(url, mirror, env=env, token=token)
+        if moved is not None:
+            log.warning(
+                "%s: the git mirror cannot be read; moved aside to %s and fetched again",
+                repo.dist,
+                moved,
+            )
         return Fetched(repo, mirror, env), wanted, versions
 
     async def _no_version_tag(self, repo: Repo, tags: dict[str, str]) -> CheckResult:
