@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -261,5 +262,42 @@ def test_a_broken_mirror_is_moved_aside_and_fetched_again(
         forced = ctl(daemon, "update", "--wait", "--force", "mended")
         assert "rebuilt 2.0: identical bytes, nothing changed" in forced.stdout
         assert repo_json(daemon, "mended")["last_error"] is None
+    finally:
+        daemon.stop()
+
+
+BROKEN = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{name}"
+version = "0.0.0"
+dependencies = ["not a valid requirement !!"]
+"""
+
+
+def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """An INFO line when a build starts and when it is published (files, sha256, seconds); the
+    reason when it fails."""
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    try:
+        good = git_project(tmp_path / "src", "told")
+        tag_release(good, "1.0")
+        broken = git_project(tmp_path / "src", "untold", pyproject=BROKEN.format(name="untold"))
+        tag_release(broken, "1.0")
+        for spec in (f"{good}:told", f"{broken}:untold"):
+            ctl(daemon, "repos", "add", spec)
+        ctl(daemon, "update", "--wait", check=False)
+        log = ctl(daemon, "watcher", "logs", "-n", "all").stdout
+        told = files_of(daemon, "told")
+        for name in ("told", "untold"):
+            assert re.search(rf"INFO .*{name} 1\.0: building v1\.0, commit [0-9a-f]{{40}}", log)
+        published = re.search(r"INFO .*told 1\.0: published (.*) in (\d+\.\d) s", log)
+        assert published, log
+        for filename, sha256 in told.items():
+            assert f"{filename} (sha256 {sha256})" in published.group(1)
+        assert re.search(r"ERROR .*untold 1\.0: python -m build failed \(exit status 1\)", log)
     finally:
         daemon.stop()

@@ -22,7 +22,7 @@ from packaging.version import Version
 from insiders.config import Settings
 from insiders.credentials import read_secret
 from insiders.errors import BuildError, CheckFailed, NotReproducible, ReleaseDiffers
-from insiders.ingest import publish_release
+from insiders.ingest import hash_file, publish_release
 from insiders.repos.registry import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
@@ -93,21 +93,24 @@ class Releaser:
         await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
         scratch = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(dir=self.scratch)))
         try:
-            files = await self._build(fetched, version, tag, say, scratch, log_path)
+            files, seconds = await self._build(fetched, version, tag, say, scratch, log_path)
             say("publishing", ", ".join(f.name for f in files), version=str(version))
             changed = True
             if repo.local:
                 changed = await self._publish_local(repo, version, files, log_path, bring_back)
             for name in repo.publish_to:
                 await self._publish_remote(name, files, log_path)
+            if changed:
+                await _log_published(repo, version, files, seconds)
             return changed
         finally:
             await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
     async def _build(
         self, fetched: Fetched, version: Version, tag: str, say: Say, scratch: Path, log_path: Path
-    ) -> list[Path]:
-        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's."""
+    ) -> tuple[list[Path], float]:
+        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's; and
+        the seconds the build took."""
         source, out = scratch / "src", scratch / "dist"
         with step_failures():
             await git.checkout(fetched.mirror, tag, source, env=fetched.env)
@@ -125,6 +128,11 @@ class Releaser:
             say("waiting", "waiting for a build slot", version=str(version))
         async with self.builds:
             say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
+            log.info(
+                "%s %s: building %s, commit %s, in %s (log: %s)",
+                *(fetched.repo.dist, version, tag, commit, sandbox.kind, log_path),
+            )
+            started = trio.current_time()
             too_slow = f"the build took longer than {limit:.0f} s and was stopped"
             with (
                 step_failures(log_path, too_slow=too_slow),
@@ -146,7 +154,7 @@ class Releaser:
             files = await trio.to_thread.run_sync(check, built, fetched.repo.key, version)
         for path in files:
             await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
-        return files
+        return files, trio.current_time() - started
 
     async def _publish_local(
         self, repo: Repo, version: Version, files: list[Path], log_path: Path, bring_back: bool
@@ -180,3 +188,11 @@ class Releaser:
                 with step_failures(log_path):
                     result = await targets.upload(client, target, password, path)
                 log.info("%s: %s to %s", path.name, result, name)
+
+
+async def _log_published(repo: Repo, version: Version, files: list[Path], seconds: float) -> None:
+    """One INFO line per publication: what, where, its sha256, and how long the build took."""
+    digests = [await trio.to_thread.run_sync(hash_file, path) for path in files]
+    what = ", ".join(f"{p.name} (sha256 {d.sha256})" for p, d in zip(files, digests, strict=True))
+    where = ", ".join((["this index"] if repo.local else []) + list(repo.publish_to))
+    log.info("%s %s: published %s in %.1f s, to %s", repo.dist, version, what, seconds, where)

@@ -473,6 +473,7 @@ class Watcher:
         await self.records.published(repo, version)
         (result.published if changed else result.unchanged).append(str(version))
         if not changed:
+            log.info("%s %s: rebuilt: identical bytes, nothing changed", repo.dist, version)
             say("unchanged", f"{tag}: the rebuild gave identical bytes; nothing changed")
 
     def git_url(self, repo: Repo) -> str:
