@@ -301,3 +301,33 @@ def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
         assert re.search(r"ERROR .*untold 1\.0: python -m build failed \(exit status 1\)", log)
     finally:
         daemon.stop()
+
+
+def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """2.0 fails, then 1.0 builds (newest first): the log asked for is 2.0's, and it says so."""
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    try:
+        repo = git_project(tmp_path / "src", "why")
+        good = (repo / "pyproject.toml").read_text()
+        tag_release(repo, "1.0")
+        (repo / "pyproject.toml").write_text(BROKEN.format(name="why"))
+        tag_release(repo, "2.0")
+        (repo / "pyproject.toml").write_text(good)
+        ctl(daemon, "repos", "add", "--all", f"{repo}:why")
+        ctl(daemon, "update", "--wait", check=False)
+
+        shown = ctl(daemon, "logs", "--build", "why")
+        assert "not a valid requirement" in shown.stdout
+        assert "the build of why 2.0, the newest version, failed" in shown.stderr
+        # Its header: what was built, how, with what.
+        header = shown.stdout.splitlines()[:6]
+        assert header[0].startswith("insiders: sandbox: ")
+        assert any(line.startswith("insiders: tag: v2.0, commit ") for line in header)
+        assert any(line.startswith("insiders: python: 3.") for line in header), header
+        assert "insiders: build backend: hatchling.build (requires: hatchling)" in header
+
+        # When the newest version built, the newest build is shown, and named.
+        published = ctl(daemon, "logs", "--build", "why", "1.0")
+        assert "not a valid requirement" not in published.stdout
+    finally:
+        daemon.stop()

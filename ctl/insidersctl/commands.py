@@ -384,7 +384,7 @@ def cmd_logs(ctx: Context) -> int:
     if version is not None and build is None:
         raise Usage(f"a VERSION ({version}) goes with --build NAME")
     try:
-        where = ctx.call(p.Logs(), p.LogsLocation)
+        where = ctx.call(p.Logs(build=build if version is None else None), p.LogsLocation)
     except DaemonUnreachable as error:
         # A daemon that is not running is when its log matters most: show the file if there is one.
         path = logs.default_log_file()
@@ -403,6 +403,11 @@ def cmd_logs(ctx: Context) -> int:
         except FileNotFoundError as error:
             note(f"insidersctl: {error}")
             return EXIT_FAILED
+        if where.build_log and version is None:
+            path = Path(where.build_log)
+            note(f"insidersctl: {where.build_said}: {path}")
+        elif version is None:
+            note(f"insidersctl: the newest build of {build}, {path.stem}: {path}")
         # The whole build log unless -n says otherwise: it is read to find out why.
         whole = logs.Reading(lines=lines if args.lines_given else None, follow=args.follow)
         return logs.read_file(path, whole)

@@ -193,6 +193,9 @@ class Logs(Request, frozen=True, tag="logs"):
     """Where the daemon's log is; the client reads it (journalctl or the file) itself (reply:
     LogsLocation)."""
 
+    # `logs --build NAME` without a VERSION: which build log to show is the daemon's to say.
+    build: str | None = None
+
 
 class Reload(Request, frozen=True, tag="reload"):
     """Re-read the configuration now; the reply (Reloaded) comes once the new settings are in
@@ -454,6 +457,10 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
     invocation: str | None = None  # INVOCATION_ID, when no unit name could be found
     path: str | None = None
     builds: str | None = None  # the directory of the build logs: NAME/VERSION.log
+    # Asked with `build`: the log to show when the newest version failed (or was refused), and
+    # which build that is; None: the newest build's log is shown.
+    build_log: str | None = None
+    build_said: str | None = None
 
 
 class Reloaded(Reply, frozen=True, tag="reloaded"):

@@ -37,7 +37,7 @@ from insiders.index.upstream import Upstream
 from insiders.logs import stderr_is_journal
 from insiders.mirror.sync import Mirrors, MirrorState
 from insiders.names import is_valid_name, normalize, parse_version
-from insiders.repos.registry import Repo, Repos, RepoState, make_repo, with_policy
+from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord, make_repo, with_policy
 from insiders.repos.source import resolve_dist
 from insiders.repos.spec import parse_spec
 from insiders.store import Project, Store, StoredFile
@@ -135,6 +135,16 @@ def version_states(
         if text not in state.versions and parse_version(text) not in gone
     ]
     return tuple(sorted(infos, key=lambda i: _version_key(i.version), reverse=True))
+
+
+def newest_failure(state: RepoState) -> tuple[str, VersionRecord] | None:
+    """The newest version the watcher tried, if its last attempt failed or was refused and left
+    a log."""
+    tried = [(text, r) for text, r in state.versions.items() if r.status != "removed"]
+    if not tried:
+        return None
+    text, record = max(tried, key=lambda item: _version_key(item[0]))
+    return (text, record) if record.status in {"failed", "refused"} and record.log else None
 
 
 def _version_key(text: str) -> tuple[int, object]:
@@ -268,7 +278,7 @@ class Commands:
             case p.WatcherControl():
                 return self.watcher_control(request)
             case p.Logs():
-                return self.logs
+                return self.logs_location(request)
             case p.Reload():
                 refused = await self.daemon.reload_now()
                 if refused is not None:
@@ -362,6 +372,26 @@ class Commands:
                     f"--publish-to {target}: no [targets.{target}] in the configuration "
                     f"(configured: {known})",
                 )
+
+    def logs_location(self, request: p.Logs) -> p.LogsLocation:
+        """Where the logs are; for `logs --build NAME`, the newest version's log when it failed
+        ("why did the last build fail?"), which is not the newest build when older versions
+        built after it."""
+        if request.build is None:
+            return self.logs
+        try:
+            repo = self.repos.find(request.build)
+        except RepoError:
+            return self.logs  # the client says there is no such log
+        failed = newest_failure(repo.state)
+        if failed is None:
+            return self.logs
+        version, record = failed
+        said = (
+            f"the build of {repo.dist} {version}, the newest version, {record.status} "
+            f"({'bytes differ' if record.status == 'refused' else record.message})"
+        )
+        return msgspec.structs.replace(self.logs, build_log=record.log, build_said=said)
 
     async def set_repo(self, request: p.SetRepo) -> p.RepoChanged:
         """A new policy without a remove and an add: the record and its history stay."""

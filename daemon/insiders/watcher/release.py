@@ -27,7 +27,7 @@ from insiders.repos.registry import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.report import Say, publish_failures, step_failures
-from insiders.watcher.sandbox import Sandbox
+from insiders.watcher.sandbox import Sandbox, python_version
 from insiders.watcher.sandbox import choose as choose_sandbox
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ class Releaser:
         header = (
             f"repository: {fetched.repo.source.location}",
             f"tag: {tag}, commit {commit}, SOURCE_DATE_EPOCH={epoch}",
+            f"python: {python_version(sandbox.python)} ({sandbox.python})",
+            # Its installed version is in the log below ("Installed build dependency versions").
+            f"build backend: {await trio.to_thread.run_sync(builder.build_backend, source)}",
         )
         if self.builds.available_tokens < 1:
             say("waiting", "waiting for a build slot", version=str(version))

@@ -27,6 +27,7 @@ that says what to install, unless `[watcher] sandbox = "none"` accepts the risk.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -236,3 +237,10 @@ def _scratch_for_trial() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="insiders-sandbox-trial-")
+
+
+def python_version(python: str) -> str:
+    """The version of the Python that runs builds: this one's, unless another was set."""
+    if python == sys.executable:
+        return platform.python_version()
+    return "another interpreter"
