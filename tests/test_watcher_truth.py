@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import BIN, Daemon, GoSignal, git_project, isolated_env, tag_release
-from tests.test_watcher import ctl, files_of, start, wheelhouse
+from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
 from tests.test_watcher_versions import repo_json, states
 
 __all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
@@ -133,7 +133,9 @@ version = "0.0.0"
 def waiting_project(where: Path, name: str, go: GoSignal) -> Path:
     repo = git_project(where, name, pyproject=WAITING_BUILD.format(name=name))
     (repo / "backend.py").write_text(
-        "from hatchling.build import *  # noqa: F403\n" + go.code() + "wait_for_go()\n"
+        "import os\nfrom hatchling.build import *  # noqa: F403\n"
+        + go.code()
+        + "print('BACKEND PID', os.getpid(), flush=True)\nwait_for_go()\n"
     )
     tag_release(repo, "1.0")
     return repo
@@ -331,3 +333,25 @@ def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhous
         assert "not a valid requirement" not in published.stdout
     finally:
         daemon.stop()
+
+
+def test_a_clean_stop_during_a_build_cleans_up(tmp_path: Path, wheelhouse: Daemon) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    go = GoSignal()
+    try:
+        repo = waiting_project(tmp_path / "src", "stopped", go)
+        ctl(daemon, "repos", "add", f"{repo}:stopped")
+        ctl(daemon, "update", "--no-wait")
+        backend = logged_pid(daemon.data_dir / "logs" / "stopped" / "1.0.log")
+        scratch = daemon.home / "cache" / "insiders" / "builds"
+        assert list(scratch.iterdir())  # the build's scratch directory
+        assert daemon.stop() == 0
+        assert gone(backend)
+        assert list(scratch.iterdir()) == []
+        daemon.start()
+        assert "left by builds before a crash" not in daemon.log()
+    finally:
+        go.give()
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.stop()
+        go.close()

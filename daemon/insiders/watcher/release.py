@@ -104,7 +104,10 @@ class Releaser:
                 await _log_published(repo, version, files, seconds)
             return changed
         finally:
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+            # Shielded: a clean stop cancels the build, and must not leave its scratch behind
+            # (the box has killed the build's processes by now).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
     async def _build(
         self, fetched: Fetched, version: Version, tag: str, say: Say, scratch: Path, log_path: Path
