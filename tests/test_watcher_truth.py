@@ -355,3 +355,37 @@ def test_a_clean_stop_during_a_build_cleans_up(tmp_path: Path, wheelhouse: Daemo
         if daemon.proc and daemon.proc.poll() is None:
             daemon.stop()
         go.close()
+
+
+def test_the_end_of_update_counts_versions(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """On a terminal: two versions published and one failed in one repository are counted as
+    such, the failed row names the failed version, and a long version keeps the columns."""
+    from tests.test_ctl_terminal import Terminal, env_for
+
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    try:
+        mixed = git_project(tmp_path / "src", "mixed")
+        good = (mixed / "pyproject.toml").read_text()
+        tag_release(mixed, "1.0")
+        (mixed / "pyproject.toml").write_text(BROKEN.format(name="mixed"))
+        tag_release(mixed, "2.0")
+        (mixed / "pyproject.toml").write_text(good)
+        tag_release(mixed, "3.0")
+        long = git_project(tmp_path / "src", "long")
+        tag_release(long, "2024.10.15rc3")
+        ctl(daemon, "repos", "add", "--all", f"{mixed}:mixed")
+        ctl(daemon, "repos", "add", f"{long}:long")
+        term = Terminal(["update", "--wait"], env_for(daemon))
+        assert term.wait() == 1
+        lines = term.text().splitlines()
+        summary = next(line for line in lines if line.startswith("checked "))
+        assert summary.endswith("3 versions published, 1 version failed"), summary
+        row = next(line for line in lines if line.startswith("mixed "))
+        assert row.split()[1:3] == ["failed", "2.0"], row
+        assert "published 3.0, 1.0" in row
+        other = next(line for line in lines if line.startswith("long "))
+        # The clocks line up: the version column fits the longest version.
+        clock = re.compile(r"\d+:\d\d")
+        assert clock.search(row).start() == clock.search(other).start()  # type: ignore[union-attr]
+    finally:
+        daemon.stop()

@@ -48,23 +48,37 @@ def result_line(result: p.RepoOutcome) -> str:
     if result.outcome in {"failed", "refused"}:
         error = without_log(result.error or "", result.log)
         word = result.outcome.upper()
-        return f"{result.repo}: {word}: {error}" + (f" (log: {result.log})" if result.log else "")
+        where = f" (log: {result.log})" if result.log else ""
+        return f"{result.repo}: {word}: {error}{where}{_also_published(result)}"
     message = f": {result.message}" if result.message else ""
     return f"{result.repo}: {result.outcome}{message}"
 
 
+def _also_published(result: p.RepoOutcome) -> str:
+    return f"; published {', '.join(result.versions)}" if result.versions else ""
+
+
 def summary(report: p.UpdateReport, seconds: float, term: Terminal) -> str:
-    counts = {"published": 0, "up-to-date": 0, "failed": 0}
-    for result in report.results:
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    """Versions are counted (a repository can publish two and fail one), then the repositories
+    with nothing to do and the checks that failed before building anything."""
+    results = report.results
+    published = sum(len(r.versions) for r in results)
+    failed = sum(len(r.failures) for r in results)
+    refused = sum(len(r.refused) for r in results)
+    up_to_date = sum(1 for r in results if r.outcome == "up-to-date")
+    checks_failed = sum(1 for r in results if r.outcome == "failed" and not r.failures)
     parts = []
-    if counts["published"]:
-        parts.append(term.paint(f"{counts['published']} published", "green"))
-    if counts["up-to-date"]:
-        parts.append(f"{counts['up-to-date']} up to date")
-    if counts["failed"]:
-        parts.append(term.paint(f"{counts['failed']} failed", "red", "bold"))
-    checked = plural(len(report.results), "repository", "repositories")
+    if published:
+        parts.append(term.paint(f"{plural(published, 'version')} published", "green"))
+    if failed:
+        parts.append(term.paint(f"{plural(failed, 'version')} failed", "red", "bold"))
+    if refused:
+        parts.append(term.paint(f"{plural(refused, 'version')} refused", "yellow", "bold"))
+    if up_to_date:
+        parts.append(f"{plural(up_to_date, 'repository', 'repositories')} up to date")
+    if checks_failed:
+        parts.append(term.paint(f"{plural(checks_failed, 'check')} failed", "red", "bold"))
+    checked = plural(len(results), "repository", "repositories")
     return f"checked {checked} in {clock(seconds)}: {', '.join(parts) or 'nothing to do'}"
 
 
@@ -116,6 +130,7 @@ class LiveView:
         self.started = now()
         self.rows: dict[str, _Row] = {}
         self._drawn = 0  # screen rows the last drawing took
+        self._version_width = 0  # the longest version shown: the clocks stay in one column
 
     def event(self, event: p.Progress) -> None:
         row = self._row(event.repo)
@@ -147,6 +162,9 @@ class LiveView:
             elif result.outcome in {"failed", "refused"}:
                 row.log = result.log or row.log
                 row.message = without_log(result.error or row.message, row.log)
+                row.message += _also_published(result)
+                bad = [f.version for f in (*result.failures, *result.refused)]
+                row.version = ", ".join(bad) or None  # not the last version it built
             elif result.message:
                 row.message = result.message
             if row.ended is None:
@@ -178,6 +196,7 @@ class LiveView:
             hidden = [r for r in rows if r.stage in {"done", "up-to-date"}]
             rows = [r for r in rows if r not in hidden]
         name_width = max((len(r) for r in self.rows), default=0)
+        self._version_width = max((len(r.version or "") for r in self.rows.values()), default=0)
         out = []
         if hidden:
             done = sum(1 for r in hidden if r.stage == "done")
@@ -202,7 +221,7 @@ class LiveView:
         paint = self.term.paint
         word = {"done": "published", "up-to-date": "up to date"}.get(row.stage, row.stage)
         stage = paint(f"{word:<10}", *_COLOURS.get(row.stage, ()))
-        version = f"{row.version or '':<8}"
+        version = f"{row.version or '':<{max(8, self._version_width)}}"
         elapsed = "" if row.started is None else clock((row.ended or self.now()) - row.started)
         message = f"  {paint(row.message, 'dim')}" if row.message else ""
         line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
