@@ -204,7 +204,8 @@ def test_redact(text: str, expected: str) -> None:
         ("git@github.com:Owner/Repo.git", "github.com/owner/repo"),
         ("ssh://git@gitlab.example:2222/team/sub/lib.git", "gitlab.example/team/sub/lib"),
         ("https://user@gitea.example/org/tool/", "gitea.example/org/tool"),
-        ("/srv/git/lib.git", ""),
+        ("/srv/git/lib.git", "file:/srv/git/lib"),
+        ("file:///srv/git/Lib.git/", "file:/srv/git/Lib"),
         ("https://host.example/", ""),
     ],
 )
