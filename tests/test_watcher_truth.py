@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -387,5 +388,35 @@ def test_the_end_of_update_counts_versions(tmp_path: Path, wheelhouse: Daemon) -
         # The clocks line up: the version column fits the longest version.
         clock = re.compile(r"\d+:\d\d")
         assert clock.search(row).start() == clock.search(other).start()  # type: ignore[union-attr]
+    finally:
+        daemon.stop()
+
+
+def test_repos_add_starts_a_check(tmp_path: Path, wheelhouse: Daemon) -> None:
+    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 3600.0\n")
+    try:
+        # The first periodic check (a few seconds after the start) is over: none is near.
+        deadline = time.monotonic() + 30
+        while (
+            json.loads(ctl(daemon, "watcher", "status", "--json").stdout)["watcher"]["next_check"]
+            < time.time() + 600
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        repo = git_project(tmp_path / "src", "eager")
+        tag_release(repo, "1.0")
+        added = ctl(daemon, "repos", "add", f"{repo}:eager")
+        assert "checking it now" in added.stdout + added.stderr
+        deadline = time.monotonic() + 90
+        while repo_json(daemon, "eager")["last_published"] != "1.0":
+            assert time.monotonic() < deadline, repo_json(daemon, "eager")
+            time.sleep(0.3)
+
+        # Paused, it says how to build now.
+        ctl(daemon, "watcher", "stop")
+        other = git_project(tmp_path / "src", "patient")
+        tag_release(other, "1.0")
+        added = ctl(daemon, "repos", "add", f"{other}:patient")
+        assert "insidersctl update patient" in added.stdout + added.stderr
     finally:
         daemon.stop()

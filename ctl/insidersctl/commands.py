@@ -281,15 +281,20 @@ def cmd_repos_add(ctx: Context) -> int:
         publish_to=tuple(args.publish_to),
         local=args.local,
     )
-    return ctx.answer(request, p.RepoAdded, lambda reply: _show_added(reply.repo))
+    return ctx.answer(request, p.RepoAdded, _show_added)
 
 
-def _show_added(repo: p.RepoInfo) -> None:
+def _show_added(reply: p.RepoAdded) -> None:
+    repo = reply.repo
     targets = (["this index"] if repo.local else []) + list(repo.publish_to)
     out(
         f"added {repo.name} from {repo.source}: {_policy(repo)} version(s), "
         f"published to {', '.join(targets)}"
     )
+    if reply.checking:
+        note(f"checking it now; watch it with: insidersctl update {repo.name}")
+    else:
+        note(f"the watcher is paused; build it now with: insidersctl update {repo.name}")
 
 
 def cmd_repos_set(ctx: Context) -> int:

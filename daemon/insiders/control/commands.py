@@ -427,8 +427,12 @@ class Commands:
         )
         await self.repos.add(repo)
         log.info("watching %s for %s (%s)", repo.source.location, repo.dist, repo.versions)
+        # Its first check now, not at the next periodic one (a paused watcher checks on request).
+        checking = self.watcher.info().state == "running"
+        if checking:
+            self.watcher.schedule([repo], force=False)
         # watcher=True for clients that still ask (the field's default is False).
-        return p.RepoAdded(repo=self._repo_info(repo), watcher=True)
+        return p.RepoAdded(repo=self._repo_info(repo), watcher=True, checking=checking)
 
     def watcher_info(self) -> p.WatcherInfo:
         return watcher_info_wire(self.watcher.info())
