@@ -11,6 +11,7 @@ import json
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -418,5 +419,33 @@ def test_repos_add_starts_a_check(tmp_path: Path, wheelhouse: Daemon) -> None:
         tag_release(other, "1.0")
         added = ctl(daemon, "repos", "add", f"{other}:patient")
         assert "insidersctl update patient" in added.stdout + added.stderr
+    finally:
+        daemon.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_reload_never_points_the_index_at_itself(tmp_path: Path) -> None:
+    """pip is configured to use this index; a reload that changes the port (which takes effect
+    at restart) must keep comparing pip's index with the address the index runs on."""
+    running, next_port = free_port(), free_port()
+    config = tmp_path / "d" / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {running}\n')
+    itself = f"http://127.0.0.1:{running}/simple/"
+    daemon = Daemon(tmp_path / "d", env={"PIP_INDEX_URL": itself}).start(port=None)
+    try:
+        assert json.loads(ctl(daemon, "status", "--json").stdout)["upstream"] != itself
+        config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {next_port}\n')
+        reloaded = ctl(daemon, "reload")
+        assert "server.port" in reloaded.stderr
+        assert json.loads(ctl(daemon, "status", "--json").stdout)["upstream"] != itself
+        with daemon.client() as client:
+            answer = client.get("/simple/not-hosted-here/")
+        assert not answer.headers.get("location", "").startswith(itself)
     finally:
         daemon.stop()
