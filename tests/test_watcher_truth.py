@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import BIN, Daemon, GoSignal, git_project, isolated_env, tag_release
+from tests.support import BIN, Daemon, GoSignal, git, git_project, isolated_env, tag_release
 from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
 from tests.test_watcher_versions import repo_json, states
 
@@ -29,6 +29,17 @@ PAUSED = "[watcher]\nenabled = false\n"
 
 def last_outcome(result: str) -> dict:  # type: ignore[type-arg]
     return json.loads(result.splitlines()[-1])["results"][0]
+
+
+def said_everywhere(daemon: Daemon) -> set[str]:
+    """The one repository's state as `repos list --json`, `status --json` and the web page say
+    it."""
+    listed = json.loads(ctl(daemon, "repos", "list", "--json").stdout)["repos"][0]["state"]
+    status = json.loads(ctl(daemon, "status", "--json").stdout)["repos"][0]["state"]
+    with daemon.client() as client:
+        page = client.get("/builds/").text
+    shown = set(re.findall(r'class="state state-([a-z-]+)"', page))
+    return {listed, status, *shown}
 
 
 def test_a_repository_error_clears_with_the_next_check_that_works(
@@ -48,6 +59,7 @@ def test_a_repository_error_clears_with_the_next_check_that_works(
         assert failed.returncode == 1
         assert "git ls-remote failed" in repo_json(daemon, "clearing")["last_error"]
         assert "failing" in ctl(daemon, "repos", "list").stdout
+        assert said_everywhere(daemon) == {"failing"}
 
         # It is back: the next check works, nothing is to build, and the error is gone everywhere.
         shutil.move(aside, repo)
@@ -58,6 +70,7 @@ def test_a_repository_error_clears_with_the_next_check_that_works(
         assert "failing" not in ctl(daemon, "repos", "list").stdout
         status = json.loads(ctl(daemon, "status", "--json").stdout)
         assert status["repos"][0]["last_error"] is None
+        assert said_everywhere(daemon) == {"ok"}
 
         # A typo in --version is refused; it is not the repository's failure.
         typo = ctl(daemon, "update", "clearing", "--version", "99.0", "--json", check=False)
@@ -65,6 +78,15 @@ def test_a_repository_error_clears_with_the_next_check_that_works(
         assert "--version 99.0: no tag names this version" in last_outcome(typo.stdout)["error"]
         assert repo_json(daemon, "clearing")["last_error"] is None
         assert "failing" not in ctl(daemon, "repos", "list").stdout
+
+        # A version that failed, and whose tag is then deleted, is not failing any more.
+        (repo / "pyproject.toml").write_text(BROKEN.format(name="clearing"))
+        tag_release(repo, "2.0")
+        assert ctl(daemon, "update", "--wait", check=False).returncode == 1
+        assert said_everywhere(daemon) == {"failing"}
+        git(repo, "tag", "-d", "v2.0")
+        assert ctl(daemon, "update", "--wait").returncode == 0
+        assert said_everywhere(daemon) == {"ok"}
     finally:
         daemon.stop()
 

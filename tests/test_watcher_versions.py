@@ -198,6 +198,7 @@ def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemo
         assert recorded["status"] == "refused"
         assert recorded["retry_at"] is None
         assert repo_json(daemon, "drifting")["last_error"] is None
+        assert repo_json(daemon, "drifting")["state"] == "refused"
         listing = ctl(daemon, "repos", "list").stdout
         assert "failing" not in listing
         assert "retried" not in listing

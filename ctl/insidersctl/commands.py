@@ -126,7 +126,7 @@ def _show_status(report: p.StatusReport) -> None:
 
 
 def _show_overview(report: p.StatusReport) -> None:
-    failing = sum(1 for r in report.repos if r.last_error)
+    failing = sum(1 for r in report.repos if _repo_state(r) == "failing")
     repos = plural(len(report.repos), "repository", "repositories") + (
         f" ({failing} failing)" if failing else ""
     )
@@ -218,6 +218,8 @@ def _repo_row(r: p.RepoInfo, now: float) -> tuple[str, ...]:
 
 
 def _repo_state(r: p.RepoInfo) -> str:
+    if r.state:
+        return "-" if r.state == "unchecked" else r.state
     if r.last_error or any(v.status == "failed" for v in r.version_states):
         return "failing"
     if any(v.status == "refused" for v in r.version_states):

@@ -301,6 +301,9 @@ class RepoInfo(_Part, frozen=True):
     version_states: tuple[VersionInfo, ...] = ()
     tags_seen: int = 0  # tags found by the last listing
     ignored_tags: tuple[str, ...] = ()  # when none of them names a version: the first few
+    # Derived by the daemon, the one reading of the record: unchecked, ok, failing, refused,
+    # no version tag ("": a daemon before it; the client derives it then).
+    state: str = ""
 
 
 class WatcherInfo(_Part, frozen=True):

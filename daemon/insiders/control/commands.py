@@ -40,6 +40,7 @@ from insiders.names import is_valid_name, normalize, parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord, make_repo, with_policy
 from insiders.repos.source import resolve_dist
 from insiders.repos.spec import parse_spec
+from insiders.repos.status import repo_status
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc
@@ -105,6 +106,7 @@ def repo_info(repo: Repo, removed: Mapping[str, float]) -> p.RepoInfo:
         version_states=version_states(state, removed),
         tags_seen=state.tags_seen,
         ignored_tags=state.ignored_tags,
+        state=repo_status(state),
     )
 
 

@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord
+from insiders.watcher.tags import version_tags
 
 MAX_BACKOFF = 6 * 3600.0
 IGNORED_TAGS_SHOWN = 5
@@ -64,13 +65,21 @@ class Records:
     ) -> None:
         now = time.time()
         ignored = () if newest_tag else tuple(sorted(tags)[:IGNORED_TAGS_SHOWN])
+        tagged = set(version_tags(tags))
 
         def change(state: RepoState) -> RepoState:
+            # A failure of a version whose tag is gone is over: it would say "failing" forever.
+            kept = {
+                text: record
+                for text, record in state.versions.items()
+                if record.status not in ("failed", "refused") or parse_version(text) in tagged
+            }
             updates: dict[str, object] = {
                 "last_check": now,
                 "newest_tag": newest_tag,
                 "ignored_tags": ignored,
                 "tags_seen": len(tags),
+                "versions": kept,
             }
             if skipped is not None:
                 updates["skipped"] = skipped
