@@ -18,7 +18,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import BIN, Daemon, GoSignal, git, git_project, isolated_env, tag_release
+from tests.support import (
+    BIN,
+    Daemon,
+    GoSignal,
+    git,
+    git_project,
+    isolated_env,
+    make_wheel,
+    tag_release,
+    wheel_filename,
+)
 from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
 from tests.test_watcher_versions import repo_json, states
 
@@ -469,5 +479,25 @@ def test_a_reload_never_points_the_index_at_itself(tmp_path: Path) -> None:
         with daemon.client() as client:
             answer = client.get("/simple/not-hosted-here/")
         assert not answer.headers.get("location", "").startswith(itself)
+    finally:
+        daemon.stop()
+
+
+def test_a_failure_is_over_once_the_version_is_uploaded(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """The tag does not build; the version is uploaded by hand: nothing is failing any more."""
+    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
+    try:
+        repo = git_project(tmp_path / "src", "handmade", pyproject=BROKEN.format(name="handmade"))
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:handmade")
+        assert ctl(daemon, "update", "--wait", check=False).returncode == 1
+        assert said_everywhere(daemon) == {"failing"}
+        wheel = tmp_path / wheel_filename("handmade", "1.0")
+        wheel.write_bytes(make_wheel("handmade", "1.0"))
+        assert daemon.upload(wheel).status_code == 200
+        update = ctl(daemon, "update", "--wait", "--json")
+        assert last_outcome(update.stdout)["outcome"] == "up-to-date"
+        assert said_everywhere(daemon) == {"ok"}
+        assert "1.0" not in states(daemon, "handmade")
     finally:
         daemon.stop()

@@ -8,7 +8,7 @@ repositories and versions is computed here too, since it is recorded with the fa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import trio
@@ -62,18 +62,24 @@ class Records:
         newest_tag: str | None,
         skipped: tuple[str, ...] | None,
         tags: dict[str, str],
+        hosted: Iterable[str] = (),
     ) -> None:
+        """What a listing found. A failure that is over is dropped, or it would say "failing"
+        forever: its tag is gone, or the version is in the index now (`hosted`: uploaded by hand).
+        """
         now = time.time()
         ignored = () if newest_tag else tuple(sorted(tags)[:IGNORED_TAGS_SHOWN])
         tagged = set(version_tags(tags))
+        here = {parse_version(text) for text in hosted}
+
+        def over(text: str, record: VersionRecord) -> bool:
+            version = parse_version(text)
+            if record.status == "failed":
+                return version not in tagged or version in here
+            return record.status == "refused" and version not in tagged
 
         def change(state: RepoState) -> RepoState:
-            # A failure of a version whose tag is gone is over: it would say "failing" forever.
-            kept = {
-                text: record
-                for text, record in state.versions.items()
-                if record.status not in ("failed", "refused") or parse_version(text) in tagged
-            }
+            kept = {text: r for text, r in state.versions.items() if not over(text, r)}
             updates: dict[str, object] = {
                 "last_check": now,
                 "newest_tag": newest_tag,

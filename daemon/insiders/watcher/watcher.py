@@ -391,17 +391,18 @@ class Watcher:
         versions = version_tags(tags)
         if not versions:
             return await self._no_version_tag(repo, tags)
+        hosted = self._hosted_versions(repo)
         wanted, skipped = versions_to_build(
             repo,
             versions,
             force=force,
             only=only,
             explicit=explicit,
-            hosted=self._hosted_versions(repo),
+            hosted=hosted,
             removed=self.store.removed(repo.key),
             now=time.time(),
         )
-        await self.records.listing(repo, versions[max(versions)], skipped, tags)
+        await self.records.listing(repo, versions[max(versions)], skipped, tags, hosted)
         if not wanted:
             # The listing worked: that is a check that worked, and a repository error clears.
             await self.records.check_done(repo)
