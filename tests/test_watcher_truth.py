@@ -362,9 +362,16 @@ def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhous
         assert any(line.startswith("insiders: python: 3.") for line in header), header
         assert "insiders: build backend: hatchling.build (requires: hatchling)" in header
 
-        # When the newest version built, the newest build is shown, and named.
         published = ctl(daemon, "logs", "--build", "why", "1.0")
         assert "not a valid requirement" not in published.stdout
+
+        # A check that builds 1.0 alone leaves 2.0 failing: update says so, as repos list does.
+        again = ctl(daemon, "update", "why", "--version", "1.0", "--json")
+        assert last_outcome(again.stdout)["state"] == "failing"
+        plain = ctl(daemon, "update", "why", "--version", "1.0")
+        assert "why: up-to-date: rebuilt 1.0: identical bytes, nothing changed (still failing" in (
+            plain.stdout
+        )
     finally:
         daemon.stop()
 

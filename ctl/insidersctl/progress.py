@@ -43,6 +43,17 @@ _COLOURS = {
 
 def result_line(result: p.RepoOutcome) -> str:
     """One repository's outcome, as the plain view ends with it."""
+    return _result(result) + still_failing(result)
+
+
+def still_failing(result: p.RepoOutcome) -> str:
+    """What `repos list` would add: an older failure this check did not retry stands."""
+    if result.state == "failing" and result.outcome not in {"failed", "queued"}:
+        return " (still failing: see insidersctl repos list)"
+    return ""
+
+
+def _result(result: p.RepoOutcome) -> str:
     if result.outcome == "published":
         return f"{result.repo}: published {', '.join(result.versions)}"
     if result.outcome in {"failed", "refused"}:
@@ -167,6 +178,7 @@ class LiveView:
                 row.version = ", ".join(bad) or None  # not the last version it built
             elif result.message:
                 row.message = result.message
+            row.message = (row.message + still_failing(result)).strip()
             if row.ended is None:
                 row.ended = self.now()
         self.draw(final=True)  # every repository, once: it is not redrawn after

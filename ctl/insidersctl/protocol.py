@@ -367,6 +367,8 @@ class RepoOutcome(_Part, frozen=True):
     # Rebuilds (--force) refused: their bytes differ from the published files, which stay.
     refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there is nothing to build
+    # The repository's state after the check, as RepoInfo.state (what `repos list` says).
+    state: str = ""
 
 
 class MirrorInfo(_Part, frozen=True):

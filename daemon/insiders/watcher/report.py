@@ -92,6 +92,9 @@ class Outcome:
     # Rebuilds whose bytes differ from the published files (`update --force`): refused, kept.
     refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there was nothing to build
+    # The repository's state as recorded after the check (insiders.repos.status): what
+    # `repos list` says, e.g. still "failing" when this check published another version.
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from insiders.config import Settings
 from insiders.credentials import read_secret
 from insiders.errors import BuildError, CheckFailed, NotReproducible, NotTagged
 from insiders.repos.registry import Repo, Repos
+from insiders.repos.status import repo_status
 from insiders.store import Store
 from insiders.watcher import git
 from insiders.watcher.choice import versions_to_build
@@ -266,6 +267,23 @@ class Watcher:
         progress: Progress,
         versions: Sequence[str] = (),
         explicit: bool = True,
+    ) -> Outcome:
+        """One repository's check, and its state as recorded after it: what `repos list` says
+        (a check can publish one version while an older failure stands)."""
+        outcome = await self._check_repo(
+            repo, force=force, progress=progress, versions=versions, explicit=explicit
+        )
+        recorded = self.repos.get(repo.key)
+        return replace(outcome, state=repo_status(recorded.state) if recorded else "")
+
+    async def _check_repo(
+        self,
+        repo: Repo,
+        *,
+        force: bool,
+        progress: Progress,
+        versions: Sequence[str],
+        explicit: bool,
     ) -> Outcome:
         def say(
             stage: Stage, message: str = "", *, version: str | None = None, log: str | None = None
