@@ -69,7 +69,6 @@ class RepoState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Versions the policy chose not to build at the first listing (`newest`: all but the newest);
     # None until that first listing, so a failed first check does not count as one.
     skipped: tuple[str, ...] | None = None
-    etag: str | None = None  # GitHub API conditional requests
     # Per version (as the tag names it, PEP 440 text): failed, removed, published by the watcher.
     versions: dict[str, VersionRecord] = msgspec.field(default_factory=dict)
     # The last listing found tags but none that names a version: the first few, to show why.
