@@ -226,12 +226,13 @@ class Daemon:
     def index(self) -> str:
         return f"{self.url}/simple/"
 
-    def start(self, *, wait: bool = True, port: int = 0) -> Daemon:
+    def start(self, *, wait: bool = True, port: int | None = 0) -> Daemon:
+        """`port` None: no --port flag, the config file's port is used."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.notify = NotifyReceiver(self.home / "notify.sock")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(INSIDERSD), "--port", str(port), *self.args],
+                [str(INSIDERSD), *(["--port", str(port)] if port is not None else []), *self.args],
                 env=isolated_env(self.home, **{**self.env, "NOTIFY_SOCKET": str(self.notify.path)}),
                 cwd=self.cwd,
                 stdout=log,

@@ -326,3 +326,68 @@ def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
         assert "linked" not in ctl(daemon, "projects", "list").stdout
     finally:
         daemon.stop()
+
+
+BOMB_BUILD = """\
+import gzip, io, os, tarfile
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+get_requires_for_build_sdist = get_requires_for_build_wheel
+
+def build_sdist(directory, config_settings=None):
+    # A PAX header of 400 MB, 0.4 MB once compressed: tarfile reads such a header whole.
+    size = 400 << 20
+    record = f" comment=".encode()
+    length = size + len(record) + 1
+    length += len(str(length + len(str(length))))
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, length
+    name = "bomb-1.0.tar.gz"
+    with gzip.GzipFile(os.path.join(directory, name), "wb", mtime=0) as out:
+        out.write(header.tobuf(tarfile.USTAR_FORMAT))
+        out.write(str(length).encode() + record)
+        chunk = b"a" * (1 << 20)
+        for _ in range(size >> 20):
+            out.write(chunk)
+        out.write(b"\\n" + b"\\0" * (-length % 512) + b"\\0" * 1024)
+    return name
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    import zipfile
+    name = "bomb-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(directory, name), "w") as wheel:
+        metadata = "Metadata-Version: 2.1\\nName: bomb\\nVersion: 1.0\\n"
+        wheel.writestr("bomb-1.0.dist-info/METADATA", metadata)
+    return name
+"""
+
+
+def test_an_archive_a_build_made_is_read_within_bounds(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """The daemon reads a build's sdist to clamp its times: a PAX header bomb made by the build
+    is refused as an upload's would be, in bounded memory, and the daemon goes on."""
+    home = tmp_path / "d"
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[watcher]\nenabled = false\n")
+    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
+    try:
+        pyproject = HOSTILE_BUILD.replace("hostile", "bomb")
+        pyproject = pyproject.replace('requires = ["hatchling"]', "requires = []")
+        repo = git_project(tmp_path / "src", "bomb", pyproject=pyproject)
+        (repo / "backend.py").write_text(BOMB_BUILD)
+        tag_release(repo, "1.0")
+        ctl(daemon, "repos", "add", f"{repo}:bomb")
+        assert daemon.proc is not None
+        status = Path(f"/proc/{daemon.proc.pid}/status")
+        before = int(re.search(r"^VmRSS:\s+(\d+)", status.read_text(), re.M)[1])  # type: ignore[index]
+        result = ctl(daemon, "update", "--wait", check=False)
+        assert result.returncode == 1, result.stdout
+        assert "extended header" in result.stdout, result.stdout
+        peak = int(re.search(r"^VmHWM:\s+(\d+)", status.read_text(), re.M)[1])  # type: ignore[index]
+        assert peak - before < 100 << 10, f"the daemon grew by {(peak - before) >> 10} MB"
+        assert "bomb" not in ctl(daemon, "projects", "list").stdout
+        ctl(daemon, "status")
+    finally:
+        daemon.stop()

@@ -359,7 +359,9 @@ def test_repos(shared: Daemon, tmp_path: Path) -> None:
         "--publish-to",
         "mirror",
     )
-    assert (result.returncode, result.stderr) == (0, "")
+    # A check of it starts at once (the README says the first versions are built on add).
+    said = "checking it now; watch it with: insidersctl update insiders-demo\n"
+    assert (result.returncode, result.stderr) == (0, said)
     assert result.stdout == (
         f"added insiders-demo from {remote}: since 1.2 version(s), "
         "published to this index, mirror\n"

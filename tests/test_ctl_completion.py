@@ -100,7 +100,7 @@ def bash_complete(home: Path, line: str, shell: str = "bash") -> list[str]:
 CASES = [
     ("insidersctl ", COMMANDS | {"yank", "unyank", "remove", "completion"}),
     ("insidersctl re", {"repos", "reload", "remove"}),
-    ("insidersctl repos ", {"add", "list", "remove"}),
+    ("insidersctl repos ", {"add", "list", "remove", "set"}),
     ("insidersctl server ", {"status", "start", "stop", "logs"}),
     ("insidersctl repos remove ", {"first-repo", "second-repo"}),
     ("insidersctl update first-repo s", {"second-repo"}),
@@ -146,7 +146,7 @@ def test_bash_completes_paths(daemon: Daemon, tmp_path: Path) -> None:
 
 def test_no_daemon_no_names_and_no_noise(tmp_path: Path) -> None:
     assert bash_complete(tmp_path, "insidersctl repos remove ") == []
-    assert set(bash_complete(tmp_path, "insidersctl repos ")) == {"add", "list", "remove"}
+    assert set(bash_complete(tmp_path, "insidersctl repos ")) == {"add", "list", "remove", "set"}
     result = subprocess.run(
         [str(INSIDERSCTL), "__complete", "repos"],
         env=isolated_env(tmp_path),

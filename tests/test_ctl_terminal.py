@@ -195,7 +195,9 @@ def test_the_live_view_on_a_terminal(daemon: Daemon, tmp_path: Path, gate: GoSig
     assert screen.count("python -m build failed") == 1
     assert screen.count(str(broken_log)) == 1
     assert screen.count("log: ") == 1  # the finished build's log is no longer shown
-    assert re.search(r"checked 2 repositories in \d:\d\d: 1 published, 1 failed$", screen)
+    assert re.search(
+        r"checked 2 repositories in \d:\d\d: 1 version published, 1 version failed$", screen
+    )
     # The cursor is visible again at the end.
     assert term.raw.rfind(b"\x1b[?25h") > term.raw.rfind(b"\x1b[?25l")
 

@@ -18,7 +18,7 @@ from packaging.version import Version
 from insiders.__main__ import leaves
 from insiders.app import restart_needed
 from insiders.config import Settings
-from insiders.errors import BuildError, CheckFailed, GitError
+from insiders.errors import BuildError, CheckFailed, GitError, NotTagged
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import (
     Deliveries,
@@ -153,7 +153,7 @@ def test_versions_to_build(
 def test_a_version_asked_for_needs_its_tag() -> None:
     repo = make_repo(parse_spec("o/r:demo"), "demo")
     message = r"--version 3.0: no tag names this version \(2.0, 2.0rc1, 1.1, 1.0\)"
-    with pytest.raises(CheckFailed, match=message):
+    with pytest.raises(NotTagged, match=message):
         versions_to_build(
             repo, {v: str(v) for v in V}, force=False, only=["3.0"], explicit=True, hosted=(), now=0
         )
@@ -211,7 +211,8 @@ def test_redact(text: str, expected: str) -> None:
         ("git@github.com:Owner/Repo.git", "github.com/owner/repo"),
         ("ssh://git@gitlab.example:2222/team/sub/lib.git", "gitlab.example/team/sub/lib"),
         ("https://user@gitea.example/org/tool/", "gitea.example/org/tool"),
-        ("/srv/git/lib.git", ""),
+        ("/srv/git/lib.git", "file:/srv/git/lib"),
+        ("file:///srv/git/Lib.git/", "file:/srv/git/Lib"),
         ("https://host.example/", ""),
     ],
 )

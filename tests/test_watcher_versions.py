@@ -155,7 +155,11 @@ class CustomBuildHook(BuildHookInterface):
 
 
 def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemon) -> None:
-    """--force never replaces a published file: other bytes are refused and nothing changes."""
+    """--force never replaces a published file: other bytes are refused and nothing changes.
+
+    The refusal is the version's own state ("refused"), not a failure that pretends to retry:
+    `repos list`, `update` and their --json say the same.
+    """
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     try:
         repo = git_project(tmp_path / "src", "drifting")
@@ -170,19 +174,37 @@ def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemo
 
         result = ctl(daemon, "update", "--wait", "--force", "--json", "drifting", check=False)
         assert result.returncode == 1
-        [failure] = json.loads(result.stdout.splitlines()[-1])["results"][0]["failures"]
+        outcome = json.loads(result.stdout.splitlines()[-1])["results"][0]
+        assert outcome["outcome"] == "refused"
+        assert outcome["failures"] == []
+        [refusal] = outcome["refused"]
         wheel = "drifting-1.0-py2.py3-none-any.whl"
-        assert failure["error"].startswith(
+        assert refusal["error"].startswith(
             f"{wheel} is published with other bytes (sha256 {before[wheel]};"
         )
         assert (
             "a published file never changes: tag a new version, or remove this one first"
-            in failure["error"]
+            in refusal["error"]
         )
-        assert "insidersctl update drifting --version 1.0" in failure["error"]
+        assert "insidersctl update drifting --version 1.0" in refusal["error"]
         assert files_of(daemon, "drifting") == before
         with daemon.client() as client:
             assert client.get(f"/files/drifting/{wheel}").status_code == 200
+
+        # Its own state: refused, never retried, and the repository is not failing.
+        recorded = states(daemon, "drifting")["1.0"]
+        assert recorded["status"] == "refused"
+        assert recorded["retry_at"] is None
+        assert repo_json(daemon, "drifting")["last_error"] is None
+        assert repo_json(daemon, "drifting")["state"] == "refused"
+        listing = ctl(daemon, "repos", "list").stdout
+        assert "failing" not in listing
+        assert "retried" not in listing
+        assert "drifting 1.0: refused (bytes differ)" in listing
+        # update and repos list agree: nothing to do, nothing failing.
+        again = ctl(daemon, "update", "--wait", "--json", "drifting")
+        assert json.loads(again.stdout.splitlines()[-1])["results"][0]["outcome"] == "up-to-date"
+        assert states(daemon, "drifting")["1.0"]["status"] == "refused"
     finally:
         daemon.stop()
 

@@ -488,3 +488,35 @@ def test_long_paths_are_cut_in_log_lines(tmp_path: Path, wheelhouse: Daemon) -> 
         assert all(len(answer.content) < 1000 for answer in answers)
     finally:
         daemon.stop()
+
+
+def test_webhooks_match_local_and_file_url_specs(tmp_path: Path, wheelhouse: Daemon) -> None:
+    """A repository watched by `file://` URL or by path is the one a push names by that URL."""
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET)
+    config = f'[watcher]\nenabled = false\nwebhook-secret-file = "{secret_file}"\n'
+    daemon = start(tmp_path / "d", wheelhouse, config)
+    try:
+        by_url = git_project(tmp_path / "src", "by-url")
+        by_path = git_project(tmp_path / "src", "by-path")
+        ctl(daemon, "repos", "add", f"file://{by_url}:by-url")
+        ctl(daemon, "repos", "add", f"{by_path}:by-path")
+        for name, repo in (("by-url", by_url), ("by-path", by_path)):
+            url = f"file://{repo}.git"
+            github = github_push(f"owner/{name}")
+            github["repository"]["clone_url"] = url
+            gitlab = gitlab_tag_push(f"team/{name}", "gitlab.example.invalid")
+            gitlab["project"]["git_http_url"] = url
+            gitea = gitea_push(f"org/{name}", "gitea.example.invalid")
+            gitea["repository"]["clone_url"] = url
+            for host, payload in (("github", github), ("gitlab", gitlab), ("gitea", gitea)):
+                body = json.dumps(payload).encode()
+                headers = {
+                    "github": github_headers(body),
+                    "gitlab": {"X-Gitlab-Event": "Tag Push Hook", "X-Gitlab-Token": SECRET},
+                    "gitea": {"X-Gitea-Event": "push", "X-Gitea-Signature": sign(body)},
+                }[host]
+                answer = post(daemon, host, body, headers)
+                assert (answer.status_code, answer.text.strip()) == (202, f"checking {name}"), host
+    finally:
+        daemon.stop()

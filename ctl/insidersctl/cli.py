@@ -30,6 +30,7 @@ from insidersctl.commands import (
     cmd_repos_add,
     cmd_repos_list,
     cmd_repos_remove,
+    cmd_repos_set,
     cmd_server_start,
     cmd_server_status,
     cmd_server_stop,
@@ -172,6 +173,28 @@ def _repos_add(sub: argparse.ArgumentParser) -> None:
         dest="local",
         action="store_false",
         help="publish to the --publish-to targets only, not to this index",
+    )
+
+
+def _repos_set(sub: argparse.ArgumentParser) -> None:
+    name = sub.add_argument("name", metavar="NAME", help="its distribution name or its source")
+    completes(name, "repos")
+    which = sub.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="build every version tag")
+    which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
+    which.add_argument("--newest", action="store_true", help="build the newest version tag")
+    sub.add_argument(
+        "--publish-to",
+        metavar="NAME",
+        action="append",
+        help="upload to this index of the config (repeatable; replaces the list)",
+    )
+    local = sub.add_mutually_exclusive_group()
+    local.add_argument(
+        "--local", dest="local", action="store_true", default=None, help="publish to this index"
+    )
+    local.add_argument(
+        "--no-local", dest="local", action="store_false", help="do not publish to this index"
     )
 
 
@@ -407,6 +430,9 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_repos_add, "watch a repository and publish its version tags", _repos_add
             ),
             "list": Command(cmd_repos_list, "the watched repositories and their last results"),
+            "set": Command(
+                cmd_repos_set, "change which versions a repository builds, or where", _repos_set
+            ),
             "remove": Command(
                 cmd_repos_remove,
                 "stop watching a repository",

@@ -126,7 +126,7 @@ def _show_status(report: p.StatusReport) -> None:
 
 
 def _show_overview(report: p.StatusReport) -> None:
-    failing = sum(1 for r in report.repos if r.last_error)
+    failing = sum(1 for r in report.repos if _repo_state(r) == "failing")
     repos = plural(len(report.repos), "repository", "repositories") + (
         f" ({failing} failing)" if failing else ""
     )
@@ -225,8 +225,12 @@ def _repo_row(r: p.RepoInfo, now: float) -> tuple[str, ...]:
 
 
 def _repo_state(r: p.RepoInfo) -> str:
+    if r.state:
+        return "-" if r.state == "unchecked" else r.state
     if r.last_error or any(v.status == "failed" for v in r.version_states):
         return "failing"
+    if any(v.status == "refused" for v in r.version_states):
+        return "refused"
     if r.last_check and not r.newest_tag:
         return "no version tag"
     return "ok" if r.last_check else "-"
@@ -243,6 +247,11 @@ def _repo_errors(r: p.RepoInfo, now: float) -> None:
         retry = f"; retried {ago(v.retry_at, now)}" if v.retry_at else ""
         message = without_log(v.message or "", v.log)
         out(f"{r.name} {v.version}: failed {ago(v.at, now)}: {message}{where}{retry}")
+    for v in r.version_states:
+        if v.status == "refused":
+            where = f" (log: {v.log})" if v.log else ""
+            message = without_log(v.message or "", v.log)
+            out(f"{r.name} {v.version}: refused (bytes differ) {ago(v.at, now)}: {message}{where}")
     if r.last_check and not r.newest_tag:
         seen = f"; ignored: {', '.join(r.ignored_tags)}" if r.ignored_tags else ""
         out(f"{r.name}: no version tag among {plural(r.tags_seen, 'tag')}{seen}")
@@ -281,15 +290,45 @@ def cmd_repos_add(ctx: Context) -> int:
         publish_to=tuple(args.publish_to),
         local=args.local,
     )
-    return ctx.answer(request, p.RepoAdded, lambda reply: _show_added(reply.repo))
+    return ctx.answer(request, p.RepoAdded, _show_added)
 
 
-def _show_added(repo: p.RepoInfo) -> None:
+def _show_added(reply: p.RepoAdded) -> None:
+    repo = reply.repo
     targets = (["this index"] if repo.local else []) + list(repo.publish_to)
     out(
         f"added {repo.name} from {repo.source}: {_policy(repo)} version(s), "
         f"published to {', '.join(targets)}"
     )
+    if reply.checking:
+        note(f"checking it now; watch it with: insidersctl update {repo.name}")
+    else:
+        note(f"the watcher is paused; build it now with: insidersctl update {repo.name}")
+
+
+def cmd_repos_set(ctx: Context) -> int:
+    args = ctx.args
+    versions: p.VersionPolicy | None = (
+        "all" if args.all else "since" if args.since else "newest" if args.newest else None
+    )
+    publish_to = tuple(args.publish_to) if args.publish_to is not None else None
+    if versions is None and publish_to is None and args.local is None:
+        raise Usage(
+            "repos set needs --all, --since VERSION, --newest, --publish-to or --[no-]local"
+        )
+    request = p.SetRepo(
+        name=args.name, versions=versions, since=args.since, publish_to=publish_to, local=args.local
+    )
+    return ctx.answer(request, p.RepoChanged, _show_changed)
+
+
+def _show_changed(reply: p.RepoChanged) -> None:
+    repo = reply.repo
+    targets = (["this index"] if repo.local else []) + list(repo.publish_to)
+    same = "" if reply.changed else " (as it was)"
+    out(f"{repo.name}: {_policy(repo)} version(s), published to {', '.join(targets)}{same}")
+    if reply.changed and "publish_to" not in reply.changed and "local" not in reply.changed:
+        note(f"the next check builds by it: insidersctl update {repo.name}")
 
 
 def _show_unwatched(reply: p.RepoRemoved) -> None:
@@ -334,7 +373,8 @@ def cmd_update(ctx: Context) -> int:
 
 
 def _update_status(report: p.UpdateReport) -> int:
-    return EXIT_FAILED if any(r.outcome == "failed" for r in report.results) else EXIT_OK
+    refused = any(r.outcome in {"failed", "refused"} for r in report.results)
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def _show_watcher(reply: p.WatcherReport) -> None:
@@ -358,7 +398,7 @@ def cmd_logs(ctx: Context) -> int:
     if version is not None and build is None:
         raise Usage(f"a VERSION ({version}) goes with --build NAME")
     try:
-        where = ctx.call(p.Logs(), p.LogsLocation)
+        where = ctx.call(p.Logs(build=build if version is None else None), p.LogsLocation)
     except DaemonUnreachable as error:
         # A daemon that is not running is when its log matters most: show the file if there is one.
         path = logs.default_log_file()
@@ -379,6 +419,11 @@ def cmd_logs(ctx: Context) -> int:
         except FileNotFoundError as error:
             note(f"insidersctl: {error}")
             return EXIT_FAILED
+        if where.build_log and version is None:
+            path = Path(where.build_log)
+            note(f"insidersctl: {where.build_said}: {path}")
+        elif version is None:
+            note(f"insidersctl: the newest build of {build}, {path.stem}: {path}")
         # The whole build log unless -n says otherwise: it is read to find out why.
         whole = logs.Reading(lines=lines if args.lines_given else None, follow=args.follow)
         return logs.read_file(path, whole)

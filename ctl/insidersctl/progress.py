@@ -17,44 +17,79 @@ from insidersctl.output import clock, plural, without_log
 from insidersctl.terminal import Terminal, fit
 from insidersctl.terminal import rows as rows_of
 
+# Stages of a repository that waits: for a check slot, for a build slot (its clock does not run).
+_WAITING = frozenset({"queued", "waiting"})
 # Stages after which a repository's check is over (the daemon's Progress.stage values).
-FINAL = frozenset({"done", "failed", "up-to-date"})
-_OUTCOME_STAGE = {"published": "done", "failed": "failed", "up-to-date": "up-to-date"}
+FINAL = frozenset({"done", "failed", "refused", "up-to-date"})
+_OUTCOME_STAGE = {
+    "published": "done",
+    "failed": "failed",
+    "refused": "refused",
+    "up-to-date": "up-to-date",
+}
 _COLOURS = {
     "queued": ("yellow",),
+    "waiting": ("yellow",),
     "listing": ("cyan",),
     "fetching": ("cyan",),
     "building": ("cyan", "bold"),
     "publishing": ("cyan",),
     "done": ("green",),
     "failed": ("red", "bold"),
+    "refused": ("yellow", "bold"),
     "up-to-date": ("dim",),
 }
 
 
 def result_line(result: p.RepoOutcome) -> str:
     """One repository's outcome, as the plain view ends with it."""
+    return _result(result) + still_failing(result)
+
+
+def still_failing(result: p.RepoOutcome) -> str:
+    """What `repos list` would add: an older failure this check did not retry stands."""
+    if result.state == "failing" and result.outcome not in {"failed", "queued"}:
+        return " (still failing: see insidersctl repos list)"
+    return ""
+
+
+def _result(result: p.RepoOutcome) -> str:
     if result.outcome == "published":
         return f"{result.repo}: published {', '.join(result.versions)}"
-    if result.outcome == "failed":
+    if result.outcome in {"failed", "refused"}:
         error = without_log(result.error or "", result.log)
-        return f"{result.repo}: FAILED: {error}" + (f" (log: {result.log})" if result.log else "")
+        word = result.outcome.upper()
+        where = f" (log: {result.log})" if result.log else ""
+        return f"{result.repo}: {word}: {error}{where}{_also_published(result)}"
     message = f": {result.message}" if result.message else ""
     return f"{result.repo}: {result.outcome}{message}"
 
 
+def _also_published(result: p.RepoOutcome) -> str:
+    return f"; published {', '.join(result.versions)}" if result.versions else ""
+
+
 def summary(report: p.UpdateReport, seconds: float, term: Terminal) -> str:
-    counts = {"published": 0, "up-to-date": 0, "failed": 0}
-    for result in report.results:
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    """Versions are counted (a repository can publish two and fail one), then the repositories
+    with nothing to do and the checks that failed before building anything."""
+    results = report.results
+    published = sum(len(r.versions) for r in results)
+    failed = sum(len(r.failures) for r in results)
+    refused = sum(len(r.refused) for r in results)
+    up_to_date = sum(1 for r in results if r.outcome == "up-to-date")
+    checks_failed = sum(1 for r in results if r.outcome == "failed" and not r.failures)
     parts = []
-    if counts["published"]:
-        parts.append(term.paint(f"{counts['published']} published", "green"))
-    if counts["up-to-date"]:
-        parts.append(f"{counts['up-to-date']} up to date")
-    if counts["failed"]:
-        parts.append(term.paint(f"{counts['failed']} failed", "red", "bold"))
-    checked = plural(len(report.results), "repository", "repositories")
+    if published:
+        parts.append(term.paint(f"{plural(published, 'version')} published", "green"))
+    if failed:
+        parts.append(term.paint(f"{plural(failed, 'version')} failed", "red", "bold"))
+    if refused:
+        parts.append(term.paint(f"{plural(refused, 'version')} refused", "yellow", "bold"))
+    if up_to_date:
+        parts.append(f"{plural(up_to_date, 'repository', 'repositories')} up to date")
+    if checks_failed:
+        parts.append(term.paint(f"{plural(checks_failed, 'check')} failed", "red", "bold"))
+    checked = plural(len(results), "repository", "repositories")
     return f"checked {checked} in {clock(seconds)}: {', '.join(parts) or 'nothing to do'}"
 
 
@@ -86,13 +121,14 @@ class PlainView:
 class _Row:
     __slots__ = ("ended", "log", "message", "repo", "stage", "started", "version")
 
-    def __init__(self, repo: str, now: float) -> None:
+    def __init__(self, repo: str) -> None:
         self.repo = repo
         self.stage = "queued"
         self.version: str | None = None
         self.message = ""
         self.log: str | None = None
-        self.started = now
+        # None while it waits (for a check slot, for a build slot): its clock starts when it works.
+        self.started: float | None = None
         self.ended: float | None = None
 
 
@@ -105,9 +141,14 @@ class LiveView:
         self.started = now()
         self.rows: dict[str, _Row] = {}
         self._drawn = 0  # screen rows the last drawing took
+        self._version_width = 0  # the longest version shown: the clocks stay in one column
 
     def event(self, event: p.Progress) -> None:
         row = self._row(event.repo)
+        if event.stage in _WAITING:
+            row.started = None
+        elif row.started is None or row.stage in _WAITING:
+            row.started = self.now()
         row.stage = event.stage
         if event.version:
             row.version = event.version
@@ -129,11 +170,15 @@ class LiveView:
             if result.outcome == "published":
                 row.message = ""
                 row.version = ", ".join(result.versions) or row.version
-            elif result.outcome == "failed":
+            elif result.outcome in {"failed", "refused"}:
                 row.log = result.log or row.log
                 row.message = without_log(result.error or row.message, row.log)
+                row.message += _also_published(result)
+                bad = [f.version for f in (*result.failures, *result.refused)]
+                row.version = ", ".join(bad) or None  # not the last version it built
             elif result.message:
                 row.message = result.message
+            row.message = (row.message + still_failing(result)).strip()
             if row.ended is None:
                 row.ended = self.now()
         self.draw(final=True)  # every repository, once: it is not redrawn after
@@ -148,7 +193,7 @@ class LiveView:
 
     def _row(self, repo: str) -> _Row:
         if repo not in self.rows:
-            self.rows[repo] = _Row(repo, self.now())
+            self.rows[repo] = _Row(repo)
         return self.rows[repo]
 
     def lines(self, width: int, height: int | None = None) -> list[str]:
@@ -163,6 +208,7 @@ class LiveView:
             hidden = [r for r in rows if r.stage in {"done", "up-to-date"}]
             rows = [r for r in rows if r not in hidden]
         name_width = max((len(r) for r in self.rows), default=0)
+        self._version_width = max((len(r.version or "") for r in self.rows.values()), default=0)
         out = []
         if hidden:
             done = sum(1 for r in hidden if r.stage == "done")
@@ -179,18 +225,20 @@ class LiveView:
         return out
 
     def _rows_needed(self, rows: list[_Row]) -> int:
-        return sum(1 + (1 if r.log and r.stage in {"building", "failed"} else 0) for r in rows)
+        return sum(
+            1 + (1 if r.log and r.stage in {"building", "failed", "refused"} else 0) for r in rows
+        )
 
     def _row_lines(self, row: _Row, name_width: int, width: int) -> list[str]:
         paint = self.term.paint
         word = {"done": "published", "up-to-date": "up to date"}.get(row.stage, row.stage)
         stage = paint(f"{word:<10}", *_COLOURS.get(row.stage, ()))
-        version = f"{row.version or '':<8}"
-        elapsed = clock((row.ended or self.now()) - row.started)
+        version = f"{row.version or '':<{max(8, self._version_width)}}"
+        elapsed = "" if row.started is None else clock((row.ended or self.now()) - row.started)
         message = f"  {paint(row.message, 'dim')}" if row.message else ""
         line = f"{row.repo:<{name_width}}  {stage} {version} {elapsed:>5}{message}"
         out = [fit(line, width)]
-        if row.log and row.stage in {"building", "failed"}:
+        if row.log and row.stage in {"building", "failed", "refused"}:
             # Whole, even if it wraps: it is there to be copied.
             out.append(f"{'':<{name_width}}  log: {row.log}")
         return out

@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
-PROTOCOL_MINOR: Final = 3  # 1: reload, version states, restart_needed, mirrors; 2: verify;
-# 3: the upstream file cache (cache-status, cache-prune, cache-fetch)
+# 1: reload, version states, restart_needed, mirrors; 2: verify; 3: the upstream file cache
+# (cache-status, cache-prune, cache-fetch); 4: repos set, refused versions
+PROTOCOL_MINOR: Final = 4
 
 HEADER: Final = struct.Struct(">I")
 # Replies can list every hosted file of a large index; requests are a few hundred bytes.
@@ -169,6 +170,15 @@ class RemoveRepo(_Named, frozen=True, tag="repos-remove"):
     """Stop watching a repository; what it published stays (reply: RepoRemoved)."""
 
 
+class SetRepo(_Named, frozen=True, tag="repos-set"):
+    """Change a watched repository's policy; None keeps a setting as it is (reply: RepoChanged)."""
+
+    versions: VersionPolicy | None = None
+    since: str | None = None  # with versions="since"
+    publish_to: tuple[str, ...] | None = None
+    local: bool | None = None
+
+
 class Update(Request, frozen=True, tag="update"):
     """Check repositories for new tags now: Progress events, then an UpdateReport."""
 
@@ -188,6 +198,9 @@ class WatcherControl(Request, frozen=True, tag="watcher"):
 class Logs(Request, frozen=True, tag="logs"):
     """Where the daemon's log is; the client reads it (journalctl or the file) itself (reply:
     LogsLocation)."""
+
+    # `logs --build NAME` without a VERSION: which build log to show is the daemon's to say.
+    build: str | None = None
 
 
 class Reload(Request, frozen=True, tag="reload"):
@@ -296,7 +309,7 @@ class _Part(msgspec.Struct, frozen=True, kw_only=True):
 
 class VersionInfo(_Part, frozen=True):
     version: str
-    status: str  # published, failed, removed, skipped
+    status: str  # published, failed, refused (a rebuild's bytes differed), removed, skipped
     at: float | None = None
     message: str | None = None  # why it failed
     log: str | None = None  # its build log
@@ -324,6 +337,9 @@ class RepoInfo(_Part, frozen=True):
     version_states: tuple[VersionInfo, ...] = ()
     tags_seen: int = 0  # tags found by the last listing
     ignored_tags: tuple[str, ...] = ()  # when none of them names a version: the first few
+    # Derived by the daemon, the one reading of the record: unchecked, ok, failing, refused,
+    # no version tag ("": a daemon before it; the client derives it then).
+    state: str = ""
 
 
 class WatcherInfo(_Part, frozen=True):
@@ -378,13 +394,17 @@ class VersionFailure(_Part, frozen=True):
 
 class RepoOutcome(_Part, frozen=True):
     repo: str
-    # published, up-to-date, failed, queued, no-version-tag
+    # published, up-to-date, failed, refused, queued, no-version-tag
     outcome: str
     versions: tuple[str, ...] = ()  # the versions published
     error: str | None = None  # the check's error, or the newest failed version's; no log path
     log: str | None = None
     failures: tuple[VersionFailure, ...] = ()  # every version that failed in this check
+    # Rebuilds (--force) refused: their bytes differ from the published files, which stay.
+    refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there is nothing to build
+    # The repository's state after the check, as RepoInfo.state (what `repos list` says).
+    state: str = ""
 
 
 class MirrorInfo(_Part, frozen=True):
@@ -450,6 +470,12 @@ class RepoList(Clocked, frozen=True, kw_only=True, tag="repos"):
 class RepoAdded(Reply, frozen=True, tag="repo-added"):
     repo: RepoInfo
     watcher: bool = False  # whether a watcher will act on it
+    checking: bool = False  # a check of it started (False: the watcher is paused)
+
+
+class RepoChanged(Reply, frozen=True, tag="repo-changed"):
+    repo: RepoInfo
+    changed: tuple[str, ...] = ()  # the settings that changed: versions, publish_to, local
 
 
 class RepoRemoved(Reply, frozen=True, tag="repo-removed"):
@@ -474,6 +500,10 @@ class LogsLocation(Reply, frozen=True, tag="logs"):
     invocation: str | None = None  # INVOCATION_ID, when no unit name could be found
     path: str | None = None
     builds: str | None = None  # the directory of the build logs: NAME/VERSION.log
+    # Asked with `build`: the log to show when the newest version failed (or was refused), and
+    # which build that is; None: the newest build's log is shown.
+    build_log: str | None = None
+    build_said: str | None = None
 
 
 class Reloaded(Reply, frozen=True, tag="reloaded"):
@@ -580,6 +610,7 @@ ClientMessage = (
     | ListRepos
     | AddRepo
     | RemoveRepo
+    | SetRepo
     | Update
     | WatcherControl
     | Logs
@@ -609,6 +640,7 @@ ServerMessage = (
     | RepoList
     | RepoAdded
     | RepoRemoved
+    | RepoChanged
     | UpdateReport
     | WatcherReport
     | LogsLocation

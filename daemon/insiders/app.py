@@ -19,7 +19,7 @@ from insiders.repos.registry import Repos
 from insidersctl.paths import SOCKET_NAME
 
 from . import __version__, tls
-from .config import Directories, Settings
+from .config import Directories, ServerSettings, Settings
 from .control.commands import Commands, Parts, log_location
 from .control.server import serve_control
 from .credentials import read_secret
@@ -54,8 +54,12 @@ STATUS_EVERY = 30.0
 FILES_DIR = "upstream-files"
 
 
-def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
-    server = settings.server
+def make_upstream(
+    settings: Settings, dirs: Directories, running: ServerSettings | None = None
+) -> Upstream:
+    """The upstream of `settings`, never the index itself: compared with the address the index
+    runs on (`running`: a reload's [server] takes effect at restart only), else the settings'."""
+    server = running or settings.server
     url = choose_upstream(settings.upstream.url, server.host, server.port)
     if url is None and settings.upstream.mode != "none":
         log.warning("no upstream index: set upstream.url (pip is not installed to ask)")
@@ -225,7 +229,7 @@ class Daemon:
 
     def _load_with_upstream(self) -> tuple[Settings, Upstream]:
         new = self.load()
-        return new, make_upstream(new, self.dirs)
+        return new, make_upstream(new, self.dirs, running=self.started_settings.server)
 
     async def reload(self) -> str | None:
         """Re-read the config file (and the flags); a bad file is refused and the running settings

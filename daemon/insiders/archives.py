@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import IO, Any, BinaryIO, Self
 
 from insiders.errors import InvalidDistribution
 
@@ -269,6 +269,13 @@ class TarStream:
             if count > MAX_MEMBERS:
                 raise InvalidDistribution(f"more than {MAX_MEMBERS} members, the limit")
             yield member
+
+    def open(self, member: tarfile.TarInfo) -> IO[bytes]:
+        """The current member's content as a stream (the inflate budget still bounds it)."""
+        extracted = self._archive.extractfile(member)
+        if extracted is None:
+            raise InvalidDistribution(f"{member.name} is not a regular file")
+        return extracted
 
     def read(self, member: tarfile.TarInfo, limit: int) -> bytes:
         """The current member's bytes (InvalidDistribution past `limit`)."""

@@ -13,6 +13,8 @@ The tree (the module that raises each in brackets):
     │   └── NotAsClaimed         not the project, version or digests it came with [ingest]
     ├── StoreError               a change the store refuses [store]
     │   ├── FileConflict         that file, or that release, is there with other bytes
+    │   │   └── ReleaseDiffers   a file of the release is published with other bytes
+    │   ├── VersionRemoved       a build of a version removed, which nobody asked back
     │   └── ProjectClosed        the project is archived or quarantined (PEP 792)
     ├── TokenError               a token change the token file refuses [tokens]
     ├── TokenRefused             credentials that do not grant what a request asks [tokens]
@@ -25,6 +27,8 @@ The tree (the module that raises each in brackets):
     │   └── NoSandbox            builds need a sandbox and none can be made [watcher.sandbox]
     ├── PublishError             another index refused a built file [watcher.targets]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
+    │   └── NotReproducible      a rebuild whose bytes differ from the published files [watcher]
+    ├── NotTagged                `update --version` names a version no tag names [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
     ├── MirrorRefused            a target holds what the store does not: not written [mirror.sync]
     ├── RestoreError             the store cannot be restored from a target [mirror.restore]
@@ -96,6 +100,23 @@ class StoreError(InsidersError):
 
 class FileConflict(StoreError):
     """A file of that name is stored already, with other content."""
+
+
+class ReleaseDiffers(FileConflict):
+    """A file of a release is published with other bytes: a published file never changes."""
+
+    def __init__(self, filename: str, published: str, offered: str) -> None:
+        super().__init__(
+            f"File already exists: {filename} is stored with another content (sha256 "
+            f"{published}); a published file never changes, upload it under a new version"
+        )
+        self.filename = filename
+        self.published = published  # sha256
+        self.offered = offered
+
+
+class VersionRemoved(StoreError):
+    """A version removed from the index is not published again unless a person asks."""
 
 
 class ClosedProject(Protocol):
@@ -181,6 +202,16 @@ class CheckFailed(InsidersError):
     def __init__(self, message: str, log_path: Path | None = None) -> None:
         super().__init__(message)
         self.log_path = log_path
+
+
+class NotReproducible(CheckFailed):
+    """A rebuild of a published version made other bytes: refused (a published file never
+    changes), and recorded as the version's own state, not as a failure to retry."""
+
+
+class NotTagged(InsidersError):
+    """`update --version V` asks for a version no tag names: the request is refused, and the
+    repository is not failing for it."""
 
 
 class TargetError(InsidersError):

@@ -2,9 +2,10 @@
 
 Every file passes the same sequence: its name parsed and spelled the normalised way, what its
 sender claimed about it checked, its archive and core metadata inspected, then the atomic
-`Store.add`. The refusals are `IngestError`s and the store's own (`FileConflict`,
-`ProjectClosed`), worded for a person; each caller translates them at its boundary (the upload
-API into HTTP statuses for twine, the watcher into a version's failure).
+`Store.add` (one file) or `Store.add_release` (a build's files, together). The refusals are
+`IngestError`s and the store's own (`FileConflict`, `ProjectClosed`, `VersionRemoved`), worded for
+a person; each caller translates them at its boundary (the upload API into HTTP statuses for twine,
+the watcher into a version's failure).
 
 The file's digests are computed while it streams into the store's incoming/ directory (one
 `Hasher` for the three the index publishes), so the bytes are read once.
@@ -16,7 +17,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from insiders.names import (
     parse_dist_filename,
     parse_version,
 )
-from insiders.store import Store, StoredFile
+from insiders.store import Incoming, Store, StoredFile
 
 CHUNK = 1 << 20
 
@@ -163,11 +164,29 @@ async def ingest(
 
 
 async def publish_file(store: Store, path: Path) -> bool:
-    """Publish a file already on disk (a build): copied into the store, so the source stays where
-    it was; the same checks as an upload. True if added, False if it was there already."""
-    async with incoming_file(store) as temp:
-        digests = await trio.to_thread.run_sync(copy_and_hash, path, temp)
-        return await ingest(store, path.name, temp, digests)
+    """Publish one file already on disk, as a person would upload it (see publish_release)."""
+    return await publish_release(store, [path], bring_back=True)
+
+
+async def publish_release(store: Store, paths: list[Path], *, bring_back: bool) -> bool:
+    """Publish the files of one release already on disk (a build), together: copied into the
+    store (the sources stay where they were), each through the same checks as an upload, then
+    `Store.add_release`. True if any was added, False if all were there with the same bytes.
+
+    `bring_back`: a person asked for this version, so one removed before is published again.
+    Raises what `ingest` raises, and the store's ReleaseDiffers or VersionRemoved.
+    """
+    for path in paths:  # every name checked before anything is copied
+        check_filename(path.name)
+    async with AsyncExitStack() as stack:
+        files: list[Incoming] = []
+        for path in paths:
+            temp = await stack.enter_async_context(incoming_file(store))
+            digests = await trio.to_thread.run_sync(copy_and_hash, path, temp)
+            dist = check_filename(path.name)
+            meta = await trio.to_thread.run_sync(inspect, temp, dist)
+            files.append(Incoming(_stored_entry(dist, meta, digests), temp, meta.raw))
+        return await store.add_release(meta.name, files, bring_back=bring_back)
 
 
 def _stored_entry(

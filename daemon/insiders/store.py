@@ -17,6 +17,12 @@ such (`removed`); a project whose files are all removed keeps its manifest (a to
 store's identity (a random id made when the store is, or taken from the mirror it is restored
 from) a mirror target can tell whether it was written from this store, and whether the store holds
 all the target does: the generation, the sum of every revision, only grows.
+
+The store owns the release rules, for uploads and builds alike: a release's files are all checked
+(a closed project, a name taken by other bytes, a second release of one version) before the first is
+published, and published together (`add_release`); a version removed is remembered, whatever
+watches its project, so that no build brings it back unless a person asks (`removed`, read from
+the manifest's record of removals, which mirrors carry and a restore brings back).
 """
 
 from __future__ import annotations
@@ -34,11 +40,18 @@ from pathlib import Path
 import msgspec
 import trio
 
-from insiders.errors import FileConflict, ProjectClosed, StoreError
+from insiders.errors import (
+    FileConflict,
+    InvalidFilename,
+    ProjectClosed,
+    ReleaseDiffers,
+    StoreError,
+    VersionRemoved,
+)
 from insiders.fsutil import atomic_write, fsync_dir, fsync_file
 from insidersctl.protocol import ProjectStatus
 
-from .names import NormalizedName, normalize, parse_version, release_slot
+from .names import NormalizedName, normalize, parse_dist_filename, parse_version, release_slot
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +153,20 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
         return max({f.version for f in self.files}, key=rank, default=None)
 
 
+def _removed_version(gone: RemovedFile) -> str:
+    """The version a removed file was of (its filename says it)."""
+    try:
+        return str(parse_dist_filename(gone.filename).version)
+    except InvalidFilename:
+        return ""
+
+
+def _same_version(a: str, b: str) -> bool:
+    """One release under PEP 440 (1.0 and 1.0.0), or the same text when one does not parse."""
+    parsed = parse_version(a)
+    return a == b or (parsed is not None and parsed == parse_version(b))
+
+
 def _version_key(version: str) -> tuple[int, object]:
     parsed = parse_version(version)
     return (1, parsed) if parsed is not None else (0, version)
@@ -162,6 +189,15 @@ def is_disk_full(error: OSError) -> bool:
 
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
+
+
+class Incoming(msgspec.Struct, frozen=True):
+    """One file of a release on its way in: its record, its bytes (a complete temp file in
+    incoming/), its core metadata."""
+
+    entry: StoredFile
+    content: Path
+    metadata: bytes | None
 
 
 class StoreIdentity(msgspec.Struct, frozen=True, kw_only=True):
@@ -300,6 +336,20 @@ class Store:
             index = self._by_filename[name] = {f.filename: f for f in project.files}
         return index.get(filename)
 
+    def removed(self, name: NormalizedName) -> dict[str, float]:
+        """The versions of `name` removed (and not published again since), and when: read from
+        the project's record of removals, so a tombstone, a mirror and a restore keep them."""
+        record = self.record(name)
+        if record is None:
+            return {}
+        held = [f.version for f in record.files]
+        found: dict[str, float] = {}
+        for gone in record.removed:
+            version = _removed_version(gone)
+            if not any(_same_version(version, v) for v in held):
+                found[version] = max(found.get(version, 0.0), gone.removed_at)
+        return found
+
     def path(self, name: NormalizedName, filename: str) -> Path:
         return self.packages / name / filename
 
@@ -322,53 +372,95 @@ class Store:
     async def add(
         self, display_name: str, entry: StoredFile, content: Path, metadata: bytes | None
     ) -> bool:
-        """Publish `content` (a complete temp file in incoming/) as `entry`.
+        """Publish `content` (a complete temp file in incoming/) as `entry`: an upload, which a
+        person sent, so a version removed before comes back.
 
         Returns False when the same file with the same hash is there already (nothing changes),
         True when it was added; raises FileConflict when the name is taken by other content.
         """
+        incoming = Incoming(entry, content, metadata)
+        return await self.add_release(display_name, [incoming], bring_back=True)
+
+    async def add_release(
+        self, display_name: str, files: list[Incoming], *, bring_back: bool
+    ) -> bool:
+        """Publish the files of one release together, after every one of them was checked.
+
+        False when every file was there with the same bytes. Raises ProjectClosed, ReleaseDiffers
+        (a name taken by other bytes), FileConflict (a second release of the version) or, unless
+        `bring_back` (a person asked for it), VersionRemoved. Every content is consumed.
+        """
         name = normalize(display_name)
-        async with self._lock(name):
-            current = self._projects.get(name)
-            if current is not None and not current.takes_uploads:
-                await trio.Path(content).unlink(missing_ok=True)
-                raise ProjectClosed(current)
+        try:
+            async with self._lock(name):
+                current = self._projects.get(name)
+                new = self._check_release(display_name, current, files, bring_back=bring_back)
+                if new:
+                    project = self._with_files(display_name, current, [f.entry for f in new])
+                    await trio.to_thread.run_sync(self._write_release, name, new, project)
+                    self._publish(name, project)
+            return bool(new)
+        finally:
+            for incoming in files:
+                await trio.Path(incoming.content).unlink(missing_ok=True)
+
+    def _check_release(
+        self,
+        display_name: str,
+        current: Project | None,
+        files: list[Incoming],
+        *,
+        bring_back: bool,
+    ) -> list[Incoming]:
+        """The files of a release that are new; raises what add_release refuses."""
+        if current is not None and not current.takes_uploads:
+            raise ProjectClosed(current)
+        if not bring_back:
+            removed = self.removed(normalize(display_name))
+            for incoming in files:
+                if any(_same_version(v, incoming.entry.version) for v in removed):
+                    raise VersionRemoved(
+                        f"{display_name} {incoming.entry.version} was removed; only a "
+                        "person brings it back (an upload, or insidersctl update NAME --version)"
+                    )
+        new: list[Incoming] = []
+        for incoming in files:
+            entry = incoming.entry
             existing = current.file(entry.filename) if current else None
             if existing is not None:
-                await trio.Path(content).unlink(missing_ok=True)
-                if existing.sha256 == entry.sha256:
-                    return False
-                raise FileConflict(
-                    f"File already exists: {entry.filename} is stored with another content "
-                    f"(sha256 {existing.sha256}); a published file never changes, "
-                    "upload it under a new version"
-                )
-            if current is not None and (conflict := release_conflict(current, entry)):
-                await trio.Path(content).unlink(missing_ok=True)
+                if existing.sha256 != entry.sha256:
+                    raise ReleaseDiffers(entry.filename, existing.sha256, entry.sha256)
+                continue
+            accepted = self._with_files(display_name, current, [f.entry for f in new])
+            if conflict := release_conflict(accepted, entry):
                 raise FileConflict(conflict)
-            files = (*current.files, entry) if current else (entry,)
-            # The project keeps the spelling of its first upload, and its status; one that comes
-            # back after every file was removed keeps its record of removals and its revision.
-            base = current or self._tombstones.get(name)
-            project = (
-                msgspec.structs.replace(current, files=sort_files(files))
-                if current
-                else Project(
-                    name=display_name,
-                    files=sort_files(files),
-                    revision=base.revision if base else 0,
-                    removed=base.removed if base else (),
-                )
-            )
-            project = _changed(
-                project,
-                removed=tuple(r for r in project.removed if r.filename != entry.filename),
-            )
-            await trio.to_thread.run_sync(
-                self._write_new_file, name, entry.filename, content, metadata, project
-            )
-            self._publish(name, project)
-        return True
+            new.append(incoming)
+        return new
+
+    def _with_files(
+        self, display_name: str, current: Project | None, entries: list[StoredFile]
+    ) -> Project:
+        """The project with `entries` added, one revision later: a new project keeps the spelling
+        of its first file, an existing one its own and its status; one that comes back after
+        every file was removed keeps its record of removals and its revision. A version published
+        again is not removed any more."""
+        base = current or self._tombstones.get(normalize(display_name))
+        project = current or Project(
+            name=display_name,
+            files=(),
+            revision=base.revision if base else 0,
+            removed=base.removed if base else (),
+        )
+        versions = {e.version for e in entries}
+        return _changed(
+            project,
+            files=sort_files((*project.files, *entries)),
+            removed=tuple(
+                r
+                for r in project.removed
+                if not any(_same_version(_removed_version(r), v) for v in versions)
+            ),
+        )
 
     async def set_yanked(
         self, name: NormalizedName, version: str, yanked: bool, reason: str | None = None
@@ -437,6 +529,13 @@ class Store:
             await trio.to_thread.run_sync(self._write_manifest, name, new)
             self._publish(name, new)
             await trio.to_thread.run_sync(self._unlink, name, [f.filename for f in gone])
+            if versions := {f.version for f in gone} - {f.version for f in new.files}:
+                log.info(
+                    "%s %s: removed; no build brings it back unless asked (insidersctl update "
+                    "NAME --version V, or an upload)",
+                    name,
+                    ", ".join(sorted(versions)),
+                )
             return [f.filename for f in gone]
 
     async def restore_record(self, record: Project) -> None:
@@ -479,21 +578,16 @@ class Store:
         for listener in self._listeners:
             listener(name)
 
-    def _write_new_file(
-        self,
-        name: NormalizedName,
-        filename: str,
-        content: Path,
-        metadata: bytes | None,
-        project: Project,
-    ) -> None:
+    def _write_release(self, name: NormalizedName, files: list[Incoming], project: Project) -> None:
         directory = self.packages / name
         directory.mkdir(exist_ok=True)
-        if metadata is not None:
-            atomic_write(directory / f"{filename}.metadata", metadata)
-        fsync_file(content)
-        os.replace(content, directory / filename)
-        fsync_dir(directory)  # the file is durable before any manifest names it
+        for incoming in files:
+            filename = incoming.entry.filename
+            if incoming.metadata is not None:
+                atomic_write(directory / f"{filename}.metadata", incoming.metadata)
+            fsync_file(incoming.content)
+            os.replace(incoming.content, directory / filename)
+        fsync_dir(directory)  # the files are durable before any manifest names them
         self._write_manifest(name, project)
 
     def _write_manifest(self, name: NormalizedName, project: Project) -> None:

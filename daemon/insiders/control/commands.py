@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,10 +40,11 @@ from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.logs import stderr_is_journal
 from insiders.mirror import claim
 from insiders.mirror.sync import Mirrors, MirrorState, MirrorTarget
-from insiders.names import NormalizedName, is_valid_name, normalize, parse_version
-from insiders.repos.registry import Repo, Repos, RepoState, make_repo
+from insiders.names import is_valid_name, normalize, parse_version
+from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord, make_repo, with_policy
 from insiders.repos.source import resolve_dist
 from insiders.repos.spec import parse_spec
+from insiders.repos.status import repo_status
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc
@@ -88,7 +89,8 @@ class Watcher(Protocol):
     ) -> Sequence[Outcome]: ...
 
 
-def repo_info(repo: Repo) -> p.RepoInfo:
+def repo_info(repo: Repo, removed: Mapping[str, float]) -> p.RepoInfo:
+    """`removed`: the versions of its project the store remembers removed, and when."""
     state = repo.state
     return p.RepoInfo(
         name=repo.dist,
@@ -106,14 +108,20 @@ def repo_info(repo: Repo) -> p.RepoInfo:
         last_error=state.last_error,
         last_error_at=state.last_error_at,
         log=state.log,
-        version_states=version_states(state),
+        version_states=version_states(state, removed),
         tags_seen=state.tags_seen,
         ignored_tags=state.ignored_tags,
+        state=repo_status(state),
     )
 
 
-def version_states(state: RepoState) -> tuple[p.VersionInfo, ...]:
-    """The watcher's record of each version, newest first, with the versions it skipped."""
+def version_states(
+    state: RepoState, removed: Mapping[str, float] | None = None
+) -> tuple[p.VersionInfo, ...]:
+    """The watcher's record of each version, newest first, with the versions it skipped and
+    those the store remembers removed (a removal is the project's, and outlasts the record)."""
+    removed = removed or {}
+    gone = {parse_version(text) for text in removed}
     infos = [
         p.VersionInfo(
             version=text,
@@ -125,13 +133,25 @@ def version_states(state: RepoState) -> tuple[p.VersionInfo, ...]:
             retry_at=record.retry_at,
         )
         for text, record in state.versions.items()
+        if parse_version(text) not in gone
     ]
+    infos += [p.VersionInfo(version=text, status="removed", at=at) for text, at in removed.items()]
     infos += [
         p.VersionInfo(version=text, status="skipped")
         for text in state.skipped or ()
-        if text not in state.versions
+        if text not in state.versions and parse_version(text) not in gone
     ]
     return tuple(sorted(infos, key=lambda i: _version_key(i.version), reverse=True))
+
+
+def newest_failure(state: RepoState) -> tuple[str, VersionRecord] | None:
+    """The newest version the watcher tried, if its last attempt failed or was refused and left
+    a log."""
+    tried = [(text, r) for text, r in state.versions.items() if r.status != "removed"]
+    if not tried:
+        return None
+    text, record = max(tried, key=lambda item: _version_key(item[0]))
+    return (text, record) if record.status in {"failed", "refused"} and record.log else None
 
 
 def _version_key(text: str) -> tuple[int, object]:
@@ -261,15 +281,17 @@ class Commands:
                 return p.RepoList(repos=self._repo_infos(), now=time.time(), sandbox=sandbox)
             case p.AddRepo():
                 return await self.add_repo(request)
+            case p.SetRepo():
+                return await self.set_repo(request)
             case p.RemoveRepo():
                 removed = await self.repos.remove(request.name)
-                return p.RepoRemoved(repo=repo_info(removed))
+                return p.RepoRemoved(repo=self._repo_info(removed))
             case p.Update():
                 return await self.update(request, send)
             case p.WatcherControl():
                 return self.watcher_control(request)
             case p.Logs():
-                return self.logs
+                return self.logs_location(request)
             case p.Reload():
                 refused = await self.daemon.reload_now()
                 if refused is not None:
@@ -367,14 +389,16 @@ class Commands:
         return None if upstream.mode == "none" else upstream.url
 
     def _repo_infos(self) -> tuple[p.RepoInfo, ...]:
-        return tuple(repo_info(repo) for repo in self.repos.all())
+        return tuple(self._repo_info(repo) for repo in self.repos.all())
+
+    def _repo_info(self, repo: Repo) -> p.RepoInfo:
+        return repo_info(repo, self.store.removed(repo.key))
 
     # -- repositories and the watcher ----------------------------------------------------------
 
-    async def add_repo(self, request: p.AddRepo) -> p.RepoAdded:
-        parsed = parse_spec(request.spec, request.cwd or None)
+    def _check_targets(self, publish_to: Sequence[str]) -> None:
         configured = self.daemon.settings.targets
-        for target in request.publish_to:
+        for target in publish_to:
             if target not in configured:
                 known = ", ".join(sorted(configured)) or "none"
                 raise ControlRefused(
@@ -382,6 +406,50 @@ class Commands:
                     f"--publish-to {target}: no [targets.{target}] in the configuration "
                     f"(configured: {known})",
                 )
+
+    def logs_location(self, request: p.Logs) -> p.LogsLocation:
+        """Where the logs are; for `logs --build NAME`, the newest version's log when it failed
+        ("why did the last build fail?"), which is not the newest build when older versions
+        built after it."""
+        if request.build is None:
+            return self.logs
+        try:
+            repo = self.repos.find(request.build)
+        except RepoError:
+            return self.logs  # the client says there is no such log
+        failed = newest_failure(repo.state)
+        if failed is None:
+            return self.logs
+        version, record = failed
+        said = (
+            f"the build of {repo.dist} {version}, the newest version, {record.status} "
+            f"({'bytes differ' if record.status == 'refused' else record.message})"
+        )
+        return msgspec.structs.replace(self.logs, build_log=record.log, build_said=said)
+
+    async def set_repo(self, request: p.SetRepo) -> p.RepoChanged:
+        """A new policy without a remove and an add: the record and its history stay."""
+        self._check_targets(request.publish_to or ())
+        change = partial(
+            with_policy,
+            versions=request.versions,
+            since=request.since,
+            publish_to=request.publish_to,
+            local=request.local,
+        )
+        before, after = await self.repos.set_policy(request.name, change)
+        changed = tuple(
+            name
+            for name in ("versions", "since", "publish_to", "local")
+            if getattr(before, name) != getattr(after, name)
+        )
+        if changed:
+            log.info("%s: %s changed by insidersctl repos set", after.dist, ", ".join(changed))
+        return p.RepoChanged(repo=self._repo_info(after), changed=changed)
+
+    async def add_repo(self, request: p.AddRepo) -> p.RepoAdded:
+        parsed = parse_spec(request.spec, request.cwd or None)
+        self._check_targets(request.publish_to)
         dist = await trio.to_thread.run_sync(resolve_dist, parsed, request.spec)
         repo = make_repo(
             parsed,
@@ -393,8 +461,12 @@ class Commands:
         )
         await self.repos.add(repo)
         log.info("watching %s for %s (%s)", repo.source.location, repo.dist, repo.versions)
+        # Its first check now, not at the next periodic one (a paused watcher checks on request).
+        checking = self.watcher.info().state == "running"
+        if checking:
+            self.watcher.schedule([repo], force=False)
         # watcher=True for clients that still ask (the field's default is False).
-        return p.RepoAdded(repo=repo_info(repo), watcher=True)
+        return p.RepoAdded(repo=self._repo_info(repo), watcher=True, checking=checking)
 
     def watcher_info(self) -> p.WatcherInfo:
         return watcher_info_wire(self.watcher.info())
@@ -589,27 +661,7 @@ class Commands:
             return p.Removed(project=project.name, files=files, dry_run=True)
         gone = await self.store.remove(name, version=request.version, filename=request.filename)
         log.info("removed from %s: %s", project.name, ", ".join(gone))
-        await self._record_removal(project, name)
         return p.Removed(project=project.name, files=tuple(gone))
-
-    async def _record_removal(self, before: Project, name: NormalizedName) -> None:
-        """A version whose last file went is recorded removed in the repository that builds it, so
-        the watcher never builds it again on its own (`update NAME --version V` brings it back)."""
-        repo = self.repos.get(name)
-        if repo is None or not repo.local:
-            return
-        after = self.store.get(name)
-        left = {f.version for f in after.files} if after else set()
-        versions = sorted({f.version for f in before.files} - left)
-        if versions:
-            await self.repos.mark_removed(name, versions)
-            log.info(
-                "%s: the watcher will not build %s again (insidersctl update %s --version V "
-                "brings a version back)",
-                repo.dist,
-                ", ".join(versions),
-                repo.dist,
-            )
 
 
 # -- the watcher's reports, as insidersctl reads them ----------------------------------------------

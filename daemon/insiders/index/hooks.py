@@ -152,8 +152,13 @@ _SCP = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>.+)$")
 
 def location_key(url: str) -> str:
     """`host/path` of a git URL, lowercased, without user, port, scheme or `.git`: the form two
-    spellings of one repository (https, ssh, scp-like) share."""
+    spellings of one repository (https, ssh, scp-like) share; `file:PATH` for a file:// URL or a
+    path."""
     text = url.strip()
+    if text.startswith(("file://", "/")):
+        # A repository on this machine (a file:// URL or a path) has no host: its path is the key.
+        path = text.removeprefix("file://").rstrip("/").removesuffix(".git").rstrip("/")
+        return f"file:{path}" if path else ""  # paths are case-sensitive
     if "://" in text:
         rest = text.split("://", 1)[1]
         authority, _, path = rest.partition("/")

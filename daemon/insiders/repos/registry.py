@@ -33,15 +33,18 @@ VersionPolicy = Literal["newest", "all", "since"]
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-VersionStatus = Literal["published", "failed", "removed"]
+VersionStatus = Literal["published", "failed", "refused", "removed"]
 
 
 class VersionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What happened to one version of a repository: each version lives on its own.
 
     `failed`: the last attempt failed (`message`, `log`), and the periodic check tries again at
-    `retry_at` (backoff on `attempts`); the other versions are built meanwhile. `removed`: taken
-    off the index by `insidersctl remove`; the watcher never builds it again on its own.
+    `retry_at` (backoff on `attempts`); the other versions are built meanwhile. `refused`: a
+    rebuild (`update --force`) made other bytes than the published files, which stay; nothing is
+    retried, the next build of the version (after a removal) replaces the record. `removed`: taken
+    off the index by `insidersctl remove` (written by registries before the store kept removals:
+    insiders.store remembers them now, for the project, whatever watches it).
     """
 
     status: VersionStatus
@@ -66,7 +69,6 @@ class RepoState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # Versions the policy chose not to build at the first listing (`newest`: all but the newest);
     # None until that first listing, so a failed first check does not count as one.
     skipped: tuple[str, ...] | None = None
-    etag: str | None = None  # GitHub API conditional requests
     # Per version (as the tag names it, PEP 440 text): failed, removed, published by the watcher.
     versions: dict[str, VersionRecord] = msgspec.field(default_factory=dict)
     # The last listing found tags but none that names a version: the first few, to show why.
@@ -109,6 +111,22 @@ def make_repo(
     now: float | None = None,
 ) -> Repo:
     """Validate the options of `repos add` (pure) and make the record."""
+    check_policy(versions, since, publish_to, local)
+    return Repo(
+        dist=dist,
+        source=parsed.source,
+        added=time.time() if now is None else now,
+        versions=versions,
+        since=since,
+        publish_to=publish_to,
+        local=local,
+    )
+
+
+def check_policy(
+    versions: VersionPolicy, since: str | None, publish_to: tuple[str, ...], local: bool
+) -> None:
+    """The options of `repos add` and `repos set` (pure): RepoError says what is wrong."""
     if versions == "since":
         if not since:
             raise RepoError("--since needs a VERSION")
@@ -123,14 +141,36 @@ def make_repo(
         raise RepoError("--publish-to names a target twice")
     if not local and not publish_to:
         raise RepoError("a repository published nowhere: give --publish-to, or publish locally")
-    return Repo(
-        dist=dist,
-        source=parsed.source,
-        added=time.time() if now is None else now,
-        versions=versions,
-        since=since,
-        publish_to=publish_to,
-        local=local,
+
+
+def with_policy(
+    repo: Repo,
+    *,
+    versions: VersionPolicy | None = None,
+    since: str | None = None,
+    publish_to: tuple[str, ...] | None = None,
+    local: bool | None = None,
+) -> Repo:
+    """The repository under a new policy (None keeps a setting), checked as `repos add` checks.
+
+    A new choice of versions is made afresh at the next check (as at the first): the versions the
+    old policy skipped are weighed again, and those published or removed stay as they are.
+    """
+    new_versions = repo.versions if versions is None else versions
+    new_since = (since if versions is not None else repo.since) if new_versions == "since" else None
+    new_publish = repo.publish_to if publish_to is None else publish_to
+    new_local = repo.local if local is None else local
+    check_policy(new_versions, new_since, new_publish, new_local)
+    state = repo.state
+    if (new_versions, new_since) != (repo.versions, repo.since):
+        state = msgspec.structs.replace(state, skipped=None)
+    return msgspec.structs.replace(
+        repo,
+        versions=new_versions,
+        since=new_since,
+        publish_to=new_publish,
+        local=new_local,
+        state=state,
     )
 
 
@@ -199,6 +239,15 @@ class Repos:
         self._notify(repo.key, repo)
         return repo
 
+    async def set_policy(self, name: str, change: Callable[[Repo], Repo]) -> tuple[Repo, Repo]:
+        """Apply `change` (see with_policy) to a repository found by `find`; (before, after)."""
+        async with self._lock:
+            before = self.find(name)
+            after = change(before)
+            if after != before:
+                await self._save({**self._repos, before.key: after})
+        return before, after
+
     async def remove(self, name: str) -> Repo:
         async with self._lock:
             repo = self.find(name)
@@ -217,21 +266,6 @@ class Repos:
             updated = msgspec.structs.replace(repo, state=change(repo.state))
             await self._save({**self._repos, key: updated})
             return updated
-
-    async def mark_removed(self, key: NormalizedName, versions: list[str]) -> None:
-        """Record that these versions were taken off the index (see VersionRecord)."""
-        now = time.time()
-
-        def change(state: RepoState) -> RepoState:
-            removed = {v: VersionRecord(status="removed", at=now) for v in versions}
-            kept = {
-                text: record
-                for text, record in state.versions.items()
-                if parse_version(text) not in {parse_version(v) for v in versions}
-            }
-            return msgspec.structs.replace(state, versions={**kept, **removed})
-
-        await self.update_state(key, change)
 
     async def _save(self, repos: dict[NormalizedName, Repo]) -> None:
         data = _encode(_RepoFile(repos=sorted(repos.values(), key=lambda r: r.key)))

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -235,3 +236,18 @@ def check_dists(files: list[Path], name: NormalizedName, version: Version) -> li
             f"expected one sdist and one wheel, the build made {[p.name for p in files]}"
         )
     return files
+
+
+def build_backend(source: Path) -> str:
+    """The build backend a checkout names, and what it requires (blocking; for a build log's
+    header): PEP 517's default when pyproject.toml says none."""
+    try:
+        with (source / "pyproject.toml").open("rb") as file:
+            system = tomllib.load(file).get("build-system", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        system = {}
+    if not isinstance(system, dict):
+        system = {}
+    backend = system.get("build-backend") or "setuptools.build_meta:__legacy__ (the default)"
+    requires = system.get("requires") or ["setuptools"]
+    return f"{backend} (requires: {', '.join(map(str, requires))})"

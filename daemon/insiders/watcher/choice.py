@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from packaging.version import Version
 
-from insiders.errors import CheckFailed
+from insiders.errors import NotTagged
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, VersionRecord
 from insiders.watcher.tags import tag_version, to_build
@@ -25,28 +25,32 @@ def versions_to_build(
     only: Sequence[str],
     explicit: bool,
     hosted: Iterable[str],
+    removed: Iterable[str] = (),
     now: float,
 ) -> tuple[list[Version], tuple[str, ...] | None]:
     """What to build now, newest first, and (at the first listing only) the versions skipped.
 
     `versions` maps each version tag's version to the tag; `hosted` are the versions of the files
-    the store holds for the repository. Never a removed version unless asked for by `only`; never
-    a failed one before its retry time unless a person asked (`explicit`).
+    the store holds for the repository, `removed` the versions the store remembers removed. Never
+    a removed version unless asked for by `only`; never a failed one before its retry time unless
+    a person asked (`explicit`).
     """
     if only:
         return requested(only, versions), None
     records = repo.state.versions
-    removed = {v for v in versions if status_record(records, v, "removed")}
+    gone = {v for text in removed if (v := parse_version(text)) is not None}
+    # (A registry written before the store kept removals records them per repository.)
+    gone |= {v for v in versions if status_record(records, v, "removed")}
     if force:
         newest = max(versions)
-        return ([] if newest in removed else [newest]), None
+        return ([] if newest in gone else [newest]), None
     published = _published(repo, versions, hosted)
     waiting = set() if explicit else _waiting(records, versions, now)
     first = repo.state.skipped is None
     skipped = {Version(v) for v in repo.state.skipped or ()}
     wanted = to_build(
         versions,
-        published=published | skipped | removed | waiting,
+        published=published | skipped | gone | waiting,
         first_check=first,
         select="latest" if repo.versions == "newest" else "all",
         since=Version(repo.since) if repo.versions == "since" and repo.since else None,
@@ -55,9 +59,7 @@ def versions_to_build(
     if not first:
         return wanted, None
     return wanted, tuple(
-        str(v)
-        for v in sorted(versions)
-        if v not in wanted and v not in published and v not in removed
+        str(v) for v in sorted(versions) if v not in wanted and v not in published and v not in gone
     )
 
 
@@ -80,7 +82,7 @@ def requested(only: Sequence[str], versions: dict[Version, str]) -> list[Version
         if version is None or version not in versions:
             newest = sorted(versions, reverse=True)[:KNOWN_VERSIONS_SHOWN]
             known = ", ".join(str(v) for v in newest)
-            raise CheckFailed(f"--version {text}: no tag names this version ({known})")
+            raise NotTagged(f"--version {text}: no tag names this version ({known})")
         wanted.append(version)
     return sorted(set(wanted), reverse=True)
 

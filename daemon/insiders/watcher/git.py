@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import trio
@@ -95,14 +96,43 @@ async def list_tags(url: str, *, env: dict[str, str], token: str | None) -> dict
     return parse_ls_remote(output)
 
 
-async def update_mirror(url: str, mirror: Path, *, env: dict[str, str], token: str | None) -> None:
-    """Fetch the tags and their history into a bare mirror (incremental after the first)."""
-    if not await trio.Path(mirror / "HEAD").exists():
-        await trio.Path(mirror).mkdir(parents=True, exist_ok=True)
+async def update_mirror(
+    url: str, mirror: Path, *, env: dict[str, str], token: str | None
+) -> Path | None:
+    """Fetch the tags and their history into a bare mirror (incremental after the first).
+
+    A mirror git cannot read (a file in its place, its objects gone: a crash, a full disk, a
+    hand) would fail every check until someone deletes it: it is moved aside and made again, once
+    per check. Where it was moved to, if it was (the caller says so in the log).
+    """
+    moved = None
+    if not await _readable(mirror, env):
+        if await trio.to_thread.run_sync(os.path.lexists, mirror):
+            moved = await trio.to_thread.run_sync(_move_aside, mirror)
+        await trio.Path(mirror).mkdir(parents=True)
         await git("init", "--quiet", "--bare", "--", str(mirror), env=env)
     refspec = "+refs/tags/*:refs/tags/*"
     fetch = ["fetch", "--quiet", "--prune", "--force", "--no-auto-gc", "--", url, refspec]
     await git("--git-dir", str(mirror), *fetch, env=env, token=token)
+    return moved
+
+
+async def _readable(mirror: Path, env: dict[str, str]) -> bool:
+    """The mirror is a repository git can read (False when there is none yet)."""
+    if not await trio.to_thread.run_sync(os.path.lexists, mirror):
+        return False
+    try:
+        await git("--git-dir", str(mirror), "rev-parse", "--is-bare-repository", env=env)
+    except GitError:
+        return False
+    return True
+
+
+def _move_aside(mirror: Path) -> Path:
+    # A name no repository key has (keys have no dot), beside the mirror, to look into later.
+    aside = mirror.with_name(f"{mirror.name}.unreadable-{time.time_ns()}")
+    os.replace(mirror, aside)
+    return aside
 
 
 async def checkout(mirror: Path, tag: str, dest: Path, *, env: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ repositories and versions is computed here too, since it is recorded with the fa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import trio
@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, Repos, RepoState, VersionRecord
+from insiders.watcher.tags import version_tags
 
 MAX_BACKOFF = 6 * 3600.0
 IGNORED_TAGS_SHOWN = 5
@@ -61,16 +62,30 @@ class Records:
         newest_tag: str | None,
         skipped: tuple[str, ...] | None,
         tags: dict[str, str],
+        hosted: Iterable[str] = (),
     ) -> None:
+        """What a listing found. A failure that is over is dropped, or it would say "failing"
+        forever: its tag is gone, or the version is in the index now (`hosted`: uploaded by hand).
+        """
         now = time.time()
         ignored = () if newest_tag else tuple(sorted(tags)[:IGNORED_TAGS_SHOWN])
+        tagged = set(version_tags(tags))
+        here = {parse_version(text) for text in hosted}
+
+        def over(text: str, record: VersionRecord) -> bool:
+            version = parse_version(text)
+            if record.status == "failed":
+                return version not in tagged or version in here
+            return record.status == "refused" and version not in tagged
 
         def change(state: RepoState) -> RepoState:
+            kept = {text: r for text, r in state.versions.items() if not over(text, r)}
             updates: dict[str, object] = {
                 "last_check": now,
                 "newest_tag": newest_tag,
                 "ignored_tags": ignored,
                 "tags_seen": len(tags),
+                "versions": kept,
             }
             if skipped is not None:
                 updates["skipped"] = skipped
@@ -104,6 +119,17 @@ class Records:
         state = await self._change(repo, change)
         record = state.versions.get(key)
         return record.attempts if record else 1
+
+    async def version_refused(
+        self, repo: Repo, version: Version, message: str, log_path: str | None
+    ) -> None:
+        """A rebuild that did not reproduce the published files: its own state, never retried."""
+        record = VersionRecord(status="refused", at=time.time(), message=message, log=log_path)
+
+        def change(state: RepoState) -> RepoState:
+            return msgspec.structs.replace(state, versions={**state.versions, str(version): record})
+
+        await self._change(repo, change)
 
     async def published(self, repo: Repo, version: Version) -> None:
         now = time.time()

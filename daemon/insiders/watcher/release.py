@@ -21,13 +21,13 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import CheckFailed, NoSandbox, ProjectClosed
-from insiders.ingest import check_filename, hash_file, publish_file
+from insiders.errors import CheckFailed, NoSandbox, NotReproducible, ReleaseDiffers
+from insiders.ingest import hash_file, publish_release
 from insiders.repos.registry import Repo
 from insiders.store import Store
 from insiders.watcher import builder, git, reproducible, targets
 from insiders.watcher.report import Say, publish_failures, step_failures
-from insiders.watcher.sandbox import Sandbox
+from insiders.watcher.sandbox import Sandbox, python_version
 
 log = logging.getLogger(__name__)
 
@@ -83,28 +83,37 @@ class Releaser:
         self.sandbox_said[0] = sandbox.kind
         return sandbox
 
-    async def release(self, fetched: Fetched, version: Version, tag: str, say: Say) -> bool:
-        """Build one version and publish it; False when identical files were published already."""
+    async def release(
+        self, fetched: Fetched, version: Version, tag: str, say: Say, *, bring_back: bool = False
+    ) -> bool:
+        """Build one version and publish it; False when identical files were published already.
+        `bring_back`: a person asked for this version (one removed is published again)."""
         repo = fetched.repo
         log_path = self.logs_dir / repo.key / f"{version}.log"
         await trio.Path(self.scratch).mkdir(parents=True, exist_ok=True)
         scratch = Path(await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(dir=self.scratch)))
         try:
-            files = await self._build(fetched, version, tag, say, scratch, log_path)
+            files, seconds = await self._build(fetched, version, tag, say, scratch, log_path)
             say("publishing", ", ".join(f.name for f in files), version=str(version))
             changed = True
             if repo.local:
-                changed = await self._publish_local(repo, version, files, log_path)
+                changed = await self._publish_local(repo, version, files, log_path, bring_back)
             for name in repo.publish_to:
                 await self._publish_remote(name, files, log_path)
+            if changed:
+                await _log_published(repo, version, files, seconds)
             return changed
         finally:
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+            # Shielded: a clean stop cancels the build, and must not leave its scratch behind
+            # (the box has killed the build's processes by now).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
     async def _build(
         self, fetched: Fetched, version: Version, tag: str, say: Say, scratch: Path, log_path: Path
-    ) -> list[Path]:
-        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's."""
+    ) -> tuple[list[Path], float]:
+        """The checked wheel and sdist of `tag`, reproducible: their times are the commit's; and
+        the seconds the build took."""
         source, out = scratch / "src", scratch / "dist"
         with step_failures():
             await git.checkout(fetched.mirror, tag, source, env=fetched.env)
@@ -117,9 +126,19 @@ class Releaser:
         header = (
             f"repository: {fetched.repo.source.location}",
             f"tag: {tag}, commit {commit}, SOURCE_DATE_EPOCH={epoch}",
+            f"python: {python_version(sandbox.python)} ({sandbox.python})",
+            # Its installed version is in the log below ("Installed build dependency versions").
+            f"build backend: {await trio.to_thread.run_sync(builder.build_backend, source)}",
         )
+        if self.builds.available_tokens < 1:
+            say("waiting", "waiting for a build slot", version=str(version))
         async with self.builds:
             say("building", f"python -m build ({tag})", version=str(version), log=str(log_path))
+            log.info(
+                "%s %s: building %s, commit %s, in %s (log: %s)",
+                *(fetched.repo.dist, version, tag, commit, sandbox.kind, log_path),
+            )
+            started = trio.current_time()
             too_slow = f"the build took longer than {limit:.0f} s and was stopped"
             with (
                 step_failures(log_path, too_slow=too_slow),
@@ -140,37 +159,30 @@ class Releaser:
             check = builder.check_dists
             files = await trio.to_thread.run_sync(check, built, fetched.repo.key, version)
         for path in files:
-            await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
-        return files
+            # The archive is the build's: read within the bounds an upload is read within.
+            with publish_failures(path.name, log_path):
+                await trio.to_thread.run_sync(reproducible.normalize_sdist, path, epoch)
+        return files, trio.current_time() - started
 
     async def _publish_local(
-        self, repo: Repo, version: Version, files: list[Path], log_path: Path
+        self, repo: Repo, version: Version, files: list[Path], log_path: Path, bring_back: bool
     ) -> bool:
-        """Publish the files; a published file never changes: other bytes are refused, before any
-        file of the version is published. False when every file was there with the same bytes."""
-        project = self.store.get(repo.key)
-        if project is not None and not project.takes_uploads:
-            raise CheckFailed(str(ProjectClosed(project)), log_path)
-        for path in files:  # every name checked before the first file is published
-            with publish_failures(path.name, log_path):
-                check_filename(path.name)
-        digests = {path: await trio.to_thread.run_sync(hash_file, path) for path in files}
-        for path, digest in digests.items():
-            sha256 = digest.sha256
-            stored = project.file(path.name) if project else None
-            if stored is not None and stored.sha256 != sha256:
-                raise CheckFailed(
-                    f"{path.name} is published with other bytes (sha256 {stored.sha256}; this "
-                    f"build: {sha256}), and a published file never changes: tag a new version, "
-                    f"or remove this one first (insidersctl remove {repo.dist} {version}) and "
-                    f"build it again (insidersctl update {repo.dist} --version {version})",
+        """Publish the files together, by the store's rules (insiders.store): a published file
+        never changes, so other bytes are refused before any file of the version is published.
+        False when every file was there with the same bytes."""
+        names = ", ".join(path.name for path in files)
+        with publish_failures(names, log_path):
+            try:
+                return await publish_release(self.store, files, bring_back=bring_back)
+            except ReleaseDiffers as differs:
+                raise NotReproducible(
+                    f"{differs.filename} is published with other bytes (sha256 "
+                    f"{differs.published}; this build: {differs.offered}), and a published file "
+                    f"never changes: tag a new version, or remove this one first (insidersctl "
+                    f"remove {repo.dist} {version}) and build it again (insidersctl update "
+                    f"{repo.dist} --version {version})",
                     log_path,
-                )
-        added = False
-        for path in files:
-            with publish_failures(path.name, log_path):
-                added = await publish_file(self.store, path) or added
-        return added
+                ) from None
 
     async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
         target = self.settings().targets.get(name)
@@ -184,3 +196,11 @@ class Releaser:
                 with step_failures(log_path):
                     result = await targets.upload(client, target, password, path)
                 log.info("%s: %s to %s", path.name, result, name)
+
+
+async def _log_published(repo: Repo, version: Version, files: list[Path], seconds: float) -> None:
+    """One INFO line per publication: what, where, its sha256, and how long the build took."""
+    digests = [await trio.to_thread.run_sync(hash_file, path) for path in files]
+    what = ", ".join(f"{p.name} (sha256 {d.sha256})" for p, d in zip(files, digests, strict=True))
+    where = ", ".join((["this index"] if repo.local else []) + list(repo.publish_to))
+    log.info("%s %s: published %s in %.1f s, to %s", repo.dist, version, what, seconds, where)

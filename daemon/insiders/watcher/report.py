@@ -30,7 +30,8 @@ from insiders.errors import (
 )
 
 Stage = Literal[
-    "queued",
+    "queued",  # waiting for a check slot, or for this repository's running check
+    "waiting",  # listed and fetched, waiting for a build slot
     "listing",
     "fetching",
     "building",
@@ -38,10 +39,11 @@ Stage = Literal[
     "unchanged",
     "done",
     "failed",
+    "refused",
     "up-to-date",
     "no-version-tag",
 ]
-Ending = Literal["published", "up-to-date", "failed", "no-version-tag"]
+Ending = Literal["published", "up-to-date", "failed", "refused", "no-version-tag"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class Say(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VersionFailure:
-    """A version that failed in this check; the others went on."""
+    """A version that failed (or was refused) in this check; the others went on."""
 
     version: str
     error: str  # never the log path: that is `log`
@@ -87,7 +89,12 @@ class Outcome:
     error: str | None = None  # the check's error, or its newest failed version's
     log: str | None = None
     failures: tuple[VersionFailure, ...] = ()
+    # Rebuilds whose bytes differ from the published files (`update --force`): refused, kept.
+    refused: tuple[VersionFailure, ...] = ()
     message: str | None = None  # e.g. why there was nothing to build
+    # The repository's state as recorded after the check (insiders.repos.status): what
+    # `repos list` says, e.g. still "failing" when this check published another version.
+    state: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ to the commit's. Contents, names, order and modes stay as the backend made them.
 from __future__ import annotations
 
 import gzip
-import io
 import os
-import shutil
 import tarfile
 from pathlib import Path
+
+from insiders.archives import open_tar_gz
 
 _TIME_PAX_KEYS = ("mtime", "atime", "ctime")
 
@@ -34,33 +34,37 @@ def _gzip_mtime(data: bytes) -> int:
 
 
 def normalize_sdist(path: Path, epoch: int) -> bool:
-    """Clamp every time in a .tar.gz to `epoch`; True if the file was rewritten."""
+    """Clamp every time in a .tar.gz to `epoch`; True if the file was rewritten.
+
+    The archive is a build's, so it is read as the index reads an upload, through the bounded
+    reader (insiders.archives: members, header sizes and inflated bytes checked before tarfile
+    holds them), in two streaming passes: one to see whether any time is late, one to rewrite.
+    InvalidDistribution when it crosses a bound.
+    """
     if not path.name.endswith(".tar.gz"):
         return False
-    data = path.read_bytes()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        members = archive.getmembers()
-        late = _gzip_mtime(data) != epoch or any(
-            m.mtime > epoch or any(k in m.pax_headers for k in _TIME_PAX_KEYS) for m in members
+    with path.open("rb") as source:
+        head = source.read(8)
+    with open_tar_gz(path) as archive:
+        late = _gzip_mtime(head) != epoch or any(
+            m.mtime > epoch or any(k in m.pax_headers for k in _TIME_PAX_KEYS)
+            for m in archive.members()
         )
-        if not late:
-            return False
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w", format=archive.format) as out:
-            for member in members:
-                member.mtime = min(int(member.mtime), epoch)
-                member.pax_headers = {
-                    k: v for k, v in member.pax_headers.items() if k not in _TIME_PAX_KEYS
-                }
-                content = archive.extractfile(member) if member.isreg() else None
-                out.addfile(member, content)
+    if not late:
+        return False
     temp = path.with_name(f".{path.name}.normalized")
     # No file name and a fixed time in the gzip header: the bytes depend on the content only.
     with (
-        temp.open("wb") as file,
-        gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=epoch) as compressed,
+        open_tar_gz(path) as archive,
+        temp.open("wb") as target,
+        gzip.GzipFile(filename="", mode="wb", fileobj=target, mtime=epoch) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as out,
     ):
-        raw.seek(0)
-        shutil.copyfileobj(raw, compressed)
+        for member in archive.members():
+            member.mtime = min(int(member.mtime), epoch)
+            member.pax_headers = {
+                k: v for k, v in member.pax_headers.items() if k not in _TIME_PAX_KEYS
+            }
+            out.addfile(member, archive.open(member) if member.isreg() else None)
     os.replace(temp, path)
     return True

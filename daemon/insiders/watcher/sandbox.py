@@ -28,6 +28,7 @@ its trial run are insiders.watcher.builder's: this module only says what the san
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -187,3 +188,10 @@ def bwrap_arguments(
     # /var/tmp are the build's own, empty and thrown away with it).
     args += ["--remount-ro", "/", "--"]
     return args
+
+
+def python_version(python: str) -> str:
+    """The version of the Python that runs builds: this one's, unless another was set."""
+    if python == sys.executable:
+        return platform.python_version()
+    return "another interpreter"

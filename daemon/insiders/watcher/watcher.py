@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,8 +28,9 @@ from packaging.version import Version
 
 from insiders.config import Settings
 from insiders.credentials import read_secret
-from insiders.errors import CheckFailed, NoSandbox
+from insiders.errors import CheckFailed, NoSandbox, NotReproducible, NotTagged
 from insiders.repos.registry import Repo, Repos
+from insiders.repos.status import repo_status
 from insiders.store import Store
 from insiders.watcher import git
 from insiders.watcher.choice import is_new_tag, versions_to_build
@@ -59,6 +60,7 @@ class CheckResult:
     published: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # rebuilt, identical bytes
     failures: list[VersionFailure] = field(default_factory=list)
+    refused: list[VersionFailure] = field(default_factory=list)  # bytes differ: not reproducible
     note: str | None = None  # e.g. no version tag
 
 
@@ -197,6 +199,9 @@ class Watcher:
         assert self._nursery is not None
         results: dict[str, Outcome] = {}
         done = trio.Event()
+        # Every repository is said from the start, in order: a live view lists them all at once.
+        for repo in repos:
+            progress(Step(repo.dist, "queued", "waiting for a check slot", time=time.time()))
 
         async def run_all() -> None:
             async with trio.open_nursery() as nursery:
@@ -289,6 +294,23 @@ class Watcher:
         versions: Sequence[str] = (),
         explicit: bool = True,
     ) -> Outcome:
+        """One repository's check, and its state as recorded after it: what `repos list` says
+        (a check can publish one version while an older failure stands)."""
+        outcome = await self._check_repo(
+            repo, force=force, progress=progress, versions=versions, explicit=explicit
+        )
+        recorded = self.repos.get(repo.key)
+        return replace(outcome, state=repo_status(recorded.state) if recorded else "")
+
+    async def _check_repo(
+        self,
+        repo: Repo,
+        *,
+        force: bool,
+        progress: Progress,
+        versions: Sequence[str],
+        explicit: bool,
+    ) -> Outcome:
         def say(
             stage: Stage, message: str = "", *, version: str | None = None, log: str | None = None
         ) -> None:
@@ -298,7 +320,7 @@ class Watcher:
         lock = self._locks.setdefault(repo.key, trio.Lock())
         if lock.locked():
             say("queued", "a check of this repository is running; waiting for it")
-        async with lock, self._checks:
+        async with lock:
             self.checking.add(repo.dist)
             try:
                 result = await self._check(repo, force, say, versions, explicit)
@@ -309,6 +331,10 @@ class Watcher:
                     repo, "interrupted: insidersd stopped during the check"
                 )
                 raise
+            except NotTagged as refused:
+                # The request was wrong, not the repository: nothing is recorded.
+                say("failed", str(refused))
+                return Outcome(repo=repo.dist, outcome="failed", error=str(refused))
             except CheckFailed as failure:
                 return await self._failed(repo, str(failure), failure.log_path, say)
             except Exception as error:
@@ -350,6 +376,18 @@ class Watcher:
                 error=f"{first.version}: {first.error}",
                 log=first.log,
                 failures=tuple(result.failures),
+                refused=tuple(result.refused),
+                message=result.note,
+            )
+        if result.refused:
+            first = result.refused[0]
+            return Outcome(
+                repo=repo.dist,
+                outcome="refused",
+                versions=versions,
+                error=f"{first.version}: {first.error}",
+                log=first.log,
+                refused=tuple(result.refused),
                 message=result.note,
             )
         if result.published:
@@ -368,6 +406,24 @@ class Watcher:
     async def _check(
         self, repo: Repo, force: bool, say: Say, only: Sequence[str], explicit: bool
     ) -> CheckResult:
+        # A check slot is for listing and fetching: a repository waiting to build holds none.
+        async with self._checks:
+            planned = await self._plan(repo, force, say, only, explicit)
+        if isinstance(planned, CheckResult):
+            return planned
+        fetched, wanted, versions = planned
+        result = CheckResult()
+        for version in wanted:  # newest first: the version a sponsor wants most lands first
+            await self._release(fetched, version, versions[version], say, result, asked=bool(only))
+        if result.unchanged:
+            result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
+        await self.records.check_done(repo)
+        return result
+
+    async def _plan(
+        self, repo: Repo, force: bool, say: Say, only: Sequence[str], explicit: bool
+    ) -> CheckResult | tuple[Fetched, list[Version], dict[Version, str]]:
+        """List the tags, choose, fetch: what to build, or the check's result if nothing."""
         url = self.git_url(repo)
         token = await self._github_token() if self._is_github(url) else None
         env = git.git_env(self._askpass, token)
@@ -379,31 +435,34 @@ class Watcher:
         versions = version_tags(tags)
         if not versions:
             return await self._no_version_tag(repo, tags)
+        hosted = self._hosted_versions(repo)
         wanted, skipped = versions_to_build(
             repo,
             versions,
             force=force,
             only=only,
             explicit=explicit,
-            hosted=self._hosted_versions(repo),
+            hosted=hosted,
+            removed=self.store.removed(repo.key),
             now=time.time(),
         )
-        await self.records.listing(repo, versions[max(versions)], skipped, tags)
-        result = CheckResult()
+        await self.records.listing(repo, versions[max(versions)], skipped, tags, hosted)
         if not wanted:
-            return result
+            # The listing worked: that is a check that worked, and a repository error clears.
+            await self.records.check_done(repo)
+            return CheckResult()
         mirror = self.mirrors / repo.key
         say("fetching", f"{len(wanted)} version(s) to build: {', '.join(map(str, wanted))}")
         too_slow = f"fetching took longer than {limit:.0f} s"
         with step_failures(too_slow=too_slow), trio.fail_after(limit):
-            await git.update_mirror(url, mirror, env=env, token=token)
-        fetched = Fetched(repo, mirror, env)
-        for version in wanted:  # newest first: the version a sponsor wants most lands first
-            await self._release(fetched, version, versions[version], say, result)
-        if result.unchanged:
-            result.note = f"rebuilt {', '.join(result.unchanged)}: identical bytes, nothing changed"
-        await self.records.check_done(repo)
-        return result
+            moved = await git.update_mirror(url, mirror, env=env, token=token)
+        if moved is not None:
+            log.warning(
+                "%s: the git mirror cannot be read; moved aside to %s and fetched again",
+                repo.dist,
+                moved,
+            )
+        return Fetched(repo, mirror, env), wanted, versions
 
     async def _no_version_tag(self, repo: Repo, tags: dict[str, str]) -> CheckResult:
         ignored = tuple(sorted(tags)[:IGNORED_TAGS_SHOWN])
@@ -423,12 +482,28 @@ class Watcher:
         return [f.version for f in project.files] if project else []
 
     async def _release(
-        self, fetched: Fetched, version: Version, tag: str, say: Say, result: CheckResult
+        self,
+        fetched: Fetched,
+        version: Version,
+        tag: str,
+        say: Say,
+        result: CheckResult,
+        *,
+        asked: bool,
     ) -> None:
-        """Build and publish one version into `result`; its failure is its own, the others go on."""
+        """Build and publish one version into `result`; its failure is its own, the others go on.
+        `asked`: a person named this version (`update --version`), which brings a removed one back.
+        """
         repo = fetched.repo
         try:
-            changed = await self.releaser.release(fetched, version, tag, say)
+            changed = await self.releaser.release(fetched, version, tag, say, bring_back=asked)
+        except NotReproducible as refused:
+            log_text = str(refused.log_path) if refused.log_path else None
+            await self.records.version_refused(repo, version, str(refused), log_text)
+            log.warning("%s %s: refused: %s", repo.dist, version, refused)
+            say("refused", str(refused), version=str(version), log=log_text)
+            result.refused.append(VersionFailure(str(version), str(refused), log_text, attempts=0))
+            return
         except CheckFailed as failure:
             log_text = str(failure.log_path) if failure.log_path else None
             attempts = await self.records.version_failed(repo, version, str(failure), log_text)
@@ -444,6 +519,7 @@ class Watcher:
         log.info("%s %s: %s", repo.dist, version, "published" if changed else "unchanged")
         (result.published if changed else result.unchanged).append(str(version))
         if not changed:
+            log.info("%s %s: rebuilt: identical bytes, nothing changed", repo.dist, version)
             say("unchanged", f"{tag}: the rebuild gave identical bytes; nothing changed")
 
     def git_url(self, repo: Repo) -> str:

@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from insiders.names import NormalizedName, parse_version
 from insiders.repos.registry import Repo
+from insiders.repos.status import repo_status
 from insiders.store import Project, StoredFile
 
 
@@ -290,12 +291,8 @@ def failed_versions(repo: Repo) -> tuple[Failure, ...]:
 
 def build_row(repo: Repo, logs: Iterable[BuildLog], *, quarantined: bool = False) -> BuildRow:
     state = repo.state
-    if state.last_check is None:
-        status = "not checked yet"
-    elif state.last_error:
-        status = "failing"
-    else:
-        status = "ok"
+    derived = repo_status(state)  # as insidersctl says it
+    status = "not checked yet" if derived == "unchecked" else derived
     return BuildRow(
         dist=repo.dist,
         normalized=repo.key,
