@@ -222,3 +222,11 @@ def test_smoke_run_mirror_front(tmp_path: Path) -> None:
     assert any(n.startswith("insidersd-front file download") for n in names)
     assert "mirror lag during 20 uploads: p99 (ms)" in done.stdout
     assert _leftovers(str(tmp_path / "work")) == []
+
+
+def test_bench_has_no_import_circle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's modules import in one direction (base.py at the bottom), as the daemon's."""
+    from tests import shape
+
+    monkeypatch.setitem(shape.PACKAGES, "insiders_bench", BENCH / "insiders_bench")
+    assert shape.circles(shape.graph("insiders_bench")) == []

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import procs, report
+from .base import BENCH_DIR
 from .dataset import Sizes, generate
 from .load import wrk_path
 from .measure import Options, measure
 from .procs import install_cleanup, stop_all
-from .servers import BENCH_DIR, KINDS
+from .servers import KINDS
 from .watcher import WatcherOptions, WatcherUnavailable, measure_watcher
 
 DEFAULT_SERVERS = list(KINDS)

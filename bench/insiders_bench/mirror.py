@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
+from .base import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
 from .dataset import Dataset, make_wheel
 from .procs import Server, free_port, wait_serving
-from .servers import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
 
 sys.path.insert(0, str(PROJECT_DIR))
 from tests.fronts import front_site
