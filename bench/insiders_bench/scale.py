@@ -275,11 +275,12 @@ def read_manifests(store: Path) -> float:
     return time.monotonic() - started
 
 
-def start_once(store: Path, scratch: Path) -> float:
-    """One start of insidersd on the store: seconds to READY; then it is stopped."""
+def start_once(store: Path, scratch: Path) -> tuple[float, float]:
+    """One start of insidersd on the store: seconds to READY, and the CPU seconds it had used by
+    then (what other processes on the machine do not change); then it is stopped."""
     server, _, listener = start_daemon(store, scratch)
     try:
-        return listener.wait(server, START_TIMEOUT)
+        return listener.wait(server, START_TIMEOUT), server.cpu_seconds()
     finally:
         server.stop()
         listener.close()
@@ -292,19 +293,22 @@ def measure_daemon(dataset: Dataset, scratch: Path, options: ScaleOptions) -> di
     _clean_store(store, big_manifest)
     figures: dict[str, Any] = {"loadavg": round(os.getloadavg()[0], 2)}
     figures["manifests_read_s"] = round(read_manifests(store), 2)
-    readies = [start_once(store, scratch / f"start-{i}") for i in range(STARTS - 1)]
+    starts = [start_once(store, scratch / f"start-{i}") for i in range(STARTS - 1)]
     server, port, listener = start_daemon(store, scratch)
     try:
-        readies.append(listener.wait(server, START_TIMEOUT))
+        starts.append((listener.wait(server, START_TIMEOUT), server.cpu_seconds()))
+        readies = [wall for wall, _ in starts]
         figures["ready_all_s"] = [round(r, 2) for r in readies]
         figures["ready_s"] = round(statistics.median(readies), 2)
+        figures["ready_cpu_s"] = round(statistics.median(cpu for _, cpu in starts), 2)
         figures["first_200_s"] = round(wait_serving(server, port, "/simple/", timeout=60), 2)
         wait_idle(server, limit=30)
         figures["rss_idle_mb"] = round(server.rss_kb() / 1024, 1)
         options.log(
             f"  manifests read (page cache as found) in {figures['manifests_read_s']:.2f} s; "
             f"READY in {figures['ready_s']:.2f} s (median of "
-            f"{', '.join(f'{r:.2f}' for r in readies)}), idle RSS {figures['rss_idle_mb']:.0f} MB; "
+            f"{', '.join(f'{r:.2f}' for r in readies)}; {figures['ready_cpu_s']:.2f} CPU s), "
+            f"idle RSS {figures['rss_idle_mb']:.0f} MB; "
             f"load average {figures['loadavg']:.1f}"
         )
         figures["status_ms"] = round(_median_ctl(scratch, "status") * 1e3, 1)
@@ -595,6 +599,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
     ("load average at the start", lambda f: f.get("loadavg"), 1),
     ("manifests read, cache as found (s)", lambda f: f.get("manifests_read_s"), 2),
     ("start to READY, median of 3 (s)", lambda f: f.get("ready_s"), 2),
+    ("  CPU used by READY (s)", lambda f: f.get("ready_cpu_s"), 2),
     ("RSS idle (MB)", lambda f: f.get("rss_idle_mb"), 0),
     ("RSS after every page (MB)", lambda f: f.get("rss_pages_mb"), 0),
     ("every page once, HTML+JSON (s)", lambda f: f.get("every_page_s"), 1),
@@ -645,6 +650,7 @@ MIRROR_ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
 #: the rows whose growth is compared with the files' (the issue's "at most linearly")
 GROWTH_ROWS = {
     "start to READY, median of 3 (s)",
+    "  CPU used by READY (s)",
     "RSS idle (MB)",
     "RSS after every page (MB)",
     "upload to page p99 (ms)",
