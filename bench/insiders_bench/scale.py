@@ -675,9 +675,16 @@ def table(results: dict[str, Any]) -> str:
     for a, b in itertools.pairwise(labels):
         head.append(f"{b}/{a} (files x{sizes[b]['files'] / sizes[a]['files']:.0f})")
     lines = [head]
-    for label, get, digits in [*ROWS, *MIRROR_ROWS]:
+    rows = [*ROWS, *MIRROR_ROWS]
+    for i, (label, get, digits) in enumerate(rows):
         values = [get(sizes[size]) for size in labels]
-        if all(v is None for v in values):
+        # A heading row stays when a row under it (indented) has figures: a restore that did not
+        # finish has no time, but its rate.
+        group = [values]
+        if not label.startswith(" "):
+            for _, sub, _ in itertools.takewhile(lambda r: r[0].startswith(" "), rows[i + 1 :]):
+                group.append([sub(sizes[size]) for size in labels])
+        if all(v is None for vs in group for v in vs):
             continue
         line = [label, *(_fmt(v, digits) for v in values)]
         for a, b in itertools.pairwise(values):
