@@ -222,3 +222,63 @@ def test_smoke_run_mirror_front(tmp_path: Path) -> None:
     assert any(n.startswith("insidersd-front file download") for n in names)
     assert "mirror lag during 20 uploads: p99 (ms)" in done.stdout
     assert _leftovers(str(tmp_path / "work")) == []
+
+
+def test_bench_has_no_import_circle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's modules import in one direction (base.py at the bottom), as the daemon's."""
+    from tests import shape
+
+    monkeypatch.setitem(shape.PACKAGES, "insiders_bench", BENCH / "insiders_bench")
+    assert shape.circles(shape.graph("insiders_bench")) == []
+
+
+def test_scale_curve_and_targets() -> None:
+    """The scaling report: ratios between sizes, the issue's targets, what is not tried next."""
+    from insiders_bench import scale
+
+    def size(files: int, ready: float, rss: float, p99: float) -> dict[str, object]:
+        return {
+            "files": files,
+            "ready_s": ready,
+            "rss_idle_mb": rss,
+            "upload": {"page_p50_ms": p99 / 2, "page_p99_ms": p99},
+            "mirror": {"dir_copy": {"finished": True, "seconds": 40.0, "requests": 10}},
+        }
+
+    results = {"sizes": {"100k": size(100_000, 1.0, 100, 10), "1M": size(1_000_000, 12, 900, 30)}}
+    text = scale.table(results)
+    assert "x12.00" in text
+    assert "x9.00" in text
+    assert "1M/100k (files x10)" in text
+    verdicts = {name: verdict for name, _, verdict in scale.targets(results)}
+    assert verdicts["start to READY under 10 s"] == "FAIL"
+    assert verdicts["idle RSS under 1 GB"] == "PASS"
+    assert (
+        verdicts["start to READY, median of 3 (s): at most linear 100k -> 1M"] == "PASS"
+    )  # x12 <= x10 +20%
+    skip = scale.next_skips(results["sizes"]["100k"]["mirror"], 100_000, 1_000_000, 300, "100k")
+    assert "400 s at this size if linear" in skip["dir_copy"]
+    assert "did not finish" in skip["dir_restore"]
+
+
+def test_scale_daemon_figures(tmp_path: Path) -> None:
+    """One size of the scaling benchmark on a tiny store: READY, RSS, ctl, uploads, pages; and
+    the cached store is as generated afterwards."""
+    from insiders_bench import scale
+
+    from insiders.store import Store
+
+    dataset = generate(
+        tmp_path / "data", Sizes(projects=3, versions=2, big_versions=5), log=False, store_only=True
+    )
+    assert not (dataset.root / "flat").exists()
+    options = scale.ScaleOptions(sizes=[], uploads=2, log=lambda line: None)
+    figures = scale.measure_daemon(dataset, tmp_path / "scratch", options)
+    assert 0 < figures["ready_s"] <= figures["first_200_s"] + 1
+    assert figures["rss_idle_mb"] > 10
+    assert figures["rss_pages_mb"] > 10
+    assert figures["status_ms"] > 0
+    assert figures["projects_show_ms"] > 0
+    assert figures["upload"]["uploads"] == 2
+    assert figures["upload"]["root_p99_ms"] >= 0
+    assert Store.open(dataset.store).file_count() == dataset.files

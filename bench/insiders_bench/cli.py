@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from . import procs, report
+from . import scale as scale_report
+from .base import BENCH_DIR
 from .dataset import Sizes, generate
 from .load import wrk_path
 from .measure import Options, measure
 from .procs import install_cleanup, stop_all
-from .servers import BENCH_DIR, KINDS
+from .scale import SIZES as SCALE_SIZES
+from .scale import ScaleOptions, run_scale
+from .servers import KINDS
 from .watcher import WatcherOptions, WatcherUnavailable, measure_watcher
 
 DEFAULT_SERVERS = list(KINDS)
@@ -97,6 +101,38 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not run hypercorn-min beside insidersd, alternating with each of its runs "
         "(pairing keeps the target ratios fair when other processes load the machine)",
+    )
+    scale = p.add_argument_group(
+        "scaling (--scale)",
+        "how insidersd's cost grows with the index: stores of 10k, 100k and 1M files, each "
+        "measured for start-up, memory, upload to page, insidersctl, and the mirror; no peers",
+    )
+    scale.add_argument("--scale", action="store_true", help="run the scaling benchmark instead")
+    scale.add_argument(
+        "--scale-sizes",
+        default=",".join(SCALE_SIZES),
+        help=f"comma-separated, from: {', '.join(SCALE_SIZES)} (default: all)",
+    )
+    scale.add_argument(
+        "--scale-uploads",
+        type=int,
+        default=25,
+        help="uploads timed to their page, per size: as many new projects, as many new files "
+        "of the largest project (25)",
+    )
+    scale.add_argument(
+        "--scale-burst", type=int, default=200, help="uploads in the mirror lag's burst (200)"
+    )
+    scale.add_argument(
+        "--scale-mirror-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="bound on each mirror step (copy, restore) per size; a step over it is not tried at "
+        "the next size (300)",
+    )
+    scale.add_argument(
+        "--no-scale-mirror", dest="scale_mirror", action="store_false", help="skip the mirror"
     )
     p.add_argument(
         "--work-dir",
@@ -249,11 +285,73 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
     return results
 
 
+def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """The scaling benchmark (`--scale`): the curve of insidersd's costs from 10k to 1M files."""
+    wanted = [s.strip() for s in args.scale_sizes.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SCALE_SIZES]
+    if unknown:
+        raise SystemExit(f"unknown sizes: {', '.join(unknown)}; known: {', '.join(SCALE_SIZES)}")
+    procs.RUN_MARKER = str(args.work_dir.resolve())
+    options = ScaleOptions(
+        sizes=wanted,
+        uploads=max(1, args.scale_uploads),
+        burst=max(1, args.scale_burst),
+        mirror=args.scale_mirror,
+        mirror_timeout=args.scale_mirror_timeout,
+    )
+    results: dict[str, Any] = {
+        "kind": "scale",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": round(os.getloadavg()[0], 2),
+        },
+        "settings": {
+            "uploads": options.uploads,
+            "burst": options.burst,
+            "mirror": options.mirror,
+            "mirror_timeout_s": options.mirror_timeout,
+        },
+    }
+    scratch_root = Path(tempfile.mkdtemp(prefix="insiders-scale-"))
+    try:
+        results.update(run_scale(args.work_dir.resolve(), scratch_root, options))
+    finally:
+        stop_all()
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+    results["targets"] = [
+        {"target": name, "figure": figure, "verdict": verdict}
+        for name, figure, verdict in scale_report.targets(results)
+    ]
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.show:
         results = json.loads(args.show.read_text())
-        print(summary(results))
+        print(scale_report.summary(results) if results.get("kind") == "scale" else summary(results))
+        return 0
+    if args.scale:
+        install_cleanup()
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            results = run_scaling(args)
+        except KeyboardInterrupt:
+            stop_all()
+            print("interrupted; every server started was stopped", file=sys.stderr)
+            return 130
+        print()
+        print(scale_report.summary(results))
+        path = args.results_dir / f"{stamp}-scale.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten {path}")
+        return 0 if results["sizes"] else 1
     else:
         install_cleanup()
         args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .base import PROJECT_BIN, Running, isolated_env
 from .procs import Server
-from .servers import PROJECT_BIN, Running, isolated_env
 
 
 def _quiet_env() -> dict[str, str]:

@@ -215,9 +215,12 @@ def _stored(filename: str, version: str, content: bytes, metadata: bytes) -> Sto
     )
 
 
-def _write_project(job: tuple[str, str, list[str]]) -> tuple[str, list[dict[str, object]]]:
-    """Write one project's files into the store and link them into flat/ (runs in a worker)."""
-    root_text, name, versions = job
+def _write_project(
+    job: tuple[str, str, list[str], bool],
+) -> tuple[str, list[dict[str, object]]]:
+    """Write one project's files into the store and, unless the job is for the store alone,
+    link them into flat/ and render its static pages (runs in a worker)."""
+    root_text, name, versions, store_only = job
     root = Path(root_text)
     directory = root / "store" / "packages" / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -228,12 +231,15 @@ def _write_project(job: tuple[str, str, list[str]]) -> tuple[str, list[dict[str,
         for filename, content in (make_wheel(name, version), make_sdist(name, version)):
             (directory / filename).write_bytes(content)
             (directory / f"{filename}.metadata").write_bytes(metadata)
-            link = flat / filename
-            if not link.exists():
-                os.link(directory / filename, link)
+            if not store_only:
+                link = flat / filename
+                if not link.exists():
+                    os.link(directory / filename, link)
             stored.append(_stored(filename, version, content, metadata))
     project = Project(name=name, files=sort_files(stored))
     atomic_write(directory / MANIFEST, _encode_project(project))
+    if store_only:
+        return name, []
     _write_static(root / "static", project)
     return name, [
         {"filename": f.filename, "version": f.version, "sha256": f.sha256} for f in project.files
@@ -329,14 +335,22 @@ def _write_static_root(static: Path, names: list[str]) -> None:
     (directory / "index.json").write_bytes(render.root_json(sorted(names)))
 
 
-def _jobs(root: Path, sizes: Sizes) -> Iterator[tuple[str, str, list[str]]]:
-    yield (str(root), BIG, versions_of(sizes.big_versions))
+def _jobs(
+    root: Path, sizes: Sizes, store_only: bool = False
+) -> Iterator[tuple[str, str, list[str], bool]]:
+    yield (str(root), BIG, versions_of(sizes.big_versions), store_only)
     for name in project_names(sizes):
-        yield (str(root), name, versions_of(sizes.versions))
+        yield (str(root), name, versions_of(sizes.versions), store_only)
 
 
-def generate(root: Path, sizes: Sizes, *, workers: int = 2, log: bool = True) -> Dataset:
-    """Make (or reuse, when the same sizes were made before) the dataset under `root`."""
+def generate(
+    root: Path, sizes: Sizes, *, workers: int = 2, log: bool = True, store_only: bool = False
+) -> Dataset:
+    """Make (or reuse, when the same sizes were made before) the dataset under `root`.
+
+    `store_only`: insidersd's store alone, no flat/, static/ or devpi export (the scaling
+    benchmark's stores, up to a million files, which only insidersd serves).
+    """
     names = project_names(sizes)
     sample = names[len(names) // 2]
     sample_version = versions_of(sizes.versions)[-1]
@@ -350,7 +364,9 @@ def generate(root: Path, sizes: Sizes, *, workers: int = 2, log: bool = True) ->
         big=BIG,
     )
     marker = root / "dataset.json"
-    wanted = {"format": FORMAT_VERSION, "sizes": asdict(sizes)}
+    wanted: dict[str, object] = {"format": FORMAT_VERSION, "sizes": asdict(sizes)}
+    if store_only:
+        wanted["store_only"] = True
     if marker.exists():
         try:
             if {
@@ -368,20 +384,21 @@ def generate(root: Path, sizes: Sizes, *, workers: int = 2, log: bool = True) ->
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    (root / "flat").mkdir(parents=True)
+    (root / ("store" if store_only else "flat")).mkdir(parents=True)
     listing: dict[str, list[dict[str, object]]] = {}
-    jobs = list(_jobs(root, sizes))
+    jobs = list(_jobs(root, sizes, store_only))
     if workers > 1 and len(jobs) > 8:
         with ProcessPoolExecutor(workers) as pool:
             for done, (name, files) in enumerate(pool.map(_write_project, jobs, chunksize=16)):
                 listing[name] = files
-                if log and done and done % 500 == 0:
+                if log and done and done % (500 if len(jobs) < 5000 else 5000) == 0:
                     print(f"  {done:,}/{len(jobs):,} projects", flush=True)
     else:
         for name, files in map(_write_project, jobs):
             listing[name] = files
-    _write_static_root(root / "static", list(listing))
-    _devpi_export(dataset, listing)
+    if not store_only:
+        _write_static_root(root / "static", list(listing))
+        _devpi_export(dataset, listing)
     seconds = time.monotonic() - started
     marker.write_text(json.dumps({**wanted, "seconds": round(seconds, 1)}))
     if log:

@@ -15,11 +15,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from . import clients
+from .base import PEERS_BIN, Running
 from .crowd import CROWD_PROJECT, run_crowd
 from .dataset import Dataset, project_names, write_big_wheel
 from .load import ACCEPT_JSON, LoadResult, median_result, run_wrk
 from .procs import Server, group_pids, http_get, wait_idle, wait_serving
-from .servers import PEERS_BIN, Kind, Running
+from .servers import Kind
 
 UPLOAD_PROJECT = "benchpkg-upload"
 

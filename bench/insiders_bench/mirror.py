@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
+from .base import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
 from .dataset import Dataset, make_wheel
 from .procs import Server, free_port, wait_serving
-from .servers import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
 
 sys.path.insert(0, str(PROJECT_DIR))
 from tests.fronts import front_site
@@ -55,15 +55,23 @@ def _ctl(scratch: Path, runtime: Path, *args: str) -> dict[str, Any]:
 
 
 def wait_current(
-    server: Server, scratch: Path, runtime: Path, name: str, timeout: float
+    server: Server,
+    scratch: Path,
+    runtime: Path,
+    name: str,
+    timeout: float,
+    samples: list[tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
-    """Poll `mirrors list` until target `name` shows the store; its MirrorInfo."""
+    """Poll `mirrors list` until target `name` shows the store; its MirrorInfo. `samples` gets
+    (seconds since the daemon's start, requests made so far) at every poll."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
             raise RuntimeError(f"insidersd exited:\n{server.log_tail()}")
         mirrors = {m["name"]: m for m in _ctl(scratch, runtime, "mirrors", "list")["mirrors"]}
         mirror = mirrors[name]
+        if samples is not None:
+            samples.append((time.monotonic() - server.started, int(mirror["requests"])))
         if mirror["state"] == "failing":
             raise RuntimeError(f"mirror {name}: {mirror['last_error']}")
         if (
@@ -77,20 +85,25 @@ def wait_current(
     raise RuntimeError(f"mirror {name} not current after {timeout:.0f} s")
 
 
-def _start_mirroring(
-    dataset: Dataset, scratch: Path, config: str, name: str
+def start_mirroring(
+    store: Path,
+    scratch: Path,
+    config: str,
+    name: str,
+    timeout: float = FULL_MIRROR_TIMEOUT,
+    samples: list[tuple[float, int]] | None = None,
 ) -> tuple[Server, int, Path, float, dict[str, Any]]:
     """insidersd on the store with one mirror target; returns once the target is current."""
     port = free_port()
     runtime = scratch / "run" / "insiders"
     runtime.mkdir(parents=True, exist_ok=True)
     _config(scratch, config)
-    argv = insidersd_argv(port, dataset.store, scratch)
+    argv = insidersd_argv(port, store, scratch)
     argv[argv.index("--log-level") + 1] = "info"
     server = Server("insidersd", argv, log=scratch / "insidersd.log", env=isolated_env(scratch))
     try:
         wait_serving(server, port, "/simple/", timeout=600)
-        mirror = wait_current(server, scratch, runtime, name, FULL_MIRROR_TIMEOUT)
+        mirror = wait_current(server, scratch, runtime, name, timeout, samples)
     except BaseException:
         server.stop()
         raise
@@ -106,8 +119,8 @@ def start_front(dataset: Dataset, scratch: Path) -> Running:
     scratch.mkdir(parents=True, exist_ok=True)
     for directory in (scratch.parent, scratch):
         directory.chmod(0o755)
-    daemon, daemon_port, runtime, seconds, mirror = _start_mirroring(
-        dataset, scratch, f'[mirrors.front]\ndirectory = "{tree}"\n', "front"
+    daemon, daemon_port, runtime, seconds, mirror = start_mirroring(
+        dataset.store, scratch, f'[mirrors.front]\ndirectory = "{tree}"\n', "front"
     )
     port = free_port()
     site = front_site(tree, f"127.0.0.1:{daemon_port}", port)
@@ -169,7 +182,7 @@ def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:
             f'prefix = "index"\naccess-key-id-file = "{secrets / "id"}"\n'
             f'secret-access-key-file = "{secrets / "secret"}"\n'
         )
-        daemon, _, _, seconds, mirror = _start_mirroring(dataset, scratch, config, "bucket")
+        daemon, _, _, seconds, mirror = start_mirroring(dataset.store, scratch, config, "bucket")
         daemon.stop()
         return {"seconds": round(seconds, 1), "requests": mirror["requests"]}
     finally:
@@ -193,10 +206,27 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
         log=scratch / "insidersd.log",
         env=isolated_env(scratch),
     )
+    try:
+        wait_serving(server, port, "/simple/", timeout=60)
+        token = (store / "upload-token").read_text().strip()
+        projects = [f"burst-{i}" for i in range(10)]
+        return burst_lag(port, token, tree, projects, uploads, workers)
+    finally:
+        server.stop()
+
+
+def burst_lag(
+    port: int, token: str, tree: Path, projects: list[str], uploads: int, workers: int = 4
+) -> dict[str, Any]:
+    """`uploads` wheels spread over `projects`, from `workers` clients at once, to the daemon
+    on `port` mirroring to the directory `tree`; per upload, the time from its 200 to the
+    directory's page linking the file.
+
+    Long because the watcher and the uploaders are closures over the same clocks.
+    """
     answered: dict[tuple[str, str], float] = {}
     seen: dict[tuple[str, str], float] = {}
     done = threading.Event()
-    projects = [f"burst-{i}" for i in range(10)]
     jobs = [(projects[i % len(projects)], f"1.0.{i}") for i in range(uploads)]
     done_at = [0.0]
 
@@ -224,7 +254,7 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
                 return
             time.sleep(0.005)
 
-    def upload(chunk: list[tuple[str, str]], token: str) -> None:
+    def upload(chunk: list[tuple[str, str]]) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for name, version in chunk:
                 filename, content = make_wheel(name, version)
@@ -239,14 +269,12 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
                     raise RuntimeError(f"upload {filename}: {response.status_code} {response.text}")
                 answered[(name, version)] = time.monotonic()
 
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
-        wait_serving(server, port, "/simple/", timeout=60)
-        token = (store / "upload-token").read_text().strip()
-        watcher = threading.Thread(target=watch)
-        watcher.start()
         started = time.monotonic()
         threads = [
-            threading.Thread(target=upload, args=(jobs[i::workers], token)) for i in range(workers)
+            threading.Thread(target=upload, args=(jobs[i::workers],)) for i in range(workers)
         ]
         for thread in threads:
             thread.start()
@@ -254,11 +282,9 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
             thread.join()
         burst = time.monotonic() - started
         done_at[0] = time.monotonic()
-        done.set()
-        watcher.join()
     finally:
         done.set()
-        server.stop()
+        watcher.join()
     lags = sorted(max(0.0, seen[job] - answered[job]) * 1e3 for job in answered if job in seen)
     missing = len(answered) - len(lags)
     if not lags:

@@ -38,9 +38,9 @@ from typing import Any
 
 import httpx
 
+from .base import PROJECT_BIN, PROJECT_DIR, isolated_env
 from .dataset import make_sdist, make_wheel
 from .procs import Server, free_port, http_get, wait_serving
-from .servers import PROJECT_BIN, PROJECT_DIR, isolated_env
 
 WHEELHOUSE = PROJECT_DIR / ".cache" / "wheelhouse"
 CYCLE_PREFIX = "benchwatch"
