@@ -2,7 +2,8 @@
 
 `make browser-host-tools` installs chromium and chromium-driver from Debian's archive. Screenshots
 of every page go to tests/browser/artifacts/ (not committed); with INSIDERS_UPDATE_SCREENSHOTS=1
-the two the README shows are written to tests/browser/screenshots/ as well.
+the ones the README shows (test_pages.README_SCREENSHOTS) are written to
+tests/browser/screenshots/ as well.
 """
 
 from __future__ import annotations

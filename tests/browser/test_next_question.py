@@ -142,7 +142,7 @@ def test_builds_failures_first_with_permalinks_and_no_server_paths(
     opened = section.find_element("css selector", "details[open] summary").text
     assert opened.startswith("Build log of 0.3.0")
     assert end_in_view(browser, section.find_element("css selector", "details[open] .log-box"))
-    screenshot(browser, "builds")
+    screenshot(browser, "builds-failures")
     for path in ("/builds/", "/builds/broken-build/", "/builds/broken-build/0.3.0/"):
         load(browser, site, path)
         source = browser.page_source
@@ -260,6 +260,6 @@ def test_on_a_phone_the_hash_copy_button_stays_on_screen(browser: Any, site: Sit
                 "return r.right <= window.innerWidth && hit === arguments[0];",
                 button,
             )
-        screenshot(browser, "project-phone")
+        screenshot(browser, "project-phone-hashes")
     finally:
         browser.set_window_size(1280, 900)

@@ -18,7 +18,12 @@ from .conftest import ARTIFACTS, HERE, Site
 pytestmark = pytest.mark.browser
 
 # The screenshots the README shows, kept in the repository.
-README_SCREENSHOTS = {"home": "home.png", "project": "project.png"}
+README_SCREENSHOTS = {
+    "home": "home.png",
+    "project": "project.png",
+    "project-phone": "project-phone.png",
+    "builds": "builds.png",
+}
 
 
 def console_errors(driver: Any, allowed: tuple[str, ...] = ()) -> list[str]:
