@@ -9,9 +9,11 @@ hash's Copy button on screen.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,33 +60,40 @@ def test_the_install_line_names_the_index_and_works_as_copied(
     assert "UV_INDEX_URL" not in howto
 
 
-def test_files_versions_and_dependencies_at_once(browser: Any, site: Site) -> None:
-    """On a phone, above a description 100,000 pixels long: one tap to each."""
-    browser.set_window_size(390, 844)
+@contextlib.contextmanager
+def script_off(browser: Any) -> Iterator[None]:
+    """The page's own scripts do not run (as with JavaScript turned off); selenium's still do."""
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
     try:
-        load(browser, site, "/project/meta-demo/")
-        assert browser.execute_script("return document.documentElement.scrollHeight") > 20000
-        jump = browser.find_element("css selector", "nav.jump")
-        links = {
-            a.text.split("\n")[0].split(" ")[0]: a for a in jump.find_elements("tag name", "a")
-        }
-        assert {"Files", "Versions", "Dependencies"} <= set(links)
-        for name in ("Files", "Versions", "Dependencies"):
-            load(browser, site, "/project/meta-demo/")
-            link = browser.find_element("css selector", "nav.jump").find_element(
-                "partial link text", name
-            )
-            assert (
-                browser.execute_script("return arguments[0].getBoundingClientRect().bottom", link)
-                <= 844
-            )
-            link.click()
-            target = browser.find_element("id", f"{name.lower()}-title")
-            top = browser.execute_script("return arguments[0].getBoundingClientRect().top", target)
-            assert 0 <= top < 844, name
-        screenshot(browser, "project-meta-phone")
+        yield
     finally:
-        browser.set_window_size(1280, 900)
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_files_versions_and_dependencies_at_once(browser: Any, site: Site) -> None:
+    """On a phone, above a description 100,000 pixels long: one tap to each, with no script."""
+    browser.set_window_size(390, 844)
+    with script_off(browser):
+        try:
+            load(browser, site, "/project/meta-demo/")
+            assert browser.execute_script("return document.documentElement.scrollHeight") > 20000
+            # app.js did not run: it would have shown the Copy buttons.
+            assert not browser.find_element("css selector", ".copy-button").is_displayed()
+            for name in ("Files", "Versions", "Dependencies"):
+                load(browser, site, "/project/meta-demo/")
+                link = browser.find_element("css selector", "nav.jump").find_element(
+                    "partial link text", name
+                )
+                assert link.rect["y"] + link.rect["height"] <= 844, name  # on the first screen
+                link.click()
+                target = browser.find_element("id", f"{name.lower()}-title")
+                top = browser.execute_script(
+                    "return arguments[0].getBoundingClientRect().top", target
+                )
+                assert 0 <= top < 844, name
+            screenshot(browser, "project-meta-phone")
+        finally:
+            browser.set_window_size(1280, 900)
     load(browser, site, "/project/meta-demo/")
     deps = browser.find_element("css selector", "section[aria-labelledby=dependencies-title]").text
     assert "httpx>=0.27" in deps
@@ -157,8 +166,10 @@ def test_builds_failures_first_with_permalinks_and_no_server_paths(
     ).click()
     arrived(browser, f"{site.daemon.url}/builds/broken-build/0.3.0/")
     assert "ERROR Backend subprocess exited" in browser.find_element("css selector", ".notice").text
-    assert end_in_view(browser, browser.find_element("css selector", "main > .log-box"))
     screenshot(browser, "build-log")
+    with script_off(browser):  # the end is in view by the stylesheet alone
+        load(browser, site, "/builds/broken-build/0.3.0/")
+        assert end_in_view(browser, browser.find_element("css selector", "main > .log-box"))
     load(browser, site, "/project/broken-build/")
     link = browser.find_element("link text", "Build logs")
     assert link.get_attribute("href") == f"{site.daemon.url}/builds/broken-build/"

@@ -60,6 +60,7 @@ LOGS_SHOWN = 10  # the newest build logs per repository on /builds/
 LOGS_KEPT = 50  # on a repository's own page, /builds/NAME/
 FULL_LOG = 1 << 20  # a version's own page, /builds/NAME/VERSION/, shows this much of its end
 SEARCHES = 256  # search pages kept (the queries are the readers' choice, so they are bounded)
+BUILD_PAGES = 256  # /builds/NAME/ and /builds/NAME/VERSION/ pages kept
 
 
 def environment(static: StaticFiles) -> jinja2.Environment:
@@ -91,11 +92,17 @@ class WebPages:
     _env: jinja2.Environment = field(init=False)
     # Counts store changes: a page rendered across one is not kept.
     _changes: int = field(init=False, default=0)
-    _pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Page]] = field(
+    # A project page shows the site (its install lines name the index, its pictures follow
+    # server.image-sources): it is kept for one site and one repository state.
+    _pages: dict[tuple[NormalizedName, str | None], tuple[Repo | None, Site, Page]] = field(
         init=False, default_factory=dict
     )
     _listings: dict[NormalizedName, Listing] = field(init=False, default_factory=dict)
     _searches: dict[str, tuple[Site, Page]] = field(init=False, default_factory=dict)
+    # /builds/NAME/ and /builds/NAME/VERSION/, each kept for one site and repository state.
+    _build_pages: dict[tuple[NormalizedName, str | None], tuple[Site, Repo, Page]] = field(
+        init=False, default_factory=dict
+    )
     _home: tuple[Site, Page] | None = field(init=False, default=None)
     _builds: tuple[tuple[Site, tuple[Repo, ...]], Page] | None = field(init=False, default=None)
 
@@ -108,6 +115,8 @@ class WebPages:
         for key in [key for key in self._pages if key[0] == name]:
             del self._pages[key]
         self._listings.pop(name, None)
+        for key in [key for key in self._build_pages if key[0] == name]:
+            del self._build_pages[key]
         self._searches.clear()
         self._home = None
         self._builds = None  # it links the projects it built
@@ -158,8 +167,9 @@ class WebPages:
         repo = self.repos.get(name)
         # A watched project's page shows its repository's state, which the watcher replaces
         # (a new Repo) on every change: the page is kept for one state.
-        if (kept := self._pages.get(key)) is not None and kept[0] is repo:
-            return kept[1]
+        site = self.site()
+        if (kept := self._pages.get(key)) is not None and kept[0] is repo and kept[1] == site:
+            return kept[2]
         project = self.store.get(name)
         if project is None:
             return None
@@ -170,13 +180,12 @@ class WebPages:
         if not files:
             return None
         changes = self._changes
-        fields = await self._metadata(project, files, self.site().image_sources)
+        fields = await self._metadata(project, files, site.image_sources)
         build = None
         built_from: Any = None
         if repo:
             build = build_row(repo, await self._build_logs(repo, 1), cut=self._cut)
             built_from = await trio.to_thread.run_sync(self._provenance, repo.key, files[0].version)
-        site = self.site()
         is_latest = files[0].version == project.latest()
         page = await self._render(
             "project.html",
@@ -204,7 +213,7 @@ class WebPages:
             build=build,
         )
         if changes == self._changes:
-            remember(self._pages, key, (repo, page), MEMORY_PAGES)
+            remember(self._pages, key, (repo, site, page), MEMORY_PAGES)
         return page
 
     async def _quarantined(
@@ -213,9 +222,10 @@ class WebPages:
         """A quarantined project's page (PEP 792): its status and reason, and nothing that came
         from its files: no file, hash or link, nor the description or metadata they carry."""
         changes = self._changes
+        site = self.site()
         page = await self._render(
             "project.html",
-            site=self.site(),
+            site=site,
             project=project,
             version="",
             is_latest=True,
@@ -238,7 +248,7 @@ class WebPages:
             build=build_row(repo, (), quarantined=True, cut=self._cut) if repo else None,
         )
         if changes == self._changes:
-            remember(self._pages, key, (repo, page), MEMORY_PAGES)
+            remember(self._pages, key, (repo, site, page), MEMORY_PAGES)
         return page
 
     def hosts(self, name: NormalizedName) -> bool:
@@ -264,29 +274,39 @@ class WebPages:
 
     async def repo_builds(self, name: NormalizedName) -> Page | None:
         """/builds/NAME/: one repository's state and its logs (a permalink)."""
-        repo = self.repos.get(name)
-        if repo is None:
-            return None
-        row = await self._build_row(repo, LOGS_KEPT)
-        return await self._render("build_repo.html", site=self.site(), r=row)
+        return await self._build_page(name, None)
 
     async def build_log(self, name: NormalizedName, version: str) -> Page | None:
         """/builds/NAME/VERSION/: one version's build log, its end first in view."""
+        return await self._build_page(name, version)
+
+    async def _build_page(self, name: NormalizedName, version: str | None) -> Page | None:
         repo = self.repos.get(name)
         if repo is None:
             return None
-        row = await self._build_row(repo, 0)
-        if row.quarantined:
-            log = None
+        site = self.site()
+        key = (name, version)
+        if (kept := self._build_pages.get(key)) is not None and kept[:2] == (site, repo):
+            return kept[2]
+        changes = self._changes
+        if version is None:
+            row = await self._build_row(repo, LOGS_KEPT)
+            page = await self._render("build_repo.html", site=site, r=row)
         else:
-            directory = self.logs_dir / repo.key
-            log = await trio.to_thread.run_sync(self._read_one_log, directory, version)
-        failure = next((f for f in row.failed if f.version == version), None)
-        if log is None and failure is None:
-            return None
-        return await self._render(
-            "build_log.html", site=self.site(), r=row, log=log, failure=failure, version=version
-        )
+            row = await self._build_row(repo, 0)
+            log = None
+            if not row.quarantined:
+                directory = self.logs_dir / repo.key
+                log = await trio.to_thread.run_sync(self._read_one_log, directory, version)
+            failure = next((f for f in row.failed if f.version == version), None)
+            if log is None and failure is None:
+                return None
+            page = await self._render(
+                "build_log.html", site=site, r=row, log=log, failure=failure, version=version
+            )
+        if changes == self._changes:
+            remember(self._build_pages, key, (site, repo, page), BUILD_PAGES)
+        return page
 
     async def _build_row(self, repo: Repo, count: int) -> BuildRow:
         project = self.store.get(repo.key)
