@@ -269,33 +269,33 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tag_release(good, "1.0.0")
         bad = git_project(
             src / "repos",
-            "broken-build",
+            "wrecked-build",
             pyproject=(
                 '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-                '[project]\nname = "broken-build"\nversion = "0.0.0"\n'
+                '[project]\nname = "wrecked-build"\nversion = "0.0.0"\n'
                 'dependencies = ["not a spec"]\n'
             ),
         )
         tag_release(bad, "0.3.0")
         ctl(daemon, "repos", "add", f"{good}:lumen-build")
-        ctl(daemon, "repos", "add", f"{bad}:broken-build")
+        ctl(daemon, "repos", "add", f"{bad}:wrecked-build")
         update(daemon)
         # Then a newer version builds: the failed 0.3.0 is now older than a success, which is
         # what a reader of the builds page must still see first.
         fixed = (bad / "pyproject.toml").read_text().replace('"not a spec"', '"packaging"')
         (bad / "pyproject.toml").write_text(fixed)
         tag_release(bad, "0.4.0")
-        update(daemon)
-        yield Site(daemon, upstream, tracker, {"lumen-build": good, "broken-build": bad}, src)
+        update(daemon, "wrecked-build", "--version", "0.4.0")  # 0.4.0 alone: 0.3.0 stays older
+        yield Site(daemon, upstream, tracker, {"lumen-build": good, "wrecked-build": bad}, src)
     finally:
         daemon.stop()
         upstream.stop()
         tracker.close()
 
 
-def update(daemon: Daemon) -> None:
+def update(daemon: Daemon, *args: str) -> None:
     subprocess.run(
-        [str(BIN / "insidersctl"), "update", "--wait"],
+        [str(BIN / "insidersctl"), "update", "--wait", *args],
         env=isolated_env(daemon.home),
         capture_output=True,
         timeout=600,

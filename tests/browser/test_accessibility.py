@@ -35,8 +35,8 @@ PAGES = [
     "/project/hostile-readme/",
     "/project/bad-thing/",
     "/builds/",
-    "/builds/broken-build/",
-    "/builds/broken-build/0.3.0/",
+    "/builds/wrecked-build/",
+    "/builds/wrecked-build/0.3.0/",
     "/project/HatchLing/",
     "/no/such/page",
 ]

@@ -136,59 +136,74 @@ def server_paths(site: Site) -> list[str]:
     return [str(site.daemon.home.parent), str(ROOT), sys.prefix]
 
 
-def test_builds_failures_first_with_permalinks_and_no_server_paths(
-    browser: Any, site: Site
-) -> None:
+def test_builds_show_a_failure_first_and_why(browser: Any, site: Site) -> None:
     load(browser, site, "/builds/")
     first = browser.find_element("css selector", "table.builds tbody tr th").text
-    assert first.startswith("broken-build")  # a repository with a failed version comes first
-    failed = browser.find_element("link text", "0.3.0")
-    assert failed.get_attribute("href") == f"{site.daemon.url}/builds/broken-build/0.3.0/"
-    section = browser.find_element("id", "repo-broken-build")
+    assert first.startswith("wrecked-build")  # a repository with a failed version comes first
+    section = browser.find_element("id", "repo-wrecked-build")
+    # The summary says why, not only "exit status 1".
     notice = section.find_element("css selector", ".notice").text
     assert "ValueError: Dependency #1 of field `project.dependencies` is invalid" in notice
-    # The failed version's log is the open one, although 0.4.0 built after it.
+    assert "ERROR Backend subprocess exited" in notice
+    # The failed version's log is the open one, although 0.4.0 built after it, and its end (the
+    # error) is what shows.
     opened = section.find_element("css selector", "details[open] summary").text
     assert opened.startswith("Build log of 0.3.0")
-    assert end_in_view(browser, section.find_element("css selector", "details[open] .log-box"))
+    assert end_in_view(browser, section.find_element("css selector", "details[open] pre"))
     screenshot(browser, "builds-failures")
-    for path in ("/builds/", "/builds/broken-build/", "/builds/broken-build/0.3.0/"):
-        load(browser, site, path)
-        source = browser.page_source
-        assert "not a spec" in source, path
-        for where in server_paths(site):
-            assert where not in source, (path, where)
-        assert console_errors(browser) == [], path
-    load(browser, site, "/builds/broken-build/")
-    assert texts(browser, "h1")[0].startswith("Builds of broken-build")
+
+
+def test_builds_have_permalinks(browser: Any, site: Site) -> None:
+    load(browser, site, "/builds/")
+    failed = browser.find_element("css selector", "table.builds").find_element("link text", "0.3.0")
+    assert failed.get_attribute("href") == f"{site.daemon.url}/builds/wrecked-build/0.3.0/"
+    load(browser, site, "/builds/wrecked-build/")
+    assert texts(browser, "h1")[0].startswith("Builds of wrecked-build")
     browser.find_element(
-        "css selector", "details[open] a[href='/builds/broken-build/0.3.0/']"
+        "css selector", "details[open] a[href='/builds/wrecked-build/0.3.0/']"
     ).click()
-    arrived(browser, f"{site.daemon.url}/builds/broken-build/0.3.0/")
+    arrived(browser, f"{site.daemon.url}/builds/wrecked-build/0.3.0/")
     assert "ERROR Backend subprocess exited" in browser.find_element("css selector", ".notice").text
+    assert console_errors(browser) == []
     screenshot(browser, "build-log")
     with script_off(browser):  # the end is in view by the stylesheet alone
-        load(browser, site, "/builds/broken-build/0.3.0/")
-        assert end_in_view(browser, browser.find_element("css selector", "main > .log-box"))
-    load(browser, site, "/project/broken-build/")
+        load(browser, site, "/builds/wrecked-build/0.3.0/")
+        assert end_in_view(browser, browser.find_element("css selector", "main .log-box pre"))
+    load(browser, site, "/project/wrecked-build/")
     link = browser.find_element("link text", "Build logs")
-    assert link.get_attribute("href") == f"{site.daemon.url}/builds/broken-build/"
+    assert link.get_attribute("href") == f"{site.daemon.url}/builds/wrecked-build/"
     with httpx.Client(base_url=site.daemon.url) as client:
-        assert client.get("/builds/broken-build/9.9.9/").status_code == 404
+        assert client.get("/builds/wrecked-build/9.9.9/").status_code == 404
         assert client.get("/builds/nothing-here/").status_code == 404
-        moved = client.get("/builds/Broken_Build/")
-        assert (moved.status_code, moved.headers["location"]) == (301, "/builds/broken-build/")
+        moved = client.get("/builds/Wrecked_Build/")
+        assert (moved.status_code, moved.headers["location"]) == (301, "/builds/wrecked-build/")
 
 
-def end_in_view(browser: Any, box: Any) -> bool:
-    """Whether a log's last line shows in its scroll box without scrolling."""
+@pytest.mark.parametrize(
+    "path", ["/builds/", "/builds/wrecked-build/", "/builds/wrecked-build/0.3.0/"]
+)
+def test_build_logs_show_no_server_paths(browser: Any, site: Site, path: str) -> None:
+    load(browser, site, path)
+    source = browser.page_source
+    assert "not a spec" in source
+    for where in server_paths(site):
+        assert where not in source
+    assert "$SCRATCH/tmp/build-env-" in source  # the paths a reader may need, relative
+    assert console_errors(browser) == []
+
+
+def end_in_view(browser: Any, pre: Any) -> bool:
+    """Whether a log's last line shows without scrolling: in the box that scrolls (the log
+    itself, or a box around it), the log's bottom is within view."""
     return bool(
         browser.execute_script(
-            "const box = arguments[0].getBoundingClientRect();"
-            "const pre = arguments[0].querySelector('pre').getBoundingClientRect();"
-            "return arguments[0].scrollHeight > arguments[0].clientHeight"
-            " && pre.bottom <= box.bottom + 1;",
-            box,
+            "const pre = arguments[0];"
+            "let box = pre;"
+            "while (box && box.scrollHeight <= box.clientHeight + 1) box = box.parentElement;"
+            "if (!box || box === document.documentElement) return false;"
+            "if (box === pre) return box.scrollTop + box.clientHeight >= box.scrollHeight - 1;"
+            "return pre.getBoundingClientRect().bottom <= box.getBoundingClientRect().bottom + 1;",
+            pre,
         )
     )
 

@@ -86,10 +86,10 @@ def test_home(browser: Any, site: Site) -> None:
     load(browser, site, "/")
     assert browser.title == "Package index · insiders"
     names = texts(browser, ".projects .name")
-    # Newest uploads first: the watcher published broken-build 0.4.0, lumen-build after the
+    # Newest uploads first: the watcher published wrecked-build 0.4.0, lumen-build after the
     # uploads.
     assert names[:5] == [
-        "broken-build",
+        "wrecked-build",
         "lumen-build",
         "tracked-readme",
         "hostile-readme",
@@ -182,16 +182,16 @@ def test_builds(browser: Any, site: Site) -> None:
     load(browser, site, "/builds/")
     table = browser.find_element("css selector", "table.builds").text
     assert "lumen-build" in table
-    assert "broken-build" in table
+    assert "wrecked-build" in table
     rows = {
         row.find_element("css selector", "th").text.split("\n")[0]: row.text
         for row in browser.find_elements("css selector", "table.builds tbody tr")
     }
     assert "ok" in rows["lumen-build"]
     assert "1.0.0" in rows["lumen-build"]
-    assert "failing" in rows["broken-build"]
-    assert "0.3.0" in rows["broken-build"]
-    failed = browser.find_element("id", "repo-broken-build")
+    assert "failing" in rows["wrecked-build"]
+    assert "0.3.0" in rows["wrecked-build"]
+    failed = browser.find_element("id", "repo-wrecked-build")
     assert "0.3.0 failed" in failed.text
     log = failed.find_element("css selector", "details.log pre").text
     assert "not a spec" in log or "dependencies" in log
