@@ -221,6 +221,10 @@ def test_search_compares_names_as_the_index_does(browser: Any, site: Site) -> No
     suggestion.click()
     arrived(browser, f"{site.daemon.url}/project/aurora-tools/")
     assert console_errors(browser) == []
+    # A typo in a project's URL: its 404 suggests the same.
+    load(browser, site, "/project/auror-tools/")
+    suggestion = browser.find_element("css selector", ".suggest a")
+    assert suggestion.get_attribute("href") == f"{site.daemon.url}/project/aurora-tools/"
 
 
 @pytest.mark.parametrize("path", ["/", "/search?q=thing"])

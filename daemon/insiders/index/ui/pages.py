@@ -315,8 +315,10 @@ class WebPages:
         return build_row(repo, await self._build_logs(repo, count), cut=self._cut)
 
     async def not_found(self, path: str, name: str | None) -> Page:
-        """A 404 that helps: the normalised name, a search for it, and what the upstream says."""
+        """A 404 that helps: the normalised name, hosted projects with a close name (a typo), a
+        search for it, and what the upstream says."""
         normalized = normalize(name) if name and is_valid_name(name) else None
+        close = close_names(await self._all_listings(), normalized) if normalized else []
         upstream_has: bool | None = None
         upstream_error: str | None = None
         upstream = self.upstream()
@@ -331,6 +333,7 @@ class WebPages:
             path=path,
             name=name,
             normalized=normalized,
+            close=close,
             upstream_has=upstream_has,
             upstream_error=upstream_error,
         )

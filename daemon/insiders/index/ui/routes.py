@@ -1,4 +1,5 @@
-"""The web pages' routes: home, search, projects, builds, static files and helpful 404s.
+"""The web pages' routes: home, search, projects, builds (with a permalink for each repository
+and each version's log), static files and helpful 404s.
 
 They are answered by a small ASGI app in front of Quart, as the simple pages are by IndexApp:
 a page is bytes rendered earlier, and going through the framework for it cut the requests per
@@ -8,8 +9,8 @@ API), whose own 404s are this module's not-found page too.
 Every page carries a Content-Security-Policy that allows scripts, styles and images from this
 index's own files only: even if an upload's text slipped through as markup, no inline script or
 handler attribute would run, and a description's image from another host is not fetched (it
-would tell that host who reads which private project, and when). `server.image-sources` adds
-sources for images.
+would tell that host who reads which private project, and when; the description shows a link to
+it instead, see readme_html). `server.image-sources` adds sources for images.
 """
 
 from __future__ import annotations
