@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import isolated_env
 
-from .conftest import Site, commit_of
+from .conftest import ARTIFACTS, Site, commit_of
 from .test_pages import arrived, console_errors, load, screenshot, texts
 
 pytestmark = pytest.mark.browser
@@ -110,6 +110,11 @@ def test_files_versions_and_dependencies_at_once(browser: Any, site: Site) -> No
     author = browser.find_element("link text", "Ada Lovelace")
     assert author.get_attribute("href") == "mailto:ada@example.org"
     assert console_errors(browser) == []
+    browser.set_window_size(1280, 1300)
+    try:
+        browser.save_screenshot(str(ARTIFACTS / "project-meta-top.png"))  # the first screen
+    finally:
+        browser.set_window_size(1280, 900)
     # A watched project's files: the tag and commit they were built from.
     load(browser, site, "/project/lumen-build/")
     built = browser.find_element("css selector", ".built-from").text
