@@ -87,8 +87,20 @@ def test_axe_finds_nothing_serious(
     assert violations(browser, axe) == []
 
 
+@pytest.fixture(params=[(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def width(browser: Any, request: pytest.FixtureRequest) -> Iterator[int]:
+    browser.set_window_size(*request.param)
+    try:
+        yield request.param[0]
+    finally:
+        browser.set_window_size(1280, 900)
+
+
 @pytest.mark.parametrize("path", PAGES)
-def test_one_h1_and_every_scroll_box_reachable(browser: Any, site: Site, path: str) -> None:
+def test_one_h1_and_every_scroll_box_reachable(
+    browser: Any, site: Site, width: int, path: str
+) -> None:
+    """A box that scrolls is a Tab stop or holds one, at a desktop's width and a phone's."""
     load(browser, site, path)
     assert len(browser.find_elements("tag name", "h1")) == 1
     unreachable = browser.execute_script(
@@ -98,7 +110,7 @@ def test_one_h1_and_every_scroll_box_reachable(browser: Any, site: Site, path: s
           const scrolls = (/(auto|scroll)/.test(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
             || (/(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 1);
           return scrolls && e.tabIndex < 0 && !e.querySelector('a[href], button, [tabindex]');
-        }).map((e) => e.tagName + '.' + e.className);
+        }).map((e) => e.tagName + '.' + e.className + ' ' + e.scrollWidth + '/' + e.clientWidth + ' ' + e.scrollHeight + '/' + e.clientHeight + ' ' + e.textContent.slice(0, 40));
         """
     )
     assert unreachable == []
