@@ -110,7 +110,8 @@ def test_one_h1_and_every_scroll_box_reachable(
           const scrolls = (/(auto|scroll)/.test(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
             || (/(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 1);
           return scrolls && e.tabIndex < 0 && !e.querySelector('a[href], button, [tabindex]');
-        }).map((e) => e.tagName + '.' + e.className + ' ' + e.scrollWidth + '/' + e.clientWidth + ' ' + e.scrollHeight + '/' + e.clientHeight + ' ' + e.textContent.slice(0, 40));
+        }).map((e) => `${e.tagName}.${e.className} ${e.scrollWidth}/${e.clientWidth} wide,`
+          + ` ${e.scrollHeight}/${e.clientHeight} high: ${e.textContent.slice(0, 40)}`);
         """
     )
     assert unreachable == []
