@@ -126,3 +126,15 @@ def test_copied_is_said_aloud(browser: Any, site: Site) -> None:
 
     WebDriverWait(browser, 5).until(lambda _: status.get_attribute("textContent"))
     assert status.get_attribute("textContent") in ("Copied", "Selected: press Ctrl+C to copy")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_axe_finds_nothing_serious_on_a_phone(
+    browser: Any, site: Site, axe: str, path: str
+) -> None:
+    browser.set_window_size(390, 844)
+    try:
+        load(browser, site, path)
+        assert violations(browser, axe) == []
+    finally:
+        browser.set_window_size(1280, 900)
