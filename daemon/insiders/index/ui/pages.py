@@ -40,6 +40,7 @@ from .views import (
     build_row,
     build_url,
     close_names,
+    failed_versions,
     file_rows,
     human_size,
     iso,
@@ -297,7 +298,9 @@ class WebPages:
             log = None
             if not row.quarantined:
                 directory = self.logs_dir / repo.key
-                log = await trio.to_thread.run_sync(self._read_one_log, directory, version)
+                log = await trio.to_thread.run_sync(
+                    self._read_one_log, directory, version, FULL_LOG
+                )
             failure = next((f for f in row.failed if f.version == version), None)
             if log is None and failure is None:
                 return None
@@ -402,25 +405,28 @@ class WebPages:
         return {}
 
     async def _build_logs(self, repo: Repo, count: int) -> list[BuildLog]:
-        """The newest `count` logs, and those of the failed versions whatever their age."""
+        """The newest `count` logs, and those of the newest failed versions whatever their age
+        (a failure is what a reader of the builds page comes for)."""
         directory = self.logs_dir / repo.key
-        failed = [v for v, r in repo.state.versions.items() if r.status == "failed"]
+        failed = [f.version for f in failed_versions(repo) if f.version][:LOGS_SHOWN]
 
         def read() -> list[BuildLog]:
             logs = {log.version: log for log in _read_logs(directory, count, self._cut)}
             for version in failed:
-                if version not in logs and (log := self._read_one_log(directory, version)):
+                if version not in logs and (
+                    log := self._read_one_log(directory, version, LOG_TAIL)
+                ):
                     logs[version] = log
             return list(logs.values())
 
         return await trio.to_thread.run_sync(read)
 
-    def _read_one_log(self, directory: Path, version: str) -> BuildLog | None:
+    def _read_one_log(self, directory: Path, version: str, tail: int) -> BuildLog | None:
         if "/" in version or version.startswith("."):
             return None
         path = directory / f"{version}.log"
         try:
-            return _read_log(path, FULL_LOG, self._cut)
+            return _read_log(path, tail, self._cut)
         except OSError:
             return None
 
