@@ -28,7 +28,7 @@ lint: $(BIN)/.installed
 types: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools sandbox-host-tools \
+pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools sandbox-host-tools axe-core \
 		.cache/wheelhouse/.complete
 	$(BIN)/pytest
 
@@ -46,12 +46,13 @@ systemd-host-tools:
 			systemd-container debootstrap; \
 	fi
 
-# The web pages' tests (tests/browser/) drive Debian's chromium through its chromedriver.
+# The web pages' tests (tests/browser/) drive Debian's chromium through its chromedriver, and
+# fetch axe-core with npm.
 browser-host-tools:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
+	@if [ "$$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver && command -v npm; } >/dev/null; then \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium chromium-driver; \
+			chromium chromium-driver npm; \
 	fi
 
 # The shells whose completion scripts the tests run (insidersctl completion bash|zsh|fish).
@@ -89,3 +90,12 @@ bench: $(BIN)/.installed
 .PHONY: deb
 deb: systemd-host-tools
 	$(PYTHON) -m tests.deb.debbuild --out dist/deb
+
+# axe-core, the accessibility engine the browser tests inject into every page (from the npm
+# registry, pinned; not committed).
+AXE_VERSION := 4.14.1
+.PHONY: axe-core
+axe-core: .cache/axe-core/node_modules/axe-core/axe.min.js
+.cache/axe-core/node_modules/axe-core/axe.min.js: | browser-host-tools
+	mkdir -p .cache/axe-core
+	npm install --silent --no-save --no-audit --no-fund --prefix .cache/axe-core axe-core@$(AXE_VERSION)

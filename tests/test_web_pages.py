@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from insiders.index.public_url import public_base_url
-from insiders.index.ui import WebPages, views
+from insiders.index.ui import WebPages, build_logs, release, views
 from insiders.index.ui.describe import render_description
 from insiders.index.upstream import Upstream
 from insiders.ingest import publish_file
@@ -80,10 +80,11 @@ def test_public_base_url_names_the_host_for_every_interface() -> None:
 @pytest.mark.parametrize(
     ("text", "content_type", "has", "has_not"),
     [
-        ("# Title\n\n*em*", "text/markdown", ["<h1", "<em>em</em>"], []),
-        ("Title\n=====\n\n*em*", None, ["<h1", "<em>em</em>"], []),
-        ("Title\n=====\n\n*em*", "text/x-rst; charset=UTF-8", ["<h1", "<em>em</em>"], []),
-        ("# not a heading\n<b>", "text/plain", ["# not a heading", "&lt;b&gt;"], ["<h1"]),
+        # A description's headings sit below the page's own title, its only h1.
+        ("# Title\n\n*em*", "text/markdown", ["<h2", "<em>em</em>"], ["<h1"]),
+        ("Title\n=====\n\n*em*", None, ["<h2", "<em>em</em>"], ["<h1"]),
+        ("Title\n=====\n\n*em*", "text/x-rst; charset=UTF-8", ["<h2", "<em>em</em>"], ["<h1"]),
+        ("# not a heading\n<b>", "text/plain", ["# not a heading", "&lt;b&gt;"], ["<h1", "<h2"]),
         (
             '<script>alert(1)</script>\n\n<img src=x onerror="alert(1)">\n\n'
             "[a](javascript:alert(1))",
@@ -364,4 +365,184 @@ def test_failed_versions_newest_first_else_the_checks_own_error() -> None:
     )
     assert views.failed_versions(unreachable) == (
         views.Failure(version=None, error="git ls-remote failed", at=7.0),
+    )
+
+
+# -- what a page answers first (issue 25), by tables ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markdown", "sources", "has", "has_not"),
+    [
+        # The empty permalink in every heading is a Tab stop that says nothing: dropped.
+        ("## Install\n", (), ['<h3 id="user-content-install">Install</h3>'], ["<a"]),
+        # A link a heading really holds stays.
+        ("## See [docs](#use)\n", (), ['<a href="#user-content-use"'], []),
+        # `lang` is a human language: a code block's language name goes to data-lang.
+        ("```python\nx = 1\n```\n", (), ['data-lang="python"', 'tabindex="0"'], [" lang="]),
+        # A picture from another host is a link to it, not a request from the reader's browser.
+        (
+            "![a pixel](https://pics.example/p.png)\n",
+            (),
+            ['href="https://pics.example/p.png"', "a pixel (a picture from pics.example)"],
+            ["<img"],
+        ),
+        # ... inside a link (a badge), its name only: links do not nest.
+        (
+            "[![build](https://ci.example/b.svg)](https://ci.example/)\n",
+            (),
+            ['<span class="picture-elsewhere">build (a picture from ci.example)</span>'],
+            ["<img", 'href="https://ci.example/b.svg"'],
+        ),
+        # server.image-sources lets them through, in the CSP's own syntax.
+        ("![p](https://pics.example/p.png)\n", ("https:",), ['<img src="https://pics.example'], []),
+        ("![p](https://pics.example/p.png)\n", ("*.example",), ["<img"], []),
+        ("![p](https://pics.example/p.png)\n", ("https://other.example",), [], ["<img"]),
+        # Form fields go (a task list's checkboxes stay, named).
+        ('<form><input name="x"></form>\n', (), [], ["<input"]),
+        ("- [x] done\n", (), ['aria-label="done"'], []),
+        # A picture of the index's own without alternative text is named by its file.
+        ('<img src="docs/shot.png">\n', (), ['alt="shot.png"'], []),
+    ],
+)
+def test_descriptions_fit_the_page(
+    markdown: str, sources: tuple[str, ...], has: list[str], has_not: list[str]
+) -> None:
+    html = str(render_description(markdown, "text/markdown", sources))
+    for part in has:
+        assert part in html, html
+    for part in has_not:
+        assert part not in html, html
+
+
+def site(**overrides: object) -> views.Site:
+    settings: dict[str, object] = {
+        "base_url": "http://127.0.0.1:31411/",
+        "version": "1",
+        "upstream_mode": "redirect",
+        "upstream_url": "https://upstream.example/simple/",
+    }
+    return views.Site(**{**settings, **overrides})  # type: ignore[arg-type]
+
+
+def test_install_lines_name_the_index() -> None:
+    lines = {line.tool: line.command for line in release.install_lines(site(), "demo", None)}
+    assert lines == {
+        "pip": "pip install --index-url http://127.0.0.1:31411/simple/ demo",
+        "uv": "UV_DEFAULT_INDEX=http://127.0.0.1:31411/simple/ uv pip install demo",
+    }
+    pinned = release.install_lines(site(read_access="token"), "demo", "1.0")
+    assert pinned[0].command == (
+        'pip install --index-url "http://__token__:${INSIDERS_TOKEN}@127.0.0.1:31411/simple/"'
+        " demo==1.0"
+    )
+
+
+def test_upstream_project_pages() -> None:
+    assert site().upstream_project_url == "https://upstream.example/project/"
+    assert site(upstream_url="https://mirror.example/pypi/").upstream_project_url is None
+
+
+@pytest.mark.parametrize(
+    ("requires", "extras", "expected"),
+    [
+        (["httpx>=0.27"], [], [(None, ("httpx>=0.27",))]),
+        (
+            ['socksio==1.*; extra == "socks"', 'rich; python_version >= "3.9" and extra == "cli"'],
+            ["socks", "cli", "empty"],
+            [
+                ("socks", ("socksio==1.*",)),
+                ("cli", ('rich; python_version >= "3.9"',)),
+                ("empty", ()),
+            ],
+        ),
+        # A marker that joins the extra with `or` is not one extra's: kept whole.
+        (
+            ['a; extra == "x" or os_name == "nt"'],
+            [],
+            [(None, ('a; extra == "x" or os_name == "nt"',))],
+        ),
+        (["not a requirement ("], [], [(None, ("not a requirement (",))]),
+    ],
+)
+def test_requirements_with_extras_and_markers(
+    requires: list[str], extras: list[str], expected: list[tuple[str | None, tuple[str, ...]]]
+) -> None:
+    groups = release.requirements({"requires_dist": requires, "provides_extra": extras})
+    assert [(g.extra, g.items) for g in groups] == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"license_expression": "MIT", "license": "BSD"}, "MIT"),
+        ({"license": "Apache 2.0\n\nThe whole text..."}, "Apache 2.0"),
+        (
+            {"classifiers": ["License :: OSI Approved :: MIT License", "Framework :: Trio"]},
+            "MIT License",
+        ),
+        ({"classifiers": ["Framework :: Trio"]}, None),
+    ],
+)
+def test_the_license_from_either_place(fields: dict[str, object], expected: str | None) -> None:
+    assert release.license_of(fields) == expected
+
+
+def test_authors_parsed() -> None:
+    people = release.people(None, "Ada Lovelace <ada@example.org>, bob@example.org")
+    assert [(p.name, p.email) for p in people] == [
+        ("Ada Lovelace", "ada@example.org"),
+        ("bob@example.org", "bob@example.org"),
+    ]
+    assert [(p.name, p.email) for p in release.people("Aurora team", None)] == [
+        ("Aurora team", None)
+    ]
+
+
+def test_search_compares_names_the_pep_503_way() -> None:
+    def item(name: str, summary: str = "") -> views.Listing:
+        return views.Listing(
+            name=name,
+            normalized=normalize(name),
+            latest="1",
+            summary=summary,
+            last_upload=0,
+            versions=1,
+        )
+
+    listings = [item("mkdocs-material"), item("Zope.Interface"), item("requests")]
+    for query in ("mkdocs_material", "MkDocs.Material", "mkdocs material"):
+        assert [i.name for i in views.search(listings, query)] == ["mkdocs-material"], query
+    assert [i.name for i in views.search(listings, "zope_interface")] == ["Zope.Interface"]
+    assert [i.name for i in views.close_names(listings, "reqests")] == ["requests"]
+    assert views.close_names(listings, "zzz") == []
+
+
+def test_build_logs_say_why_and_keep_the_servers_paths() -> None:
+    log = (
+        "insiders: tag: v0.3.0, commit eb7185172df3bf3adc28389e3147c1468b299e38, X=1\n"
+        '  File "/srv/cache/builds/tmpab12/tmp/env/hatchling/core.py", line 1\n'
+        "ValueError: Dependency #1 is invalid\n"
+        "    not a spec\n"
+        "        ^\n"
+        "\n"
+        "TIP pass --env-dir\n"
+        "ERROR Backend subprocess exited\n"
+    )
+    assert build_logs.provenance(log) == build_logs.Provenance(
+        "v0.3.0", "eb7185172df3bf3adc28389e3147c1468b299e38"
+    )
+    assert build_logs.error_lines(log) == (
+        "ValueError: Dependency #1 is invalid",
+        "    not a spec",
+        "        ^",
+        "ERROR Backend subprocess exited",
+    )
+    assert build_logs.error_lines("a\nb\nexit status 1\n") == ("a", "b", "exit status 1")
+    cuts = build_logs.server_paths(Path("/srv/data"), Path("/srv/cache"))
+    assert build_logs.cut_paths(log, cuts).splitlines()[1] == (
+        '  File "$SCRATCH/tmp/env/hatchling/core.py", line 1'
+    )
+    assert build_logs.cut_paths("/srv/data/logs and /srv/database", cuts) == (
+        "$DATA/logs and /srv/database"
     )

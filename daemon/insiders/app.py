@@ -138,6 +138,7 @@ class Daemon:
         self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
+        pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
         security = ui.security_headers(settings.server.image_sources)
         ui.register_not_found(web, pages, security)
         self.file_cache = file_cache(settings, dirs, store)
@@ -186,6 +187,8 @@ class Daemon:
             upstream_mode=self.upstream.mode,
             upstream_url=self.upstream.url,
             upstream_ttl=self.settings.upstream.cache_ttl,
+            read_access=self.settings.server.read_access,
+            image_sources=tuple(self.settings.server.image_sources),
         )
 
     async def webhook_secret(self) -> str | None:

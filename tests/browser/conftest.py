@@ -2,7 +2,8 @@
 
 `make browser-host-tools` installs chromium and chromium-driver from Debian's archive. Screenshots
 of every page go to tests/browser/artifacts/ (not committed); with INSIDERS_UPDATE_SCREENSHOTS=1
-the two the README shows are written to tests/browser/screenshots/ as well.
+the ones the README shows (test_pages.README_SCREENSHOTS) are written to
+tests/browser/screenshots/ as well.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from tests.support import (
     BIN,
     Daemon,
     build,
+    git,
     git_project,
     isolated_env,
+    make_wheel,
     serve_wheelhouse,
     tag_release,
+    wheel_filename,
 )
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -114,6 +118,54 @@ def _readme_project(where: Path, name: str, version: str, summary: str, readme: 
     return project
 
 
+# A release whose metadata says much (dependencies with extras and markers, classifiers, a license
+# given only as a classifier, an author with an email) under a description long enough that its
+# files would be far below it.
+META_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "meta-demo"
+version = "3.1.0"
+description = "A release that says much about itself"
+readme = "README.md"
+requires-python = ">=3.9"
+authors = [{ name = "Ada Lovelace", email = "ada@example.org" }]
+dependencies = ["httpx>=0.27", 'tomli>=1.1; python_version < "3.11"']
+classifiers = [
+    "License :: OSI Approved :: MIT License",
+    "Framework :: Trio",
+    "Programming Language :: Python :: 3",
+]
+
+[project.optional-dependencies]
+socks = ["socksio==1.*"]
+cli = ['rich>=13; python_version >= "3.9"']
+
+[tool.hatch.build.targets.wheel]
+packages = ["src/meta_demo"]
+core-metadata-version = "2.4"
+"""
+LONG_README = "# meta-demo\n\n" + "".join(
+    f"## Part {n}\n\n" + "A paragraph that goes on for a while. " * 12 + "\n\n" for n in range(120)
+)
+
+
+def _meta_project(where: Path) -> Path:
+    project = where / "meta_demo-3.1.0"
+    (project / "src" / "meta_demo").mkdir(parents=True)
+    (project / "src" / "meta_demo" / "__init__.py").write_text('VERSION = "3.1.0"\n')
+    (project / "README.md").write_text(LONG_README)
+    (project / "pyproject.toml").write_text(META_PYPROJECT)
+    return project
+
+
+# Projects with a PEP 792 status, so that lists show every status's badge.
+STATUSES = {"old-thing": "archived", "dusty-thing": "deprecated", "bad-thing": "quarantined"}
+
+
 def ctl(daemon: Daemon, *args: str) -> str:
     result = subprocess.run(
         [str(BIN / "insidersctl"), *args],
@@ -169,6 +221,8 @@ class Site:
     daemon: Daemon
     upstream: Daemon
     tracker: Tracker
+    repos: dict[str, Path]  # the watched repositories, by project name
+    src: Path  # where the projects and repositories were written (a path of this machine)
 
 
 @pytest.fixture(scope="package")
@@ -182,6 +236,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     try:
         src = tmp_path_factory.mktemp("src")
         out = tmp_path_factory.mktemp("dist")
+        for name, status in STATUSES.items():
+            wheel = out / wheel_filename(name, "1.0")
+            wheel.write_bytes(make_wheel(name, "1.0"))
+            assert daemon.upload(wheel).status_code == 200
+            ctl(daemon, "projects", "status", name, status, "--reason", f"{status} for the test")
+        for path in build(_meta_project(src), out / "meta-demo"):
+            assert daemon.upload(path).status_code == 200
         uploads = [
             ("aurora-tools", version, "Small tools for the aurora pipeline", AURORA_README)
             for version in ("1.0.0", "1.1.0", "2.0.0")
@@ -208,27 +269,41 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tag_release(good, "1.0.0")
         bad = git_project(
             src / "repos",
-            "broken-build",
+            "wrecked-build",
             pyproject=(
                 '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-                '[project]\nname = "broken-build"\nversion = "0.0.0"\n'
+                '[project]\nname = "wrecked-build"\nversion = "0.0.0"\n'
                 'dependencies = ["not a spec"]\n'
             ),
         )
         tag_release(bad, "0.3.0")
         ctl(daemon, "repos", "add", f"{good}:lumen-build")
-        ctl(daemon, "repos", "add", f"{bad}:broken-build")
-        subprocess.run(
-            [str(BIN / "insidersctl"), "update", "--wait"],
-            env=isolated_env(daemon.home),
-            capture_output=True,
-            timeout=600,
-        )
-        yield Site(daemon, upstream, tracker)
+        ctl(daemon, "repos", "add", f"{bad}:wrecked-build")
+        update(daemon)
+        # Then a newer version builds: the failed 0.3.0 is now older than a success, which is
+        # what a reader of the builds page must still see first.
+        fixed = (bad / "pyproject.toml").read_text().replace('"not a spec"', '"packaging"')
+        (bad / "pyproject.toml").write_text(fixed)
+        tag_release(bad, "0.4.0")
+        update(daemon, "wrecked-build", "--version", "0.4.0")  # 0.4.0 alone: 0.3.0 stays older
+        yield Site(daemon, upstream, tracker, {"lumen-build": good, "wrecked-build": bad}, src)
     finally:
         daemon.stop()
         upstream.stop()
         tracker.close()
+
+
+def update(daemon: Daemon, *args: str) -> None:
+    subprocess.run(
+        [str(BIN / "insidersctl"), "update", "--wait", *args],
+        env=isolated_env(daemon.home),
+        capture_output=True,
+        timeout=600,
+    )
+
+
+def commit_of(repo: Path, tag: str) -> str:
+    return git(repo, "rev-list", "-n", "1", tag).strip()
 
 
 @pytest.fixture(scope="package")

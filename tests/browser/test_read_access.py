@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -89,3 +91,40 @@ def test_no_page_needs_a_file_from_elsewhere(private: tuple[Daemon, str]) -> Non
     page = httpx.get(f"{daemon.url}/", auth=("__token__", token))
     assert page.status_code == 200
     assert "https://" not in page.text.split("<main", 1)[0]
+
+
+def test_the_install_line_carries_the_token_and_works_as_copied(
+    browser: Any, private: tuple[Daemon, str], tmp_path: Path
+) -> None:
+    """With reads behind a token, the copied line takes it from INSIDERS_TOKEN: run as it stands
+    by a shell with that variable set, real pip installs from the index."""
+    daemon, token = private
+    basic = base64.b64encode(f"__token__:{token}".encode()).decode()
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}}
+    )
+    try:
+        browser.get(f"{daemon.url}/project/private-tools/")
+        lines = [e.text for e in browser.find_elements("css selector", ".install .copy code")]
+        hint = browser.find_element("css selector", ".install .hint").text
+    finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+        browser.execute_cdp_cmd("Network.disable", {})
+    url = daemon.url.replace("://", "://__token__:${INSIDERS_TOKEN}@", 1)
+    assert lines == [
+        f'pip install --index-url "{url}/simple/" private-tools',
+        f'UV_DEFAULT_INDEX="{url}/simple/" uv pip install private-tools',
+    ]
+    assert "INSIDERS_TOKEN" in hint
+    assert token not in browser.page_source
+    target = tmp_path / "t"
+    result = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -m {lines[0]} --no-deps --target "{target}"'],
+        env=isolated_env(tmp_path, INSIDERS_TOKEN=token),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (target / "private_tools").is_dir()

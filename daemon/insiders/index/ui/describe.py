@@ -8,12 +8,15 @@ would be the one place an upload could run code in a reader's browser.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from email.message import Message
 
 import readme_renderer.markdown
 import readme_renderer.rst
 import readme_renderer.txt
 from markupsafe import Markup
+
+from .readme_html import rewrite
 
 # What the public index accepts as Markdown variants (description-content-type's `variant=`).
 _MARKDOWN_VARIANTS = {"GFM", "CommonMark"}
@@ -29,11 +32,15 @@ def content_type_of(value: str | None) -> tuple[str, dict[str, str]]:
     return message.get_content_type(), params
 
 
-def render_description(text: str | None, content_type: str | None) -> Markup | None:
+def render_description(
+    text: str | None, content_type: str | None, image_sources: Sequence[str] = ()
+) -> Markup | None:
     """Sanitised HTML for `text`, or None when there is no description at all.
 
     Like the public index: Markdown when declared, reStructuredText by default, plain text when
-    declared or when the reStructuredText does not parse.
+    declared or when the reStructuredText does not parse. Then made fit for our pages (see
+    readme_html): headings below the page's title, no picture from a host `image_sources` does
+    not name.
     """
     if not text or not text.strip():
         return None
@@ -48,4 +55,4 @@ def render_description(text: str | None, content_type: str | None) -> Markup | N
         rendered = readme_renderer.rst.render(text)
     if rendered is None:
         rendered = readme_renderer.txt.render(text)
-    return Markup(rendered)
+    return Markup(rewrite(rendered or "", image_sources))

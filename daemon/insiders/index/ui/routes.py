@@ -1,4 +1,5 @@
-"""The web pages' routes: home, search, projects, builds, static files and helpful 404s.
+"""The web pages' routes: home, search, projects, builds (with a permalink for each repository
+and each version's log), static files and helpful 404s.
 
 They are answered by a small ASGI app in front of Quart, as the simple pages are by IndexApp:
 a page is bytes rendered earlier, and going through the framework for it cut the requests per
@@ -8,8 +9,8 @@ API), whose own 404s are this module's not-found page too.
 Every page carries a Content-Security-Policy that allows scripts, styles and images from this
 index's own files only: even if an upload's text slipped through as markup, no inline script or
 handler attribute would run, and a description's image from another host is not fetched (it
-would tell that host who reads which private project, and when). `server.image-sources` adds
-sources for images.
+would tell that host who reads which private project, and when; the description shows a link to
+it instead, see readme_html). `server.image-sources` adds sources for images.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from insiders.index.server import send_empty
 from insiders.names import NormalizedName, is_valid_name, normalize
 
 from .pages import WebPages
-from .views import project_url
+from .views import build_url, project_url
 
 HTML = b"text/html; charset=utf-8"
 Headers = list[tuple[bytes, bytes]]
@@ -76,8 +77,12 @@ class WebApp:
                 return await send_page(scope, send, await self.pages.home(), self.headers)
             if path == "/builds/":
                 return await send_page(scope, send, await self.pages.builds(), self.headers)
+            if path.startswith("/builds/"):
+                return await self.builds(scope, send, path[len("/builds/") :])
             if path in ("/builds", "/project") or (
-                path.startswith("/project/") and not path.endswith("/") and path.count("/") <= 3
+                path.startswith(("/project/", "/builds/"))
+                and not path.endswith("/")
+                and path.count("/") <= 3
             ):
                 return await moved(send, quote(path) + "/")
             if path == "/search":
@@ -90,7 +95,26 @@ class WebApp:
 
     async def search(self, scope: Scope, send: Send) -> None:
         query = _query(scope).get("q", [""])[0][:QUERY_LIMIT]
-        await send_html(scope, send, 200, await self.pages.search(query), self.headers)
+        await send_page(scope, send, await self.pages.search(query), self.headers)
+
+    async def builds(self, scope: Scope, send: Send, rest: str) -> None:
+        """/builds/NAME/ and /builds/NAME/VERSION/: permalinks of a repository's builds."""
+        parts = rest.split("/")
+        if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
+            return await self.not_found(scope, send, None)
+        name, version = parts[0], (parts[1] if len(parts) == 3 else None)
+        if not is_valid_name(name):
+            return await self.not_found(scope, send, None)
+        normalized = NormalizedName(normalize(name))
+        if normalized != name:
+            return await moved(send, build_url(normalized, version))
+        if version is None:
+            page = await self.pages.repo_builds(normalized)
+        else:
+            page = await self.pages.build_log(normalized, version)
+        if page is None:
+            return await self.not_found(scope, send, None)
+        await send_page(scope, send, page, self.headers)
 
     async def project(self, scope: Scope, send: Send, rest: str) -> None:
         parts = rest.split("/")
@@ -131,8 +155,8 @@ class WebApp:
         )
 
     async def not_found(self, scope: Scope, send: Send, name: str | None) -> None:
-        body = await self.pages.not_found(scope["path"], name)
-        await send_html(scope, send, 404, body, self.headers)
+        page = await self.pages.not_found(scope["path"], name)
+        await send_page(scope, send, page, self.headers, status=404)
 
 
 def register_not_found(app: QuartTrio, pages: WebPages, security: Headers) -> None:
@@ -140,24 +164,20 @@ def register_not_found(app: QuartTrio, pages: WebPages, security: Headers) -> No
 
     @app.errorhandler(NotFound)
     async def not_found(_error: NotFound) -> Response:
-        body = await pages.not_found(request.path, None)
+        page = await pages.not_found(request.path, None)
         headers = {k.decode(): v.decode() for k, v in security}
+        headers.update({"vary": "Accept-Encoding", "cache-control": "no-cache"})
+        body = page.body
+        if page.gzipped is not None and accepts_gzip(dict(request.scope)):
+            body = page.gzipped
+            headers.update({"content-encoding": "gzip", "etag": page.gzip_etag.decode()})
+        else:
+            headers["etag"] = page.etag.decode()
         return Response(body, 404, headers=headers, content_type=HTML.decode())
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
     return parse_qs(scope.get("query_string", b"").decode("latin-1"))
-
-
-async def send_html(scope: Scope, send: Send, status: int, body: bytes, security: Headers) -> None:
-    headers = [
-        (b"content-type", HTML),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-cache"),
-        *security,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 async def send_page(
@@ -168,6 +188,7 @@ async def send_page(
     *,
     content_type: bytes = HTML,
     cache: bytes = b"no-cache",
+    status: int = 200,
 ) -> None:
     """A stored page with its ETag (a 304 when the browser has it) and gzip when accepted."""
     body, etag = page.body, page.etag
@@ -176,10 +197,10 @@ async def send_page(
         body, etag = page.gzipped, page.gzip_etag
         headers.append((b"content-encoding", b"gzip"))
     headers.append((b"etag", etag))
-    if _if_none_match(scope) == etag:
+    if status == 200 and _if_none_match(scope) == etag:
         return await send_empty(send, 304, headers)
     headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 

@@ -6,7 +6,9 @@ reads, which links are safe to follow) are made once here and tested with tables
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -19,6 +21,8 @@ from insiders.repos.registry import Repo
 from insiders.repos.status import repo_status
 from insiders.store import Project, StoredFile
 
+from .build_logs import error_lines
+
 
 class Site(msgspec.Struct, frozen=True, kw_only=True):
     """What every page may say about this index; it changes only with the configuration."""
@@ -28,6 +32,17 @@ class Site(msgspec.Struct, frozen=True, kw_only=True):
     upstream_mode: str  # redirect, proxy or none
     upstream_url: str | None
     upstream_ttl: float = 600.0
+    read_access: str = "anyone"  # or "token": every read, a copied install line too, needs one
+    image_sources: tuple[str, ...] = ()  # server.image-sources: pictures shown from elsewhere
+
+    @property
+    def upstream_project_url(self) -> str | None:
+        """The upstream's web pages, when its simple URL is the usual `…/simple/`: a person is
+        better sent to a project's page there than to its raw simple page."""
+        url = self.upstream_url
+        if url and url.rstrip("/").endswith("/simple"):
+            return url.rstrip("/").removesuffix("simple") + "project/"
+        return None
 
     @property
     def simple_url(self) -> str:
@@ -47,6 +62,7 @@ class Listing(msgspec.Struct, frozen=True, kw_only=True):
     summary: str
     last_upload: float
     versions: int
+    status: str | None = None  # PEP 792's archived, deprecated or quarantined; None when active
 
     @property
     def url(self) -> str:
@@ -89,11 +105,15 @@ def project_url(name: str, version: str | None = None) -> str:
 
 
 def listing(project: Project, summary: str | None) -> Listing:
+    """A quarantined project is listed by its name and status only: its summary and version come
+    from its files, which are not shown while it is quarantined."""
+    quarantined = project.status == "quarantined"
     return Listing(
         name=project.name,
         normalized=project.normalized,
-        latest=project.latest(),
-        summary=summary or "",
+        latest=None if quarantined else project.latest(),
+        summary="" if quarantined else summary or "",
+        status=None if project.status == "active" else project.status,
         last_upload=max((f.upload_time for f in project.files), default=0.0),
         versions=len({f.version for f in project.files}),
     )
@@ -103,29 +123,51 @@ def newest_uploads_first(listings: Iterable[Listing]) -> list[Listing]:
     return sorted(listings, key=lambda item: (-item.last_upload, item.normalized))
 
 
+def _normal(text: str) -> str:
+    """PEP 503's rule on any text: `mkdocs_material`, `MkDocs.Material` are `mkdocs-material`."""
+    return _SEPARATORS.sub("-", text.casefold())
+
+
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
 def search(listings: Iterable[Listing], query: str) -> list[Listing]:
-    """Projects whose name or summary holds every word of `query`; best name matches first."""
-    words = query.casefold().split()
+    """Projects whose name or summary holds every word of `query`; best name matches first.
+
+    Names and words compare the PEP 503 way, as the index's URLs do: `mkdocs_material` finds
+    `mkdocs-material`.
+    """
+    words = [_normal(word) for word in query.split()]
     if not words:
         return newest_uploads_first(listings)
+    whole = _normal(query.strip())
     found: list[tuple[int, str, Listing]] = []
     for item in listings:
-        name = item.name.casefold()
-        normalized = item.normalized.replace("-", " ")
-        haystack = f"{name} {item.normalized} {normalized} {item.summary.casefold()}"
+        name = item.normalized
+        spaced = name.replace("-", " ")
+        haystack = f"{name} {spaced} {_normal(item.summary)}"
         if not all(word in haystack for word in words):
             continue
-        whole = query.casefold().strip()
-        if whole in (name, item.normalized):
+        if whole == name:
             rank = 0
-        elif name.startswith(whole) or item.normalized.startswith(whole):
+        elif name.startswith(whole):
             rank = 1
-        elif all(word in f"{name} {item.normalized}" for word in words):
+        elif all(word in f"{name} {spaced}" for word in words):
             rank = 2
         else:
             rank = 3
         found.append((rank, item.normalized, item))
     return [item for _, _, item in sorted(found, key=lambda entry: entry[:2])]
+
+
+def close_names(listings: Iterable[Listing], query: str, limit: int = 3) -> list[Listing]:
+    """Hosted projects whose name is close to the query (a typo: `reqests`), closest first."""
+    by_name = {item.normalized: item for item in listings}
+    wanted = _normal(query.strip()).replace(" ", "-")
+    if not wanted:
+        return []
+    names = difflib.get_close_matches(wanted, list(by_name), n=limit, cutoff=0.75)
+    return [by_name[NormalizedName(name)] for name in names]
 
 
 def version_rows(project: Project, current: str) -> list[VersionRow]:
@@ -242,6 +284,7 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     version: str | None
     error: str
     at: float | None
+    lines: tuple[str, ...] = ()  # the lines of its log that say why (build_logs.error_lines)
 
 
 class BuildRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -265,13 +308,29 @@ class BuildRow(msgspec.Struct, frozen=True, kw_only=True):
         return project_url(self.normalized)
 
     @property
+    def builds_url(self) -> str:
+        return build_url(self.normalized)
+
+    @property
     def failed_versions(self) -> set[str]:
         return {f.version for f in self.failed if f.version}
 
 
+def build_url(name: str, version: str | None = None) -> str:
+    """The permalink of a repository's builds, or of one version's build log."""
+    path = f"/builds/{quote(name, safe='')}/"
+    return f"{path}{quote(version, safe='')}/" if version else path
+
+
 def source_text(repo: Repo) -> str:
+    """Where the repository is, as readers may see it: a local one by its directory's name only
+    (its path is this server's business)."""
     source = repo.source
-    return source.location if source.kind != "github" else f"GitHub {source.location}"
+    if source.kind == "github":
+        return f"GitHub {source.location}"
+    if source.location.startswith("/"):
+        return f"the local repository {source.location.rstrip('/').rpartition('/')[2]}"
+    return source.location
 
 
 def failed_versions(repo: Repo) -> tuple[Failure, ...]:
@@ -289,10 +348,31 @@ def failed_versions(repo: Repo) -> tuple[Failure, ...]:
     return (Failure(version=None, error=state.last_error, at=state.last_error_at),)
 
 
-def build_row(repo: Repo, logs: Iterable[BuildLog], *, quarantined: bool = False) -> BuildRow:
+def build_row(
+    repo: Repo,
+    logs: Iterable[BuildLog],
+    *,
+    quarantined: bool = False,
+    cut: Callable[[str], str] = str,
+) -> BuildRow:
+    """A repository's state with its logs, failures first: a failed version's log before the
+    newer successes (the failure is what a reader came for), each failure with the lines of
+    its log that say why. `cut` hides this server's paths in what the watcher recorded."""
     state = repo.state
     derived = repo_status(state)  # as insidersctl says it
     status = "not checked yet" if derived == "unchecked" else derived
+    logs = list(logs)
+    by_version = {log.version: log for log in logs}
+    failed = () if quarantined else failed_versions(repo)
+    failed = tuple(
+        msgspec.structs.replace(
+            f,
+            error=cut(f.error),
+            lines=error_lines(by_version[f.version].text) if f.version in by_version else (),
+        )
+        for f in failed
+    )
+    failing = {f.version for f in failed}
     return BuildRow(
         dist=repo.dist,
         normalized=repo.key,
@@ -302,7 +382,9 @@ def build_row(repo: Repo, logs: Iterable[BuildLog], *, quarantined: bool = False
         last_published=state.last_published,
         last_published_at=state.last_published_at,
         last_check=state.last_check,
-        failed=() if quarantined else failed_versions(repo),
-        builds=() if quarantined else tuple(sorted(logs, key=lambda log: -log.at)),
+        failed=failed,
+        builds=()
+        if quarantined
+        else tuple(sorted(logs, key=lambda log: (log.version not in failing, -log.at))),
         quarantined=quarantined,
     )
