@@ -561,6 +561,10 @@ def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
         parts.append(f"{plural(mirror.pending, 'project')} pending")
     if mirror.full_sync_pending and mirror.state != "refused":  # it waits for a person instead
         parts.append("full comparison pending")
+    if mirror.withheld:
+        parts.append(
+            f"{plural(mirror.withheld, 'project')} it holds answered 503, not from the upstream"
+        )
     if mirror.lag >= 1:
         parts.append(f"lag {duration(mirror.lag)}")
     if mirror.next_retry:

@@ -132,6 +132,7 @@ class Daemon:
             settings=settings,
             fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
         )
+        self.index.withheld = self.mirrors.withheld
         self.index.hooks = Hooks(
             repos=repos.all,
             trigger=lambda found: self.watcher.schedule(found, force=False),
@@ -240,9 +241,12 @@ class Daemon:
             elif info.next_check is not None:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
-        refused = [m.name for m in self.mirrors.infos() if m.state == "refused"]
+        refused = [m for m in self.mirrors.infos() if m.state == "refused"]
         if refused:
-            parts.append(f"mirror {', '.join(refused)} refused: see insidersctl mirrors list")
+            names = ", ".join(m.name for m in refused)
+            withheld = sum(m.withheld for m in refused)
+            held = f", {withheld} of its projects kept from the upstream (503)" if withheld else ""
+            parts.append(f"mirror {names} refused{held}: see insidersctl mirrors list")
         return "; ".join(parts)
 
 

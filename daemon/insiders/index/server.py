@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -57,6 +58,9 @@ class IndexApp:
         self.fallback = fallback
         # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
         self.hooks: ASGIApp | None = None
+        # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None;
+        # set by the daemon once its mirrors exist.
+        self.withheld: Callable[[str], str | None] = lambda name: None
         self._negotiated: dict[bytes, Format | None] = {}
         # Proxied pages as rendered, by their bytes (one can be several MB), each with a weak
         # reference to the upstream page it was rendered from: it keeps no page alive that the
@@ -140,6 +144,10 @@ class IndexApp:
         return project is not None and project.upstream == "merge" and self.upstream.mode == "proxy"
 
     async def _from_upstream(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
+        withheld = self.withheld(name)
+        if withheld is not None:
+            # Not the upstream's to answer: the store lost a name a mirror still holds.
+            return await text(send, 503, withheld, extra=[reason_header(withheld)])
         mode = self.upstream.mode
         if mode == "none":
             return await text(send, 404, f"No project {name} here (and no upstream index is set)")

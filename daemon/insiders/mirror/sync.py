@@ -10,8 +10,10 @@ any instant, or a target that was down for a day, converges.
 A full comparison first reads the target's manifests and asks `claim.judge` whether the target may
 be made to match the store at all: a target that holds more than the store, or another store's, is
 refused (state "refused", one log line saying what to run) and nothing is written to it until
-`insidersctl mirrors sync NAME --adopt` or `--force`. Deletions only ever take what the store
-holds or recorded as removed (`layout.owned`), and pages.
+`insidersctl mirrors sync NAME --adopt` or `--force`. While it is refused, the names it lists are
+`withheld`: the index answers 503 for them instead of falling back to the upstream index, until a
+comparison accepts the target. Deletions only ever take what the store holds or recorded as
+removed (`layout.owned`), and pages.
 
 A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
 and pages never wait for a mirror. Its changes stay pending until it takes them.
@@ -80,6 +82,7 @@ class MirrorState:
     last_error_at: float | None
     next_retry: float | None  # wall-clock time of the next attempt, while failing
     requests: int  # operations on the target since the daemon started
+    withheld: int = 0  # projects it lists that the store does not host, kept from the upstream
 
 
 class MirrorTarget:
@@ -116,6 +119,8 @@ class MirrorTarget:
         self._full_wanted = True  # every start begins with a full comparison
         self._accept: claim.Accept = ""  # what the next full comparison may accept
         self.refused: str | None = None  # why the target is not written (a refusal's line)
+        # The projects the target lists while it is refused: never looked up upstream.
+        self.withheld: frozenset[str] = frozenset()
         self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
         # What this process last wrote: the project as synced, and the root pages' digests.
         self._synced: dict[NormalizedName, Project] = {}
@@ -151,6 +156,7 @@ class MirrorTarget:
             last_error_at=self.last_error_at,
             next_retry=self.next_retry,
             requests=self.target.requests if self.target else 0,
+            withheld=sum(1 for n in self.withheld if self.store.get(NormalizedName(n)) is None),
         )
 
     async def full_sync(self, accept: claim.Accept = "") -> Outcome:
@@ -500,7 +506,10 @@ class MirrorTarget:
         verdict = claim.judge(root, theirs, self.store.record, self.store.identity)
         refusal = verdict.refusal(self.name, self.location, accept)
         if refusal is not None:
-            raise MirrorRefused(refusal)
+            self.withheld = frozenset(named)
+            unhosted = sum(1 for n in named if self.store.get(n) is None)
+            raise MirrorRefused(refusal + claim.withheld_note(unhosted))
+        self.withheld = frozenset()
         if root is None or root.store != self.store.identity:
             log.info("mirror %s: written from this store from now on", self.name)
         forced = accept == "force"
@@ -635,6 +644,13 @@ class Mirrors:
     def notify(self, name: NormalizedName) -> None:
         for target in self.targets.values():
             target.notify(name)
+
+    def withheld(self, name: str) -> str | None:
+        """Why `name` (not hosted) must not be looked up upstream: a refused target lists it."""
+        for target in self.targets.values():
+            if name in target.withheld:  # kept while a new comparison runs, until one passes
+                return claim.withheld(name, target.name)
+        return None
 
     def infos(self) -> tuple[MirrorState, ...]:
         return tuple(t.info() for t in self.targets.values())
