@@ -438,3 +438,71 @@ def test_front_with_read_tokens_asks_insidersd(
     finally:
         nginx.stop()
         daemon.stop()
+
+
+# (query, Accept) pairs a client may send, and what insidersd answers for them is the reference.
+NEGOTIATED = [
+    ("", None),
+    ("", ""),
+    ("", PIP_ACCEPT),
+    ("", JSON_TYPE),
+    ("", f"{JSON_TYPE};q=1.0"),
+    ("", f"{JSON_TYPE}; q=1"),
+    ("", f"{JSON_TYPE};q=0.5"),
+    ("", f"{JSON_TYPE};q=0, text/html"),
+    ("", "application/vnd.pypi.simple.v1+html"),
+    ("", "application/vnd.pypi.simple.latest+json"),
+    ("", "text/html"),
+    ("", "*/*"),
+    ("", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("", f"text/html, {JSON_TYPE}"),
+    ("", f"text/html;q=0.9, {JSON_TYPE}"),
+    ("", f"{JSON_TYPE};q=0.5, text/html;q=0.4"),  # below 1 both: insidersd ranks them
+    ("", "application/json"),  # nothing of ours: 406
+    ("format=application/vnd.pypi.simple.v1%2Bjson", "text/html"),
+    ("format=application/vnd.pypi.simple.v1+json", None),
+    ("format=application/vnd.pypi.simple.v1+html", PIP_ACCEPT),
+    ("format=text/html", PIP_ACCEPT),
+    ("format=nonsense", PIP_ACCEPT),
+]
+
+
+def answer(url: str, query: str, accept: str | None) -> tuple[int, str, bytes]:
+    headers = {"Accept-Encoding": "identity"}
+    if accept is not None:
+        headers["Accept"] = accept
+    with httpx.Client(timeout=30) as client:
+        request = client.build_request("GET", f"{url}?{query}" if query else url, headers=headers)
+        if accept is None:
+            del request.headers["accept"]
+        got = client.send(request)
+    assert "Accept" in got.headers.get("vary", ""), (url, query, accept)
+    return got.status_code, got.headers.get("content-type", ""), got.content
+
+
+def test_front_negotiates_as_the_daemon_does(
+    front: tuple[Daemon, Nginx, Path], tmp_path: Path
+) -> None:
+    """Issue 21, item 8: `?format=`, q values and the HTML charset, through the shipped front,
+    each answer the daemon's own (status, content type and bytes)."""
+    daemon, nginx, tree = front
+    path = tmp_path / wheel_filename("negotiated", "1.0")
+    path.write_bytes(make_wheel("negotiated", "1.0"))
+    assert daemon.upload(path).status_code == 200
+    assert wait_for(lambda: mirrored(tree, "negotiated", path.name))
+    for page in ("/simple/", "/simple/negotiated/"):
+        for query, accept in NEGOTIATED:
+            through = answer(f"{nginx.url}{page}", query, accept)
+            direct = answer(f"{daemon.url}{page}", query, accept)
+            assert through == direct, (page, query, accept, through[:2], direct[:2])
+    html = answer(f"{nginx.url}/simple/negotiated/", "", "text/html")
+    assert html[1] == "text/html; charset=utf-8"
+    # nginx answered from the tree (a static file has a Last-Modified; insidersd's pages do not)
+    # for all but what only insidersd can rank (both below q=1) and the two 406s.
+    from_tree = []
+    for query, accept in NEGOTIATED:
+        headers = {} if accept is None else {"Accept": accept}
+        url = f"{nginx.url}/simple/negotiated/{'?' + query if query else ''}"
+        if "last-modified" in get(url, headers=headers).headers:
+            from_tree.append((query, accept))
+    assert len(from_tree) == len(NEGOTIATED) - 3, set(NEGOTIATED) - set(from_tree)
