@@ -44,12 +44,15 @@ def nginx_binary() -> str:
 
 def edit_site(conf: str, edits: dict[str, str], *, read_tokens: bool = False) -> str:
     """The shipped site config with the lines marked `# EDIT: what` replaced, as its header asks
-    an administrator to do; `read_tokens` uncomments the lines marked `# read-access=token`."""
+    an administrator to do (a `set` line is named by its variable: "set $x"); `read_tokens`
+    uncomments the lines marked `# read-access=token`."""
     lines = []
     for line in conf.splitlines():
         marker = re.search(r"#\s*EDIT: (.*)$", line)
         if marker:
-            directive = line.strip().split()[0]
+            words = line.strip().split()
+            # `set $name value;` lines are told apart by the variable they set.
+            directive = " ".join(words[:2]) if words[0] == "set" else words[0]
             for key, value in edits.items():
                 if key == directive:
                     indent = line[: len(line) - len(line.lstrip())]

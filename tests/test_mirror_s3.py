@@ -78,14 +78,17 @@ def page_lists(weed: SeaweedFS, bucket: str, key: str, filename: str) -> bool:
     return filename.encode() in body
 
 
-def bucket_front(tmp_path: Path, weed: SeaweedFS, bucket: str, prefix: str) -> Nginx:
+def bucket_front(
+    tmp_path: Path, weed: SeaweedFS, bucket: str, prefix: str, upstream: str = '""'
+) -> Nginx:
     port = free_port()
     site = edit_site(
         BUCKET_CONF.read_text(),
         {
             "server": weed.endpoint.removeprefix("http://"),
             "listen": f"127.0.0.1:{port}",
-            "set": f"$insiders_bucket_path /{bucket}/{prefix}",
+            "set $insiders_bucket_path": f"/{bucket}/{prefix}",
+            "set $insiders_bucket_upstream": upstream,
         },
     )
     return Nginx(tmp_path / "nginx", site, port=port).start()
@@ -461,3 +464,59 @@ def test_a_bucket_keeps_what_the_daemon_did_not_write(
         assert set(strays) <= objects.keys()
     finally:
         daemon.stop()
+
+
+def test_bucket_front_answers_as_the_daemon_does(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 21, item 8, through nginx in front of the bucket: `?format=`, q values and the HTML
+    charset as the daemon negotiates them; a name the bucket does not host goes to the upstream,
+    a hosted one never does, so a hosted project with a public dependency installs."""
+    from tests.test_mirror_front import NEGOTIATED, answer
+
+    public = tmp_path / "public"
+    public.mkdir()
+    upstream = Daemon(tmp_path / "upstream", ["--upstream-mode", "none"]).start()
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "p"))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "redirect"], env=env)
+    daemon.start()
+    nginx = bucket_front(tmp_path, weed, bucket, "p", upstream=upstream.index)
+    try:
+        # The public index has the dependency, and the team's name at a higher version.
+        for name, version in [("public-dep", "2.0"), ("team-app", "9.0")]:
+            path = public / wheel_filename(name, version)
+            path.write_bytes(make_wheel(name, version))
+            assert upstream.upload(path).status_code == 200
+        app = tmp_path / wheel_filename("team-app", "1.0")
+        app.write_bytes(make_wheel("team-app", "1.0", requires=("public-dep>=2",)))
+        assert daemon.upload(app).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+
+        for page in ("/simple/", "/simple/team-app/"):
+            for query, accept in NEGOTIATED:
+                through = answer(f"{nginx.url}{page}", query, accept)
+                direct = answer(f"{daemon.url}{page}", query, accept)
+                if accept == "application/vnd.pypi.simple.v1+json;q=0.5, text/html;q=0.4":
+                    # Below q=1 both: no insidersd behind this front to rank them; HTML.
+                    assert through[1] == "text/html; charset=utf-8"
+                    continue
+                assert through == direct, (page, query, accept, through[:2], direct[:2])
+
+        # Not hosted: the upstream's, as the daemon's redirect mode answers.
+        for url in (nginx.url, daemon.url):
+            moved = get(f"{url}/simple/public-dep/")
+            assert moved.status_code == 302
+            assert moved.headers["location"] == f"{upstream.index}public-dep/"
+        pip_install(f"{nginx.url}/simple/", tmp_path / "pip", "team-app")
+        installed = sorted(p.name for p in (tmp_path / "pip").glob("*.dist-info"))
+        assert installed == ["public_dep-2.0.dist-info", "team_app-1.0.dist-info"]
+    finally:
+        nginx.stop()
+        daemon.stop()
+        upstream.stop()
