@@ -506,3 +506,42 @@ def test_front_negotiates_as_the_daemon_does(
         if "last-modified" in get(url, headers=headers).headers:
             from_tree.append((query, accept))
     assert len(from_tree) == len(NEGOTIATED) - 3, set(NEGOTIATED) - set(from_tree)
+
+
+def test_front_documents_use_the_public_url(tmp_path: Path) -> None:
+    """Issue 21, item 8: the /pypi documents the front serves from the tree are the daemon's own,
+    absolute URLs from [server] public-url included; a changed public-url rewrites them."""
+    home, tree = tmp_path / "daemon", tmp_path / "mirror"
+    port = free_port()
+    public = f"http://127.0.0.1:{port}/"
+    write_config(
+        home, f'[server]\npublic-url = "{public}"\n\n[mirrors.web]\ndirectory = "{tree}"\n'
+    )
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
+    try:
+        path = tmp_path / wheel_filename("documented", "1.0")
+        path.write_bytes(make_wheel("documented", "1.0"))
+        assert daemon.upload(path).status_code == 200
+        assert wait_for(lambda: mirrored(tree, "documented", path.name))
+        for url in ("/pypi/documented/json", "/pypi/documented/1.0/json"):
+            through = get(f"{nginx.url}{url}")
+            assert "last-modified" in through.headers  # from the tree
+            assert through.json() == get(f"{daemon.url}{url}").json(), url
+            file_url = through.json()["urls"][0]["url"]
+            assert file_url == f"{public}files/documented/{path.name}"
+            assert get(file_url).content == path.read_bytes()
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+    # Another public-url: the next start writes every document again.
+    other = "https://packages.example.internal/"
+    write_config(home, f'[server]\npublic-url = "{other}"\n\n[mirrors.web]\ndirectory = "{tree}"\n')
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    try:
+        assert ctl(home, "mirrors", "sync", "web").returncode == 0
+        document = json.loads((tree / "pypi" / "documented" / "json").read_bytes())
+        assert document["urls"][0]["url"] == f"{other}files/documented/{path.name}"
+    finally:
+        daemon.stop()

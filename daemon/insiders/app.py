@@ -121,7 +121,9 @@ class Daemon:
             index_access=self.build_index,
             hidden=(dirs.data, dirs.cache, dirs.runtime, *filter(None, [dirs.credentials])),
         )
-        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
+        self.mirrors = Mirrors(
+            settings.mirrors, store, dirs.credentials, settings.server.public_url
+        )
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)

@@ -51,6 +51,8 @@ class RootManifest(msgspec.Struct, frozen=True, kw_only=True):
     # The identity of the store it was written from ("": before identities, or never written).
     store: str = ""
     generation: int = 0
+    # The base of the JSON API documents' URLs they were written with: another one rewrites them.
+    base: str = ""
 
 
 class PageFile(msgspec.Struct, frozen=True):
@@ -225,7 +227,9 @@ def _api(
     return make_page(_encode(body))
 
 
-def root_pages(hosted: Iterable[Project], store: str = "", generation: int = 0) -> list[PageFile]:
+def root_pages(
+    hosted: Iterable[Project], store: str = "", generation: int = 0, base: str = ""
+) -> list[PageFile]:
     projects = list(hosted)
     names = sorted(p.name for p in projects)
     manifest = RootManifest(
@@ -233,6 +237,7 @@ def root_pages(hosted: Iterable[Project], store: str = "", generation: int = 0) 
         projects=tuple(sorted(str(p.normalized) for p in projects)),
         store=store,
         generation=generation,
+        base=base,
     )
     return [
         PageFile("simple/index.html", make_page(render.root_html(names)), HTML),

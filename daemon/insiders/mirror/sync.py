@@ -95,9 +95,13 @@ class MirrorTarget:
         store: Store,
         credentials: Path | None,
         opener: Callable[[str, MirrorSettings, Path | None], Target] = open_target,
+        public_url: str | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        # The base of the JSON API documents' absolute URLs: the mirror's own `url`, else the
+        # server's public-url (the URL the front answers at), else relative to the front's host.
+        self.base_url = settings.url or (public_url.rstrip("/") + "/" if public_url else "/")
         self.store = store
         self.kind = "directory" if settings.directory is not None else "s3"
         self.location = settings.directory or f"s3://{settings.bucket}/{settings.prefix}"
@@ -449,7 +453,7 @@ class MirrorTarget:
                 return None
 
         pages = await trio.to_thread.run_sync(
-            layout.project_pages, project, metadata, self.settings.url, versions
+            layout.project_pages, project, metadata, self.base_url, versions
         )
         for page in pages:  # in order: the manifest last
             await self._put_page(page)
@@ -464,7 +468,11 @@ class MirrorTarget:
     async def _write_root(self, *, force: bool = False) -> None:
         store = self.store
         pages = await trio.to_thread.run_sync(
-            layout.root_pages, list(store.projects.values()), store.identity, store.generation
+            layout.root_pages,
+            list(store.projects.values()),
+            store.identity,
+            store.generation,
+            self.base_url,
         )
         # Each page only when it changed: most changes move the manifest's generation alone.
         for page in pages:
@@ -520,8 +528,10 @@ class MirrorTarget:
                 self.name,
                 lost,
             )
-        # Pages rendered by another insiders version are all written again.
-        current = root is not None and root.generator == layout.GENERATOR
+        # Pages rendered by another insiders version, or with other URLs, are all written again.
+        current = (
+            root is not None and root.generator == layout.GENERATOR and root.base == self.base_url
+        )
         if not current:
             self._synced.clear()
         batch = dict(self._changes)
@@ -633,10 +643,15 @@ class Mirrors:
     """Every configured mirror target, each in its own task."""
 
     def __init__(
-        self, settings: dict[str, MirrorSettings], store: Store, credentials: Path | None
+        self,
+        settings: dict[str, MirrorSettings],
+        store: Store,
+        credentials: Path | None,
+        public_url: str | None = None,
     ) -> None:
         self.targets = {
-            name: MirrorTarget(name, s, store, credentials) for name, s in sorted(settings.items())
+            name: MirrorTarget(name, s, store, credentials, public_url=public_url)
+            for name, s in sorted(settings.items())
         }
         if self.targets:
             store.subscribe(self.notify)
