@@ -121,9 +121,8 @@ class Daemon:
             index_access=self.build_index,
             hidden=(dirs.data, dirs.cache, dirs.runtime, *filter(None, [dirs.credentials])),
         )
-        self.mirrors = Mirrors(
-            settings.mirrors, store, dirs.credentials, settings.server.public_url
-        )
+        public = settings.server.public_url
+        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials, public)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         ui.register_not_found(web, pages)
@@ -133,8 +132,8 @@ class Daemon:
             upstream=upstream,
             settings=settings,
             fallback=ui.WebApp(pages, web),  # type: ignore[arg-type]
+            withheld=self.mirrors.withheld,
         )
-        self.index.withheld = self.mirrors.withheld
         self.index.hooks = Hooks(
             repos=repos.all,
             trigger=lambda found: self.watcher.schedule(found, force=False),

@@ -49,6 +49,7 @@ class IndexApp:
         upstream: Upstream,
         settings: Settings,
         fallback: ASGIApp,
+        withheld: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.store = store
         self.tokens = tokens
@@ -58,9 +59,8 @@ class IndexApp:
         self.fallback = fallback
         # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
         self.hooks: ASGIApp | None = None
-        # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None;
-        # set by the daemon once its mirrors exist.
-        self.withheld: Callable[[str], str | None] = lambda name: None
+        # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None.
+        self.withheld = withheld
         self._negotiated: dict[bytes, Format | None] = {}
         # Proxied pages as rendered, by their bytes (one can be several MB), each with a weak
         # reference to the upstream page it was rendered from: it keeps no page alive that the
