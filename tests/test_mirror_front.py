@@ -179,7 +179,10 @@ def test_changes_rewrite_one_project_and_the_root(
     done = ctl(daemon.home, "remove", "alpha", "1.0", "--yes")
     assert done.returncode == 0, done.stderr
     assert wait_for(lambda: not (tree / "files" / "alpha").exists())
-    assert not (tree / "simple" / "alpha").exists()
+    # Only the record of the removal stays (for a restore); no front serves it.
+    assert wait_for(
+        lambda: [p.name for p in (tree / "simple" / "alpha").iterdir()] == ["insiders-project.json"]
+    )
     assert not (tree / "pypi" / "alpha").exists()
     assert "alpha" not in (tree / "simple" / "index.html").read_text()
     assert beta_page.stat().st_mtime_ns == before

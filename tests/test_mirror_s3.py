@@ -520,3 +520,87 @@ def test_bucket_front_answers_as_the_daemon_does(
         nginx.stop()
         daemon.stop()
         upstream.stop()
+
+
+def store_objects(data_dir: Path) -> dict[str, bytes]:
+    """Every object of a store: its identity, each project's manifest, files and metadata."""
+    found = {"store.json": (data_dir / "store.json").read_bytes()}
+    for path in sorted((data_dir / "packages").rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(data_dir))] = path.read_bytes()
+    return found
+
+
+def bucket_objects(weed: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:
+    client = weed.client()
+    return {
+        key: hashlib.sha256(
+            client.get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+        ).hexdigest()
+        for key in held(weed, bucket, prefix)
+    }
+
+
+def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """Issue 21, the README's backup drill end to end: the data directory is lost; on another
+    machine (another home: config, data and runtime directories, another daemon) the store is
+    restored from the bucket, and the two stores are equal object by object, statuses, yanks,
+    removals and identity included. The drill's daemon changes nothing in the bucket."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-backup-access-key-id").write_text("insiders")
+    (credentials / "mirror-backup-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    config = bucket_config("backup", weed, bucket, "team")
+    first = tmp_path / "first-machine"
+    write_config(first, config)
+    daemon = Daemon(first, ["--upstream-mode", "none"], env=env).start()
+    try:
+        for name, version in [
+            ("app", "1.0"), ("app", "1.1"), ("app", "2.0"), ("lib", "0.1"), ("held", "3.0"),
+            ("old-tool", "1.0"), ("gone", "1.0"),
+        ]:  # fmt: skip
+            path = tmp_path / wheel_filename(name, version)
+            path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 500))
+            assert daemon.upload(path).status_code == 200
+        for args in [
+            ("yank", "app", "1.1", "--reason", "broken build"),
+            ("remove", "app", "1.0", "--yes"),
+            ("remove", "gone", "1.0", "--yes"),
+            ("projects", "status", "held", "quarantined", "--reason", "malware"),
+            ("projects", "status", "old-tool", "archived", "--reason", "use app"),
+            ("mirrors", "sync", "backup"),
+        ]:
+            done = ctl(first, *args)
+            assert done.returncode == 0, (args, done.stderr)
+        listed = json.loads(ctl(first, "--json", "projects", "list").stdout)["projects"]
+    finally:
+        daemon.stop()
+    lost = store_objects(daemon.data_dir)
+    assert {"status": "quarantined"}.items() <= json.loads(
+        lost["packages/held/.project.json"]
+    ).items()
+    in_bucket = bucket_objects(weed, bucket, "team/")
+    shutil.rmtree(daemon.data_dir)  # the data directory is lost
+
+    second = tmp_path / "second-machine"
+    write_config(second, config)
+    drill = Daemon(second, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
+    drill.start()
+    try:
+        assert "restored" in drill.log()
+        assert drill.data_dir != daemon.data_dir
+        restored = store_objects(drill.data_dir)
+        assert restored.keys() == lost.keys()
+        for key, body in lost.items():
+            assert restored[key] == body, key
+        assert json.loads(ctl(second, "--json", "projects", "list").stdout)["projects"] == listed
+        assert ctl(second, "mirrors", "verify", "backup").returncode == 0
+        synced = ctl(second, "mirrors", "sync", "backup")
+        assert synced.returncode == 0, synced.stderr
+        assert "0 files and 0 pages written, 0 removed" in synced.stdout or (
+            "0 files" in synced.stdout and "0 removed" in synced.stdout
+        ), synced.stdout
+    finally:
+        drill.stop()
+    assert bucket_objects(weed, bucket, "team/") == in_bucket

@@ -339,15 +339,23 @@ class MirrorTarget:
         if held is None:
             held = await self._held(name)
         project = self.store.get(name)
-        records = [r for r in (self.store.record(name), theirs if forced else None) if r]
+        record = self.store.record(name)
+        records = [r for r in (record, theirs if forced else None) if r]
         if project is None:
-            doomed = [k for k in held if any(layout.owned(k, r) for r in records)]
+            # A tombstone's manifest stays: the record of the removals, for a restore.
+            kept = {layout.manifest_key(name)} if record is not None else set()
+            doomed = [k for k in held if k not in kept and any(layout.owned(k, r) for r in records)]
             if doomed:
                 # The root stops naming the project before its pages go, its pages before its
                 # files: no reader follows a link to something already gone.
                 await self._write_root()
                 await self._delete(_pages_first(doomed))
-            self._synced.pop(name, None)
+            written = theirs if full else self._synced.get(name)
+            if record is None:
+                self._synced.pop(name, None)
+            elif written != record or layout.manifest_key(name) not in held:
+                await self._put_page(layout.tombstone_page(record))
+                self._synced[name] = record
             return
         previous = theirs if full else self._synced.get(name)
         await self._copy_files(project, held, previous, verify=verify)
@@ -473,6 +481,7 @@ class MirrorTarget:
             store.identity,
             store.generation,
             self.base_url,
+            [str(n) for n in store.tombstones],
         )
         # Each page only when it changed: most changes move the manifest's generation alone.
         for page in pages:
@@ -549,9 +558,10 @@ class MirrorTarget:
                 batch.pop(name, None)
         ours = root is not None and root.store == self.store.identity
         await self._write_root(force=not current or not ours)
-        for name in sorted(n for n in by_project if self.store.get(n) is None):
+        gone = {n for n in by_project if self.store.get(n) is None} | set(self.store.tombstones)
+        for name in sorted(gone):
             await self._sync_project(
-                name, by_project[name], full=True, theirs=theirs.get(name), forced=forced
+                name, by_project.get(name, {}), full=True, theirs=theirs.get(name), forced=forced
             )
         for name, counter in batch.items():
             if self._changes.get(name) == counter:
