@@ -11,6 +11,7 @@ front, through real insidersd processes:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -443,3 +444,58 @@ def test_a_refused_target_keeps_its_names_from_the_upstream(tmp_path: Path, laun
         assert [f["filename"] for f in page.json()["files"]] == [
             wheel_filename("team-secret", "1.0")
         ]
+
+
+def test_names_are_withheld_before_the_first_comparison_judges(
+    tmp_path: Path, launch: Launch
+) -> None:
+    """From the first request on: the daemon reads each target's root manifest before it serves,
+    so a name the target lists and the store lacks is not sent upstream while the comparison
+    that judges the target still runs (here it waits on a manifest that is a FIFO)."""
+    public = tmp_path / "public"
+    public.mkdir()
+    upstream = launch(tmp_path / "upstream", NO_UPSTREAM)
+    upload(upstream, public, "team-secret", "9.0")
+    tree = tmp_path / "mirror"
+    first = launch(mirrored_home(tmp_path / "daemon", tree), NO_UPSTREAM)
+    upload(first, tmp_path, "team-secret", "1.0")
+    upload(first, tmp_path, "slow", "1.0")
+    ok(first.home, "mirrors", "sync", "web")
+    first.stop()
+    shutil.rmtree(first.data_dir)
+    manifest = tree / "simple" / "slow" / "insiders-project.json"
+    manifest.unlink()
+    os.mkfifo(manifest)  # reading it waits for a writer: the judgement waits
+
+    home = first.home
+    daemon = launch(home, ["--upstream", upstream.index, "--upstream-mode", "proxy"])
+    try:
+        with daemon.client() as client:
+            answer = client.get("/simple/team-secret/")
+            assert answer.status_code == 503, answer.text
+            assert "being compared with this store" in answer.text
+        listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
+        assert listed["state"] == "comparing"
+    finally:
+        # The comparison, waiting to read it, gets bytes that are no manifest: it goes on.
+        writer = wait_for(lambda: _open_for_writing(manifest))
+        assert writer, "the comparison never read the manifest"
+        os.write(writer, b"not a manifest")
+        os.close(writer)
+    assert wait_for(
+        lambda: (
+            json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]["state"] == "refused"
+        )
+    )
+    with daemon.client() as client:
+        answer = client.get("/simple/team-secret/")
+        assert answer.status_code == 503
+        assert "insidersd --restore-from web" in answer.text
+
+
+def _open_for_writing(fifo: Path) -> int | None:
+    """A FIFO opened for writing once a reader waits on it (None: nobody reads it yet)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None

@@ -377,9 +377,10 @@ async def run(
             await nursery.start(keep_watchdog, notifier)
             # Before HTTP: a second daemon then says "already running, pid N", not "port in use".
             await start_control(nursery, daemon, inherited.get("control", [None])[0])
+            # Before HTTP: the names a mirror lists and the store lacks never reach the upstream.
+            await nursery.start(daemon.mirrors.run)
             stop_http, http_done = await start_http(nursery, daemon, inherited.get("http"))
             await nursery.start(daemon.watcher.run)
-            await nursery.start(daemon.mirrors.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
                 __version__,

@@ -118,8 +118,14 @@ def judge(
     return Verdict(lost=lost, newer=tuple(newer), other_store=other)
 
 
-def withheld(project: str, name: str) -> str:
-    """The answer (503) for a project a refused target lists and the store does not host."""
+def withheld(project: str, name: str, *, judged: bool = True) -> str:
+    """The answer (503) for a project a refused target lists and the store does not host (or,
+    not `judged` yet, one the target lists before its first comparison has judged it)."""
+    if not judged:
+        return (
+            f"{project} is in mirror {name}, which is being compared with this store: it is "
+            "not looked up on the upstream index until then; try again in a moment"
+        )
     return (
         f"{project} is in mirror {name}, which holds projects this store does not have: it is not "
         f"looked up on the upstream index until a person decides; run `insidersd --restore-from "

@@ -48,6 +48,8 @@ T = TypeVar("T")
 PARALLEL_FILES = 8
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+# Seconds the daemon waits, before it serves, for its targets' root manifests (see first_look).
+FIRST_LOOK = 5.0
 
 
 class ProjectChanged(InsidersError):
@@ -222,6 +224,27 @@ class MirrorTarget:
 
         await _each(check, wanted)
         return len(wanted), sorted(differs)
+
+    async def first_look(self) -> None:
+        """Before the index serves: the projects the target's root manifest lists and the store
+        does not host are withheld until a comparison judges the target, so that no request
+        reaches the upstream for them in between (a target that cannot be read now is judged
+        by its comparison alone)."""
+        if self.target is None:
+            return
+        try:
+            data = await trio.to_thread.run_sync(
+                self.target.read, layout.ROOT_MANIFEST, abandon_on_cancel=True
+            )
+        except TargetError:
+            return
+        root = _root(data)
+        if root is not None:
+            self.withheld = frozenset(
+                n
+                for n in root.projects
+                if claim.is_project_name(n) and self.store.get(NormalizedName(n)) is None
+            )
 
     # -- the task ---------------------------------------------------------------------------------
 
@@ -674,13 +697,19 @@ class Mirrors:
         """Why `name` (not hosted) must not be looked up upstream: a refused target lists it."""
         for target in self.targets.values():
             if name in target.withheld:  # kept while a new comparison runs, until one passes
-                return claim.withheld(name, target.name)
+                return claim.withheld(name, target.name, judged=target.refused is not None)
         return None
 
     def infos(self) -> tuple[MirrorState, ...]:
         return tuple(t.info() for t in self.targets.values())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Started before the index serves: each target's first look is taken (all at once, for
+        FIRST_LOOK seconds at most), then each target's task runs."""
+        with trio.move_on_after(FIRST_LOOK):
+            async with trio.open_nursery() as looks:
+                for target in self.targets.values():
+                    looks.start_soon(target.first_look)
         async with trio.open_nursery() as nursery:
             for target in self.targets.values():
                 await nursery.start(target.run)
