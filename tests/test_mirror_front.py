@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.fronts import (
+    NEGOTIATED,
     Nginx,
+    answer,
     ctl,
     free_port,
     front_site,
@@ -441,46 +443,6 @@ def test_front_with_read_tokens_asks_insidersd(
     finally:
         nginx.stop()
         daemon.stop()
-
-
-# (query, Accept) pairs a client may send, and what insidersd answers for them is the reference.
-NEGOTIATED = [
-    ("", None),
-    ("", ""),
-    ("", PIP_ACCEPT),
-    ("", JSON_TYPE),
-    ("", f"{JSON_TYPE};q=1.0"),
-    ("", f"{JSON_TYPE}; q=1"),
-    ("", f"{JSON_TYPE};q=0.5"),
-    ("", f"{JSON_TYPE};q=0, text/html"),
-    ("", "application/vnd.pypi.simple.v1+html"),
-    ("", "application/vnd.pypi.simple.latest+json"),
-    ("", "text/html"),
-    ("", "*/*"),
-    ("", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    ("", f"text/html, {JSON_TYPE}"),
-    ("", f"text/html;q=0.9, {JSON_TYPE}"),
-    ("", f"{JSON_TYPE};q=0.5, text/html;q=0.4"),  # below 1 both: insidersd ranks them
-    ("", "application/json"),  # nothing of ours: 406
-    ("format=application/vnd.pypi.simple.v1%2Bjson", "text/html"),
-    ("format=application/vnd.pypi.simple.v1+json", None),
-    ("format=application/vnd.pypi.simple.v1+html", PIP_ACCEPT),
-    ("format=text/html", PIP_ACCEPT),
-    ("format=nonsense", PIP_ACCEPT),
-]
-
-
-def answer(url: str, query: str, accept: str | None) -> tuple[int, str, bytes]:
-    headers = {"Accept-Encoding": "identity"}
-    if accept is not None:
-        headers["Accept"] = accept
-    with httpx.Client(timeout=30) as client:
-        request = client.build_request("GET", f"{url}?{query}" if query else url, headers=headers)
-        if accept is None:
-            del request.headers["accept"]
-        got = client.send(request)
-    assert "Accept" in got.headers.get("vary", ""), (url, query, accept)
-    return got.status_code, got.headers.get("content-type", ""), got.content
 
 
 def test_front_negotiates_as_the_daemon_does(

@@ -19,8 +19,11 @@ from insiders.config import MirrorSettings
 from insiders.mirror.targets.s3 import S3Target
 from tests.fronts import (
     BUCKET_CONF,
+    NEGOTIATED,
+    UNRANKED,
     Nginx,
     SeaweedFS,
+    answer,
     ctl,
     edit_site,
     free_port,
@@ -472,8 +475,6 @@ def test_bucket_front_answers_as_the_daemon_does(
     """Issue 21, item 8, through nginx in front of the bucket: `?format=`, q values and the HTML
     charset as the daemon negotiates them; a name the bucket does not host goes to the upstream,
     a hosted one never does, so a hosted project with a public dependency installs."""
-    from tests.test_mirror_front import NEGOTIATED, answer
-
     public = tmp_path / "public"
     public.mkdir()
     upstream = Daemon(tmp_path / "upstream", ["--upstream-mode", "none"]).start()
@@ -502,7 +503,7 @@ def test_bucket_front_answers_as_the_daemon_does(
             for query, accept in NEGOTIATED:
                 through = answer(f"{nginx.url}{page}", query, accept)
                 direct = answer(f"{daemon.url}{page}", query, accept)
-                if accept == "application/vnd.pypi.simple.v1+json;q=0.5, text/html;q=0.4":
+                if accept == UNRANKED:
                     # Below q=1 both: no insidersd behind this front to rank them; HTML.
                     assert through[1] == "text/html; charset=utf-8"
                     continue
