@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from insiders.config import MirrorSettings
@@ -508,6 +509,22 @@ def test_bucket_front_answers_as_the_daemon_does(
                     assert through[1] == "text/html; charset=utf-8"
                     continue
                 assert through == direct, (page, query, accept, through[:2], direct[:2])
+
+        # Pages are compressed for clients that take gzip, in either format.
+        for version in range(12):
+            wheel = tmp_path / wheel_filename("many-versions", f"1.{version}")
+            wheel.write_bytes(make_wheel("many-versions", f"1.{version}"))
+            assert daemon.upload(wheel).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        for accept in (PIP_ACCEPT, "text/html"):
+            headers = {"Accept": accept, "Accept-Encoding": "gzip"}
+            with httpx.Client(timeout=30) as client:
+                page = client.get(f"{nginx.url}/simple/many-versions/", headers=headers)
+            assert page.headers.get("content-encoding") == "gzip", accept
+            assert len(page.content) > 1024
+            assert (
+                page.content == get(f"{daemon.url}/simple/many-versions/", headers=headers).content
+            )
 
         # Not hosted: the upstream's, as the daemon's redirect mode answers.
         for url in (nginx.url, daemon.url):
