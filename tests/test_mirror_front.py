@@ -61,11 +61,14 @@ def front(tmp_path: Path):  # type: ignore[no-untyped-def]
         "redirect",
     )
     port = free_port()
-    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
-    yield daemon, nginx, tree
-    nginx.stop()
-    if daemon.proc and daemon.proc.poll() is None:
-        daemon.stop()
+    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port)
+    try:
+        nginx.start()  # a site config nginx refuses must not leave the daemon running
+        yield daemon, nginx, tree
+    finally:
+        nginx.stop()
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.stop()
 
 
 def test_front_serves_the_mirror_and_passes_the_rest(
