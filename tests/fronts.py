@@ -44,12 +44,15 @@ def nginx_binary() -> str:
 
 def edit_site(conf: str, edits: dict[str, str], *, read_tokens: bool = False) -> str:
     """The shipped site config with the lines marked `# EDIT: what` replaced, as its header asks
-    an administrator to do; `read_tokens` uncomments the lines marked `# read-access=token`."""
+    an administrator to do (a `set` line is named by its variable: "set $x"); `read_tokens`
+    uncomments the lines marked `# read-access=token`."""
     lines = []
     for line in conf.splitlines():
         marker = re.search(r"#\s*EDIT: (.*)$", line)
         if marker:
-            directive = line.strip().split()[0]
+            words = line.strip().split()
+            # `set $name value;` lines are told apart by the variable they set.
+            directive = " ".join(words[:2]) if words[0] == "set" else words[0]
             for key, value in edits.items():
                 if key == directive:
                     indent = line[: len(line) - len(line.lstrip())]
@@ -302,3 +305,50 @@ def write_config(home: Path, text: str) -> None:
     config = home / "config" / "insiders" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
+
+
+_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+_PIP_ACCEPT = f"{_JSON_TYPE}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+
+# Several formats, all below q=1: nginx's patterns cannot rank them (the directory front asks
+# insidersd; the bucket front, with nobody to ask, answers HTML).
+UNRANKED = f"{_JSON_TYPE};q=0.5, text/html;q=0.4"
+
+# (query, Accept) pairs a client may send, and what insidersd answers for them is the reference.
+NEGOTIATED = [
+    ("", None),
+    ("", ""),
+    ("", _PIP_ACCEPT),
+    ("", _JSON_TYPE),
+    ("", f"{_JSON_TYPE};q=1.0"),
+    ("", f"{_JSON_TYPE}; q=1"),
+    ("", f"{_JSON_TYPE};q=0.5"),
+    ("", f"{_JSON_TYPE};q=0, text/html"),
+    ("", "application/vnd.pypi.simple.v1+html"),
+    ("", "application/vnd.pypi.simple.latest+json"),
+    ("", "text/html"),
+    ("", "*/*"),
+    ("", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("", f"text/html, {_JSON_TYPE}"),
+    ("", f"text/html;q=0.9, {_JSON_TYPE}"),
+    ("", UNRANKED),
+    ("", "application/json"),  # nothing of ours: 406
+    ("format=application/vnd.pypi.simple.v1%2Bjson", "text/html"),
+    ("format=application/vnd.pypi.simple.v1+json", None),
+    ("format=application/vnd.pypi.simple.v1+html", _PIP_ACCEPT),
+    ("format=text/html", _PIP_ACCEPT),
+    ("format=nonsense", _PIP_ACCEPT),
+]
+
+
+def answer(url: str, query: str, accept: str | None) -> tuple[int, str, bytes]:
+    headers = {"Accept-Encoding": "identity"}
+    if accept is not None:
+        headers["Accept"] = accept
+    with httpx.Client(timeout=30) as client:
+        request = client.build_request("GET", f"{url}?{query}" if query else url, headers=headers)
+        if accept is None:
+            del request.headers["accept"]
+        got = client.send(request)
+    assert "Accept" in got.headers.get("vary", ""), (url, query, accept)
+    return got.status_code, got.headers.get("content-type", ""), got.content

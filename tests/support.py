@@ -107,12 +107,18 @@ def build(project: Path, out: Path) -> list[Path]:
 
 
 def make_wheel(
-    name: str, version: str, payload: bytes = b"", *, meta_name: str | None = None
+    name: str,
+    version: str,
+    payload: bytes = b"",
+    *,
+    meta_name: str | None = None,
+    requires: tuple[str, ...] = (),
 ) -> bytes:
     """A valid wheel written directly: for tests that need many or odd ones fast."""
     dist = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     buffer = io.BytesIO()
-    metadata = f"Metadata-Version: 2.1\nName: {meta_name or name}\nVersion: {version}\n\n"
+    depends = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    metadata = f"Metadata-Version: 2.1\nName: {meta_name or name}\nVersion: {version}\n{depends}\n"
     wheel = "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files = {
         f"{dist}.dist-info/METADATA": metadata.encode(),

@@ -11,14 +11,17 @@ front, through real insidersd processes:
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fronts import Nginx, ctl, free_port, front_site, get, wait_for, write_config
-from tests.support import Daemon, make_wheel, wheel_filename
+from tests.support import Daemon, isolated_env, make_wheel, wheel_filename
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
 NO_UPSTREAM = ["--upstream-mode", "none"]
@@ -372,3 +375,127 @@ def test_a_data_directory_put_back_from_an_older_backup(tmp_path: Path, launch: 
     assert "insidersd --restore-from web" in refused.stderr
     assert (tree / "simple" / "steady" / "index.json").read_bytes() == page
     assert not (tree / "files" / "steady").exists()  # still quarantined there
+
+
+def test_a_refused_target_keeps_its_names_from_the_upstream(tmp_path: Path, launch: Launch) -> None:
+    """Issue 21, no dependency confusion: a daemon on an empty data directory beside a target that
+    holds the team's private project serves on, and that name is answered 503 with what to run,
+    never by the upstream index, where someone published the same name at a higher version."""
+    public = tmp_path / "public"
+    public.mkdir()
+    upstream = launch(tmp_path / "upstream", NO_UPSTREAM)
+    upload(upstream, public, "team-secret", "9.0")
+    upload(upstream, public, "public-dep", "1.0")
+    tree = tmp_path / "mirror"
+    first = launch(mirrored_home(tmp_path / "daemon", tree), NO_UPSTREAM)
+    upload(first, tmp_path, "team-secret", "1.0")
+    ok(first.home, "mirrors", "sync", "web")
+    first.stop()
+
+    shutil.rmtree(first.data_dir)
+    home = first.home
+    daemon = launch(home, ["--upstream", upstream.index, "--upstream-mode", "proxy"])
+
+    def state() -> dict[str, object]:
+        listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
+        assert isinstance(listed, dict)
+        return listed
+
+    assert wait_for(lambda: state()["state"] == "refused"), state()
+    with daemon.client() as client:
+        for accept in (PIP_ACCEPT, "text/html"):
+            answer = client.get("/simple/team-secret/", headers={"Accept": accept})
+            assert answer.status_code == 503, answer.text
+            assert "insidersd --restore-from web" in answer.text
+            assert "insidersctl mirrors sync web --adopt|--force" in answer.text
+        assert client.get("/simple/Team_Secret").headers["location"] == "/simple/team-secret/"
+        # A name no mirror lists still comes from the upstream.
+        assert client.get("/simple/public-dep/").status_code == 200
+    installing = subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
+            "--index-url", daemon.index, "--target", str(tmp_path / "pip"), "team-secret",
+        ],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert installing.returncode != 0
+    assert "No matching distribution found for team-secret" in installing.stderr
+    assert not (tmp_path / "pip").exists() or not list((tmp_path / "pip").iterdir())
+
+    # Said plainly: in the mirror's state, in `insidersctl status`, in the one log line.
+    assert state()["withheld"] == 1
+    status = ok(home, "status")
+    assert "1 project it holds answered 503, not from the upstream" in status
+    said = lines_with(daemon.log(), "mirror web", "--restore-from web")
+    assert len(said) == 1, daemon.log()
+    assert "answered 503, never from the upstream index" in said[0]
+    daemon.stop()
+
+    # Restored, the name is the store's again.
+    restored = launch(
+        home, ["--upstream", upstream.index, "--upstream-mode", "proxy", "--restore-from", "web"]
+    )
+    with restored.client() as client:
+        page = client.get("/simple/team-secret/", headers={"Accept": PIP_ACCEPT})
+        assert page.status_code == 200
+        assert [f["filename"] for f in page.json()["files"]] == [
+            wheel_filename("team-secret", "1.0")
+        ]
+
+
+def test_names_are_withheld_before_the_first_comparison_judges(
+    tmp_path: Path, launch: Launch
+) -> None:
+    """From the first request on: the daemon reads each target's root manifest before it serves,
+    so a name the target lists and the store lacks is not sent upstream while the comparison
+    that judges the target still runs (here it waits on a manifest that is a FIFO)."""
+    public = tmp_path / "public"
+    public.mkdir()
+    upstream = launch(tmp_path / "upstream", NO_UPSTREAM)
+    upload(upstream, public, "team-secret", "9.0")
+    tree = tmp_path / "mirror"
+    first = launch(mirrored_home(tmp_path / "daemon", tree), NO_UPSTREAM)
+    upload(first, tmp_path, "team-secret", "1.0")
+    upload(first, tmp_path, "slow", "1.0")
+    ok(first.home, "mirrors", "sync", "web")
+    first.stop()
+    shutil.rmtree(first.data_dir)
+    manifest = tree / "simple" / "slow" / "insiders-project.json"
+    manifest.unlink()
+    os.mkfifo(manifest)  # reading it waits for a writer: the judgement waits
+
+    home = first.home
+    daemon = launch(home, ["--upstream", upstream.index, "--upstream-mode", "proxy"])
+    try:
+        with daemon.client() as client:
+            answer = client.get("/simple/team-secret/")
+            assert answer.status_code == 503, answer.text
+            assert "being compared with this store" in answer.text
+        listed = json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]
+        assert listed["state"] == "comparing"
+    finally:
+        # The comparison, waiting to read it, gets bytes that are no manifest: it goes on.
+        writer = wait_for(lambda: _open_for_writing(manifest))
+        assert writer, "the comparison never read the manifest"
+        os.write(writer, b"not a manifest")
+        os.close(writer)
+    assert wait_for(
+        lambda: (
+            json.loads(ok(home, "--json", "mirrors", "list"))["mirrors"][0]["state"] == "refused"
+        )
+    )
+    with daemon.client() as client:
+        answer = client.get("/simple/team-secret/")
+        assert answer.status_code == 503
+        assert "insidersd --restore-from web" in answer.text
+
+
+def _open_for_writing(fifo: Path) -> int | None:
+    """A FIFO opened for writing once a reader waits on it (None: nobody reads it yet)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.fronts import (
+    NEGOTIATED,
     Nginx,
+    answer,
     ctl,
     free_port,
     front_site,
@@ -59,11 +61,14 @@ def front(tmp_path: Path):  # type: ignore[no-untyped-def]
         "redirect",
     )
     port = free_port()
-    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
-    yield daemon, nginx, tree
-    nginx.stop()
-    if daemon.proc and daemon.proc.poll() is None:
-        daemon.stop()
+    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port)
+    try:
+        nginx.start()  # a site config nginx refuses must not leave the daemon running
+        yield daemon, nginx, tree
+    finally:
+        nginx.stop()
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.stop()
 
 
 def test_front_serves_the_mirror_and_passes_the_rest(
@@ -179,7 +184,10 @@ def test_changes_rewrite_one_project_and_the_root(
     done = ctl(daemon.home, "remove", "alpha", "1.0", "--yes")
     assert done.returncode == 0, done.stderr
     assert wait_for(lambda: not (tree / "files" / "alpha").exists())
-    assert not (tree / "simple" / "alpha").exists()
+    # Only the record of the removal stays (for a restore); no front serves it.
+    assert wait_for(
+        lambda: [p.name for p in (tree / "simple" / "alpha").iterdir()] == ["insiders-project.json"]
+    )
     assert not (tree / "pypi" / "alpha").exists()
     assert "alpha" not in (tree / "simple" / "index.html").read_text()
     assert beta_page.stat().st_mtime_ns == before
@@ -437,4 +445,71 @@ def test_front_with_read_tokens_asks_insidersd(
         assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
     finally:
         nginx.stop()
+        daemon.stop()
+
+
+def test_front_negotiates_as_the_daemon_does(
+    front: tuple[Daemon, Nginx, Path], tmp_path: Path
+) -> None:
+    """Issue 21, item 8: `?format=`, q values and the HTML charset, through the shipped front,
+    each answer the daemon's own (status, content type and bytes)."""
+    daemon, nginx, tree = front
+    path = tmp_path / wheel_filename("negotiated", "1.0")
+    path.write_bytes(make_wheel("negotiated", "1.0"))
+    assert daemon.upload(path).status_code == 200
+    assert wait_for(lambda: mirrored(tree, "negotiated", path.name))
+    for page in ("/simple/", "/simple/negotiated/"):
+        for query, accept in NEGOTIATED:
+            through = answer(f"{nginx.url}{page}", query, accept)
+            direct = answer(f"{daemon.url}{page}", query, accept)
+            assert through == direct, (page, query, accept, through[:2], direct[:2])
+    html = answer(f"{nginx.url}/simple/negotiated/", "", "text/html")
+    assert html[1] == "text/html; charset=utf-8"
+    # nginx answered from the tree (a static file has a Last-Modified; insidersd's pages do not)
+    # for all but what only insidersd can rank (both below q=1) and the two 406s.
+    from_tree = []
+    for query, accept in NEGOTIATED:
+        headers = {} if accept is None else {"Accept": accept}
+        url = f"{nginx.url}/simple/negotiated/{'?' + query if query else ''}"
+        if "last-modified" in get(url, headers=headers).headers:
+            from_tree.append((query, accept))
+    assert len(from_tree) == len(NEGOTIATED) - 3, set(NEGOTIATED) - set(from_tree)
+
+
+def test_front_documents_use_the_public_url(tmp_path: Path) -> None:
+    """Issue 21, item 8: the /pypi documents the front serves from the tree are the daemon's own,
+    absolute URLs from [server] public-url included; a changed public-url rewrites them."""
+    home, tree = tmp_path / "daemon", tmp_path / "mirror"
+    port = free_port()
+    public = f"http://127.0.0.1:{port}/"
+    write_config(
+        home, f'[server]\npublic-url = "{public}"\n\n[mirrors.web]\ndirectory = "{tree}"\n'
+    )
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
+    try:
+        path = tmp_path / wheel_filename("documented", "1.0")
+        path.write_bytes(make_wheel("documented", "1.0"))
+        assert daemon.upload(path).status_code == 200
+        assert wait_for(lambda: mirrored(tree, "documented", path.name))
+        for url in ("/pypi/documented/json", "/pypi/documented/1.0/json"):
+            through = get(f"{nginx.url}{url}")
+            assert "last-modified" in through.headers  # from the tree
+            assert through.json() == get(f"{daemon.url}{url}").json(), url
+            file_url = through.json()["urls"][0]["url"]
+            assert file_url == f"{public}files/documented/{path.name}"
+            assert get(file_url).content == path.read_bytes()
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+    # Another public-url: the next start writes every document again.
+    other = "https://packages.example.internal/"
+    write_config(home, f'[server]\npublic-url = "{other}"\n\n[mirrors.web]\ndirectory = "{tree}"\n')
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    try:
+        assert ctl(home, "mirrors", "sync", "web").returncode == 0
+        document = json.loads((tree / "pypi" / "documented" / "json").read_bytes())
+        assert document["urls"][0]["url"] == f"{other}files/documented/{path.name}"
+    finally:
         daemon.stop()

@@ -209,3 +209,32 @@ def test_a_status_decides_where_files_go(status: str, area: str, documents: bool
     demo = Project(name="demo", files=(A1,), status=status)  # type: ignore[arg-type]
     assert {k.split("/")[0] for k in layout.wanted_files(demo)} == {area}
     assert any(k.startswith("pypi/") for k in layout.page_keys(demo)) is documents
+
+
+@pytest.mark.parametrize(
+    ("info", "current"),
+    [
+        # Idle, nothing pending, last written 8 minutes ago: it shows the store now.
+        (dict(state="idle", last_sync=-480.0), "now"),
+        (dict(state="idle", last_sync=-1.0), "now"),
+        (dict(state="idle", pending=2, last_sync=-480.0), "last 8 min ago"),
+        (dict(state="syncing", last_sync=-480.0), "last 8 min ago"),
+        (dict(state="failing", last_sync=-7200.0), "last 2 h ago"),
+        (dict(state="refused", full_sync_pending=True, last_sync=None), "never"),
+        (dict(state="comparing", full_sync_pending=True, last_sync=None), "never"),
+    ],
+)
+def test_mirrors_list_says_when_a_target_is_current(
+    info: dict[str, object], current: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21, item 8: "CURRENT 8 min ago" for a target that shows the store now."""
+    from insidersctl import protocol
+    from insidersctl.commands import MIRRORS
+
+    now = 1_000_000.0
+    if info["last_sync"] is not None:
+        info = {**info, "last_sync": now + info["last_sync"]}  # type: ignore[operator]
+    mirror = protocol.MirrorInfo(name="web", kind="directory", location="/m", **info)  # type: ignore[arg-type]
+    MIRRORS.print([mirror], now)
+    header, row = capsys.readouterr().out.splitlines()
+    assert row[header.index("CURRENT") :].strip() == current

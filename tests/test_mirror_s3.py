@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from insiders.config import MirrorSettings
 from insiders.mirror.targets.s3 import S3Target
 from tests.fronts import (
     BUCKET_CONF,
+    NEGOTIATED,
+    UNRANKED,
     Nginx,
     SeaweedFS,
+    answer,
     ctl,
     edit_site,
     free_port,
@@ -78,14 +82,17 @@ def page_lists(weed: SeaweedFS, bucket: str, key: str, filename: str) -> bool:
     return filename.encode() in body
 
 
-def bucket_front(tmp_path: Path, weed: SeaweedFS, bucket: str, prefix: str) -> Nginx:
+def bucket_front(
+    tmp_path: Path, weed: SeaweedFS, bucket: str, prefix: str, upstream: str = '""'
+) -> Nginx:
     port = free_port()
     site = edit_site(
         BUCKET_CONF.read_text(),
         {
             "server": weed.endpoint.removeprefix("http://"),
             "listen": f"127.0.0.1:{port}",
-            "set": f"$insiders_bucket_path /{bucket}/{prefix}",
+            "set $insiders_bucket_path": f"/{bucket}/{prefix}",
+            "set $insiders_bucket_upstream": upstream,
         },
     )
     return Nginx(tmp_path / "nginx", site, port=port).start()
@@ -461,3 +468,157 @@ def test_a_bucket_keeps_what_the_daemon_did_not_write(
         assert set(strays) <= objects.keys()
     finally:
         daemon.stop()
+
+
+def test_bucket_front_answers_as_the_daemon_does(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 21, item 8, through nginx in front of the bucket: `?format=`, q values and the HTML
+    charset as the daemon negotiates them; a name the bucket does not host goes to the upstream,
+    a hosted one never does, so a hosted project with a public dependency installs."""
+    public = tmp_path / "public"
+    public.mkdir()
+    upstream = Daemon(tmp_path / "upstream", ["--upstream-mode", "none"]).start()
+    home = tmp_path / "daemon"
+    write_config(home, bucket_config("bucket", weed, bucket, "p"))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
+    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    daemon = Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "redirect"], env=env)
+    daemon.start()
+    nginx = bucket_front(tmp_path, weed, bucket, "p", upstream=upstream.index)
+    try:
+        # The public index has the dependency, and the team's name at a higher version.
+        for name, version in [("public-dep", "2.0"), ("team-app", "9.0")]:
+            path = public / wheel_filename(name, version)
+            path.write_bytes(make_wheel(name, version))
+            assert upstream.upload(path).status_code == 200
+        app = tmp_path / wheel_filename("team-app", "1.0")
+        app.write_bytes(make_wheel("team-app", "1.0", requires=("public-dep>=2",)))
+        assert daemon.upload(app).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+
+        for page in ("/simple/", "/simple/team-app/"):
+            for query, accept in NEGOTIATED:
+                through = answer(f"{nginx.url}{page}", query, accept)
+                direct = answer(f"{daemon.url}{page}", query, accept)
+                if accept == UNRANKED:
+                    # Below q=1 both: no insidersd behind this front to rank them; HTML.
+                    assert through[1] == "text/html; charset=utf-8"
+                    continue
+                assert through == direct, (page, query, accept, through[:2], direct[:2])
+
+        # Pages are compressed for clients that take gzip, in either format.
+        for version in range(12):
+            wheel = tmp_path / wheel_filename("many-versions", f"1.{version}")
+            wheel.write_bytes(make_wheel("many-versions", f"1.{version}"))
+            assert daemon.upload(wheel).status_code == 200
+        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
+        for accept in (PIP_ACCEPT, "text/html"):
+            headers = {"Accept": accept, "Accept-Encoding": "gzip"}
+            with httpx.Client(timeout=30) as client:
+                page = client.get(f"{nginx.url}/simple/many-versions/", headers=headers)
+            assert page.headers.get("content-encoding") == "gzip", accept
+            assert len(page.content) > 1024
+            assert (
+                page.content == get(f"{daemon.url}/simple/many-versions/", headers=headers).content
+            )
+
+        # Not hosted: the upstream's, as the daemon's redirect mode answers.
+        for url in (nginx.url, daemon.url):
+            moved = get(f"{url}/simple/public-dep/")
+            assert moved.status_code == 302
+            assert moved.headers["location"] == f"{upstream.index}public-dep/"
+        pip_install(f"{nginx.url}/simple/", tmp_path / "pip", "team-app")
+        installed = sorted(p.name for p in (tmp_path / "pip").glob("*.dist-info"))
+        assert installed == ["public_dep-2.0.dist-info", "team_app-1.0.dist-info"]
+    finally:
+        nginx.stop()
+        daemon.stop()
+        upstream.stop()
+
+
+def store_objects(data_dir: Path) -> dict[str, bytes]:
+    """Every object of a store: its identity, each project's manifest, files and metadata."""
+    found = {"store.json": (data_dir / "store.json").read_bytes()}
+    for path in sorted((data_dir / "packages").rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(data_dir))] = path.read_bytes()
+    return found
+
+
+def bucket_objects(weed: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:
+    client = weed.client()
+    return {
+        key: hashlib.sha256(
+            client.get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+        ).hexdigest()
+        for key in held(weed, bucket, prefix)
+    }
+
+
+def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """Issue 21, the README's backup drill end to end: the data directory is lost; on another
+    machine (another home: config, data and runtime directories, another daemon) the store is
+    restored from the bucket, and the two stores are equal object by object, statuses, yanks,
+    removals and identity included. The drill's daemon changes nothing in the bucket."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mirror-backup-access-key-id").write_text("insiders")
+    (credentials / "mirror-backup-secret-access-key").write_text("secret")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    config = bucket_config("backup", weed, bucket, "team")
+    first = tmp_path / "first-machine"
+    write_config(first, config)
+    daemon = Daemon(first, ["--upstream-mode", "none"], env=env).start()
+    try:
+        for name, version in [
+            ("app", "1.0"), ("app", "1.1"), ("app", "2.0"), ("lib", "0.1"), ("held", "3.0"),
+            ("old-tool", "1.0"), ("gone", "1.0"),
+        ]:  # fmt: skip
+            path = tmp_path / wheel_filename(name, version)
+            path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 500))
+            assert daemon.upload(path).status_code == 200
+        for args in [
+            ("yank", "app", "1.1", "--reason", "broken build"),
+            ("remove", "app", "1.0", "--yes"),
+            ("remove", "gone", "1.0", "--yes"),
+            ("projects", "status", "held", "quarantined", "--reason", "malware"),
+            ("projects", "status", "old-tool", "archived", "--reason", "use app"),
+            ("mirrors", "sync", "backup"),
+        ]:
+            done = ctl(first, *args)
+            assert done.returncode == 0, (args, done.stderr)
+        listed = json.loads(ctl(first, "--json", "projects", "list").stdout)["projects"]
+    finally:
+        daemon.stop()
+    lost = store_objects(daemon.data_dir)
+    assert {"status": "quarantined"}.items() <= json.loads(
+        lost["packages/held/.project.json"]
+    ).items()
+    in_bucket = bucket_objects(weed, bucket, "team/")
+    shutil.rmtree(daemon.data_dir)  # the data directory is lost
+
+    second = tmp_path / "second-machine"
+    write_config(second, config)
+    drill = Daemon(second, ["--upstream-mode", "none", "--restore-from", "backup"], env=env)
+    drill.start()
+    try:
+        assert "restored" in drill.log()
+        assert drill.data_dir != daemon.data_dir
+        restored = store_objects(drill.data_dir)
+        assert restored.keys() == lost.keys()
+        for key, body in lost.items():
+            assert restored[key] == body, key
+        assert json.loads(ctl(second, "--json", "projects", "list").stdout)["projects"] == listed
+        assert ctl(second, "mirrors", "verify", "backup").returncode == 0
+        synced = ctl(second, "mirrors", "sync", "backup")
+        assert synced.returncode == 0, synced.stderr
+        assert "0 files and 0 pages written, 0 removed" in synced.stdout or (
+            "0 files" in synced.stdout and "0 removed" in synced.stdout
+        ), synced.stdout
+    finally:
+        drill.stop()
+    assert bucket_objects(weed, bucket, "team/") == in_bucket

@@ -623,6 +623,10 @@ def _mirror_state(mirror: p.MirrorInfo, now: float) -> str:
         parts.append(f"{plural(mirror.pending, 'project')} pending")
     if mirror.full_sync_pending and mirror.state != "refused":  # it waits for a person instead
         parts.append("full comparison pending")
+    if mirror.withheld:
+        parts.append(
+            f"{plural(mirror.withheld, 'project')} it holds answered 503, not from the upstream"
+        )
     if mirror.lag >= 1:
         parts.append(f"lag {duration(mirror.lag)}")
     if mirror.next_retry:
@@ -635,9 +639,18 @@ def _mirror_error(mirror: p.MirrorInfo, now: float) -> None:
         note(f"mirror {mirror.name}: {mirror.last_error} ({ago(mirror.last_error_at, now)})")
 
 
+def _mirror_current(mirror: p.MirrorInfo, now: float) -> str:
+    """ "now" for a target that shows the store (however long ago its last write was), else when
+    it last did."""
+    behind = mirror.pending or mirror.full_sync_pending or mirror.state != "idle"
+    if mirror.last_sync is not None and not behind:
+        return "now"
+    return f"last {ago(mirror.last_sync, now)}" if mirror.last_sync else "never"
+
+
 MIRRORS = Table(
     headers=("NAME", "KIND", "WHERE", "STATE", "CURRENT"),
-    row=lambda m, now: (m.name, m.kind, m.location, _mirror_state(m, now), ago(m.last_sync, now)),
+    row=lambda m, now: (m.name, m.kind, m.location, _mirror_state(m, now), _mirror_current(m, now)),
     notes=_mirror_error,
     empty="no mirror targets: add a [mirrors.NAME] section to the configuration",
 )

@@ -422,6 +422,9 @@ class MirrorInfo(_Part, frozen=True):
     last_error_at: float | None = None
     next_retry: float | None = None  # wall-clock time of the next attempt, while failing
     requests: int = 0  # operations on the target since the daemon started
+    # While refused: the projects it lists that the store does not host, which the index answers
+    # 503 instead of falling back to the upstream index (no dependency confusion).
+    withheld: int = 0
 
 
 # Replies -------------------------------------------------------------------------------------

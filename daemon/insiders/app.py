@@ -135,7 +135,8 @@ class Daemon:
         self.tls_config: tls.ReloadableTLSConfig | None = None
         self.repos = repos
         self.watcher = self._watcher()
-        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials)
+        public = settings.server.public_url
+        self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials, public)
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
         pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
@@ -149,6 +150,7 @@ class Daemon:
             settings=settings,
             fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
             upstream_files=UpstreamFiles(self.file_cache),
+            withheld=self.mirrors.withheld,
         )
         self.index.hooks = Hooks(
             repos=repos.all,
@@ -274,9 +276,12 @@ class Daemon:
             elif info.next_check is not None:
                 minutes = max(0, round((info.next_check - time.time()) / 60))
                 parts.append(f"next check in {minutes}m")
-        refused = [m.name for m in self.mirrors.infos() if m.state == "refused"]
+        refused = [m for m in self.mirrors.infos() if m.state == "refused"]
         if refused:
-            parts.append(f"mirror {', '.join(refused)} refused: see insidersctl mirrors list")
+            names = ", ".join(m.name for m in refused)
+            withheld = sum(m.withheld for m in refused)
+            held = f", {withheld} of its projects kept from the upstream (503)" if withheld else ""
+            parts.append(f"mirror {names} refused{held}: see insidersctl mirrors list")
         return "; ".join(parts)
 
 
@@ -444,9 +449,10 @@ async def run(
             await nursery.start(keep_watchdog, notifier)
             # Before HTTP: a second daemon then says "already running, pid N", not "port in use".
             await start_control(nursery, daemon, inherited.get("control", [None])[0])
+            # Before HTTP: the names a mirror lists and the store lacks never reach the upstream.
+            await nursery.start(daemon.mirrors.run)
             stop_http, http_done = await start_http(nursery, daemon, inherited.get("http"))
             await nursery.start(daemon.watcher.run)
-            await nursery.start(daemon.mirrors.run)
             log.info(
                 "insiders %s serving on %s; upstream: %s",
                 __version__,

@@ -147,14 +147,15 @@ class MirrorSettings(_Section):
     region: str = "us-east-1"
     access_key_id_file: str | None = None
     secret_access_key_file: str | None = None
-    # Where the copy is published, for the absolute URLs of the JSON API documents ("/": the root
-    # of the host that serves it, as the shipped nginx front does).
-    url: str = "/"
+    # Where the copy is published, for the absolute URLs of the JSON API documents. None: the
+    # server's public-url (the front answers at the daemon's public URL), else "/" (links relative
+    # to the host that serves the copy).
+    url: str | None = None
 
     def __post_init__(self) -> None:
         if (self.directory is None) == (self.bucket is None):
             raise ValueError("a mirror has either `directory` or `bucket` (one of them)")
-        if not self.url.endswith("/"):
+        if self.url is not None and not self.url.endswith("/"):
             raise ValueError("`url` ends with /")
 
 

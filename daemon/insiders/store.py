@@ -550,6 +550,19 @@ class Store:
             await trio.to_thread.run_sync(self._write_manifest, name, record)
             self._publish(name, record)
 
+    async def restore_tombstone(self, record: Project) -> None:
+        """Keep the record of a project whose files were all removed, as the mirror holds it."""
+        name = record.normalized
+        async with self._lock(name):
+            if record.files or self._projects.get(name) is not None:
+                raise StoreError(f"{record.name}: hosted here, or not a record of removals")
+            await trio.to_thread.run_sync(self._write_tombstone, name, record)
+            self._publish(name, record)
+
+    def _write_tombstone(self, name: NormalizedName, record: Project) -> None:
+        (self.packages / name).mkdir(exist_ok=True)
+        self._write_manifest(name, record)
+
     async def restore_identity(self, identity: str) -> None:
         """Take the identity of the mirror this (empty) store is restored from."""
         data = _encode(StoreIdentity(id=identity))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -52,6 +53,7 @@ class IndexApp:
         settings: Settings,
         fallback: ASGIApp,
         upstream_files: UpstreamFiles | None = None,
+        withheld: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.store = store
         # Cache mode's files of projects not hosted here (None: the daemon keeps no files).
@@ -63,6 +65,8 @@ class IndexApp:
         self.fallback = fallback
         # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
         self.hooks: ASGIApp | None = None
+        # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None.
+        self.withheld = withheld
         self._negotiated: dict[bytes, Format | None] = {}
         # Proxied pages as rendered, by their bytes (one can be several MB), each with a weak
         # reference to the upstream page it was rendered from: it keeps no page alive that the
@@ -146,6 +150,10 @@ class IndexApp:
         return project is not None and project.upstream == "merge" and self.upstream.keeps_pages
 
     async def _from_upstream(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
+        withheld = self.withheld(name)
+        if withheld is not None:
+            # Not the upstream's to answer: the store lost a name a mirror still holds.
+            return await text(send, 503, withheld, extra=[reason_header(withheld)])
         mode = self.upstream.mode
         if mode == "none":
             return await text(send, 404, f"No project {name} here (and no upstream index is set)")

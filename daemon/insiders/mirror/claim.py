@@ -16,6 +16,10 @@ before a key is made of them.
 A refusal is lifted only by the person: `insidersd --restore-from NAME` brings the target's
 content back, `insidersctl mirrors sync NAME --adopt` claims another store's target when nothing
 would be lost, `--force` makes the target match the store and accepts the loss.
+
+Meanwhile the daemon serves its store, and the names a refused target lists are never looked up
+on the upstream index (`withheld`): a team's private name that the store lost would otherwise be
+answered by whoever took that name on the public index (dependency confusion).
 """
 
 from __future__ import annotations
@@ -112,6 +116,32 @@ def judge(
         if other is None and theirs.revision > ours.revision:
             newer.append(name)
     return Verdict(lost=lost, newer=tuple(newer), other_store=other)
+
+
+def withheld(project: str, name: str, *, judged: bool = True) -> str:
+    """The answer (503) for a project a refused target lists and the store does not host (or,
+    not `judged` yet, one the target lists before its first comparison has judged it)."""
+    if not judged:
+        return (
+            f"{project} is in mirror {name}, which is being compared with this store: it is "
+            "not looked up on the upstream index until then; try again in a moment"
+        )
+    return (
+        f"{project} is in mirror {name}, which holds projects this store does not have: it is not "
+        f"looked up on the upstream index until a person decides; run `insidersd --restore-from "
+        f"{name}` on an empty data directory to restore them, or `insidersctl mirrors sync {name} "
+        f"--adopt|--force`"
+    )
+
+
+def withheld_note(count: int) -> str:
+    """What the refusal's one line adds: the names that do not fall through meanwhile."""
+    if not count:
+        return ""
+    return (
+        f"; meanwhile the {_plural(count, 'project')} it lists that this store does not host "
+        f"{'is' if count == 1 else 'are'} answered 503, never from the upstream index"
+    )
 
 
 # -- what a target may name: what an upload could have -----------------------------------------

@@ -4,6 +4,8 @@
     simple/insiders-mirror.json                       the root manifest: format, generator, projects
     simple/NAME/index.html, simple/NAME/index.json    a project's pages
     simple/NAME/insiders-project.json                 its manifest: the store's own record of it
+                                                      (kept alone for a project whose files were
+                                                      all removed: the record of the removals)
     files/NAME/FILENAME, files/NAME/FILENAME.metadata the distributions and their core metadata
     pypi/NAME/json, pypi/NAME/VERSION/json            the JSON API documents
     quarantine/NAME/FILENAME[.metadata]               a quarantined project's files (PEP 792)
@@ -51,6 +53,11 @@ class RootManifest(msgspec.Struct, frozen=True, kw_only=True):
     # The identity of the store it was written from ("": before identities, or never written).
     store: str = ""
     generation: int = 0
+    # The base of the JSON API documents' URLs they were written with: another one rewrites them.
+    base: str = ""
+    # Projects whose files were all removed: only their manifest is kept (a restore brings their
+    # record back, so the restored store is the one that was lost, removals included).
+    removed: tuple[str, ...] = ()
 
 
 class PageFile(msgspec.Struct, frozen=True):
@@ -213,6 +220,15 @@ def project_pages(
     ]
 
 
+def manifest_key(name: str) -> str:
+    return f"simple/{name}/{PROJECT_MANIFEST}"
+
+
+def tombstone_page(record: Project) -> PageFile:
+    """All a target keeps of a project whose files were all removed: its record."""
+    return PageFile(manifest_key(record.normalized), make_page(encode_project(record)), API_JSON)
+
+
 def _api(
     project: Project,
     release: Sequence[StoredFile],
@@ -225,7 +241,13 @@ def _api(
     return make_page(_encode(body))
 
 
-def root_pages(hosted: Iterable[Project], store: str = "", generation: int = 0) -> list[PageFile]:
+def root_pages(
+    hosted: Iterable[Project],
+    store: str = "",
+    generation: int = 0,
+    base: str = "",
+    removed: Iterable[str] = (),
+) -> list[PageFile]:
     projects = list(hosted)
     names = sorted(p.name for p in projects)
     manifest = RootManifest(
@@ -233,6 +255,8 @@ def root_pages(hosted: Iterable[Project], store: str = "", generation: int = 0) 
         projects=tuple(sorted(str(p.normalized) for p in projects)),
         store=store,
         generation=generation,
+        base=base,
+        removed=tuple(sorted(removed)),
     )
     return [
         PageFile("simple/index.html", make_page(render.root_html(names)), HTML),

@@ -126,27 +126,56 @@ async def restore(store: Store, target: Target) -> Restored:
             continue
         if await _restore_project(store, target, NormalizedName(name), done):
             done.projects += 1
+    for name in manifest.removed:
+        if not claim.is_project_name(name):
+            done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")
+            continue
+        await _restore_tombstone(store, target, NormalizedName(name), done)
     if manifest.store:
         await store.restore_identity(manifest.store)
     return done
+
+
+async def _read_record(
+    target: Target, name: NormalizedName, done: Restored
+) -> tuple[str, Project | None]:
+    """The project's manifest in the target (None: skipped, with the reason reported)."""
+    key = layout.manifest_key(name)
+    data = await trio.to_thread.run_sync(target.read, key)
+    if data is None:
+        done.skip(f"{key}: missing")
+        return key, None
+    try:
+        project = layout.decode_project(data)
+    except msgspec.DecodeError as error:
+        done.skip(f"{key}: unreadable: {error}")
+        return key, None
+    if not is_valid_name(project.name) or project.normalized != name:
+        done.skip(f"{key}: names the project {project.name!r}, not {name}")
+        return key, None
+    return key, project
+
+
+async def _restore_tombstone(
+    store: Store, target: Target, name: NormalizedName, done: Restored
+) -> None:
+    """The record of a project whose files were all removed (what it had, and when it went)."""
+    key, record = await _read_record(target, name, done)
+    if record is None or store.record(name) is not None:
+        return
+    if record.files:
+        done.skip(f"{key}: listed as removed, and names files")
+        return
+    removed = tuple(r for r in record.removed if claim.unsafe_filename(name, r.filename) is None)
+    await store.restore_tombstone(msgspec.structs.replace(record, removed=removed))
 
 
 async def _restore_project(
     store: Store, target: Target, name: NormalizedName, done: Restored
 ) -> bool:
     """Every file of one project the store lacks, then its record; whether any file is in."""
-    key = f"simple/{name}/{layout.PROJECT_MANIFEST}"
-    data = await trio.to_thread.run_sync(target.read, key)
-    if data is None:
-        done.skip(f"{key}: missing")
-        return False
-    try:
-        project = layout.decode_project(data)
-    except msgspec.DecodeError as error:
-        done.skip(f"{key}: unreadable: {error}")
-        return False
-    if not is_valid_name(project.name) or project.normalized != name:
-        done.skip(f"{key}: names the project {project.name!r}, not {name}")
+    key, project = await _read_record(target, name, done)
+    if project is None:
         return False
     present: dict[str, int] = {}
     for prefix in (f"{layout.FILES}/{name}/", f"{layout.QUARANTINE}/{name}/"):

@@ -10,8 +10,10 @@ any instant, or a target that was down for a day, converges.
 A full comparison first reads the target's manifests and asks `claim.judge` whether the target may
 be made to match the store at all: a target that holds more than the store, or another store's, is
 refused (state "refused", one log line saying what to run) and nothing is written to it until
-`insidersctl mirrors sync NAME --adopt` or `--force`. Deletions only ever take what the store
-holds or recorded as removed (`layout.owned`), and pages.
+`insidersctl mirrors sync NAME --adopt` or `--force`. While it is refused, the names it lists are
+`withheld`: the index answers 503 for them instead of falling back to the upstream index, until a
+comparison accepts the target. Deletions only ever take what the store holds or recorded as
+removed (`layout.owned`), and pages.
 
 A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
 and pages never wait for a mirror. Its changes stay pending until it takes them.
@@ -46,6 +48,8 @@ T = TypeVar("T")
 PARALLEL_FILES = 8
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+# Seconds the daemon waits, before it serves, for its targets' root manifests (see first_look).
+FIRST_LOOK = 5.0
 
 
 class ProjectChanged(InsidersError):
@@ -80,6 +84,7 @@ class MirrorState:
     last_error_at: float | None
     next_retry: float | None  # wall-clock time of the next attempt, while failing
     requests: int  # operations on the target since the daemon started
+    withheld: int = 0  # projects it lists that the store does not host, kept from the upstream
 
 
 class MirrorTarget:
@@ -92,9 +97,13 @@ class MirrorTarget:
         store: Store,
         credentials: Path | None,
         opener: Callable[[str, MirrorSettings, Path | None], Target] = open_target,
+        public_url: str | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        # The base of the JSON API documents' absolute URLs: the mirror's own `url`, else the
+        # server's public-url (the URL the front answers at), else relative to the front's host.
+        self.base_url = settings.url or (public_url.rstrip("/") + "/" if public_url else "/")
         self.store = store
         self.kind = "directory" if settings.directory is not None else "s3"
         self.location = settings.directory or f"s3://{settings.bucket}/{settings.prefix}"
@@ -116,6 +125,8 @@ class MirrorTarget:
         self._full_wanted = True  # every start begins with a full comparison
         self._accept: claim.Accept = ""  # what the next full comparison may accept
         self.refused: str | None = None  # why the target is not written (a refusal's line)
+        # The projects the target lists while it is refused: never looked up upstream.
+        self.withheld: frozenset[str] = frozenset()
         self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
         # What this process last wrote: the project as synced, and the root pages' digests.
         self._synced: dict[NormalizedName, Project] = {}
@@ -151,6 +162,7 @@ class MirrorTarget:
             last_error_at=self.last_error_at,
             next_retry=self.next_retry,
             requests=self.target.requests if self.target else 0,
+            withheld=sum(1 for n in self.withheld if self.store.get(NormalizedName(n)) is None),
         )
 
     async def full_sync(self, accept: claim.Accept = "") -> Outcome:
@@ -212,6 +224,27 @@ class MirrorTarget:
 
         await _each(check, wanted)
         return len(wanted), sorted(differs)
+
+    async def first_look(self) -> None:
+        """Before the index serves: the projects the target's root manifest lists and the store
+        does not host are withheld until a comparison judges the target, so that no request
+        reaches the upstream for them in between (a target that cannot be read now is judged
+        by its comparison alone)."""
+        if self.target is None:
+            return
+        try:
+            data = await trio.to_thread.run_sync(
+                self.target.read, layout.ROOT_MANIFEST, abandon_on_cancel=True
+            )
+        except TargetError:
+            return
+        root = _root(data)
+        if root is not None:
+            self.withheld = frozenset(
+                n
+                for n in root.projects
+                if claim.is_project_name(n) and self.store.get(NormalizedName(n)) is None
+            )
 
     # -- the task ---------------------------------------------------------------------------------
 
@@ -329,15 +362,23 @@ class MirrorTarget:
         if held is None:
             held = await self._held(name)
         project = self.store.get(name)
-        records = [r for r in (self.store.record(name), theirs if forced else None) if r]
+        record = self.store.record(name)
+        records = [r for r in (record, theirs if forced else None) if r]
         if project is None:
-            doomed = [k for k in held if any(layout.owned(k, r) for r in records)]
+            # A tombstone's manifest stays: the record of the removals, for a restore.
+            kept = {layout.manifest_key(name)} if record is not None else set()
+            doomed = [k for k in held if k not in kept and any(layout.owned(k, r) for r in records)]
             if doomed:
                 # The root stops naming the project before its pages go, its pages before its
                 # files: no reader follows a link to something already gone.
                 await self._write_root()
                 await self._delete(_pages_first(doomed))
-            self._synced.pop(name, None)
+            written = theirs if full else self._synced.get(name)
+            if record is None:
+                self._synced.pop(name, None)
+            elif written != record or layout.manifest_key(name) not in held:
+                await self._put_page(layout.tombstone_page(record))
+                self._synced[name] = record
             return
         previous = theirs if full else self._synced.get(name)
         await self._copy_files(project, held, previous, verify=verify)
@@ -443,7 +484,7 @@ class MirrorTarget:
                 return None
 
         pages = await trio.to_thread.run_sync(
-            layout.project_pages, project, metadata, self.settings.url, versions
+            layout.project_pages, project, metadata, self.base_url, versions
         )
         for page in pages:  # in order: the manifest last
             await self._put_page(page)
@@ -458,7 +499,12 @@ class MirrorTarget:
     async def _write_root(self, *, force: bool = False) -> None:
         store = self.store
         pages = await trio.to_thread.run_sync(
-            layout.root_pages, list(store.projects.values()), store.identity, store.generation
+            layout.root_pages,
+            list(store.projects.values()),
+            store.identity,
+            store.generation,
+            self.base_url,
+            [str(n) for n in store.tombstones],
         )
         # Each page only when it changed: most changes move the manifest's generation alone.
         for page in pages:
@@ -500,7 +546,10 @@ class MirrorTarget:
         verdict = claim.judge(root, theirs, self.store.record, self.store.identity)
         refusal = verdict.refusal(self.name, self.location, accept)
         if refusal is not None:
-            raise MirrorRefused(refusal)
+            self.withheld = frozenset(named)
+            unhosted = sum(1 for n in named if self.store.get(n) is None)
+            raise MirrorRefused(refusal + claim.withheld_note(unhosted))
+        self.withheld = frozenset()
         if root is None or root.store != self.store.identity:
             log.info("mirror %s: written from this store from now on", self.name)
         forced = accept == "force"
@@ -511,8 +560,10 @@ class MirrorTarget:
                 self.name,
                 lost,
             )
-        # Pages rendered by another insiders version are all written again.
-        current = root is not None and root.generator == layout.GENERATOR
+        # Pages rendered by another insiders version, or with other URLs, are all written again.
+        current = (
+            root is not None and root.generator == layout.GENERATOR and root.base == self.base_url
+        )
         if not current:
             self._synced.clear()
         batch = dict(self._changes)
@@ -530,9 +581,10 @@ class MirrorTarget:
                 batch.pop(name, None)
         ours = root is not None and root.store == self.store.identity
         await self._write_root(force=not current or not ours)
-        for name in sorted(n for n in by_project if self.store.get(n) is None):
+        gone = {n for n in by_project if self.store.get(n) is None} | set(self.store.tombstones)
+        for name in sorted(gone):
             await self._sync_project(
-                name, by_project[name], full=True, theirs=theirs.get(name), forced=forced
+                name, by_project.get(name, {}), full=True, theirs=theirs.get(name), forced=forced
             )
         for name, counter in batch.items():
             if self._changes.get(name) == counter:
@@ -624,10 +676,15 @@ class Mirrors:
     """Every configured mirror target, each in its own task."""
 
     def __init__(
-        self, settings: dict[str, MirrorSettings], store: Store, credentials: Path | None
+        self,
+        settings: dict[str, MirrorSettings],
+        store: Store,
+        credentials: Path | None,
+        public_url: str | None = None,
     ) -> None:
         self.targets = {
-            name: MirrorTarget(name, s, store, credentials) for name, s in sorted(settings.items())
+            name: MirrorTarget(name, s, store, credentials, public_url=public_url)
+            for name, s in sorted(settings.items())
         }
         if self.targets:
             store.subscribe(self.notify)
@@ -636,10 +693,23 @@ class Mirrors:
         for target in self.targets.values():
             target.notify(name)
 
+    def withheld(self, name: str) -> str | None:
+        """Why `name` (not hosted) must not be looked up upstream: a refused target lists it."""
+        for target in self.targets.values():
+            if name in target.withheld:  # kept while a new comparison runs, until one passes
+                return claim.withheld(name, target.name, judged=target.refused is not None)
+        return None
+
     def infos(self) -> tuple[MirrorState, ...]:
         return tuple(t.info() for t in self.targets.values())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Started before the index serves: each target's first look is taken (all at once, for
+        FIRST_LOOK seconds at most), then each target's task runs."""
+        with trio.move_on_after(FIRST_LOOK):
+            async with trio.open_nursery() as looks:
+                for target in self.targets.values():
+                    looks.start_soon(target.first_look)
         async with trio.open_nursery() as nursery:
             for target in self.targets.values():
                 await nursery.start(target.run)
