@@ -472,8 +472,9 @@ async def test_update_without_waiting_and_the_watcher_switch(
     watcher = FakeWatcher()
     control.commands.watcher = watcher  # type: ignore[assignment]
     assert await control.ctl("repos", "add", "o/r:dist") == 0
+    assert watcher.scheduled == [(["dist"], False)]  # an added repository is checked at once
     assert await control.ctl("update", "--no-wait", "--force") == 0
-    assert watcher.scheduled == [(["dist"], True)]
+    assert watcher.scheduled == [(["dist"], False), (["dist"], True)]
     assert await control.ctl("watcher", "stop") == 0
     assert watcher.paused
     assert await control.ctl("watcher", "start") == 0

@@ -68,7 +68,8 @@ def test_options_every_command_takes_are_said_once(pages: dict[str, str]) -> Non
     assert "\\fB\\-\\-socket\\fR" in shared
     # A command's section has its own options, not those again.
     assert "usage: insidersctl repos list [\\-h]\n" in page
-    assert len(page.splitlines()) < 700
+    # It grows with the commands (945 lines when the options were said with each of 28 of them).
+    assert len(page.splitlines()) < 800
 
 
 def test_exit_status_and_environment(pages: dict[str, str]) -> None:

@@ -174,7 +174,9 @@ def test_a_hostile_build_under_the_system_unit_gets_nothing_of_the_daemon(
     result = system.c.run(["insidersctl", "update", "--wait", "hostile"], check=False)
     assert result.returncode == 0, result.stdout + result.stderr + system.journal()
     log = system.c.path("/var/lib/insiders/logs/hostile/1.0.log").read_text()
-    assert "published 1.0" in result.stdout
+    # `repos add` started the check; `update --wait` waited for it. It published the release:
+    projects = system.c.run(["insidersctl", "projects", "list"]).stdout
+    assert re.search(r"^hostile\s+1\.0\s", projects, re.M), projects
     assert "insiders: sandbox: bubblewrap" in log, log
     assert "READ" not in log, log
     # The hook runs once per build step; every time, each of the six was hidden.
