@@ -162,10 +162,10 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
         assert problems == []
         assert outcomes["good"]["outcome"] == "published"
         assert outcomes["victim"]["outcome"] == "failed"
-        assert outcomes["victim"]["error"].startswith("internal error: ReadError: not a gzip file")
+        assert outcomes["victim"]["error"].startswith("internal error: BadGzipFile: Not a gzipped")
         still_running(daemon)
         log = daemon.log()
-        # One log record, with its traceback (the chain from gzip to tarfile).
+        # One log record, with its traceback (from gzip, through the bounded archive reader).
         assert [line for line in log.splitlines() if "ERROR" in line and "victim" in line] == [
             line for line in log.splitlines() if "victim: the check stopped" in line
         ]

@@ -292,7 +292,7 @@ def test_a_replayed_push_starts_nothing_and_a_new_tag_is_built_while_paused(
         with following_log(daemon) as lines:
             first = post(daemon, "github", body, delivery)
             assert (first.status_code, first.text.strip()) == (202, "checking flaky")
-            wait_for_line(lines, "flaky 0.1: ", timeout=300)  # the build failed
+            wait_for_line(lines, "flaky 0.1: python -m build failed", timeout=300)
         before = repo_record(daemon, "flaky")
         assert failed_attempts(before) == {"0.1": 1}, before
 
