@@ -393,7 +393,7 @@ class FakeWatcher:
     def resume(self) -> None:
         self.paused = False
 
-    def schedule(self, repos: Sequence[Repo], *, force: bool) -> None:
+    def schedule(self, repos: Sequence[Repo], *, force: bool, versions: Sequence[str] = ()) -> None:
         self.scheduled.append(([r.dist for r in repos], force))
 
     async def check(

@@ -60,3 +60,15 @@ def test_one_exception_base_per_side(package: object, base: type[Exception]) -> 
             ):
                 strays.append(f"{name}.{kind.__name__}")
     assert strays == []
+
+
+def test_the_daemons_exceptions_live_in_its_errors_module() -> None:
+    """errors.py draws the tree of what insidersd raises on purpose: a class defined elsewhere is
+    missing from that tree."""
+    elsewhere = []
+    for name in _modules(insiders):
+        module = importlib.import_module(name)
+        for _, kind in inspect.getmembers(module, inspect.isclass):
+            if kind.__module__ == name != "insiders.errors" and issubclass(kind, InsidersError):
+                elsewhere.append(f"{name}.{kind.__name__}")
+    assert elsewhere == []

@@ -472,7 +472,6 @@ class RepoList(Clocked, frozen=True, kw_only=True, tag="repos"):
 
 class RepoAdded(Reply, frozen=True, tag="repo-added"):
     repo: RepoInfo
-    watcher: bool = False  # whether a watcher will act on it
     checking: bool = False  # a check of it started (False: the watcher is paused)
 
 

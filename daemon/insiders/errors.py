@@ -7,6 +7,9 @@ The tree (the module that raises each in brackets):
     ├── SocketActivationError    LISTEN_FDS handed over something unusable [systemd]
     ├── ControlSocketError       the control socket cannot be set up [control]; also an OSError
     │   └── AlreadyRunning       another insidersd answers on it
+    ├── ControlConnectionEnded   why the control server closes a connection [control.server]
+    │   ├── Reclaimed            an idle connection's slot went to a newcomer
+    │   └── Stalled              a frame began and did not end in time
     ├── IngestError              a file that is not a distribution we publish [ingest]
     │   ├── InvalidFilename      not a wheel or sdist name [names]; also a ValueError
     │   ├── InvalidDistribution  the archive or its core metadata is wrong [distributions]
@@ -18,9 +21,11 @@ The tree (the module that raises each in brackets):
     │   └── ProjectClosed        the project is archived or quarantined (PEP 792)
     ├── TokenError               a token change the token file refuses [tokens]
     ├── TokenRefused             credentials that do not grant what a request asks [tokens]
+    ├── MalformedCredentials     an Authorization header that does not decode [index.access]
     ├── RepoError                a change the repository registry refuses [repos]
     │   └── SpecError            a SPEC that names no repository; also a ValueError
     ├── UpstreamError            the upstream index cannot be asked [index.upstream]
+    │   └── HashMismatch         its bytes are not those its page announced [index.upstreamfiles]
     ├── UpstreamLoop             the upstream is this very index; also a ValueError
     ├── GitError                 a git command failed [watcher.git]
     ├── BuildError               a build failed or made the wrong files [watcher.builder]
@@ -31,6 +36,7 @@ The tree (the module that raises each in brackets):
     ├── NotTagged                `update --version` names a version no tag names [watcher]
     ├── TargetError              a mirror target refused or is unreachable [mirror.targets]
     ├── MirrorRefused            a target holds what the store does not: not written [mirror.sync]
+    ├── ProjectChanged           a file left the store mid-copy: pending again [mirror.sync]
     ├── RestoreError             the store cannot be restored from a target [mirror.restore]
     ├── UnfinishedRestore        the data directory holds a restore cut short [mirror.restore]
     └── Refusal                  what a boundary answers with (an HTTP status, a control code)
@@ -141,6 +147,18 @@ class ProjectClosed(StoreError):
         )
 
 
+class ControlConnectionEnded(InsidersError):
+    """Why the control server closes a connection that broke no rule of the protocol."""
+
+
+class Reclaimed(ControlConnectionEnded):
+    """An idle connection's slot went to a newcomer."""
+
+
+class Stalled(ControlConnectionEnded):
+    """A frame began and did not end within `Limits.frame`."""
+
+
 class TokenError(InsidersError):
     """A token change that is refused (a name taken, an unknown name)."""
 
@@ -155,6 +173,10 @@ class TokenRefused(InsidersError):
         self.known = known
 
 
+class MalformedCredentials(InsidersError):
+    """An Authorization: Basic header that does not decode (its content is never quoted)."""
+
+
 class RepoError(InsidersError):
     """A change the repository registry refuses (unknown name, already watched)."""
 
@@ -165,6 +187,10 @@ class SpecError(RepoError, ValueError):
 
 class UpstreamError(InsidersError):
     """The upstream could not be asked and no copy of the page is at hand."""
+
+
+class HashMismatch(UpstreamError):
+    """The upstream's bytes are not those its page announced: never kept, never completed."""
 
 
 class UpstreamLoop(InsidersError, ValueError):
@@ -222,6 +248,10 @@ class MirrorRefused(InsidersError):
     """A target that holds more than the store, or belongs to another store: the daemon writes
     nothing to it until told (`insidersctl mirrors sync NAME --adopt` or `--force`); the message
     says what to run."""
+
+
+class ProjectChanged(InsidersError):
+    """A file vanished from the store mid-copy: the project changed and is pending again."""
 
 
 class RestoreError(InsidersError):

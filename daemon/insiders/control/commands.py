@@ -48,7 +48,7 @@ from insiders.repos.status import repo_status
 from insiders.store import Project, Store, StoredFile
 from insiders.systemd import own_unit
 from insiders.tokens import Token, Tokens, utc
-from insiders.watcher.report import Outcome, Step, WatcherState
+from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
 from insidersctl import protocol as p
 
 from . import cache
@@ -174,12 +174,27 @@ def project_info(project: Project) -> p.ProjectInfo:
 
 
 def file_info(stored: StoredFile) -> p.FileInfo:
-    # The wire's fields are named as the store's: each is read from the attribute of its name.
-    return msgspec.convert(stored, p.FileInfo, from_attributes=True)
+    return p.FileInfo(
+        filename=stored.filename,
+        version=stored.version,
+        size=stored.size,
+        sha256=stored.sha256,
+        upload_time=stored.upload_time,
+        yanked=stored.yanked,
+        yanked_reason=stored.yanked_reason,
+        uploaded_by=stored.uploaded_by,
+    )
 
 
 def token_info(token: Token) -> p.TokenInfo:
-    return msgspec.convert(token, p.TokenInfo, from_attributes=True)
+    return p.TokenInfo(
+        name=token.name,
+        scope=token.scope,
+        created=token.created,
+        projects=token.projects,
+        expires=token.expires,
+        last_used=token.last_used,
+    )
 
 
 def log_location(
@@ -466,7 +481,7 @@ class Commands:
         if checking:
             self.watcher.schedule([repo], force=False)
         # watcher=True for clients that still ask (the field's default is False).
-        return p.RepoAdded(repo=self._repo_info(repo), watcher=True, checking=checking)
+        return p.RepoAdded(repo=self._repo_info(repo), checking=checking)
 
     def watcher_info(self) -> p.WatcherInfo:
         return watcher_info_wire(self.watcher.info())
@@ -499,9 +514,7 @@ class Commands:
                 ", ".join(request.versions),
             )
         if not request.wait:
-            # `versions` only when asked for: a watcher of the older shape keeps working.
-            extra = {"versions": request.versions} if request.versions else {}
-            watcher.schedule(repos, force=request.force, **extra)
+            watcher.schedule(repos, force=request.force, versions=request.versions)
             queued = tuple(p.RepoOutcome(repo=r.dist, outcome="queued") for r in repos)
             return p.UpdateReport(results=queued, queued=True)
 
@@ -664,25 +677,67 @@ class Commands:
         return p.Removed(project=project.name, files=tuple(gone))
 
 
-# -- the watcher's reports, as insidersctl reads them ----------------------------------------------
-# The one place that knows both the watcher's types (insiders.watcher.report) and the protocol's.
-# Their fields bear the same names: msgspec copies them by name and checks each value's type, and a
-# field the protocol adds later keeps its default.
+# -- the watcher's and the mirrors' reports, as insidersctl reads them ----------------------------
+# The one place that knows both the daemon's types (insiders.watcher.report, insiders.mirror) and
+# the protocol's. Each field is copied by hand: renaming one side is a type error here, never a
+# silent change of the wire.
 
 
 def watcher_info_wire(state: WatcherState) -> p.WatcherInfo:
-    info = msgspec.convert(state, p.WatcherInfo, from_attributes=True)
-    return msgspec.structs.replace(info, available=True)
+    return p.WatcherInfo(
+        available=True,
+        state=state.state,
+        interval=state.interval,
+        next_check=state.next_check,
+        checking=state.checking,
+        sandbox=state.sandbox,
+    )
 
 
 def progress_wire(step: Step) -> p.Progress:
-    return msgspec.convert(step, p.Progress, from_attributes=True)
+    return p.Progress(
+        repo=step.repo,
+        stage=step.stage,
+        message=step.message,
+        version=step.version,
+        log=step.log,
+        time=step.time,
+    )
+
+
+def _failure_wire(failure: VersionFailure) -> p.VersionFailure:
+    return p.VersionFailure(
+        version=failure.version, error=failure.error, log=failure.log, attempts=failure.attempts
+    )
 
 
 def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
-    """With its version failures (p.VersionFailure), converted the same way."""
-    return msgspec.convert(outcome, p.RepoOutcome, from_attributes=True)
+    return p.RepoOutcome(
+        repo=outcome.repo,
+        outcome=outcome.outcome,
+        versions=outcome.versions,
+        error=outcome.error,
+        log=outcome.log,
+        failures=tuple(map(_failure_wire, outcome.failures)),
+        refused=tuple(map(_failure_wire, outcome.refused)),
+        message=outcome.message,
+        state=outcome.state,
+    )
 
 
 def mirror_wire(state: MirrorState) -> p.MirrorInfo:
-    return msgspec.convert(state, p.MirrorInfo, from_attributes=True)
+    return p.MirrorInfo(
+        name=state.name,
+        kind=state.kind,
+        location=state.location,
+        state=state.state,
+        lag=state.lag,
+        pending=state.pending,
+        full_sync_pending=state.full_sync_pending,
+        last_sync=state.last_sync,
+        last_error=state.last_error,
+        last_error_at=state.last_error_at,
+        next_retry=state.next_retry,
+        requests=state.requests,
+        withheld=state.withheld,
+    )

@@ -29,7 +29,7 @@ from pathlib import Path
 import trio
 
 from insiders import __version__
-from insiders.errors import ControlSocketError, InsidersError
+from insiders.errors import ControlSocketError, Reclaimed, Stalled
 from insiders.store import is_disk_full
 from insidersctl import protocol as p
 
@@ -97,14 +97,6 @@ async def serve_control(
         log.info("control socket %s (%s)", path, how)
         task_status.started(path)
         await trio.serve_listeners(server.handle, [listener])
-
-
-class Reclaimed(InsidersError):
-    """An idle connection's slot went to a newcomer."""
-
-
-class Stalled(InsidersError):
-    """A frame began and did not end within `Limits.frame`."""
 
 
 def _reclaimed() -> p.Error:

@@ -23,7 +23,7 @@ import binascii
 import ipaddress
 from typing import Literal
 
-from insiders.errors import InsidersError, TokenRefused
+from insiders.errors import MalformedCredentials, TokenRefused
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
 from insiders.tokens import Tokens
 
@@ -38,10 +38,6 @@ NEEDS_TOKEN = (
     "This index needs a read token: HTTP Basic with any user name (__token__, say) and the "
     "token as the password (insidersctl tokens create NAME --scope read)"
 )
-
-
-class MalformedCredentials(InsidersError):
-    """An Authorization: Basic header that does not decode (its content is never quoted)."""
 
 
 def basic_credentials(authorization: bytes) -> tuple[str, str] | None:

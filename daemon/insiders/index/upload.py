@@ -26,6 +26,7 @@ from insiders.errors import (
     FileConflict,
     InvalidDistribution,
     InvalidFilename,
+    MalformedCredentials,
     NotAsClaimed,
     ProjectClosed,
     TokenRefused,
@@ -39,7 +40,7 @@ from insiders.names import is_valid_name, parse_version
 from insiders.store import Store, is_disk_full
 from insiders.tokens import Token, Tokens
 
-from .access import CHALLENGE, MalformedCredentials, basic_credentials
+from .access import CHALLENGE, basic_credentials
 
 log = logging.getLogger(__name__)
 

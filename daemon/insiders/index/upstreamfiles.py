@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from insiders.errors import UpstreamError
+from insiders.errors import HashMismatch, UpstreamError
 from insiders.names import NormalizedName
 
 from .asgi import Scope, Send
@@ -48,10 +48,6 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # A wheel's or sdist's filename (what a hostile upstream page names otherwise is not fetched).
 SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 METADATA = ".metadata"
-
-
-class HashMismatch(UpstreamError):
-    """The upstream's bytes are not those its page announced: never kept, never completed."""
 
 
 @dataclass(eq=False)

@@ -33,7 +33,7 @@ import msgspec
 import trio
 
 from insiders.config import MirrorSettings
-from insiders.errors import InsidersError, MirrorRefused, TargetError
+from insiders.errors import MirrorRefused, ProjectChanged, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
 
@@ -50,10 +50,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 # Seconds the daemon waits, before it serves, for its targets' root manifests (see first_look).
 FIRST_LOOK = 5.0
-
-
-class ProjectChanged(InsidersError):
-    """A file vanished from the store mid-copy: the project changed and is pending again."""
 
 
 class Outcome(msgspec.Struct, kw_only=True):
