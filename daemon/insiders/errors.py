@@ -30,7 +30,7 @@ The tree (the module that raises each in brackets):
     ├── GitError                 a git command failed [watcher.git]
     ├── BuildError               a build failed or made the wrong files [watcher.builder]
     │   └── NoSandbox            builds need a sandbox and none can be made [watcher.sandbox]
-    ├── PublishError             another index refused a built file [watcher.targets]
+    ├── PublishError             another index refused a built file [watcher.other_indexes]
     ├── CheckFailed              one version's (or one check's) expected failure [watcher]
     │   └── NotReproducible      a rebuild whose bytes differ from the published files [watcher]
     ├── NotTagged                `update --version` names a version no tag names [watcher]

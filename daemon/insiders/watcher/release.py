@@ -25,7 +25,7 @@ from insiders.errors import CheckFailed, NoSandbox, NotReproducible, ReleaseDiff
 from insiders.ingest import hash_file, publish_release
 from insiders.repos.registry import Repo
 from insiders.store import Store
-from insiders.watcher import builder, git, reproducible, targets
+from insiders.watcher import builder, git, other_indexes, reproducible
 from insiders.watcher.report import Say, publish_failures, step_failures
 from insiders.watcher.sandbox import Sandbox, python_version
 
@@ -194,7 +194,7 @@ class Releaser:
         async with httpx.AsyncClient(timeout=120) as client:
             for path in files:
                 with step_failures(log_path):
-                    result = await targets.upload(client, target, password, path)
+                    result = await other_indexes.upload(client, target, password, path)
                 log.info("%s: %s to %s", path.name, result, name)
 
 
