@@ -347,7 +347,7 @@ def test_repos(shared: Daemon, tmp_path: Path) -> None:
     added = as_json(shared, "repos", "add", "./myrepo", cwd=tmp_path / "work")
     assert added["repo"]["name"] == "My-Local.Project"  # type: ignore[index]
     assert added["repo"]["source"] == str(tmp_path / "work" / "myrepo")  # type: ignore[index]
-    assert added["watcher"] is True
+    assert added["checking"] is True  # the watcher runs: an added repository is checked
     remote = f"{NOWHERE}/team/insiders-project.git"
     result = ctl(
         shared,

@@ -16,8 +16,7 @@ import trio
 from packaging.version import Version
 
 from insiders.__main__ import leaves
-from insiders.app import restart_needed
-from insiders.config import Settings
+from insiders.config import Settings, changed_keys
 from insiders.errors import BuildError, CheckFailed, GitError, NotTagged
 from insiders.errors import HookRefused as HookRefusal
 from insiders.index.hooks import (
@@ -354,14 +353,17 @@ def test_leaves_names_the_innermost_exceptions() -> None:
     assert leaves(inner) == [inner]
 
 
-def test_restart_needed_names_the_keys() -> None:
+def test_changed_keys_are_named_as_the_config_spells_them() -> None:
     running = Settings()
     new = msgspec.toml.decode(
-        b'[server]\nport = 1\n[paths]\ndata-dir = "/x"\n[watcher]\ninterval = 5.0\n',
-        type=Settings,
+        b'[server]\nport = 1\nmax-upload-size = 5\n[paths]\ndata-dir = "/x"\n', type=Settings
     )
-    assert restart_needed(running, new) == ("server.port", "paths.data-dir")
-    assert restart_needed(running, Settings()) == ()
+    assert changed_keys("server", running.server, new.server) == [
+        "server.port",
+        "server.max-upload-size",
+    ]
+    assert changed_keys("paths", running.paths, new.paths) == ["paths.data-dir"]
+    assert changed_keys("server", running.server, Settings().server) == []
 
 
 def test_the_watcher_speaks_its_own_types() -> None:

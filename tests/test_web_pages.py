@@ -304,7 +304,7 @@ async def test_pages_follow_the_store_and_the_watched_state(tmp_path: Path) -> N
         base_url="http://127.0.0.1:31411/", version="0", upstream_mode="none", upstream_url=None
     )
     upstream = Upstream(None, "none", ttl=1, timeout=1, cache_dir=tmp_path / "cache")
-    pages = WebPages(store, repos, tmp_path / "data" / "logs", lambda: site, lambda: upstream)
+    pages = WebPages(store, repos, tmp_path / "data" / "logs", lambda: site, upstream)
     wheel = tmp_path / wheel_filename("watched-demo", "1.0")
     wheel.write_bytes(make_wheel("watched-demo", "1.0"))
     await publish_file(store, wheel)

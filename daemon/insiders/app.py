@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import trio
 
+from insiders.config import Reconfigurable, changed_keys
 from insiders.errors import ConfigError, RestoreError, TargetError, UpstreamLoop
 from insiders.index.upstream import Upstream, choose_upstream
 from insiders.repos.registry import Repos
@@ -55,17 +57,23 @@ STATUS_EVERY = 30.0
 FILES_DIR = "upstream-files"
 
 
-def make_upstream(
-    settings: Settings, dirs: Directories, running: ServerSettings | None = None
-) -> Upstream:
-    """The upstream of `settings`, never the index itself: compared with the address the index
-    runs on (`running`: a reload's [server] takes effect at restart only), else the settings'."""
+def resolve_upstream(settings: Settings, running: ServerSettings | None = None) -> Settings:
+    """`settings` with upstream.url the index to fall back to, never this one: compared with the
+    address the index runs on (`running`: a reload's [server] takes effect at restart only), else
+    the settings'. Without upstream.url, pip's index (which may ask pip: call it in a thread)."""
     server = running or settings.server
     url = choose_upstream(settings.upstream.url, server.host, server.port)
     if url is None and settings.upstream.mode != "none":
         log.warning("no upstream index: set upstream.url (pip is not installed to ask)")
+    return msgspec.structs.replace(
+        settings, upstream=msgspec.structs.replace(settings.upstream, url=url)
+    )
+
+
+def make_upstream(settings: Settings, dirs: Directories) -> Upstream:
+    """The upstream of resolved `settings` (resolve_upstream); a reload reconfigures it."""
     return Upstream(
-        url,
+        settings.upstream.url,
         settings.upstream.mode,
         ttl=settings.upstream.cache_ttl,
         timeout=settings.upstream.timeout,
@@ -118,6 +126,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         # What the listeners and directories were made from: a reload cannot change those.
         self.started_settings = settings
+        # The keys of the last reload that wait for a restart, as its parts named them.
         self.restart_needed: tuple[str, ...] = ()
         # Why the last reload kept the running TLS certificate (None: loaded, or no TLS).
         self.certificate_error: str | None = None
@@ -137,28 +146,44 @@ class Daemon:
         self.watcher = self._watcher()
         public = settings.server.public_url
         self.mirrors = Mirrors(settings.mirrors, store, dirs.credentials, public)
-        web = create_web_app(store, self.public_url)
-        pages = ui.WebPages(store, repos, dirs.data / "logs", self.site, lambda: self.upstream)
-        pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
-        security = ui.security_headers(settings.server.image_sources)
-        ui.register_not_found(web, pages, security)
         self.file_cache = file_cache(settings, dirs, store)
-        self.index = IndexApp(
-            store=store,
-            tokens=tokens,
-            upstream=upstream,
-            settings=settings,
-            fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
-            upstream_files=UpstreamFiles(self.file_cache),
-            withheld=self.mirrors.withheld,
-        )
-        self.index.hooks = Hooks(
+        self.hooks = Hooks(
             repos=repos.all,
             trigger=self.watcher.push,
             secret=self.webhook_secret,
-            github_url=lambda: self.settings.watcher.github_url,
+            github_url=settings.watcher.github_url,
+        )
+        self.index = self._index()
+        # What a reload reaches, each part taking its new settings (config.Reconfigurable).
+        self.parts: tuple[Reconfigurable, ...] = (
+            self,
+            upstream,
+            self.index,
+            self.file_cache,
+            self.hooks,
+            self.watcher,
+            self.mirrors,
         )
         self.http_app = gated(self.index, tokens, settings, self.public_url)
+
+    def _index(self) -> IndexApp:
+        """The index's HTTP side: /simple/, files, uploads and hooks, then the web pages."""
+        store, dirs = self.store, self.dirs
+        web = create_web_app(store, self.public_url)
+        pages = ui.WebPages(store, self.repos, dirs.data / "logs", self.site, self.upstream)
+        pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
+        security = ui.security_headers(self.settings.server.image_sources)
+        ui.register_not_found(web, pages, security)
+        return IndexApp(
+            store=store,
+            tokens=self.tokens,
+            upstream=self.upstream,
+            settings=self.settings,
+            fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
+            upstream_files=UpstreamFiles(self.file_cache),
+            withheld=self.mirrors.withheld,
+            hooks=self.hooks,
+        )
 
     def _watcher(self) -> Watcher:
         dirs = self.dirs
@@ -233,35 +258,37 @@ class Daemon:
                 # READY=1 also after a refused reload, or `systemctl reload` waits forever.
                 self.notifier.ready(self.status_line())
 
-    def _load_with_upstream(self) -> tuple[Settings, Upstream]:
-        new = self.load()
-        return new, make_upstream(new, self.dirs, running=self.started_settings.server)
+    def _load(self) -> Settings:
+        return resolve_upstream(self.load(), running=self.started_settings.server)
 
     async def reload(self) -> str | None:
         """Re-read the config file (and the flags); a bad file is refused and the running settings
         stay. None when applied, else the reason it was refused."""
         try:
             # Both read files, and choosing the upstream may ask pip (an import): in a thread.
-            new, upstream = await trio.to_thread.run_sync(self._load_with_upstream)
+            new = await trio.to_thread.run_sync(self._load)
         except (ConfigError, UpstreamLoop) as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return str(error)
-        self.restart_needed = restart_needed(self.started_settings, new)
+        # Each part takes what it can change while running and names what waits for a restart.
+        self.restart_needed = tuple(key for part in self.parts for key in part.reconfigure(new))
         if self.restart_needed:
             log.warning(
                 "reload: %s changed, takes effect at restart", ", ".join(self.restart_needed)
             )
-        old_upstream = self.upstream
-        # Each part takes what it can change while running; the rest is named above.
-        self.settings, self.upstream = new, upstream
-        self.index.reconfigure(new, upstream)
-        self.file_cache.limit = new.upstream.file_cache_size
-        if changed := self.watcher.apply_settings(new):
-            log.info("reload: the watcher now runs with the new %s", ", ".join(changed))
-        set_level(new.log_level)
-        await old_upstream.aclose()
         log.info("configuration reloaded")
         return None
+
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """The daemon's own part of a reload: the log level applies at once; listeners and
+        directories ([server], [paths]) are made at start, so their changes wait for a restart."""
+        self.settings = new
+        set_level(new.log_level)
+        started = self.started_settings
+        return (
+            *changed_keys("server", started.server, new.server),
+            *changed_keys("paths", started.paths, new.paths),
+        )
 
     def status_line(self) -> str:
         """What `systemctl status` shows: one line a person can read."""
@@ -295,24 +322,6 @@ def gated(
         names=own_names(settings.server.allowed_hosts, settings.server.host),
         public_url=public_url,
     )
-
-
-def restart_needed(running: Settings, new: Settings) -> tuple[str, ...]:
-    """The [server] and [paths] keys that differ, and [mirrors]: listeners, directories and mirror
-    targets are made at start."""
-    changed = []
-    for section in ("server", "paths"):
-        old, fresh = getattr(running, section), getattr(new, section)
-        changed += [
-            f"{section}.{name.replace('_', '-')}"
-            for name in old.__struct_fields__
-            if getattr(old, name) != getattr(fresh, name)
-        ]
-    if running.mirrors != new.mirrors:
-        changed.append("mirrors")
-    if running.upstream.file_cache_directory != new.upstream.file_cache_directory:
-        changed.append("upstream.file-cache-directory")
-    return tuple(changed)
 
 
 def hypercorn_config(settings: Settings) -> tls.ReloadableTLSConfig:
@@ -434,7 +443,8 @@ async def run(
     check_exposure(settings, inherited.get("http", []))
     graceful.install()
     reason.install()
-    upstream = await trio.to_thread.run_sync(make_upstream, settings, dirs)
+    settings = await trio.to_thread.run_sync(resolve_upstream, settings)
+    upstream = make_upstream(settings, dirs)
     await _private_directories(dirs)
     store = await open_store(dirs, restore)
     tokens = await trio.to_thread.run_sync(Tokens.open, dirs.data)

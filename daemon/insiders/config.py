@@ -5,8 +5,9 @@ The file is strict (unknown keys are errors), so a typo is reported instead of s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Protocol, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -34,6 +35,22 @@ _HOST_NAME = r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.-]*[A-
 HostName = Annotated[str, msgspec.Meta(pattern=_HOST_NAME)]
 # A Content-Security-Policy source expression ("https:", "https://img.example"): no separators.
 CSPSource = Annotated[str, msgspec.Meta(pattern=r"^[^\s;,']+$")]
+
+
+class Reconfigurable(Protocol):
+    """The one way a reload reaches a part of the daemon: each takes the new settings, applies
+    what it can while running, and names the keys that wait for a restart (`section.key`)."""
+
+    def reconfigure(self, new: Settings) -> Sequence[str]: ...
+
+
+def changed_keys(section: str, old: msgspec.Struct, new: msgspec.Struct) -> list[str]:
+    """`section.key` for each field of a settings section that differs, as the config spells it."""
+    return [
+        f"{section}.{name.replace('_', '-')}"
+        for name in old.__struct_fields__
+        if getattr(old, name) != getattr(new, name)
+    ]
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from insiders.config import Settings
 from insiders.fsutil import fsync_dir
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -75,6 +76,15 @@ class FileCache:
         self._size = 0
         # Names that became hosted: their files go at the next call from a thread.
         self._hosted: set[str] = set()
+
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """A reload's cache size applies to the next file kept; another directory waits for a
+        restart (the files of this one stay in use until then)."""
+        self.limit = new.upstream.file_cache_size
+        configured = new.upstream.file_cache_directory
+        if (Path(configured) if configured else None) != (self.directory if self.shared else None):
+            return ("upstream.file-cache-directory",)
+        return ()
 
     # -- reading ---------------------------------------------------------------------------------
 

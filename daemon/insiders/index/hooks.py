@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import trio
 
+from insiders.config import Settings
 from insiders.errors import HookRefused
 from insiders.index.asgi import Receive, Scope, Send
 from insiders.logs import shown
@@ -232,7 +233,7 @@ class Budget:
         return True
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Hooks:
     """The ASGI side. `trigger(repos, tag)` hands a tag push to the watcher (its `push`), which
     returns the repositories it will check."""
@@ -240,9 +241,13 @@ class Hooks:
     repos: Callable[[], Sequence[Repo]]
     trigger: Callable[[Sequence[Repo], str], Sequence[Repo]]
     secret: Callable[[], Awaitable[str | None]]
-    github_url: Callable[[], str]
+    github_url: str  # [watcher] github-url: what a GitHub repository's push names
     deliveries: Deliveries = field(default_factory=Deliveries)
     budget: Budget = field(default_factory=lambda: Budget(UNVERIFIED_BUDGET))
+
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        self.github_url = new.watcher.github_url
+        return ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -314,7 +319,7 @@ class Hooks:
             return 200, "pong: the secret matches"
         if event.kind == "other":
             return 202, "not a tag push: nothing to check"
-        found = matching(self.repos(), event, self.github_url())
+        found = matching(self.repos(), event, self.github_url)
         if not found:
             what = shown(event.repository, 100) if event.repository else "this push"
             raise HookRefused(404, f"no watched repository for {what}")

@@ -69,7 +69,7 @@ class DiskPages:
 
     def __init__(self, directory: Path, limit: int) -> None:
         self.directory = directory
-        self._limit = limit
+        self.limit = limit
         self._lock = threading.Lock()
         self._sizes: dict[str, int] | None = None  # name -> bytes, least recently used first
         self._total = 0
@@ -98,13 +98,13 @@ class DiskPages:
         with self._lock:
             sizes = self._known()
             self._forget(name)
-            if len(data) > self._limit:
+            if len(data) > self.limit:
                 return
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic_write(self._path(name), data)
             sizes[name] = len(data)
             self._total += len(data)
-            while self._total > self._limit:
+            while self._total > self.limit:
                 self._forget(next(iter(sizes)))
 
     def load(self, name: str) -> bytes | None:

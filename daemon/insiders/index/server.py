@@ -54,6 +54,7 @@ class IndexApp:
         fallback: ASGIApp,
         upstream_files: UpstreamFiles | None = None,
         withheld: Callable[[str], str | None] = lambda name: None,
+        hooks: ASGIApp | None = None,
     ) -> None:
         self.store = store
         # Cache mode's files of projects not hosted here (None: the daemon keeps no files).
@@ -63,8 +64,8 @@ class IndexApp:
         self.settings = settings
         self.pages = HostedPages(store)
         self.fallback = fallback
-        # Push triggers (insiders.index.hooks), set by the daemon once its watcher exists.
-        self.hooks: ASGIApp | None = None
+        # Push triggers (insiders.index.hooks) for the watcher; None: /hooks/ is not served.
+        self.hooks = hooks
         # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None.
         self.withheld = withheld
         self._negotiated: dict[bytes, Format | None] = {}
@@ -75,10 +76,12 @@ class IndexApp:
             RENDERED_BYTES
         )
 
-    def reconfigure(self, settings: Settings, upstream: Upstream) -> None:
-        """A reload's new settings and upstream; pages proxied from the old upstream are dropped."""
-        self.settings, self.upstream = settings, upstream
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """A reload's settings (its upstream reconfigures itself): pages proxied from the old
+        upstream are dropped. [server] is the daemon's to name: its listeners wait for a restart."""
+        self.settings = new
         self._proxied.clear()
+        return ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -26,7 +26,7 @@ import httpx
 import msgspec
 import trio
 
-from insiders.config import UpstreamMode
+from insiders.config import Settings, UpstreamMode
 from insiders.errors import UpstreamError, UpstreamLoop
 from insiders.names import NormalizedName
 
@@ -280,6 +280,23 @@ class Upstream:
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
         self._down: tuple[float, str] | None = None  # (until, trio clock; why)
+
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """A reload's [upstream], its url already chosen (never this index: see app.resolve_
+        upstream). Another url or mode forgets every answer of the old one; the pages on disk stay
+        for stale-if-error, as after a restart."""
+        settings = new.upstream
+        url = settings.url.rstrip("/") + "/" if settings.url else None
+        mode: UpstreamMode = settings.mode if url else "none"
+        if (url, mode) != (self.url, self.mode):
+            self.url, self.mode = url, mode
+            self._memory.clear()
+            self._exists.clear()
+            self._down = None
+        self._ttl, self._negative_ttl = settings.cache_ttl, settings.negative_ttl
+        self._disk.limit = settings.cache_size
+        self._client.timeout = httpx.Timeout(settings.timeout)
+        return ()
 
     async def aclose(self) -> None:
         await self._client.aclose()

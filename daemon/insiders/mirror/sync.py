@@ -32,7 +32,7 @@ from typing import TypeVar
 import msgspec
 import trio
 
-from insiders.config import MirrorSettings
+from insiders.config import MirrorSettings, Settings
 from insiders.errors import MirrorRefused, ProjectChanged, TargetError
 from insiders.names import NormalizedName
 from insiders.store import Project, Store, StoredFile
@@ -678,12 +678,17 @@ class Mirrors:
         credentials: Path | None,
         public_url: str | None = None,
     ) -> None:
+        self.settings = settings
         self.targets = {
             name: MirrorTarget(name, s, store, credentials, public_url=public_url)
             for name, s in sorted(settings.items())
         }
         if self.targets:
             store.subscribe(self.notify)
+
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """Targets are made at start: changed [mirrors] wait for a restart."""
+        return ("mirrors",) if new.mirrors != self.settings else ()
 
     def notify(self, name: NormalizedName) -> None:
         for target in self.targets.values():

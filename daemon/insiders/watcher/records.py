@@ -30,9 +30,9 @@ def backoff(failures: int, interval: float) -> float:
 class Records:
     """The recorded state of the watched repositories, changed one step at a time."""
 
-    def __init__(self, repos: Repos, interval: Callable[[], float]) -> None:
+    def __init__(self, repos: Repos, interval: float) -> None:
         self.repos = repos
-        # The running [watcher] interval (a reload changes it): failed versions back off by it.
+        # The running [watcher] interval (Watcher.reconfigure): failed versions back off by it.
         self.interval = interval
 
     async def _change(self, repo: Repo, change: Callable[[RepoState], RepoState]) -> RepoState:
@@ -98,7 +98,7 @@ class Records:
     ) -> int:
         """Record a failed version with its next retry time; its failed attempts in a row."""
         now = time.time()
-        interval = self.interval()
+        interval = self.interval
         key = str(version)
 
         def change(state: RepoState) -> RepoState:

@@ -54,13 +54,14 @@ class Fetched:
     env: dict[str, str]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Releaser:
     """Builds and publishes one version at a time (at most `builds` builds at once)."""
 
     store: Store
-    # The running settings: a reload's timeouts and targets apply to the next step that uses them.
-    settings: Callable[[], Settings]
+    # The running settings (Watcher.reconfigure): a reload's timeouts and targets apply to the
+    # next step that uses them.
+    settings: Settings
     scratch: Path
     logs_dir: Path
     credentials: Path | None
@@ -75,7 +76,7 @@ class Releaser:
     async def sandbox(self) -> Sandbox:
         """The sandbox the next build runs in, or NoSandbox: none here, and none is allowed."""
         try:
-            setting = self.settings().watcher.sandbox
+            setting = self.settings.watcher.sandbox
             sandbox = await builder.choose_sandbox(setting, self.hidden, self.scratch)
         except NoSandbox as error:
             self.sandbox_said[0] = f"refused: {error.reason}"
@@ -119,7 +120,7 @@ class Releaser:
             await git.checkout(fetched.mirror, tag, source, env=fetched.env)
             commit, epoch = await git.head_commit(source, env=fetched.env)
         await trio.to_thread.run_sync(reproducible.clamp_tree_mtimes, source, epoch)
-        watcher = self.settings().watcher
+        watcher = self.settings.watcher
         limit = watcher.build_timeout
         with step_failures():
             sandbox = await self.sandbox()
@@ -185,7 +186,7 @@ class Releaser:
                 ) from None
 
     async def _publish_remote(self, name: str, files: list[Path], log_path: Path) -> None:
-        target = self.settings().targets.get(name)
+        target = self.settings.targets.get(name)
         if target is None:
             raise CheckFailed(f"--publish-to {name}: no [targets.{name}] in the configuration")
         password = await trio.to_thread.run_sync(

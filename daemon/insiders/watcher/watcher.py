@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import trio
 from packaging.version import Version
 
-from insiders.config import Settings
+from insiders.config import Settings, changed_keys
 from insiders.credentials import read_secret
 from insiders.errors import CheckFailed, NoSandbox, NotReproducible, NotTagged
 from insiders.repos.registry import Repo, Repos
@@ -87,7 +87,7 @@ class Watcher:
         self.scratch = cache_dir / "builds"
         self.credentials = credentials
         self.paused = not settings.watcher.enabled
-        self.records = Records(repos, lambda: self.settings.watcher.interval)
+        self.records = Records(repos, settings.watcher.interval)
         self.next_check: float | None = None
         self.checking: set[str] = set()
         self._checks = trio.CapacityLimiter(settings.watcher.max_checks)
@@ -101,7 +101,7 @@ class Watcher:
         self._askpass: Path | None = None
         self.releaser = Releaser(
             store=store,
-            settings=lambda: self.settings,
+            settings=settings,
             scratch=self.scratch,
             logs_dir=logs_dir,
             credentials=credentials,
@@ -128,20 +128,19 @@ class Watcher:
         self.paused = False
         self._wake.set()
 
-    def apply_settings(self, new: Settings) -> list[str]:
-        """Make a reloaded configuration the running one; the [watcher] keys that changed.
+    def reconfigure(self, new: Settings) -> tuple[str, ...]:
+        """A reload's settings, all applied while running (nothing waits for a restart).
 
         Limits apply to the next check or build that starts, timeouts and targets to the next step
         that uses them; a shorter interval moves the next periodic check closer; `enabled` pauses
         or resumes (when it changed: a `watcher stop` stays in force across an unrelated reload).
         """
         old = self.settings.watcher
-        changed = [
-            name.replace("_", "-")
-            for name in old.__struct_fields__
-            if getattr(old, name) != getattr(new.watcher, name)
-        ]
-        self.settings = new
+        if changed := changed_keys("watcher", old, new.watcher):
+            keys = (key.removeprefix("watcher.") for key in changed)
+            log.info("reload: the watcher now runs with the new %s", ", ".join(keys))
+        self.settings = self.releaser.settings = new
+        self.records.interval = new.watcher.interval
         self._checks.total_tokens = new.watcher.max_checks
         self._builds.total_tokens = new.watcher.max_builds
         if new.watcher.enabled != old.enabled:
@@ -149,7 +148,7 @@ class Watcher:
         if new.watcher.interval != old.interval and self.next_check is not None:
             self.next_check = min(self.next_check, time.time() + new.watcher.interval)
         self._wake.set()
-        return changed
+        return ()
 
     def schedule(self, repos: Sequence[Repo], *, force: bool, versions: Sequence[str] = ()) -> None:
         self._queued.append(partial(self.check, repos, force=force, versions=versions))

@@ -86,7 +86,7 @@ class WebPages:
     repos: Repos
     logs_dir: Path
     site: Callable[[], Site]
-    upstream: Callable[[], Upstream]
+    upstream: Upstream  # reconfigured in place by a reload
     # This server's paths that build logs may name, and the names readers see instead.
     path_cuts: Sequence[PathCut] = ()
     static: StaticFiles = field(init=False, default_factory=StaticFiles.load)
@@ -324,7 +324,7 @@ class WebPages:
         close = close_names(await self._all_listings(), normalized) if normalized else []
         upstream_has: bool | None = None
         upstream_error: str | None = None
-        upstream = self.upstream()
+        upstream = self.upstream
         if normalized is not None and upstream.mode != "none" and upstream.url:
             try:
                 upstream_has = await upstream.exists(normalized)
