@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 
-from insiders.index.access import exposure_refusal
+from insiders.http.access import exposure_refusal
 from tests.support import (
     BIN,
     INSIDERSD,
@@ -476,7 +476,7 @@ def status_line(daemon: Daemon, request: bytes) -> bytes:
 
 
 def test_refusal_reason_is_in_the_status_line(daemon: Daemon) -> None:
-    """hypercorn writes no reason phrase; index/reason.py puts the refusal's message there."""
+    """hypercorn writes no reason phrase; http/reason.py puts the refusal's message there."""
     line = status_line(
         daemon,
         b"POST /legacy/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"

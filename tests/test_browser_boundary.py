@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from insiders.index.origin import host_refusal, origin_refusal, own_names
+from insiders.http.origin import host_refusal, origin_refusal, own_names
 from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
 
 NAMES = own_names(["index.team.example", "10.1.2.3"], "0.0.0.0")

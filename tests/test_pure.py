@@ -9,11 +9,12 @@ import pytest
 from packaging.version import Version
 
 from insiders.config import PathSettings, resolve_directories
+from insiders.documents import render
+from insiders.documents.model import hosted_page
+from insiders.documents.negotiate import Format, from_query, negotiate
+from insiders.documents.parse import parse_html_page, parse_json_page
 from insiders.errors import InvalidFilename
-from insiders.index import render
-from insiders.index.model import hosted_page
-from insiders.index.negotiate import Format, from_query, negotiate
-from insiders.index.upstream import parse_html_page, parse_json_page, points_at
+from insiders.index.upstream import points_at
 from insiders.names import is_valid_name, normalize, parse_dist_filename
 from insiders.store import Project, StoredFile
 

@@ -159,7 +159,7 @@ def test_refused(
     response = post(daemon, filename, content, **fields)
     assert response.status_code == status, response.text
     assert message in response.text
-    # The message is in the status line too (index/reason.py), as the public index does it.
+    # The message is in the status line too (http/reason.py), as the public index does it.
     assert response.reason_phrase == response.text.strip().splitlines()[0]
     assert listed(daemon) == []
     assert list((daemon.data_dir / "incoming").iterdir()) == []

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import trio
 
-from insiders.index.public_url import public_base_url
+from insiders.http.public_url import public_base_url
 from insiders.index.ui import WebPages, build_logs, release, views
 from insiders.index.ui.describe import render_description
 from insiders.index.upstream import Upstream

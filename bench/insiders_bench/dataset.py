@@ -31,9 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from insiders.documents import render
+from insiders.documents.model import hosted_page
 from insiders.fsutil import atomic_write
-from insiders.index import render
-from insiders.index.model import hosted_page
 from insiders.store import MANIFEST, Project, StoredFile, sort_files
 
 FORMAT_VERSION = 3  # bump when the layout or the contents change, to regenerate

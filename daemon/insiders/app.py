@@ -21,20 +21,21 @@ from insiders.index.upstream import Upstream, choose_upstream
 from insiders.repos.registry import Repos
 from insidersctl.paths import SOCKET_NAME
 
-from . import __version__, tls
+from . import __version__
 from .config import Directories, ServerSettings, Settings
 from .control.commands import Commands, Parts, log_location
 from .control.server import serve_control
 from .credentials import read_secret
 from .fsutil import make_private
-from .index import graceful, reason, ui
-from .index.access import ReadGate, exposure_refusal
-from .index.bodies import RequestBodies
-from .index.connections import connection_limit, raise_descriptor_limit, serve_http
+from .http import graceful, reason, tls
+from .http.access import ReadGate, exposure_refusal
+from .http.bodies import RequestBodies
+from .http.connections import connection_limit, raise_descriptor_limit, serve_http
+from .http.origin import BrowserGuard, own_names
+from .http.public_url import public_base_url
+from .index import ui
 from .index.filecache import FileCache
 from .index.hooks import Hooks
-from .index.origin import BrowserGuard, own_names
-from .index.public_url import public_base_url
 from .index.server import IndexApp
 from .index.ui.views import Site
 from .index.upstreamfiles import UpstreamFiles

@@ -21,7 +21,7 @@ The tree (the module that raises each in brackets):
     │   └── ProjectClosed        the project is archived or quarantined (PEP 792)
     ├── TokenError               a token change the token file refuses [tokens]
     ├── TokenRefused             credentials that do not grant what a request asks [tokens]
-    ├── MalformedCredentials     an Authorization header that does not decode [index.access]
+    ├── MalformedCredentials     an Authorization header that does not decode [http.access]
     ├── RepoError                a change the repository registry refuses [repos]
     │   └── SpecError            a SPEC that names no repository; also a ValueError
     ├── UpstreamError            the upstream index cannot be asked [index.upstream]

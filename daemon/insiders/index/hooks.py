@@ -48,7 +48,7 @@ import trio
 
 from insiders.config import Settings
 from insiders.errors import HookRefused
-from insiders.index.asgi import Receive, Scope, Send
+from insiders.http.asgi import Receive, Scope, Send
 from insiders.logs import shown
 from insiders.repos.registry import Repo
 

@@ -5,41 +5,14 @@ Serving a page is a dictionary lookup: no directory scan, no hashing, no archive
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-
-import msgspec
-
+from insiders.documents import render
+from insiders.documents.model import hosted_page
+from insiders.documents.negotiate import Format
+from insiders.documents.page import Page, make_page
 from insiders.names import NormalizedName
 from insiders.store import Store
 
-from . import render
-from .model import hosted_page
-from .negotiate import Format
-
 ROOT = NormalizedName("")
-
-
-# Pages smaller than this go out as they are: compressing them saves less than a packet.
-GZIP_MIN = 1024
-
-
-class Page(msgspec.Struct, frozen=True):
-    body: bytes
-    etag: bytes  # quoted, as it goes into the header
-    # The same page gzipped once, at render time, for clients that accept it (pip and uv do):
-    # a 2,000-version page shrinks about tenfold.
-    gzipped: bytes | None = None
-    gzip_etag: bytes = b""
-
-
-def make_page(body: bytes) -> Page:
-    digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    if len(body) < GZIP_MIN:
-        return Page(body, f'"{digest}"'.encode())
-    # mtime=0: the same page always compresses to the same bytes.
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
-    return Page(body, f'"{digest}"'.encode(), gzipped, f'"{digest}-gzip"'.encode())
 
 
 class HostedPages:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import Version
 
+from insiders.documents.model import FileLink, ProjectPage
 from insiders.errors import InvalidFilename, UpstreamError
 from insiders.names import NormalizedName, normalize, parse_dist_filename
 
-from .model import FileLink, ProjectPage
 from .upstream import Upstream
 from .upstreamfiles import METADATA, UpstreamFiles, wanted
 

@@ -17,8 +17,13 @@ import msgspec
 import trio
 
 from insiders.config import Settings
+from insiders.documents import render
+from insiders.documents.model import ProjectPage, hosted_page
+from insiders.documents.negotiate import Format, from_query, negotiate
+from insiders.documents.page import Page, make_page
 from insiders.errors import UploadRefused, UpstreamError
-from insiders.index.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.reason import reason_header
 from insiders.index.pagecache import LRU
 from insiders.index.upstream import Upstream
 from insiders.logs import shown
@@ -26,11 +31,7 @@ from insiders.names import is_valid_name, normalize
 from insiders.store import Store
 from insiders.tokens import Tokens
 
-from . import render
-from .model import ProjectPage, hosted_page
-from .negotiate import Format, from_query, negotiate
-from .pages import HostedPages, Page, make_page
-from .reason import reason_header
+from .pages import HostedPages
 from .upload import handle_upload
 from .upstreamfiles import SAFE_FILENAME, UpstreamFiles
 

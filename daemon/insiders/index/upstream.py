@@ -17,20 +17,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import trio
 
 from insiders.config import Settings, UpstreamMode
+from insiders.documents.model import ProjectPage
+from insiders.documents.parse import parse_html_page, parse_json_page
 from insiders.errors import UpstreamError, UpstreamLoop
 from insiders.names import NormalizedName
 
-from .model import FileLink, ProjectPage
 from .pagecache import LRU, DiskPages
 
 log = logging.getLogger(__name__)
@@ -126,108 +126,6 @@ def choose_upstream(configured: str | None, host: str, port: int) -> str | None:
 
         url = str(PyPI.simple_url)
     return url
-
-
-# -- parsing upstream pages -------------------------------------------------------------------
-
-
-class _JsonFile(msgspec.Struct, kw_only=True, rename="kebab"):
-    filename: str
-    url: str
-    hashes: dict[str, str] = {}
-    requires_python: str | None = None
-    yanked: bool | str = False
-    core_metadata: bool | dict[str, str] | None = None
-    dist_info_metadata: bool | dict[str, str] | None = None
-    size: int | None = None
-    upload_time: str | None = None
-
-
-class _JsonProject(msgspec.Struct, kw_only=True):
-    name: str
-    files: list[_JsonFile]
-    versions: list[str] = []
-
-
-_decode_json_project = msgspec.json.Decoder(_JsonProject).decode
-
-
-def _metadata_hashes(value: bool | dict[str, str] | None) -> dict[str, str] | None:
-    return value if isinstance(value, dict) and value else None
-
-
-def _fetchable(url: str) -> bool:
-    """Only http(s) links are relayed: a garbage or hostile upstream could send javascript:."""
-    return urlsplit(url).scheme in ("http", "https")
-
-
-def parse_json_page(body: bytes, page_url: str, name: str) -> ProjectPage:
-    data = _decode_json_project(body)
-    files = tuple(
-        FileLink(
-            filename=f.filename,
-            url=urljoin(page_url, f.url),
-            hashes=f.hashes,
-            requires_python=f.requires_python,
-            yanked=f.yanked,
-            core_metadata=_metadata_hashes(f.core_metadata)
-            or _metadata_hashes(f.dist_info_metadata),
-            size=f.size,
-            upload_time=f.upload_time,
-        )
-        for f in data.files
-        if _fetchable(urljoin(page_url, f.url))
-    )
-    return ProjectPage(name=name, files=files, versions=tuple(data.versions))
-
-
-class _AnchorParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self._current: dict[str, str | None] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._current, self._text = dict(attrs), []
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._current is not None:
-            self.anchors.append((self._current, "".join(self._text).strip()))
-            self._current = None
-
-
-def parse_html_page(body: bytes, page_url: str, name: str) -> ProjectPage:
-    parser = _AnchorParser()
-    parser.feed(body.decode("utf-8", "replace"))
-    files = []
-    for attrs, text in parser.anchors:
-        href = attrs.get("href")
-        if not href:
-            continue
-        url, fragment = urldefrag(urljoin(page_url, href))
-        if not _fetchable(url):
-            continue
-        algorithm, _, digest = fragment.partition("=")
-        metadata = attrs.get("data-core-metadata") or attrs.get("data-dist-info-metadata")
-        meta_algorithm, _, meta_digest = (metadata or "").partition("=")
-        yanked = attrs.get("data-yanked")
-        files.append(
-            FileLink(
-                filename=text or url.rsplit("/", 1)[-1],
-                url=url,
-                hashes={algorithm: digest} if digest else {},
-                requires_python=attrs.get("data-requires-python"),
-                yanked=False if yanked is None else (yanked or True),
-                core_metadata={meta_algorithm: meta_digest} if meta_digest else None,
-            )
-        )
-    return ProjectPage(name=name, files=tuple(files), versions=())
 
 
 # -- the fallback ------------------------------------------------------------------------------

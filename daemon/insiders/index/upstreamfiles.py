@@ -27,13 +27,13 @@ from urllib.parse import quote
 import httpx
 import trio
 
+from insiders.documents.model import FileLink, ProjectPage
 from insiders.errors import HashMismatch, UpstreamError
+from insiders.http.asgi import Scope, Send
+from insiders.http.connections import current_connection
 from insiders.names import NormalizedName
 
-from .asgi import Scope, Send
-from .connections import current_connection
 from .filecache import Entry, FileCache
-from .model import FileLink, ProjectPage
 from .upstream import Upstream
 
 if TYPE_CHECKING:

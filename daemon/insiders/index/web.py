@@ -9,10 +9,9 @@ import trio
 from quart import Response
 from quart_trio import QuartTrio
 
+from insiders.documents import jsonapi
 from insiders.names import normalize
 from insiders.store import Store
-
-from . import jsonapi
 
 
 def create_web_app(store: Store, base_url: Callable[[], str]) -> QuartTrio:

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 
 from insiders import __version__
-from insiders.index import jsonapi, render
-from insiders.index.model import hosted_page
-from insiders.index.pages import Page, make_page
+from insiders.documents import jsonapi, render
+from insiders.documents.model import hosted_page
+from insiders.documents.page import Page, make_page
 from insiders.names import NormalizedName
 from insiders.store import Project, StoredFile
 

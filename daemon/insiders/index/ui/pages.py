@@ -21,8 +21,8 @@ import jinja2
 import trio
 from packaging.metadata import parse_email
 
+from insiders.documents.page import Page, make_page
 from insiders.errors import UpstreamError
-from insiders.index.pages import Page, make_page
 from insiders.index.upstream import Upstream, remember
 from insiders.names import NormalizedName, is_valid_name, normalize
 from insiders.repos.registry import Repo, Repos

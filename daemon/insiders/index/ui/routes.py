@@ -22,9 +22,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
+from insiders.documents.page import Page
+
 # The simple pages' ASGI types and Accept-Encoding rule, in one place.
-from insiders.index.asgi import ASGIApp, Receive, Scope, Send
-from insiders.index.pages import Page
+from insiders.http.asgi import ASGIApp, Receive, Scope, Send
 from insiders.index.server import _accepts_gzip as accepts_gzip
 from insiders.index.server import send_empty
 from insiders.names import NormalizedName, is_valid_name, normalize

@@ -11,7 +11,7 @@ from importlib import resources
 
 import msgspec
 
-from insiders.index.pages import Page, make_page
+from insiders.documents.page import Page, make_page
 
 CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",

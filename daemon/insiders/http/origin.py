@@ -25,8 +25,8 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from insiders.index.asgi import ASGIApp, Receive, Scope, Send
-from insiders.index.reason import reason_header
+from insiders.http.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.reason import reason_header
 from insiders.logs import shown
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})

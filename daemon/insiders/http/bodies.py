@@ -30,8 +30,8 @@ from typing import Any
 
 import trio
 
-from insiders.index.asgi import ASGIApp, Message, Receive, Scope, Send
-from insiders.index.connections import current_connection
+from insiders.http.asgi import ASGIApp, Message, Receive, Scope, Send
+from insiders.http.connections import current_connection
 
 log = logging.getLogger(__name__)
 

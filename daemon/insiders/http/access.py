@@ -24,7 +24,7 @@ import ipaddress
 from typing import Literal
 
 from insiders.errors import MalformedCredentials, TokenRefused
-from insiders.index.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.asgi import ASGIApp, Receive, Scope, Send
 from insiders.tokens import Tokens
 
 ReadAccess = Literal["anyone", "token"]

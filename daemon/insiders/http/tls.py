@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 from hypercorn.config import Config as HypercornConfig
 
+from insiders.config import ServerSettings
 from insiders.errors import ConfigError
-
-from .config import ServerSettings
 
 log = logging.getLogger(__name__)
 

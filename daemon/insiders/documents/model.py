@@ -1,6 +1,6 @@
 """The page model: a project's files as an index page lists them, hosted or from the upstream.
 
-Rendered as PEP 503 HTML or PEP 691 JSON by insiders.index.render; read from the upstream by
+Rendered as PEP 503 HTML or PEP 691 JSON by insiders.documents.render; read from the upstream by
 insiders.index.upstream; made from the store here.
 """
 

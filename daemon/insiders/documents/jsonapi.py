@@ -12,7 +12,7 @@ from typing import Any
 
 from packaging.metadata import parse_email
 
-from insiders.index.model import iso_time
+from insiders.documents.model import iso_time
 from insiders.store import Project, StoredFile
 
 
