@@ -17,7 +17,8 @@ import httpx
 import msgspec
 import pytest
 
-from insiders.http.access import exposure_refusal
+from insiders.http.access import NEEDS_TOKEN, exposure_refusal
+from insiders.http.routes import FALLBACK, ROUTES, route
 from tests.support import (
     BIN,
     INSIDERSD,
@@ -109,6 +110,28 @@ def test_every_read_needs_a_read_token(private: Daemon, dists: dict[str, list[Pa
         response = client.get("/simple/", auth=("__token__", reader))
     assert response.status_code == 401
     assert "unknown or revoked" in response.text
+
+
+def test_the_route_table_is_what_the_daemon_gates(private: Daemon) -> None:
+    """Each row of insiders.http.routes, asked through the real daemon without credentials: a
+    "read" route answers 401 with the challenge, the others reach their handler (which judges its
+    own credentials: an upload token, a signature, nginx's question)."""
+    reader = read_token(private)
+    with httpx.Client(base_url=private.url, timeout=30) as client:
+        for row in (*ROUTES, FALLBACK):
+            path = row.path.replace("*", "") or "/"
+            path = "/nowhere/" if row.path == "*" else path
+            if path.endswith("/") and row.path.endswith("*") and path.count("/") >= 2:
+                path += "demo-pkg/"
+            method = sorted(row.methods)[0] if row.methods else "GET"
+            assert route(method, path) is row, (method, path)
+            response = client.request(method, path, follow_redirects=False)
+            gated = (response.status_code, response.text) == (401, NEEDS_TOKEN + "\n")
+            if row.access == "anyone":  # nginx's question: it judges the credentials itself
+                granted = client.request(method, path, auth=("__token__", reader))
+                assert granted.status_code == 204, row
+            else:
+                assert gated == (row.access == "read"), (row, response.status_code, response.text)
 
 
 def test_auth_endpoint_for_nginx(private: Daemon, daemon: Daemon) -> None:

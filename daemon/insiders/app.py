@@ -28,11 +28,13 @@ from .control.server import serve_control
 from .credentials import read_secret
 from .fsutil import make_private
 from .http import graceful, reason, tls
-from .http.access import ReadGate, exposure_refusal
+from .http.access import AuthRequest, exposure_refusal
+from .http.asgi import ASGIApp
 from .http.bodies import RequestBodies
 from .http.connections import connection_limit, raise_descriptor_limit, serve_http
 from .http.origin import BrowserGuard, own_names
 from .http.public_url import public_base_url
+from .http.routes import Router
 from .index import ui
 from .index.filecache import FileCache
 from .index.hooks import Hooks
@@ -165,26 +167,47 @@ class Daemon:
             self.watcher,
             self.mirrors,
         )
-        self.http_app = gated(self.index, tokens, settings, self.public_url)
+        self.http_app = BrowserGuard(
+            Router(self._handlers(), tokens, settings.server.read_access),
+            names=own_names(settings.server.allowed_hosts, settings.server.host),
+            public_url=self.public_url,
+        )
 
     def _index(self) -> IndexApp:
-        """The index's HTTP side: /simple/, files, uploads and hooks, then the web pages."""
+        """The index's own answers: /simple/, files and uploads."""
+        return IndexApp(
+            store=self.store,
+            tokens=self.tokens,
+            upstream=self.upstream,
+            settings=self.settings,
+            upstream_files=UpstreamFiles(self.file_cache),
+            withheld=self.mirrors.withheld,
+        )
+
+    def _handlers(self) -> dict[str, ASGIApp]:
+        """Each handler the route table (insiders.http.routes) names. The gates in front, the
+        browser's rules (Host, Origin) then the read gate, are made at start: [server] changes
+        wait for a restart."""
         store, dirs = self.store, self.dirs
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, self.repos, dirs.data / "logs", self.site, self.upstream)
         pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
         security = ui.security_headers(self.settings.server.image_sources)
         ui.register_not_found(web, pages, security)
-        return IndexApp(
-            store=store,
-            tokens=self.tokens,
-            upstream=self.upstream,
-            settings=self.settings,
-            fallback=ui.WebApp(pages, web, security),  # type: ignore[arg-type]
-            upstream_files=UpstreamFiles(self.file_cache),
-            withheld=self.mirrors.withheld,
-            hooks=self.hooks,
-        )
+        site = ui.WebApp(pages, security)
+        return {
+            "simple": self.index.simple,
+            "files": self.index.file,
+            "upload": self.index.upload,
+            "hooks": self.hooks,
+            "auth": AuthRequest(self.tokens, self.settings.server.read_access),
+            "home": site.home,
+            "search": site.search,
+            "project": site.project,
+            "builds": site.builds,
+            "static": site.static,
+            "web": web,  # type: ignore[dict-item]  # Quart's app is an ASGI app
+        }
 
     def _watcher(self) -> Watcher:
         dirs = self.dirs
@@ -311,18 +334,6 @@ class Daemon:
             held = f", {withheld} of its projects kept from the upstream (503)" if withheld else ""
             parts.append(f"mirror {names} refused{held}: see insidersctl mirrors list")
         return "; ".join(parts)
-
-
-def gated(
-    index: IndexApp, tokens: Tokens, settings: Settings, public_url: Callable[[], str]
-) -> BrowserGuard:
-    """The gates every request passes (pages added later included): the browser's rules (Host,
-    Origin), then the read gate. Made at start: [server] changes wait for a restart."""
-    return BrowserGuard(
-        ReadGate(index, tokens, settings.server.read_access),
-        names=own_names(settings.server.allowed_hosts, settings.server.host),
-        public_url=public_url,
-    )
 
 
 def hypercorn_config(settings: Settings) -> tls.ReloadableTLSConfig:

@@ -1,18 +1,19 @@
-"""Who may read the index: one gate in front of the whole HTTP app, and nginx's auth endpoint.
+"""Who may read the index: the gate every route marked "read" passes, and nginx's auth endpoint.
 
 With `[server] read-access = "token"`, every request but an upload (which checks its own upload
 token) and a webhook (`/hooks/`, signed with the shared secret: GitHub, GitLab and Gitea cannot
 send a read token) needs HTTP Basic credentials whose password is a token granting read; any user
 name is accepted, since clients vary (`__token__`, a person's name, the token itself in the user
-field). The gate wraps the app once, at the top, so every page (present and future, Quart's
-included) is behind it. The answer without a good token is 401 with a Basic challenge, so pip,
-uv, poetry and pdm ask their keyring or the person. Error messages never quote what the client sent.
+field). Which request is which is the route table's (insiders.http.routes): a route names who may
+call it, and anything no route names is a read, so every page (present and future, Quart's
+included) is behind the gate. The answer without a good token is 401 with a Basic challenge, so
+pip, uv, poetry and pdm ask their keyring or the person. Error messages never quote what the
+client sent.
 
-Every ASGI scope passes here: the index speaks no WebSocket, so a WebSocket request is refused
-at once (403, a plain answer) instead of reaching a framework that would answer with a
-traceback. Lifespan events go through.
+The index speaks no WebSocket, so a WebSocket request is refused at once (403, a plain answer)
+instead of reaching a framework that would answer with a traceback.
 
-`GET /-/auth` answers nginx's `auth_request` for a static mirror served in front: 204 when the
+`/-/auth` answers nginx's `auth_request` for a static mirror served in front: 204 when the
 request's credentials grant read (or reads are open), 401 with the challenge otherwise.
 """
 
@@ -24,15 +25,12 @@ import ipaddress
 from typing import Literal
 
 from insiders.errors import MalformedCredentials, TokenRefused
-from insiders.http.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.asgi import Receive, Scope, Send
 from insiders.tokens import Tokens
 
 ReadAccess = Literal["anyone", "token"]
 
-AUTH_PATH = "/-/auth"
 CHALLENGE = (b"www-authenticate", b'Basic realm="insiders"')
-UPLOAD_PATHS = ("/", "/legacy", "/legacy/")
-HOOKS_PREFIX = "/hooks/"  # signed by the sender (insiders.index.hooks)
 NO_WEBSOCKET = b"This index serves no WebSocket\n"
 NEEDS_TOKEN = (
     "This index needs a read token: HTTP Basic with any user name (__token__, say) and the "
@@ -75,45 +73,27 @@ def read_refusal(tokens: Tokens, authorization: bytes) -> str | None:
     return None
 
 
-def is_upload(scope: Scope) -> bool:
-    return scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+async def unauthorized(scope: Scope, send: Send, tokens: Tokens) -> bool:
+    """Whether the request may not read: then it was answered 401 with the challenge."""
+    refusal = read_refusal(tokens, header(scope, b"authorization"))
+    if refusal is None:
+        return False
+    await _answer(send, 401, refusal, scope["method"] == "HEAD")
+    return True
 
 
-def proves_itself(scope: Scope) -> bool:
-    """An upload (its upload token) or a webhook (its signature): checked where it is handled."""
-    return is_upload(scope) or scope["path"].startswith(HOOKS_PREFIX)
+class AuthRequest:
+    """nginx's auth_request (`/-/auth`): 204 for a reader, 401 with the challenge for others."""
 
-
-class ReadGate:
-    """The ASGI app in front of everything: reads need a token when read-access is "token"."""
-
-    def __init__(self, app: ASGIApp, tokens: Tokens, read_access: ReadAccess) -> None:
-        self.app = app
+    def __init__(self, tokens: Tokens, read_access: ReadAccess) -> None:
         self.tokens = tokens
         self.read_access = read_access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            return await refuse_websocket(scope, send)
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # lifespan
-        if scope["path"] == AUTH_PATH:
-            return await self.auth_request(scope, send)
-        if self.read_access == "token" and not proves_itself(scope):
-            refusal = read_refusal(self.tokens, header(scope, b"authorization"))
-            if refusal is not None:
-                return await _answer(send, 401, refusal, scope["method"] == "HEAD")
-        await self.app(scope, receive, send)
-
-    async def auth_request(self, scope: Scope, send: Send) -> None:
-        """nginx's auth_request: 204 for a reader, 401 with the challenge for anyone else."""
-        refusal = None
-        if self.read_access == "token":
-            refusal = read_refusal(self.tokens, header(scope, b"authorization"))
-        if refusal is None:
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            return await send({"type": "http.response.body", "body": b""})
-        await _answer(send, 401, refusal, scope["method"] == "HEAD")
+        if self.read_access == "token" and await unauthorized(scope, send, self.tokens):
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def refuse_websocket(scope: Scope, send: Send) -> None:

@@ -22,7 +22,7 @@ from insiders.documents.model import ProjectPage, hosted_page
 from insiders.documents.negotiate import Format, from_query, negotiate
 from insiders.documents.page import Page, make_page
 from insiders.errors import UploadRefused, UpstreamError
-from insiders.http.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.asgi import Receive, Scope, Send
 from insiders.http.reason import reason_header
 from insiders.index.pagecache import LRU
 from insiders.index.upstream import Upstream
@@ -52,10 +52,8 @@ class IndexApp:
         tokens: Tokens,
         upstream: Upstream,
         settings: Settings,
-        fallback: ASGIApp,
         upstream_files: UpstreamFiles | None = None,
         withheld: Callable[[str], str | None] = lambda name: None,
-        hooks: ASGIApp | None = None,
     ) -> None:
         self.store = store
         # Cache mode's files of projects not hosted here (None: the daemon keeps no files).
@@ -64,9 +62,6 @@ class IndexApp:
         self.upstream = upstream
         self.settings = settings
         self.pages = HostedPages(store)
-        self.fallback = fallback
-        # Push triggers (insiders.index.hooks) for the watcher; None: /hooks/ is not served.
-        self.hooks = hooks
         # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None.
         self.withheld = withheld
         self._negotiated: dict[bytes, Format | None] = {}
@@ -83,20 +78,6 @@ class IndexApp:
         self.settings = new
         self._proxied.clear()
         return ()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if method in ("GET", "HEAD"):
-                if path.startswith("/simple"):
-                    return await self.simple(scope, send)
-                if path.startswith("/files/"):
-                    return await self.file(scope, send)
-            elif method == "POST" and path in ("/", "/legacy", "/legacy/"):
-                return await self.upload(scope, receive, send)
-            if path.startswith("/hooks/") and self.hooks is not None:
-                return await self.hooks(scope, receive, send)
-        await self.fallback(scope, receive, send)
 
     # -- /simple/ ---------------------------------------------------------------------------------
 
@@ -119,7 +100,7 @@ class IndexApp:
                 self._negotiated[accept] = fmt
             return fmt
 
-    async def simple(self, scope: Scope, send: Send) -> None:
+    async def simple(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/simple":
             return await redirect(send, "/simple/", scope, permanent=True)
@@ -205,7 +186,7 @@ class IndexApp:
 
     # -- /files/ ----------------------------------------------------------------------------------
 
-    async def file(self, scope: Scope, send: Send) -> None:
+    async def file(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts = scope["path"][len("/files/") :].split("/")
         if len(parts) != 2:
             return await text(send, 404, "Not Found")

@@ -1,10 +1,11 @@
-"""The web pages' routes: home, search, projects, builds (with a permalink for each repository
-and each version's log), static files and helpful 404s.
+"""The web pages' handlers: home, search, projects, builds (with a permalink for each repository
+and each version's log), static files and helpful 404s; the route table (insiders.http.routes)
+names the paths each answers.
 
-They are answered by a small ASGI app in front of Quart, as the simple pages are by IndexApp:
-a page is bytes rendered earlier, and going through the framework for it cut the requests per
-second of a 2,000-version page by more than half. Anything else goes on to Quart (the JSON
-API), whose own 404s are this module's not-found page too.
+They are plain ASGI handlers, as the simple pages are IndexApp's: a page is bytes rendered
+earlier, and going through the framework for it cut the requests per second of a 2,000-version
+page by more than half. Quart answers the JSON API, and its own 404s are this module's
+not-found page too.
 
 Every page carries a Content-Security-Policy that allows scripts, styles and images from this
 index's own files only: even if an upload's text slipped through as markup, no inline script or
@@ -25,7 +26,7 @@ from werkzeug.exceptions import NotFound
 from insiders.documents.page import Page
 
 # The simple pages' ASGI types and Accept-Encoding rule, in one place.
-from insiders.http.asgi import ASGIApp, Receive, Scope, Send
+from insiders.http.asgi import Receive, Scope, Send
 from insiders.index.server import _accepts_gzip as accepts_gzip
 from insiders.index.server import send_empty
 from insiders.names import NormalizedName, is_valid_name, normalize
@@ -63,44 +64,35 @@ IMMUTABLE = b"public, max-age=31536000, immutable"
 QUERY_LIMIT = 200  # characters of a search kept
 
 
-class WebApp:
-    """The pages' ASGI app; `fallback` (Quart) answers every other path."""
+def _without_slash(path: str) -> bool:
+    """/project, /builds, /project/NAME[/VERSION] and /builds/NAME[/VERSION]: moved to the path
+    with its slash."""
+    return path.count("/") <= 3 and not path.endswith("/")
 
-    def __init__(self, pages: WebPages, fallback: ASGIApp, headers: Headers) -> None:
+
+class WebApp:
+    """The web pages' handlers, each an ASGI callable the route table names."""
+
+    def __init__(self, pages: WebPages, headers: Headers) -> None:
         self.pages = pages
-        self.fallback = fallback
         self.headers = headers  # security_headers()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
-            path: str = scope["path"]
-            if path == "/":
-                return await send_page(scope, send, await self.pages.home(), self.headers)
-            if path == "/builds/":
-                return await send_page(scope, send, await self.pages.builds(), self.headers)
-            if path.startswith("/builds/"):
-                return await self.builds(scope, send, path[len("/builds/") :])
-            if path in ("/builds", "/project") or (
-                path.startswith(("/project/", "/builds/"))
-                and not path.endswith("/")
-                and path.count("/") <= 3
-            ):
-                return await moved(send, quote(path) + "/")
-            if path == "/search":
-                return await self.search(scope, send)
-            if path.startswith("/project/"):
-                return await self.project(scope, send, path[len("/project/") :])
-            if path.startswith("/static/"):
-                return await self.static(scope, send, path[len("/static/") :])
-        await self.fallback(scope, receive, send)
+    async def home(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_page(scope, send, await self.pages.home(), self.headers)
 
-    async def search(self, scope: Scope, send: Send) -> None:
+    async def search(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = _query(scope).get("q", [""])[0][:QUERY_LIMIT]
         await send_page(scope, send, await self.pages.search(query), self.headers)
 
-    async def builds(self, scope: Scope, send: Send, rest: str) -> None:
-        """/builds/NAME/ and /builds/NAME/VERSION/: permalinks of a repository's builds."""
-        parts = rest.split("/")
+    async def builds(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """/builds/ lists every build; /builds/NAME/ and /builds/NAME/VERSION/ are permalinks of
+        a repository's builds."""
+        path: str = scope["path"]
+        if _without_slash(path):
+            return await moved(send, quote(path) + "/")
+        if path == "/builds/":
+            return await send_page(scope, send, await self.pages.builds(), self.headers)
+        parts = path[len("/builds/") :].split("/")
         if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
             return await self.not_found(scope, send, None)
         name, version = parts[0], (parts[1] if len(parts) == 3 else None)
@@ -117,8 +109,11 @@ class WebApp:
             return await self.not_found(scope, send, None)
         await send_page(scope, send, page, self.headers)
 
-    async def project(self, scope: Scope, send: Send, rest: str) -> None:
-        parts = rest.split("/")
+    async def project(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if _without_slash(path):
+            return await moved(send, quote(path) + "/")
+        parts = path[len("/project/") :].split("/")
         if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
             return await self.not_found(scope, send, None)
         # The path is decoded already (ASGI): a version is used as it stands.
@@ -141,8 +136,8 @@ class WebApp:
             return await self.not_found(scope, send, name)
         await send_page(scope, send, page, self.headers)
 
-    async def static(self, scope: Scope, send: Send, name: str) -> None:
-        found = self.pages.static.get(name)
+    async def static(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.pages.static.get(scope["path"][len("/static/") :])
         if found is None:
             return await self.not_found(scope, send, None)
         immutable = _query(scope).get("v", [""])[0] == found.digest
