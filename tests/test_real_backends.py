@@ -67,7 +67,10 @@ def sdist(project: Project, version: str) -> Path:
 
 
 def replace_tree(repo: Path, archive: Path) -> None:
-    """The working tree becomes the sdist's contents (its top directory stripped)."""
+    """The working tree becomes the sdist's contents (its top directory stripped) but PKG-INFO,
+    which a backend writes into an sdist and no project keeps in git: without it,
+    setuptools-scm and hatch-vcs can read the version from nothing but the tag (they fall back
+    to PKG-INFO only where there is no git metadata)."""
     for child in repo.iterdir():
         if child.is_dir() and child.name != ".git":
             shutil.rmtree(child)
@@ -77,7 +80,7 @@ def replace_tree(repo: Path, archive: Path) -> None:
         members = []
         for member in tar.getmembers():
             _, _, inner = member.name.partition("/")
-            if inner:
+            if inner and inner != "PKG-INFO":
                 member.name = inner
                 members.append(member)
         tar.extractall(repo, members=members, filter="data")
