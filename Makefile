@@ -29,13 +29,19 @@ types: $(BIN)/.installed
 	$(BIN)/mypy
 
 pytest: $(BIN)/.installed systemd-host-tools browser-host-tools shells nginx-host-tools sandbox-host-tools axe-core \
-		.cache/wheelhouse/.complete
+		.cache/wheelhouse/.complete .cache/real-sources/.complete
 	$(BIN)/pytest
 
 # Wheels of the build backends that the watcher tests build with, served by a local index.
 .cache/wheelhouse/.complete: tests/build-backends.txt $(BIN)/.installed
 	$(BIN)/python -m pip download --quiet --only-binary=:all: --dest .cache/wheelhouse \
 		--requirement tests/build-backends.txt
+	touch $@
+
+# Real projects' published sdists (pinned by sha256), which the real-backends test makes into
+# tagged git repositories. Only the archives are fetched: pip download would run their backends.
+.cache/real-sources/.complete: tests/real-sources.txt tests/fetch_sources.py $(BIN)/.installed
+	$(BIN)/python -m tests.fetch_sources tests/real-sources.txt .cache/real-sources
 	touch $@
 
 # The tests under a real systemd (tests/systemd/, root only) boot a debootstrapped Debian container.

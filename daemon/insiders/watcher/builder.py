@@ -240,11 +240,15 @@ def check_dists(files: list[Path], name: NormalizedName, version: Version) -> li
 
 def build_backend(source: Path) -> str:
     """The build backend a checkout names, and what it requires (blocking; for a build log's
-    header): PEP 517's default when pyproject.toml says none."""
+    header): PEP 517's default when pyproject.toml says none, and never that default for a
+    pyproject.toml that does not parse (the build fails on it: the header must not send a reader
+    looking at setuptools)."""
     try:
         with (source / "pyproject.toml").open("rb") as file:
             system = tomllib.load(file).get("build-system", {})
-    except (OSError, tomllib.TOMLDecodeError):
+    except tomllib.TOMLDecodeError as error:
+        return f"unknown: pyproject.toml does not parse ({error})"
+    except OSError:
         system = {}
     if not isinstance(system, dict):
         system = {}
