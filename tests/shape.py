@@ -101,6 +101,50 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+# The daemon's layers, as the README's code map draws them, lowest first: a module may import
+# its own layer and the ones below, never one above. Within "parts", a part imports no other part
+# but those ALLOWED names (the handlers of index/ are served by http/).
+LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    (
+        "foundations",
+        frozenset(
+            {"__init__", "errors", "names", "archives", "distributions", "fsutil", "credentials"}
+            | {"config", "logs", "logfile", "systemd"}
+        ),
+    ),
+    ("data", frozenset({"store", "tokens", "repos", "ingest", "documents"})),
+    ("parts", frozenset({"http", "index", "watcher", "mirror"})),
+    ("control plane", frozenset({"control"})),
+    ("root", frozenset({"app", "__main__", "options"})),
+)
+ALLOWED = {"index": {"http"}}
+
+
+def top(module: str) -> str:
+    """The daemon's top-level module or package that `module` is part of."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_breaches(edges: dict[str, set[str]]) -> list[str]:
+    """Each import that goes up the layer table, or from one part to another not ALLOWED."""
+    rank = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+    found = []
+    for module, targets in sorted(edges.items()):
+        source = top(module)
+        for target in sorted(targets):
+            dest = top(target)
+            if source == dest or dest in ALLOWED.get(source, ()):
+                continue
+            if source not in rank or dest not in rank:
+                found.append(f"{module} -> {target}: not in the layer table")
+            elif rank[dest] > rank[source] or (
+                rank[dest] == rank[source] and LAYERS[rank[source]][0] == "parts"
+            ):
+                found.append(f"{module} -> {target}")
+    return found
+
+
 @dataclass(frozen=True)
 class Function:
     where: str
@@ -139,6 +183,9 @@ def main(argv: list[str]) -> int:
         print(f"{where}: {len(mods)} modules, {sum(sizes)} lines, largest {max(sizes)}")
         for component in circles(graph(package)):
             print("  import circle: " + " -> ".join(component))
+        if package == "insiders":
+            for breach in layer_breaches(graph(package)):
+                print(f"  against the layers: {breach}")
         for function in long_functions(package):
             why = " (reason given)" if function.reasoned else ""
             print(f"  {function.lines:4d} lines  {function.where}{why}")

@@ -32,6 +32,26 @@ def test_no_long_function_without_a_reason(package: str) -> None:
     assert unexplained == []
 
 
+def test_the_daemon_keeps_its_layers() -> None:
+    """The layer table (tests/shape.py LAYERS, the README's code map): no import goes up it, and
+    no part imports another, but index/ the http/ that serves it."""
+    assert shape.layer_breaches(shape.graph("insiders")) == []
+
+
+def test_the_layer_check_sees_a_breach() -> None:
+    edges = {
+        "insiders.store": {"insiders.watcher.report"},  # the data importing a part
+        "insiders.mirror.sync": {"insiders.index.server"},  # a part importing another
+        "insiders.index.server": {"insiders.http.asgi", "insiders.store"},  # allowed
+        "insiders.newthing": {"insiders.errors"},  # a module the table does not know
+    }
+    assert shape.layer_breaches(edges) == [
+        "insiders.mirror.sync -> insiders.index.server",
+        "insiders.newthing -> insiders.errors: not in the layer table",
+        "insiders.store -> insiders.watcher.report",
+    ]
+
+
 def test_the_shape_finds_a_circle_and_a_long_function() -> None:
     """The measures themselves: a circle through TYPE_CHECKING counts, a long function is seen."""
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}

@@ -13,6 +13,7 @@ writes say their mode anyway, and `make_private` restricts what an earlier versi
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -69,3 +70,9 @@ def make_private(root: Path) -> int:
             except FileNotFoundError:
                 continue  # removed meanwhile (an upload's temp file)
     return changed
+
+
+def is_disk_full(error: OSError) -> bool:
+    """ENOSPC or EDQUOT: nothing was stored (every write is atomic), and nothing is wrong with
+    the request either; the answer is "no space left", not a bug."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from insiders.store import is_disk_full
+from insiders.fsutil import is_disk_full
 from insidersctl.logs import LOG_FILE
 
 __all__ = ["LOG_FILE", "log_to_file"]

@@ -27,7 +27,6 @@ the manifest's record of removals, which mirrors carry and a restore brings back
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -179,12 +178,6 @@ def sort_files(files: Iterable[StoredFile]) -> tuple[StoredFile, ...]:
 def _changed(project: Project, **changes: object) -> Project:
     """The project with `changes`, one revision later."""
     return msgspec.structs.replace(project, revision=project.revision + 1, **changes)
-
-
-def is_disk_full(error: OSError) -> bool:
-    """ENOSPC or EDQUOT: nothing was stored (every write is atomic), and nothing is wrong with
-    the request either; the answer is "no space left", not a bug."""
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 _encode = msgspec.json.Encoder().encode

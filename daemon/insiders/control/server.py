@@ -30,7 +30,7 @@ import trio
 
 from insiders import __version__
 from insiders.errors import ControlSocketError, Reclaimed, Stalled
-from insiders.store import is_disk_full
+from insiders.fsutil import is_disk_full
 from insidersctl import protocol as p
 
 from .access import Access, Peer, group_name, peer_of, system_mode

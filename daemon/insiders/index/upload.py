@@ -34,11 +34,12 @@ from insiders.errors import (
     UploadRefused,
     map_exceptions,
 )
+from insiders.fsutil import is_disk_full
 from insiders.http.access import CHALLENGE, basic_credentials
 from insiders.http.asgi import Receive
 from insiders.ingest import Claims, Hasher, incoming_file, ingest
 from insiders.names import is_valid_name, parse_version
-from insiders.store import Store, is_disk_full
+from insiders.store import Store
 from insiders.tokens import Token, Tokens
 
 log = logging.getLogger(__name__)
