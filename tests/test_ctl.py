@@ -136,15 +136,6 @@ def netless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Netless]:
     proc.wait(20)
 
 
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[Daemon]:
-    """A daemon of its own, for the tests that stop, kill or restart it."""
-    daemon = Daemon(tmp_path / "d", ["--upstream-mode", "none"]).start()
-    yield daemon
-    if daemon.proc and daemon.proc.poll() is None:
-        daemon.stop()
-
-
 def git_project(where: Path, name: str) -> Path:
     where.mkdir(parents=True)
     (where / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "1.0"\n')
@@ -414,11 +405,11 @@ def test_repos(shared: Daemon, tmp_path: Path) -> None:
     assert as_json(shared, "repos", "list")["repos"] == []
 
 
-def test_repos_survive_a_restart(own: Daemon) -> None:
-    ok(own, "repos", "add", "o/r:kept", "--all")
-    own.stop()
-    own.start()
-    [repo] = as_json(own, "repos", "list")["repos"]  # type: ignore[misc]
+def test_repos_survive_a_restart(daemon: Daemon) -> None:
+    ok(daemon, "repos", "add", "o/r:kept", "--all")
+    daemon.stop()
+    daemon.start()
+    [repo] = as_json(daemon, "repos", "list")["repos"]  # type: ignore[misc]
     assert (repo["name"], repo["versions"]) == ("kept", "all")  # type: ignore[index]
 
 
@@ -434,9 +425,9 @@ def test_logs(shared: Daemon) -> None:
         wait_for_line(lines, "token followed created")
 
 
-def test_logs_of_a_daemon_that_stopped(own: Daemon) -> None:
-    own.stop()
-    result = ctl(own, "logs", "-n", "3")
+def test_logs_of_a_daemon_that_stopped(daemon: Daemon) -> None:
+    daemon.stop()
+    result = ctl(daemon, "logs", "-n", "3")
     assert result.returncode == 0
     assert "insidersd is not running" in result.stderr
     assert "insiders.app: SIGTERM: stopping" in result.stdout
@@ -468,35 +459,35 @@ def test_no_daemon_is_one_line_and_status_3(tmp_path: Path) -> None:
     assert msgspec.json.decode(result.stdout)["code"] == "unreachable"
 
 
-def test_a_killed_daemons_socket_is_reported_then_replaced(own: Daemon) -> None:
-    own.kill()  # SIGKILL: no cleanup, the socket file stays
-    assert socket_path(own).exists()
-    result = ctl(own, "status")
+def test_a_killed_daemons_socket_is_reported_then_replaced(daemon: Daemon) -> None:
+    daemon.kill()  # SIGKILL: no cleanup, the socket file stays
+    assert socket_path(daemon).exists()
+    result = ctl(daemon, "status")
     assert result.returncode == 3
     assert "nothing listens on the control socket" in result.stderr
-    own.start()
-    assert "replacing the stale control socket" in own.log()
-    assert ok(own, "status")
+    daemon.start()
+    assert "replacing the stale control socket" in daemon.log()
+    assert ok(daemon, "status")
 
 
-def test_a_second_daemon_refuses_to_start(own: Daemon) -> None:
+def test_a_second_daemon_refuses_to_start(daemon: Daemon) -> None:
     second = subprocess.run(
         [str(BIN / "insidersd"), "--port", "0", "--upstream-mode", "none"],
-        env=isolated_env(own.home),
+        env=isolated_env(daemon.home),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert second.returncode == 1
-    assert f"cannot start: insidersd is already running, pid {own.proc.pid}" in second.stderr  # type: ignore[union-attr]
+    assert f"cannot start: insidersd is already running, pid {daemon.proc.pid}" in second.stderr  # type: ignore[union-attr]
     assert "Traceback" not in second.stderr
-    assert ok(own, "status")  # the first one serves on
+    assert ok(daemon, "status")  # the first one serves on
 
 
-def test_the_socket_goes_away_with_the_daemon(own: Daemon) -> None:
-    own.stop()
-    assert not socket_path(own).exists()
+def test_the_socket_goes_away_with_the_daemon(daemon: Daemon) -> None:
+    daemon.stop()
+    assert not socket_path(daemon).exists()
 
 
 # -- usage ---------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -31,14 +30,6 @@ def ctl(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path / "d", ["--upstream-mode", "none"]).start()
-    yield daemon
-    if daemon.proc and daemon.proc.poll() is None:
-        daemon.stop()
 
 
 def test_stop_a_daemon_run_by_hand_then_start_says_how(daemon: Daemon, tmp_path: Path) -> None:

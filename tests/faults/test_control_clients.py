@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
-
-import pytest
 
 from insiders.control.server import Limits
 from insidersctl import protocol as p
 from tests.control_fixtures import RawClient
 from tests.support import BIN, Daemon, isolated_env
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path / "d", ["--upstream-mode", "none"]).start()
-    yield running
-    if running.proc and running.proc.poll() is None:
-        running.stop()
 
 
 def test_idle_clients_in_every_slot(daemon: Daemon) -> None:
