@@ -203,6 +203,18 @@ def cmd_server_stop(ctx: Context) -> int:
     return service.stop(ctx)
 
 
+def cmd_server_enable(ctx: Context) -> int:
+    from insidersctl import unitfiles
+
+    return unitfiles.enable(ctx)
+
+
+def cmd_server_disable(ctx: Context) -> int:
+    from insidersctl import unitfiles
+
+    return unitfiles.disable(ctx)
+
+
 # -- repositories and the watcher --------------------------------------------------------------
 
 
