@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -83,10 +84,32 @@ def start(ctx: Context) -> int:
             return EXIT_OK
     print(
         "insidersctl: insidersd is not running, and no insiders unit is installed for systemd: "
-        "run `insidersd` (or install the user unit: see the README, systemd)",
+        f"run {without_unit(system=False)}",
         file=sys.stderr,
     )
     return EXIT_UNREACHABLE
+
+
+def how_to_start(*, system: bool) -> str:
+    """The command that starts the daemon here, for a hint: its unit's when one is installed,
+    else insidersd itself as this installation names it."""
+    if unit_loaded(user=not system):
+        return "`sudo systemctl start insiders`" if system else "`systemctl --user start insiders`"
+    return without_unit(system=system)
+
+
+def without_unit(*, system: bool) -> str:
+    """How to start the daemon with no unit installed: by hand, or by having systemd run it
+    (`server enable`), each named so that it runs here (a venv's bin may not be on PATH)."""
+    from insidersctl import installation
+
+    if system:
+        # sudo's PATH is its own (secure_path): only the absolute path is sure to work.
+        ctl = shlex.quote(str(installation.script("insidersctl") or "insidersctl"))
+        enable = f"sudo {ctl} server enable"
+    else:
+        enable = f"{installation.command('insidersctl')} server enable --user"
+    return f"`{installation.command('insidersd')}`, or have systemd run it: `{enable}`"
 
 
 def stop(ctx: Context) -> int:
