@@ -10,6 +10,7 @@ tests/systemd/test_systemd_enable.py.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from insidersctl.unitfiles import MARKER, exec_word, hidden_from_system_unit, plan, render
-from tests.support import BIN, isolated_env
+from tests.support import BIN, Daemon, isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_SYSTEMCTL = """\
@@ -274,3 +275,25 @@ def test_no_user_manager_writes_nothing(installed: Installed) -> None:
         """
     )
     assert not installed.units.exists() or not any(installed.units.iterdir())
+
+
+def test_a_daemon_started_by_hand_is_left_running(installed: Installed) -> None:
+    """`make run`, then `server enable`: the unit is enabled, not started (its insidersd would
+    refuse to start beside the running one), and it says what to do."""
+    daemon = Daemon(installed.home, ["--upstream-mode", "none"]).start()
+    try:
+        installed.systemctl_calls()
+        result = installed.ctl("server", "enable", "--user")
+        assert result.returncode == 0, result.stderr
+        assert daemon.proc is not None
+        assert result.stderr == (
+            f"insidersctl: insidersd runs already, started without systemd (pid "
+            f"{daemon.proc.pid}): the unit is enabled, not started; stop that one "
+            f"(`{shlex.quote(str(installed.venv / 'bin/insidersctl'))} server stop`), then "
+            "`systemctl --user start insiders`\n"
+        )
+        assert installed.systemctl_calls()[-1] == "--user enable insiders.service"
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+        installed.ctl("server", "disable", "--user")

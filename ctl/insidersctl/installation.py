@@ -50,12 +50,15 @@ def script(name: str) -> Path | None:
     return Path(found) if found else None
 
 
-def command(name: str) -> str:
+def command(name: str, *, sudo: bool = False) -> str:
     """`name` as a person types it here: the bare name when PATH finds this installation's
-    script, else the script's absolute path (quoted for a shell when it must be)."""
+    script, else the script's absolute path (quoted for a shell when it must be). `sudo`: after
+    sudo, whose PATH is its own (secure_path), where only the absolute path is sure to work."""
     own = script(name)
     if own is None:
         return name
+    if sudo:
+        return shlex.quote(str(own))
     found = shutil.which(name)
     try:
         if found and os.path.samefile(found, own):

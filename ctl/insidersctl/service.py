@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -104,9 +103,7 @@ def without_unit(*, system: bool) -> str:
     from insidersctl import installation
 
     if system:
-        # sudo's PATH is its own (secure_path): only the absolute path is sure to work.
-        ctl = shlex.quote(str(installation.script("insidersctl") or "insidersctl"))
-        enable = f"sudo {ctl} server enable"
+        enable = f"sudo {installation.command('insidersctl', sudo=True)} server enable"
     else:
         enable = f"{installation.command('insidersctl')} server enable --user"
     return f"`{installation.command('insidersd')}`, or have systemd run it: `{enable}`"

@@ -226,9 +226,10 @@ def _runs_by_hand(user: bool) -> int | None:
 
 def _check_scope(user: bool) -> None:
     if not user and os.geteuid() != 0:
+        ctl = installation.command("insidersctl", sudo=True)
         raise Usage(
-            "the system units go to /etc/systemd/system: run it as root "
-            "(sudo insidersctl server enable), or add --user for your own daemon"
+            f"the system units go to /etc/systemd/system: run it as root (`sudo {ctl} server "
+            f"enable`), or add --user for your own daemon"
         )
 
 
@@ -268,7 +269,8 @@ def _enable(user: bool, *, force: bool, start: bool) -> int:
         start = False
         note(
             f"insidersctl: insidersd runs already, started without systemd (pid {pid}): the unit "
-            "is enabled, not started; stop that one (`insidersctl server stop`), then "
+            f"is enabled, not started; stop that one (`{installation.command('insidersctl')} "
+            "server stop`), then "
             f"`{_shown(systemctl('start', 'insiders', user=user))}`"
         )
     command = systemctl("enable", *(["--now"] if start else []), UNIT, user=user)
