@@ -163,3 +163,54 @@ def test_disable_stops_it_and_removes_the_units(bob: Bob) -> None:
     status, out, err = bob.ctl("status")
     assert status == 3
     assert err.endswith("start it with `systemctl --user start insiders`\n"), err
+
+
+# -- the system form: root, a venv outside /home ---------------------------------------------
+
+SYSTEM_VENV = "/opt/insiders"  # conftest.py's pip install (a venv, like any pip user's)
+SYSTEM_UNITS = "/etc/systemd/system"
+
+
+def test_the_system_form_is_for_root(bob: Bob) -> None:
+    status, _, err = bob.ctl("server", "enable")
+    assert status == 2
+    assert err == (
+        "insidersctl server: the system units go to /etc/systemd/system: run it as root "
+        f"(`sudo {VENV}/bin/insidersctl server enable`), or add --user for your own daemon\n"
+    )
+
+
+def test_the_system_form_runs_the_venvs_insidersd_as_the_system_service(bob: Bob) -> None:
+    c = bob.c
+    port = free_port()
+    c.run(["mkdir", "-p", "/etc/insiders"])
+    c.path("/etc/insiders/config.toml").write_text(
+        f'[server]\nport = {port}\n\n[upstream]\nmode = "none"\n'
+    )
+    ctl = f"{SYSTEM_VENV}/bin/insidersctl"
+    try:
+        result = c.run([ctl, "server", "enable"], check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines() == [
+            f"wrote {SYSTEM_UNITS}/insiders-control.socket",
+            f"wrote {SYSTEM_UNITS}/insiders.service",
+            f"wrote {SYSTEM_UNITS}/insiders.socket",
+            "ran `systemctl daemon-reload`",
+            "ran `systemctl enable --now insiders.service`",
+        ]
+        shown = c.show("insiders", "FragmentPath", "ExecStart", "ActiveState", "User")
+        assert shown["FragmentPath"] == f"{SYSTEM_UNITS}/insiders.service"
+        assert f"path={SYSTEM_VENV}/bin/insidersd " in shown["ExecStart"]
+        assert (shown["ActiveState"], shown["User"]) == ("active", "insiders")
+        assert get(f"http://127.0.0.1:{port}/simple/").status_code == 200
+        status = c.run([ctl, "status"], check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        c.run(["systemctl", "reload", "insiders"])  # notify-reload: SIGHUP, then READY=1
+        assert c.show("insiders", "ActiveState")["ActiveState"] == "active"
+    finally:
+        result = c.run([ctl, "server", "disable"], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert c.show("insiders", "ActiveState")["ActiveState"] == "inactive"
+    assert c.show("insiders", "FragmentPath")["FragmentPath"] == (
+        "/usr/lib/systemd/system/insiders.service"
+    )
