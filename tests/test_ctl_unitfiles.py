@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_SYSTEMCTL = """\
 #!/bin/sh
 echo "$*" >> "$HOME/systemctl.log"
-case "$*" in *Version*) echo 257;; *LoadState*) echo loaded;; esac
+case "$*" in
+    *Version*) echo 257;;
+    *LoadState*) echo loaded;;
+    *is-active*) test -e "$HOME/active";;
+esac
 """
 
 
@@ -110,7 +114,8 @@ class Installed:
         log = self.home / "systemctl.log"
         calls = log.read_text().splitlines() if log.exists() else []
         log.unlink(missing_ok=True)
-        return [call for call in calls if "--property=" not in call]  # leave out the questions
+        # Leave out the questions.
+        return [call for call in calls if "--property=" not in call and "is-active" not in call]
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +213,18 @@ def test_a_unit_someone_else_wrote_is_kept_without_force(installed: Installed) -
     assert theirs.read_text() == mine
     assert installed.systemctl_calls() == []  # nothing enabled either
 
-    forced = installed.ctl("server", "enable", "--user", "--force")
+    (installed.home / "active").touch()  # the service runs, started from their unit
+    try:
+        forced = installed.ctl("server", "enable", "--user", "--force")
+    finally:
+        (installed.home / "active").unlink()
     assert forced.returncode == 0, forced.stderr
     assert f"replaced {theirs}" in forced.stdout.splitlines()
     assert theirs.read_text().startswith(MARKER)
+    assert forced.stderr == (
+        "insidersctl: insiders.service runs as it was started: `systemctl --user restart "
+        "insiders` runs this one\n"
+    )
 
 
 def test_disable_stops_and_removes_only_its_own_files(installed: Installed) -> None:

@@ -28,7 +28,7 @@ from insidersctl import protocol as p
 from insidersctl.client import Connection
 from insidersctl.context import EXIT_FAILED, EXIT_OK, Context, note, out
 from insidersctl.errors import ClientError, Usage
-from insidersctl.paths import SOCKET_NAME, SYSTEM_SOCKET, runtime_dir
+from insidersctl.paths import SYSTEM_SOCKET
 from insidersctl.service import UNIT, _run, _shown, systemctl, unit_loaded
 
 MARKER = "# Written by `insidersctl server enable`"
@@ -205,9 +205,10 @@ def _ran(command: list[str]) -> bool:
     return True
 
 
-def _runs_by_hand(user: bool) -> int | None:
-    """The pid of an insidersd that answers where the unit's would, started without systemd."""
-    path = runtime_dir(os.environ) / SOCKET_NAME if user else SYSTEM_SOCKET
+def _runs_by_hand(socket: Path) -> int | None:
+    """The pid of an insidersd that answers at `socket`, where the unit's would, started
+    without systemd."""
+    path = socket
     try:
         connection = Connection.open(path, timeout=5.0)
     except ClientError:
@@ -224,6 +225,11 @@ def _runs_by_hand(user: bool) -> int | None:
     return pid
 
 
+def _active(user: bool) -> bool:
+    command = systemctl("is-active", "--quiet", UNIT, user=user)
+    return subprocess.run(command, timeout=15, check=False).returncode == 0
+
+
 def _check_scope(user: bool) -> None:
     if not user and os.geteuid() != 0:
         ctl = installation.command("insidersctl", sudo=True)
@@ -237,13 +243,15 @@ def enable(ctx: Context) -> int:
     user: bool = ctx.args.user
     _check_scope(user)
     try:
-        return _enable(user, force=ctx.args.force, start=not ctx.args.no_start)
+        # The user's daemon's socket as the client finds it (--socket, -c, the XDG default).
+        socket = ctx.candidates()[0] if user else SYSTEM_SOCKET
+        return _enable(user, socket, force=ctx.args.force, start=not ctx.args.no_start)
     except UnitError as error:
         note(f"insidersctl: {error}")
         return EXIT_FAILED
 
 
-def _enable(user: bool, *, force: bool, start: bool) -> int:
+def _enable(user: bool, socket: Path, *, force: bool, start: bool) -> int:
     scope = "user" if user else "system"
     _manager(user)
     scripts = _scripts()
@@ -265,7 +273,11 @@ def _enable(user: bool, *, force: bool, start: bool) -> int:
         written = _write_units(scope, scripts, force=force, user=user)
     if written and not _ran(systemctl("daemon-reload", user=user)):
         return EXIT_FAILED
-    if start and (pid := _runs_by_hand(user)) is not None:
+    if written and _active(user):
+        # `enable --now` leaves a running service be: it runs the unit it was started with.
+        restart = _shown(systemctl("restart", "insiders", user=user))
+        note(f"insidersctl: insiders.service runs as it was started: `{restart}` runs this one")
+    if start and (pid := _runs_by_hand(socket)) is not None:
         start = False
         note(
             f"insidersctl: insidersd runs already, started without systemd (pid {pid}): the unit "
