@@ -208,9 +208,8 @@ def _ran(command: list[str]) -> bool:
 def _runs_by_hand(socket: Path) -> int | None:
     """The pid of an insidersd that answers at `socket`, where the unit's would, started
     without systemd."""
-    path = socket
     try:
-        connection = Connection.open(path, timeout=5.0)
+        connection = Connection.open(socket, timeout=5.0)
     except ClientError:
         return None
     try:
@@ -256,8 +255,11 @@ def _enable(user: bool, socket: Path, *, force: bool, start: bool) -> int:
     _manager(user)
     scripts = _scripts()
     if not user:
+        # A venv's python is often a link to the interpreter it was made from (pyenv's in
+        # /root, say): the service must reach that one too.
+        pythons = [path for path in map(interpreter, scripts.values()) if path is not None]
         hidden = hidden_from_system_unit(
-            [*scripts.values(), *filter(None, map(interpreter, scripts.values()))]
+            [*scripts.values(), *pythons, *(path.resolve() for path in pythons)]
         )
         if hidden:
             raise UnitError(
@@ -337,7 +339,11 @@ def _write_sysusers() -> bool:
     if changed:
         atomic_write(SYSUSERS, text)
         out(f"wrote {SYSUSERS}")
-    if not _ran(["systemd-sysusers", str(SYSUSERS)]):
+    try:
+        pwd.getpwnam("insiders")
+    except KeyError:
+        changed = True
+    if changed and not _ran(["systemd-sysusers", str(SYSUSERS)]):
         raise UnitError("the system user insiders could not be made")
     return changed
 
