@@ -27,7 +27,7 @@ from insidersctl import installation
 from insidersctl import protocol as p
 from insidersctl.client import Connection
 from insidersctl.context import EXIT_FAILED, EXIT_OK, Context, note, out
-from insidersctl.errors import ClientError, Usage
+from insidersctl.errors import ClientError, UnitError, Usage
 from insidersctl.paths import SYSTEM_SOCKET
 from insidersctl.service import UNIT, _run, _shown, systemctl, unit_loaded
 
@@ -42,10 +42,6 @@ VENDOR_SYSUSERS = (Path("/usr/lib/sysusers.d/insiders.conf"),)
 HIDDEN_FROM_THE_SYSTEM_UNIT = (Path("/home"), Path("/root"), Path("/run/user"))
 # A user whose manager outlives their logins has a file here (loginctl enable-linger).
 LINGER = Path("/var/lib/systemd/linger")
-
-
-class UnitError(Exception):
-    """Why the units cannot be written for this installation; a message for a person."""
 
 
 # -- the files: pure ---------------------------------------------------------------------------
