@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,8 @@ SYSUSERS = Path("/etc/sysusers.d/insiders.conf")
 VENDOR_SYSUSERS = (Path("/usr/lib/sysusers.d/insiders.conf"),)
 # ProtectHome=yes in the system unit: insidersd cannot run from there.
 HIDDEN_FROM_THE_SYSTEM_UNIT = (Path("/home"), Path("/root"), Path("/run/user"))
+# The system unit's Type=notify-reload is known from this systemd on.
+NOTIFY_RELOAD = 253
 # A user whose manager outlives their logins has a file here (loginctl enable-linger).
 LINGER = Path("/var/lib/systemd/linger")
 
@@ -174,8 +177,9 @@ def _scripts() -> dict[str, Path]:
     return scripts
 
 
-def _manager(user: bool) -> None:
-    """Fail unless systemctl is here and the service manager answers."""
+def _manager(user: bool) -> int:
+    """The service manager's systemd version; UnitError unless systemctl is here and it
+    answers."""
     command = systemctl("show", "--property=Version", "--value", user=user)
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
@@ -190,6 +194,8 @@ def _manager(user: bool) -> None:
         said = (result.stderr.strip().splitlines() or ["no answer"])[-1]
         which = "user's service manager" if user else "service manager (systemd)"
         raise UnitError(f"the {which} does not answer (`{_shown(command)}`: {said})")
+    digits = re.match(r"\d+", result.stdout.strip())  # "257.9-1~deb13u1"
+    return int(digits.group()) if digits else 0
 
 
 def _ran(command: list[str]) -> bool:
@@ -248,8 +254,15 @@ def enable(ctx: Context) -> int:
 
 def _enable(user: bool, socket: Path, *, force: bool, start: bool) -> int:
     scope = "user" if user else "system"
-    _manager(user)
+    version = _manager(user)
     scripts = _scripts()
+    if not user and 0 < version < NOTIFY_RELOAD:
+        # An older systemd runs a unit of a Type= it does not know as Type=simple (active before
+        # the daemon listens, and no reload): the user unit is Type=notify for those.
+        raise UnitError(
+            f"the system unit is Type=notify-reload, which systemd knows from {NOTIFY_RELOAD} "
+            f"on; this is systemd {version}: use --user (its unit runs on 249 and later)"
+        )
     if not user:
         # A venv's python is often a link to the interpreter it was made from (pyenv's in
         # /root, say): the service must reach that one too.

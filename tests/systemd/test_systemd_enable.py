@@ -182,6 +182,17 @@ def test_the_system_form_is_for_root(bob: Bob) -> None:
 
 def test_the_system_form_runs_the_venvs_insidersd_as_the_system_service(bob: Bob) -> None:
     c = bob.c
+    if c.suite == "bookworm":
+        # systemd 252 would run the Type=notify-reload unit as Type=simple: refused, nothing
+        # written.
+        refused = c.run([f"{SYSTEM_VENV}/bin/insidersctl", "server", "enable"], check=False)
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            "insidersctl: the system unit is Type=notify-reload, which systemd knows from 253 "
+            "on; this is systemd 252: use --user (its unit runs on 249 and later)\n"
+        )
+        assert not c.path(f"{SYSTEM_UNITS}/insiders.service").exists()
+        return
     port = free_port()
     c.run(["mkdir", "-p", "/etc/insiders"])
     c.path("/etc/insiders/config.toml").write_text(
