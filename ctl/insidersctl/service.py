@@ -73,9 +73,11 @@ def start(ctx: Context) -> int:
             command = systemctl("start", UNIT.removesuffix(".service"), user=user)
             status = _run(command)
             if status != 0:
+                from insidersctl import installation
+
                 print(
                     f"insidersctl: `{_shown(command)}` failed (exit status {status}); "
-                    "why: insidersctl logs",
+                    f"why: `{installation.command('insidersctl')} logs`",
                     file=sys.stderr,
                 )
                 return EXIT_FAILED
