@@ -437,7 +437,8 @@ def test_logs_of_a_daemon_that_stopped(daemon: Daemon) -> None:
 
 
 def test_no_daemon_is_one_line_and_status_3(tmp_path: Path) -> None:
-    env = isolated_env(tmp_path)
+    # A PATH without the venv's bin (as after `make run`): the hint names the scripts by path.
+    env = isolated_env(tmp_path, PATH="/usr/bin:/bin")
     result = subprocess.run(
         [str(INSIDERSCTL), "status"], env=env, capture_output=True, text=True, check=False
     )
@@ -445,8 +446,8 @@ def test_no_daemon_is_one_line_and_status_3(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == (
         "insidersctl: insidersd is not running: there is no control socket at "
-        f"{tmp_path}/run/insiders/control.sock; start it with `systemctl --user start insiders` "
-        "or `insidersd`\n"
+        f"{tmp_path}/run/insiders/control.sock; start it with `{BIN / 'insidersd'}`, or have "
+        f"systemd run it: `{BIN / 'insidersctl'} server enable --user`\n"
     )
     result = subprocess.run(
         [str(INSIDERSCTL), "--json", "repos", "list"],

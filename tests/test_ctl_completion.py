@@ -101,7 +101,9 @@ CASES = [
     ("insidersctl ", COMMANDS | {"yank", "unyank", "remove", "completion"}),
     ("insidersctl re", {"repos", "reload", "remove"}),
     ("insidersctl repos ", {"add", "list", "remove", "set"}),
-    ("insidersctl server ", {"status", "start", "stop", "logs"}),
+    ("insidersctl server ", {"status", "start", "stop", "logs", "enable", "disable"}),
+    ("insidersctl server enable --", {"--user", "--force", "--now", "--no-start", "--help"}
+     | {"--json", "--socket", "--runtime-dir", "--config", "--timeout"}),
     ("insidersctl repos remove ", {"first-repo", "second-repo"}),
     ("insidersctl update first-repo s", {"second-repo"}),
     ("insidersctl logs --build ", {"first-repo", "second-repo"}),

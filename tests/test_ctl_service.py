@@ -53,13 +53,15 @@ def test_stop_a_daemon_run_by_hand_then_start_says_how(daemon: Daemon, tmp_path:
 
     # No daemon and no systemd to start one: one line that says how, and status 3; the same
     # without systemctl at all.
-    for env in ({}, {"PATH": str(tmp_path / "empty")}):
+    # (A PATH without the venv's bin, as after `make run`: the hint names the scripts by path.)
+    for env in ({"PATH": "/usr/bin:/bin"}, {"PATH": str(tmp_path / "empty")}):
         result = ctl(daemon.home, "server", "start", **env)
         assert result.returncode == 3, result
         assert result.stdout == ""
         assert result.stderr == (
             "insidersctl: insidersd is not running, and no insiders unit is installed for "
-            "systemd: run `insidersd` (or install the user unit: see the README, systemd)\n"
+            f"systemd: run `{BIN / 'insidersd'}`, or have systemd run it: "
+            f"`{BIN / 'insidersctl'} server enable --user`\n"
         )
 
 

@@ -31,6 +31,8 @@ from insidersctl.commands import (
     cmd_repos_list,
     cmd_repos_remove,
     cmd_repos_set,
+    cmd_server_disable,
+    cmd_server_enable,
     cmd_server_start,
     cmd_server_status,
     cmd_server_stop,
@@ -403,6 +405,35 @@ def _cache_fetch(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _server_scope(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--user",
+        action="store_true",
+        help="your own units (~/.config/systemd/user, systemctl --user); "
+        "without it the system's (/etc/systemd/system, as root)",
+    )
+
+
+def _server_enable(sub: argparse.ArgumentParser) -> None:
+    _server_scope(sub)
+    sub.add_argument(
+        "--force", action="store_true", help="replace unit files that insidersctl did not write"
+    )
+    start = sub.add_mutually_exclusive_group()
+    start.add_argument(
+        "--now",
+        dest="no_start",
+        action="store_false",
+        help="start it now too, as systemctl enable --now (the default)",
+    )
+    start.add_argument(
+        "--no-start",
+        action="store_true",
+        help="enable it only: it starts at the next boot or login",
+    )
+    sub.set_defaults(no_start=False)  # --now's store_false would make True the default
+
+
 def _completion(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
@@ -419,6 +450,16 @@ COMMANDS: dict[str, Command | Group] = {
                 cmd_server_start, "start insidersd (systemctl start, when its unit is installed)"
             ),
             "stop": Command(cmd_server_stop, "stop insidersd (systemctl stop, else SIGTERM)"),
+            "enable": Command(
+                cmd_server_enable,
+                "write the systemd units for this installation's insidersd, enable and start it",
+                _server_enable,
+            ),
+            "disable": Command(
+                cmd_server_disable,
+                "stop and disable the units; remove the files server enable wrote",
+                _server_scope,
+            ),
             "logs": Command(cmd_logs, "the log of the index alone", _component_logs("server")),
         },
         default="status",

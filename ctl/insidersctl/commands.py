@@ -203,6 +203,18 @@ def cmd_server_stop(ctx: Context) -> int:
     return service.stop(ctx)
 
 
+def cmd_server_enable(ctx: Context) -> int:
+    from insidersctl import unitfiles
+
+    return unitfiles.enable(ctx)
+
+
+def cmd_server_disable(ctx: Context) -> int:
+    from insidersctl import unitfiles
+
+    return unitfiles.disable(ctx)
+
+
 # -- repositories and the watcher --------------------------------------------------------------
 
 
@@ -698,10 +710,9 @@ def unreachable_message(error: DaemonUnreachable) -> str:
     if error.errno == errno.EACCES:
         group = " (members of the group insiders may use the system service)"
         return f"{error.reason} {error.path}{group if error.path == SYSTEM_SOCKET else ''}"
-    if error.path == SYSTEM_SOCKET:
-        start = "`sudo systemctl start insiders`"
-    else:
-        start = "`systemctl --user start insiders` or `insidersd`"
+    from insidersctl.service import how_to_start
+
+    start = how_to_start(system=error.path == SYSTEM_SOCKET)
     return f"{error.reason} at {error.path}; start it with {start}"
 
 

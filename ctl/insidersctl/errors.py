@@ -11,6 +11,9 @@ The tree (the module that raises each in brackets):
     │   ├── DaemonUnreachable    nothing answers at the control socket (exit status 3)
     │   ├── Refused              the daemon answered with an Error reply (its code is kept)
     │   └── ConnectionFailed     the daemon closed early, stalled, or spoke nonsense
+    ├── UnitError                why `server enable|disable` cannot do it here: no service
+    │                            manager, a unit file someone else wrote, a path the unit cannot
+    │                            run [unitfiles]
     └── Usage                    a command line that parses but makes no sense (exit status 2)
         ├── BadExpiry            a --expires that names no future time [expiry]; also a ValueError
         ├── LogOptionError       a --priority, --since or --until not understood [logs]; also a
@@ -94,6 +97,13 @@ class Refused(ClientError):
 
 class ConnectionFailed(ClientError):
     """The connection broke, stalled, or carried something this client cannot read."""
+
+
+# -- the service manager ------------------------------------------------------------------------
+
+
+class UnitError(InsidersctlError):
+    """Why the units cannot be written, enabled or removed for this installation (exit status 1)."""
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -73,9 +73,11 @@ def start(ctx: Context) -> int:
             command = systemctl("start", UNIT.removesuffix(".service"), user=user)
             status = _run(command)
             if status != 0:
+                from insidersctl import installation
+
                 print(
                     f"insidersctl: `{_shown(command)}` failed (exit status {status}); "
-                    "why: insidersctl logs",
+                    f"why: `{installation.command('insidersctl')} logs`",
                     file=sys.stderr,
                 )
                 return EXIT_FAILED
@@ -83,10 +85,30 @@ def start(ctx: Context) -> int:
             return EXIT_OK
     print(
         "insidersctl: insidersd is not running, and no insiders unit is installed for systemd: "
-        "run `insidersd` (or install the user unit: see the README, systemd)",
+        f"run {without_unit(system=False)}",
         file=sys.stderr,
     )
     return EXIT_UNREACHABLE
+
+
+def how_to_start(*, system: bool) -> str:
+    """The command that starts the daemon here, for a hint: its unit's when one is installed,
+    else insidersd itself as this installation names it."""
+    if unit_loaded(user=not system):
+        return "`sudo systemctl start insiders`" if system else "`systemctl --user start insiders`"
+    return without_unit(system=system)
+
+
+def without_unit(*, system: bool) -> str:
+    """How to start the daemon with no unit installed: by hand, or by having systemd run it
+    (`server enable`), each named so that it runs here (a venv's bin may not be on PATH)."""
+    from insidersctl import installation
+
+    if system:
+        enable = f"sudo {installation.command('insidersctl', sudo=True)} server enable"
+    else:
+        enable = f"{installation.command('insidersctl')} server enable --user"
+    return f"`{installation.command('insidersd')}`, or have systemd run it: `{enable}`"
 
 
 def stop(ctx: Context) -> int:

@@ -215,6 +215,31 @@ def test_a_user_outside_the_group_is_refused(life: Life) -> None:
     assert "group insiders" in result.stderr, result.stderr
 
 
+def test_server_enable_on_the_package_enables_its_user_unit(life: Life) -> None:
+    """The package's user unit runs the package's insidersd: `server enable --user` writes
+    nothing and enables it; `server disable --user` stops it and removes nothing."""
+    c, uid = life.c, life.c.uid(OUTSIDER)
+    c.run(["loginctl", "enable-linger", OUTSIDER])
+    c.wait_for(f"user@{uid}.service", "ActiveState", "active", timeout=60)
+    config = f'[server]\nport = {free_port()}\n\n[upstream]\nmode = "none"\n'
+    c.run(["mkdir", "-p", "/home/outsider/.config/insiders"], user=OUTSIDER)
+    c.run(["sh", "-c", "cat > ~/.config/insiders/config.toml"], user=OUTSIDER, input=config)
+    enabled = c.run(["insidersctl", "server", "enable", "--user"], user=OUTSIDER, check=False)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    assert enabled.stdout.splitlines()[:2] == [
+        "/usr/lib/systemd/user/insiders.service (installed with insiders) runs this insidersd: "
+        "nothing to write",
+        "ran `systemctl --user enable --now insiders.service`",
+    ]
+    assert not c.path("/home/outsider/.config/systemd/user/insiders.service").exists()
+    own = c.run(["insidersctl", "status"], user=OUTSIDER, check=False)
+    assert own.returncode == 0, own.stdout + own.stderr  # the user's own daemon answers
+    disabled = c.run(["insidersctl", "server", "disable", "--user"], user=OUTSIDER, check=False)
+    assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+    assert c.show("insiders", "ActiveState", user=OUTSIDER) == {"ActiveState": "inactive"}
+    c.run(["loginctl", "disable-linger", OUTSIDER])
+
+
 # -- 2. use -------------------------------------------------------------------------------------
 
 
