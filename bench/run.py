@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+# insiders_bench, and the project template the tests build too (tests.projects).
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-from insiders_bench.cli import main
+from insiders_bench.cli import main  # noqa: E402 (after the path)
 
 if __name__ == "__main__":
     sys.exit(main())

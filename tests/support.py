@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.projects import module_name, write_hatchling_project
+
 BIN = Path(sys.executable).parent
 INSIDERSD = BIN / "insidersd"
 INSIDERSCTL = BIN / "insidersctl"
@@ -61,37 +63,18 @@ def write_project(
     dependencies: tuple[str, ...] = (),
 ) -> Path:
     """A small real project (hatchling, core metadata 2.3 so that twine 6.1 accepts it)."""
-    module = re.sub(r"[-_.]+", "_", name).lower()
-    project = where / f"{module}-{version}"
-    (project / "src" / module).mkdir(parents=True)
-    (project / "src" / module / "__init__.py").write_text(f'VERSION = "{version}"\n')
     requires = f'requires-python = "{requires_python}"\n' if requires_python else ""
     deps = ", ".join(f'"{d}"' for d in dependencies)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            [build-system]
-            requires = ["hatchling"]
-            build-backend = "hatchling.build"
-
-            [project]
-            name = "{name}"
-            version = "{version}"
-            description = "A test package"
-            dependencies = [{deps}]
-            """
-        )
-        + requires
-        + textwrap.dedent(
-            """\
-            [tool.hatch.build.targets.wheel]
-            core-metadata-version = "2.3"
-            [tool.hatch.build.targets.sdist]
-            core-metadata-version = "2.3"
-            """
-        )
+    return write_hatchling_project(
+        where / f"{module_name(name)}-{version}",
+        name,
+        version,
+        project=f"dependencies = [{deps}]\n{requires}",
+        tail=(
+            '[tool.hatch.build.targets.wheel]\ncore-metadata-version = "2.3"\n'
+            '[tool.hatch.build.targets.sdist]\ncore-metadata-version = "2.3"\n'
+        ),
     )
-    return project
 
 
 def build(project: Path, out: Path) -> list[Path]:

@@ -29,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.projects import module_name, write_hatchling_project
 
 from .base import PROJECT_BIN, PROJECT_DIR, isolated_env
 from .dataset import make_sdist, make_wheel
@@ -101,29 +102,11 @@ def git(repo: Path, *args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def module_name(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
 def write_repo(where: Path, name: str, version: str, env: dict[str, str]) -> Path:
     """A git repository holding a small hatchling project at `version`, committed, not tagged."""
-    repo = where / name
-    (repo / "src" / module_name(name)).mkdir(parents=True)
-    (repo / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            [build-system]
-            requires = ["hatchling"]
-            build-backend = "hatchling.build"
-
-            [project]
-            name = "{name}"
-            version = "{version}"
-            description = "A project the insiders benchmark's watcher builds"
-            """
-        )
+    repo = write_hatchling_project(
+        where / name, name, version, description="A project the insiders benchmark's watcher builds"
     )
-    (repo / "src" / module_name(name) / "__init__.py").write_text(f'VERSION = "{version}"\n')
     git(repo, "init", "--quiet", "--initial-branch", "main", env=env)
     git(repo, "add", "-A", env=env)
     git(repo, "commit", "--quiet", "-m", f"release {version}", env=env)

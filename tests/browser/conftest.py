@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.projects import write_hatchling_project
 from tests.support import (
     BIN,
     Daemon,
@@ -85,27 +86,21 @@ print(VERSION)
 
 
 def _readme_project(where: Path, name: str, version: str, summary: str, readme: str) -> Path:
-    module = name.replace("-", "_")
-    project = where / f"{module}-{version}"
-    (project / "src" / module).mkdir(parents=True)
-    (project / "src" / module / "__init__.py").write_text(f'VERSION = "{version}"\n')
-    (project / "README.md").write_text(readme)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            [build-system]
-            requires = ["hatchling"]
-            build-backend = "hatchling.build"
-
-            [project]
-            name = "{name}"
-            version = "{version}"
-            description = {summary!r}
+    return write_hatchling_project(
+        where / f"{name.replace('-', '_')}-{version}",
+        name,
+        version,
+        description=summary,
+        project=textwrap.dedent(
+            """\
             readme = "README.md"
             requires-python = ">=3.9"
             license = "MIT"
-            authors = [{{ name = "Aurora team" }}]
-
+            authors = [{ name = "Aurora team" }]
+            """
+        ),
+        tail=textwrap.dedent(
+            """\
             [project.urls]
             Homepage = "https://example.org/aurora"
             Evil = "javascript:window.__pwned='project-url'"
@@ -113,9 +108,9 @@ def _readme_project(where: Path, name: str, version: str, summary: str, readme: 
             [tool.hatch.build.targets.wheel]
             core-metadata-version = "2.4"
             """
-        )
+        ),
+        files={"README.md": readme},
     )
-    return project
 
 
 # A release whose metadata says much (dependencies with extras and markers, classifiers, a license
