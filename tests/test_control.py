@@ -27,7 +27,14 @@ import trio
 
 from insiders.config import Directories, Settings
 from insiders.control.access import peer_of, system_mode
-from insiders.control.commands import Commands, Parts, log_location, outcome_wire, watcher_info_wire
+from insiders.control.commands import (
+    Commands,
+    Parts,
+    copied,
+    log_location,
+    outcome_wire,
+    watcher_info_wire,
+)
 from insiders.control.server import Limits, serve_control
 from insiders.control.socket import LOCK_NAME
 from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
@@ -827,3 +834,28 @@ def test_the_client_refuses_a_daemon_of_another_major_version() -> None:
 def test_refused_keeps_the_code() -> None:
     error = Refused(p.Error(code=p.NOT_FOUND, message="x"))
     assert (error.error.code, str(error)) == (p.NOT_FOUND, "x")
+
+
+def test_a_reply_never_leaves_a_renamed_field_at_its_default() -> None:
+    """The converters copy by name and refuse a field the daemon's type lacks: a rename on either
+    side fails here, instead of sending `mirror.lag = 0.0` forever."""
+
+    @dataclass
+    class Renamed:  # a MirrorState whose `lag` became `delay`
+        name: str = "web"
+        kind: str = "directory"
+        location: str = "/srv"
+        state: str = "idle"
+        delay: float = 3.0
+        pending: int = 0
+        full_sync_pending: bool = False
+        last_sync: float | None = None
+        last_error: str | None = None
+        last_error_at: float | None = None
+        next_retry: float | None = None
+        requests: int = 0
+        withheld: int = 0
+
+    with pytest.raises(TypeError, match="Renamed has no lag for MirrorInfo"):
+        copied(p.MirrorInfo, Renamed())
+    assert copied(p.MirrorInfo, Renamed(), lag=3.0).lag == 3.0

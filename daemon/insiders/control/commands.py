@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 import trio
@@ -54,6 +54,7 @@ from insidersctl import protocol as p
 from . import cache
 from .server import SendEvent
 
+Wire = TypeVar("Wire", bound=msgspec.Struct)
 log = logging.getLogger(__name__)
 
 
@@ -173,28 +174,28 @@ def project_info(project: Project) -> p.ProjectInfo:
     )
 
 
+def copied(kind: type[Wire], source: object, **given: object) -> Wire:
+    """A reply part of `kind`, each field read from `source`'s attribute of the same name, unless
+    `given`. A field `source` has no attribute for raises at once (unlike msgspec's
+    from_attributes, which would leave it at its default): renaming a field on either side fails
+    every test that asks for it, never changes the wire silently."""
+    values = {}
+    for name in kind.__struct_fields__:
+        if name in given:
+            values[name] = given[name]
+        elif hasattr(source, name):
+            values[name] = getattr(source, name)
+        else:
+            raise TypeError(f"{type(source).__name__} has no {name} for {kind.__name__}")
+    return kind(**values)
+
+
 def file_info(stored: StoredFile) -> p.FileInfo:
-    return p.FileInfo(
-        filename=stored.filename,
-        version=stored.version,
-        size=stored.size,
-        sha256=stored.sha256,
-        upload_time=stored.upload_time,
-        yanked=stored.yanked,
-        yanked_reason=stored.yanked_reason,
-        uploaded_by=stored.uploaded_by,
-    )
+    return copied(p.FileInfo, stored)
 
 
 def token_info(token: Token) -> p.TokenInfo:
-    return p.TokenInfo(
-        name=token.name,
-        scope=token.scope,
-        created=token.created,
-        projects=token.projects,
-        expires=token.expires,
-        last_used=token.last_used,
-    )
+    return copied(p.TokenInfo, token)
 
 
 def log_location(
@@ -679,65 +680,28 @@ class Commands:
 
 # -- the watcher's and the mirrors' reports, as insidersctl reads them ----------------------------
 # The one place that knows both the daemon's types (insiders.watcher.report, insiders.mirror) and
-# the protocol's. Each field is copied by hand: renaming one side is a type error here, never a
-# silent change of the wire.
+# the protocol's; `copied` refuses a field the daemon's type does not have.
 
 
 def watcher_info_wire(state: WatcherState) -> p.WatcherInfo:
-    return p.WatcherInfo(
-        available=True,
-        state=state.state,
-        interval=state.interval,
-        next_check=state.next_check,
-        checking=state.checking,
-        sandbox=state.sandbox,
-    )
+    return copied(p.WatcherInfo, state, available=True, message="")
 
 
 def progress_wire(step: Step) -> p.Progress:
-    return p.Progress(
-        repo=step.repo,
-        stage=step.stage,
-        message=step.message,
-        version=step.version,
-        log=step.log,
-        time=step.time,
-    )
-
-
-def _failure_wire(failure: VersionFailure) -> p.VersionFailure:
-    return p.VersionFailure(
-        version=failure.version, error=failure.error, log=failure.log, attempts=failure.attempts
-    )
+    return copied(p.Progress, step)
 
 
 def outcome_wire(outcome: Outcome) -> p.RepoOutcome:
-    return p.RepoOutcome(
-        repo=outcome.repo,
-        outcome=outcome.outcome,
-        versions=outcome.versions,
-        error=outcome.error,
-        log=outcome.log,
-        failures=tuple(map(_failure_wire, outcome.failures)),
-        refused=tuple(map(_failure_wire, outcome.refused)),
-        message=outcome.message,
-        state=outcome.state,
+    def failures(found: tuple[VersionFailure, ...]) -> tuple[p.VersionFailure, ...]:
+        return tuple(copied(p.VersionFailure, failure) for failure in found)
+
+    return copied(
+        p.RepoOutcome,
+        outcome,
+        failures=failures(outcome.failures),
+        refused=failures(outcome.refused),
     )
 
 
 def mirror_wire(state: MirrorState) -> p.MirrorInfo:
-    return p.MirrorInfo(
-        name=state.name,
-        kind=state.kind,
-        location=state.location,
-        state=state.state,
-        lag=state.lag,
-        pending=state.pending,
-        full_sync_pending=state.full_sync_pending,
-        last_sync=state.last_sync,
-        last_error=state.last_error,
-        last_error_at=state.last_error_at,
-        next_retry=state.next_retry,
-        requests=state.requests,
-        withheld=state.withheld,
-    )
+    return copied(p.MirrorInfo, state)

@@ -366,26 +366,17 @@ class Watcher:
 
     def _outcome(self, repo: Repo, result: CheckResult, say: Say) -> Outcome:
         versions = tuple(result.published)
-        if result.failures:
-            first = result.failures[0]
+        # A failed version makes the check failed; else a refused rebuild makes it refused.
+        troubles = result.failures or result.refused
+        if troubles:
+            first = troubles[0]
             return Outcome(
                 repo=repo.dist,
-                outcome="failed",
+                outcome="failed" if result.failures else "refused",
                 versions=versions,
                 error=f"{first.version}: {first.error}",
                 log=first.log,
                 failures=tuple(result.failures),
-                refused=tuple(result.refused),
-                message=result.note,
-            )
-        if result.refused:
-            first = result.refused[0]
-            return Outcome(
-                repo=repo.dist,
-                outcome="refused",
-                versions=versions,
-                error=f"{first.version}: {first.error}",
-                log=first.log,
                 refused=tuple(result.refused),
                 message=result.note,
             )
