@@ -25,6 +25,7 @@ import ipaddress
 from typing import Literal
 
 from insiders.errors import MalformedCredentials, TokenRefused
+from insiders.http.answers import header, send_text
 from insiders.http.asgi import Receive, Scope, Send
 from insiders.tokens import Tokens
 
@@ -49,13 +50,6 @@ def basic_credentials(authorization: bytes) -> tuple[str, str] | None:
         raise MalformedCredentials("Malformed Authorization header") from None
     user, _, password = decoded.partition(":")
     return user, password
-
-
-def header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return b""
 
 
 def read_refusal(tokens: Tokens, authorization: bytes) -> str | None:
@@ -110,14 +104,7 @@ async def refuse_websocket(scope: Scope, send: Send) -> None:
 
 
 async def _answer(send: Send, status: int, message: str, head: bool) -> None:
-    body = (message + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        CHALLENGE,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_text(send, status, message, head=head, headers=[CHALLENGE])
 
 
 # -- safe by default off loopback ---------------------------------------------------------------

@@ -25,6 +25,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from insiders.http.answers import send_text
 from insiders.http.asgi import ASGIApp, Receive, Scope, Send
 from insiders.http.reason import reason_header
 from insiders.logs import shown
@@ -149,11 +150,4 @@ class BrowserGuard:
 
 async def refuse(send: Send, status: int, message: str, *, head: bool = False) -> None:
     """A plain-text refusal, its message in the status line too."""
-    body = (message + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        reason_header(message),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_text(send, status, message, head=head, headers=[reason_header(message)])

@@ -48,6 +48,7 @@ import trio
 
 from insiders.config import Settings
 from insiders.errors import HookRefused
+from insiders.http.answers import send_text
 from insiders.http.asgi import Receive, Scope, Send
 from insiders.logs import shown
 from insiders.repos.registry import Repo
@@ -255,7 +256,7 @@ class Hooks:
         except HookRefused as refusal:
             status, message = refusal.status, str(refusal)
             log.info("webhook %s refused (%d): %s", shown(scope["path"]), status, message)
-        await _text(send, status, message)
+        await send_text(send, status, message)
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, str]:
         host = scope["path"].removeprefix("/hooks/").strip("/")
@@ -370,13 +371,3 @@ async def _read_chunks(
         chunks.append(chunk)  # taken from the budget: released by the caller
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _text(send: Send, status: int, message: str) -> None:
-    body = (message + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -22,6 +22,7 @@ from insiders.documents.model import ProjectPage, hosted_page
 from insiders.documents.negotiate import Format, from_query, negotiate
 from insiders.documents.page import Page, make_page
 from insiders.errors import UploadRefused, UpstreamError
+from insiders.http.answers import header, send_empty, send_text
 from insiders.http.asgi import Receive, Scope, Send
 from insiders.http.reason import reason_header
 from insiders.index.pagecache import LRU
@@ -212,7 +213,7 @@ class IndexApp:
                 return await text(send, 404, f"No metadata for {base.filename}")
             digest, content_type = base.metadata_sha256, b"text/plain; charset=utf-8"
         etag = f'"{digest}"'.encode()
-        if _if_none_match(scope) == etag:
+        if header(scope, b"if-none-match") == etag:
             return await send_empty(send, 304, [(b"etag", etag)])
         path = self.store.path(project.normalized, filename)
         try:
@@ -279,13 +280,6 @@ def _read_if_small(path: Path) -> tuple[int, bytes | None]:
 # -- responses --------------------------------------------------------------------------------
 
 
-def _if_none_match(scope: Scope) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == b"if-none-match":
-            return bytes(value)
-    return None
-
-
 def _accepts_gzip(scope: Scope) -> bool:
     for key, value in scope["headers"]:
         if key == b"accept-encoding":
@@ -311,16 +305,11 @@ async def send_page(scope: Scope, send: Send, page: Page | None, fmt: Format) ->
         (b"cache-control", b"no-cache"),
         *encoding,
     ]
-    if _if_none_match(scope) == etag:
+    if header(scope, b"if-none-match") == etag:
         return await send_empty(send, 304, headers[1:])
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
 
 
 async def text(
@@ -331,16 +320,8 @@ async def text(
     vary: bool = False,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = (message + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    if vary:
-        headers.append((b"vary", b"Accept"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = [*(extra or []), *([(b"vary", b"Accept")] if vary else [])]
+    await send_text(send, status, message, headers=headers)
 
 
 async def redirect(send: Send, location: str, scope: Scope, *, permanent: bool = False) -> None:

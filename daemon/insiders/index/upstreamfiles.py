@@ -29,6 +29,7 @@ import trio
 
 from insiders.documents.model import FileLink, ProjectPage
 from insiders.errors import HashMismatch, UpstreamError
+from insiders.http.answers import header, send_text
 from insiders.http.asgi import Scope, Send
 from insiders.http.connections import current_connection
 from insiders.names import NormalizedName
@@ -160,14 +161,14 @@ class UpstreamFiles:
         try:
             page = await upstream.page(name)
         except UpstreamError as error:
-            return await _plain(send, 502, str(error))
+            return await send_text(send, 502, str(error))
         if page is None:
-            return await _plain(send, 404, f"No project {name} here or upstream")
+            return await send_text(send, 404, f"No project {name} here or upstream")
         found = wanted(page, filename)
         if found is None:
-            return await _plain(send, 404, f"No file {filename} in {name}")
+            return await send_text(send, 404, f"No file {filename} in {name}")
         if isinstance(found, str):
-            return await _plain(send, 502, found)
+            return await send_text(send, 502, found)
         key = (name, filename)
         while True:
             flight = self._flights.get(key)
@@ -179,7 +180,7 @@ class UpstreamFiles:
                 break
             await flight.done.wait()
             if flight.failure is not None:
-                return await _plain(send, 502, flight.failure)
+                return await send_text(send, 502, flight.failure)
         self._flights[key] = flight = _Flight()
         try:
             to_client = send if scope["method"] == "GET" else None
@@ -189,9 +190,9 @@ class UpstreamFiles:
             flight.done.set()
         if to_client is None:
             if flight.failure is not None:
-                return await _plain(send, 502, flight.failure)
+                return await send_text(send, 502, flight.failure)
             if entry is None:
-                return await _plain(send, 503, f"{filename}: {flight.unkept}")
+                return await send_text(send, 503, f"{filename}: {flight.unkept}")
             await self._send_entry(scope, send, entry)
 
     async def fetch_ahead(
@@ -285,7 +286,7 @@ class UpstreamFiles:
                 if started:
                     _abort()
                 else:
-                    await _plain(send, 502, str(error))
+                    await send_text(send, 502, str(error))
             return None
         finally:
             await sink.discard()
@@ -304,15 +305,15 @@ class UpstreamFiles:
             (b"cache-control", b"public, max-age=31536000, immutable"),
             (b"accept-ranges", b"bytes"),
         ]
-        if _header(scope, b"if-none-match") == etag:
+        if header(scope, b"if-none-match") == etag:
             return await _empty(send, 304, headers[1:])
-        accel = _header(scope, ACCEL_HEADER).decode("latin-1")
+        accel = header(scope, ACCEL_HEADER).decode("latin-1")
         # Only a directory written for nginx to read can be sent by nginx.
         if accel and self.cache.shared and _ACCEL_PREFIX.match(accel):
             location = accel + quote(entry.relative)
             return await _empty(send, 200, [*headers, (b"x-accel-redirect", location.encode())])
         start, end, status = 0, entry.size, 200
-        wanted_range = _header(scope, b"range").decode("latin-1").strip()
+        wanted_range = header(scope, b"range").decode("latin-1").strip()
         if wanted_range:
             parsed = _parse_range(wanted_range, entry.size)
             if parsed is None:
@@ -326,7 +327,7 @@ class UpstreamFiles:
             handle = await trio.open_file(self.cache.path(entry), "rb")
         except FileNotFoundError:
             # Evicted or pruned between the lookup and here: the next request fetches it again.
-            return await _plain(send, 503, f"{entry.filename} was just evicted; try again")
+            return await send_text(send, 503, f"{entry.filename} was just evicted; try again")
         async with handle:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if scope["method"] == "HEAD":
@@ -378,25 +379,8 @@ def _abort() -> None:
         connection.close_now()
 
 
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return b""
-
-
 async def _empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     if status != 304:
         headers = [*headers, (b"content-length", b"0")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
-
-
-async def _plain(send: Send, status: int, message: str) -> None:
-    body = (message + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

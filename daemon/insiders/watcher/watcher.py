@@ -96,6 +96,9 @@ class Watcher:
         self._wake = trio.Event()
         self._queued: list[Callable[[], Awaitable[object]]] = []
         self._pushed: set[str] = set()  # repositories a push check is queued or running for
+        # Of those, the ones pushed to again meanwhile: checked once more after it (that check
+        # may have listed the tags before the push).
+        self._pushed_again: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._running = trio.Event()
         self._askpass: Path | None = None
@@ -160,25 +163,30 @@ class Watcher:
 
         The check is not a person's (`explicit=False`): a failed version keeps its backoff. So a
         replayed delivery, or a push of a tag already built or failed, starts nothing, and a
-        repository with a push check queued or running is not queued again. Returns the
-        repositories that will be checked.
+        repository with a push check queued or running is checked once more after it, however
+        many pushes arrive meanwhile. Returns the repositories that will be checked.
         """
-        fresh = [
-            repo
-            for repo in repos
-            if repo.key not in self._pushed and is_new_tag(repo, tag, self._hosted_versions(repo))
-        ]
+        new = [r for r in repos if is_new_tag(r, tag, self._hosted_versions(r))]
+        fresh = [repo for repo in new if repo.key not in self._pushed]
+        self._pushed_again.update(repo.key for repo in new if repo.key in self._pushed)
         if fresh:
             self._pushed.update(repo.key for repo in fresh)
             self._queued.append(partial(self._push_check, fresh))
             self._wake.set()
-        return fresh
+        return new
 
     async def _push_check(self, repos: Sequence[Repo]) -> None:
         try:
             await self.check(repos, force=False, explicit=False)
         finally:
-            self._pushed.difference_update(repo.key for repo in repos)
+            keys = {repo.key for repo in repos}
+            self._pushed -= keys
+            again = [repo for repo in repos if repo.key in self._pushed_again]
+            self._pushed_again -= keys
+            if again:
+                self._pushed.update(repo.key for repo in again)
+                self._queued.append(partial(self._push_check, again))
+                self._wake.set()
 
     async def check(
         self,

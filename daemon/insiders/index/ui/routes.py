@@ -24,11 +24,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
 from insiders.documents.page import Page
+from insiders.http.answers import header, send_empty
 
 # The simple pages' ASGI types and Accept-Encoding rule, in one place.
 from insiders.http.asgi import Receive, Scope, Send
 from insiders.index.server import _accepts_gzip as accepts_gzip
-from insiders.index.server import send_empty
 from insiders.names import NormalizedName, is_valid_name, normalize
 
 from .pages import WebPages
@@ -193,18 +193,11 @@ async def send_page(
         body, etag = page.gzipped, page.gzip_etag
         headers.append((b"content-encoding", b"gzip"))
     headers.append((b"etag", etag))
-    if status == 200 and _if_none_match(scope) == etag:
+    if status == 200 and header(scope, b"if-none-match") == etag:
         return await send_empty(send, 304, headers)
     headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-
-def _if_none_match(scope: Scope) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == b"if-none-match":
-            return bytes(value)
-    return None
 
 
 async def moved(send: Send, location: str) -> None:
