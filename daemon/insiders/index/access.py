@@ -25,6 +25,7 @@ from typing import Literal
 
 from insiders.errors import InsidersError, TokenRefused
 from insiders.index.asgi import ASGIApp, Receive, Scope, Send
+from insiders.index.reason import reason_header
 from insiders.tokens import Tokens
 
 ReadAccess = Literal["anyone", "token"]
@@ -139,6 +140,7 @@ async def _answer(send: Send, status: int, message: str, head: bool) -> None:
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         CHALLENGE,
+        reason_header(message),  # pip and poetry print the status line alone
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
