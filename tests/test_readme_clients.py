@@ -33,7 +33,7 @@ import pytest
 import trustme
 
 from tests.fronts import free_port
-from tests.support import BIN, Daemon, build, isolated_env, write_project
+from tests.support import BIN, Daemon, build, installed_version, isolated_env, write_project
 from tests.test_ctl import ok
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -406,3 +406,44 @@ def test_the_ca_alone_fails_the_redirect(
     printed = done.stdout + done.stderr
     # poetry names the URL it asked for, not the one it was redirected to
     assert re.search(r"certificate|SSL|All attempts to connect", printed), printed
+
+
+def test_point_your_tools_at_the_local_index(tmp_path: Path, dists: dict[str, list[Path]]) -> None:
+    """ "Point your tools at the index" on `make run`'s plain loopback: its variables reach pip
+    and uv (UV_DEFAULT_INDEX, what uv documents), and `no-insiders` takes them back, the
+    permanent pip setting too."""
+    daemon = Daemon(tmp_path / "daemon", ["--upstream-mode", "none"]).start()
+    try:
+        for path in dists["demo-1.0"]:
+            assert daemon.upload(path).status_code == 200
+        text = section("Point your tools at the index").replace("127.0.0.1:31411", daemon.url[7:])
+        (variables,) = fenced(text, "sh")
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {**isolated_env(home), "PATH": os.pathsep.join([str(BIN), "/usr/bin", "/bin"])}
+        python = sys.executable
+        script = (
+            f"shopt -s expand_aliases\n{variables}\n"
+            f"pip install --quiet --target {tmp_path / 'pip'} demo-pkg\n"
+            f"uv pip install --quiet --target {tmp_path / 'uv'} --python {python} demo-pkg\n"
+            "no-insiders env\n"
+        )
+        done = shell(script, env, home)
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+        assert installed_version(tmp_path / "pip", "demo_pkg") == "1.0.0"
+        assert installed_version(tmp_path / "uv", "demo_pkg") == "1.0.0"
+        assert not re.search(r"^(PIP_INDEX_URL|UV_DEFAULT_INDEX|PDM_PYPI_URL)=", done.stdout, re.M)
+
+        (setting,) = re.findall(r"^\| pip \| `(pip config set [^`]*)` \|$", text, re.M)
+        env.pop("PIP_CONFIG_FILE")
+        script = (
+            f"shopt -s expand_aliases\n{variables}\n{setting}\n"
+            "pip config list\necho ---\nno-insiders pip config list\n"
+        )
+        done = shell(script, env, home)
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+        kept, set_aside = done.stdout.split("---\n")
+        assert f"global.index-url='{daemon.index}'" in kept
+        assert "index-url" not in set_aside
+    finally:
+        daemon.stop()
