@@ -57,7 +57,7 @@ def fenced(text: str, language: str) -> list[str]:
 
 
 def client_part() -> str:
-    """ "Serve a team"'s part on clients: from its heading to the paragraph on redirects."""
+    """The part of "Serve a team" on clients: from its heading to the paragraph on redirects."""
     text = section("Serve a team")
     start = text.index("**Each client, with a read token**")
     return text[start : text.index("Redirects to the upstream index never carry", start)]
@@ -250,37 +250,62 @@ def pip_front(tools: Path, pip: Path, venv: Path) -> None:
     front.chmod(0o755)
 
 
-@pytest.mark.parametrize("client", ["pip", "pip-23.0.1", "uv", "poetry", "pdm"])
-def test_each_client_with_a_read_token(
+def prepared(
     setup: Setup, tmp_path: Path, client: str, old_pip: Path
-) -> None:
-    """The bundle line, then the client's block: the hosted project and the redirected one
-    install, both certificates verified, with the token from the person's configuration."""
+) -> tuple[dict[str, str], Path, Path]:
+    """A home for `client` (pip, pip-23.0.1, uv, poetry, pdm): its environment, the directory
+    its lines run in, and the Python they install into. pip and uv install into a fresh venv
+    (pip's `--python`, uv's VIRTUAL_ENV); poetry and pdm in a project of their own."""
     tool = client.split("-")[0]
-    block = client_blocks()[tool]
     home, tools, venv = tmp_path / "home", tmp_path / "tools", tmp_path / "venv"
-    cwd = home
     env = client_env(setup, home, tools)
     if tool == "pip":
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         pip_front(tools, old_pip if client == "pip-23.0.1" else Path(sys.executable), venv)
-        python = venv / "bin" / "python"
-    elif tool == "uv":
+        return env, home, venv / "bin" / "python"
+    if tool == "uv":
         subprocess.run(
             [str(BIN / "uv"), "venv", "--quiet", "--python", sys.executable, str(venv)],
             env=env,
             check=True,
         )
         env["VIRTUAL_ENV"] = str(venv)
-        python = venv / "bin" / "python"
-    else:
-        cwd = a_project(home / "app")
-        python = cwd / ".venv" / "bin" / "python"
-    script = setup.substituted(bundle_block() + block)
+        return env, home, venv / "bin" / "python"
+    cwd = a_project(home / "app")
+    return env, cwd, cwd / ".venv" / "bin" / "python"
+
+
+@pytest.mark.parametrize("client", ["pip", "pip-23.0.1", "uv", "poetry", "pdm"])
+def test_each_client_with_a_read_token(
+    setup: Setup, tmp_path: Path, client: str, old_pip: Path
+) -> None:
+    """The bundle line, then the client's block: the hosted project and the redirected one
+    install, both certificates verified, with the token from the person's configuration."""
+    env, cwd, python = prepared(setup, tmp_path, client, old_pip)
+    script = setup.substituted(bundle_block() + client_blocks()[client.split("-")[0]])
     done = shell(script, env, cwd)
     assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
     assert versions(python, env) == "1.0.0 0.1"
     assert setup.token not in done.stdout + done.stderr
+
+
+def one_command(tool: str) -> str:
+    """The README's one-command form for pip or uv (code spans that may wrap)."""
+    spans = [" ".join(span.split()) for span in re.findall(r"`([^`]*)`", client_part())]
+    (line,) = (span for span in spans if re.match(rf"(\S+=\S+ )?{tool} (pip )?install ", span))
+    return line
+
+
+@pytest.mark.parametrize("client", ["pip", "pip-23.0.1", "uv"])
+def test_one_command_with_a_read_token(
+    setup: Setup, tmp_path: Path, client: str, old_pip: Path
+) -> None:
+    """The token in the URL and the bundle on the command line, for one command."""
+    env, cwd, python = prepared(setup, tmp_path, client, old_pip)
+    script = setup.substituted(f"{bundle_block()}{one_command(client.split('-')[0])}\n")
+    done = shell(script, env, cwd)
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    assert versions(python, env) == "1.0.0 0.1"
 
 
 def test_each_client_has_a_block() -> None:
@@ -381,21 +406,8 @@ def test_the_ca_alone_fails_the_redirect(
     """What the README said before: a client told to trust `CA.pem` alone reaches the index
     and then refuses the upstream it is redirected to (so the bundle is needed)."""
     tool = client.split("-")[0]
-    home, tools, venv = tmp_path / "home", tmp_path / "tools", tmp_path / "venv"
-    env = client_env(setup, home, tools)
-    cwd = home
-    if tool == "pip":
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        pip_front(tools, old_pip, venv)
-    elif tool == "uv":
-        subprocess.run(
-            [str(BIN / "uv"), "venv", "--quiet", "--python", sys.executable, str(venv)],
-            env=env,
-            check=True,
-        )
-        env["VIRTUAL_ENV"] = str(venv)
-    else:
-        cwd = a_project(home / "app")
+    env, cwd, _ = prepared(setup, tmp_path, client, old_pip)
+    env["PIP_RETRIES"] = "0"  # pip would try a refused certificate five times
     block = client_blocks()[tool].replace("~/insiders-ca.pem", "CA.pem")
     hosted_only = setup.substituted(block, "demo-pkg")
     done = shell(hosted_only, env, cwd)
@@ -409,9 +421,9 @@ def test_the_ca_alone_fails_the_redirect(
 
 
 def test_point_your_tools_at_the_local_index(tmp_path: Path, dists: dict[str, list[Path]]) -> None:
-    """ "Point your tools at the index" on `make run`'s plain loopback: its variables reach pip
-    and uv (UV_DEFAULT_INDEX, what uv documents), and `no-insiders` takes them back, the
-    permanent pip setting too."""
+    """The section "Point your tools at the index", on `make run`'s plain loopback: its
+    variables reach pip and uv (UV_DEFAULT_INDEX, what uv documents), and `no-insiders` takes
+    them back, the permanent pip setting too."""
     daemon = Daemon(tmp_path / "daemon", ["--upstream-mode", "none"]).start()
     try:
         for path in dists["demo-1.0"]:
