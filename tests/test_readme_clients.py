@@ -399,12 +399,16 @@ def test_poetry_publishes_then_installs(setup: Setup, tmp_path: Path) -> None:
     assert versions(app / ".venv" / "bin" / "python", env) == "1.0.0 0.1"
 
 
-@pytest.mark.parametrize("client", ["pip-23.0.1", "uv", "poetry"])
+@pytest.mark.parametrize(
+    ("client", "verified"),
+    [("pip", True), ("pip-23.0.1", False), ("uv", False), ("poetry", False), ("pdm", False)],
+)
 def test_the_ca_alone_fails_the_redirect(
-    setup: Setup, tmp_path: Path, client: str, old_pip: Path
+    setup: Setup, tmp_path: Path, client: str, verified: bool, old_pip: Path
 ) -> None:
     """What the README said before: a client told to trust `CA.pem` alone reaches the index
-    and then refuses the upstream it is redirected to (so the bundle is needed)."""
+    and then refuses the upstream it is redirected to, so the README gives them the bundle.
+    pip 24.2 and later are the exception (their truststore adds `--cert` to the system's CAs)."""
     tool = client.split("-")[0]
     env, cwd, _ = prepared(setup, tmp_path, client, old_pip)
     env["PIP_RETRIES"] = "0"  # pip would try a refused certificate five times
@@ -414,6 +418,9 @@ def test_the_ca_alone_fails_the_redirect(
     assert done.returncode == 0, f"{hosted_only}\n{done.stdout}\n{done.stderr}"
     redirected = setup.substituted(block, "other-pkg")
     done = shell(redirected, env, cwd)
+    if verified:
+        assert done.returncode == 0, f"{redirected}\n{done.stdout}\n{done.stderr}"
+        return
     assert done.returncode != 0
     printed = done.stdout + done.stderr
     # poetry names the URL it asked for, not the one it was redirected to
@@ -459,3 +466,42 @@ def test_point_your_tools_at_the_local_index(tmp_path: Path, dists: dict[str, li
         assert "index-url" not in set_aside
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("client", ["hatch", "pdm", "flit"])
+def test_the_upload_environment_serves_the_other_publishers(
+    setup: Setup, tmp_path: Path, client: str
+) -> None:
+    """The README's `export` line for uploads over TLS is all hatch, pdm and flit need too (the
+    Upload section says they publish "the same way, with the same user and token"); without
+    it, each refuses the index's certificate."""
+    home = tmp_path / "home"
+    env = client_env(setup, home)
+    legacy = f"https://localhost:{setup.port}/legacy/"
+    token = setup.index.token
+    name = f"{client}-published"
+    project = write_project(tmp_path / "src", name, "1.0")
+    files = build(project, project / "dist")
+    if client == "hatch":
+        config = home / "hatch.toml"
+        config.write_text("")
+        env.update(HATCH_CONFIG=str(config), HATCH_DATA_DIR=str(home / "hatch-data"))
+        command = f"hatch publish -n -r {legacy} -u __token__ -a {token} dist/*"
+    elif client == "pdm":
+        command = f"pdm publish --no-build -r {legacy} -u __token__ -P {token}"
+    else:
+        module = project / "src" / name.replace("-", "_")
+        (module / "__init__.py").write_text('"""A test package."""\n__version__ = "1.0"\n')
+        (project / "pyproject.toml").write_text(
+            '[build-system]\nrequires = ["flit_core>=3.4"]\nbuild-backend = "flit_core.buildapi"\n'
+            f'[project]\nname = "{name}"\nversion = "1.0"\ndescription = "A test package"\n'
+        )
+        env.update(FLIT_INDEX_URL=legacy, FLIT_USERNAME="__token__", FLIT_PASSWORD=token)
+        command = "flit publish --format wheel"
+        files = [f for f in files if f.suffix == ".whl"]
+    untrusted = shell(setup.substituted(f"{bundle_block()}{command}\n"), env, project)
+    assert untrusted.returncode != 0
+    script = setup.substituted(f"{bundle_block()}{upload_environment()}\n{command}\n")
+    done = shell(script, env, project)
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    assert len(hosted(setup, name)) == len(files)
