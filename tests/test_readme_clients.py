@@ -1,19 +1,24 @@
 """The README's client steps, run as written, against an index with TLS from a private CA.
 
-Every command here is read from README.md ("Serve a team": its config, the CA bundle and a block
-per client; "Upload"), so the README cannot drift from what was run. The only changes made to
-the text are the names it says stand for something: `index.example:31411` (the index, here on
-`localhost` and a free port), `CA.pem` (the index's CA), `NAME` (what to install), and Debian's
-system CA file.
+Every command here is read from README.md ("Serve a team": its config, the CA bundle, a block
+per client, the one-command forms and the upload environment; "Upload": twine, uv and poetry;
+"Point your tools": the variables and `no-insiders`), so the README cannot drift from what was
+run. The only changes made to the text are the names it says stand for something:
+`index.example:31411` (the index, here `localhost` on a free port), `CA.pem` (the index's CA),
+`NAME` (what to install), `http://127.0.0.1:31411/` (`make run`'s index, here the TLS one) and
+Debian's system CA file.
 
 Two CAs take part. The index's certificate comes from `own` CA, which no client trusts until the
 README's steps say so. The upstream index (another insidersd, hosting `other-pkg`) stands for the
 public index: its certificate comes from a `system` CA, which stands for the CAs a machine
-trusts already. The index redirects to it for `other-pkg`, so every client must verify both: a
-client told to trust `CA.pem` alone (what the README said before) refuses the upstream.
+trusts already: OpenSSL's default file (SSL_CERT_FILE: truststore in pip and pdm) and the list
+Python clients ship with (a `certifi` of the test's own). uv's built-in list cannot be stood in
+for; the README gives uv the bundle anyway. The index redirects to the upstream for `other-pkg`,
+so every client must verify both, and a client told to trust `CA.pem` alone (what the README
+said before) refuses the upstream: test_the_ca_alone_fails_the_redirect shows which.
 
-Each client runs with a home of its own (HOME and the XDG directories), so its configuration is
-what the README's lines wrote, and nothing else.
+Each client runs with a home of its own (HOME and the XDG directories) and none of this
+machine's CA variables, so its configuration is what the README's lines wrote, and nothing else.
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ def setup(
         # The index, configured with the README's own example.
         port = free_port()
         certificate, key = issue(own, where / "tls", "localhost", "127.0.0.1")
-        (toml,) = fenced(section("Serve a team"), "toml")[:1]
+        toml = fenced(section("Serve a team"), "toml")[0]
         config = toml.replace("index.example:31411", f"localhost:{port}")
         config = config.replace("/etc/insiders/tls/fullchain.pem", str(certificate))
         config = config.replace("/etc/insiders/tls/privkey.pem", str(key))
@@ -323,7 +328,8 @@ def test_the_team_example_links_with_its_public_url(setup: Setup) -> None:
 
 
 def test_a_read_without_a_token_says_why_in_its_status_line(setup: Setup) -> None:
-    """pip and poetry print a refusal's status line alone: the 401 carries its reason there."""
+    """poetry prints a refusal's status line alone ("401 Client Error: ... for url"): the 401
+    carries its reason there, as the other refusals do."""
     context = ssl.create_default_context(cafile=setup.own_ca)
     request = f"GET /simple/ HTTP/1.1\r\nHost: localhost:{setup.port}\r\nConnection: close\r\n\r\n"
     with (
