@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,13 @@ def test_hostile_description_runs_nothing(browser: Any, site: Site) -> None:
         policy = client.get("/project/hostile-readme/").headers["content-security-policy"]
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy
+
+
+def test_the_readme_shows_the_screenshots_a_run_refreshes() -> None:
+    """Every picture the README shows from screenshots/ is one a run writes (the phone's among
+    them), so INSIDERS_UPDATE_SCREENSHOTS=1 refreshes all of them."""
+    readme = (HERE.parent.parent / "README.md").read_text()
+    shown = set(re.findall(r"\]\(tests/browser/screenshots/([^)]+)\)", readme))
+    assert shown == set(README_SCREENSHOTS.values())
+    assert "project-phone.png" in shown
+    assert all((HERE / "screenshots" / name).stat().st_size > 0 for name in shown)

@@ -27,6 +27,7 @@ from typing import Literal
 from insiders.errors import MalformedCredentials, TokenRefused
 from insiders.http.answers import header, send_text
 from insiders.http.asgi import Receive, Scope, Send
+from insiders.http.reason import reason_header
 from insiders.tokens import Tokens
 
 ReadAccess = Literal["anyone", "token"]
@@ -104,7 +105,9 @@ async def refuse_websocket(scope: Scope, send: Send) -> None:
 
 
 async def _answer(send: Send, status: int, message: str, head: bool) -> None:
-    await send_text(send, status, message, head=head, headers=[CHALLENGE])
+    # pip and poetry print the status line alone: the reason says what is missing.
+    headers = [CHALLENGE, reason_header(message)]
+    await send_text(send, status, message, head=head, headers=headers)
 
 
 # -- safe by default off loopback ---------------------------------------------------------------
