@@ -128,19 +128,22 @@ def report_failures(group: BaseExceptionGroup[Exception], *, started: bool) -> i
     return status
 
 
+# Failures said in one line, without a traceback: what could not be done, and the exit status.
+# A ConfigError is a setting that cannot be served safely or at all (exposure, TLS files).
+IN_ONE_LINE: tuple[tuple[type[BaseException], str, int], ...] = (
+    (RestoreError, "cannot restore", 1),
+    (UnfinishedRestore, "cannot start", 1),
+    (ConfigError, "cannot start", 2),
+)
+
+
 def report_failure(failure: BaseException, *, started: bool) -> int:
     """One failure in words (a traceback only for what the words cannot explain); its status."""
+    for kind, words, status in IN_ONE_LINE:
+        if isinstance(failure, kind):
+            log.critical("%s: %s", words, failure)
+            return status
     match failure:
-        case RestoreError():
-            log.critical("cannot restore: %s", failure)
-            return 1
-        case UnfinishedRestore():
-            log.critical("cannot start: %s", failure)
-            return 1
-        case ConfigError():
-            # A setting that cannot be served safely or at all (exposure, TLS files): one line.
-            log.critical("cannot start: %s", failure)
-            return 2
         case UpstreamLoop():
             log.error("%s", failure)
             return 2

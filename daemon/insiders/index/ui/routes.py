@@ -70,6 +70,17 @@ def _without_slash(path: str) -> bool:
     return path.count("/") <= 3 and not path.endswith("/")
 
 
+def _name_and_version(path: str, prefix: str) -> tuple[str, str | None] | None:
+    """NAME and VERSION of PREFIX/NAME/ or PREFIX/NAME/VERSION/ with a valid NAME, else None. The
+    path is decoded already (ASGI): a version is used as it stands."""
+    parts = path[len(prefix) :].split("/")
+    if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
+        return None
+    if not is_valid_name(parts[0]):
+        return None
+    return parts[0], (parts[1] if len(parts) == 3 else None)
+
+
 class WebApp:
     """The web pages' handlers, each an ASGI callable the route table names."""
 
@@ -92,12 +103,10 @@ class WebApp:
             return await moved(send, quote(path) + "/")
         if path == "/builds/":
             return await send_page(scope, send, await self.pages.builds(), self.headers)
-        parts = path[len("/builds/") :].split("/")
-        if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
+        found = _name_and_version(path, "/builds/")
+        if found is None:
             return await self.not_found(scope, send, None)
-        name, version = parts[0], (parts[1] if len(parts) == 3 else None)
-        if not is_valid_name(name):
-            return await self.not_found(scope, send, None)
+        name, version = found
         normalized = NormalizedName(normalize(name))
         if normalized != name:
             return await moved(send, build_url(normalized, version))
@@ -113,13 +122,10 @@ class WebApp:
         path: str = scope["path"]
         if _without_slash(path):
             return await moved(send, quote(path) + "/")
-        parts = path[len("/project/") :].split("/")
-        if len(parts) not in (2, 3) or parts[-1] != "" or not all(parts[:-1]):
+        found = _name_and_version(path, "/project/")
+        if found is None:
             return await self.not_found(scope, send, None)
-        # The path is decoded already (ASGI): a version is used as it stands.
-        name, version = parts[0], (parts[1] if len(parts) == 3 else None)
-        if not is_valid_name(name):
-            return await self.not_found(scope, send, None)
+        name, version = found
         normalized = NormalizedName(normalize(name))
         if not self.pages.hosts(normalized):
             return await self.not_found(scope, send, name)
