@@ -27,16 +27,10 @@ import trio
 
 from insiders.config import Directories, Settings
 from insiders.control.access import peer_of, system_mode
-from insiders.control.commands import (
-    Commands,
-    Parts,
-    copied,
-    log_location,
-    outcome_wire,
-    watcher_info_wire,
-)
+from insiders.control.commands import Commands, Parts, log_location
 from insiders.control.server import Limits, serve_control
 from insiders.control.socket import LOCK_NAME
+from insiders.control.wire import copied, outcome_wire, watcher_info_wire
 from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
 from insiders.index.upstream import Upstream
 from insiders.logfile import LOG_FILE, log_to_file

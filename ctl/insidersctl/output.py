@@ -51,12 +51,19 @@ def ago(when: float | None, now: float, never: str = "never") -> str:
     return f"{duration(delta)} ago"
 
 
-def size(count: int) -> str:
+BINARY = (1024, ("B", "KiB", "MiB", "GiB"))
+# As the public index's pages say it (and the daemon's web pages after them).
+DECIMAL = (1000, ("bytes", "kB", "MB", "GB"))
+
+
+def size(count: int, units: tuple[int, tuple[str, ...]] = BINARY) -> str:
+    """`count` bytes in the largest unit under which it stays below the base, one decimal."""
+    base, names = units
     value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+    for unit in names:
+        if value < base or unit == names[-1]:
+            return f"{count} {unit}" if unit == names[0] else f"{value:.1f} {unit}"
+        value /= base
     raise AssertionError("unreachable")
 
 

@@ -15,21 +15,19 @@ from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.names import normalize
 from insidersctl import protocol as p
 
+from .wire import copied
+
 log = logging.getLogger(__name__)
 
 
 async def cache_report(cache: FileCache, upstream: Upstream) -> p.CacheReport:
     usage = await trio.to_thread.run_sync(cache.usage)
-    return p.CacheReport(
+    return copied(
+        p.CacheReport,
+        usage,
         mode=upstream.mode,
         upstream=upstream.url,
         directory=str(cache.directory),
-        size=usage.size,
-        limit=usage.limit,
-        files=usage.files,
-        hits=usage.hits,
-        misses=usage.misses,
-        oldest=usage.oldest,
         now=time.time(),
     )
 

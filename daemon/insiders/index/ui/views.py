@@ -20,6 +20,7 @@ from insiders.names import NormalizedName, parse_version
 from insiders.repos.registry import Repo
 from insiders.repos.status import repo_status
 from insiders.store import Project, StoredFile
+from insidersctl.output import DECIMAL, size
 
 from .build_logs import error_lines
 
@@ -246,13 +247,8 @@ def safe_links(fields: Mapping[str, Any]) -> list[Link]:
 # -- words and numbers as people read them -----------------------------------------------------
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+def human_size(count: int) -> str:
+    return size(count, DECIMAL)
 
 
 def iso(timestamp: float | None) -> str:
