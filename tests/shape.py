@@ -109,7 +109,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "foundations",
         frozenset(
             {"__init__", "errors", "names", "archives", "distributions", "fsutil", "credentials"}
-            | {"config", "logs", "logfile", "systemd"}
+            | {"config", "logs", "logfile", "systemd", "structs"}
         ),
     ),
     ("data", frozenset({"store", "tokens", "repos", "ingest", "documents"})),

@@ -30,13 +30,14 @@ from insiders.control.access import peer_of, system_mode
 from insiders.control.commands import Commands, Parts, log_location
 from insiders.control.server import Limits, serve_control
 from insiders.control.socket import LOCK_NAME
-from insiders.control.wire import copied, outcome_wire, watcher_info_wire
+from insiders.control.wire import outcome_wire, watcher_info_wire
 from insiders.errors import AlreadyRunning, ControlSocketError, RepoError
 from insiders.index.upstream import Upstream
 from insiders.logfile import LOG_FILE, log_to_file
 from insiders.mirror.sync import Mirrors
 from insiders.repos.registry import Repo, Repos
 from insiders.store import Store
+from insiders.structs import copied
 from insiders.systemd import own_unit
 from insiders.tokens import Tokens
 from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from insiders.config import load_settings
@@ -238,3 +239,35 @@ def test_mirrors_list_says_when_a_target_is_current(
     MIRRORS.print([mirror], now)
     header, row = capsys.readouterr().out.splitlines()
     assert row[header.index("CURRENT") :].strip() == current
+
+
+def test_a_manifest_is_the_mirrors_own_type_with_the_stores_bytes() -> None:
+    """The manifest's types are the mirror's (insiders.mirror.manifest), copied by name from the
+    store's records: every field set, the bytes are those the store's record encodes to (what
+    mirrors written before those types hold), and they read back as the same record."""
+    everything = StoredFile(
+        filename="demo-1.0-py3-none-any.whl",
+        version="1.0",
+        size=10,
+        sha256="a" * 64,
+        md5="b" * 32,
+        blake2b_256="c" * 64,
+        upload_time=1.5,
+        requires_python=">=3.9",
+        yanked=True,
+        yanked_reason="broken",
+        metadata_sha256="d" * 64,
+        uploaded_by="ci",
+    )
+    project = Project(
+        name="Demo",
+        files=(everything, A2),
+        status="deprecated",
+        status_reason="use other",
+        revision=7,
+        removed=(RemovedFile(filename="demo-0.1.tar.gz", sha256="e" * 64, removed_at=2.0),),
+    )
+    body = layout.encode_project(project)
+    assert body == msgspec.json.encode(project)
+    assert layout.decode_project(body) == project
+    assert layout.decode_project(msgspec.json.encode(Project(name="Old"))) == Project(name="Old")

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import trio
@@ -48,7 +49,6 @@ from insiders.errors import (
     VersionRemoved,
 )
 from insiders.fsutil import atomic_write, fsync_dir, fsync_file
-from insidersctl.protocol import ProjectStatus
 
 from .names import NormalizedName, normalize, parse_dist_filename, parse_version, release_slot
 
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = ".project.json"
 IDENTITY = "store.json"
+
+
+# A project's status (PEP 792); the store's own, apart from the protocol's.
+ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

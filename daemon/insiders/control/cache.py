@@ -13,9 +13,8 @@ from insiders.index.prefetch import prefetch
 from insiders.index.upstream import Upstream
 from insiders.index.upstreamfiles import UpstreamFiles
 from insiders.names import normalize
+from insiders.structs import copied
 from insidersctl import protocol as p
-
-from .wire import copied
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from insiders.repos.registry import Repo, Repos, make_repo, with_policy
 from insiders.repos.source import resolve_dist
 from insiders.repos.spec import parse_spec
 from insiders.store import Project, Store
+from insiders.structs import copied
 from insiders.systemd import own_unit
 from insiders.tokens import Tokens, utc
 from insiders.watcher.report import Outcome, Step, WatcherState
@@ -53,7 +54,6 @@ from insidersctl import protocol as p
 from . import cache
 from .server import SendEvent
 from .wire import (
-    copied,
     file_info,
     mirror_wire,
     newest_failure,

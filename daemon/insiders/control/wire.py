@@ -7,20 +7,16 @@ built here from what the daemon holds (a project's counts, a repository's state 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
-
-import msgspec
 
 from insiders.mirror.sync import MirrorState
 from insiders.names import parse_version
 from insiders.repos.registry import Repo, RepoState, VersionRecord
 from insiders.repos.status import repo_status
 from insiders.store import Project, StoredFile
+from insiders.structs import copied
 from insiders.tokens import Token
 from insiders.watcher.report import Outcome, Step, VersionFailure, WatcherState
 from insidersctl import protocol as p
-
-Wire = TypeVar("Wire", bound=msgspec.Struct)
 
 
 def repo_info(repo: Repo, removed: Mapping[str, float]) -> p.RepoInfo:
@@ -105,22 +101,6 @@ def project_info(project: Project) -> p.ProjectInfo:
         status=project.status,
         status_reason=project.status_reason,
     )
-
-
-def copied(kind: type[Wire], source: object, **given: object) -> Wire:
-    """A reply part of `kind`, each field read from `source`'s attribute of the same name, unless
-    `given`. A field `source` has no attribute for raises at once (unlike msgspec's
-    from_attributes, which would leave it at its default): renaming a field on either side fails
-    every test that asks for it, never changes the wire silently."""
-    values = {}
-    for name in kind.__struct_fields__:
-        if name in given:
-            values[name] = given[name]
-        elif hasattr(source, name):
-            values[name] = getattr(source, name)
-        else:
-            raise TypeError(f"{type(source).__name__} has no {name} for {kind.__name__}")
-    return kind(**values)
 
 
 def file_info(stored: StoredFile) -> p.FileInfo:

@@ -33,6 +33,9 @@ from insiders.documents.page import Page, make_page
 from insiders.names import NormalizedName
 from insiders.store import Project, StoredFile
 
+from .manifest import decode_project as decode_project  # read by sync and restore
+from .manifest import encode_project
+
 FORMAT = 1
 GENERATOR = __version__
 ROOT_MANIFEST = "simple/insiders-mirror.json"
@@ -68,11 +71,6 @@ class PageFile(msgspec.Struct, frozen=True):
 
 _encode = msgspec.json.Encoder().encode
 decode_root = msgspec.json.Decoder(RootManifest).decode
-decode_project = msgspec.json.Decoder(Project).decode
-
-
-def encode_project(project: Project) -> bytes:
-    return _encode(project)
 
 
 FILES = "files"
