@@ -92,3 +92,10 @@ def test_the_daemons_exceptions_live_in_its_errors_module() -> None:
             if kind.__module__ == name != "insiders.errors" and issubclass(kind, InsidersError):
                 elsewhere.append(f"{name}.{kind.__name__}")
     assert elsewhere == []
+
+
+def test_the_store_speaks_its_own_types() -> None:
+    """The store's records are its own: no type of the control protocol (insidersctl) in them, so
+    the wire can change without the disk format knowing, and the other way round."""
+    store = shape.modules("insiders")["insiders.store"]
+    assert not {m for m in shape.absolute_imports("insiders.store", store) if "insidersctl" in m}
