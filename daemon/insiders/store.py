@@ -198,6 +198,8 @@ class Incoming(msgspec.Struct, frozen=True):
     entry: StoredFile
     content: Path
     metadata: bytes | None
+    # A restore's metadata, already written (and fsynced) beside the content in incoming/.
+    metadata_file: Path | None = None
 
 
 class StoreIdentity(msgspec.Struct, frozen=True, kw_only=True):
@@ -537,6 +539,43 @@ class Store:
                     ", ".join(sorted(versions)),
                 )
             return [f.filename for f in gone]
+
+    async def restore_files(self, display_name: str, files: list[Incoming]) -> int:
+        """Publish a batch of a restore's files with one manifest write: files fetched from a
+        mirror and checked against its record, their bytes (and metadata, under `metadata_file`)
+        already fsynced by the fetch, so a batch costs renames, one directory fsync and the
+        manifest, whatever the project's size. No release rule is asked: the mirror's record
+        is the store's own (restore_record makes it the manifest once every file is in). How
+        many were new; every content is consumed."""
+        name = normalize(display_name)
+        try:
+            async with self._lock(name):
+                current = self._projects.get(name)
+                held = {f.filename for f in current.files} if current is not None else set()
+                new = [f for f in files if f.entry.filename not in held]
+                if new:
+                    project = self._with_files(display_name, current, [f.entry for f in new])
+                    await trio.to_thread.run_sync(self._write_restored, name, new, project)
+                    self._publish(name, project)
+            return len(new)
+        finally:
+            for incoming in files:
+                await trio.Path(incoming.content).unlink(missing_ok=True)
+                if incoming.metadata_file is not None:
+                    await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+
+    def _write_restored(
+        self, name: NormalizedName, files: list[Incoming], project: Project
+    ) -> None:
+        directory = self.packages / name
+        directory.mkdir(exist_ok=True)
+        for incoming in files:
+            filename = incoming.entry.filename
+            if incoming.metadata_file is not None:
+                os.replace(incoming.metadata_file, directory / f"{filename}.metadata")
+            os.replace(incoming.content, directory / filename)
+        fsync_dir(directory)  # the files are durable before any manifest names them
+        self._write_manifest(name, project)
 
     async def restore_record(self, record: Project) -> None:
         """Make the project's manifest `record` (a restore's last step for a project, once every
