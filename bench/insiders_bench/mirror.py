@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +216,72 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
         server.stop()
 
 
+def directory_pages(tree: Path) -> Callable[[str], str | None]:
+    """A reader of the project pages in a directory mirror that answers None while a page is
+    unchanged since its last read (its mtime), so a watcher re-reads only what moved."""
+    mtimes: dict[str, int] = {}
+
+    def read(name: str) -> str | None:
+        page = tree / "simple" / name / "index.html"
+        try:
+            mtime = page.stat().st_mtime_ns
+            if mtimes.get(name) == mtime:
+                return None
+            mtimes[name] = mtime
+            return page.read_text()
+        except OSError:
+            return None
+
+    return read
+
+
+def bucket_pages(endpoint: str, bucket: str, prefix: str) -> Callable[[str], str | None]:
+    """A reader of the project pages in a bucket mirror, as a front would fetch them (a GET of
+    the object; None while there is none). One client per reading thread."""
+    import boto3
+    import botocore.config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=4),
+    )
+    etags: dict[str, str] = {}
+
+    def read(name: str) -> str | None:
+        key = f"{prefix}/simple/{name}/index.html"
+        known = {"IfNoneMatch": etags[name]} if name in etags else {}
+        try:
+            answer = client.get_object(Bucket=bucket, Key=key, **known)
+        except ClientError:
+            return None  # 304 (unchanged) or 404 (not yet written)
+        etags[name] = answer["ETag"]
+        text: str = answer["Body"].read().decode()
+        return text
+
+    return read
+
+
 def burst_lag(
-    port: int, token: str, tree: Path, projects: list[str], uploads: int, workers: int = 4
+    port: int,
+    token: str,
+    tree: Path | Callable[[str], str | None],
+    projects: list[str],
+    uploads: int,
+    workers: int = 4,
 ) -> dict[str, Any]:
     """`uploads` wheels spread over `projects`, from `workers` clients at once, to the daemon
-    on `port` mirroring to the directory `tree`; per upload, the time from its 200 to the
-    directory's page linking the file.
+    on `port` mirroring to the directory `tree` (or to where the reader `tree` reads a project's
+    page from, None while it is unchanged); per upload, the time from its 200 to the mirror's
+    page linking the file.
 
     Long because the watcher and the uploaders are closures over the same clocks.
     """
+    read_page = directory_pages(tree) if isinstance(tree, Path) else tree
     answered: dict[tuple[str, str], float] = {}
     seen: dict[tuple[str, str], float] = {}
     done = threading.Event()
@@ -231,19 +289,12 @@ def burst_lag(
     done_at = [0.0]
 
     def watch() -> None:
-        """Re-read a project's page when its mtime changes; note when each file first shows."""
-        mtimes: dict[str, int] = {}
+        """Re-read a project's page when it changed; note when each file first shows."""
         wanted = {name: {v for n, v in jobs if n == name} for name in projects}
         while any(wanted.values()):
             for name in projects:
-                page = tree / "simple" / name / "index.html"
-                try:
-                    mtime = page.stat().st_mtime_ns
-                    if mtimes.get(name) == mtime:
-                        continue
-                    mtimes[name] = mtime
-                    text = page.read_text()
-                except OSError:
+                text = read_page(name)
+                if text is None:
                     continue
                 now = time.monotonic()
                 shown = set(re.findall(r">[^<]+?-([^-<]+)-py3-none-any\.whl<", text))
