@@ -212,6 +212,15 @@ async def _restore_project(
             done.skip(f"{key}: {why}")
         elif stored.filename not in have:
             wanted.append(stored)
+    removed = tuple(r for r in project.removed if claim.unsafe_filename(name, r.filename) is None)
+    # What the manifest becomes once every file is in (the batch that brings the last one
+    # writes it: a small project is one manifest write).
+    coming = {f.filename for f in wanted}
+    final = msgspec.structs.replace(
+        project,
+        files=tuple(f for f in project.files if f.filename in have or f.filename in coming),
+        removed=removed,
+    )
     for start in range(0, len(wanted), BATCH):
         batch: list[Incoming] = []
         try:
@@ -220,7 +229,7 @@ async def _restore_project(
                     nursery.start_soon(
                         _fetch_file, store, target, project, stored, present, done, limiter, batch
                     )
-            published = await store.restore_files(project.name, batch)
+            published = await store.restore_files(project.name, batch, final)
             done.files += published  # (not `+= await`: other projects count meanwhile)
         finally:
             with trio.CancelScope(shield=True):
@@ -234,8 +243,9 @@ async def _restore_project(
     # The store's entries: a file whose metadata was missing or altered was kept without it.
     kept = {f.filename: f for f in current.files}
     restored = tuple(kept[f.filename] for f in project.files if f.filename in kept)
-    removed = tuple(r for r in project.removed if claim.unsafe_filename(name, r.filename) is None)
-    await store.restore_record(msgspec.structs.replace(project, files=restored, removed=removed))
+    record = msgspec.structs.replace(project, files=restored, removed=removed)
+    if current != record:  # a file was skipped, or nothing was fetched: not written yet
+        await store.restore_record(record)
     log.info("restored %s (%d files, %s)", project.name, len(restored), project.status)
     return True
 
