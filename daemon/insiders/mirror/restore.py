@@ -132,19 +132,22 @@ async def restore(store: Store, target: Target, concurrency: int = 16) -> Restor
         )
     done = Restored()
     limiter = trio.CapacityLimiter(concurrency)
-    gate = trio.Semaphore(PROJECTS_AT_ONCE)
+    names: list[NormalizedName] = []
+    for name in manifest.projects:
+        if claim.is_project_name(name):
+            names.append(NormalizedName(name))
+        else:
+            done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")
+    queue = iter(names)
 
-    async def one(name: NormalizedName) -> None:
-        async with gate:
+    async def worker() -> None:
+        for name in queue:  # each worker takes the next project in turn
             if await _restore_project(store, target, name, done, limiter):
                 done.projects += 1
 
     async with trio.open_nursery() as nursery:
-        for name in manifest.projects:
-            if not claim.is_project_name(name):
-                done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")
-                continue
-            nursery.start_soon(one, NormalizedName(name))
+        for _ in range(PROJECTS_AT_ONCE):
+            nursery.start_soon(worker)
     for name in manifest.removed:
         if not claim.is_project_name(name):
             done.skip(f"project {name!r} named in {layout.ROOT_MANIFEST}: not a project name")

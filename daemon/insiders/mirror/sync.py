@@ -353,14 +353,15 @@ class MirrorTarget:
         self, job: Callable[[NormalizedName], Awaitable[None]], names: list[NormalizedName]
     ) -> None:
         """`job(name)` for each, `concurrency` projects at a time (their requests share the
-        target's limiter); the first TargetError cancels the others (see `_each`)."""
-        gate = trio.Semaphore(self.concurrency)
+        target's limiter); the first TargetError cancels the others (see `_each`). As many
+        workers as that, taking the next name in turn: not a task per project of 24,500."""
+        queue = iter(names)
 
-        async def gated(name: NormalizedName) -> None:
-            async with gate:
+        async def worker() -> None:
+            for name in queue:
                 await job(name)
 
-        await _each(gated, [(name,) for name in names])
+        await _each(worker, [() for _ in range(min(self.concurrency, len(names)))])
 
     async def _held(self, name: NormalizedName) -> dict[str, int]:
         assert self.target is not None
