@@ -266,6 +266,46 @@ def bucket_pages(endpoint: str, bucket: str, prefix: str) -> Callable[[str], str
     return read
 
 
+def s3_put_ceiling(endpoint: str, bucket: str, requests: int = 600) -> dict[str, Any]:
+    """What this machine allows at all: `requests` bare PutObjects of 3 kB (boto3, the daemon's
+    client, no daemon) one at a time, then from 16 threads, to the same SeaweedFS. On loopback a
+    request's time is the two processes' CPU, not a network's latency: the ratio of these two
+    rates bounds what any number of requests in flight can gain here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import botocore.config
+
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=botocore.config.Config(max_pool_connections=16),
+    )
+    body = os.urandom(3000)
+
+    def rate(threads: int, tag: str) -> float:
+        def put(i: int) -> None:
+            client.put_object(Bucket=bucket, Key=f"ceiling/{tag}/{i}", Body=body)
+
+        put(-1)  # the connection and the bucket's volumes, before the clock
+        started = time.monotonic()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(put, range(requests)))
+        return requests / (time.monotonic() - started)
+
+    serial = rate(1, "serial")
+    parallel = rate(16, "parallel")
+    client.close()
+    return {
+        "serial_per_s": round(serial, 1),
+        "parallel_per_s": round(parallel, 1),
+        "ratio": round(parallel / serial, 2),
+    }
+
+
 def burst_lag(
     port: int,
     token: str,

@@ -605,6 +605,13 @@ def measure_mirror(
         figures["s3_serial"] = serial
         if result.get("requests_per_s") and serial.get("requests_per_s"):
             figures["s3_speedup"] = round(result["requests_per_s"] / serial["requests_per_s"], 2)
+        figures["s3_ceiling"] = mirror.s3_put_ceiling(weed.endpoint, "bench")
+        ceiling = figures["s3_ceiling"]
+        options.log(
+            f"  bare PutObjects, no daemon: {ceiling['serial_per_s']:,.0f}/s one at a time, "
+            f"{ceiling['parallel_per_s']:,.0f}/s from 16 threads: x{ceiling['ratio']:.1f}, what "
+            "this machine allows at all"
+        )
         options.log(
             f"  the same copy one request at a time (concurrency 1): "
             f"{serial['requests_per_s'] or 0:,.1f} requests/s "
@@ -747,6 +754,11 @@ MIRROR_ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
     ("  rate per tenth, max/min", _mirror_figure("s3_copy", "window_spread"), 2),
     ("  one request at a time, requests/s", _mirror_figure("s3_serial", "requests_per_s"), 1),
     ("  parallel / one at a time", lambda f: f.get("mirror", {}).get("s3_speedup"), 1),
+    (
+        "  bare PutObjects, 16 threads / 1",
+        lambda f: f.get("mirror", {}).get("s3_ceiling", {}).get("ratio"),
+        1,
+    ),
     ("mirror lag p50 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p50_ms"), 0),
     ("mirror lag p99 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p99_ms"), 0),
     ("restore from SeaweedFS (s)", _mirror_figure("s3_restore", "seconds"), 1),
@@ -848,10 +860,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if speedup is None:
         found.append(("full copy to SeaweedFS at least 5x one request at a time", "-", "-"))
     else:
+        bare = mirror_figures.get("s3_ceiling", {}).get("ratio")
+        allowed = f" (bare PutObjects: x{bare:.1f} on this machine)" if bare else ""
         found.append(
             (
                 "full copy to SeaweedFS at least 5x one request at a time",
-                f"x{speedup:.1f} at {at}",
+                f"x{speedup:.1f} at {at}{allowed}",
                 "PASS" if speedup >= 5 else "FAIL",
             )
         )
