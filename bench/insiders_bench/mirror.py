@@ -266,6 +266,69 @@ def bucket_pages(endpoint: str, bucket: str, prefix: str) -> Callable[[str], str
     return read
 
 
+class DistantBucket:
+    """A plain HTTP proxy before the S3 gateway that answers each request `delay` seconds late: a
+    bucket in another machine room, on loopback. Threaded, one connection to the gateway per
+    request: requests in flight overlap their delays as they would overlap a network's."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        target = upstream.removeprefix("http://")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "expect")
+                }
+                headers["Content-Length"] = str(len(body))
+                time.sleep(delay)
+                connection = http.client.HTTPConnection(target, timeout=60)
+                connection.request(self.command, self.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+                connection.close()
+                self.send_response_only(reply.status, reply.reason)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def s3_put_ceiling(endpoint: str, bucket: str, requests: int = 600) -> dict[str, Any]:
     """What this machine allows at all: `requests` bare PutObjects of 3 kB (boto3, the daemon's
     client, no daemon) one at a time, then from 16 threads, to the same SeaweedFS. On loopback a

@@ -570,9 +570,11 @@ def measure_mirror(
         (secrets / "id").write_text("bench")
         (secrets / "secret").write_text("bench")
 
-        def s3_config(prefix: str, concurrency: int | None = None) -> str:
+        def s3_config(
+            prefix: str, concurrency: int | None = None, endpoint: str = weed.endpoint
+        ) -> str:
             return (
-                f'[mirrors.bucket]\nendpoint = "{weed.endpoint}"\nbucket = "bench"\n'
+                f'[mirrors.bucket]\nendpoint = "{endpoint}"\nbucket = "bench"\n'
                 f'prefix = "{prefix}"\naccess-key-id-file = "{secrets / "id"}"\n'
                 f'secret-access-key-file = "{secrets / "secret"}"\n'
                 + (f"concurrency = {concurrency}\n" if concurrency is not None else "")
@@ -605,6 +607,7 @@ def measure_mirror(
         figures["s3_serial"] = serial
         if result.get("requests_per_s") and serial.get("requests_per_s"):
             figures["s3_speedup"] = round(result["requests_per_s"] / serial["requests_per_s"], 2)
+        figures["s3_distant"] = distant_copies(store, scratch, s3_config, weed.endpoint, options)
         figures["s3_ceiling"] = mirror.s3_put_ceiling(weed.endpoint, "bench")
         ceiling = figures["s3_ceiling"]
         options.log(
@@ -633,6 +636,53 @@ def measure_mirror(
         weed.stop()
         shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
     return figures
+
+
+#: what the bucket "in another machine room" adds to each request (a proxy's sleep)
+DISTANT_DELAY = 0.02
+#: how long each of its two copies runs: their rates are what is compared
+DISTANT_SECONDS = 40.0
+
+
+def distant_copies(
+    store: Path,
+    scratch: Path,
+    config: Callable[..., str],
+    endpoint: str,
+    options: ScaleOptions,
+) -> dict[str, Any]:
+    """The bucket copy, 16 requests in flight and one at a time, through a proxy that answers
+    each request DISTANT_DELAY late: what parallel writes gain where a request's time is a
+    network's latency, not this machine's CPU."""
+    proxy = mirror.DistantBucket(endpoint, DISTANT_DELAY)
+    try:
+        rates: dict[str, float | None] = {}
+        for concurrency in (16, 1):
+            result, running = full_copy(
+                store,
+                scratch / f"s3-distant-{concurrency}",
+                config(f"distant{concurrency}", concurrency, proxy.endpoint),
+                "bucket",
+                DISTANT_SECONDS,
+            )
+            if running is not None:
+                running[0].stop()
+            rates[str(concurrency)] = result.get("requests_per_s")
+    finally:
+        proxy.close()
+    parallel, serial = rates["16"], rates["1"]
+    ratio = round(parallel / serial, 1) if parallel and serial else None
+    options.log(
+        f"  through a proxy adding {DISTANT_DELAY * 1e3:.0f} ms per request (a distant bucket): "
+        f"{parallel or 0:,.0f} requests/s with 16 in flight, {serial or 0:,.0f} one at a "
+        f"time: x{ratio or 0:.1f}"
+    )
+    return {
+        "delay_ms": DISTANT_DELAY * 1e3,
+        "parallel_per_s": parallel,
+        "serial_per_s": serial,
+        "ratio": ratio,
+    }
 
 
 MIRROR_STEPS = ("dir_copy", "dir_restore", "s3_copy", "s3_restore")
@@ -754,6 +804,11 @@ MIRROR_ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
     ("  rate per tenth, max/min", _mirror_figure("s3_copy", "window_spread"), 2),
     ("  one request at a time, requests/s", _mirror_figure("s3_serial", "requests_per_s"), 1),
     ("  parallel / one at a time", lambda f: f.get("mirror", {}).get("s3_speedup"), 1),
+    (
+        "  the same, 20 ms away, parallel / one",
+        lambda f: f.get("mirror", {}).get("s3_distant", {}).get("ratio"),
+        1,
+    ),
     (
         "  bare PutObjects, 16 threads / 1",
         lambda f: f.get("mirror", {}).get("s3_ceiling", {}).get("ratio"),
