@@ -10,6 +10,7 @@ front, through real insidersd processes:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,8 +19,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from insiders.fsutil import atomic_write
+from insiders.store import MANIFEST, Project, StoredFile, sort_files
 from tests.fronts import Nginx, ctl, free_port, front_site, get, wait_for, write_config
 from tests.support import Daemon, isolated_env, make_wheel, wheel_filename
 
@@ -211,25 +215,88 @@ def test_a_target_from_before_identities(tmp_path: Path, launch: Launch) -> None
         fresh.stop()
 
 
+LARGE = 1200  # files of the large project: several of the restore's batches
+
+
+def write_large_project(data_dir: Path, name: str, count: int) -> set[str]:
+    """A project of `count` wheels (each with its metadata) written into the store's layout with
+    the store's own structures, as the benchmark generates its stores: uploading them one by one
+    would take minutes. Their filenames."""
+    directory = data_dir / "packages" / name
+    directory.mkdir(parents=True)
+    stored = []
+    for index in range(count):
+        version = f"1.{index}"
+        content = make_wheel(name, version, payload=os.urandom(2000))
+        filename = wheel_filename(name, version)
+        metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode()
+        (directory / filename).write_bytes(content)
+        (directory / f"{filename}.metadata").write_bytes(metadata)
+        stored.append(
+            StoredFile(
+                filename=filename,
+                version=version,
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+            )
+        )
+    project = Project(name=name, files=sort_files(stored), revision=1)
+    atomic_write(directory / MANIFEST, msgspec.json.encode(project))
+    return {f.filename for f in stored}
+
+
+def named_and_whole(data_dir: Path) -> dict[str, int]:
+    """project -> files its manifest names; every one of them is in the store with the size and
+    sha256 the manifest records (what a reader of the store may count on after any kill)."""
+    named: dict[str, int] = {}
+    for manifest in (data_dir / "packages").glob(f"*/{MANIFEST}"):
+        project = msgspec.json.decode(manifest.read_bytes(), type=Project)
+        for stored in project.files:
+            data = (manifest.parent / stored.filename).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (stored.size, stored.sha256)
+            if stored.metadata_sha256 is not None:
+                metadata = (manifest.parent / f"{stored.filename}.metadata").read_bytes()
+                assert hashlib.sha256(metadata).hexdigest() == stored.metadata_sha256
+        named[project.normalized] = len(project.files)
+    return named
+
+
 def test_an_interrupted_restore_stops_the_next_start(tmp_path: Path, launch: Launch) -> None:
-    """Issue 21, item 2: kill --restore-from part way, start without it."""
+    """Issue 21, item 2: kill --restore-from part way, start without it; issue 26: a restore of
+    a large project, cut short between its batches, resumes where it stopped and fetches only
+    what its store does not name yet."""
     tree = tmp_path / "mirror"
     home = mirrored_home(tmp_path / "daemon", tree)
     daemon = launch(home, NO_UPSTREAM)
     for index in range(40):
         upload(daemon, tmp_path, f"bulk-{index % 4}", f"1.{index}", size=20000)
+    daemon.stop()
+    large = write_large_project(daemon.data_dir, "large", LARGE)
+    daemon = launch(home, NO_UPSTREAM)
     ok(home, "mirrors", "sync", "web")
     daemon.stop()
     held = wheels(tree)
-    assert len(held) == 40
+    assert len(held) == 40 + LARGE
 
     shutil.rmtree(daemon.data_dir)
     restoring = launch(home, [*NO_UPSTREAM, "--restore-from", "web"], wait=False)
     packages = daemon.data_dir / "packages"
-    assert wait_for(lambda: packages.exists() and any(packages.rglob("*.whl")), timeout=60)
+    manifest = packages / "large" / MANIFEST
+
+    def some_of_large() -> bool:
+        try:
+            named = len(msgspec.json.decode(manifest.read_bytes(), type=Project).files)
+        except (OSError, msgspec.DecodeError):
+            return False
+        return 0 < named < LARGE
+
+    assert wait_for(some_of_large, timeout=120, every=0.005)
     restoring.kill()
-    partial = len(list(packages.rglob("*.whl")))
-    assert 0 < partial < 40, "the restore was not interrupted part way"
+    named = named_and_whole(daemon.data_dir)
+    partial = sum(named.values())
+    assert 0 < named["large"] < LARGE, "the restore was not interrupted part way"
+    assert partial < 40 + LARGE
 
     plain = launch(home, NO_UPSTREAM, wait=False)
     assert plain.proc is not None
@@ -252,8 +319,12 @@ def test_an_interrupted_restore_stops_the_next_start(tmp_path: Path, launch: Lau
 
     finished = launch(home, [*NO_UPSTREAM, "--restore-from", "web"])
     try:
-        assert len(list(packages.rglob("*.whl"))) == 40
-        assert sum(p["files"] for p in projects(home)) == 40  # type: ignore[misc]
+        # What the interrupted run had published is not fetched again.
+        assert f"({40 + LARGE - partial} files) from mirror web" in finished.log()
+        assert {p.name for p in packages.rglob("*.whl")} == held
+        assert sum(p["files"] for p in projects(home)) == 40 + LARGE  # type: ignore[misc]
+        assert named_and_whole(daemon.data_dir)["large"] == LARGE
+        assert {f.name for f in (packages / "large").glob("*.whl")} == large
         ok(home, "mirrors", "sync", "web")
         assert wheels(tree) == held
     finally:

@@ -5,13 +5,17 @@ empty data directory, and a target that is down slows nothing."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import itertools
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin
 
 import httpx
 import pytest
@@ -622,3 +626,201 @@ def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
     finally:
         drill.stop()
     assert bucket_objects(weed, bucket, "team/") == in_bucket
+
+
+class RecordingProxy:
+    """A plain HTTP proxy in front of the S3 gateway that notes, for every request the daemon
+    makes, when it started and when its answer was complete: what a reader of the bucket could
+    see, and in which order. Threaded: the daemon's requests in flight overlap here as they do
+    at the server."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.log: list[tuple[float, float, str, str]] = []  # start, end, method, path
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                started = time.monotonic()
+                body = self._body()
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "expect")
+                }
+                headers["Content-Length"] = str(len(body))
+                connection = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                connection.request(self.command, self.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+                self.send_response_only(reply.status, reply.reason)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                self.wfile.flush()
+                connection.close()
+                with proxy._lock:
+                    proxy.log.append((started, time.monotonic(), self.command, self.path))
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def puts(self, bucket: str, prefix: str) -> list[tuple[float, float, str]]:
+        """(start, end, key) of every PutObject into the bucket's prefix, in starting order."""
+        head = f"/{bucket}/{prefix}"
+        with self._lock:
+            found = [
+                (start, end, unquote(path.split("?")[0]).removeprefix(head))
+                for start, end, method, path in self.log
+                if method == "PUT" and path.startswith(head) and "?" not in path.split("/")[-1]
+            ]
+        return sorted(found)
+
+    def most_in_flight(self) -> int:
+        with self._lock:
+            edges = sorted(
+                [(s, 1) for s, _, _, _ in self.log] + [(e, -1) for _, e, _, _ in self.log]
+            )
+        most = current = 0
+        for _, step in edges:
+            current += step
+            most = max(most, current)
+        return most
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def check_order(puts: list[tuple[float, float, str]], projects: set[str]) -> None:
+    """No reader of the bucket could follow a link to something not written yet: every page of
+    a project was started after each of its files was written, its manifest after its pages,
+    and the root (its pages and manifest) after the manifest of every project it lists."""
+    written: dict[str, float] = {}  # key -> when its first write was complete
+    for _, end, key in puts:
+        written.setdefault(key, end)
+    first_start: dict[str, float] = {}
+    for start, _, key in puts:
+        first_start.setdefault(key, start)
+    root = {"simple/index.html", "simple/index.json", "simple/insiders-mirror.json"}
+    for name in projects:
+        files = [k for k in written if k.startswith(f"files/{name}/")]
+        pages = [
+            k
+            for k in written
+            if k.startswith((f"simple/{name}/", f"pypi/{name}/"))
+            and not k.endswith("insiders-project.json")
+        ]
+        manifest = f"simple/{name}/insiders-project.json"
+        assert files, name
+        assert pages, name
+        assert manifest in written, name
+        assert max(written[f] for f in files) <= min(first_start[p] for p in pages), name
+        assert max(written[p] for p in pages) <= first_start[manifest], name
+        for key in root:
+            assert written[manifest] <= first_start[key], (name, key)
+
+
+def test_parallel_bucket_writes_keep_the_order(
+    weed: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 26: with several requests in flight (at most `concurrency`), a full copy and a burst
+    of uploads still write a project's files, then its pages, then its manifest, then the root."""
+    home = tmp_path / "daemon"
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    names = {f"order-{i}" for i in range(6)}
+    try:
+        for name in sorted(names):
+            for minor in range(4):
+                path = tmp_path / wheel_filename(name, f"1.{minor}")
+                path.write_bytes(make_wheel(name, f"1.{minor}", payload=b"x" * 3000))
+                assert daemon.upload(path).status_code == 200
+    finally:
+        daemon.stop()
+    proxy = RecordingProxy(weed.endpoint)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "key-id").write_text("insiders\n")
+    (secrets / "secret").write_text("not-checked-by-this-server\n")
+    config = bucket_config(
+        "bucket",
+        weed,
+        bucket,
+        "ordered",
+        **{
+            "access-key-id-file": str(secrets / "key-id"),
+            "secret-access-key-file": str(secrets / "secret"),
+        },
+    )
+    write_config(home, config.replace(weed.endpoint, proxy.endpoint) + "concurrency = 4\n")
+    daemon = Daemon(home, ["--upstream-mode", "none"]).start()
+    try:
+        # The full copy at start.
+        assert wait_for(lambda: "mirror bucket: current" in daemon.log(), timeout=120)
+        puts = proxy.puts(bucket, "ordered/")
+        assert sum(1 for *_, key in puts if key.startswith("files/")) == 6 * 4 * 2
+        check_order(puts, names)
+        assert 2 <= proxy.most_in_flight() <= 4, proxy.most_in_flight()
+
+        # A burst into every project at once: each round is ordered the same way.
+        proxy.log.clear()
+        uploads = []
+        for minor in range(4, 8):
+            for name in sorted(names):
+                path = tmp_path / wheel_filename(name, f"1.{minor}")
+                path.write_bytes(make_wheel(name, f"1.{minor}", payload=b"y" * 3000))
+                uploads.append(path)
+        with ThreadPoolExecutor(4) as pool:
+            assert all(r.status_code == 200 for r in pool.map(daemon.upload, uploads))
+        last = uploads[-1].name
+        key = f"ordered/simple/{last.split('-')[0].replace('_', '-')}/index.html"
+        assert wait_for(lambda: page_lists(weed, bucket, key, last), timeout=60)
+        assert wait_for(
+            lambda: (
+                json.loads(ctl(home, "--json", "mirrors", "list").stdout)["mirrors"][0]["pending"]
+                == 0
+            )
+        )
+        puts = proxy.puts(bucket, "ordered/")
+        rounds: dict[str, list[tuple[float, float, str]]] = {}
+        for put in puts:
+            rounds.setdefault(put[2], []).append(put)
+        for path in uploads:
+            name = path.name.split("-")[0].replace("_", "-")
+            file_written = rounds[f"files/{name}/{path.name}"][0][1]
+            # The page that first lists the file was started after the file was written.
+            listing = [
+                start
+                for start, _, k in puts
+                if k == f"simple/{name}/index.html" and start >= file_written
+            ]
+            assert listing, path.name
+        assert proxy.most_in_flight() <= 4
+    finally:
+        daemon.stop()
+        proxy.close()

@@ -121,7 +121,18 @@ def parser() -> argparse.ArgumentParser:
         "of the largest project (25)",
     )
     scale.add_argument(
-        "--scale-burst", type=int, default=200, help="uploads in the mirror lag's burst (200)"
+        "--scale-burst",
+        type=int,
+        default=1000,
+        help="uploads in each mirror lag's burst, directory and SeaweedFS (1000)",
+    )
+    scale.add_argument(
+        "--scale-serial-seconds",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="bound on the copy to SeaweedFS one request at a time, whose rate the parallel "
+        "copy is compared with (120)",
     )
     scale.add_argument(
         "--scale-mirror-timeout",
@@ -298,6 +309,7 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
         burst=max(1, args.scale_burst),
         mirror=args.scale_mirror,
         mirror_timeout=args.scale_mirror_timeout,
+        serial_seconds=args.scale_serial_seconds,
     )
     results: dict[str, Any] = {
         "kind": "scale",

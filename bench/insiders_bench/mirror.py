@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +216,175 @@ def lag_during_burst(scratch: Path, uploads: int, workers: int = 4) -> dict[str,
         server.stop()
 
 
+def directory_pages(tree: Path) -> Callable[[str], str | None]:
+    """A reader of the project pages in a directory mirror that answers None while a page is
+    unchanged since its last read (its mtime), so a watcher re-reads only what moved."""
+    mtimes: dict[str, int] = {}
+
+    def read(name: str) -> str | None:
+        page = tree / "simple" / name / "index.html"
+        try:
+            mtime = page.stat().st_mtime_ns
+            if mtimes.get(name) == mtime:
+                return None
+            mtimes[name] = mtime
+            return page.read_text()
+        except OSError:
+            return None
+
+    return read
+
+
+def bucket_pages(endpoint: str, bucket: str, prefix: str) -> Callable[[str], str | None]:
+    """A reader of the project pages in a bucket mirror, as a front would fetch them (a GET of
+    the object; None while there is none). One client per reading thread."""
+    import boto3
+    import botocore.config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=4),
+    )
+    etags: dict[str, str] = {}
+
+    def read(name: str) -> str | None:
+        key = f"{prefix}/simple/{name}/index.html"
+        known = {"IfNoneMatch": etags[name]} if name in etags else {}
+        try:
+            answer = client.get_object(Bucket=bucket, Key=key, **known)
+        except ClientError:
+            return None  # 304 (unchanged) or 404 (not yet written)
+        etags[name] = answer["ETag"]
+        text: str = answer["Body"].read().decode()
+        return text
+
+    return read
+
+
+class DistantBucket:
+    """A plain HTTP proxy before the S3 gateway that answers each request `delay` seconds late: a
+    bucket in another machine room, on loopback. Threaded, one connection to the gateway per
+    request: requests in flight overlap their delays as they would overlap a network's."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        target = upstream.removeprefix("http://")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "expect")
+                }
+                headers["Content-Length"] = str(len(body))
+                time.sleep(delay)
+                connection = http.client.HTTPConnection(target, timeout=60)
+                connection.request(self.command, self.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+                connection.close()
+                self.send_response_only(reply.status, reply.reason)
+                for key, value in reply.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def s3_put_ceiling(endpoint: str, bucket: str, requests: int = 600) -> dict[str, Any]:
+    """What this machine allows at all: `requests` bare PutObjects of 3 kB (boto3, the daemon's
+    client, no daemon) one at a time, then from 16 threads, to the same SeaweedFS. On loopback a
+    request's time is the two processes' CPU, not a network's latency: the ratio of these two
+    rates bounds what any number of requests in flight can gain here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import botocore.config
+
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=botocore.config.Config(max_pool_connections=16),
+    )
+    body = os.urandom(3000)
+
+    def rate(threads: int, tag: str) -> float:
+        def put(i: int) -> None:
+            client.put_object(Bucket=bucket, Key=f"ceiling/{tag}/{i}", Body=body)
+
+        put(-1)  # the connection and the bucket's volumes, before the clock
+        started = time.monotonic()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(put, range(requests)))
+        return requests / (time.monotonic() - started)
+
+    serial = rate(1, "serial")
+    parallel = rate(16, "parallel")
+    client.close()
+    return {
+        "serial_per_s": round(serial, 1),
+        "parallel_per_s": round(parallel, 1),
+        "ratio": round(parallel / serial, 2),
+    }
+
+
 def burst_lag(
-    port: int, token: str, tree: Path, projects: list[str], uploads: int, workers: int = 4
+    port: int,
+    token: str,
+    tree: Path | Callable[[str], str | None],
+    projects: list[str],
+    uploads: int,
+    workers: int = 4,
 ) -> dict[str, Any]:
     """`uploads` wheels spread over `projects`, from `workers` clients at once, to the daemon
-    on `port` mirroring to the directory `tree`; per upload, the time from its 200 to the
-    directory's page linking the file.
+    on `port` mirroring to the directory `tree` (or to where the reader `tree` reads a project's
+    page from, None while it is unchanged); per upload, the time from its 200 to the mirror's
+    page linking the file.
 
     Long because the watcher and the uploaders are closures over the same clocks.
     """
+    read_page = directory_pages(tree) if isinstance(tree, Path) else tree
     answered: dict[tuple[str, str], float] = {}
     seen: dict[tuple[str, str], float] = {}
     done = threading.Event()
@@ -231,19 +392,12 @@ def burst_lag(
     done_at = [0.0]
 
     def watch() -> None:
-        """Re-read a project's page when its mtime changes; note when each file first shows."""
-        mtimes: dict[str, int] = {}
+        """Re-read a project's page when it changed; note when each file first shows."""
         wanted = {name: {v for n, v in jobs if n == name} for name in projects}
         while any(wanted.values()):
             for name in projects:
-                page = tree / "simple" / name / "index.html"
-                try:
-                    mtime = page.stat().st_mtime_ns
-                    if mtimes.get(name) == mtime:
-                        continue
-                    mtimes[name] = mtime
-                    text = page.read_text()
-                except OSError:
+                text = read_page(name)
+                if text is None:
                     continue
                 now = time.monotonic()
                 shown = set(re.findall(r">[^<]+?-([^-<]+)-py3-none-any\.whl<", text))

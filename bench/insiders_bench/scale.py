@@ -62,9 +62,12 @@ START_TIMEOUT = 600.0
 class ScaleOptions:
     sizes: list[str]
     uploads: int = 25
-    burst: int = 200
+    burst: int = 1000
     mirror: bool = True
     mirror_timeout: float = 300.0
+    # The bucket copy one request at a time (concurrency = 1) runs this long at most: its rate
+    # is what the parallel copy is compared with.
+    serial_seconds: float = 120.0
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
@@ -360,6 +363,44 @@ def _rate_drift(samples: list[tuple[float, int]]) -> float | None:
     return round(rate(end - quarter, end) / first, 2) if first else None
 
 
+#: the windows a copy's or a restore's per-file rate is measured in (10: first 10%, ..., last 10%)
+WINDOWS = 10
+
+
+def rate_windows(samples: list[tuple[float, int]]) -> list[float] | None:
+    """The rate (items/s) in each tenth of the work, from (seconds, items done) samples: the time
+    each tenth took, interpolated between samples, from the last sample with nothing done (the
+    start-up before the first item is not the copy's rate) to the last item."""
+    points = [(t, n) for t, n in samples]
+    if len(points) < 4 or points[-1][1] <= 0:
+        return None
+    total = points[-1][1]
+    first = max((i for i, (_, n) in enumerate(points) if n == 0), default=0)
+    points = points[first:]
+
+    def when(count: float) -> float:
+        for (t0, n0), (t1, n1) in itertools.pairwise(points):
+            if n0 <= count <= n1 and n1 > n0:
+                return t0 + (t1 - t0) * (count - n0) / (n1 - n0)
+        return points[-1][0] if count >= points[-1][1] else points[0][0]
+
+    edges = [when(total * k / WINDOWS) for k in range(WINDOWS + 1)]
+    rates = []
+    for a, b in itertools.pairwise(edges):
+        if b <= a:
+            return None  # a tenth inside one sampling interval: too short to tell
+        rates.append(round(total / WINDOWS / (b - a), 1))
+    return rates
+
+
+def window_spread(rates: list[float] | None) -> float | None:
+    """The fastest tenth's rate over the slowest's (1.0: constant from the first item to the
+    last)."""
+    if not rates or min(rates) <= 0:
+        return None
+    return round(max(rates) / min(rates), 2)
+
+
 def _count_files(store: Path) -> int:
     packages = store / "packages"
     count = 0
@@ -385,7 +426,7 @@ def restore(config: str, name: str, scratch: Path, files: int, timeout: float) -
         while listener.ready_at is None and time.monotonic() < deadline:
             if not server.alive():
                 raise RuntimeError(f"restore from {name} failed:\n{server.log_tail()}")
-            time.sleep(2.0)
+            time.sleep(1.0)
             samples.append((time.monotonic() - server.started, _count_files(store)))
         if listener.ready_at is None:
             done = _count_files(store)
@@ -396,15 +437,21 @@ def restore(config: str, name: str, scratch: Path, files: int, timeout: float) -
                 "of": files,
                 "files_per_s": round(done / timeout, 1),
                 "rate_drift": _rate_drift(samples),
+                "windows": rate_windows(samples),
+                "window_spread": window_spread(rate_windows(samples)),
             }
         seconds = listener.ready_at - server.started
+        samples.append((seconds, _count_files(store)))
+        windows = rate_windows(samples)
         return {
             "finished": True,
             "seconds": round(seconds, 1),
-            "files": files,
+            "files": samples[-1][1],
             "of": files,
-            "files_per_s": round(files / seconds, 1),
+            "files_per_s": round(samples[-1][1] / seconds, 1),
             "rate_drift": _rate_drift(samples),
+            "windows": windows,
+            "window_spread": window_spread(windows),
         }
     finally:
         server.stop()
@@ -425,21 +472,34 @@ def full_copy(
         if "not current after" not in str(error):
             raise
         done = samples[-1][1] if samples else 0
+        windows = rate_windows(samples)
+        busy = samples[-1][0] - _started(samples) if samples else timeout
         return {
             "finished": False,
             "seconds": round(timeout, 0),
             "requests": done,
-            "requests_per_s": round(done / timeout, 1),
+            "requests_per_s": round(done / busy, 1) if busy > 0 else None,
             "rate_drift": _rate_drift(samples),
+            "windows": windows,
+            "window_spread": window_spread(windows),
         }, None
+    windows = rate_windows([*samples, (seconds, info["requests"])])
+    busy = seconds - _started(samples)
     figures = {
         "finished": True,
         "seconds": round(seconds, 1),
         "requests": info["requests"],
-        "requests_per_s": round(info["requests"] / seconds, 1),
+        "requests_per_s": round(info["requests"] / busy, 1),
         "rate_drift": _rate_drift(samples),
+        "windows": windows,
+        "window_spread": window_spread(windows),
     }
     return figures, (daemon, port, runtime)
+
+
+def _started(samples: list[tuple[float, int]]) -> float:
+    """When the copy's requests began (the daemon's start-up before is not the copy's rate)."""
+    return max((t for t, n in samples if n == 0), default=0.0)
 
 
 def measure_mirror(
@@ -459,6 +519,12 @@ def measure_mirror(
             options.log(f"  {what}: {result['seconds']:.1f} s")
         else:
             options.log(f"  {what}: not finished within {timeout:.0f} s")
+        if result.get("windows"):
+            options.log(
+                f"    rate per tenth (first to last): "
+                f"{', '.join(f'{r:,.0f}' for r in result['windows'])}/s; max/min "
+                f"{result['window_spread']:.2f}"
+            )
 
     if "dir_copy" in skip:
         figures["dir_copy"] = {"skipped": skip["dir_copy"]}
@@ -503,26 +569,120 @@ def measure_mirror(
         secrets.mkdir(parents=True, exist_ok=True)
         (secrets / "id").write_text("bench")
         (secrets / "secret").write_text("bench")
-        s3_config = (
-            f'[mirrors.bucket]\nendpoint = "{weed.endpoint}"\nbucket = "bench"\n'
-            f'prefix = "index"\naccess-key-id-file = "{secrets / "id"}"\n'
-            f'secret-access-key-file = "{secrets / "secret"}"\n'
+
+        def s3_config(
+            prefix: str, concurrency: int | None = None, endpoint: str = weed.endpoint
+        ) -> str:
+            return (
+                f'[mirrors.bucket]\nendpoint = "{endpoint}"\nbucket = "bench"\n'
+                f'prefix = "{prefix}"\naccess-key-id-file = "{secrets / "id"}"\n'
+                f'secret-access-key-file = "{secrets / "secret"}"\n'
+                + (f"concurrency = {concurrency}\n" if concurrency is not None else "")
+            )
+
+        result, running = full_copy(store, scratch / "s3", s3_config("index"), "bucket", timeout)
+        if running is not None:
+            daemon, port, _ = running
+            try:
+                token = (store / "upload-token").read_text().strip()
+                projects = [f"{BURST_PREFIX}-s3-{i}" for i in range(10)]
+                reader = mirror.bucket_pages(weed.endpoint, "bench", "index")
+                figures["s3_lag"] = mirror.burst_lag(port, token, reader, projects, options.burst)
+                lag = figures["s3_lag"]
+                options.log(
+                    f"  mirror lag (SeaweedFS), burst of {lag['uploads']} uploads in "
+                    f"{lag['seconds']:.1f} s: p50 {lag['lag_p50_ms']:.0f} ms, p99 "
+                    f"{lag['lag_p99_ms']:.0f} ms"
+                )
+            finally:
+                daemon.stop()
+                _clean_store(store, None)
+        note("s3_copy", result, f"full copy to SeaweedFS ({result['requests']:,} requests)")
+        # The same copy one request at a time, for as long as it takes to know its rate.
+        serial, running = full_copy(
+            store, scratch / "s3-serial", s3_config("serial", 1), "bucket", options.serial_seconds
         )
-        result, running = full_copy(store, scratch / "s3", s3_config, "bucket", timeout)
         if running is not None:
             running[0].stop()
-        note("s3_copy", result, f"full copy to SeaweedFS ({result['requests']:,} requests)")
+        figures["s3_serial"] = serial
+        if result.get("requests_per_s") and serial.get("requests_per_s"):
+            figures["s3_speedup"] = round(result["requests_per_s"] / serial["requests_per_s"], 2)
+        figures["s3_distant"] = distant_copies(store, scratch, s3_config, weed.endpoint, options)
+        figures["s3_ceiling"] = mirror.s3_put_ceiling(weed.endpoint, "bench")
+        ceiling = figures["s3_ceiling"]
+        options.log(
+            f"  bare PutObjects, no daemon: {ceiling['serial_per_s']:,.0f}/s one at a time, "
+            f"{ceiling['parallel_per_s']:,.0f}/s from 16 threads: x{ceiling['ratio']:.1f}, what "
+            "this machine allows at all"
+        )
+        options.log(
+            f"  the same copy one request at a time (concurrency 1): "
+            f"{serial['requests_per_s'] or 0:,.1f} requests/s "
+            f"({'finished in ' if serial['finished'] else 'measured for '}"
+            f"{serial['seconds']:.0f} s); parallel (concurrency 16) "
+            f"{result.get('requests_per_s') or 0:,.1f} requests/s: "
+            f"x{figures.get('s3_speedup') or 0:.1f}"
+        )
         if "s3_restore" in skip or not result["finished"]:
             why = skip.get("s3_restore", "the copy to SeaweedFS did not finish")
             figures["s3_restore"] = {"skipped": why}
             options.log(f"  restore from SeaweedFS: not run, {why}")
         else:
-            result = restore(s3_config, "bucket", scratch / "s3-restore", dataset.files, timeout)
+            result = restore(
+                s3_config("index"), "bucket", scratch / "s3-restore", dataset.files, timeout
+            )
             note("s3_restore", result, f"restore from SeaweedFS ({result['files']:,} files)")
     finally:
         weed.stop()
         shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
     return figures
+
+
+#: what the bucket "in another machine room" adds to each request (a proxy's sleep)
+DISTANT_DELAY = 0.02
+#: how long each of its two copies runs: their rates are what is compared
+DISTANT_SECONDS = 40.0
+
+
+def distant_copies(
+    store: Path,
+    scratch: Path,
+    config: Callable[..., str],
+    endpoint: str,
+    options: ScaleOptions,
+) -> dict[str, Any]:
+    """The bucket copy, 16 requests in flight and one at a time, through a proxy that answers
+    each request DISTANT_DELAY late: what parallel writes gain where a request's time is a
+    network's latency, not this machine's CPU."""
+    proxy = mirror.DistantBucket(endpoint, DISTANT_DELAY)
+    try:
+        rates: dict[str, float | None] = {}
+        for concurrency in (16, 1):
+            result, running = full_copy(
+                store,
+                scratch / f"s3-distant-{concurrency}",
+                config(f"distant{concurrency}", concurrency, proxy.endpoint),
+                "bucket",
+                DISTANT_SECONDS,
+            )
+            if running is not None:
+                running[0].stop()
+            rates[str(concurrency)] = result.get("requests_per_s")
+    finally:
+        proxy.close()
+    parallel, serial = rates["16"], rates["1"]
+    ratio = round(parallel / serial, 1) if parallel and serial else None
+    options.log(
+        f"  through a proxy adding {DISTANT_DELAY * 1e3:.0f} ms per request (a distant bucket): "
+        f"{parallel or 0:,.0f} requests/s with 16 in flight, {serial or 0:,.0f} one at a "
+        f"time: x{ratio or 0:.1f}"
+    )
+    return {
+        "delay_ms": DISTANT_DELAY * 1e3,
+        "parallel_per_s": parallel,
+        "serial_per_s": serial,
+        "ratio": ratio,
+    }
 
 
 MIRROR_STEPS = ("dir_copy", "dir_restore", "s3_copy", "s3_restore")
@@ -622,29 +782,43 @@ def _mirror_figure(step: str, key: str) -> Callable[[dict[str, Any]], float | No
     return get
 
 
+def _lag(step: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(figures: dict[str, Any]) -> float | None:
+        value: float | None = figures.get("mirror", {}).get(step, {}).get(key)
+        return value
+
+    return get
+
+
 MIRROR_ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
     ("full copy to a directory (s)", _mirror_figure("dir_copy", "seconds"), 1),
     ("  requests/s", _mirror_figure("dir_copy", "requests_per_s"), 0),
-    ("  its rate, last/first quarter", _mirror_figure("dir_copy", "rate_drift"), 2),
-    (
-        "mirror lag p50 (ms), burst",
-        lambda f: f.get("mirror", {}).get("lag", {}).get("lag_p50_ms"),
-        0,
-    ),
-    (
-        "mirror lag p99 (ms), burst",
-        lambda f: f.get("mirror", {}).get("lag", {}).get("lag_p99_ms"),
-        0,
-    ),
+    ("  rate per tenth, max/min", _mirror_figure("dir_copy", "window_spread"), 2),
+    ("mirror lag p50 (ms), burst, directory", _lag("lag", "lag_p50_ms"), 0),
+    ("mirror lag p99 (ms), burst, directory", _lag("lag", "lag_p99_ms"), 0),
     ("restore from the directory (s)", _mirror_figure("dir_restore", "seconds"), 1),
     ("  files/s", _mirror_figure("dir_restore", "files_per_s"), 1),
-    ("  its rate, last/first quarter", _mirror_figure("dir_restore", "rate_drift"), 2),
+    ("  rate per tenth, max/min", _mirror_figure("dir_restore", "window_spread"), 2),
     ("full copy to SeaweedFS (s)", _mirror_figure("s3_copy", "seconds"), 1),
     ("  requests/s", _mirror_figure("s3_copy", "requests_per_s"), 1),
-    ("  its rate, last/first quarter", _mirror_figure("s3_copy", "rate_drift"), 2),
+    ("  rate per tenth, max/min", _mirror_figure("s3_copy", "window_spread"), 2),
+    ("  one request at a time, requests/s", _mirror_figure("s3_serial", "requests_per_s"), 1),
+    ("  parallel / one at a time", lambda f: f.get("mirror", {}).get("s3_speedup"), 1),
+    (
+        "  the same, 20 ms away, parallel / one",
+        lambda f: f.get("mirror", {}).get("s3_distant", {}).get("ratio"),
+        1,
+    ),
+    (
+        "  bare PutObjects, 16 threads / 1",
+        lambda f: f.get("mirror", {}).get("s3_ceiling", {}).get("ratio"),
+        1,
+    ),
+    ("mirror lag p50 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p50_ms"), 0),
+    ("mirror lag p99 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p99_ms"), 0),
     ("restore from SeaweedFS (s)", _mirror_figure("s3_restore", "seconds"), 1),
     ("  files/s", _mirror_figure("s3_restore", "files_per_s"), 1),
-    ("  its rate, last/first quarter", _mirror_figure("s3_restore", "rate_drift"), 2),
+    ("  rate per tenth, max/min", _mirror_figure("s3_restore", "window_spread"), 2),
 ]
 
 #: the rows whose growth is compared with the files' (the issue's "at most linearly")
@@ -726,6 +900,43 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         200.0,
         "ms",
     )
+    mirror_figures = top.get("mirror", {})
+    for step, limit in (("lag", 1000.0), ("s3_lag", 2000.0)):
+        where = "directory" if step == "lag" else "SeaweedFS"
+        lag = mirror_figures.get(step, {})
+        check(
+            f"mirror lag p99 under {limit / 1000:.0f} s, {where}, burst of "
+            f"{lag.get('uploads', '?')}",
+            lag.get("lag_p99_ms"),
+            limit,
+            "ms",
+        )
+    speedup = mirror_figures.get("s3_speedup")
+    if speedup is None:
+        found.append(("full copy to SeaweedFS at least 5x one request at a time", "-", "-"))
+    else:
+        bare = mirror_figures.get("s3_ceiling", {}).get("ratio")
+        allowed = f" (bare PutObjects: x{bare:.1f} on this machine)" if bare else ""
+        found.append(
+            (
+                "full copy to SeaweedFS at least 5x one request at a time",
+                f"x{speedup:.1f} at {at}{allowed}",
+                "PASS" if speedup >= 5 else "FAIL",
+            )
+        )
+    for step, what in (
+        ("dir_copy", "full copy to a directory"),
+        ("dir_restore", "restore from a directory"),
+        ("s3_copy", "full copy to SeaweedFS"),
+        ("s3_restore", "restore from SeaweedFS"),
+    ):
+        spread = mirror_figures.get(step, {}).get("window_spread")
+        name = f"{what}: constant per-file rate (tenths within 20%)"
+        if spread is None:
+            found.append((name, "not measured", "-"))
+        else:
+            verdict = "PASS" if spread <= 1.2 else "FAIL"
+            found.append((name, f"max/min {spread:.2f} at {at}", verdict))
     labels = sorted(sizes, key=lambda s: sizes[s]["files"])
     if len(labels) >= 2:
         a, b = labels[-2], labels[-1]

@@ -402,7 +402,7 @@ async def restore_from(name: str, settings: Settings, dirs: Directories, store: 
         )
         try:
             log.info("restoring the store from mirror %s (%s)", name, target.location)
-            done = await restore_into(store, target)
+            done = await restore_into(store, target, settings.mirrors[name].concurrency)
         finally:
             target.close()
     except TargetError as error:

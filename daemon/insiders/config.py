@@ -168,6 +168,10 @@ class MirrorSettings(_Section):
     # server's public-url (the front answers at the daemon's public URL), else "/" (links relative
     # to the host that serves the copy).
     url: str | None = None
+    # Requests kept in flight at once (files of a project, pages of a release, projects of a
+    # comparison); 1 writes one request at a time. The order that keeps every reader's links whole
+    # holds at any value: a project's files, then its pages, its manifest, then the root.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
 
     def __post_init__(self) -> None:
         if (self.directory is None) == (self.bucket is None):

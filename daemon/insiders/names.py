@@ -8,6 +8,7 @@ system can hold, and, for new uploads, the normalised name and version the specs
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -61,7 +62,11 @@ def normalize(name: str) -> NormalizedName:
     return canonicalize_name(name)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_version(text: str) -> Version | None:
+    """The PEP 440 version, None when `text` is none. Kept for the last 65,536 spellings: every
+    upload into a project orders and checks all its versions, thousands in a large project
+    (a Version is immutable, so sharing one is safe)."""
     if len(text) > MAX_VERSION:
         return None
     try:

@@ -17,6 +17,14 @@ removed (`layout.owned`), and pages.
 
 A target that fails (unreachable, full, refusing) is retried with backoff in its own task: uploads
 and pages never wait for a mirror. Its changes stay pending until it takes them.
+
+Up to `concurrency` requests are in flight at once (a bucket's latency hides behind them; 1 writes
+one at a time): the files of a project, then its pages together, then its manifest, so no page is
+written before the files it links, and the root only once every project of the round is written.
+Projects of one round (a comparison, or the changes that came in meanwhile) proceed in parallel;
+changes to one project during a round coalesce into one write of its pages in the next. A round
+after this process wrote a project plans from what it wrote (`_synced`), not from a listing of
+the target, so a change to a project of 20,000 files costs what changed, not a listing.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,8 +53,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Files copied at once per target: a bucket's latency hides behind this many requests in flight.
-PARALLEL_FILES = 8
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 # Seconds the daemon waits, before it serves, for its targets' root manifests (see first_look).
@@ -111,7 +118,9 @@ class MirrorTarget:
         except TargetError as error:
             self.broken = str(error)
             log.error("mirror %s cannot be used: %s", name, error)
-        self._limiter = trio.CapacityLimiter(PARALLEL_FILES)
+        self.concurrency = settings.concurrency
+        self._limiter = trio.CapacityLimiter(self.concurrency)
+        self._root_lock = trio.Lock()  # one root write at a time: the newest state lands last
         self._wake = trio.Event()
         self._retry_now = trio.Event()
         # name -> change counter when last notified, and when its first unwritten change came.
@@ -323,19 +332,40 @@ class MirrorTarget:
 
     async def _sync_pending(self) -> None:
         batch = dict(self._changes)
-        for name in sorted(batch):
-            try:
+
+        async def one(name: NormalizedName) -> None:
+            # A project that changed mid-write is notified again: the next round writes it.
+            with suppress(ProjectChanged):
                 await self._sync_project(name, None)
-            except ProjectChanged:
-                continue  # notified again: the next round writes its new state
+
+        await self._each_project(one, sorted(batch))
         await self._write_root()
         for name, counter in batch.items():
             if self._changes.get(name) == counter:
                 del self._changes[name]
                 self._first_change.pop(name, None)
 
+    async def _each_project(
+        self, job: Callable[[NormalizedName], Awaitable[None]], names: list[NormalizedName]
+    ) -> None:
+        """`job(name)` for each, `concurrency` projects at a time (their requests share the
+        target's limiter); the first TargetError cancels the others (see `_each`). As many
+        workers as that, taking the next name in turn: not a task per project of 24,500."""
+        queue = iter(names)
+
+        async def worker() -> None:
+            for name in queue:
+                await job(name)
+
+        await _each(worker, [() for _ in range(min(self.concurrency, len(names)))])
+
     async def _held(self, name: NormalizedName) -> dict[str, int]:
         assert self.target is not None
+        previous = self._synced.get(name)
+        if previous is not None:
+            # What this process wrote of it: a listing of a large project costs more than the
+            # change (a file written twice is found held, a page is replaced anyway).
+            return _written(previous)
         held: dict[str, int] = {}
         for prefix in layout.project_prefixes(name):
             held.update(await self._call(self.target.listing, prefix))
@@ -377,13 +407,14 @@ class MirrorTarget:
                 self._synced[name] = record
             return
         previous = theirs if full else self._synced.get(name)
-        await self._copy_files(project, held, previous, verify=verify)
+        await self._copy_files(project, held, previous, verify=verify, trusted=not full)
         pages = layout.page_keys(project)
         if full and previous == project and all(key in held for key in pages):
             pass  # the target shows this project as it is
         else:
             versions = None if full else layout.changed_versions(previous, project)
-            if any(key not in held for key in pages):
+            new = {f"pypi/{name}/{v}/json" for v in versions or ()}
+            if any(key not in held and key not in new for key in pages):
                 versions = None  # something is missing: write every page
             await self._write_pages(project, versions)
         self._synced[name] = project
@@ -418,7 +449,12 @@ class MirrorTarget:
         return found
 
     async def _copy_files(
-        self, project: Project, held: dict[str, int], previous: Project | None, verify: bool
+        self,
+        project: Project,
+        held: dict[str, int],
+        previous: Project | None,
+        verify: bool,
+        trusted: bool = False,
     ) -> None:
         """Write what the target lacks; a file held with other bytes (its size or its recorded
         hash differs: removed, then uploaded again with new content; or, with `verify`, its
@@ -428,7 +464,7 @@ class MirrorTarget:
         # One thread trip for the whole plan: a project of thousands of files stats every
         # metadata file.
         todo, stale, kept = await trio.to_thread.run_sync(
-            _plan_copies, self.store, project, held, previous
+            _plan_copies, self.store, project, held, previous, trusted
         )
         if verify:
             for key, path, size, content_type, _ in await self._differing(kept):
@@ -482,8 +518,9 @@ class MirrorTarget:
         pages = await trio.to_thread.run_sync(
             layout.project_pages, project, metadata, self.base_url, versions
         )
-        for page in pages:  # in order: the manifest last
-            await self._put_page(page)
+        *linking, manifest = pages  # the manifest last: it says the pages are whole
+        await _each(self._put_page, [(page,) for page in linking])
+        await self._put_page(manifest)
 
     async def _put_page(self, page: layout.PageFile) -> None:
         assert self.target is not None
@@ -493,6 +530,10 @@ class MirrorTarget:
         self._outcome.pages += 1
 
     async def _write_root(self, *, force: bool = False) -> None:
+        async with self._root_lock:  # rendered and written in turn: an older one never lands last
+            await self._write_root_now(force=force)
+
+    async def _write_root_now(self, *, force: bool) -> None:
         store = self.store
         pages = await trio.to_thread.run_sync(
             layout.root_pages,
@@ -563,7 +604,8 @@ class MirrorTarget:
         if not current:
             self._synced.clear()
         batch = dict(self._changes)
-        for name in sorted(self.store.projects):
+
+        async def one(name: NormalizedName) -> None:
             try:
                 await self._sync_project(
                     name,
@@ -575,6 +617,8 @@ class MirrorTarget:
                 )
             except ProjectChanged:
                 batch.pop(name, None)
+
+        await self._each_project(one, sorted(self.store.projects))
         ours = root is not None and root.store == self.store.identity
         await self._write_root(force=not current or not ours)
         gone = {n for n in by_project if self.store.get(n) is None} | set(self.store.tombstones)
@@ -599,17 +643,46 @@ class MirrorTarget:
 Kept = tuple[str, Path, int, str, str]  # key, source, size, content type, sha256
 
 
+def _written(project: Project) -> dict[str, int]:
+    """key -> size of what writing `project` left in the target (a metadata file's size is not
+    recorded: -1; `_plan_copies` trusts such a record by its hashes)."""
+    held = {
+        key: -1 if is_metadata else stored.size
+        for key, (stored, is_metadata) in layout.wanted_files(project).items()
+    }
+    held.update(dict.fromkeys(layout.page_keys(project), -1))
+    return held
+
+
 def _plan_copies(
-    store: Store, project: Project, held: dict[str, int], previous: Project | None
+    store: Store,
+    project: Project,
+    held: dict[str, int],
+    previous: Project | None,
+    trusted: bool = False,
 ) -> tuple[list[tuple[str, Path, int, str]], list[str], list[Kept]]:
     """What to copy (key, source, size, content type), which held keys hold other bytes, and
-    which held keys look right by their size (with the sha256 they must have)."""
+    which held keys look right by their size (with the sha256 they must have). `trusted`: held
+    and `previous` are what this process wrote itself, and a file recorded there with the same
+    hashes is written already (nothing is stat'ed for it)."""
     name = project.normalized
     before = {f.filename: f for f in previous.files} if previous is not None else {}
+    area = layout.files_area(project)
     stale: list[str] = []
     todo: list[tuple[str, Path, int, str]] = []
     kept: list[Kept] = []
     for key, (stored, is_metadata) in layout.wanted_files(project).items():
+        recorded = before.get(stored.filename)
+        if (
+            trusted
+            and key in held
+            and recorded is not None
+            and (recorded.sha256, recorded.metadata_sha256)
+            == (stored.sha256, stored.metadata_sha256)
+            and previous is not None
+            and layout.files_area(previous) == area
+        ):
+            continue  # written by this process, unchanged since
         filename = f"{stored.filename}.metadata" if is_metadata else stored.filename
         path = store.path(name, filename)
         if is_metadata:
@@ -620,7 +693,6 @@ def _plan_copies(
             content_type, sha256 = layout.TEXT, stored.metadata_sha256 or ""
         else:
             size, content_type, sha256 = stored.size, layout.BINARY, stored.sha256
-        recorded = before.get(stored.filename)
         same = recorded is None or recorded.sha256 == stored.sha256
         if held.get(key) == size and same:
             kept.append((key, path, size, content_type, sha256))

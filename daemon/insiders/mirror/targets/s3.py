@@ -53,13 +53,17 @@ class S3Target:
         )
         if key_id and secret:
             keys = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
-        # Our own backoff retries a failed sync; boto3 retries a request once, and soon gives up
-        # on an endpoint that does not answer, so a down target never holds a thread for long.
+        # Our own backoff retries a failed sync. boto3's adaptive mode retries a request once (a
+        # throttled one, 503 SlowDown, or a dropped connection) after a backoff with jitter, and
+        # slows the whole client down while the server throttles: with many requests in flight a
+        # busy bucket gets fewer, not a storm. It soon gives up on an endpoint that does not
+        # answer, so a down target never holds a thread for long. One connection per request in
+        # flight.
         config = botocore.config.Config(
             connect_timeout=5,
             read_timeout=60,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=16,
+            retries={"max_attempts": 2, "mode": "adaptive"},
+            max_pool_connections=max(16, settings.concurrency),
         )
         session = boto3.session.Session()
         self._client: Any = session.client(
