@@ -59,7 +59,7 @@ BACKOFF_MAX = 60.0
 FIRST_LOOK = 5.0
 
 
-class Outcome(msgspec.Struct, kw_only=True):
+class Comparison(msgspec.Struct, kw_only=True):
     """What one full comparison did (the reply to `insidersctl mirrors sync`)."""
 
     files: int = 0
@@ -132,7 +132,7 @@ class MirrorTarget:
         self.refused: str | None = None  # why the target is not written (a refusal's line)
         # The projects the target lists while it is refused: never looked up upstream.
         self.withheld: frozenset[str] = frozenset()
-        self._waiters: list[tuple[trio.Event, list[Outcome]]] = []
+        self._waiters: list[tuple[trio.Event, list[Comparison]]] = []
         # What this process last wrote: the project as synced, and the root pages' digests.
         self._synced: dict[NormalizedName, Project] = {}
         self._root_etags: dict[str, bytes] = {}
@@ -141,7 +141,7 @@ class MirrorTarget:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.next_retry: float | None = None
-        self._outcome = Outcome()
+        self._comparison = Comparison()
 
     # -- what the rest of the daemon sees -------------------------------------------------------
 
@@ -170,15 +170,15 @@ class MirrorTarget:
             withheld=sum(1 for n in self.withheld if self.store.get(NormalizedName(n)) is None),
         )
 
-    async def full_sync(self, accept: claim.Accept = "") -> Outcome:
+    async def full_sync(self, accept: claim.Accept = "") -> Comparison:
         """Ask for a full comparison and wait for it (or for its first failure); `accept` lifts
         a refusal (see `claim`)."""
         if self.broken:
-            return Outcome(error=self.broken)
+            return Comparison(error=self.broken)
         if accept:
             self._accept = accept
         done = trio.Event()
-        result: list[Outcome] = []
+        result: list[Comparison] = []
         self._waiters.append((done, result))
         self._full_wanted = True
         self._wake.set()
@@ -268,7 +268,7 @@ class MirrorTarget:
             waiters, self._waiters = self._waiters, []
             self.state = "comparing" if full else "syncing"
             started = time.monotonic()
-            self._outcome = Outcome()
+            self._comparison = Comparison()
             try:
                 if full:
                     self._full_wanted = False
@@ -287,7 +287,7 @@ class MirrorTarget:
                 self.last_error, self.last_error_at = str(error), time.time()
                 self.next_retry = time.time() + delay
                 log.warning("mirror %s: %s (next attempt in %.0fs)", self.name, error, delay)
-                self._answer(waiters, msgspec.structs.replace(self._outcome, error=str(error)))
+                self._answer(waiters, msgspec.structs.replace(self._comparison, error=str(error)))
                 # Changes wait for the next attempt; `mirrors sync` does not.
                 with trio.move_on_after(delay):
                     await self._retry_now.wait()
@@ -301,11 +301,11 @@ class MirrorTarget:
             self.refused = None
             if not self._changes:
                 self.last_sync = time.time()
-            self._outcome.seconds = time.monotonic() - started
-            self._answer(waiters, self._outcome)
+            self._comparison.seconds = time.monotonic() - started
+            self._answer(waiters, self._comparison)
 
     async def _hold(
-        self, refusal: MirrorRefused, waiters: list[tuple[trio.Event, list[Outcome]]]
+        self, refusal: MirrorRefused, waiters: list[tuple[trio.Event, list[Comparison]]]
     ) -> None:
         """Write nothing to the target until `mirrors sync` asks again (with --adopt or --force,
         or once the store holds what the target does); say why once, in one line."""
@@ -316,11 +316,13 @@ class MirrorTarget:
         self._full_wanted = True
         self.state = "refused"
         self.last_error, self.last_error_at = message, time.time()
-        self._answer(waiters, msgspec.structs.replace(self._outcome, error=message, refused=True))
+        self._answer(waiters, msgspec.structs.replace(self._comparison, error=message, refused=True))
         await self._retry_now.wait()
         self._retry_now = trio.Event()
 
-    def _answer(self, waiters: list[tuple[trio.Event, list[Outcome]]], outcome: Outcome) -> None:
+    def _answer(
+        self, waiters: list[tuple[trio.Event, list[Comparison]]], outcome: Comparison
+    ) -> None:
         for done, result in waiters:
             result.append(outcome)
             done.set()
@@ -473,7 +475,7 @@ class MirrorTarget:
                 )
                 stale.append(key)
                 todo.append((key, path, size, content_type))
-                self._outcome.rewritten += 1
+                self._comparison.rewritten += 1
         if stale:
             await self._delete(stale)
 
@@ -482,7 +484,7 @@ class MirrorTarget:
                 written = await self._call(target.put_file, key, path, size, content_type)
             except FileNotFoundError:
                 raise ProjectChanged(key) from None
-            self._outcome.files += written
+            self._comparison.files += written
 
         try:
             await _each(put, todo)
@@ -527,7 +529,7 @@ class MirrorTarget:
         await self._call(
             self.target.put_page, page.key, page.page.body, page.page.gzipped, page.content_type
         )
-        self._outcome.pages += 1
+        self._comparison.pages += 1
 
     async def _write_root(self, *, force: bool = False) -> None:
         async with self._root_lock:  # rendered and written in turn: an older one never lands last
@@ -554,7 +556,7 @@ class MirrorTarget:
         doomed = list(keys)
         if doomed:
             await self._call(self.target.delete, doomed)
-            self._outcome.deleted += len(doomed)
+            self._comparison.deleted += len(doomed)
 
     # -- full comparison --------------------------------------------------------------------------
 
@@ -630,7 +632,7 @@ class MirrorTarget:
             if self._changes.get(name) == counter:
                 del self._changes[name]
                 self._first_change.pop(name, None)
-        o = self._outcome
+        o = self._comparison
         log.info(
             "mirror %s: current (%d files and %d pages written, %d removed)",
             self.name,
