@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from insiders.index.negotiate import Format
+from insiders.documents.negotiate import Format
 from insiders.index.pages import HostedPages
 from insiders.names import NormalizedName, normalize
 from insiders.store import Project, Store, StoredFile

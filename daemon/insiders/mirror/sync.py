@@ -316,7 +316,9 @@ class MirrorTarget:
         self._full_wanted = True
         self.state = "refused"
         self.last_error, self.last_error_at = message, time.time()
-        self._answer(waiters, msgspec.structs.replace(self._comparison, error=message, refused=True))
+        self._answer(
+            waiters, msgspec.structs.replace(self._comparison, error=message, refused=True)
+        )
         await self._retry_now.wait()
         self._retry_now = trio.Event()
 

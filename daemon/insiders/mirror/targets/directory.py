@@ -228,50 +228,40 @@ class DirectoryTarget:
                 return  # not empty (or not ours to judge): it stays
             folders = above
 
-    def read(self, key: str) -> bytes | None:
+    @contextmanager
+    def _reading(self, key: str, doing: str) -> Iterator[BinaryIO | None]:
+        """The file under `key`, opened for reading without following a link (None: there is
+        none); an OSError within, the caller's too, is the target's ("cannot DOING ...")."""
         self.requests += 1
         *parents, name = _parts(key)
         with (
-            _translated(f"cannot read {self.root}/{key}"),
+            _translated(f"cannot {doing} {self.root}/{key}"),
             self._directory(parents, create=False) as fd,
         ):
-            if fd is None:
-                return None
-            try:
-                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                return None
+            file = None
+            if fd is not None:
+                with suppress(FileNotFoundError):
+                    file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            if file is None:
+                yield None
+                return
             with os.fdopen(file, "rb") as opened:
-                return opened.read()
+                yield opened
+
+    def read(self, key: str) -> bytes | None:
+        with self._reading(key, "read") as opened:
+            return None if opened is None else opened.read()
 
     def fetch(self, key: str, dest: Path) -> None:
-        self.requests += 1
-        *parents, name = _parts(key)
-        with (
-            _translated(f"cannot copy {self.root}/{key}"),
-            self._directory(parents, create=False) as fd,
-        ):
-            if fd is None:
+        with self._reading(key, "copy") as src:
+            if src is None:
                 raise FileNotFoundError(2, "No such file or directory")
-            file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            with os.fdopen(file, "rb") as src, dest.open("wb") as out:
+            with dest.open("wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
 
     def digest(self, key: str) -> tuple[int, str] | None:
-        self.requests += 1
-        *parents, name = _parts(key)
-        with (
-            _translated(f"cannot read {self.root}/{key}"),
-            self._directory(parents, create=False) as fd,
-        ):
-            if fd is None:
-                return None
-            try:
-                file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                return None
-            with os.fdopen(file, "rb") as opened:
-                return _hashed(iter(lambda: opened.read(1 << 20), b""))
+        with self._reading(key, "read") as opened:
+            return None if opened is None else _hashed(iter(lambda: opened.read(1 << 20), b""))
 
     def close(self) -> None:
         pass

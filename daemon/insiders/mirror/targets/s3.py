@@ -150,14 +150,14 @@ class S3Target:
                     f"{first.get('Code')}: {first.get('Message')}"
                 )
 
-    def read(self, key: str) -> bytes | None:
+    def _body(self, key: str) -> Any | None:
+        """The body of the object under `key` (botocore's StreamingBody), or None when there is
+        no such object; any other failure is the target's (TargetError)."""
         from botocore.exceptions import ClientError
 
         try:
             with self._translated(f"cannot read {key}"):
-                answer = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-                data: bytes = answer["Body"].read()
-                return data
+                return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
         except TargetError as error:
             cause = error.__cause__
             if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
@@ -166,6 +166,14 @@ class S3Target:
             ):
                 return None
             raise
+
+    def read(self, key: str) -> bytes | None:
+        body = self._body(key)
+        if body is None:
+            return None
+        with self._translated(f"cannot read {key}"):
+            data: bytes = body.read()
+            return data
 
     def fetch(self, key: str, dest: Path) -> None:
         with self._translated(f"cannot read {key}"), dest.open("wb") as out:
@@ -174,24 +182,15 @@ class S3Target:
                 out.write(chunk)
 
     def digest(self, key: str) -> tuple[int, str] | None:
-        from botocore.exceptions import ClientError
-
+        body = self._body(key)
+        if body is None:
+            return None
         hasher = hashlib.sha256()
         size = 0
-        try:
-            with self._translated(f"cannot read {key}"):
-                answer = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-                for chunk in answer["Body"].iter_chunks(1 << 20):
-                    hasher.update(chunk)
-                    size += len(chunk)
-        except TargetError as error:
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
-                "NoSuchKey",
-                "404",
-            ):
-                return None
-            raise
+        with self._translated(f"cannot read {key}"):
+            for chunk in body.iter_chunks(1 << 20):
+                hasher.update(chunk)
+                size += len(chunk)
         return size, hasher.hexdigest()
 
     def close(self) -> None:
