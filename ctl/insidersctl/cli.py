@@ -352,16 +352,17 @@ def _yank(sub: argparse.ArgumentParser) -> None:
 def _mirrors_sync(sub: argparse.ArgumentParser) -> None:
     _name("NAME", "the [mirrors.NAME] of the configuration")(sub)
     accept = sub.add_mutually_exclusive_group()
-    accept.add_argument(
-        "--adopt",
-        action="store_true",
-        help="take a target written from another store as this store's (when nothing is lost)",
-    )
-    accept.add_argument(
-        "--force",
-        action="store_true",
-        help="make the target match the store though it holds more: what only it holds is lost",
-    )
+    for flag, meaning in (
+        (
+            "--adopt",
+            "take a target written from another store as this store's (when nothing is lost)",
+        ),
+        (
+            "--force",
+            "make the target match the store though it holds more: what only it holds is lost",
+        ),
+    ):
+        accept.add_argument(flag, action="store_true", help=meaning)
 
 
 def _remove(sub: argparse.ArgumentParser) -> None:

@@ -587,10 +587,9 @@ def cmd_yank(ctx: Context) -> int:
 
 def _show_yank(reply: p.YankDone) -> None:
     verb = "yanked" if reply.yanked else "unyanked"
-    if reply.changed:
-        out(f"{verb} {reply.project} {reply.version} ({plural(reply.changed, 'file')})")
-    else:
-        out(f"{reply.project} {reply.version} was {verb} already")
+    release = f"{reply.project} {reply.version}"
+    changed = f"({plural(reply.changed, 'file')})"
+    out(f"{verb} {release} {changed}" if reply.changed else f"{release} was {verb} already")
 
 
 def cmd_remove(ctx: Context) -> int:

@@ -39,6 +39,8 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Digests:
+    """What the streaming hasher found of a file: its size and the digests an index lists."""
+
     size: int
     sha256: str
     md5: str

@@ -195,6 +195,14 @@ def _changed(project: Project, **changes: object) -> Project:
     return msgspec.structs.replace(project, revision=project.revision + 1, **changes)
 
 
+async def _discard(files: Iterable[Incoming]) -> None:
+    """The temp files of incoming files, once they were published (moved) or refused."""
+    for incoming in files:
+        await trio.Path(incoming.content).unlink(missing_ok=True)
+        if incoming.metadata_file is not None:
+            await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+
+
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
 
@@ -416,8 +424,7 @@ class Store:
                     self._publish(name, project)
             return bool(new)
         finally:
-            for incoming in files:
-                await trio.Path(incoming.content).unlink(missing_ok=True)
+            await _discard(files)
 
     def _check_release(
         self,
@@ -579,10 +586,7 @@ class Store:
                     self._publish(name, project)
             return len(new)
         finally:
-            for incoming in files:
-                await trio.Path(incoming.content).unlink(missing_ok=True)
-                if incoming.metadata_file is not None:
-                    await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+            await _discard(files)
 
     def _write_restored(
         self, name: NormalizedName, files: list[Incoming], project: Project
