@@ -439,9 +439,16 @@ def _top_level(requirements: Path) -> int | None:
 
 
 def ratio(figures: dict[str, Any], client: str, mode: str) -> float | None:
+    """The row's time over the direct row's, round by round, and the median of those ratios:
+    the machine's load changes between rounds (it is shared), and a row is compared with the
+    direct install of its own round. Runs that failed have no time: then the medians' ratio."""
     rows = figures["rows"][client]
-    base, this = rows["direct"]["median_s"], rows[mode]["median_s"]
-    return this / base if base and this else None
+    base, this = rows["direct"], rows[mode]
+    if base["ok"] == base["runs"] and this["ok"] == this["runs"] == base["runs"] > 0:
+        return statistics.median(
+            t / d for t, d in zip(this["times_s"], base["times_s"], strict=True)
+        )
+    return this["median_s"] / base["median_s"] if base["median_s"] and this["median_s"] else None
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -449,6 +456,7 @@ def table(figures: dict[str, Any]) -> str:
     header = f"{'':34}" + "".join(
         f"{c + ' (s)':>10}{'x direct':>10}{'upstream MB':>13}{'ok':>7}" for c in clients
     )
+    notes = "(s): the median of the rounds; x direct: the median of the rounds' ratios"
     lines = [header]
     for mode in MODES:
         line = f"{LABELS[mode]:34}"
@@ -460,7 +468,7 @@ def table(figures: dict[str, Any]) -> str:
             times = "-" if value is None else f"x{value:.2f}"
             line += f"{median:>10}{times:>10}{mb:>13}{row['ok']:>4}/{row['runs']:<2}"
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join([*lines, notes])
 
 
 def targets(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
