@@ -181,7 +181,8 @@ class IndexApp:
     def _render_proxied(self, fmt: Format, model: ProjectPage) -> Page:
         """The page as kept: its gzipped bytes alone when it has them (see `_proxied`)."""
         shown = _through_cache(model) if self.upstream.mode == "cache" else model
-        page = make_page(render.project_html(shown) if fmt.is_html else render.project_json(shown))
+        body = render.project_html(shown) if fmt.is_html else render.project_json(shown)
+        page = make_page(body, compresslevel=1)
         return page if page.gzipped is None else msgspec.structs.replace(page, body=b"")
 
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
