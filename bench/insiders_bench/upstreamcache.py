@@ -331,8 +331,9 @@ class _Round:
 
     def one(self, client: str, mode: str, index: str | Path, note: str = "") -> None:
         row = self.rows[client][mode]
+        ok = row.ok
         install(client, index, self.options.requirements, self.want, self.relay, row)
-        figure = f"{row.times[-1]:.1f} s" if row.runs == row.ok else f"FAILED: {row.failures[-1]}"
+        figure = f"{row.times[-1]:.1f} s" if row.ok > ok else f"FAILED: {row.failures[-1]}"
         self.options.log(f"  {client:3} {LABELS[mode]:34} {figure}{note}")
 
     def online(self, client: str, work: Path, redirect: Daemon, scratch: Path) -> Daemon:
