@@ -282,3 +282,62 @@ def test_scale_daemon_figures(tmp_path: Path) -> None:
     assert figures["upload"]["uploads"] == 2
     assert figures["upload"]["root_p99_ms"] >= 0
     assert Store.open(dataset.store).file_count() == dataset.files
+
+
+def test_upstream_cache_rows_on_a_local_upstream(tmp_path: Path) -> None:
+    """The upstream-cache rows (`--upstream-cache`) end to end, uv and pip, one round, with a
+    local upstream (insidersd hosting a tiny generated store) in place of the public one: the
+    daemons reach it through the round's relay, which is then stopped for the last row."""
+    import shutil
+    import tempfile
+
+    from insiders_bench import upstreamcache
+    from insiders_bench.base import insidersd_argv, isolated_env
+    from insiders_bench.dataset import project_names, versions_of
+    from insiders_bench.procs import Server, free_port, stop_all, wait_serving
+
+    sizes = Sizes(projects=3, versions=2, big_versions=2)
+    dataset = generate(tmp_path / "data", sizes, log=False, store_only=True)
+    requirements = tmp_path / "requirements.txt"
+    pins = [f"{name}=={versions_of(sizes.versions)[-1]}" for name in project_names(sizes)[:2]]
+    requirements.write_text("# two hosted upstream\n" + "\n".join(pins) + "\n")
+    port = free_port()
+    home = tmp_path / "upstream"
+    (home / "run" / "insiders").mkdir(parents=True)
+    upstream = Server(
+        "upstream",
+        insidersd_argv(port, dataset.store, home),
+        log=home / "log",
+        env=isolated_env(home),
+    )
+    # nginx's workers must reach the front's files: not under pytest's private directory.
+    scratch = Path(tempfile.mkdtemp(prefix="insiders-upstream-smoke-"))
+    lines: list[str] = []
+    try:
+        wait_serving(upstream, port, "/simple/", timeout=60)
+        options = upstreamcache.UpstreamOptions(
+            upstream=f"http://127.0.0.1:{port}/simple/",
+            requirements=requirements,
+            rounds=1,
+            log=lines.append,
+        )
+        figures = upstreamcache.measure_upstream_cache(scratch, options)
+    finally:
+        stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert figures["requirements"]["distributions"] == 2
+    for client in ("uv", "pip"):
+        rows = figures["rows"][client]
+        for mode in upstreamcache.MODES:
+            assert (rows[mode]["ok"], rows[mode]["runs"]) == (1, 1), (client, mode, rows[mode])
+            assert rows[mode]["median_s"] > 0
+        # The daemon's fetches went through the relay; unplugged, nothing came from upstream.
+        assert rows["cold"]["upstream_bytes"] > 0
+        assert rows["warm"]["upstream_bytes"] == 0
+        assert rows["unplugged"]["upstream_bytes"] == 0
+    assert figures["unplugged_upstream_errors"] > 0, "\n".join(lines)
+    text = upstreamcache.summary(
+        {"timestamp": "now", "machine": {"cores": 2}, "upstream_cache": figures}
+    )
+    assert "targets:" in text
+    assert "cache warm, upstream unplugged" in text

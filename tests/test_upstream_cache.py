@@ -191,6 +191,35 @@ def test_proxy_mode_memory_is_bounded(tmp_path: Path, upstream: tuple[Upstream, 
         daemon.stop()
 
 
+def test_a_proxied_page_is_rendered_once_per_fetch_and_sent_to_any_client(
+    tmp_path: Path, upstream: tuple[Upstream, str]
+) -> None:
+    """The rendering of a page is kept gzipped, by the time of the fetch it was made from: 40
+    big pages (more than the parsed pages' memory holds) asked for twice are fetched once each,
+    and a client that takes no gzip gets the same page as one that does."""
+    behaviour, url = upstream
+    daemon = start(tmp_path, url, "", "--upstream-mode", "proxy")
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=60) as client:
+            first = {}
+            for _ in range(2):
+                for n in range(40):
+                    response = client.get(f"/simple/big-{n}/", headers={"Accept": JSON})
+                    assert response.status_code == 200
+                    assert response.headers["content-encoding"] == "gzip"
+                    first.setdefault(n, response.json())
+                    assert response.json() == first[n]
+            plain = client.get(
+                "/simple/big-3/", headers={"Accept": JSON, "Accept-Encoding": "identity"}
+            )
+            assert "content-encoding" not in plain.headers
+            assert int(plain.headers["content-length"]) == len(plain.content)
+            assert json.loads(plain.content) == first[3]
+        assert all(behaviour.asked[f"big-{n}"] == 1 for n in range(40)), behaviour.asked
+    finally:
+        daemon.stop()
+
+
 # -- the caches themselves (pure, and a real directory) -------------------------------------
 
 

@@ -295,6 +295,38 @@ def test_a_cached_file_answers_etag_head_and_range(
         stopped(daemon)
 
 
+def test_a_range_of_a_file_not_cached_yet_is_answered_as_a_range(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """An installer reads a wheel's metadata with ranges (uv does when the page announces no
+    metadata file). The first range of a file not cached yet is answered as a range, once the
+    whole file is fetched and checked: a whole file in its place would tell the installer this
+    index has no ranges, and it would then download every wheel twice."""
+    data = make_wheel("cold-range-pkg", "1.0", bytes(range(256)) * 100)
+    path = upstream.add("cold-range-pkg", wheel_filename("cold-range-pkg", "1.0"), data)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            head = client.head(path)
+            assert head.status_code == 200
+            assert head.headers["accept-ranges"] == "bytes"
+        stopped(daemon)
+        daemon = caching(tmp_path / "other", upstream)
+        with daemon.client() as client:
+            tail = client.get(path, headers={"Range": "bytes=-22"})
+            assert tail.status_code == 206
+            assert tail.content == data[-22:]
+            assert (
+                tail.headers["content-range"]
+                == f"bytes {len(data) - 22}-{len(data) - 1}/{len(data)}"
+            )
+            assert client.get(path).content == data
+        assert cached_files(daemon) == {f"cold-range-pkg/{Path(path).name}": len(data)}
+        assert upstream.requests(path) == 2  # one per daemon
+    finally:
+        stopped(daemon)
+
+
 def test_nothing_is_written_for_a_name_or_file_the_upstream_does_not_know(
     tmp_path: Path, upstream: StaticUpstream
 ) -> None:

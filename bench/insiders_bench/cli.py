@@ -18,6 +18,7 @@ from typing import Any
 
 from . import procs, report
 from . import scale as scale_report
+from . import upstreamcache as upstream_report
 from .base import BENCH_DIR
 from .dataset import Sizes, generate
 from .load import wrk_path
@@ -26,6 +27,7 @@ from .procs import install_cleanup, stop_all
 from .scale import SIZES as SCALE_SIZES
 from .scale import ScaleOptions, run_scale
 from .servers import KINDS
+from .upstreamcache import CLIENTS, REQUIREMENTS, UPSTREAM_ENV, UpstreamOptions
 from .watcher import WatcherOptions, WatcherUnavailable, measure_watcher
 
 DEFAULT_SERVERS = list(KINDS)
@@ -144,6 +146,34 @@ def parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--no-scale-mirror", dest="scale_mirror", action="store_false", help="skip the mirror"
+    )
+    upstream = p.add_argument_group(
+        "upstream cache (--upstream-cache)",
+        "a pinned set of real requirements installed with uv and pip: direct from the upstream, "
+        "through redirect mode, through cache mode cold and warm, through the nginx front, and "
+        "with the upstream unplugged; real downloads, no peers",
+    )
+    upstream.add_argument(
+        "--upstream-cache", action="store_true", help="run the upstream-cache rows instead"
+    )
+    upstream.add_argument(
+        "--upstream-url",
+        help=f"the upstream index (default: ${UPSTREAM_ENV}, else the index this machine's pip "
+        "uses, as insidersd's own default)",
+    )
+    upstream.add_argument(
+        "--upstream-rounds", type=int, default=3, help="rounds; each row is their median (3)"
+    )
+    upstream.add_argument(
+        "--upstream-clients",
+        default=",".join(CLIENTS),
+        help=f"comma-separated, from: {', '.join(CLIENTS)} (default: both)",
+    )
+    upstream.add_argument(
+        "--upstream-requirements",
+        type=Path,
+        default=REQUIREMENTS,
+        help="the pinned set installed (default bench/upstream-requirements.txt)",
     )
     p.add_argument(
         "--work-dir",
@@ -342,12 +372,81 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
+    """The upstream-cache rows (`--upstream-cache`): real installs through each upstream mode."""
+    from .upstreamcache import default_upstream, measure_upstream_cache
+
+    clients = [c.strip() for c in args.upstream_clients.split(",") if c.strip()]
+    unknown = [c for c in clients if c not in CLIENTS]
+    if unknown:
+        raise SystemExit(f"unknown clients: {', '.join(unknown)}; known: {', '.join(CLIENTS)}")
+    procs.RUN_MARKER = str(args.work_dir.resolve())
+    options = UpstreamOptions(
+        upstream=args.upstream_url or default_upstream(),
+        requirements=args.upstream_requirements.resolve(),
+        rounds=max(1, args.upstream_rounds),
+        clients=clients,
+    )
+    results: dict[str, Any] = {
+        "kind": "upstream-cache",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": round(os.getloadavg()[0], 2),
+        },
+    }
+    print(
+        f"upstream {options.upstream}; {options.requirements.name}; {', '.join(clients)}; "
+        f"{options.rounds} rounds",
+        flush=True,
+    )
+    scratch_root = Path(tempfile.mkdtemp(prefix="insiders-upstream-"))
+    try:
+        results["upstream_cache"] = measure_upstream_cache(scratch_root, options)
+    finally:
+        stop_all()
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+    results["targets"] = [
+        {"target": name, "figure": figure, "verdict": verdict}
+        for name, figure, verdict in upstream_report.targets(results["upstream_cache"])
+    ]
+    return results
+
+
+def _saved(results: dict[str, Any]) -> str:
+    kind = results.get("kind")
+    if kind == "scale":
+        return scale_report.summary(results)
+    if kind == "upstream-cache":
+        return upstream_report.summary(results)
+    return summary(results)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.show:
-        results = json.loads(args.show.read_text())
-        print(scale_report.summary(results) if results.get("kind") == "scale" else summary(results))
+        print(_saved(json.loads(args.show.read_text())))
         return 0
+    if args.upstream_cache:
+        install_cleanup()
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        try:
+            results = run_upstream(args)
+        except KeyboardInterrupt:
+            stop_all()
+            print("interrupted; every server started was stopped", file=sys.stderr)
+            return 130
+        print()
+        print(upstream_report.summary(results))
+        path = args.results_dir / f"{stamp}-upstream-cache.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten {path}")
+        return 0 if all(t["verdict"] == "PASS" for t in results["targets"]) else 1
     if args.scale:
         install_cleanup()
         args.results_dir.mkdir(parents=True, exist_ok=True)

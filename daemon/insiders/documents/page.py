@@ -20,10 +20,13 @@ class Page(msgspec.Struct, frozen=True):
     gzip_etag: bytes = b""
 
 
-def make_page(body: bytes) -> Page:
+def make_page(body: bytes, *, compresslevel: int = 6) -> Page:
+    """The page and its gzipped bytes. Pages rendered once and served long (hosted ones, the
+    mirror's) are worth level 6; an upstream page rendered again each `cache-ttl`, level 1
+    (three times faster, a page about 15% larger)."""
     digest = hashlib.blake2b(body, digest_size=16).hexdigest()
     if len(body) < GZIP_MIN:
         return Page(body, f'"{digest}"'.encode())
     # mtime=0: the same page always compresses to the same bytes.
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+    gzipped = gzip.compress(body, compresslevel=compresslevel, mtime=0)
     return Page(body, f'"{digest}"'.encode(), gzipped, f'"{digest}-gzip"'.encode())

@@ -6,9 +6,9 @@ skip the framework: a page is a lookup of bytes rendered earlier, a file is stre
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -66,12 +66,13 @@ class IndexApp:
         # Why a name not hosted must not fall back upstream (a refused mirror lists it), or None.
         self.withheld = withheld
         self._negotiated: dict[bytes, Format | None] = {}
-        # Proxied pages as rendered, by their bytes (one can be several MB), each with a weak
-        # reference to the upstream page it was rendered from: it keeps no page alive that the
-        # upstream's own cache let go.
-        self._proxied: LRU[tuple[str, bool], tuple[weakref.ref[ProjectPage], Page]] = LRU(
-            RENDERED_BYTES
-        )
+        # Proxied pages as rendered, by their bytes, each with the time its upstream page was
+        # fetched: a rendering outlives the parsed page (which weighs several times more, so the
+        # upstream's memory lets it go first) and is served again while that fetch is fresh.
+        # Only the gzipped bytes are kept of a page that has them (a fifth of the body, or
+        # less): what pip, uv and browsers take; the rare client that does not is sent them
+        # decompressed.
+        self._proxied: LRU[tuple[str, bool], tuple[float, Page]] = LRU(RENDERED_BYTES)
 
     def reconfigure(self, new: Settings) -> tuple[str, ...]:
         """A reload's settings (its upstream reconfigures itself): pages proxied from the old
@@ -146,26 +147,29 @@ class IndexApp:
         normalized = normalize(name)
         if mode == "redirect":
             return await redirect(send, self.upstream.redirect_url(normalized), scope)
-        try:
-            upstream = await self.upstream.page(normalized)
-        except UpstreamError as error:
-            return await text(send, 502, str(error))
-        if upstream is None:
-            return await text(send, 404, f"No project {name} here or upstream")
-        return await send_page(scope, send, self._render_proxied(name, fmt, upstream), fmt)
-
-    def _render_proxied(self, name: str, fmt: Format, model: ProjectPage) -> Page:
         key = (name, fmt.is_html)
-        cached = self._proxied.get(key)
-        if cached is not None and cached[0]() is model:
-            return cached[1]
+        fetched = self.upstream.fresh_fetch(normalized)
+        rendered = self._proxied.get(key)
+        if rendered is None or fetched is None or rendered[0] != fetched:
+            try:
+                upstream, fetched = await self.upstream.fetched_page(normalized)
+            except UpstreamError as error:
+                return await text(send, 502, str(error))
+            if upstream is None:
+                return await text(send, 404, f"No project {name} here or upstream")
+            rendered = self._proxied.get(key)
+            if rendered is None or rendered[0] != fetched:
+                rendered = (fetched, self._render_proxied(fmt, upstream))
+                page = rendered[1]
+                self._proxied.put(key, rendered, len(page.body) + len(page.gzipped or b""))
+        return await send_page(scope, send, _whole(rendered[1], scope), fmt)
+
+    def _render_proxied(self, fmt: Format, model: ProjectPage) -> Page:
+        """The page as kept: its gzipped bytes alone when it has them (see `_proxied`)."""
         shown = _through_cache(model) if self.upstream.mode == "cache" else model
         body = render.project_html(shown) if fmt.is_html else render.project_json(shown)
-        page = make_page(body)
-        self._proxied.put(
-            key, (weakref.ref(model), page), len(page.body) + len(page.gzipped or b"")
-        )
-        return page
+        page = make_page(body, compresslevel=1)
+        return page if page.gzipped is None else msgspec.structs.replace(page, body=b"")
 
     async def _merged(self, scope: Scope, send: Send, name: str, fmt: Format) -> None:
         project = self.store.get(normalize(name))
@@ -268,6 +272,14 @@ def _through_cache(page: ProjectPage) -> ProjectPage:
         if SAFE_FILENAME.fullmatch(f.filename) and f.hashes.get("sha256")
     )
     return ProjectPage(name=page.name, files=files, versions=page.versions)
+
+
+def _whole(page: Page, scope: Scope) -> Page:
+    """A proxied page as kept (gzipped bytes alone), with its body for a client that does not
+    take gzip."""
+    if page.body or page.gzipped is None or _accepts_gzip(scope):
+        return page
+    return msgspec.structs.replace(page, body=gzip.decompress(page.gzipped))
 
 
 def _read_if_small(path: Path) -> tuple[int, bytes | None]:

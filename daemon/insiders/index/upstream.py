@@ -175,6 +175,9 @@ class Upstream:
         # Cache mode fetches the files through the same client (its timeout, its connections).
         self.client = self._client
         self._memory: LRU[NormalizedName, _Cached] = LRU(MEMORY_BYTES)
+        # When each page the index last served was fetched: what a rendering of it is checked
+        # against, without the parsed page (which the memory above may have let go).
+        self._fetched: LRU[NormalizedName, float] = LRU(KNOWN_NAMES)
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
         self._down: tuple[float, str] | None = None  # (until, trio clock; why)
@@ -258,10 +261,30 @@ class Upstream:
 
     async def page(self, name: NormalizedName) -> ProjectPage | None:
         """The upstream's page for `name` (None if it has none), fresh within the TTL."""
+        return (await self.fetched_page(name))[0]
+
+    async def fetched_page(self, name: NormalizedName) -> tuple[ProjectPage | None, float]:
+        """`page(name)` and when it was fetched (a copy served while the upstream is down keeps
+        its own time): a rendering of the same fetch is the same page."""
         cached = await self._once(
             ("page", name), lambda: self._fresh_page(name), partial(self._refresh, name)
         )
-        return cached.page
+        if cached.page is not None:
+            self._fetched.put(name, cached.fetched, 1)
+        else:
+            self._fetched.discard(name)
+        return cached.page, cached.fetched
+
+    def fresh_fetch(self, name: NormalizedName) -> float | None:
+        """When the page of `name` last served was fetched, if it is still fresh: its rendering
+        can be served again without the page itself (parsed again from disk, a large page costs
+        more than its rendering's bytes)."""
+        fetched = self._fetched.get(name)
+        if fetched is None or not self._fresh(fetched, True):
+            return None
+        if self.keeps_pages:
+            self._disk.touch(name)
+        return fetched
 
     async def exists(self, name: NormalizedName) -> bool:
         """Whether the upstream has a project `name`. Proxy mode asks for its page (it will be

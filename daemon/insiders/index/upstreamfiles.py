@@ -182,8 +182,13 @@ class UpstreamFiles:
             if flight.failure is not None:
                 return await send_text(send, 502, flight.failure)
         self._flights[key] = flight = _Flight()
+        # A range (an installer reading a wheel's metadata from its end) is answered from the
+        # cache once the whole file is there and checked: streamed whole instead, the file
+        # would tell the installer that this index has no ranges, and it would then download
+        # every wheel whole to read its metadata, and again to install it.
+        whole = scope["method"] == "GET" and not header(scope, b"range")
         try:
-            to_client = send if scope["method"] == "GET" else None
+            to_client = send if whole else None
             entry = await self._fetch(upstream, name, filename, found, to_client, flight)
         finally:
             del self._flights[key]
@@ -191,6 +196,11 @@ class UpstreamFiles:
         if to_client is None:
             if flight.failure is not None:
                 return await send_text(send, 502, flight.failure)
+            if entry is None and scope["method"] == "GET":
+                # Checked but not kept (a full disk, larger than the cache): sent whole.
+                unkept = _Flight()
+                await self._fetch(upstream, name, filename, found, send, unkept)
+                return None
             if entry is None:
                 return await send_text(send, 503, f"{filename}: {flight.unkept}")
             await self._send_entry(scope, send, entry)

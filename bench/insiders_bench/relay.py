@@ -1,0 +1,176 @@
+"""A forward proxy on loopback that all the upstream's traffic of a benchmark round goes through.
+
+It is how the upstream-cache rows unplug the upstream for real: the daemons and the clients are
+given it as HTTPS_PROXY/HTTP_PROXY (httpx, pip and uv honour them), and `stop()` closes its
+listener and every tunnel, so that each later connection to the upstream is refused, as with a
+cable pulled. It also counts the bytes that came from the upstream, which is the bandwidth
+figure of each row. HTTPS goes through CONNECT tunnels (end to end TLS, nothing decrypted);
+plain HTTP (the smoke test's local upstream) through absolute-form requests, one per connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+BUFFER = 256 << 10
+MAX_HEAD = 64 << 10
+_HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection")
+
+
+class Relay:
+    """CONNECT and absolute-form HTTP on 127.0.0.1:port, a thread per direction."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self.from_upstream = 0  # bytes
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="relay", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Unplug: no new connection is accepted, every open one is cut."""
+        self._stopped.set()
+        self._thread.join()
+        self._listener.close()
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                self._track(client)
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._stopped.is_set():
+                sock.close()
+                raise OSError("unplugged")
+            self._open.add(sock)
+            self.connections += 1
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            for sock in socks:
+                self._open.discard(sock)
+        for sock in socks:
+            sock.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        try:
+            head, rest = _read_head(client)
+            method, target, version = head.split(b"\r\n", 1)[0].split(b" ", 2)
+            if method == b"CONNECT":
+                host, _, port = target.decode("ascii").rpartition(":")
+                upstream = _connect(host.strip("[]"), int(port))
+                upstream.settimeout(None)
+                self._track(upstream)
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                first = rest
+            else:
+                url = urlsplit(target.decode("ascii"))
+                upstream = _connect(url.hostname or "", url.port or 80)
+                upstream.settimeout(None)
+                self._track(upstream)
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                first = _rewrite(head, f"{method.decode()} {path} {version.decode()}") + rest
+            if first:
+                upstream.sendall(first)
+            other = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            other.start()
+            self._pump(upstream, client, count=True, http=method != b"CONNECT")
+            other.join()
+        except (OSError, ValueError):
+            pass  # a refused or cut connection: the client sees it as such
+        finally:
+            self._forget(client, *([upstream] if upstream else []))
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, *, count: bool = False, http: bool = False
+    ) -> None:
+        """Copy until end of file, then end the other direction too. An HTTP answer's head gets
+        `Connection: close`: the relay forwards one request per connection."""
+        try:
+            if http:
+                head, rest = _read_head(source)
+                status = head.split(b"\r\n", 1)[0].decode("latin-1")
+                data = _rewrite(head, status) + rest
+                self._count(len(data))
+                sink.sendall(data)
+            while chunk := source.recv(BUFFER):
+                if count:
+                    self._count(len(chunk))
+                sink.sendall(chunk)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.from_upstream += size
+
+
+def _connect(host: str, port: int) -> socket.socket:
+    """A connection to the upstream; a failed name lookup is tried again (this machine's resolver
+    fails now and then, which would be charged to whichever row it happened in)."""
+    for attempt in range(3):
+        try:
+            return socket.create_connection((host, port), timeout=30)
+        except socket.gaierror:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """An HTTP message head (up to the blank line) and what came after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(BUFFER)
+        if not chunk:
+            raise ValueError("connection closed before a full head")
+        data += chunk
+        if len(data) > MAX_HEAD:
+            raise ValueError("head too large")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _rewrite(head: bytes, first_line: str) -> bytes:
+    """The head with another first line, no hop-by-hop headers, and `Connection: close`."""
+    lines = [first_line.encode("latin-1")]
+    for line in head.split(b"\r\n")[1:]:
+        if line.split(b":", 1)[0].strip().lower() not in _HOP_BY_HOP:
+            lines.append(line)
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
