@@ -35,3 +35,14 @@ async def send_empty(send: Send, status: int, headers: Headers) -> None:
     """An answer with no body: a 304, say."""
     await send({"type": "http.response.start", "status": status, "headers": list(headers)})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def send_redirect(
+    send: Send, location: str, scope: Scope, *, permanent: bool = False
+) -> None:
+    """301 or 302 to `location`; a path of this index keeps the request's query."""
+    query = scope.get("query_string", b"")
+    if query and location.startswith("/"):
+        location = f"{location}?{query.decode('latin-1')}"
+    headers = [(b"location", location.encode()), (b"vary", b"Accept")]
+    await send_text(send, 301 if permanent else 302, f"Redirecting to {location}", headers=headers)

@@ -22,7 +22,7 @@ from insiders.documents.model import ProjectPage, hosted_page
 from insiders.documents.negotiate import Format, from_query, negotiate
 from insiders.documents.page import Page, make_page
 from insiders.errors import UploadRefused, UpstreamError
-from insiders.http.answers import header, send_empty, send_text
+from insiders.http.answers import header, send_empty, send_redirect, send_text
 from insiders.http.asgi import Receive, Scope, Send
 from insiders.http.reason import reason_header
 from insiders.index.pagecache import LRU
@@ -105,14 +105,14 @@ class IndexApp:
     async def simple(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/simple":
-            return await redirect(send, "/simple/", scope, permanent=True)
+            return await send_redirect(send, "/simple/", scope, permanent=True)
         name, slash, rest = path[len("/simple/") :].partition("/")
         if rest:
             return await text(send, 404, "Not Found")
         if name and not is_valid_name(name):
             return await text(send, 404, f"{name!r} is not a valid project name")
         if name and (normalize(name) != name or not slash):
-            return await redirect(send, f"/simple/{normalize(name)}/", scope, permanent=True)
+            return await send_redirect(send, f"/simple/{normalize(name)}/", scope, permanent=True)
         fmt = self._format(scope)
         if fmt is None:
             return await text(
@@ -146,7 +146,7 @@ class IndexApp:
             return await text(send, 404, f"No project {name} here (and no upstream index is set)")
         normalized = normalize(name)
         if mode == "redirect":
-            return await redirect(send, self.upstream.redirect_url(normalized), scope)
+            return await send_redirect(send, self.upstream.redirect_url(normalized), scope)
         key = (name, fmt.is_html)
         fetched = self.upstream.fresh_fetch(normalized)
         rendered = self._proxied.get(key)
@@ -334,23 +334,3 @@ async def text(
 ) -> None:
     headers = [*(extra or []), *([(b"vary", b"Accept")] if vary else [])]
     await send_text(send, status, message, headers=headers)
-
-
-async def redirect(send: Send, location: str, scope: Scope, *, permanent: bool = False) -> None:
-    query = scope.get("query_string", b"")
-    if query and location.startswith("/"):
-        location = f"{location}?{query.decode('latin-1')}"
-    body = f"Redirecting to {location}\n".encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 301 if permanent else 302,
-            "headers": [
-                (b"location", location.encode()),
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"vary", b"Accept"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
