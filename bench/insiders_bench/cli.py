@@ -24,6 +24,7 @@ from .dataset import Sizes, generate
 from .load import wrk_path
 from .measure import Options, measure
 from .procs import install_cleanup, stop_all
+from .relay import Link
 from .scale import SIZES as SCALE_SIZES
 from .scale import ScaleOptions, run_scale
 from .servers import KINDS
@@ -163,6 +164,20 @@ def parser() -> argparse.ArgumentParser:
     )
     upstream.add_argument(
         "--upstream-rounds", type=int, default=3, help="rounds; each row is their median (3)"
+    )
+    upstream.add_argument(
+        "--upstream-rtt",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="a round trip added to each request to the upstream, as over the internet (0)",
+    )
+    upstream.add_argument(
+        "--upstream-mbit",
+        type=float,
+        default=0.0,
+        metavar="MBIT",
+        help="the bandwidth all the upstream's connections share, as a site's uplink (0: none)",
     )
     upstream.add_argument(
         "--upstream-clients",
@@ -386,6 +401,7 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
         requirements=args.upstream_requirements.resolve(),
         rounds=max(1, args.upstream_rounds),
         clients=clients,
+        link=Link(rtt=args.upstream_rtt / 1000, rate=args.upstream_mbit * 1e6 / 8),
     )
     results: dict[str, Any] = {
         "kind": "upstream-cache",
@@ -398,9 +414,10 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_before": round(os.getloadavg()[0], 2),
         },
     }
+    results["link"] = options.link.describe()
     print(
-        f"upstream {options.upstream}; {options.requirements.name}; {', '.join(clients)}; "
-        f"{options.rounds} rounds",
+        f"upstream {options.upstream} ({results['link']}); {options.requirements.name}; "
+        f"{', '.join(clients)}; {options.rounds} rounds",
         flush=True,
     )
     scratch_root = Path(tempfile.mkdtemp(prefix="insiders-upstream-"))

@@ -6,6 +6,12 @@ listener and every tunnel, so that each later connection to the upstream is refu
 cable pulled. It also counts the bytes that came from the upstream, which is the bandwidth
 figure of each row. HTTPS goes through CONNECT tunnels (end to end TLS, nothing decrypted);
 plain HTTP (the smoke test's local upstream) through absolute-form requests, one per connection.
+
+It can also stand for a site's link to the internet (`Link`): a round trip before each request
+goes up (each write from a client to the upstream, which is one request or a TLS flight), and a
+bandwidth that every connection from the upstream shares. The benchmark's machine may reach its
+upstream at the speed of its own disk; a team's index sits behind such a link, and what a cache
+saves depends on it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,42 @@ MAX_HEAD = 64 << 10
 _HOP_BY_HOP = (b"connection", b"keep-alive", b"proxy-connection")
 
 
+class Link:
+    """A round trip per request and a shared bandwidth (0: no limit), as a site's uplink."""
+
+    def __init__(self, rtt: float = 0.0, rate: float = 0.0) -> None:
+        self.rtt = rtt  # seconds
+        self.rate = rate  # bytes per second, all connections together
+        self._free_at = 0.0
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        if self.rtt:
+            time.sleep(self.rtt)
+
+    def carry(self, size: int) -> None:
+        """Wait until the link has carried `size` more bytes after those queued before them."""
+        if not self.rate:
+            return
+        with self._lock:
+            start = max(time.monotonic(), self._free_at)
+            self._free_at = start + size / self.rate
+            until = self._free_at
+        if (delay := until - time.monotonic()) > 0:
+            time.sleep(delay)
+
+    def describe(self) -> str:
+        if not (self.rtt or self.rate):
+            return "the machine's own link"
+        rate = f"{self.rate * 8 / 1e6:.0f} Mbit/s" if self.rate else "unlimited"
+        return f"{self.rtt * 1000:.0f} ms round trip, {rate} shared"
+
+
 class Relay:
     """CONNECT and absolute-form HTTP on 127.0.0.1:port, a thread per direction."""
 
-    def __init__(self) -> None:
+    def __init__(self, link: Link | None = None) -> None:
+        self.link = link or Link()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port: int = self._listener.getsockname()[1]
@@ -90,6 +128,7 @@ class Relay:
             if method == b"CONNECT":
                 host, _, port = target.decode("ascii").rpartition(":")
                 upstream = _connect(host.strip("[]"), int(port))
+                self.link.request()  # the connection's own round trip
                 upstream.settimeout(None)
                 self._track(upstream)
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -102,8 +141,11 @@ class Relay:
                 path = (url.path or "/") + (f"?{url.query}" if url.query else "")
                 first = _rewrite(head, f"{method.decode()} {path} {version.decode()}") + rest
             if first:
+                self.link.request()
                 upstream.sendall(first)
-            other = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            other = threading.Thread(
+                target=self._pump, args=(client, upstream), kwargs={"up": True}, daemon=True
+            )
             other.start()
             self._pump(upstream, client, count=True, http=method != b"CONNECT")
             other.join()
@@ -113,10 +155,17 @@ class Relay:
             self._forget(client, *([upstream] if upstream else []))
 
     def _pump(
-        self, source: socket.socket, sink: socket.socket, *, count: bool = False, http: bool = False
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        *,
+        count: bool = False,
+        http: bool = False,
+        up: bool = False,
     ) -> None:
         """Copy until end of file, then end the other direction too. An HTTP answer's head gets
-        `Connection: close`: the relay forwards one request per connection."""
+        `Connection: close`: the relay forwards one request per connection. Upstream-bound
+        writes wait a round trip, the upstream's bytes the link's bandwidth."""
         try:
             if http:
                 head, rest = _read_head(source)
@@ -125,7 +174,10 @@ class Relay:
                 self._count(len(data))
                 sink.sendall(data)
             while chunk := source.recv(BUFFER):
+                if up:
+                    self.link.request()
                 if count:
+                    self.link.carry(len(chunk))
                     self._count(len(chunk))
                 sink.sendall(chunk)
         except (OSError, ValueError):

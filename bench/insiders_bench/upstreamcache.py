@@ -37,7 +37,7 @@ from typing import Any
 
 from .base import BENCH_DIR, PROJECT_BIN, PROJECT_DIR, insidersd_argv, isolated_env, nginx_path
 from .procs import Server, free_port, wait_serving
-from .relay import Relay
+from .relay import Link, Relay
 
 REQUIREMENTS = BENCH_DIR / "upstream-requirements.txt"
 #: the environment variable naming the upstream; unset, the daemon's own default is used
@@ -77,6 +77,8 @@ class UpstreamOptions:
     requirements: Path = REQUIREMENTS
     rounds: int = 3
     clients: Sequence[str] = CLIENTS
+    # What stands between this machine and the upstream (relay.Link): nothing, by default.
+    link: Link = field(default_factory=Link)
     log: Callable[[str], None] = lambda line: print(line, flush=True)
 
 
@@ -394,7 +396,7 @@ def measure_upstream_cache(scratch: Path, options: UpstreamOptions) -> dict[str,
     for number in range(1, options.rounds + 1):
         options.log(f"round {number}/{options.rounds}")
         work = scratch / f"round-{number}"
-        round_ = _Round(options, want, rows, Relay())
+        round_ = _Round(options, want, rows, Relay(options.link))
         caches: dict[str, Daemon] = {}
         try:
             redirect = start_daemon(work / "redirect", "redirect", options.upstream, round_.relay)
@@ -505,7 +507,7 @@ def summary(results: dict[str, Any]) -> str:
         f"({requirements['distributions']} distributions pinned), {', '.join(figures['clients'])}, "
         f"median of {figures['rounds']} rounds; {machine['cores']} cores, load average "
         f"{machine.get('loadavg_before', '?')} before, {machine.get('loadavg_after', '?')} after; "
-        f"upstream {figures['upstream']}",
+        f"upstream {figures['upstream']} through {results.get('link', Link().describe())}",
         table(figures),
         "targets:\n" + "\n".join(f"{v:5} {n:60} {f}" for n, f, v in targets(figures)),
     ]
