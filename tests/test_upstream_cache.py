@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tests.faults.places import http_server
-from tests.support import INSIDERSCTL, Daemon, isolated_env
+from tests.support import Daemon, run_ctl
 from tests.test_archive_bombs import memory_kib
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -139,15 +138,7 @@ def test_proxy_mode_keeps_at_most_cache_size_bytes_least_recently_used_first(
 
 
 def ctl(daemon: Daemon, *args: str) -> None:
-    result = subprocess.run(
-        [str(INSIDERSCTL), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ctl(daemon, *args, timeout=30, check=True)
 
 
 def test_a_name_the_upstream_does_not_know_is_asked_again_soon_and_never_written(

@@ -20,14 +20,14 @@ from typing import ClassVar
 
 import pytest
 
+from tests.projects import broken_pyproject, in_tree_backend_pyproject
 from tests.support import (
-    BIN,
     Daemon,
     GoSignal,
     git_project,
     installed_version,
-    isolated_env,
     pip_install,
+    run_ctl,
     serve_wheelhouse,
     tag_release,
 )
@@ -62,16 +62,8 @@ def start(home: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
 
 
 def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
-    return result
+    """insidersctl that must succeed unless told otherwise (the watcher tests' usual call)."""
+    return run_ctl(daemon, *args, check=check)
 
 
 def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> str:
@@ -192,27 +184,8 @@ def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> N
         daemon.stop()
 
 
-BROKEN_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "broken"
-version = "0.0.0"
-dependencies = ["not a valid requirement !!"]
-"""
-
-SLOW_BUILD = """\
-[build-system]
-requires = []
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "slow"
-version = "0.0.0"
-"""
+# A build that needs nothing: its backend.py is what the test writes.
+SLOW_BUILD = in_tree_backend_pyproject("slow", requires=())
 
 
 def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -222,7 +195,7 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
     try:
         good = git_project(src, "good")
         tag_release(good, "1.0")
-        broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
+        broken = git_project(src, "broken", pyproject=broken_pyproject("broken"))
         tag_release(broken, "1.0")
         slow = git_project(src, "slow", pyproject=SLOW_BUILD)
         (slow / "backend.py").write_text(
@@ -381,25 +354,15 @@ def test_planted_token_never_leaks(tmp_path: Path, wheelhouse: Daemon) -> None:
     assert token not in everything
 
 
-FIRST_BUILD_HANGS = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "interrupted"
-version = "0.0.0"
-"""
-
-
 def test_stop_interrupts_a_build_which_is_retried_after_restart(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     # The test says when builds may finish, over the network (a build sees none of its files).
     go = GoSignal()
-    repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
+    repo = git_project(
+        tmp_path / "src", "interrupted", pyproject=in_tree_backend_pyproject("interrupted")
+    )
     (repo / "backend.py").write_text(
         "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
         + go.code()

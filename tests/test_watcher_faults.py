@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.projects import in_tree_backend_pyproject
 from tests.support import Daemon, GoSignal, git_project, tag_release
 from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
 
@@ -126,17 +127,6 @@ def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -
         daemon.stop()
 
 
-EXPLODING_SDIST = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "victim"
-version = "0.0.0"
-"""
-
 # The backend's sdist is not an archive: the daemon's own step that makes sdists reproducible
 # raises on it, an exception no code path expects.
 EXPLODING_BACKEND = """\
@@ -154,7 +144,7 @@ def build_sdist(sdist_directory, config_settings=None):
 def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     try:
-        victim = two_repos(tmp_path, daemon, EXPLODING_SDIST)
+        victim = two_repos(tmp_path, daemon, in_tree_backend_pyproject("victim"))
         (victim / "backend.py").write_text(EXPLODING_BACKEND)
         tag_release(victim, "1.1")
         with index_answers(daemon) as problems:
@@ -238,18 +228,6 @@ def test_scratch_on_a_full_tmpfs(tmp_path: Path, wheelhouse: Daemon) -> None:
         subprocess.run(["umount", "--lazy", str(scratch)], check=False)
 
 
-SETSID_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "boxed"
-version = "0.0.0"
-"""
-
-
 def boxed_backend(outside: Path, go: GoSignal) -> str:
     """A backend that starts a `setsid` child, tries to write outside its scratch directory, and
     hangs until the test gives it the go."""
@@ -280,7 +258,7 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     scratch = daemon.home / "cache" / "insiders" / "builds"
     try:
-        repo = git_project(tmp_path / "src", "boxed", pyproject=SETSID_BUILD)
+        repo = git_project(tmp_path / "src", "boxed", pyproject=in_tree_backend_pyproject("boxed"))
         (repo / "backend.py").write_text(boxed_backend(outside, go))
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:boxed")

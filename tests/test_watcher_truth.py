@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.projects import broken_pyproject, in_tree_backend_pyproject
 from tests.support import (
     BIN,
     Daemon,
@@ -90,7 +91,7 @@ def test_a_repository_error_clears_with_the_next_check_that_works(
         assert "failing" not in ctl(daemon, "repos", "list").stdout
 
         # A version that failed, and whose tag is then deleted, is not failing any more.
-        (repo / "pyproject.toml").write_text(BROKEN.format(name="clearing"))
+        (repo / "pyproject.toml").write_text(broken_pyproject("clearing"))
         tag_release(repo, "2.0")
         assert ctl(daemon, "update", "--wait", check=False).returncode == 1
         assert said_everywhere(daemon) == {"failing"}
@@ -151,21 +152,9 @@ def test_repos_set_changes_the_policy(tmp_path: Path, wheelhouse: Daemon) -> Non
         daemon.stop()
 
 
-# hatchling, with a build that waits until the test says go (a loopback port: see GoSignal).
-WAITING_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "{name}"
-version = "0.0.0"
-"""
-
-
 def waiting_project(where: Path, name: str, go: GoSignal) -> Path:
-    repo = git_project(where, name, pyproject=WAITING_BUILD.format(name=name))
+    """hatchling, with a build that waits until the test says go (a loopback port: see GoSignal)."""
+    repo = git_project(where, name, pyproject=in_tree_backend_pyproject(name))
     (repo / "backend.py").write_text(
         "import os\nfrom hatchling.build import *  # noqa: F403\n"
         + go.code()
@@ -302,18 +291,6 @@ def test_a_broken_mirror_is_moved_aside_and_fetched_again(
         daemon.stop()
 
 
-BROKEN = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "{name}"
-version = "0.0.0"
-dependencies = ["not a valid requirement !!"]
-"""
-
-
 def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
     """An INFO line when a build starts and when it is published (files, sha256, seconds); the
     reason when it fails."""
@@ -321,7 +298,7 @@ def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
     try:
         good = git_project(tmp_path / "src", "told")
         tag_release(good, "1.0")
-        broken = git_project(tmp_path / "src", "untold", pyproject=BROKEN.format(name="untold"))
+        broken = git_project(tmp_path / "src", "untold", pyproject=broken_pyproject("untold"))
         tag_release(broken, "1.0")
         for spec in (f"{good}:told", f"{broken}:untold"):
             ctl(daemon, "repos", "add", spec)
@@ -346,7 +323,7 @@ def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhous
         repo = git_project(tmp_path / "src", "why")
         good = (repo / "pyproject.toml").read_text()
         tag_release(repo, "1.0")
-        (repo / "pyproject.toml").write_text(BROKEN.format(name="why"))
+        (repo / "pyproject.toml").write_text(broken_pyproject("why"))
         tag_release(repo, "2.0")
         (repo / "pyproject.toml").write_text(good)
         ctl(daemon, "repos", "add", "--all", f"{repo}:why")
@@ -408,7 +385,7 @@ def test_the_end_of_update_counts_versions(tmp_path: Path, wheelhouse: Daemon) -
         mixed = git_project(tmp_path / "src", "mixed")
         good = (mixed / "pyproject.toml").read_text()
         tag_release(mixed, "1.0")
-        (mixed / "pyproject.toml").write_text(BROKEN.format(name="mixed"))
+        (mixed / "pyproject.toml").write_text(broken_pyproject("mixed"))
         tag_release(mixed, "2.0")
         (mixed / "pyproject.toml").write_text(good)
         tag_release(mixed, "3.0")
@@ -494,7 +471,7 @@ def test_a_failure_is_over_once_the_version_is_uploaded(tmp_path: Path, wheelhou
     """The tag does not build; the version is uploaded by hand: nothing is failing any more."""
     daemon = start(tmp_path / "d", wheelhouse, PAUSED)
     try:
-        repo = git_project(tmp_path / "src", "handmade", pyproject=BROKEN.format(name="handmade"))
+        repo = git_project(tmp_path / "src", "handmade", pyproject=broken_pyproject("handmade"))
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:handmade")
         assert ctl(daemon, "update", "--wait", check=False).returncode == 1

@@ -8,40 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.projects import any_backend_pyproject, broken_pyproject
 from tests.support import Daemon, git, git_project, tag_release
 from tests.test_watcher import ctl, files_of, installed, start, wheelhouse
 
 __all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
-
-SETUPTOOLS = textwrap.dedent(
-    """\
-    [build-system]
-    requires = ["setuptools"]
-    build-backend = "setuptools.build_meta"
-
-    [project]
-    name = "{name}"
-    version = "0.0.0"
-    """
-)
-
-HATCHLING_BROKEN = textwrap.dedent(
-    """\
-    [build-system]
-    requires = ["hatchling"]
-    build-backend = "hatchling.build"
-
-    [project]
-    name = "{name}"
-    version = "0.0.0"
-    dependencies = ["not a valid requirement !!"]
-    """
-)
 
 
 def repo_json(daemon: Daemon, name: str) -> dict:  # type: ignore[type-arg]
@@ -60,7 +35,7 @@ def test_a_broken_tag_never_blocks_the_others(tmp_path: Path, wheelhouse: Daemon
         repo = git_project(tmp_path / "src", "layered")
         good = (repo / "pyproject.toml").read_text()
         tag_release(repo, "1.0")
-        (repo / "pyproject.toml").write_text(HATCHLING_BROKEN.format(name="layered"))
+        (repo / "pyproject.toml").write_text(broken_pyproject("layered"))
         tag_release(repo, "2.0")
         (repo / "pyproject.toml").write_text(good)
         tag_release(repo, "3.0")
@@ -112,7 +87,11 @@ def test_removed_stays_removed_and_comes_back_with_the_same_bytes(
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     name = f"repro-{backend}"
     try:
-        pyproject = SETUPTOOLS.format(name=name) if backend == "setuptools" else None
+        pyproject = (
+            any_backend_pyproject(name, requires=("setuptools",), backend="setuptools.build_meta")
+            if backend == "setuptools"
+            else None
+        )
         repo = git_project(tmp_path / "src", name, pyproject=pyproject)
         tag_release(repo, "1.0")
         tag_release(repo, "2.0")

@@ -16,20 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.faults.places import fill, http_server, tmpfs
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+from tests.support import Daemon, make_wheel, run_ctl, wheel_filename
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
 def ctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_ctl(daemon, *args, timeout=30)
 
 
 def upload(daemon: Daemon, version: str, size: int) -> tuple[int, str, str]:
