@@ -25,9 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.projects import module_name, write_hatchling_project
+from tests.projects import broken_pyproject, module_name, write_hatchling_project
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 INSIDERSD = BIN / "insidersd"
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -87,6 +88,18 @@ def build(project: Path, out: Path) -> list[Path]:
     )
     stem = project.name.split("-")[0]
     return sorted(p for p in out.iterdir() if p.name.startswith(stem))
+
+
+def build_insiders_wheel(out: Path) -> Path:
+    """insiders' own wheel, built from this checkout into `out`."""
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("insiders-*.whl")
+    return wheel
 
 
 def make_wheel(
@@ -424,7 +437,7 @@ def wait_for_line(lines: queue.Queue[str], text: str, timeout: float = 20) -> li
     return seen
 
 
-WHEELHOUSE = Path(__file__).parent.parent / ".cache" / "wheelhouse"
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 
 
 def serve_wheelhouse(daemon: Daemon) -> None:
@@ -487,6 +500,19 @@ def tag_release(repo: Path, version: str, tag: str | None = None) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "--quiet", "--allow-empty", "-m", f"release {version}")
     git(repo, "tag", tag or f"v{version}")
+
+
+def tag_releases(repo: Path, *versions: str, broken: str | None = None) -> None:
+    """Tag each of `versions` in order (tag_release); the one named `broken` with a pyproject.toml
+    whose build fails (projects.broken_pyproject), the others with the project as it was."""
+    pyproject = repo / "pyproject.toml"
+    good = pyproject.read_text()
+    for version in versions:
+        if version == broken:
+            pyproject.write_text(broken_pyproject(repo.name))
+        tag_release(repo, version)
+        if version == broken:
+            pyproject.write_text(good)
 
 
 def pip_install(index: str, target: Path, *args: str) -> subprocess.CompletedProcess[str]:

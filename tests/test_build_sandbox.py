@@ -25,7 +25,7 @@ import pytest
 
 from tests.projects import in_tree_backend_pyproject
 from tests.support import Daemon, git_project, make_wheel, tag_release, wheel_filename
-from tests.test_watcher import ctl, start, wheelhouse
+from tests.test_watcher import ctl, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
 
@@ -304,8 +304,7 @@ def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
     """The daemon reads a build's files outside the sandbox: a symbolic link made by the build
     would point at the daemon's own files there (its token file), or at /dev/zero (a hash that
     never ends)."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         pyproject = in_tree_backend_pyproject("linked", requires=())
         repo = git_project(tmp_path / "src", "linked", pyproject=pyproject)
         target = str(daemon.data_dir / "upload-token")
@@ -316,8 +315,6 @@ def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
         assert result.returncode == 1, result.stdout
         assert "which is not a plain file" in result.stdout
         assert "linked" not in ctl(daemon, "projects", "list").stdout
-    finally:
-        daemon.stop()
 
 
 BOMB_BUILD = (
@@ -359,8 +356,7 @@ def build_wheel(directory, config_settings=None, metadata_directory=None):
 def test_an_archive_a_build_made_is_read_within_bounds(tmp_path: Path, wheelhouse: Daemon) -> None:
     """The daemon reads a build's sdist to clamp its times: a PAX header bomb made by the build
     is refused as an upload's would be, in bounded memory, and the daemon goes on."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         pyproject = in_tree_backend_pyproject("bomb", requires=())
         repo = git_project(tmp_path / "src", "bomb", pyproject=pyproject)
         (repo / "backend.py").write_text(BOMB_BUILD)
@@ -376,5 +372,3 @@ def test_an_archive_a_build_made_is_read_within_bounds(tmp_path: Path, wheelhous
         assert peak - before < 100 << 10, f"the daemon grew by {(peak - before) >> 10} MB"
         assert "bomb" not in ctl(daemon, "projects", "list").stdout
         ctl(daemon, "status")
-    finally:
-        daemon.stop()

@@ -30,9 +30,11 @@ from tests.support import (
     git_project,
     isolated_env,
     run_ctl,
-    serve_wheelhouse,
     tag_release,
 )
+from tests.test_watcher import wheelhouse
+
+__all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
 
 INSIDERSCTL = BIN / "insidersctl"
 COLUMNS, LINES = 160, 40
@@ -87,14 +89,6 @@ class Terminal:
 
     def line_with(self, word: str) -> int:
         return next(i for i, line in enumerate(self.screen.display) if word in line)
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    upstream = Daemon(tmp_path_factory.mktemp("wheelhouse"), ["--upstream-mode", "none"]).start()
-    serve_wheelhouse(upstream)
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ no test build reaches the public network.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -61,9 +62,28 @@ def start(home: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
     return Daemon(home, ["--upstream", wheelhouse.index]).start()
 
 
+@contextlib.contextmanager
+def watching(home: Path, wheelhouse: Daemon, config: str = "") -> Iterator[Daemon]:
+    """A daemon `start`ed for the length of the block, stopped however the block ends."""
+    daemon = start(home, wheelhouse, config)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """insidersctl that must succeed unless told otherwise (the watcher tests' usual call)."""
     return run_ctl(daemon, *args, check=check)
+
+
+def watched(daemon: Daemon, src: Path, name: str) -> Path:
+    """A git project `name` under `src`, tagged 1.0, added to `daemon`'s repositories and built."""
+    repo = git_project(src, name)
+    tag_release(repo, "1.0")
+    ctl(daemon, "repos", "add", f"{repo}:{name}")
+    ctl(daemon, "update", "--wait")
+    return repo
 
 
 def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> str:
@@ -115,8 +135,9 @@ def host_pid(sandbox_pid: int, home: Path) -> int:
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
     """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
     # Paused until the first update is done, so that update (not a periodic check) builds 1.0.0.
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n")
-    try:
+    with watching(
+        tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n"
+    ) as daemon:
         repo = git_project(tmp_path / "src", "hello-insiders")
         tag_release(repo, "0.9.0")
         tag_release(repo, "1.0.0")
@@ -142,13 +163,10 @@ def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
         with daemon.client() as client:
             assert "0.9.0" not in client.get("/simple/hello-insiders/").text
         assert (daemon.data_dir / "logs" / "hello-insiders" / "1.1.0.log").exists()
-    finally:
-        daemon.stop()
 
 
 def test_version_from_the_tag_with_hatch_vcs(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "scm-project", scm=True)
         tag_release(repo, "2.3.0")
         ctl(daemon, "repos", "add", str(repo))  # the name is read from the repository
@@ -161,13 +179,10 @@ def test_version_from_the_tag_with_hatch_vcs(tmp_path: Path, wheelhouse: Daemon)
             "scm_project-2.3.0-py2.py3-none-any.whl",
             "scm_project-2.3.0.tar.gz",
         }
-    finally:
-        daemon.stop()
 
 
 def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "many")
         for version in ("1.0", "1.1", "2.0rc1"):
             tag_release(repo, version)
@@ -180,8 +195,6 @@ def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> N
         forced = ctl(daemon, "update", "--wait", "--force", "many")
         assert "rebuilt 2.0rc1: identical bytes, nothing changed" in forced.stdout
         assert files_of(daemon, "many") == before
-    finally:
-        daemon.stop()
 
 
 # A build that needs nothing: its backend.py is what the test writes.
@@ -255,8 +268,7 @@ def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     """A build enters the store as an upload does: its file names spelled the normalised way."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "Mixed_Case")
         pyproject = (repo / "pyproject.toml").read_text()
         backend = 'build-backend = "backend"\nbackend-path = ["."]'
@@ -275,8 +287,6 @@ def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
             "specs ask for: name it 'mixed_case-1.0.tar.gz'"
         ) in outcome["error"]
         assert files_of(daemon, "mixed-case") == {}  # the wheel did not go without its sdist
-    finally:
-        daemon.stop()
 
 
 def test_publish_to_another_index_with_credentials(tmp_path: Path, wheelhouse: Daemon) -> None:

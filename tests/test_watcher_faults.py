@@ -20,7 +20,7 @@ import pytest
 
 from tests.projects import in_tree_backend_pyproject
 from tests.support import Daemon, GoSignal, git_project, tag_release
-from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
+from tests.test_watcher import ctl, files_of, gone, logged_pid, start, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
 
@@ -83,8 +83,7 @@ def recorded_error(daemon: Daemon, name: str) -> str:
 
 
 def test_a_log_directory_that_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         two_repos(tmp_path, daemon)
         (daemon.data_dir / "logs").mkdir(parents=True)
         (daemon.data_dir / "logs" / "victim").write_text("not a directory")
@@ -102,14 +101,11 @@ def test_a_log_directory_that_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> N
         assert log.count("ERROR   insiders.watcher.watcher: victim: the check stopped") == 1
         assert log.count("Traceback") == 1
         assert "good-1.0-py2.py3-none-any.whl" in files_of(daemon, "good")
-    finally:
-        daemon.stop()
 
 
 def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> None:
     """The issue's own reproduction: every build fails, and the daemon keeps serving."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         two_repos(tmp_path, daemon)
         (daemon.data_dir / "logs").write_text("not a directory")
         with index_answers(daemon) as problems:
@@ -123,8 +119,6 @@ def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -
         (daemon.data_dir / "logs").unlink()
         outcomes = update(daemon)
         assert {o["outcome"] for o in outcomes.values()} == {"published"}
-    finally:
-        daemon.stop()
 
 
 # The backend's sdist is not an archive: the daemon's own step that makes sdists reproducible
@@ -142,8 +136,7 @@ def build_sdist(sdist_directory, config_settings=None):
 
 
 def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         victim = two_repos(tmp_path, daemon, in_tree_backend_pyproject("victim"))
         (victim / "backend.py").write_text(EXPLODING_BACKEND)
         tag_release(victim, "1.1")
@@ -163,8 +156,6 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
         assert "Traceback (most recent call last)" in log
         assert "reproducible.py" in log  # the traceback names where it happened
         assert files_of(daemon, "victim") == {}
-    finally:
-        daemon.stop()
 
 
 def test_git_missing_from_path(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -202,8 +193,7 @@ def test_scratch_on_a_full_tmpfs(tmp_path: Path, wheelhouse: Daemon) -> None:
     scratch.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(scratch)], check=True)
     try:
-        daemon = start(home, wheelhouse, "[watcher]\nenabled = false\n")
-        try:
+        with watching(home, wheelhouse, "[watcher]\nenabled = false\n") as daemon:
             two_repos(tmp_path, daemon)
             filler = scratch / "filler"
             subprocess.run(
@@ -222,8 +212,6 @@ def test_scratch_on_a_full_tmpfs(tmp_path: Path, wheelhouse: Daemon) -> None:
             subprocess.run(["mount", "-o", "remount,size=256m", str(scratch)], check=True)
             outcomes = update(daemon)
             assert {o["outcome"] for o in outcomes.values()} == {"published"}
-        finally:
-            daemon.stop()
     finally:
         subprocess.run(["umount", "--lazy", str(scratch)], check=False)
 
