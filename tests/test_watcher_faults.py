@@ -69,6 +69,18 @@ def update(daemon: Daemon) -> dict[str, dict]:  # type: ignore[type-arg]
     return {o["repo"]: o for o in json.loads(result.stdout.splitlines()[-1])["results"]}
 
 
+def update_failing_the_victim(daemon: Daemon) -> str:
+    """`update` while the index is asked all along: the index answers every time, good is
+    published, victim fails. The victim's error."""
+    with index_answers(daemon) as problems:
+        outcomes = update(daemon)
+    assert problems == []
+    assert outcomes["good"]["outcome"] == "published"
+    assert outcomes["victim"]["outcome"] == "failed"
+    error: str = outcomes["victim"]["error"]
+    return error
+
+
 def still_running(daemon: Daemon) -> None:
     assert daemon.proc is not None
     assert daemon.proc.poll() is None
@@ -87,14 +99,10 @@ def test_a_log_directory_that_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> N
         two_repos(tmp_path, daemon)
         (daemon.data_dir / "logs").mkdir(parents=True)
         (daemon.data_dir / "logs" / "victim").write_text("not a directory")
-        with index_answers(daemon) as problems:
-            outcomes = update(daemon)
-        assert problems == []
-        assert outcomes["good"]["outcome"] == "published"
-        assert outcomes["victim"]["outcome"] == "failed"
-        assert outcomes["victim"]["error"].startswith("internal error: FileExistsError:")
-        assert "logs/victim" in outcomes["victim"]["error"]
-        assert recorded_error(daemon, "victim") == outcomes["victim"]["error"]
+        error = update_failing_the_victim(daemon)
+        assert error.startswith("internal error: FileExistsError:")
+        assert "logs/victim" in error
+        assert recorded_error(daemon, "victim") == error
         still_running(daemon)
         # Logged once, with its traceback, at error priority.
         log = daemon.log()
@@ -140,12 +148,8 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
         victim = two_repos(tmp_path, daemon, in_tree_backend_pyproject("victim"))
         (victim / "backend.py").write_text(EXPLODING_BACKEND)
         tag_release(victim, "1.1")
-        with index_answers(daemon) as problems:
-            outcomes = update(daemon)
-        assert problems == []
-        assert outcomes["good"]["outcome"] == "published"
-        assert outcomes["victim"]["outcome"] == "failed"
-        assert outcomes["victim"]["error"].startswith("internal error: BadGzipFile: Not a gzipped")
+        error = update_failing_the_victim(daemon)
+        assert error.startswith("internal error: BadGzipFile: Not a gzipped")
         still_running(daemon)
         log = daemon.log()
         # One log record, with its traceback (from gzip, through the bounded archive reader).
