@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.faults.places import JSON, closed_port, http_server, send_body, silent_server
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+from tests.support import Daemon, make_wheel, run_ctl, wheel_filename
 
 
 def start(home: Path, upstream: str, config: str = "") -> Daemon:
@@ -132,17 +132,9 @@ def test_a_git_host_that_hangs(tmp_path: Path, stop_after: list[Daemon]) -> None
     with silent_server() as (url, accepted):
         daemon = start(tmp_path / "d", f"{closed_port()}/simple/", "[watcher]\ngit-timeout = 2\n")
         stop_after.append(daemon)
-        env = isolated_env(daemon.home)
 
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [str(BIN / "insidersctl"), *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            return run_ctl(daemon, *args, timeout=60)
 
         added = ctl("repos", "add", f"{url}/hung.git:hung")
         assert added.returncode == 0, added.stdout + added.stderr
