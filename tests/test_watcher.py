@@ -135,9 +135,8 @@ def host_pid(sandbox_pid: int, home: Path) -> int:
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
     """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
     # Paused until the first update is done, so that update (not a periodic check) builds 1.0.0.
-    with watching(
-        tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n"
-    ) as daemon:
+    config = "[watcher]\ninterval = 1.0\nenabled = false\n"
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         repo = git_project(tmp_path / "src", "hello-insiders")
         tag_release(repo, "0.9.0")
         tag_release(repo, "1.0.0")

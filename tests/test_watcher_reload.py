@@ -30,9 +30,8 @@ def watcher(daemon: Daemon) -> dict:  # type: ignore[type-arg]
 
 
 def test_reload_applies_the_watcher_settings(tmp_path: Path, wheelhouse: Daemon) -> None:
-    with watching(
-        tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\ninterval = 3600.0\n"
-    ) as daemon:
+    config = "[watcher]\nenabled = false\ninterval = 3600.0\n"
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         # A repository with no version tag: checking it is cheap, and its status says so.
         repo = git_project(tmp_path / "src", "later")
         tag_release(repo, "1.0", tag="nightly")
