@@ -24,11 +24,37 @@ def pyproject(
     tail: str = "",
 ) -> str:
     """pyproject.toml of a hatchling project: `project` adds keys to [project], `tail` tables."""
+    described = f"description = {json.dumps(description)}\n{project}"
+    return any_backend_pyproject(name, version, project=described) + ("\n" + tail if tail else "")
+
+
+def any_backend_pyproject(
+    name: str,
+    version: str = "0.0.0",
+    *,
+    requires: tuple[str, ...] = ("hatchling",),
+    backend: str = "hatchling.build",
+    in_tree: bool = False,
+    project: str = "",
+) -> str:
+    """pyproject.toml naming its build backend and what it requires: `in_tree` loads the backend
+    from the project's own files (backend-path ["."]); `project` adds keys to [project]."""
+    listed = ", ".join(f'"{r}"' for r in requires)
+    path = 'backend-path = ["."]\n' if in_tree else ""
     return (
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        f'[project]\nname = "{name}"\nversion = "{version}"\n'
-        f"description = {json.dumps(description)}\n{project}"
-    ) + ("\n" + tail if tail else "")
+        f'[build-system]\nrequires = [{listed}]\nbuild-backend = "{backend}"\n{path}\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\n{project}'
+    )
+
+
+def in_tree_backend_pyproject(name: str, requires: tuple[str, ...] = ("hatchling",)) -> str:
+    """A project built by its own backend.py: what a test writes there runs as the build."""
+    return any_backend_pyproject(name, requires=requires, backend="backend", in_tree=True)
+
+
+def broken_pyproject(name: str) -> str:
+    """A hatchling project whose build fails at once: a dependency that is not a requirement."""
+    return any_backend_pyproject(name, project='dependencies = ["not a valid requirement !!"]\n')
 
 
 def write_hatchling_project(

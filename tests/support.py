@@ -25,9 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.projects import module_name, write_hatchling_project
+from tests.projects import broken_pyproject, module_name, write_hatchling_project
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 INSIDERSD = BIN / "insidersd"
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -87,6 +88,18 @@ def build(project: Path, out: Path) -> list[Path]:
     )
     stem = project.name.split("-")[0]
     return sorted(p for p in out.iterdir() if p.name.startswith(stem))
+
+
+def build_insiders_wheel(out: Path) -> Path:
+    """insiders' own wheel, built from this checkout into `out`."""
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("insiders-*.whl")
+    return wheel
 
 
 def make_wheel(
@@ -316,6 +329,80 @@ def following_log(daemon: Daemon) -> Iterator[queue.Queue[str]]:
         follower.stdout.close()
 
 
+def run_ctl(
+    daemon: Daemon,
+    *args: str,
+    timeout: float = 300,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Real insidersctl against `daemon` (its home's environment unless `env`), output captured.
+    With `check`, anything but exit status 0 fails the test with both streams."""
+    result = subprocess.run(
+        [str(INSIDERSCTL), *args],
+        env=env if env is not None else isolated_env(daemon.home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def run_python(home: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` from the test venv in `home`'s isolated environment; it must succeed."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=isolated_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def pip_download(
+    index: str, dest: Path, *args: str, home: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Real `pip download` from `index` alone into `dest`; the caller checks the outcome."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--isolated",
+            "--no-cache-dir",
+            "--index-url",
+            index,
+            "--dest",
+            str(dest),
+            *args,
+        ],
+        env=isolated_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (it may be taken again: use it at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(home: Path, text: str) -> Path:
+    """`text` as the config file insidersd reads by default under `home` (XDG_CONFIG_HOME)."""
+    config = home / "config" / "insiders" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+    return config
+
+
 def wait_until_read_to_the_end(process: subprocess.Popen[str], path: Path) -> None:
     """Until `process` holds `path` open at a position past 0: it has gone to the end of the (not
     empty) log, so a line appended from now on is after its position. A follower started with
@@ -350,7 +437,7 @@ def wait_for_line(lines: queue.Queue[str], text: str, timeout: float = 20) -> li
     return seen
 
 
-WHEELHOUSE = Path(__file__).parent.parent / ".cache" / "wheelhouse"
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 
 
 def serve_wheelhouse(daemon: Daemon) -> None:
@@ -413,6 +500,19 @@ def tag_release(repo: Path, version: str, tag: str | None = None) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "--quiet", "--allow-empty", "-m", f"release {version}")
     git(repo, "tag", tag or f"v{version}")
+
+
+def tag_releases(repo: Path, *versions: str, broken: str | None = None) -> None:
+    """Tag each of `versions` in order (tag_release); the one named `broken` with a pyproject.toml
+    whose build fails (projects.broken_pyproject), the others with the project as it was."""
+    pyproject = repo / "pyproject.toml"
+    good = pyproject.read_text()
+    for version in versions:
+        if version == broken:
+            pyproject.write_text(broken_pyproject(repo.name))
+        tag_release(repo, version)
+        if version == broken:
+            pyproject.write_text(good)
 
 
 def pip_install(index: str, target: Path, *args: str) -> subprocess.CompletedProcess[str]:

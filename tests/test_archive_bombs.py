@@ -63,6 +63,18 @@ def _block(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
 
 
+def _member(name: str, data: bytes) -> bytes:
+    """A tar member as it is written: its header, then its data padded to whole blocks."""
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return member.tobuf(tarfile.USTAR_FORMAT) + _block(data)
+
+
+def _ended(gzip: zlib._Compress, out: list[bytes]) -> bytes:
+    """The .tar.gz: `out`, the two zero blocks that end a tar, the end of the gzip stream."""
+    return b"".join([*out, gzip.compress(b"\0" * tarfile.BLOCKSIZE * 2), gzip.flush()])
+
+
 def pax_bomb(value_size: int) -> bytes:
     """A .tar.gz whose first member carries a PAX header of `value_size` bytes, then a good
     PKG-INFO: about 0.3 MB on the wire per 300 MB of header."""
@@ -80,12 +92,8 @@ def pax_bomb(value_size: int) -> bytes:
     out.append(gzip.compress(b"a" * (value_size % MiB) + b"\n"))
     out.append(gzip.compress(b"\0" * (-length % tarfile.BLOCKSIZE)))
     pkg_info = b"Metadata-Version: 2.1\nName: paxbomb\nVersion: 1.0\n\n"
-    member = tarfile.TarInfo("paxbomb-1.0/PKG-INFO")
-    member.size = len(pkg_info)
-    out.append(gzip.compress(member.tobuf(tarfile.USTAR_FORMAT) + _block(pkg_info)))
-    out.append(gzip.compress(b"\0" * tarfile.BLOCKSIZE * 2))
-    out.append(gzip.flush())
-    return b"".join(out)
+    out.append(gzip.compress(_member("paxbomb-1.0/PKG-INFO", pkg_info)))
+    return _ended(gzip, out)
 
 
 def test_a_pax_header_bomb_is_refused_in_bounded_memory(daemon: Daemon, tmp_path: Path) -> None:
@@ -101,14 +109,7 @@ def test_a_pax_header_bomb_is_refused_in_bounded_memory(daemon: Daemon, tmp_path
 
 def tar_gz(members: Iterator[tuple[str, bytes]]) -> bytes:
     gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
-    out = []
-    for name, data in members:
-        member = tarfile.TarInfo(name)
-        member.size = len(data)
-        out.append(gzip.compress(member.tobuf(tarfile.USTAR_FORMAT) + _block(data)))
-    out.append(gzip.compress(b"\0" * tarfile.BLOCKSIZE * 2))
-    out.append(gzip.flush())
-    return b"".join(out)
+    return _ended(gzip, [gzip.compress(_member(name, data)) for name, data in members])
 
 
 def test_an_sdist_of_too_many_members_is_refused(daemon: Daemon, tmp_path: Path) -> None:

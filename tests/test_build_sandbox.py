@@ -23,21 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.projects import in_tree_backend_pyproject
 from tests.support import Daemon, git_project, make_wheel, tag_release, wheel_filename
-from tests.test_watcher import ctl, wheelhouse
+from tests.test_watcher import ctl, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
-
-HOSTILE_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "hostile"
-version = "0.0.0"
-"""
 
 AWS_SECRET = "aws-secret-of-the-daemon-0123456789"
 GITHUB_TOKEN = "ghp_github-token-of-the-daemon-0123456789"
@@ -162,7 +152,7 @@ def hostile_run(
     control = home / "run" / "insiders" / "control.sock"
     assert control.exists()
     port, received = sink
-    repo = git_project(tmp_path / "src", "hostile", pyproject=HOSTILE_BUILD)
+    repo = git_project(tmp_path / "src", "hostile", pyproject=in_tree_backend_pyproject("hostile"))
     (repo / "backend.py").write_text(hostile_backend(targets, control, data / "planted", port))
     tag_release(repo, "1.0")
     ctl(daemon, "repos", "add", f"{repo}:hostile")
@@ -262,7 +252,7 @@ def test_builds_are_refused_where_no_sandbox_can_be_made(
     daemon = Daemon(home, ["--upstream", wheelhouse.index], env={"PATH": str(bin_dir)}).start()
     try:
         planted = tmp_path / "ran"
-        pyproject = HOSTILE_BUILD.replace("hostile", "refused")
+        pyproject = in_tree_backend_pyproject("refused")
         repo = git_project(tmp_path / "src", "refused", pyproject=pyproject)
         (repo / "backend.py").write_text(f"open({str(planted)!r}, 'w').write('ran')\n")
         tag_release(repo, "1.0")
@@ -280,14 +270,21 @@ def test_builds_are_refused_where_no_sandbox_can_be_made(
         daemon.stop()
 
 
-SYMLINKED_BUILD = """\
-import os
-
+# The start of an in-tree backend that builds with nothing installed first.
+NEEDS_NOTHING = """\
 def get_requires_for_build_wheel(config_settings=None):
     return []
 
 get_requires_for_build_sdist = get_requires_for_build_wheel
+"""
 
+SYMLINKED_BUILD = (
+    """\
+import os
+
+"""
+    + NEEDS_NOTHING
+    + """
 def build_sdist(directory, config_settings=None):
     name = "linked-1.0.tar.gz"
     os.symlink("/dev/zero", os.path.join(directory, name))
@@ -298,6 +295,7 @@ def build_wheel(directory, config_settings=None, metadata_directory=None):
     os.symlink({target!r}, os.path.join(directory, name))
     return name
 """
+)
 
 
 def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
@@ -306,15 +304,8 @@ def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
     """The daemon reads a build's files outside the sandbox: a symbolic link made by the build
     would point at the daemon's own files there (its token file), or at /dev/zero (a hash that
     never ends)."""
-    home = tmp_path / "d"
-    config = home / "config" / "insiders" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text("[watcher]\nenabled = false\n")
-    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
-    try:
-        pyproject = HOSTILE_BUILD.replace("hostile", "linked").replace(
-            'requires = ["hatchling"]', "requires = []"
-        )
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
+        pyproject = in_tree_backend_pyproject("linked", requires=())
         repo = git_project(tmp_path / "src", "linked", pyproject=pyproject)
         target = str(daemon.data_dir / "upload-token")
         (repo / "backend.py").write_text(SYMLINKED_BUILD.format(target=target))
@@ -324,18 +315,15 @@ def test_what_a_build_makes_is_read_only_if_it_is_a_plain_file(
         assert result.returncode == 1, result.stdout
         assert "which is not a plain file" in result.stdout
         assert "linked" not in ctl(daemon, "projects", "list").stdout
-    finally:
-        daemon.stop()
 
 
-BOMB_BUILD = """\
+BOMB_BUILD = (
+    """\
 import gzip, io, os, tarfile
 
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-get_requires_for_build_sdist = get_requires_for_build_wheel
-
+"""
+    + NEEDS_NOTHING
+    + """
 def build_sdist(directory, config_settings=None):
     # A PAX header of 400 MB, 0.4 MB once compressed: tarfile reads such a header whole.
     size = 400 << 20
@@ -362,19 +350,14 @@ def build_wheel(directory, config_settings=None, metadata_directory=None):
         wheel.writestr("bomb-1.0.dist-info/METADATA", metadata)
     return name
 """
+)
 
 
 def test_an_archive_a_build_made_is_read_within_bounds(tmp_path: Path, wheelhouse: Daemon) -> None:
     """The daemon reads a build's sdist to clamp its times: a PAX header bomb made by the build
     is refused as an upload's would be, in bounded memory, and the daemon goes on."""
-    home = tmp_path / "d"
-    config = home / "config" / "insiders" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text("[watcher]\nenabled = false\n")
-    daemon = Daemon(home, ["--upstream", wheelhouse.index]).start()
-    try:
-        pyproject = HOSTILE_BUILD.replace("hostile", "bomb")
-        pyproject = pyproject.replace('requires = ["hatchling"]', "requires = []")
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
+        pyproject = in_tree_backend_pyproject("bomb", requires=())
         repo = git_project(tmp_path / "src", "bomb", pyproject=pyproject)
         (repo / "backend.py").write_text(BOMB_BUILD)
         tag_release(repo, "1.0")
@@ -389,5 +372,3 @@ def test_an_archive_a_build_made_is_read_within_bounds(tmp_path: Path, wheelhous
         assert peak - before < 100 << 10, f"the daemon grew by {(peak - before) >> 10} MB"
         assert "bomb" not in ctl(daemon, "projects", "list").stdout
         ctl(daemon, "status")
-    finally:
-        daemon.stop()

@@ -10,7 +10,6 @@ import os
 import pty
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -34,6 +33,7 @@ from tests.support import (
     following_log,
     isolated_env,
     make_wheel,
+    run_python,
     wait_for_line,
     wheel_filename,
 )
@@ -187,13 +187,7 @@ def test_the_client_imports_nothing_heavy(shared: Daemon) -> None:
         print(status, heavy)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=isolated_env(shared.home),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_python(shared.home, code)
     assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
 
 

@@ -15,31 +15,17 @@ from pathlib import Path
 import pytest
 
 from insidersctl.logs import parse_priority, parse_time
-from tests.support import BIN, Daemon, following_log, git, isolated_env, wait_for_line
+from tests.projects import any_backend_pyproject
+from tests.support import BIN, Daemon, following_log, git, isolated_env, run_ctl, wait_for_line
 
 INSIDERSCTL = BIN / "insidersctl"
 
 # A build that fails at once, with nothing to download: its backend does not exist.
-NO_BACKEND = """\
-[build-system]
-requires = []
-build-backend = "no_such_backend"
-
-[project]
-name = "nobackend"
-version = "1.0"
-"""
+NO_BACKEND = any_backend_pyproject("nobackend", "1.0", requires=(), backend="no_such_backend")
 
 
 def ctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(INSIDERSCTL), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_ctl(daemon, *args, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from tests.support import BIN, Daemon, isolated_env
+from tests.support import BIN, Daemon, isolated_env, run_python
 
 INSIDERSCTL = BIN / "insidersctl"
 
@@ -133,13 +132,7 @@ def test_status_imports_none_of_the_new_commands_modules(daemon: Daemon) -> None
         "import sys\nfrom insidersctl.__main__ import main\nstatus = main(['status'])\n"
         "print(status, sorted(m for m in sys.modules if m.startswith('insidersctl.')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_python(daemon.home, code)
     assert result.stdout.splitlines()[-1] == (
         "0 ['insidersctl.__main__', 'insidersctl.cli', 'insidersctl.client', "
         "'insidersctl.commands', 'insidersctl.context', 'insidersctl.errors', "

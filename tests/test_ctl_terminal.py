@@ -22,44 +22,29 @@ import msgspec
 import pyte
 import pytest
 
+from tests.projects import broken_pyproject, in_tree_backend_pyproject
 from tests.support import (
     BIN,
     Daemon,
     GoSignal,
     git_project,
     isolated_env,
-    serve_wheelhouse,
+    run_ctl,
     tag_release,
 )
+from tests.test_watcher import wheelhouse
+
+__all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
 
 INSIDERSCTL = BIN / "insidersctl"
 COLUMNS, LINES = 160, 40
 
-# A build that waits for the test to open a gate: the live view is seen while it builds.
-GATED_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "gated"
-version = "0.0.0"
-"""
-# The build sees none of the test's files: the gate is a loopback port (tests.support.GoSignal).
+# The in-tree backend of a build that waits for the test to open a gate: the live view is seen
+# while it builds. The build sees none of the test's files: the gate is a loopback port
+# (tests.support.GoSignal).
 GATED_BACKEND = """\
 wait_for_go()
 from hatchling.build import *
-"""
-BROKEN_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "broken"
-version = "0.0.0"
-dependencies = ["not a valid requirement !!"]
 """
 
 
@@ -106,14 +91,6 @@ class Terminal:
         return next(i for i, line in enumerate(self.screen.display) if word in line)
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    upstream = Daemon(tmp_path_factory.mktemp("wheelhouse"), ["--upstream-mode", "none"]).start()
-    serve_wheelhouse(upstream)
-    yield upstream
-    upstream.stop()
-
-
 @pytest.fixture
 def daemon(tmp_path: Path, wheelhouse: Daemon) -> Iterator[Daemon]:
     config = tmp_path / "d" / "config" / "insiders" / "config.toml"
@@ -132,14 +109,7 @@ def env_for(daemon: Daemon, **extra: str) -> dict[str, str]:
 
 
 def ctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(INSIDERSCTL), *args],
-        env=env_for(daemon),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_ctl(daemon, *args, env=env_for(daemon))
 
 
 @pytest.fixture
@@ -151,10 +121,10 @@ def gate() -> Iterator[GoSignal]:
 
 def add_repositories(daemon: Daemon, src: Path, gate: GoSignal) -> None:
     """A repository whose build waits for `gate` to open and one whose build fails."""
-    gated = git_project(src, "gated", pyproject=GATED_BUILD)
+    gated = git_project(src, "gated", pyproject=in_tree_backend_pyproject("gated"))
     (gated / "backend.py").write_text(gate.code() + GATED_BACKEND)
     tag_release(gated, "1.0")
-    broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
+    broken = git_project(src, "broken", pyproject=broken_pyproject("broken"))
     tag_release(broken, "2.0")
     for spec in (f"{gated}:gated", f"{broken}:broken"):
         assert ctl(daemon, "repos", "add", spec).returncode == 0

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from insidersctl.unitfiles import MARKER, exec_word, hidden_from_system_unit, plan, render
-from tests.support import BIN, Daemon, isolated_env
+from tests.support import BIN, ROOT, Daemon, build_insiders_wheel, isolated_env
 
-ROOT = Path(__file__).resolve().parent.parent
 FAKE_SYSTEMCTL = """\
 #!/bin/sh
 echo "$*" >> "$HOME/systemctl.log"
@@ -123,13 +122,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel installed into a venv of its own, with no editable link to this checkout: its
     units are the wheel's data. Its dependencies come from this test run's environment."""
     work = tmp_path_factory.mktemp("wheel install")  # a blank in the path, as users have
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(work), "."],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = work.glob("insiders-*.whl")
+    wheel = build_insiders_wheel(work)
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run(

@@ -16,20 +16,13 @@ import pytest
 
 from insiders.repos.registry import REPOS_FILE
 from tests.faults.places import silent_server
-from tests.support import BIN, Daemon, isolated_env
+from tests.support import Daemon, run_ctl
 
 ALLOWED = "https:http:ssh:git:file"
 
 
 def ctl(daemon: Daemon, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_ctl(daemon, *args, timeout=timeout)
 
 
 def start(home: Path, config: str = "") -> Daemon:

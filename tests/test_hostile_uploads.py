@@ -9,14 +9,13 @@ import hashlib
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import BIN, Daemon, isolated_env, make_wheel, pip_install
+from tests.support import BIN, Daemon, isolated_env, make_wheel, pip_download, pip_install
 
 SMALL_LIMIT = 100_000
 
@@ -97,27 +96,7 @@ def test_one_release_per_version(small: Daemon, tmp_path: Path) -> None:
     assert listed_files(small, "foo-bar") == ["foo_bar-1.0-py3-none-any.whl"]
     # Real pip asking for the version gets the bytes published first.
     target = tmp_path / "downloaded"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--isolated",
-            "--no-cache-dir",
-            "--no-deps",
-            "--index-url",
-            small.index,
-            "--dest",
-            str(target),
-            "foo-bar==1.0.0",
-        ],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = pip_download(small.index, target, "--no-deps", "foo-bar==1.0.0", home=tmp_path)
     assert result.returncode == 0, result.stderr
     [downloaded] = target.iterdir()
     assert downloaded.read_bytes() == first

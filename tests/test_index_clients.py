@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, Daemon, installed_version, isolated_env, pip_install
+from tests.support import BIN, Daemon, installed_version, isolated_env, pip_download, pip_install
 
 
 def run(cmd: list[str], home: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -103,48 +103,22 @@ def test_pip_download_with_required_hashes(
     )
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"demo-pkg==1.0.0 {digests}\n")
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--isolated",
-            "--no-cache-dir",
-            "--require-hashes",
-            "--index-url",
-            daemon.index,
-            "--dest",
-            str(tmp_path / "dl"),
-            "-r",
-            str(requirements),
-        ],
-        tmp_path,
+    downloaded = pip_download(
+        daemon.index,
+        tmp_path / "dl",
+        "--require-hashes",
+        "-r",
+        str(requirements),
+        home=tmp_path,
+        timeout=180,
     )
+    assert downloaded.returncode == 0, f"{downloaded.stdout}\n{downloaded.stderr}"
     assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
 
     # A wrong hash must make pip refuse what the index serves.
     requirements.write_text(f"demo-pkg==1.0.0 --hash=sha256:{'0' * 64}\n")
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--isolated",
-            "--no-cache-dir",
-            "--require-hashes",
-            "--index-url",
-            daemon.index,
-            "--dest",
-            str(tmp_path / "dl2"),
-            "-r",
-            str(requirements),
-        ],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    refused = pip_download(
+        daemon.index, tmp_path / "dl2", "--require-hashes", "-r", str(requirements), home=tmp_path
     )
     assert refused.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in refused.stderr

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import BIN, Daemon, git, isolated_env, pip_install, serve_wheelhouse
+from tests.support import BIN, Daemon, git, isolated_env, pip_install, run_ctl, serve_wheelhouse
 
 SOURCES = Path(__file__).parent.parent / ".cache" / "real-sources"
 
@@ -127,16 +127,8 @@ def real_repository(where: Path, project: Project) -> Path:
 
 
 def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
-    return result
+    """insidersctl that must succeed unless told otherwise; real projects build slowly."""
+    return run_ctl(daemon, *args, check=check, timeout=600)
 
 
 def files_of(daemon: Daemon, project: str) -> dict[str, str]:

@@ -14,7 +14,15 @@ from pathlib import Path
 import httpx
 import trustme
 
-from tests.support import BIN, Daemon, git_project, installed_version, isolated_env, tag_release
+from tests.support import (
+    BIN,
+    Daemon,
+    git_project,
+    installed_version,
+    isolated_env,
+    run_ctl,
+    tag_release,
+)
 from tests.test_watcher import wheelhouse  # noqa: F401  (the fixture)
 
 
@@ -31,6 +39,19 @@ def issue(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
         temp.write_bytes(data)
         temp.replace(path)  # as a renewal tool replaces them
     return certificate, key
+
+
+def https_daemon(tmp_path: Path) -> tuple[Daemon, trustme.CA, Path, Path]:
+    """A daemon serving HTTPS with a certificate of a new CA (written to ca.pem for the clients)
+    from files under tmp_path/tls (`issue` renews them): the daemon, the CA, ca.pem, the key."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certificate, key = issue(ca, tmp_path / "tls")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
+    daemon = Daemon(tmp_path / "d", ["--config", str(config), "--upstream-mode", "none"]).start()
+    return daemon, ca, ca_file, key
 
 
 def presented(daemon: Daemon, ca_file: Path) -> bytes:
@@ -64,13 +85,7 @@ def wait_for_log(daemon: Daemon, text: str, count: int = 1) -> None:
 def test_https_for_pip_uv_and_twine_and_certificate_reload(
     tmp_path: Path, dists: dict[str, list[Path]]
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    certificate, key = issue(ca, tmp_path / "tls")
-    config = tmp_path / "config.toml"
-    config.write_text(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
-    daemon = Daemon(tmp_path / "d", ["--config", str(config), "--upstream-mode", "none"]).start()
+    daemon, ca, ca_file, key = https_daemon(tmp_path)
     try:
         assert daemon.url.startswith("https://127.0.0.1:")
         twine = [
@@ -141,23 +156,10 @@ def test_https_for_pip_uv_and_twine_and_certificate_reload(
 def test_insidersctl_reload_says_when_the_certificate_was_refused(tmp_path: Path) -> None:
     """The settings apply, but a certificate that cannot be served is kept out: `reload` (what
     `systemctl reload` runs for the user unit) says so and fails, rather than "reloaded"."""
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    certificate, key = issue(ca, tmp_path / "tls")
-    config = tmp_path / "config.toml"
-    config.write_text(f'[server]\ntls-certificate = "{certificate}"\ntls-key = "{key}"\n')
-    daemon = Daemon(tmp_path / "d", ["--config", str(config), "--upstream-mode", "none"]).start()
+    daemon, ca, ca_file, key = https_daemon(tmp_path)
 
     def reload(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "insidersctl"), "reload", *args],
-            env=isolated_env(daemon.home),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_ctl(daemon, "reload", *args, timeout=60)
 
     try:
         issue(ca, tmp_path / "tls")  # a renewal

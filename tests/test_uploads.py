@@ -36,133 +36,57 @@ def wheel_form(name: str = "good", version: str = "1.0", **overrides: str) -> di
     return {"name": name, "version": version, **overrides}
 
 
-@pytest.mark.parametrize(
-    ("filename", "content", "fields", "status", "message"),
-    [
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(sha256_digest="0" * 64),
-            400,
-            "sha256_digest does not match",
-            id="wrong-sha256",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(md5_digest="0" * 32),
-            400,
-            "md5_digest does not match",
-            id="wrong-md5",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(name="other"),
-            400,
-            "does not match the form's project",
-            id="name-mismatch",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(version="2.0"),
-            400,
-            "does not match the form's project",
-            id="version-mismatch",
-        ),
-        pytest.param(
-            "good-1.0.exe",
-            b"MZ",
-            wheel_form(),
-            400,
-            "neither a wheel",
-            id="not-a-dist",
-        ),
-        pytest.param(
-            "good-1.0-py3-none-any.whl",
-            b"not a zip",
-            wheel_form(),
-            400,
-            "not a readable zip archive",
-            id="not-a-zip",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0", meta_name="evil"),
-            wheel_form(),
-            400,
-            "metadata names the project 'evil'",
-            id="metadata-name",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.1"),
-            wheel_form(),
-            400,
-            "expected one good-1.0.dist-info/METADATA",
-            id="metadata-version",
-        ),
-        pytest.param(
-            "good-1.0.tar.gz",
-            b"\x1f\x8b garbage",
-            wheel_form(),
-            400,
-            "not a readable .tar.gz",
-            id="broken-sdist",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(**{":action": "submit"}),
-            400,
-            "Unsupported :action",
-            id="bad-action",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(name="bad name!"),
-            400,
-            "Invalid project name",
-            id="bad-name",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(version="one"),
-            400,
-            "Invalid version",
-            id="bad-version",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(auth="alice:secret"),
-            403,
-            "user name __token__",
-            id="not-token-user",
-        ),
-        pytest.param(
-            wheel_filename("good", "1.0"),
-            make_wheel("good", "1.0"),
-            wheel_form(auth="__token__:insiders-wrong"),
-            403,
-            "Invalid token",
-            id="wrong-token",
-        ),
-    ],
-)
-def test_refused(
-    daemon: Daemon, filename: str, content: bytes, fields: dict[str, str], status: int, message: str
-) -> None:
-    response = post(daemon, filename, content, **fields)
+# The valid wheel good-1.0 sent with a form that is wrong: {test id: (form, status, message)}.
+BAD_FORMS = {
+    "wrong-sha256": (wheel_form(sha256_digest="0" * 64), 400, "sha256_digest does not match"),
+    "wrong-md5": (wheel_form(md5_digest="0" * 32), 400, "md5_digest does not match"),
+    "name-mismatch": (wheel_form(name="other"), 400, "does not match the form's project"),
+    "version-mismatch": (wheel_form(version="2.0"), 400, "does not match the form's project"),
+    "bad-action": (wheel_form(**{":action": "submit"}), 400, "Unsupported :action"),
+    "bad-name": (wheel_form(name="bad name!"), 400, "Invalid project name"),
+    "bad-version": (wheel_form(version="one"), 400, "Invalid version"),
+    "not-token-user": (wheel_form(auth="alice:secret"), 403, "user name __token__"),
+    "wrong-token": (wheel_form(auth="__token__:insiders-wrong"), 403, "Invalid token"),
+}
+# A file that is not what it says, sent with the right form: {test id: (filename, content,
+# message)}; each is a 400.
+BAD_FILES = {
+    "not-a-dist": ("good-1.0.exe", b"MZ", "neither a wheel"),
+    "not-a-zip": ("good-1.0-py3-none-any.whl", b"not a zip", "not a readable zip archive"),
+    "metadata-name": (
+        wheel_filename("good", "1.0"),
+        make_wheel("good", "1.0", meta_name="evil"),
+        "metadata names the project 'evil'",
+    ),
+    "metadata-version": (
+        wheel_filename("good", "1.0"),
+        make_wheel("good", "1.1"),
+        "expected one good-1.0.dist-info/METADATA",
+    ),
+    "broken-sdist": ("good-1.0.tar.gz", b"\x1f\x8b garbage", "not a readable .tar.gz"),
+}
+
+
+def assert_refused(daemon: Daemon, response: httpx.Response, status: int, message: str) -> None:
+    """A refusal that says why, in the body and in the status line, and stored nothing."""
     assert response.status_code == status, response.text
     assert message in response.text
     # The message is in the status line too (http/reason.py), as the public index does it.
     assert response.reason_phrase == response.text.strip().splitlines()[0]
     assert listed(daemon) == []
     assert list((daemon.data_dir / "incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize(("fields", "status", "message"), BAD_FORMS.values(), ids=BAD_FORMS)
+def test_refused_form(daemon: Daemon, fields: dict[str, str], status: int, message: str) -> None:
+    response = post(daemon, wheel_filename("good", "1.0"), make_wheel("good", "1.0"), **fields)
+    assert_refused(daemon, response, status, message)
+
+
+@pytest.mark.parametrize(("filename", "content", "message"), BAD_FILES.values(), ids=BAD_FILES)
+def test_refused_file(daemon: Daemon, filename: str, content: bytes, message: str) -> None:
+    response = post(daemon, filename, content, **wheel_form())
+    assert_refused(daemon, response, 400, message)
 
 
 def test_sdist_without_pkg_info(daemon: Daemon) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import INSIDERSD, Daemon, installed_version, isolated_env, pip_install
+from tests.support import INSIDERSD, Daemon, free_port, installed_version, isolated_env, pip_install
 
 JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -126,12 +125,6 @@ def test_default_upstream_is_pips_index(tmp_path: Path, upstream: Daemon) -> Non
         assert response.headers["location"] == f"{upstream.index}other-pkg/"
     finally:
         daemon.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_upstream_loop_is_refused(tmp_path: Path) -> None:

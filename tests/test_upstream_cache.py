@@ -7,9 +7,7 @@ it is asked and change its mind); the daemons are real.
 from __future__ import annotations
 
 import collections
-import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.places import http_server
-from tests.support import INSIDERSCTL, Daemon, isolated_env
+from tests.faults.places import JSON, http_server, json_page, send_body
+from tests.support import Daemon, run_ctl
 from tests.test_archive_bombs import memory_kib
 
-JSON = "application/vnd.pypi.simple.v1+json"
 FILES_PER_PAGE = 3000  # about 500 kB of JSON: a big project's page on a public index
 
 
@@ -44,25 +41,15 @@ class Upstream:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
-        body = json.dumps(
-            {
-                "meta": {"api-version": "1.0"},
-                "name": name,
-                "files": [
-                    {
-                        "filename": f"{name.replace('-', '_')}-{n}.0-py3-none-any.whl",
-                        "url": f"https://files.example.invalid/{name}/{n}.whl",
-                        "hashes": {"sha256": f"{n:064x}"},
-                    }
-                    for n in range(FILES_PER_PAGE if name.startswith("big-") else 1)
-                ],
-            }
-        ).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", JSON)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        files = [
+            (
+                f"{name.replace('-', '_')}-{n}.0-py3-none-any.whl",
+                f"https://files.example.invalid/{name}/{n}.whl",
+                f"{n:064x}",
+            )
+            for n in range(FILES_PER_PAGE if name.startswith("big-") else 1)
+        ]
+        send_body(handler, json_page(name, files))
 
 
 @pytest.fixture
@@ -139,15 +126,7 @@ def test_proxy_mode_keeps_at_most_cache_size_bytes_least_recently_used_first(
 
 
 def ctl(daemon: Daemon, *args: str) -> None:
-    result = subprocess.run(
-        [str(INSIDERSCTL), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ctl(daemon, *args, timeout=30, check=True)
 
 
 def test_a_name_the_upstream_does_not_know_is_asked_again_soon_and_never_written(

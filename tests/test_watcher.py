@@ -7,6 +7,7 @@ no test build reaches the public network.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -20,14 +21,14 @@ from typing import ClassVar
 
 import pytest
 
+from tests.projects import broken_pyproject, in_tree_backend_pyproject
 from tests.support import (
-    BIN,
     Daemon,
     GoSignal,
     git_project,
     installed_version,
-    isolated_env,
     pip_install,
+    run_ctl,
     serve_wheelhouse,
     tag_release,
 )
@@ -61,17 +62,28 @@ def start(home: Path, wheelhouse: Daemon, config: str = "") -> Daemon:
     return Daemon(home, ["--upstream", wheelhouse.index]).start()
 
 
+@contextlib.contextmanager
+def watching(home: Path, wheelhouse: Daemon, config: str = "") -> Iterator[Daemon]:
+    """A daemon `start`ed for the length of the block, stopped however the block ends."""
+    daemon = start(home, wheelhouse, config)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 def ctl(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
-    return result
+    """insidersctl that must succeed unless told otherwise (the watcher tests' usual call)."""
+    return run_ctl(daemon, *args, check=check)
+
+
+def watched(daemon: Daemon, src: Path, name: str) -> Path:
+    """A git project `name` under `src`, tagged 1.0, added to `daemon`'s repositories and built."""
+    repo = git_project(src, name)
+    tag_release(repo, "1.0")
+    ctl(daemon, "repos", "add", f"{repo}:{name}")
+    ctl(daemon, "update", "--wait")
+    return repo
 
 
 def installed(daemon: Daemon, target: Path, requirement: str, *extra: str) -> str:
@@ -123,8 +135,8 @@ def host_pid(sandbox_pid: int, home: Path) -> int:
 def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
     """repos add, update --wait, pip install; then a new tag reaches pip by the periodic check."""
     # Paused until the first update is done, so that update (not a periodic check) builds 1.0.0.
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 1.0\nenabled = false\n")
-    try:
+    config = "[watcher]\ninterval = 1.0\nenabled = false\n"
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         repo = git_project(tmp_path / "src", "hello-insiders")
         tag_release(repo, "0.9.0")
         tag_release(repo, "1.0.0")
@@ -150,13 +162,10 @@ def test_sponsor_flow(tmp_path: Path, wheelhouse: Daemon) -> None:
         with daemon.client() as client:
             assert "0.9.0" not in client.get("/simple/hello-insiders/").text
         assert (daemon.data_dir / "logs" / "hello-insiders" / "1.1.0.log").exists()
-    finally:
-        daemon.stop()
 
 
 def test_version_from_the_tag_with_hatch_vcs(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "scm-project", scm=True)
         tag_release(repo, "2.3.0")
         ctl(daemon, "repos", "add", str(repo))  # the name is read from the repository
@@ -169,13 +178,10 @@ def test_version_from_the_tag_with_hatch_vcs(tmp_path: Path, wheelhouse: Daemon)
             "scm_project-2.3.0-py2.py3-none-any.whl",
             "scm_project-2.3.0.tar.gz",
         }
-    finally:
-        daemon.stop()
 
 
 def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "many")
         for version in ("1.0", "1.1", "2.0rc1"):
             tag_release(repo, version)
@@ -188,31 +194,10 @@ def test_all_versions_and_force_rebuild(tmp_path: Path, wheelhouse: Daemon) -> N
         forced = ctl(daemon, "update", "--wait", "--force", "many")
         assert "rebuilt 2.0rc1: identical bytes, nothing changed" in forced.stdout
         assert files_of(daemon, "many") == before
-    finally:
-        daemon.stop()
 
 
-BROKEN_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "broken"
-version = "0.0.0"
-dependencies = ["not a valid requirement !!"]
-"""
-
-SLOW_BUILD = """\
-[build-system]
-requires = []
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "slow"
-version = "0.0.0"
-"""
+# A build that needs nothing: its backend.py is what the test writes.
+SLOW_BUILD = in_tree_backend_pyproject("slow", requires=())
 
 
 def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -222,7 +207,7 @@ def test_failures_are_recorded_while_others_publish(tmp_path: Path, wheelhouse: 
     try:
         good = git_project(src, "good")
         tag_release(good, "1.0")
-        broken = git_project(src, "broken", pyproject=BROKEN_BUILD)
+        broken = git_project(src, "broken", pyproject=broken_pyproject("broken"))
         tag_release(broken, "1.0")
         slow = git_project(src, "slow", pyproject=SLOW_BUILD)
         (slow / "backend.py").write_text(
@@ -282,8 +267,7 @@ def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     """A build enters the store as an upload does: its file names spelled the normalised way."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "Mixed_Case")
         pyproject = (repo / "pyproject.toml").read_text()
         backend = 'build-backend = "backend"\nbackend-path = ["."]'
@@ -302,8 +286,6 @@ def test_a_build_named_the_old_way_is_refused_as_an_upload_would_be(
             "specs ask for: name it 'mixed_case-1.0.tar.gz'"
         ) in outcome["error"]
         assert files_of(daemon, "mixed-case") == {}  # the wheel did not go without its sdist
-    finally:
-        daemon.stop()
 
 
 def test_publish_to_another_index_with_credentials(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -381,25 +363,15 @@ def test_planted_token_never_leaks(tmp_path: Path, wheelhouse: Daemon) -> None:
     assert token not in everything
 
 
-FIRST_BUILD_HANGS = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "interrupted"
-version = "0.0.0"
-"""
-
-
 def test_stop_interrupts_a_build_which_is_retried_after_restart(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     # The test says when builds may finish, over the network (a build sees none of its files).
     go = GoSignal()
-    repo = git_project(tmp_path / "src", "interrupted", pyproject=FIRST_BUILD_HANGS)
+    repo = git_project(
+        tmp_path / "src", "interrupted", pyproject=in_tree_backend_pyproject("interrupted")
+    )
     (repo / "backend.py").write_text(
         "import os, time\nfrom hatchling.build import *  # noqa: F403\n"
         + go.code()

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.projects import in_tree_backend_pyproject
 from tests.support import Daemon, GoSignal, git_project, tag_release
-from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
+from tests.test_watcher import ctl, files_of, gone, logged_pid, start, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
 
@@ -68,6 +69,18 @@ def update(daemon: Daemon) -> dict[str, dict]:  # type: ignore[type-arg]
     return {o["repo"]: o for o in json.loads(result.stdout.splitlines()[-1])["results"]}
 
 
+def update_failing_the_victim(daemon: Daemon) -> str:
+    """`update` while the index is asked all along: the index answers every time, good is
+    published, victim fails. The victim's error."""
+    with index_answers(daemon) as problems:
+        outcomes = update(daemon)
+    assert problems == []
+    assert outcomes["good"]["outcome"] == "published"
+    assert outcomes["victim"]["outcome"] == "failed"
+    error: str = outcomes["victim"]["error"]
+    return error
+
+
 def still_running(daemon: Daemon) -> None:
     assert daemon.proc is not None
     assert daemon.proc.poll() is None
@@ -82,33 +95,25 @@ def recorded_error(daemon: Daemon, name: str) -> str:
 
 
 def test_a_log_directory_that_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         two_repos(tmp_path, daemon)
         (daemon.data_dir / "logs").mkdir(parents=True)
         (daemon.data_dir / "logs" / "victim").write_text("not a directory")
-        with index_answers(daemon) as problems:
-            outcomes = update(daemon)
-        assert problems == []
-        assert outcomes["good"]["outcome"] == "published"
-        assert outcomes["victim"]["outcome"] == "failed"
-        assert outcomes["victim"]["error"].startswith("internal error: FileExistsError:")
-        assert "logs/victim" in outcomes["victim"]["error"]
-        assert recorded_error(daemon, "victim") == outcomes["victim"]["error"]
+        error = update_failing_the_victim(daemon)
+        assert error.startswith("internal error: FileExistsError:")
+        assert "logs/victim" in error
+        assert recorded_error(daemon, "victim") == error
         still_running(daemon)
         # Logged once, with its traceback, at error priority.
         log = daemon.log()
         assert log.count("ERROR   insiders.watcher.watcher: victim: the check stopped") == 1
         assert log.count("Traceback") == 1
         assert "good-1.0-py2.py3-none-any.whl" in files_of(daemon, "good")
-    finally:
-        daemon.stop()
 
 
 def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -> None:
     """The issue's own reproduction: every build fails, and the daemon keeps serving."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         two_repos(tmp_path, daemon)
         (daemon.data_dir / "logs").write_text("not a directory")
         with index_answers(daemon) as problems:
@@ -122,20 +127,7 @@ def test_the_whole_log_directory_is_a_file(tmp_path: Path, wheelhouse: Daemon) -
         (daemon.data_dir / "logs").unlink()
         outcomes = update(daemon)
         assert {o["outcome"] for o in outcomes.values()} == {"published"}
-    finally:
-        daemon.stop()
 
-
-EXPLODING_SDIST = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "victim"
-version = "0.0.0"
-"""
 
 # The backend's sdist is not an archive: the daemon's own step that makes sdists reproducible
 # raises on it, an exception no code path expects.
@@ -152,17 +144,12 @@ def build_sdist(sdist_directory, config_settings=None):
 
 
 def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
-        victim = two_repos(tmp_path, daemon, EXPLODING_SDIST)
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
+        victim = two_repos(tmp_path, daemon, in_tree_backend_pyproject("victim"))
         (victim / "backend.py").write_text(EXPLODING_BACKEND)
         tag_release(victim, "1.1")
-        with index_answers(daemon) as problems:
-            outcomes = update(daemon)
-        assert problems == []
-        assert outcomes["good"]["outcome"] == "published"
-        assert outcomes["victim"]["outcome"] == "failed"
-        assert outcomes["victim"]["error"].startswith("internal error: BadGzipFile: Not a gzipped")
+        error = update_failing_the_victim(daemon)
+        assert error.startswith("internal error: BadGzipFile: Not a gzipped")
         still_running(daemon)
         log = daemon.log()
         # One log record, with its traceback (from gzip, through the bounded archive reader).
@@ -173,8 +160,6 @@ def test_an_exception_inside_a_build_step(tmp_path: Path, wheelhouse: Daemon) ->
         assert "Traceback (most recent call last)" in log
         assert "reproducible.py" in log  # the traceback names where it happened
         assert files_of(daemon, "victim") == {}
-    finally:
-        daemon.stop()
 
 
 def test_git_missing_from_path(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -212,8 +197,7 @@ def test_scratch_on_a_full_tmpfs(tmp_path: Path, wheelhouse: Daemon) -> None:
     scratch.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(scratch)], check=True)
     try:
-        daemon = start(home, wheelhouse, "[watcher]\nenabled = false\n")
-        try:
+        with watching(home, wheelhouse, "[watcher]\nenabled = false\n") as daemon:
             two_repos(tmp_path, daemon)
             filler = scratch / "filler"
             subprocess.run(
@@ -232,22 +216,8 @@ def test_scratch_on_a_full_tmpfs(tmp_path: Path, wheelhouse: Daemon) -> None:
             subprocess.run(["mount", "-o", "remount,size=256m", str(scratch)], check=True)
             outcomes = update(daemon)
             assert {o["outcome"] for o in outcomes.values()} == {"published"}
-        finally:
-            daemon.stop()
     finally:
         subprocess.run(["umount", "--lazy", str(scratch)], check=False)
-
-
-SETSID_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "boxed"
-version = "0.0.0"
-"""
 
 
 def boxed_backend(outside: Path, go: GoSignal) -> str:
@@ -280,7 +250,7 @@ def test_kill_9_of_the_daemon_during_a_build(tmp_path: Path, wheelhouse: Daemon)
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     scratch = daemon.home / "cache" / "insiders" / "builds"
     try:
-        repo = git_project(tmp_path / "src", "boxed", pyproject=SETSID_BUILD)
+        repo = git_project(tmp_path / "src", "boxed", pyproject=in_tree_backend_pyproject("boxed"))
         (repo / "backend.py").write_text(boxed_backend(outside, go))
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:boxed")

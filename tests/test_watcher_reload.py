@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tests.support import Daemon, git_project, tag_release
-from tests.test_watcher import SLOW_BUILD, ctl, start, wheelhouse
+from tests.test_watcher import SLOW_BUILD, ctl, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
 
@@ -30,8 +30,8 @@ def watcher(daemon: Daemon) -> dict:  # type: ignore[type-arg]
 
 
 def test_reload_applies_the_watcher_settings(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\ninterval = 3600.0\n")
-    try:
+    config = "[watcher]\nenabled = false\ninterval = 3600.0\n"
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         # A repository with no version tag: checking it is cheap, and its status says so.
         repo = git_project(tmp_path / "src", "later")
         tag_release(repo, "1.0", tag="nightly")
@@ -73,15 +73,12 @@ def test_reload_applies_the_watcher_settings(tmp_path: Path, wheelhouse: Daemon)
         reload(daemon, "[watcher]\nenabled = false\ninterval = 1.0\n")
         assert watcher(daemon)["state"] == "paused"
         assert json.loads(ctl(daemon, "status", "--json").stdout)["restart_needed"] == []
-    finally:
-        daemon.stop()
 
 
 def test_a_reloaded_build_timeout_stops_the_next_build(tmp_path: Path, wheelhouse: Daemon) -> None:
     """`insidersctl reload` returns with the new limits in force: a build-timeout lowered from 15
     minutes to 2 seconds stops the very next build."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         slow = git_project(tmp_path / "src", "slow", pyproject=SLOW_BUILD)
         (slow / "backend.py").write_text("import time\ntime.sleep(600)\n")
         tag_release(slow, "1.0")
@@ -93,5 +90,3 @@ def test_a_reloaded_build_timeout_stops_the_next_build(tmp_path: Path, wheelhous
         assert result.returncode == 1
         [outcome] = json.loads(result.stdout.splitlines()[-1])["results"]
         assert "longer than 2 s" in outcome["error"]
-    finally:
-        daemon.stop()

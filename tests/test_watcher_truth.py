@@ -11,25 +11,27 @@ import json
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.projects import broken_pyproject, in_tree_backend_pyproject
 from tests.support import (
     BIN,
     Daemon,
     GoSignal,
+    free_port,
     git,
     git_project,
     isolated_env,
     make_wheel,
     tag_release,
+    tag_releases,
     wheel_filename,
 )
-from tests.test_watcher import ctl, files_of, gone, logged_pid, start, wheelhouse
+from tests.test_watcher import ctl, files_of, gone, logged_pid, start, watched, watching, wheelhouse
 from tests.test_watcher_versions import repo_json, states
 
 __all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
@@ -55,12 +57,8 @@ def said_everywhere(daemon: Daemon) -> set[str]:
 def test_a_repository_error_clears_with_the_next_check_that_works(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
-        repo = git_project(tmp_path / "src", "clearing")
-        tag_release(repo, "1.0")
-        ctl(daemon, "repos", "add", f"{repo}:clearing")
-        ctl(daemon, "update", "--wait")
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
+        repo = watched(daemon, tmp_path / "src", "clearing")
 
         # The repository cannot be listed: the check fails and says so.
         aside = tmp_path / "aside"
@@ -90,21 +88,18 @@ def test_a_repository_error_clears_with_the_next_check_that_works(
         assert "failing" not in ctl(daemon, "repos", "list").stdout
 
         # A version that failed, and whose tag is then deleted, is not failing any more.
-        (repo / "pyproject.toml").write_text(BROKEN.format(name="clearing"))
+        (repo / "pyproject.toml").write_text(broken_pyproject("clearing"))
         tag_release(repo, "2.0")
         assert ctl(daemon, "update", "--wait", check=False).returncode == 1
         assert said_everywhere(daemon) == {"failing"}
         git(repo, "tag", "-d", "v2.0")
         assert ctl(daemon, "update", "--wait").returncode == 0
         assert said_everywhere(daemon) == {"ok"}
-    finally:
-        daemon.stop()
 
 
 def test_removed_stays_removed_across_remove_and_add(tmp_path: Path, wheelhouse: Daemon) -> None:
     """A removal belongs to the project in the store, not to the repository that built it."""
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
         repo = git_project(tmp_path / "src", "kept-out")
         tag_release(repo, "1.0")
         tag_release(repo, "2.0")
@@ -121,13 +116,10 @@ def test_removed_stays_removed_across_remove_and_add(tmp_path: Path, wheelhouse:
         back = ctl(daemon, "update", "kept-out", "--version", "1.0", "--wait")
         assert "kept-out: published 1.0" in back.stdout
         assert states(daemon, "kept-out")["1.0"]["status"] == "published"
-    finally:
-        daemon.stop()
 
 
 def test_repos_set_changes_the_policy(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
         repo = git_project(tmp_path / "src", "policy")
         for version in ("1.0", "2.0", "3.0"):
             tag_release(repo, version)
@@ -147,25 +139,11 @@ def test_repos_set_changes_the_policy(tmp_path: Path, wheelhouse: Daemon) -> Non
         assert "no [targets.nowhere]" in refused.stderr
         ctl(daemon, "repos", "set", "policy", "--newest")
         assert repo_json(daemon, "policy")["versions"] == "newest"
-    finally:
-        daemon.stop()
-
-
-# hatchling, with a build that waits until the test says go (a loopback port: see GoSignal).
-WAITING_BUILD = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "backend"
-backend-path = ["."]
-
-[project]
-name = "{name}"
-version = "0.0.0"
-"""
 
 
 def waiting_project(where: Path, name: str, go: GoSignal) -> Path:
-    repo = git_project(where, name, pyproject=WAITING_BUILD.format(name=name))
+    """hatchling, with a build that waits until the test says go (a loopback port: see GoSignal)."""
+    repo = git_project(where, name, pyproject=in_tree_backend_pyproject(name))
     (repo / "backend.py").write_text(
         "import os\nfrom hatchling.build import *  # noqa: F403\n"
         + go.code()
@@ -276,12 +254,8 @@ def test_the_live_view_clock_starts_when_a_repository_works() -> None:
 def test_a_broken_mirror_is_moved_aside_and_fetched_again(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
-        repo = git_project(tmp_path / "src", "mended")
-        tag_release(repo, "1.0")
-        ctl(daemon, "repos", "add", f"{repo}:mended")
-        ctl(daemon, "update", "--wait")
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
+        repo = watched(daemon, tmp_path / "src", "mended")
         mirror = daemon.home / "cache" / "insiders" / "mirrors" / "mended"
 
         # Its objects are a file: git cannot read the mirror.
@@ -298,30 +272,15 @@ def test_a_broken_mirror_is_moved_aside_and_fetched_again(
         forced = ctl(daemon, "update", "--wait", "--force", "mended")
         assert "rebuilt 2.0: identical bytes, nothing changed" in forced.stdout
         assert repo_json(daemon, "mended")["last_error"] is None
-    finally:
-        daemon.stop()
-
-
-BROKEN = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "{name}"
-version = "0.0.0"
-dependencies = ["not a valid requirement !!"]
-"""
 
 
 def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
     """An INFO line when a build starts and when it is published (files, sha256, seconds); the
     reason when it fails."""
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
         good = git_project(tmp_path / "src", "told")
         tag_release(good, "1.0")
-        broken = git_project(tmp_path / "src", "untold", pyproject=BROKEN.format(name="untold"))
+        broken = git_project(tmp_path / "src", "untold", pyproject=broken_pyproject("untold"))
         tag_release(broken, "1.0")
         for spec in (f"{good}:told", f"{broken}:untold"):
             ctl(daemon, "repos", "add", spec)
@@ -335,20 +294,13 @@ def test_every_build_is_logged(tmp_path: Path, wheelhouse: Daemon) -> None:
         for filename, sha256 in told.items():
             assert f"{filename} (sha256 {sha256})" in published.group(1)
         assert re.search(r"ERROR .*untold 1\.0: python -m build failed \(exit status 1\)", log)
-    finally:
-        daemon.stop()
 
 
 def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhouse: Daemon) -> None:
     """2.0 fails, then 1.0 builds (newest first): the log asked for is 2.0's, and it says so."""
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
         repo = git_project(tmp_path / "src", "why")
-        good = (repo / "pyproject.toml").read_text()
-        tag_release(repo, "1.0")
-        (repo / "pyproject.toml").write_text(BROKEN.format(name="why"))
-        tag_release(repo, "2.0")
-        (repo / "pyproject.toml").write_text(good)
+        tag_releases(repo, "1.0", "2.0", broken="2.0")
         ctl(daemon, "repos", "add", "--all", f"{repo}:why")
         ctl(daemon, "update", "--wait", check=False)
 
@@ -372,8 +324,6 @@ def test_logs_build_shows_the_newest_version_s_failure(tmp_path: Path, wheelhous
         assert "why: up-to-date: rebuilt 1.0: identical bytes, nothing changed (still failing" in (
             plain.stdout
         )
-    finally:
-        daemon.stop()
 
 
 def test_a_clean_stop_during_a_build_cleans_up(tmp_path: Path, wheelhouse: Daemon) -> None:
@@ -403,15 +353,9 @@ def test_the_end_of_update_counts_versions(tmp_path: Path, wheelhouse: Daemon) -
     such, the failed row names the failed version, and a long version keeps the columns."""
     from tests.test_ctl_terminal import Terminal, env_for
 
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
         mixed = git_project(tmp_path / "src", "mixed")
-        good = (mixed / "pyproject.toml").read_text()
-        tag_release(mixed, "1.0")
-        (mixed / "pyproject.toml").write_text(BROKEN.format(name="mixed"))
-        tag_release(mixed, "2.0")
-        (mixed / "pyproject.toml").write_text(good)
-        tag_release(mixed, "3.0")
+        tag_releases(mixed, "1.0", "2.0", "3.0", broken="2.0")
         long = git_project(tmp_path / "src", "long")
         tag_release(long, "2024.10.15rc3")
         ctl(daemon, "repos", "add", "--all", f"{mixed}:mixed")
@@ -428,13 +372,10 @@ def test_the_end_of_update_counts_versions(tmp_path: Path, wheelhouse: Daemon) -
         # The clocks line up: the version column fits the longest version.
         clock = re.compile(r"\d+:\d\d")
         assert clock.search(row).start() == clock.search(other).start()  # type: ignore[union-attr]
-    finally:
-        daemon.stop()
 
 
 def test_repos_add_starts_a_check(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 3600.0\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\ninterval = 3600.0\n") as daemon:
         # The first periodic check (a few seconds after the start) is over: none is near.
         deadline = time.monotonic() + 30
         while (
@@ -458,14 +399,6 @@ def test_repos_add_starts_a_check(tmp_path: Path, wheelhouse: Daemon) -> None:
         tag_release(other, "1.0")
         added = ctl(daemon, "repos", "add", f"{other}:patient")
         assert "insidersctl update patient" in added.stdout + added.stderr
-    finally:
-        daemon.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_reload_never_points_the_index_at_itself(tmp_path: Path) -> None:
@@ -492,9 +425,8 @@ def test_a_reload_never_points_the_index_at_itself(tmp_path: Path) -> None:
 
 def test_a_failure_is_over_once_the_version_is_uploaded(tmp_path: Path, wheelhouse: Daemon) -> None:
     """The tag does not build; the version is uploaded by hand: nothing is failing any more."""
-    daemon = start(tmp_path / "d", wheelhouse, PAUSED)
-    try:
-        repo = git_project(tmp_path / "src", "handmade", pyproject=BROKEN.format(name="handmade"))
+    with watching(tmp_path / "d", wheelhouse, PAUSED) as daemon:
+        repo = git_project(tmp_path / "src", "handmade", pyproject=broken_pyproject("handmade"))
         tag_release(repo, "1.0")
         ctl(daemon, "repos", "add", f"{repo}:handmade")
         assert ctl(daemon, "update", "--wait", check=False).returncode == 1
@@ -506,5 +438,3 @@ def test_a_failure_is_over_once_the_version_is_uploaded(tmp_path: Path, wheelhou
         assert last_outcome(update.stdout)["outcome"] == "up-to-date"
         assert said_everywhere(daemon) == {"ok"}
         assert "1.0" not in states(daemon, "handmade")
-    finally:
-        daemon.stop()

@@ -8,40 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, git, git_project, tag_release
-from tests.test_watcher import ctl, files_of, installed, start, wheelhouse
+from tests.projects import any_backend_pyproject
+from tests.support import Daemon, git, git_project, tag_release, tag_releases
+from tests.test_watcher import ctl, files_of, installed, start, watching, wheelhouse
 
 __all__ = ["wheelhouse"]  # the fixture, shared with tests/test_watcher.py
-
-SETUPTOOLS = textwrap.dedent(
-    """\
-    [build-system]
-    requires = ["setuptools"]
-    build-backend = "setuptools.build_meta"
-
-    [project]
-    name = "{name}"
-    version = "0.0.0"
-    """
-)
-
-HATCHLING_BROKEN = textwrap.dedent(
-    """\
-    [build-system]
-    requires = ["hatchling"]
-    build-backend = "hatchling.build"
-
-    [project]
-    name = "{name}"
-    version = "0.0.0"
-    dependencies = ["not a valid requirement !!"]
-    """
-)
 
 
 def repo_json(daemon: Daemon, name: str) -> dict:  # type: ignore[type-arg]
@@ -55,15 +30,9 @@ def states(daemon: Daemon, name: str) -> dict[str, dict]:  # type: ignore[type-a
 
 def test_a_broken_tag_never_blocks_the_others(tmp_path: Path, wheelhouse: Daemon) -> None:
     """v2.0 does not build; v3.0 and v1.0 are published in the same check, newest first."""
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "layered")
-        good = (repo / "pyproject.toml").read_text()
-        tag_release(repo, "1.0")
-        (repo / "pyproject.toml").write_text(HATCHLING_BROKEN.format(name="layered"))
-        tag_release(repo, "2.0")
-        (repo / "pyproject.toml").write_text(good)
-        tag_release(repo, "3.0")
+        tag_releases(repo, "1.0", "2.0", "3.0", broken="2.0")
         ctl(daemon, "repos", "add", "--all", f"{repo}:layered")
         result = ctl(daemon, "update", "--wait", "--json", check=False)
         assert result.returncode == 1
@@ -101,8 +70,6 @@ def test_a_broken_tag_never_blocks_the_others(tmp_path: Path, wheelhouse: Daemon
         lines = [json.loads(line) for line in again.stdout.splitlines()]
         assert [e["version"] for e in lines if e.get("stage") == "building"] == ["2.0"]
         assert states(daemon, "layered")["2.0"]["attempts"] == 2
-    finally:
-        daemon.stop()
 
 
 @pytest.mark.parametrize("backend", ["hatchling", "setuptools"])
@@ -112,7 +79,11 @@ def test_removed_stays_removed_and_comes_back_with_the_same_bytes(
     daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
     name = f"repro-{backend}"
     try:
-        pyproject = SETUPTOOLS.format(name=name) if backend == "setuptools" else None
+        pyproject = (
+            any_backend_pyproject(name, requires=("setuptools",), backend="setuptools.build_meta")
+            if backend == "setuptools"
+            else None
+        )
         repo = git_project(tmp_path / "src", name, pyproject=pyproject)
         tag_release(repo, "1.0")
         tag_release(repo, "2.0")
@@ -160,8 +131,7 @@ def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemo
     The refusal is the version's own state ("refused"), not a failure that pretends to retry:
     `repos list`, `update` and their --json say the same.
     """
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "drifting")
         # A build hook puts random bytes in the wheel: a build that does not reproduce.
         with (repo / "pyproject.toml").open("a") as file:
@@ -205,13 +175,10 @@ def test_a_rebuild_with_other_bytes_is_refused(tmp_path: Path, wheelhouse: Daemo
         again = ctl(daemon, "update", "--wait", "--json", "drifting")
         assert json.loads(again.stdout.splitlines()[-1])["results"][0]["outcome"] == "up-to-date"
         assert states(daemon, "drifting")["1.0"]["status"] == "refused"
-    finally:
-        daemon.stop()
 
 
 def test_no_version_tag_is_said(tmp_path: Path, wheelhouse: Daemon) -> None:
-    daemon = start(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n")
-    try:
+    with watching(tmp_path / "d", wheelhouse, "[watcher]\nenabled = false\n") as daemon:
         repo = git_project(tmp_path / "src", "untagged")
         tag_release(repo, "1.0", tag="nightly")
         git(repo, "tag", "release-candidate")
@@ -223,5 +190,3 @@ def test_no_version_tag_is_said(tmp_path: Path, wheelhouse: Daemon) -> None:
         assert "no version tag" in listing
         assert "ignored: nightly, release-candidate" in listing
         assert repo_json(daemon, "untagged")["ignored_tags"] == ["nightly", "release-candidate"]
-    finally:
-        daemon.stop()

@@ -23,7 +23,7 @@ import trio.testing
 from insiders.errors import HookRefused
 from insiders.index import hooks
 from tests.support import Daemon, following_log, git, git_project, tag_release, wait_for_line
-from tests.test_watcher import ctl, files_of, start, wheelhouse
+from tests.test_watcher import ctl, files_of, start, watching, wheelhouse
 
 __all__ = ["wheelhouse"]
 
@@ -151,8 +151,7 @@ def test_webhooks(tmp_path: Path, wheelhouse: Daemon) -> None:
         "[watcher]\nenabled = false\n"
         f'webhook-secret-file = "{secret_file}"\ngithub-url = "file://{github}"\n'
     )
-    daemon = start(tmp_path / "d", wheelhouse, config)
-    try:
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         ctl(daemon, "repos", "add", "owner/hooked:hooked")
         ctl(daemon, "repos", "add", "https://gitlab.example.invalid/team/lib.git:lib")
         ctl(daemon, "repos", "add", "git@gitea.example.invalid:org/tool.git:tool")
@@ -214,8 +213,6 @@ def test_webhooks(tmp_path: Path, wheelhouse: Daemon) -> None:
             time.sleep(0.3)
         assert last_check(daemon, "lib") is not None
         assert last_check(daemon, "tool") is not None
-    finally:
-        daemon.stop()
     assert SECRET not in daemon.log()
 
 
@@ -495,8 +492,7 @@ def test_webhooks_match_local_and_file_url_specs(tmp_path: Path, wheelhouse: Dae
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(SECRET)
     config = f'[watcher]\nenabled = false\nwebhook-secret-file = "{secret_file}"\n'
-    daemon = start(tmp_path / "d", wheelhouse, config)
-    try:
+    with watching(tmp_path / "d", wheelhouse, config) as daemon:
         by_url = git_project(tmp_path / "src", "by-url")
         by_path = git_project(tmp_path / "src", "by-path")
         ctl(daemon, "repos", "add", f"file://{by_url}:by-url")
@@ -518,5 +514,3 @@ def test_webhooks_match_local_and_file_url_specs(tmp_path: Path, wheelhouse: Dae
                 }[host]
                 answer = post(daemon, host, body, headers)
                 assert (answer.status_code, answer.text.strip()) == (202, f"checking {name}"), host
-    finally:
-        daemon.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import write_hatchling_project
+from tests.projects import any_backend_pyproject, write_hatchling_project
 from tests.support import (
     BIN,
     Daemon,
@@ -28,6 +28,7 @@ from tests.support import (
     git_project,
     isolated_env,
     make_wheel,
+    run_ctl,
     serve_wheelhouse,
     tag_release,
     wheel_filename,
@@ -116,14 +117,10 @@ def _readme_project(where: Path, name: str, version: str, summary: str, readme: 
 # A release whose metadata says much (dependencies with extras and markers, classifiers, a license
 # given only as a classifier, an author with an email) under a description long enough that its
 # files would be far below it.
-META_PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "meta-demo"
-version = "3.1.0"
+META_PYPROJECT = any_backend_pyproject(
+    "meta-demo",
+    "3.1.0",
+    project="""\
 description = "A release that says much about itself"
 readme = "README.md"
 requires-python = ">=3.9"
@@ -142,7 +139,8 @@ cli = ['rich>=13; python_version >= "3.9"']
 [tool.hatch.build.targets.wheel]
 packages = ["src/meta_demo"]
 core-metadata-version = "2.4"
-"""
+""",
+)
 LONG_README = "# meta-demo\n\n" + "".join(
     f"## Part {n}\n\n" + "A paragraph that goes on for a while. " * 12 + "\n\n" for n in range(120)
 )
@@ -162,15 +160,7 @@ STATUSES = {"old-thing": "archived", "dusty-thing": "deprecated", "bad-thing": "
 
 
 def ctl(daemon: Daemon, *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"insidersctl {args}: {result.stdout}\n{result.stderr}"
-    return result.stdout
+    return run_ctl(daemon, *args, check=True).stdout
 
 
 # A description that shows a picture from another host: reading the page would tell that host

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Daemon, build
+from tests.support import Daemon, build, write_config
 
 from .conftest import TRACKED_README, Tracker, _readme_project
 from .test_pages import console_errors
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def shown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Tracker]]:
     home = tmp_path_factory.mktemp("images")
-    config = home / "config" / "insiders" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text('[server]\nimage-sources = ["https:"]\n')
+    write_config(home, '[server]\nimage-sources = ["https:"]\n')
     tracker = Tracker()
     daemon = Daemon(home, ["--upstream-mode", "none"]).start()
     try:

@@ -5,6 +5,7 @@ included) each page reads as it does with open reads, with no console error."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
+from tests.support import Daemon, isolated_env, make_wheel, run_ctl, wheel_filename, write_config
 
 from .test_pages import console_errors, screenshot
 
@@ -32,24 +33,32 @@ PAGES = {
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
     home = tmp_path_factory.mktemp("private")
-    config = home / "config" / "insiders" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text('[server]\nread-access = "token"\n')
+    write_config(home, '[server]\nread-access = "token"\n')
     daemon = Daemon(home, ["--upstream-mode", "none"]).start()
     try:
         wheel = home / wheel_filename("private-tools", "1.0")
         wheel.write_bytes(make_wheel("private-tools", "1.0"))
         assert daemon.upload(wheel).status_code == 200
-        token = subprocess.run(
-            [str(BIN / "insidersctl"), "tokens", "create", "browser", "--scope", "read"],
-            env=isolated_env(home),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        created = run_ctl(daemon, "tokens", "create", "browser", "--scope", "read", check=True)
+        token = created.stdout.strip()
         yield daemon, token
     finally:
         daemon.stop()
+
+
+@contextlib.contextmanager
+def sending_token(browser: Any, token: str) -> Iterator[None]:
+    """Every request the browser makes carries `token` (HTTP Basic, as pip sends it)."""
+    basic = base64.b64encode(f"__token__:{token}".encode()).decode()
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}}
+    )
+    try:
+        yield
+    finally:
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+        browser.execute_cdp_cmd("Network.disable", {})
 
 
 def test_every_page_asks_for_a_token(private: tuple[Daemon, str]) -> None:
@@ -63,12 +72,7 @@ def test_every_page_asks_for_a_token(private: tuple[Daemon, str]) -> None:
 
 def test_every_page_reads_with_a_read_token(browser: Any, private: tuple[Daemon, str]) -> None:
     daemon, token = private
-    basic = base64.b64encode(f"__token__:{token}".encode()).decode()
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd(
-        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}}
-    )
-    try:
+    with sending_token(browser, token):
         for path, expected in PAGES.items():
             browser.get_log("browser")
             browser.get(f"{daemon.url}{path}")
@@ -80,9 +84,6 @@ def test_every_page_reads_with_a_read_token(browser: Any, private: tuple[Daemon,
             assert console_errors(browser) == [], path
             name = "read-token" + path.replace("/", "-").replace("?", "-").rstrip("-")
             assert screenshot(browser, name).stat().st_size > 0
-    finally:
-        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
-        browser.execute_cdp_cmd("Network.disable", {})
 
 
 def test_no_page_needs_a_file_from_elsewhere(private: tuple[Daemon, str]) -> None:
@@ -99,18 +100,10 @@ def test_the_install_line_carries_the_token_and_works_as_copied(
     """With reads behind a token, the copied line takes it from INSIDERS_TOKEN: run as it stands
     by a shell with that variable set, real pip installs from the index."""
     daemon, token = private
-    basic = base64.b64encode(f"__token__:{token}".encode()).decode()
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd(
-        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}}
-    )
-    try:
+    with sending_token(browser, token):
         browser.get(f"{daemon.url}/project/private-tools/")
         lines = [e.text for e in browser.find_elements("css selector", ".install .copy code")]
         hint = browser.find_element("css selector", ".install .hint").text
-    finally:
-        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
-        browser.execute_cdp_cmd("Network.disable", {})
     url = daemon.url.replace("://", "://__token__:${INSIDERS_TOKEN}@", 1)
     assert lines == [
         f'pip install --index-url "{url}/simple/" private-tools',

@@ -17,12 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.deb.debbuild import Built, build, stage_source, version_of
-from tests.systemd.nspawn_harness import (
-    HOST_PACKAGES,
-    Container,
-    ensure_tree,
-    missing_host_tools,
-)
+from tests.systemd.nspawn_harness import Container, ensure_tree, require_root_and_host_tools
 
 # What the upgrade installs: sorts after the release's version for dpkg, and is a PEP 440 local
 # version of it for Python, so `insidersctl status` tells which code runs.
@@ -39,19 +34,9 @@ class Debs:
     build_seconds: float
 
 
-def _require_root_and_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the Debian package tests need root (debootstrap, systemd-nspawn)")
-    if missing := missing_host_tools():
-        pytest.fail(
-            f"missing {', '.join(missing)}: apt-get install {' '.join(HOST_PACKAGES)} "
-            "(`make pytest` does it)"
-        )
-
-
 @pytest.fixture(scope="package")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
-    _require_root_and_tools()
+    require_root_and_host_tools("the Debian package tests")
     work = tmp_path_factory.mktemp("deb")
     stage = work / "stage"
     release = stage_source(stage / "release")

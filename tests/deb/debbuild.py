@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import email.utils
-import fcntl
 import hashlib
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 from tests.systemd.nspawn_harness import (
     CACHE_PARENT,
     HarnessError,
+    cached_tree,
     ensure_tree,
     missing_host_tools,
     tree_key,
@@ -128,16 +128,9 @@ def ensure_build_tree(source: Path, log: Path) -> Path:
     key = hashlib.sha256(spec.encode()).hexdigest()[:12]
     prefix = f"insiders-test-{BUILD_TREE}-root-"
     final = CACHE_PARENT / f"{prefix}{key}"
-    if final.is_dir():
-        return final
     lock_path = CACHE_PARENT / f".{prefix}{key}.lock"
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
-            return final
-        work = final.with_name(f"{final.name}.partial")
-        if work.exists():
-            shutil.rmtree(work)
+
+    def install_build_dependencies(work: Path) -> None:
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(work)], check=True)
         script = (
             "apt-get update -q\n"
@@ -155,8 +148,8 @@ def ensure_build_tree(source: Path, log: Path) -> Path:
         for old in CACHE_PARENT.glob(f".{prefix}*.lock"):
             if old.name != lock_path.name:
                 old.unlink(missing_ok=True)
-        work.rename(final)
-    return final
+
+    return cached_tree(final, lock_path, install_build_dependencies)
 
 
 def source_files(root: Path = ROOT) -> list[str]:

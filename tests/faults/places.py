@@ -4,6 +4,7 @@ down, slow or talks garbage, and a TCP server that accepts and says nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +44,25 @@ def fill(path: Path) -> Path:
 
 
 Behaviour = Callable[[BaseHTTPRequestHandler], None]
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def send_body(handler: BaseHTTPRequestHandler, body: bytes, content_type: str = JSON) -> None:
+    """A 200 answer of `body`, its length said (an upstream that behaves, at the HTTP level)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def json_page(name: str, files: list[tuple[str, str, str]]) -> bytes:
+    """A project's page in the JSON API (PEP 691): `files` as (filename, url, sha256)."""
+    listed = [
+        {"filename": filename, "url": url, "hashes": {"sha256": sha256}}
+        for filename, url, sha256 in files
+    ]
+    return json.dumps({"meta": {"api-version": "1.0"}, "name": name, "files": listed}).encode()
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from insiders.control.server import Limits
 from insidersctl import protocol as p
 from tests.control_fixtures import RawClient
-from tests.support import BIN, Daemon, isolated_env
+from tests.support import Daemon, run_ctl
 
 
 def test_idle_clients_in_every_slot(daemon: Daemon) -> None:
@@ -19,15 +19,7 @@ def test_idle_clients_in_every_slot(daemon: Daemon) -> None:
         for client in idle:
             assert isinstance(client.hello(), p.Welcome)
         # Every slot is held by a client that greeted and then idles: status still answers.
-        result = subprocess.run(
-            [str(BIN / "insidersctl"), "status"],
-            env=isolated_env(daemon.home),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = run_ctl(daemon, "status", timeout=30, check=True)
         assert "busy" not in result.stdout + result.stderr
         # The client idle the longest gave its slot up, and was told why.
         [reply] = idle[0].drain()
@@ -38,14 +30,7 @@ def test_idle_clients_in_every_slot(daemon: Daemon) -> None:
 
 
 def status(daemon: Daemon) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "insidersctl"), "status"],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return run_ctl(daemon, "status", timeout=90)
 
 
 def half_frame() -> bytes:

@@ -7,7 +7,6 @@ serving every file it had, nothing partial is listed, and all works again once s
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -15,21 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.places import fill, http_server, tmpfs
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
-
-JSON = "application/vnd.pypi.simple.v1+json"
+from tests.faults.places import JSON, fill, http_server, json_page, send_body, tmpfs
+from tests.support import Daemon, make_wheel, run_ctl, wheel_filename
 
 
 def ctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "insidersctl"), *args],
-        env=isolated_env(daemon.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_ctl(daemon, *args, timeout=30)
 
 
 def upload(daemon: Daemon, version: str, size: int) -> tuple[int, str, str]:
@@ -109,24 +99,8 @@ def test_a_full_data_disk(full_data: Daemon, tmp_path: Path) -> None:
 
 def upstream_page(handler: BaseHTTPRequestHandler) -> None:
     name = handler.path.strip("/").split("/")[-1]
-    body = json.dumps(
-        {
-            "meta": {"api-version": "1.0"},
-            "name": name,
-            "files": [
-                {
-                    "filename": f"{name.replace('-', '_')}-1.0-py3-none-any.whl",
-                    "url": f"/files/{name}-1.0-py3-none-any.whl",
-                    "hashes": {"sha256": "0" * 64},
-                }
-            ],
-        }
-    ).encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
+    wheel = f"{name.replace('-', '_')}-1.0-py3-none-any.whl"
+    send_body(handler, json_page(name, [(wheel, f"/files/{name}-1.0-py3-none-any.whl", "0" * 64)]))
 
 
 def test_a_full_cache_disk(tmp_path: Path) -> None:

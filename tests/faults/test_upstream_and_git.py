@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.places import closed_port, http_server, silent_server
-from tests.support import BIN, Daemon, isolated_env, make_wheel, wheel_filename
-
-JSON = "application/vnd.pypi.simple.v1+json"
+from tests.faults.places import JSON, closed_port, http_server, send_body, silent_server
+from tests.support import Daemon, make_wheel, run_ctl, wheel_filename
 
 
 def start(home: Path, upstream: str, config: str = "") -> Daemon:
@@ -94,20 +92,12 @@ def garbage_http(handler: BaseHTTPRequestHandler) -> None:
 
 def garbage_json(handler: BaseHTTPRequestHandler) -> None:
     body = b'{"meta": {"api-version": "1.0"}, "files": [{"url": 3}], "name": ["x"'
-    handler.send_response(200)
-    handler.send_header("Content-Type", JSON)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
+    send_body(handler, body)
 
 
 def garbage_html(handler: BaseHTTPRequestHandler) -> None:
     body = b"<html><a href='javascript:alert(1)'>x</a><a href=\"\x00\xff#sha256=zz\">" * 50
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/html")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
+    send_body(handler, body, "text/html")
 
 
 def wrong_length(handler: BaseHTTPRequestHandler) -> None:
@@ -142,17 +132,9 @@ def test_a_git_host_that_hangs(tmp_path: Path, stop_after: list[Daemon]) -> None
     with silent_server() as (url, accepted):
         daemon = start(tmp_path / "d", f"{closed_port()}/simple/", "[watcher]\ngit-timeout = 2\n")
         stop_after.append(daemon)
-        env = isolated_env(daemon.home)
 
         def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [str(BIN / "insidersctl"), *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            return run_ctl(daemon, *args, timeout=60)
 
         added = ctl("repos", "add", f"{url}/hung.git:hung")
         assert added.returncode == 0, added.stdout + added.stderr

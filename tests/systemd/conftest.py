@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,30 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT, build_insiders_wheel
 from tests.systemd.nspawn_harness import (
-    HOST_PACKAGES,
     PIP_CACHE,
     Container,
     booted,
     ensure_tree,
-    missing_host_tools,
+    require_root_and_host_tools,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV = "/opt/insiders"
 PIP_CACHE_INSIDE = "/var/cache/insiders-test-pip"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def build_wheel(out: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), "."],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = out.glob("insiders-*.whl")
-    return wheel
 
 
 def install(container: Container, wheel: Path) -> None:
@@ -86,13 +73,7 @@ def _booted_with_insiders(
     tmp_path_factory: pytest.TempPathFactory, suite: str
 ) -> Iterator[Container]:
     started = time.monotonic()
-    if os.geteuid() != 0:
-        pytest.skip("the tests under a real systemd need root (debootstrap, systemd-nspawn)")
-    if missing := missing_host_tools():
-        pytest.fail(
-            f"missing {', '.join(missing)}: apt-get install {' '.join(HOST_PACKAGES)} "
-            "(`make pytest` does it)"
-        )
+    require_root_and_host_tools("the tests under a real systemd")
     work = tmp_path_factory.mktemp(f"systemd-{suite}")
     tree = ensure_tree(work / "debootstrap.log", suite)
     stage = work / "stage"
@@ -100,7 +81,7 @@ def _booted_with_insiders(
     if prebuilt := os.environ.get("INSIDERS_TEST_WHEEL"):  # test a wheel built elsewhere
         wheel = Path(shutil.copy(prebuilt, stage))
     else:
-        wheel = build_wheel(stage)
+        wheel = build_insiders_wheel(stage)
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
     binds = [(stage, "/mnt/host", True), (PIP_CACHE, PIP_CACHE_INSIDE, False)]
     with booted(tree, work / "nspawn.log", binds, suite) as running:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 # trixie (systemd 257) is what the Debian package targets; bookworm (systemd 252, like RHEL 9) is
@@ -72,23 +72,10 @@ def missing_host_tools() -> list[str]:
 
 
 def ensure_tree(log: Path | None = None, suite: str = SUITE) -> Path:
-    """The cached root tree, debootstrapped first if it is not there yet.
-
-    debootstrap runs into a temporary name that is renamed only once it completed, so an interrupted
-    build is never reused; a lock file keeps two test runs from building it at once.
-    """
+    """The cached root tree, debootstrapped first if it is not there yet (see `cached_tree`)."""
     final = tree_path(suite)
-    if final.is_dir():
-        return final
-    CACHE_PARENT.mkdir(parents=True, exist_ok=True)
-    lock_path = CACHE_PARENT / f".insiders-test-root-{tree_key(suite)}.lock"
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
-            return final
-        work = final.with_name(f"{final.name}.partial")
-        if work.exists():
-            shutil.rmtree(work)
+
+    def debootstrap(work: Path) -> None:
         command = [
             "debootstrap",
             f"--variant={VARIANT}",
@@ -106,8 +93,45 @@ def ensure_tree(log: Path | None = None, suite: str = SUITE) -> Path:
         (work / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         # A fixed machine id keeps journald's files in one place across boots of the ephemeral copy.
         (work / "etc/machine-id").write_text(hashlib.md5(final.name.encode()).hexdigest() + "\n")
+
+    lock = CACHE_PARENT / f".insiders-test-root-{tree_key(suite)}.lock"
+    return cached_tree(final, lock, debootstrap)
+
+
+def cached_tree(final: Path, lock_path: Path, make: Callable[[Path], None]) -> Path:
+    """`final`, made first by `make(work)` if it is not there yet.
+
+    `make` fills `work`, a temporary name renamed to `final` only once it returned, so an
+    interrupted build is never reused; the lock at `lock_path` keeps two test runs from building it
+    at once (the second finds the first's).
+    """
+    if final.is_dir():
+        return final
+    CACHE_PARENT.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if final.is_dir():
+            return final
+        work = final.with_name(f"{final.name}.partial")
+        if work.exists():
+            shutil.rmtree(work)
+        make(work)
         work.rename(final)
     return final
+
+
+def require_root_and_host_tools(what: str) -> None:
+    """Skip unless root (debootstrap and systemd-nspawn need it); fail when a host tool is missing,
+    saying what to install. `what` names the tests, for the skip's reason."""
+    import pytest  # here: `make deb` runs this module with the system's python3, without pytest
+
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} need root (debootstrap, systemd-nspawn)")
+    if missing := missing_host_tools():
+        pytest.fail(
+            f"missing {', '.join(missing)}: apt-get install {' '.join(HOST_PACKAGES)} "
+            "(`make pytest` does it)"
+        )
 
 
 class Container:
