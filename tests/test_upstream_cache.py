@@ -7,6 +7,7 @@ it is asked and change its mind); the daemons are real.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import threading
 import time
