@@ -251,3 +251,35 @@ def test_a_project_gone_upstream_leaves_no_copy(
         assert behaviour.asked["gone"] == 2
     finally:
         daemon.stop()
+
+
+def test_one_dropped_answer_does_not_take_the_upstream_down(tmp_path: Path) -> None:
+    """An upstream that closes one connection without answering (a reset, a proxy's hiccup):
+    that request fails, naming it, and the next names are asked as usual. Only an upstream that
+    cannot be reached or does not answer in time is taken as down for a while (DOWN_FOR), when
+    what has no copy fails at once."""
+    dropped: list[str] = []
+
+    def behave(handler: BaseHTTPRequestHandler) -> None:
+        name = handler.path.strip("/").split("/")[-1]
+        if name == "flaky" and not dropped:
+            dropped.append(name)
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # no status line at all
+            return
+        files = [
+            (f"{name}-1.0-py3-none-any.whl", f"https://files.example.invalid/{name}.whl", "0" * 64)
+        ]
+        send_body(handler, json_page(name, files))
+
+    with http_server(behave) as url:
+        daemon = start(tmp_path, f"{url}/simple/", "", "--upstream-mode", "proxy")
+        try:
+            with daemon.client() as client:
+                first = client.get("/simple/flaky/")
+                assert first.status_code == 502
+                assert "failed" in first.text
+                assert client.get("/simple/steady/").status_code == 200
+                assert client.get("/simple/flaky/").status_code == 200
+        finally:
+            daemon.stop()
