@@ -171,13 +171,8 @@ class Upstream:
         self.mode: UpstreamMode = mode if url else "none"
         self._ttl, self._negative_ttl = ttl, negative_ttl
         self._disk = DiskPages(cache_dir / "upstream", cache_size)
-        # A connection that fails to open (a lost packet, a resolver's hiccup) is tried twice
-        # more before the upstream counts as unreachable.
-        self._client = client or httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=True,
-            transport=httpx.AsyncHTTPTransport(retries=2),
-        )
+        # No transport of our own: httpx then honours HTTPS_PROXY and the like (trust_env).
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
         # Cache mode fetches the files through the same client (its timeout, its connections).
         self.client = self._client
         self._memory: LRU[NormalizedName, _Cached] = LRU(MEMORY_BYTES)
@@ -240,9 +235,9 @@ class Upstream:
 
     def failed(self, error: httpx.HTTPError, url: str) -> str:
         """Record a failure to reach the upstream, the message for the client. An upstream that
-        cannot be reached (connection refused, no such host: tried again first, see __init__) or
-        does not answer in time is down: the next requests do not wait for it. A connection
-        dropped once (a reset, a proxy's hiccup) fails its own request only."""
+        cannot be reached (connection refused, no such host) or does not answer in time is down:
+        the next requests do not wait for it. A connection dropped once (a reset, a proxy's
+        hiccup) fails its own request only."""
         why = f"upstream {url} failed: {str(error) or type(error).__name__}"
         if isinstance(error, httpx.ConnectError | httpx.TimeoutException):
             self._down = (trio.current_time() + DOWN_FOR, why)
