@@ -79,8 +79,8 @@ def test_the_system_unit_cannot_run_from_a_home() -> None:
     """ProtectHome=yes hides /home, /root and /run/user from the system service."""
     assert hidden_from_system_unit([Path("/opt/insiders/bin/insidersd")]) is None
     assert hidden_from_system_unit(
-        [Path("/opt/insiders/bin/insidersd"), Path("/root/venvs/py3.12/bin/python")]
-    ) == Path("/root/venvs/py3.12/bin/python")
+        [Path("/opt/insiders/bin/insidersd"), Path("/home/ada/venvs/py3.12/bin/python")]
+    ) == Path("/home/ada/venvs/py3.12/bin/python")
     assert hidden_from_system_unit([Path("/homeless/insidersd")]) is None
 
 
