@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fronts import SeaweedFS, twine_upload, wait_for, write_config
+from tests.fronts import SeaweedFS, twine_upload, wait_for
 from tests.static_upstream import StaticUpstream
 from tests.support import Daemon, make_wheel, pip_install, wheel_filename
-from tests.test_mirror_s3 import bucket_config, bucket_front, page_lists
+from tests.test_mirror_s3 import bucket_front, keyed_bucket_config, page_lists
 from tests.test_upstream_files import cached_files
 
 
@@ -45,24 +45,8 @@ def test_a_hosted_project_with_a_public_dependency_installs_through_the_bucket_f
 
     bucket = f"front-{int(time.time())}"
     weed.client().create_bucket(Bucket=bucket)
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "key-id").write_text("insiders\n")
-    (secrets / "secret").write_text("not-checked-by-this-server\n")
     home = tmp_path / "daemon"
-    write_config(
-        home,
-        bucket_config(
-            "bucket",
-            weed,
-            bucket,
-            "team",
-            **{
-                "access-key-id-file": str(secrets / "key-id"),
-                "secret-access-key-file": str(secrets / "secret"),
-            },
-        ),
-    )
+    keyed_bucket_config(home, weed, bucket, "team")
     daemon = Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "cache"]).start()
     nginx = bucket_front(tmp_path, weed, bucket, "team", upstream=f"{daemon.url}/simple/")
     try:

@@ -102,27 +102,25 @@ def bucket_front(
     return Nginx(tmp_path / "nginx", site, port=port).start()
 
 
+def keyed_bucket_config(home: Path, weed: SeaweedFS, bucket: str, prefix: str) -> Path:
+    """HOME's config: a [mirrors.bucket] with key files (SeaweedFS checks none); their folder."""
+    secrets = home.parent / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "key-id").write_text("insiders\n")
+    (secrets / "secret").write_text("not-checked-by-this-server\n")
+    keys = {
+        "access-key-id-file": str(secrets / "key-id"),
+        "secret-access-key-file": str(secrets / "secret"),
+    }
+    write_config(home, bucket_config("bucket", weed, bucket, prefix, **keys))
+    return secrets
+
+
 def test_bucket_mirror_installs_through_nginx(
     weed: SeaweedFS, bucket: str, dists: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "key-id").write_text("insiders\n")
-    (secrets / "secret").write_text("not-checked-by-this-server\n")
     home = tmp_path / "daemon"
-    write_config(
-        home,
-        bucket_config(
-            "bucket",
-            weed,
-            bucket,
-            "team/index",
-            **{
-                "access-key-id-file": str(secrets / "key-id"),
-                "secret-access-key-file": str(secrets / "secret"),
-            },
-        ),
-    )
+    secrets = keyed_bucket_config(home, weed, bucket, "team/index")
     daemon = Daemon(home, ["--upstream-mode", "none"]).start()
     nginx = bucket_front(tmp_path, weed, bucket, "team/index")
     try:
