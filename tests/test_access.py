@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from insiders.http.access import NEEDS_TOKEN, exposure_refusal
-from insiders.http.routes import FALLBACK, ROUTES, route
+from insiders.http.routes import FALLBACK, ROUTES, resolve, route
 from tests.support import (
     BIN,
     INSIDERSD,
@@ -589,3 +589,18 @@ def test_publishing_clients_print_the_reason(
     printed = " ".join((result.stdout + result.stderr).split())
     assert "403" in printed
     assert REFUSED.format(name=name) in printed, printed
+
+
+def test_a_route_whose_handler_is_missing_stops_the_start() -> None:
+    """Each row's PART.METHOD is found at start: a part without that method, or a part not handed
+    over, is named in the refusal instead of failing at the row's first request."""
+
+    class Index:
+        async def simple(self, scope: object, receive: object, send: object) -> None: ...
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    with pytest.raises(ValueError, match=r"routes with no handler: .*index\.file") as refused:
+        resolve({"index": Index(), "hooks": app, "auth": app, "web": app})
+    assert "index.simple" not in str(refused.value)
+    assert "site.home" in str(refused.value)  # a part not handed over at all

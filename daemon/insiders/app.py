@@ -29,7 +29,6 @@ from .credentials import read_secret
 from .fsutil import make_private
 from .http import graceful, reason, tls
 from .http.access import AuthRequest, exposure_refusal
-from .http.asgi import ASGIApp
 from .http.bodies import RequestBodies
 from .http.connections import connection_limit, raise_descriptor_limit, serve_http
 from .http.origin import BrowserGuard, own_names
@@ -168,7 +167,7 @@ class Daemon:
             self.mirrors,
         )
         self.http_app = BrowserGuard(
-            Router(self._handlers(), tokens, settings.server.read_access),
+            Router(self.http_parts(), tokens, settings.server.read_access),
             names=own_names(settings.server.allowed_hosts, settings.server.host),
             public_url=self.public_url,
         )
@@ -184,29 +183,22 @@ class Daemon:
             withheld=self.mirrors.withheld,
         )
 
-    def _handlers(self) -> dict[str, ASGIApp]:
-        """Each handler the route table (insiders.http.routes) names. The gates in front, the
-        browser's rules (Host, Origin) then the read gate, are made at start: [server] changes
-        wait for a restart."""
+    def http_parts(self) -> dict[str, object]:
+        """The parts whose methods the route table (insiders.http.routes) names as handlers:
+        "index.simple" is self.index.simple. The gates in front, the browser's rules (Host,
+        Origin) then the read gate, are made at start: [server] changes wait for a restart."""
         store, dirs = self.store, self.dirs
         web = create_web_app(store, self.public_url)
         pages = ui.WebPages(store, self.repos, dirs.data / "logs", self.site, self.upstream)
         pages.path_cuts = ui.server_paths(dirs.data, dirs.cache)  # hidden from build logs
         security = ui.security_headers(self.settings.server.image_sources)
         ui.register_not_found(web, pages, security)
-        site = ui.WebApp(pages, security)
         return {
-            "simple": self.index.simple,
-            "files": self.index.file,
-            "upload": self.index.upload,
+            "index": self.index,
             "hooks": self.hooks,
             "auth": AuthRequest(self.tokens, self.settings.server.read_access),
-            "home": site.home,
-            "search": site.search,
-            "project": site.project,
-            "builds": site.builds,
-            "static": site.static,
-            "web": web,  # type: ignore[dict-item]  # Quart's app is an ASGI app
+            "site": ui.WebApp(pages, security),
+            "web": web,  # Quart's app: the JSON API, lifespan, and whatever no route names
         }
 
     def _watcher(self) -> Watcher:
