@@ -34,13 +34,27 @@ GITHUB_TOKEN = "ghp_github-token-of-the-daemon-0123456789"
 WEBHOOK_SECRET = "webhook-secret-of-the-daemon-0123456789"
 
 
-def hostile_backend(targets: dict[str, str], control: Path, outside: Path, exfil: int) -> str:
+def hostile_backend(
+    targets: dict[str, str], control: Path, outside: Path, exfil: int, abstract: str, daemon: int
+) -> str:
     """A build backend that takes what it can and sends it to 127.0.0.1:`exfil`."""
     return f"""\
 import glob, json, os, socket
 from hatchling.build import *  # noqa: F403
 
 found = {{}}
+try:  # a service of the machine's that listens on an abstract socket (no file to hide)
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect({abstract!r})
+    probe.sendall(b"a build was here")
+    found["abstract"] = "connected"
+except OSError as error:
+    found["abstract"] = f"refused: {{error}}"
+try:  # the daemon itself, by its process id: signal 0 asks whether SIGKILL would be let through
+    os.kill({daemon}, 0)
+    found["signal"] = "allowed"
+except OSError as error:
+    found["signal"] = f"refused: {{error.strerror}}"
 try:
     probe = socket.socket(socket.AF_UNIX)
     probe.connect({str(control)!r})
@@ -87,6 +101,35 @@ def machine_key() -> Iterator[None]:
 
 
 @pytest.fixture
+def abstract_service() -> Iterator[tuple[str, list[bytes]]]:
+    """A listener on an abstract Unix socket, as D-Bus, X11 or a container runtime may have: no
+    path in the file system, so no mount can hide it."""
+    name = f"\0insiders-test-{os.getpid()}-{threading.get_ident()}"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(name)
+    server.listen()
+    server.settimeout(0.5)
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while server.fileno() >= 0:
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection:
+                received.append(connection.recv(1024))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield name, received
+    server.close()
+    thread.join(5)
+
+
+@pytest.fixture
 def sink() -> Iterator[tuple[int, list[bytes]]]:
     """A listener on loopback that keeps whatever is sent to it (the attacker's server)."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -112,7 +155,11 @@ def sink() -> Iterator[tuple[int, list[bytes]]]:
 
 
 def hostile_run(
-    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]], sandbox: str
+    tmp_path: Path,
+    wheelhouse: Daemon,
+    sink: tuple[int, list[bytes]],
+    abstract: str,
+    sandbox: str,
 ) -> tuple[Daemon, dict[str, object], str]:
     """Watch the hostile repository in a daemon holding secrets; build it; what the hook found,
     and its build log."""
@@ -152,8 +199,12 @@ def hostile_run(
     control = home / "run" / "insiders" / "control.sock"
     assert control.exists()
     port, received = sink
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
     repo = git_project(tmp_path / "src", "hostile", pyproject=in_tree_backend_pyproject("hostile"))
-    (repo / "backend.py").write_text(hostile_backend(targets, control, data / "planted", port))
+    (repo / "backend.py").write_text(
+        hostile_backend(targets, control, data / "planted", port, abstract, pid)
+    )
     tag_release(repo, "1.0")
     ctl(daemon, "repos", "add", f"{repo}:hostile")
     ctl(daemon, "update", "--wait")
@@ -164,10 +215,19 @@ def hostile_run(
 
 
 def test_a_hostile_build_gets_nothing_of_the_daemon(
-    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]]
+    tmp_path: Path,
+    wheelhouse: Daemon,
+    sink: tuple[int, list[bytes]],
+    abstract_service: tuple[str, list[bytes]],
 ) -> None:
-    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, "auto")
+    abstract, reached = abstract_service
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, abstract, "auto")
     try:
+        # Abstract sockets have no file a mount could hide, and the build keeps the network
+        # namespace (its dependencies come from the index): Landlock's scope refuses them.
+        assert str(found["abstract"]).startswith("refused"), found["abstract"]
+        assert reached == []
+        assert str(found["signal"]).startswith("refused"), found["signal"]
         assert log.startswith("insiders: sandbox: bubblewrap: ")
         assert "insiders: repository: " in log
         # No control socket: no token made, nothing published through it.
@@ -214,12 +274,22 @@ def test_a_hostile_build_gets_nothing_of_the_daemon(
 
 
 def test_without_a_sandbox_the_same_build_takes_the_daemons_secrets(
-    tmp_path: Path, wheelhouse: Daemon, sink: tuple[int, list[bytes]]
+    tmp_path: Path,
+    wheelhouse: Daemon,
+    sink: tuple[int, list[bytes]],
+    abstract_service: tuple[str, list[bytes]],
 ) -> None:
     """The probes are real: `sandbox = "none"` is the operator accepting exactly this. Even so,
-    the environment is an allow-list and the log is redacted."""
-    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, "none")
+    the environment is an allow-list, the log is redacted, and the box's Landlock domain keeps
+    writes in scratch, the daemon out of the build's signals and abstract sockets out of reach."""
+    abstract, reached = abstract_service
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, abstract, "none")
     try:
+        assert str(found["abstract"]).startswith("refused"), found["abstract"]
+        assert reached == []
+        # Without a PID namespace the daemon's process id is the real one: same user, so only
+        # Landlock's signal scope stops a SIGKILL.
+        assert found["signal"] == "refused: Operation not permitted", found["signal"]
         assert 'insiders: sandbox: none ([watcher] sandbox = "none")' in log
         assert found["control"] == "connected"
         assert found["upload-token"] == (daemon.data_dir / "upload-token").read_text()

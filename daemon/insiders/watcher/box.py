@@ -23,11 +23,17 @@ Why this design, and not the others:
   (insidersd cancelled the build, or insidersd died, `kill -9` included: the kernel closes its
   descriptors) makes it kill every descendant and exit. When the command ends on its own,
   leftovers are killed too.
+- Before it runs the command the box puts itself in a Landlock domain, which an unprivileged
+  process applies to itself and every descendant inherits. With Linux 6.12+ (Landlock ABI 6) the
+  domain is scoped: the build can neither connect to an abstract Unix socket made outside it
+  (D-Bus, X11, a container runtime's: they have no file that a mount could hide, and the build
+  keeps the network namespace, since its dependencies come from the index) nor signal a process
+  outside it (without a sandbox, the daemon runs as the same user and would take a SIGKILL).
 - Without a sandbox (`[watcher] sandbox = "none"`, the operator's choice: `--writable SCRATCH`)
-  writes are still confined here with Landlock (Linux 5.13+), which an unprivileged process
-  applies to itself: everything stays readable, but files can be created, written, renamed or
-  removed only under the scratch directory (and /dev/null). Where the kernel has no Landlock the
-  log says so on its first lines.
+  the same domain confines writes (Linux 5.13+): everything stays readable, but files can be
+  created, written, renamed or removed only under the scratch directory (and /dev/null). Inside
+  the sandbox bubblewrap's mounts do that, and a domain that handles file access would forbid
+  them. Whatever the kernel cannot do is said on the build log's first lines.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ ACCESS_FS_MAKE_BLOCK = 1 << 11
 ACCESS_FS_MAKE_SYM = 1 << 12
 ACCESS_FS_REFER = 1 << 13  # ABI 2
 ACCESS_FS_TRUNCATE = 1 << 14  # ABI 3
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1  # ABI 6
+SCOPES_SINCE_ABI = 6
 
 _WRITES = (
     ACCESS_FS_WRITE_FILE
@@ -83,7 +92,12 @@ KILLED_BY_LIFELINE = 128 + signal.SIGKILL
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+    # An older kernel takes the longer struct as long as what it does not know is zero.
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -101,51 +115,63 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def confine_writes(writable: Sequence[str]) -> str | None:
-    """Allow writes under `writable` (and to /dev/null) only; None if done, else why not."""
+def confine(writable: Sequence[str]) -> list[str]:
+    """Put this process (and so the build) in a Landlock domain: no abstract Unix socket and no
+    signal outside it, and, when `writable` is given, writes under `writable` (and to /dev/null)
+    only. What the kernel could not do, in words for the build log."""
+    wanted = ["writes are not confined to the scratch directory"] if writable else []
+    wanted.append("abstract sockets and signals outside the build are not refused")
     try:
         abi = _check(
             _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION),
             "landlock",
         )
     except OSError as error:
-        return f"no Landlock in this kernel ({error.strerror})"
+        return [f"{what}: no Landlock in this kernel ({error.strerror})" for what in wanted]
+    scoped = abi >= SCOPES_SINCE_ABI
     handled = (
         _WRITES | (ACCESS_FS_REFER if abi >= 2 else 0) | (ACCESS_FS_TRUNCATE if abi >= 3 else 0)
     )
-    attr = _RulesetAttr(handled_access_fs=handled)
+    attr = _RulesetAttr(
+        handled_access_fs=handled if writable else 0,
+        scoped=SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if scoped else 0,
+    )
+    not_done = [] if scoped else [f"{wanted.pop()}: Landlock ABI {abi} (6 needs Linux 6.12)"]
     try:
-        ruleset = _check(
-            _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0),
-            "landlock_create_ruleset",
-        )
+        if attr.handled_access_fs or attr.scoped:
+            _restrict_self(attr, writable, handled)
     except OSError as error:
-        return str(error)
+        return [f"{what}: {error}" for what in wanted] + not_done
+    return not_done
+
+
+def _restrict_self(attr: _RulesetAttr, writable: Sequence[str], handled: int) -> None:
+    ruleset = _check(
+        _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0),
+        "landlock_create_ruleset",
+    )
     try:
         rules = [(path, handled) for path in writable] + [("/dev/null", _FILE_WRITES & handled)]
-        for path, access in rules:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
-                _check(
-                    _libc.syscall(
-                        SYS_LANDLOCK_ADD_RULE,
-                        ruleset,
-                        LANDLOCK_RULE_PATH_BENEATH,
-                        ctypes.byref(rule),
-                        0,
-                    ),
-                    f"landlock_add_rule {path}",
-                )
-            finally:
-                os.close(fd)
+        for path, access in rules if writable else []:
+            _allow(ruleset, path, access)
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         _check(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
-    except OSError as error:
-        return str(error)
     finally:
         os.close(ruleset)
-    return None
+
+
+def _allow(ruleset: int, path: str, access: int) -> None:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
+        _check(
+            _libc.syscall(
+                SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0
+            ),
+            f"landlock_add_rule {path}",
+        )
+    finally:
+        os.close(fd)
 
 
 def descendants(pid: int) -> list[int]:
@@ -188,11 +214,8 @@ def supervise(command: Sequence[str], lifeline: int, writable: Sequence[str]) ->
     except OSError as error:
         # insidersd still kills the build's process group; only a setsid child could escape.
         print(f"insiders: not a subreaper: {error}", flush=True)
-    # No --writable: the sandbox inside confines the build (bubblewrap's mounts, which a Landlock
-    # domain would forbid).
-    why_not = confine_writes(writable) if writable else None
-    if why_not is not None:
-        print(f"insiders: writes are not confined to the scratch directory: {why_not}", flush=True)
+    for not_done in confine(writable):
+        print(f"insiders: {not_done}", flush=True)
     try:
         child = subprocess.Popen(command)
     except OSError as error:
