@@ -62,7 +62,12 @@ IDENTITY = "store.json"
 ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]
 
 
-class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class FileFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What is recorded of a published file, as both of its durable records spell it: the
+    store's manifest (StoredFile) and a mirror's (insiders.mirror.manifest.FileEntry), whose
+    bytes are the same by design. Declared once so that the two cannot drift; a name changed
+    here changes both formats, which tests/test_mirror_pure.py spells out key by key."""
+
     filename: str
     version: str
     size: int
@@ -78,6 +83,10 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # The name of the token that uploaded it (None: published by the watcher, or before this
     # was recorded).
     uploaded_by: str | None = None
+
+
+class StoredFile(FileFacts, frozen=True, kw_only=True, omit_defaults=True):
+    """A file the store publishes: its recorded facts, and what the store reads from them."""
 
     @property
     def is_wheel(self) -> bool:
