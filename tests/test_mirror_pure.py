@@ -269,5 +269,10 @@ def test_a_manifest_is_the_mirrors_own_type_with_the_stores_bytes() -> None:
     )
     body = layout.encode_project(project)
     assert body == msgspec.json.encode(project)
+    # A file's keys spelled out: the store and the manifest declare them once (store.FileFacts),
+    # so a name changed there would change both bytes alike, and only this line would tell.
+    keys = "filename version size sha256 md5 blake2b_256 upload_time requires_python yanked"
+    keys += " yanked_reason metadata_sha256 uploaded_by"
+    assert list(msgspec.json.decode(body)["files"][0]) == keys.split()
     assert layout.decode_project(body) == project
     assert layout.decode_project(msgspec.json.encode(Project(name="Old"))) == Project(name="Old")

@@ -17,7 +17,6 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 _running: list[Server] = []
 #: put in every started server's environment (INSIDERS_BENCH_RUN), so a run's processes can be
@@ -48,20 +47,21 @@ class Server:
         self.argv = list(argv)
         self.log_path = log
         log.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = log.open("wb")
         environment = dict(env if env is not None else os.environ)
         if RUN_MARKER:
             environment["INSIDERS_BENCH_RUN"] = RUN_MARKER
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        # The child writes its log through a descriptor of its own: ours is closed at once.
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=cwd,
+                start_new_session=True,
+            )
         self.pgid = self.process.pid
         _running.append(self)
 
@@ -92,7 +92,6 @@ class Server:
         _signal_group(self.pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
-        self._log.close()
 
     def rss_kb(self) -> int:
         """Resident memory of the whole process group (workers included), in KiB."""

@@ -152,6 +152,21 @@ class Group:
         self.default = default
 
 
+def _versions(sub: argparse.ArgumentParser, *, all_help: str, newest: bool) -> None:
+    """Which version tags a repository builds, as repos add and repos set both take it: --all or
+    --since VERSION (or, to change an earlier choice back, --newest)."""
+    which = sub.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help=all_help)
+    which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
+    if newest:
+        which.add_argument("--newest", action="store_true", help="build the newest version tag")
+
+
+def _publish_to(sub: argparse.ArgumentParser, help: str, *, default: list[str] | None) -> None:
+    """The other indexes of the config a repository's builds are uploaded to (repeatable)."""
+    sub.add_argument("--publish-to", metavar="NAME", action="append", default=default, help=help)
+
+
 def _repos_add(sub: argparse.ArgumentParser) -> None:
     spec = sub.add_argument(
         "spec",
@@ -160,16 +175,8 @@ def _repos_add(sub: argparse.ArgumentParser) -> None:
         "or PATH:DIST; :DIST may be left out for a local repository whose pyproject.toml names it",
     )
     completes(spec, "dir")  # the local repositories; the other forms are typed
-    which = sub.add_mutually_exclusive_group()
-    which.add_argument("--all", action="store_true", help="build every version tag, not the newest")
-    which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
-    sub.add_argument(
-        "--publish-to",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="also upload to this index of the config (repeatable)",
-    )
+    _versions(sub, all_help="build every version tag, not the newest", newest=False)
+    _publish_to(sub, "also upload to this index of the config (repeatable)", default=[])
     sub.add_argument(
         "--no-local",
         dest="local",
@@ -181,15 +188,10 @@ def _repos_add(sub: argparse.ArgumentParser) -> None:
 def _repos_set(sub: argparse.ArgumentParser) -> None:
     name = sub.add_argument("name", metavar="NAME", help="its distribution name or its source")
     completes(name, "repos")
-    which = sub.add_mutually_exclusive_group()
-    which.add_argument("--all", action="store_true", help="build every version tag")
-    which.add_argument("--since", metavar="VERSION", help="build every version from VERSION on")
-    which.add_argument("--newest", action="store_true", help="build the newest version tag")
-    sub.add_argument(
-        "--publish-to",
-        metavar="NAME",
-        action="append",
-        help="upload to this index of the config (repeatable; replaces the list)",
+    _versions(sub, all_help="build every version tag", newest=True)
+    # No default: without the option, set leaves the repository's list as it is.
+    _publish_to(
+        sub, "upload to this index of the config (repeatable; replaces the list)", default=None
     )
     local = sub.add_mutually_exclusive_group()
     local.add_argument(

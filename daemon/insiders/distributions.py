@@ -16,13 +16,7 @@ from pathlib import Path
 
 from packaging.metadata import parse_email
 
-from insiders.archives import (
-    MAX_SDIST_UNPACKED,
-    MAX_WHEEL_UNPACKED,
-    open_tar_gz,
-    read_zip_member,
-    scan_zip,
-)
+from insiders import archives
 from insiders.errors import InvalidDistribution
 
 from .names import DistFilename, NormalizedName, is_valid_name, normalize, parse_version
@@ -35,11 +29,14 @@ MAX_METADATA = 8 << 20
 @dataclass(frozen=True, slots=True)
 class CoreMetadata:
     name: str
-    normalized: NormalizedName
     version: str
     requires_python: str | None
     summary: str | None
     raw: bytes
+
+    @property
+    def normalized(self) -> NormalizedName:
+        return normalize(self.name)
 
 
 def inspect(path: Path, dist: DistFilename) -> CoreMetadata:
@@ -79,7 +76,6 @@ def parse_metadata(raw: bytes, *, where: str) -> CoreMetadata:
         )
     return CoreMetadata(
         name=name,
-        normalized=normalize(name),
         version=version,
         requires_python=fields.get("requires_python"),
         summary=fields.get("summary"),
@@ -92,28 +88,28 @@ def _wheel_metadata(path: Path, dist: DistFilename) -> bytes:
         return name.count("/") == 1 and name.endswith(".dist-info/METADATA")
 
     with _archive_errors(dist, "zip archive"), path.open("rb") as file:
-        candidates = scan_zip(file, wanted, max_unpacked=MAX_WHEEL_UNPACKED)
+        candidates = archives.scan_zip(file, wanted, max_unpacked=archives.MAX_WHEEL_UNPACKED)
         chosen = [e for e in candidates if _dir_matches(e.name, dist, ".dist-info")]
         if len(chosen) != 1:
             raise InvalidDistribution(
                 f"expected one {dist.name}-{dist.version}.dist-info/METADATA, found {len(chosen)}"
             )
-        return read_zip_member(file, chosen[0], MAX_METADATA)
+        return archives.read_zip_member(file, chosen[0], MAX_METADATA)
 
 
 def _zip_sdist_metadata(path: Path, dist: DistFilename) -> bytes:
     with _archive_errors(dist, "zip archive"), path.open("rb") as file:
-        found = scan_zip(file, _is_pkg_info, max_unpacked=MAX_SDIST_UNPACKED)
+        found = archives.scan_zip(file, _is_pkg_info, max_unpacked=archives.MAX_SDIST_UNPACKED)
         if not found:
             raise InvalidDistribution("no top-level PKG-INFO")
-        return read_zip_member(file, found[0], MAX_METADATA)
+        return archives.read_zip_member(file, found[0], MAX_METADATA)
 
 
 def _tar_sdist_metadata(path: Path, dist: DistFilename) -> bytes:
     """The first top-level PKG-INFO, once the whole archive was read within the bounds (a bomb
     may as well follow PKG-INFO as precede it)."""
     raw: bytes | None = None
-    with _archive_errors(dist, ".tar.gz"), open_tar_gz(path) as stream:
+    with _archive_errors(dist, ".tar.gz"), archives.open_tar_gz(path) as stream:
         for member in stream.members():
             if raw is None and member.isfile() and _is_pkg_info(member.name):
                 raw = stream.read(member, MAX_METADATA)

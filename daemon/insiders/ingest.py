@@ -149,17 +149,18 @@ async def ingest(
     content: Path,
     digests: Digests,
     *,
-    claims: Claims | None = None,
-    uploaded_by: str | None = None,
+    claims: Claims,
+    uploaded_by: str,
 ) -> bool:
-    """Check `content` (a complete file in the store's incoming/, named `filename` by its sender)
-    and publish it; True if added, False if the same file was there already.
+    """Check an upload's `content` (a complete file in the store's incoming/, named `filename`
+    by its sender) and publish it; True if added, False if the same file was there already.
+    Both `claims` and `uploaded_by` are required: an upload is always checked against its form
+    and recorded with its token's name (a build's files go by publish_release).
 
     Raises InvalidFilename, NotAsClaimed, InvalidDistribution, FileConflict or ProjectClosed.
     """
     dist = check_filename(filename)
-    if claims is not None:
-        claims.check(dist, digests)
+    claims.check(dist, digests)
     meta = await trio.to_thread.run_sync(inspect, content, dist)
     entry = _stored_entry(dist, meta, digests, uploaded_by)
     return await store.add(meta.name, entry, content, meta.raw)

@@ -62,7 +62,12 @@ IDENTITY = "store.json"
 ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]
 
 
-class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class FileFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What is recorded of a published file, as both of its durable records spell it: the
+    store's manifest (StoredFile) and a mirror's (insiders.mirror.manifest.FileEntry), whose
+    bytes are the same by design. Declared once so that the two cannot drift; a name changed
+    here changes both formats, which tests/test_mirror_pure.py spells out key by key."""
+
     filename: str
     version: str
     size: int
@@ -78,6 +83,10 @@ class StoredFile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # The name of the token that uploaded it (None: published by the watcher, or before this
     # was recorded).
     uploaded_by: str | None = None
+
+
+class StoredFile(FileFacts, frozen=True, kw_only=True, omit_defaults=True):
+    """A file the store publishes: its recorded facts, and what the store reads from them."""
 
     @property
     def is_wheel(self) -> bool:
@@ -413,18 +422,11 @@ class Store:
         (a name taken by other bytes), FileConflict (a second release of the version) or, unless
         `bring_back` (a person asked for it), VersionRemoved. Every content is consumed.
         """
-        name = normalize(display_name)
-        try:
-            async with self._lock(name):
-                current = self._projects.get(name)
-                new = self._check_release(display_name, current, files, bring_back=bring_back)
-                if new:
-                    project = self._with_files(display_name, current, [f.entry for f in new])
-                    await trio.to_thread.run_sync(self._write_release, name, new, project)
-                    self._publish(name, project)
-            return bool(new)
-        finally:
-            await _discard(files)
+
+        def checked(current: Project | None) -> list[Incoming]:
+            return self._check_release(display_name, current, files, bring_back=bring_back)
+
+        return bool(await self._add_files(display_name, files, checked, self._write_release))
 
     def _check_release(
         self,
@@ -572,19 +574,39 @@ class Store:
         is the store's own (restore_record makes it the manifest once every file is in; so does
         this batch when it brings the last file `record` names: a small project is one manifest
         write). How many were new; every content is consumed."""
+
+        def not_held(current: Project | None) -> list[Incoming]:
+            held = {f.filename for f in current.files} if current is not None else set()
+            return [f for f in files if f.entry.filename not in held]
+
+        return len(
+            await self._add_files(display_name, files, not_held, self._write_restored, record)
+        )
+
+    async def _add_files(
+        self,
+        display_name: str,
+        files: list[Incoming],
+        new_of: Callable[[Project | None], list[Incoming]],
+        write: Callable[[NormalizedName, list[Incoming], Project], None],
+        record: Project | None = None,
+    ) -> list[Incoming]:
+        """What add_release and restore_files share, under the project's lock: `new_of`, given
+        the project as it stands, picks the files to add (or raises); `write` puts them in place,
+        then the manifest (a restore's `record` once the project holds every file it names); then
+        they are published together. The files added; every content is consumed, added or not."""
         name = normalize(display_name)
         try:
             async with self._lock(name):
                 current = self._projects.get(name)
-                held = {f.filename for f in current.files} if current is not None else set()
-                new = [f for f in files if f.entry.filename not in held]
+                new = new_of(current)
                 if new:
                     project = self._with_files(display_name, current, [f.entry for f in new])
                     if record is not None:
                         project = _as_recorded(project, record)
-                    await trio.to_thread.run_sync(self._write_restored, name, new, project)
+                    await trio.to_thread.run_sync(write, name, new, project)
                     self._publish(name, project)
-            return len(new)
+            return new
         finally:
             await _discard(files)
 

@@ -7,29 +7,23 @@ refuses a field the other side lacks). Renaming a field of the store's is then a
 never a silent change of every mirror's manifests. The bytes are the store's record's as of this
 format (tests/test_mirror_pure.py holds them equal), so the manifests written before these types
 existed read as they are.
+
+A file's facts are the one part declared once for both (store.FileFacts): a second copy of the
+same twelve fields, byte for byte the store's by design, would only be a place to forget a change.
+That test spells their keys out, so renaming one of them fails it all the same.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from insiders.store import Project, ProjectStatus, RemovedFile, StoredFile
+from insiders.store import FileFacts, Project, ProjectStatus, RemovedFile, StoredFile
 from insiders.structs import copied
 
 
-class FileEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    filename: str
-    version: str
-    size: int
-    sha256: str
-    md5: str = ""
-    blake2b_256: str = ""
-    upload_time: float = 0.0
-    requires_python: str | None = None
-    yanked: bool = False
-    yanked_reason: str | None = None
-    metadata_sha256: str | None = None
-    uploaded_by: str | None = None
+class FileEntry(FileFacts, frozen=True, kw_only=True, omit_defaults=True):
+    """A file as a manifest names it: the facts the store records (FileFacts, see above); what
+    the store's own record adds to them (StoredFile) stays out of manifests."""
 
 
 class RemovedEntry(msgspec.Struct, frozen=True, kw_only=True):

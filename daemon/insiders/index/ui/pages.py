@@ -322,25 +322,26 @@ class WebPages:
         search for it, and what the upstream says."""
         normalized = normalize(name) if name and is_valid_name(name) else None
         close = close_names(await self._all_listings(), normalized) if normalized else []
-        upstream_has: bool | None = None
-        upstream_error: str | None = None
-        upstream = self.upstream
-        if normalized is not None and upstream.mode != "none" and upstream.url:
-            try:
-                upstream_has = await upstream.exists(normalized)
-            except UpstreamError as error:
-                upstream_error = str(error)
-        page = await self._render(
+        return await self._render(
             "not_found.html",
             site=self.site(),
             path=path,
             name=name,
             normalized=normalized,
             close=close,
-            upstream_has=upstream_has,
-            upstream_error=upstream_error,
+            **await self._upstream_answer(normalized),
         )
-        return page
+
+    async def _upstream_answer(self, normalized: NormalizedName | None) -> dict[str, object]:
+        """What the not-found page says of the upstream: whether it has the name (None when it
+        was not asked: no upstream, or no valid name), or why it could not be asked."""
+        upstream = self.upstream
+        if normalized is None or upstream.mode == "none" or not upstream.url:
+            return {"upstream_has": None, "upstream_error": None}
+        try:
+            return {"upstream_has": await upstream.exists(normalized), "upstream_error": None}
+        except UpstreamError as error:
+            return {"upstream_has": None, "upstream_error": str(error)}
 
     # -- reading ---------------------------------------------------------------------------------
 
