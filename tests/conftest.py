@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mirrors import Launch, launching
 from tests.support import Daemon, build, write_project
 
 
@@ -36,6 +37,13 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     yield running
     if running.proc and running.proc.poll() is None:
         running.stop()
+
+
+@pytest.fixture
+def launch() -> Iterator[Launch]:
+    """Start an insidersd (Daemon(home, args).start(wait=...)); every one still running at the
+    end of the test is stopped, whatever the test's outcome."""
+    yield from launching()
 
 
 # Debian 12's pip. PEP 714 changed the JSON key for core metadata; pip 22.3 to 23.1 crash on the

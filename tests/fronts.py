@@ -185,9 +185,10 @@ class SeaweedFS:
                 # Catalog servers on fixed ports otherwise; the mirror needs none of them.
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
-                # Each bucket is a collection with volumes of its own: room for a module's
-                # buckets (the default of 8 volumes fills up), small ones on a test's disk.
-                "-volume.max=64",
+                # Each bucket is a collection with volumes of its own (7 at its first write):
+                # room for a module's buckets (the default of 8 volumes fills up; test_mirror_s3's
+                # ten took 70), small ones on a test's disk.
+                "-volume.max=160",
                 "-master.volumeSizeLimitMB=64",
                 f"-master.port={master}",
                 f"-volume.port={volume}",

@@ -280,6 +280,17 @@ class Daemon:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    def upload_wheel(self, where: Path, name: str, version: str, payload: bytes = b"") -> Path:
+        """A wheel (make_wheel) uploaded, which must succeed; its file is kept under `where`, and
+        one already there is sent again as it is (a second store gets the very same bytes)."""
+        path = where / wheel_filename(name, version)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(make_wheel(name, version, payload))
+        answer = self.upload(path)
+        assert answer.status_code == 200, answer.text
+        return path
+
     def upload(self, path: Path, *, token: str | None = None, **fields: str) -> httpx.Response:
         """A legacy-API upload as twine sends it (for the refusal tests' precise control)."""
         data = path.read_bytes()
@@ -515,8 +526,11 @@ def tag_releases(repo: Path, *versions: str, broken: str | None = None) -> None:
             pyproject.write_text(good)
 
 
-def pip_install(index: str, target: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Real pip, from `index` alone (none of this machine's pip setup), into `target`."""
+def pip_install(
+    index: str, target: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Real pip, from `index` alone (none of this machine's pip setup), into `target`; unless
+    `check` is false (the caller judges a refusal), it must succeed."""
     result = subprocess.run(
         [
             sys.executable,
@@ -536,7 +550,8 @@ def pip_install(index: str, target: Path, *args: str) -> subprocess.CompletedPro
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, f"pip install {args}:\n{result.stdout}\n{result.stderr}"
+    if check:
+        assert result.returncode == 0, f"pip install {args}:\n{result.stdout}\n{result.stderr}"
     return result
 
 

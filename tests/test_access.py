@@ -468,16 +468,7 @@ def test_clients_read_with_a_token(private: Daemon, tmp_path: Path, client: str)
 
 
 def test_clients_without_a_token_are_refused(private: Daemon, tmp_path: Path) -> None:
-    refused = subprocess.run(
-        [
-            str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
-            "--no-input", "--index-url", private.index, "--target", str(tmp_path / "t"), "demo-pkg",
-        ],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )  # fmt: skip
+    refused = pip_install(private.index, tmp_path / "t", "--no-input", "demo-pkg", check=False)
     assert refused.returncode != 0
     assert "No matching distribution found for demo-pkg" in refused.stderr
     assert not (tmp_path / "t" / "demo_pkg").exists()

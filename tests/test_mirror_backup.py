@@ -14,62 +14,23 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from insiders.fsutil import atomic_write
 from insiders.store import MANIFEST, Project, StoredFile, sort_files
 from tests.fronts import Nginx, ctl, free_port, front_site, get, wait_for, write_config
-from tests.support import Daemon, isolated_env, make_wheel, wheel_filename
-
-PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
-NO_UPSTREAM = ["--upstream-mode", "none"]
-
-
-Launch = Callable[..., Daemon]
-
-
-@pytest.fixture
-def launch() -> Iterator[Launch]:
-    """Start an insidersd (Daemon(home, args).start(wait=...)); every one still running at the
-    end of the test is stopped, whatever the test's outcome."""
-    started: list[Daemon] = []
-
-    def start(home: Path, args: list[str], *, wait: bool = True) -> Daemon:
-        daemon = Daemon(home, args)
-        started.append(daemon)
-        return daemon.start(wait=wait)
-
-    yield start
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.stop()
-
-
-def mirrored_home(home: Path, tree: Path) -> Path:
-    write_config(home, f'[mirrors.web]\ndirectory = "{tree}"\n')
-    return home
-
-
-def upload(daemon: Daemon, tmp_path: Path, name: str, version: str, size: int = 2000) -> Path:
-    path = tmp_path / "wheels" / wheel_filename(name, version)
-    path.parent.mkdir(exist_ok=True)
-    if not path.exists():  # a second store gets the very same bytes
-        path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * size))
-    answer = daemon.upload(path)
-    assert answer.status_code == 200, answer.text
-    return path
-
-
-def ok(home: Path, *args: str) -> str:
-    done = ctl(home, *args)
-    assert done.returncode == 0, f"{args}: {done.stderr}"
-    return done.stdout
+from tests.mirrors import (
+    NO_UPSTREAM,
+    PIP_ACCEPT,
+    Launch,
+    check_quarantine_at_front,
+    mirrored_home,
+    ok,
+    upload,
+)
+from tests.support import make_wheel, pip_install, wheel_filename
 
 
 def wheels(tree: Path) -> set[str]:
@@ -341,35 +302,14 @@ def test_quarantine_reaches_the_front(tmp_path: Path, launch: Launch) -> None:
     nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
     try:
         wheel = upload(daemon, tmp_path, "suspect", "1.0")
-        ok(home, "mirrors", "sync", "web")
-        urls = [
-            f"/files/suspect/{wheel.name}",
-            f"/files/suspect/{wheel.name}.metadata",
-            "/pypi/suspect/json",
-            "/pypi/suspect/1.0/json",
-        ]
-        for url in urls:
-            assert get(f"{nginx.url}{url}").status_code == 200, url
 
-        ok(home, "projects", "status", "suspect", "quarantined", "--reason", "malware")
-        ok(home, "mirrors", "sync", "web")
-        for url in urls:
-            assert get(f"{daemon.url}{url}").status_code == 404, url
-            assert get(f"{nginx.url}{url}").status_code == 404, url
-        page = get(f"{nginx.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
-        assert page.json()["files"] == []
-        assert page.json()["project-status"] == {"status": "quarantined", "reason": "malware"}
-        direct = get(f"{daemon.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
-        assert page.content == direct.content
-        assert not list(tree.rglob(f"files/**/{wheel.name}"))
+        def nothing_in_the_tree() -> None:
+            page = get(f"{nginx.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
+            direct = get(f"{daemon.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT})
+            assert page.content == direct.content
+            assert not list(tree.rglob(f"files/**/{wheel.name}"))
 
-        ok(home, "projects", "status", "suspect", "active")
-        ok(home, "mirrors", "sync", "web")
-        body = get(f"{nginx.url}/files/suspect/{wheel.name}")
-        assert body.status_code == 200
-        assert body.content == wheel.read_bytes()
-        for url in urls:
-            assert get(f"{nginx.url}{url}").status_code == 200, url
+        check_quarantine_at_front(nginx.url, daemon, "web", wheel, nothing_in_the_tree)
     finally:
         nginx.stop()
         daemon.stop()
@@ -482,16 +422,7 @@ def test_a_refused_target_keeps_its_names_from_the_upstream(tmp_path: Path, laun
         assert client.get("/simple/Team_Secret").headers["location"] == "/simple/team-secret/"
         # A name no mirror lists still comes from the upstream.
         assert client.get("/simple/public-dep/").status_code == 200
-    installing = subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir",
-            "--index-url", daemon.index, "--target", str(tmp_path / "pip"), "team-secret",
-        ],
-        env=isolated_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    installing = pip_install(daemon.index, tmp_path / "pip", "team-secret", check=False)
     assert installing.returncode != 0
     assert "No matching distribution found for team-secret" in installing.stderr
     assert not (tmp_path / "pip").exists() or not list((tmp_path / "pip").iterdir())

@@ -166,9 +166,7 @@ def test_changes_rewrite_one_project_and_the_root(
 ) -> None:
     daemon, nginx, tree = front
     for name in ("alpha", "beta"):
-        path = tmp_path / wheel_filename(name, "1.0")
-        path.write_bytes(make_wheel(name, "1.0"))
-        assert daemon.upload(path).status_code == 200
+        daemon.upload_wheel(tmp_path, name, "1.0")
     assert wait_for(lambda: mirrored(tree, "beta", wheel_filename("beta", "1.0")))
     beta_page = tree / "simple" / "beta" / "index.html"
     before = beta_page.stat().st_mtime_ns
@@ -255,9 +253,7 @@ def test_readers_never_see_a_broken_link_while_uploads_run(tmp_path: Path) -> No
         thread.start()
     try:
         for name, version in uploads:
-            path = tmp_path / wheel_filename(name, version)
-            path.write_bytes(make_wheel(name, version, payload=version.encode() * 500))
-            assert daemon.upload(path).status_code == 200
+            daemon.upload_wheel(tmp_path, name, version, version.encode() * 500)
         last = uploads[-1]
         assert wait_for(lambda: mirrored(tree, last[0], wheel_filename(*last)))
         # The readers walk the final state too: each finishes the walk it is in, then a whole one.
@@ -313,9 +309,7 @@ def test_kill_during_mirroring_then_restart_converges(tmp_path: Path) -> None:
     daemon = Daemon(home, ["--upstream-mode", "none"]).start()
     for index in range(150):
         name = f"bulk-{index % 10}"
-        path = tmp_path / wheel_filename(name, f"1.{index}")
-        path.write_bytes(make_wheel(name, f"1.{index}", payload=b"z" * 20000))
-        assert daemon.upload(path).status_code == 200
+        daemon.upload_wheel(tmp_path, name, f"1.{index}", b"z" * 20000)
     daemon.stop()
 
     # The mirror starts, and the daemon is killed while it copies.
@@ -356,9 +350,7 @@ def test_a_broken_target_slows_nothing_and_catches_up(tmp_path: Path) -> None:
     tree = blocker / "mirror"
     daemon = mirrored_daemon(home, tree)
     try:
-        path = tmp_path / wheel_filename("steady", "1.0")
-        path.write_bytes(make_wheel("steady", "1.0"))
-        assert daemon.upload(path).status_code == 200
+        path = daemon.upload_wheel(tmp_path, "steady", "1.0")
         with daemon.client() as client:
             assert client.get("/simple/steady/").status_code == 200
 
@@ -387,9 +379,7 @@ def test_a_broken_target_slows_nothing_and_catches_up(tmp_path: Path) -> None:
         # directory) is a failure of the target too: the daemon keeps serving and retrying.
         shutil.rmtree(tree / "files")
         (tree / "files").write_text("in the way")
-        path = tmp_path / wheel_filename("steady", "1.1")
-        path.write_bytes(make_wheel("steady", "1.1"))
-        assert daemon.upload(path).status_code == 200
+        path = daemon.upload_wheel(tmp_path, "steady", "1.1")
         refused = ctl(home, "mirrors", "sync", "web")
         assert refused.returncode == 1
         assert "Not a directory" in refused.stderr
@@ -454,9 +444,7 @@ def test_front_negotiates_as_the_daemon_does(
     """Issue 21, item 8: `?format=`, q values and the HTML charset, through the shipped front,
     each answer the daemon's own (status, content type and bytes)."""
     daemon, nginx, tree = front
-    path = tmp_path / wheel_filename("negotiated", "1.0")
-    path.write_bytes(make_wheel("negotiated", "1.0"))
-    assert daemon.upload(path).status_code == 200
+    path = daemon.upload_wheel(tmp_path, "negotiated", "1.0")
     assert wait_for(lambda: mirrored(tree, "negotiated", path.name))
     for page in ("/simple/", "/simple/negotiated/"):
         for query, accept in NEGOTIATED:
@@ -488,9 +476,7 @@ def test_front_documents_use_the_public_url(tmp_path: Path) -> None:
     daemon = Daemon(home, ["--upstream-mode", "none"]).start()
     nginx = Nginx(tmp_path / "nginx", front_site(tree, daemon.url, port), port=port).start()
     try:
-        path = tmp_path / wheel_filename("documented", "1.0")
-        path.write_bytes(make_wheel("documented", "1.0"))
-        assert daemon.upload(path).status_code == 200
+        path = daemon.upload_wheel(tmp_path, "documented", "1.0")
         assert wait_for(lambda: mirrored(tree, "documented", path.name))
         for url in ("/pypi/documented/json", "/pypi/documented/1.0/json"):
             through = get(f"{nginx.url}{url}")

@@ -5,23 +5,21 @@ empty data directory, and a target that is down slows nothing."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import itertools
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urljoin
+from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 from insiders.config import MirrorSettings
 from insiders.mirror.targets.s3 import S3Target
+from tests.bucket_proxy import BucketProxy
 from tests.fronts import (
     BUCKET_CONF,
     NEGOTIATED,
@@ -38,9 +36,9 @@ from tests.fronts import (
     wait_for,
     write_config,
 )
+from tests.mirrors import PIP_ACCEPT, check_quarantine_at_front
 from tests.support import Daemon, installed_version, make_wheel, pip_install, wheel_filename
 
-PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html; q=0.01"
 _buckets = itertools.count()
 
 
@@ -100,6 +98,17 @@ def bucket_front(
         },
     )
     return Nginx(tmp_path / "nginx", site, port=port).start()
+
+
+def credentials(tmp_path: Path, *mirrors: str) -> dict[str, str]:
+    """A credentials directory, as systemd's LoadCredential= makes one, holding the keys of each
+    of `mirrors` (SeaweedFS checks none): the daemon's environment that names it."""
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    for name in mirrors:
+        (folder / f"mirror-{name}-access-key-id").write_text("insiders")
+        (folder / f"mirror-{name}-secret-access-key").write_text("secret")
+    return {"CREDENTIALS_DIRECTORY": str(folder)}
 
 
 def keyed_bucket_config(home: Path, weed: SeaweedFS, bucket: str, prefix: str) -> Path:
@@ -194,19 +203,13 @@ def test_bucket_mirror_installs_through_nginx(
 
 
 def test_restore_from_a_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-backup-access-key-id").write_text("insiders")
-    (credentials / "mirror-backup-secret-access-key").write_text("secret")
+    env = credentials(tmp_path, "backup")
     home = tmp_path / "daemon"
     write_config(home, bucket_config("backup", weed, bucket, ""))
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     uploads = [("one", "1.0"), ("one", "2.0"), ("Two_Pkg", "0.1"), ("three", "3.0"), ("held", "1")]
     for name, version in uploads:
-        path = tmp_path / wheel_filename(name, version)
-        path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 999))
-        assert daemon.upload(path).status_code == 200
+        daemon.upload_wheel(tmp_path, name, version, f"{name}{version}".encode() * 999)
     assert ctl(home, "yank", "one", "1.0", "--reason", "bad build").returncode == 0
     assert ctl(home, "remove", "three", "3.0", "--yes").returncode == 0
     # Every status comes back (issue 21, item 4): a quarantine, an archive with its reason.
@@ -264,17 +267,10 @@ def test_a_target_that_is_down_slows_nothing(weed: SeaweedFS, tmp_path: Path) ->
         bucket_config("down", weed, "nowhere", "").replace(weed.endpoint, closed)
         + bucket_config("late", weed, late_bucket, "p"),
     )
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    for name in ("down", "late"):
-        (credentials / f"mirror-{name}-access-key-id").write_text("insiders")
-        (credentials / f"mirror-{name}-secret-access-key").write_text("secret")
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    env = credentials(tmp_path, "down", "late")
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     try:
-        path = tmp_path / wheel_filename("steady", "1.0")
-        path.write_bytes(make_wheel("steady", "1.0"))
-        assert daemon.upload(path).status_code == 200
+        daemon.upload_wheel(tmp_path, "steady", "1.0")
         with daemon.client() as client:
             assert client.get("/simple/steady/").status_code == 200
 
@@ -292,9 +288,7 @@ def test_a_target_that_is_down_slows_nothing(weed: SeaweedFS, tmp_path: Path) ->
         assert "down" in status.stdout
         assert "NoSuchBucket" in status.stderr
         # Uploads go on while both fail.
-        second = tmp_path / wheel_filename("steady", "1.1")
-        second.write_bytes(make_wheel("steady", "1.1"))
-        assert daemon.upload(second).status_code == 200
+        second = daemon.upload_wheel(tmp_path, "steady", "1.1")
 
         # The bucket appears: the late target catches up; the other keeps failing alone.
         weed.client().create_bucket(Bucket=late_bucket)
@@ -313,19 +307,13 @@ def test_an_empty_data_directory_never_empties_the_bucket(
 ) -> None:
     """Issue 21, item 1, on a bucket: a daemon on an empty data directory refuses to make the
     bucket match its store, says what to run, and a restore then brings everything back."""
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-backup-access-key-id").write_text("insiders")
-    (credentials / "mirror-backup-secret-access-key").write_text("secret")
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    env = credentials(tmp_path, "backup")
     home = tmp_path / "daemon"
     write_config(home, bucket_config("backup", weed, bucket, "p"))
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     try:
         for name, version in [("one", "1.0"), ("two", "2.0")]:
-            path = tmp_path / wheel_filename(name, version)
-            path.write_bytes(make_wheel(name, version))
-            assert daemon.upload(path).status_code == 200
+            daemon.upload_wheel(tmp_path, name, version)
         assert ctl(home, "mirrors", "sync", "backup").returncode == 0
     finally:
         daemon.stop()
@@ -360,44 +348,14 @@ def test_an_empty_data_directory_never_empties_the_bucket(
 def test_quarantine_reaches_the_bucket(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
     """Issue 21, item 3, through nginx in front of the bucket: a quarantined project's files,
     metadata and JSON documents answer 404 there, as the daemon answers; lifted, they are back."""
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
-    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    env = credentials(tmp_path, "bucket")
     home = tmp_path / "daemon"
     write_config(home, bucket_config("bucket", weed, bucket, "q"))
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     nginx = bucket_front(tmp_path, weed, bucket, "q")
     try:
-        wheel = tmp_path / wheel_filename("suspect", "1.0")
-        wheel.write_bytes(make_wheel("suspect", "1.0", payload=b"s" * 5000))
-        assert daemon.upload(wheel).status_code == 200
-        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
-        urls = [
-            f"/files/suspect/{wheel.name}",
-            f"/files/suspect/{wheel.name}.metadata",
-            "/pypi/suspect/json",
-            "/pypi/suspect/1.0/json",
-        ]
-        for url in urls:
-            assert get(f"{nginx.url}{url}").status_code == 200, url
-
-        said = ctl(home, "projects", "status", "suspect", "quarantined", "--reason", "malware")
-        assert said.returncode == 0, said.stderr
-        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
-        for url in urls:
-            assert get(f"{daemon.url}{url}").status_code == 404, url
-            assert get(f"{nginx.url}{url}").status_code == 404, url
-        page = get(f"{nginx.url}/simple/suspect/", headers={"Accept": PIP_ACCEPT}).json()
-        assert page["files"] == []
-        assert page["project-status"] == {"status": "quarantined", "reason": "malware"}
-
-        assert ctl(home, "projects", "status", "suspect", "active").returncode == 0
-        assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
-        for url in urls:
-            assert get(f"{nginx.url}{url}").status_code == 200, url
-        assert get(f"{nginx.url}{urls[0]}").content == wheel.read_bytes()
+        wheel = daemon.upload_wheel(tmp_path, "suspect", "1.0", payload=b"s" * 5000)
+        check_quarantine_at_front(nginx.url, daemon, "bucket", wheel)
     finally:
         nginx.stop()
         daemon.stop()
@@ -406,18 +364,12 @@ def test_quarantine_reaches_the_bucket(weed: SeaweedFS, bucket: str, tmp_path: P
 def test_a_bucket_is_compared_by_content(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
     """Issue 21, item 5, on a bucket: an object with other bytes of the same size is reported by
     `mirrors verify` and written again by `mirrors sync` (a file is written once otherwise)."""
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
-    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    env = credentials(tmp_path, "bucket")
     home = tmp_path / "daemon"
     write_config(home, bucket_config("bucket", weed, bucket, "c"))
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     try:
-        wheel = tmp_path / wheel_filename("solid", "1.0")
-        wheel.write_bytes(make_wheel("solid", "1.0", payload=b"s" * 5000))
-        assert daemon.upload(wheel).status_code == 200
+        wheel = daemon.upload_wheel(tmp_path, "solid", "1.0", b"s" * 5000)
         assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
         assert ctl(home, "mirrors", "verify", "bucket").returncode == 0
 
@@ -443,19 +395,13 @@ def test_a_bucket_keeps_what_the_daemon_did_not_write(
 ) -> None:
     """Issue 21, item 7, on a bucket: a removal deletes the removed file's objects and pages,
     never an object under the prefix that no manifest of the daemon's names."""
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
-    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
+    env = credentials(tmp_path, "bucket")
     home = tmp_path / "daemon"
     write_config(home, bucket_config("bucket", weed, bucket, "s"))
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
     daemon = Daemon(home, ["--upstream-mode", "none"], env=env).start()
     try:
         for version in ("1.0", "2.0"):
-            path = tmp_path / wheel_filename("mine", version)
-            path.write_bytes(make_wheel("mine", version))
-            assert daemon.upload(path).status_code == 200
+            daemon.upload_wheel(tmp_path, "mine", version)
         assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
         strays = [f"files/mine/{wheel_filename('mine', '9.9')}", "files/theirs/x.whl", "notes"]
         client = weed.client()
@@ -483,20 +429,14 @@ def test_bucket_front_answers_as_the_daemon_does(
     upstream = Daemon(tmp_path / "upstream", ["--upstream-mode", "none"]).start()
     home = tmp_path / "daemon"
     write_config(home, bucket_config("bucket", weed, bucket, "p"))
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-bucket-access-key-id").write_text("insiders")
-    (credentials / "mirror-bucket-secret-access-key").write_text("secret")
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    env = credentials(tmp_path, "bucket")
     daemon = Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "redirect"], env=env)
     daemon.start()
     nginx = bucket_front(tmp_path, weed, bucket, "p", upstream=upstream.index)
     try:
         # The public index has the dependency, and the team's name at a higher version.
         for name, version in [("public-dep", "2.0"), ("team-app", "9.0")]:
-            path = public / wheel_filename(name, version)
-            path.write_bytes(make_wheel(name, version))
-            assert upstream.upload(path).status_code == 200
+            upstream.upload_wheel(public, name, version)
         app = tmp_path / wheel_filename("team-app", "1.0")
         app.write_bytes(make_wheel("team-app", "1.0", requires=("public-dep>=2",)))
         assert daemon.upload(app).status_code == 200
@@ -514,9 +454,7 @@ def test_bucket_front_answers_as_the_daemon_does(
 
         # Pages are compressed for clients that take gzip, in either format.
         for version in range(12):
-            wheel = tmp_path / wheel_filename("many-versions", f"1.{version}")
-            wheel.write_bytes(make_wheel("many-versions", f"1.{version}"))
-            assert daemon.upload(wheel).status_code == 200
+            daemon.upload_wheel(tmp_path, "many-versions", f"1.{version}")
         assert ctl(home, "mirrors", "sync", "bucket").returncode == 0
         for accept in (PIP_ACCEPT, "text/html"):
             headers = {"Accept": accept, "Accept-Encoding": "gzip"}
@@ -566,11 +504,7 @@ def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
     machine (another home: config, data and runtime directories, another daemon) the store is
     restored from the bucket, and the two stores are equal object by object, statuses, yanks,
     removals and identity included. The drill's daemon changes nothing in the bucket."""
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    (credentials / "mirror-backup-access-key-id").write_text("insiders")
-    (credentials / "mirror-backup-secret-access-key").write_text("secret")
-    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    env = credentials(tmp_path, "backup")
     config = bucket_config("backup", weed, bucket, "team")
     first = tmp_path / "first-machine"
     write_config(first, config)
@@ -580,9 +514,7 @@ def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
             ("app", "1.0"), ("app", "1.1"), ("app", "2.0"), ("lib", "0.1"), ("held", "3.0"),
             ("old-tool", "1.0"), ("gone", "1.0"),
         ]:  # fmt: skip
-            path = tmp_path / wheel_filename(name, version)
-            path.write_bytes(make_wheel(name, version, payload=f"{name}{version}".encode() * 500))
-            assert daemon.upload(path).status_code == 200
+            daemon.upload_wheel(tmp_path, name, version, f"{name}{version}".encode() * 500)
         for args in [
             ("yank", "app", "1.1", "--reason", "broken build"),
             ("remove", "app", "1.0", "--yes"),
@@ -626,95 +558,6 @@ def test_backup_drill(weed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
     assert bucket_objects(weed, bucket, "team/") == in_bucket
 
 
-class RecordingProxy:
-    """A plain HTTP proxy in front of the S3 gateway that notes, for every request the daemon
-    makes, when it started and when its answer was complete: what a reader of the bucket could
-    see, and in which order. Threaded: the daemon's requests in flight overlap here as they do
-    at the server."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.removeprefix("http://")
-        self.log: list[tuple[float, float, str, str]] = []  # start, end, method, path
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while size := int(self.rfile.readline().split(b";")[0], 16):
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _forward(self) -> None:
-                started = time.monotonic()
-                body = self._body()
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("transfer-encoding", "connection", "expect")
-                }
-                headers["Content-Length"] = str(len(body))
-                connection = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                connection.request(self.command, self.path, body=body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-                self.send_response_only(reply.status, reply.reason)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                self.wfile.flush()
-                connection.close()
-                with proxy._lock:
-                    proxy.log.append((started, time.monotonic(), self.command, self.path))
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def puts(self, bucket: str, prefix: str) -> list[tuple[float, float, str]]:
-        """(start, end, key) of every PutObject into the bucket's prefix, in starting order."""
-        head = f"/{bucket}/{prefix}"
-        with self._lock:
-            found = [
-                (start, end, unquote(path.split("?")[0]).removeprefix(head))
-                for start, end, method, path in self.log
-                if method == "PUT" and path.startswith(head) and "?" not in path.split("/")[-1]
-            ]
-        return sorted(found)
-
-    def most_in_flight(self) -> int:
-        with self._lock:
-            edges = sorted(
-                [(s, 1) for s, _, _, _ in self.log] + [(e, -1) for _, e, _, _ in self.log]
-            )
-        most = current = 0
-        for _, step in edges:
-            current += step
-            most = max(most, current)
-        return most
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def check_order(puts: list[tuple[float, float, str]], projects: set[str]) -> None:
     """No reader of the bucket could follow a link to something not written yet: every page of
     a project was started after each of its files was written, its manifest after its pages,
@@ -755,12 +598,10 @@ def test_parallel_bucket_writes_keep_the_order(
     try:
         for name in sorted(names):
             for minor in range(4):
-                path = tmp_path / wheel_filename(name, f"1.{minor}")
-                path.write_bytes(make_wheel(name, f"1.{minor}", payload=b"x" * 3000))
-                assert daemon.upload(path).status_code == 200
+                daemon.upload_wheel(tmp_path, name, f"1.{minor}", b"x" * 3000)
     finally:
         daemon.stop()
-    proxy = RecordingProxy(weed.endpoint)
+    proxy = BucketProxy(weed.endpoint)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "key-id").write_text("insiders\n")

@@ -13,60 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.fronts import ctl, wait_for, write_config
-from tests.support import Daemon, make_wheel, wheel_filename
-
-NO_UPSTREAM = ["--upstream-mode", "none"]
-Launch = Callable[..., Daemon]
-
-
-@pytest.fixture
-def launch() -> Iterator[Launch]:
-    """Start an insidersd; every one still running at the end of the test is stopped."""
-    started: list[Daemon] = []
-
-    def start(home: Path, args: list[str]) -> Daemon:
-        daemon = Daemon(home, args)
-        started.append(daemon)
-        return daemon.start()
-
-    yield start
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.stop()
-
-
-def mirrored_home(home: Path, tree: Path) -> Path:
-    write_config(home, f'[mirrors.web]\ndirectory = "{tree}"\n')
-    return home
-
-
-def upload(daemon: Daemon, tmp_path: Path, name: str, version: str) -> Path:
-    path = tmp_path / wheel_filename(name, version)
-    path.write_bytes(make_wheel(name, version, payload=name.encode() * 500))
-    answer = daemon.upload(path)
-    assert answer.status_code == 200, answer.text
-    return path
-
-
-def ok(home: Path, *args: str) -> str:
-    done = ctl(home, *args)
-    assert done.returncode == 0, f"{args}: {done.stderr}"
-    return done.stdout
+from tests.fronts import ctl, wait_for
+from tests.mirrors import NO_UPSTREAM, Launch, mirrored_home, ok, synced, upload
+from tests.support import wheel_filename
 
 
 def test_a_restore_takes_only_names_an_upload_could_have(tmp_path: Path, launch: Launch) -> None:
-    tree = tmp_path / "mirror"
-    home = mirrored_home(tmp_path / "daemon", tree)
-    daemon = launch(home, NO_UPSTREAM)
-    upload(daemon, tmp_path, "good", "1.0")
-    upload(daemon, tmp_path, "evil", "1.0")
-    ok(home, "mirrors", "sync", "web")
+    daemon, tree = synced(tmp_path, launch, ("good", "1.0"), ("evil", "1.0"))
+    home = daemon.home
 
     # Someone who can write the target: a file beside the tree, and a manifest naming it by a
     # path that climbs out of the store's project directory onto the daemon's token file.
@@ -102,16 +58,12 @@ def test_a_restore_takes_only_names_an_upload_could_have(tmp_path: Path, launch:
 
 
 def test_a_planted_link_never_leads_the_daemon_out(tmp_path: Path, launch: Launch) -> None:
-    tree = tmp_path / "mirror"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "index.html").write_text("precious")
     (elsewhere / "index.json").write_text("precious too")
-    home = mirrored_home(tmp_path / "daemon", tree)
-    daemon = launch(home, NO_UPSTREAM)
-    upload(daemon, tmp_path, "victim", "1.0")
-    upload(daemon, tmp_path, "victim", "2.0")
-    ok(home, "mirrors", "sync", "web")
+    daemon, tree = synced(tmp_path, launch, ("victim", "1.0"), ("victim", "2.0"))
+    home = daemon.home
 
     # The project's page directory becomes a link to somewhere else.
     shutil.rmtree(tree / "simple" / "victim")
@@ -169,12 +121,8 @@ def test_a_directory_that_is_not_a_mirror_is_left_alone(tmp_path: Path, launch: 
 
 
 def test_only_what_the_daemon_wrote_is_deleted(tmp_path: Path, launch: Launch) -> None:
-    tree = tmp_path / "mirror"
-    home = mirrored_home(tmp_path / "daemon", tree)
-    daemon = launch(home, NO_UPSTREAM)
-    upload(daemon, tmp_path, "mine", "1.0")
-    upload(daemon, tmp_path, "mine", "2.0")
-    ok(home, "mirrors", "sync", "web")
+    daemon, tree = synced(tmp_path, launch, ("mine", "1.0"), ("mine", "2.0"))
+    home = daemon.home
     strays = [
         tree / "files" / "mine" / wheel_filename("mine", "9.9"),
         tree / "files" / "theirs" / wheel_filename("theirs", "1.0"),

@@ -6,6 +6,7 @@ log counts what the daemon fetched; the daemons, pip and uv are real.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,6 +58,19 @@ def stopped(daemon: Daemon) -> None:
         daemon.stop()
 
 
+@contextlib.contextmanager
+def restarted_without(upstream: StaticUpstream, daemon: Daemon) -> Iterator[None]:
+    """The upstream stopped, and the (stopped) `daemon` started again with every page it keeps
+    stale at once: what it serves now, it serves from its cache. Stopped at the end."""
+    upstream.stop()
+    write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\n")
+    daemon.start()
+    try:
+        yield
+    finally:
+        stopped(daemon)
+
+
 def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
     tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]]
 ) -> None:
@@ -82,10 +96,7 @@ def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
 
     # The upstream goes away; a restarted daemon (nothing in memory, every page stale) installs
     # everything it cached, and fails fast, naming the upstream, for what it did not.
-    upstream.stop()
-    write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\n")
-    daemon.start()
-    try:
+    with restarted_without(upstream, daemon):
         pip_install(daemon.index, tmp_path / "pip-warm", "other-pkg", "demo-pkg")
         uv_install(daemon.index, tmp_path / "uv-warm", "other-pkg", "demo-pkg")
         sdist = next(p for p in dists["other-0.1"] if p.name.endswith(".tar.gz"))
@@ -100,8 +111,6 @@ def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
         assert not_cached.status_code == 502  # the sdist: pip and uv took the wheel
         assert "127.0.0.1" in not_cached.text
         assert "failed" in not_cached.text
-    finally:
-        stopped(daemon)
 
 
 def test_other_bytes_than_announced_are_never_cached_and_the_download_fails(
@@ -522,13 +531,8 @@ def test_cache_fetch_fills_the_cache_for_installs_without_the_upstream(
         assert "demo-pkg>=9: no release upstream matches" in missing.stderr
     finally:
         stopped(daemon)
-    upstream.stop()
-    write_config(daemon.home, "[upstream]\ncache-ttl = 0.001\n")
-    daemon.start()
-    try:
+    with restarted_without(upstream, daemon):
         pip_install(daemon.index, tmp_path / "offline", "demo-pkg==1.0.0", "other-pkg")
-    finally:
-        stopped(daemon)
 
 
 def test_a_client_that_leaves_mid_download_leaves_a_complete_cached_file(

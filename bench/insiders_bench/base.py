@@ -43,7 +43,12 @@ class Running:
         return f"{self.index_path}{project}/" if project else self.index_path
 
 
-def insidersd_argv(port: int, data: Path, scratch: Path) -> list[str]:
+def insidersd_argv(
+    port: int, data: Path, scratch: Path, upstream_mode: str | None = "none"
+) -> list[str]:
+    """insidersd on loopback, its data in `data`, its cache and runtime directories under
+    `scratch`, warnings only; `upstream_mode` None leaves the mode to insidersd's default."""
+    mode = ["--upstream-mode", upstream_mode] if upstream_mode is not None else []
     return [
         str(PROJECT_BIN / "insidersd"),
         "--host",
@@ -56,8 +61,7 @@ def insidersd_argv(port: int, data: Path, scratch: Path) -> list[str]:
         str(scratch / "cache"),
         "--runtime-dir",
         str(scratch / "run" / "insiders"),
-        "--upstream-mode",
-        "none",
+        *mode,
         "--log-level",
         "warning",
     ]
@@ -78,3 +82,34 @@ def nginx_path() -> str | None:
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
     )
+
+
+def nginx_server(name: str, scratch: Path, http: str) -> Server:
+    """nginx in the foreground, its main config written to scratch/nginx.conf around `http` (what
+    goes in its http block: types, maps, servers): its pid, logs and temporary files under
+    `scratch`, no access log, sendfile and long keep-alive."""
+    conf = scratch / "nginx.conf"
+    (scratch / "nginx").mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        f"""\
+daemon off;
+worker_processes auto;
+pid {scratch}/nginx.pid;
+error_log {scratch}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {scratch}/nginx/client;
+    proxy_temp_path {scratch}/nginx/proxy;
+    fastcgi_temp_path {scratch}/nginx/fastcgi;
+    uwsgi_temp_path {scratch}/nginx/uwsgi;
+    scgi_temp_path {scratch}/nginx/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+{http}}}
+"""
+    )
+    nginx = nginx_path()
+    assert nginx is not None
+    return Server(name, [nginx, "-c", str(conf), "-p", str(scratch)], log=scratch / "nginx.log")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--watcher-cycles", type=int, help="timed check cycles; the median is kept (5)")
     p.add_argument("--watcher-tags", type=int, help="new tags timed to installable (5)")
-    p.add_argument(
-        "--servers",
-        default=",".join(DEFAULT_SERVERS),
-        help=f"comma-separated, from: {', '.join(DEFAULT_SERVERS)} (default: all available)",
-    )
+    _names_option(p, "--servers", DEFAULT_SERVERS, "all available")
     p.add_argument(
         "--profile",
         type=float,
@@ -111,11 +107,7 @@ def parser() -> argparse.ArgumentParser:
         "measured for start-up, memory, upload to page, insidersctl, and the mirror; no peers",
     )
     scale.add_argument("--scale", action="store_true", help="run the scaling benchmark instead")
-    scale.add_argument(
-        "--scale-sizes",
-        default=",".join(SCALE_SIZES),
-        help=f"comma-separated, from: {', '.join(SCALE_SIZES)} (default: all)",
-    )
+    _names_option(scale, "--scale-sizes", SCALE_SIZES, "all")
     scale.add_argument(
         "--scale-uploads",
         type=int,
@@ -179,11 +171,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="MBIT",
         help="the bandwidth all the upstream's connections share, as a site's uplink (0: none)",
     )
-    upstream.add_argument(
-        "--upstream-clients",
-        default=",".join(CLIENTS),
-        help=f"comma-separated, from: {', '.join(CLIENTS)} (default: both)",
-    )
+    _names_option(upstream, "--upstream-clients", CLIENTS, "both")
     upstream.add_argument(
         "--upstream-requirements",
         type=Path,
@@ -237,6 +225,64 @@ def _settings(args: argparse.Namespace) -> tuple[Sizes, Options, WatcherOptions]
     return sizes, options, watcher
 
 
+def _names_option(
+    group: argparse._ActionsContainer, flag: str, known: Collection[str], every: str
+) -> None:
+    """An option naming some of `known`, comma-separated (`_listed` reads it), all by default:
+    `every` says how many that is."""
+    group.add_argument(
+        flag,
+        default=",".join(known),
+        help=f"comma-separated, from: {', '.join(known)} (default: {every})",
+    )
+
+
+def _listed(text: str, known: Collection[str], what: str) -> list[str]:
+    """The comma-separated names in `text`; one that is not `known` ends the run, naming them."""
+    wanted = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(known)}")
+    return wanted
+
+
+def _begun(kind: str | None = None) -> dict[str, Any]:
+    """A run's results as it begins: its kind (none for the peers' run), the time, this machine
+    and its load average before."""
+    return {
+        **({"kind": kind} if kind is not None else {}),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": round(os.getloadavg()[0], 2),
+        },
+    }
+
+
+def _in_scratch(
+    prefix: str, results: dict[str, Any], measure: Callable[[Path], dict[str, Any]]
+) -> None:
+    """`measure(scratch)`'s figures into `results`: in a scratch directory of its own (removed
+    after, every server stopped, whatever happens), then the load average after it."""
+    scratch_root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        results.update(measure(scratch_root))
+    finally:
+        stop_all()
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+
+
+def _verdicts(rows: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """The targets' (name, figure, verdict) rows as the results keep them."""
+    return [
+        {"target": name, "figure": figure, "verdict": verdict} for name, figure, verdict in rows
+    ]
+
+
 def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, Any]:
     sizes, options, watcher = _settings(args)
     options.profile_out = profile_out
@@ -246,22 +292,12 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
             "a weak Python load generator, whose figures are not comparable",
             flush=True,
         )
-    wanted = [n.strip() for n in args.servers.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in KINDS]
-    if unknown:
-        raise SystemExit(f"unknown servers: {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    wanted = _listed(args.servers, KINDS, "servers")
     work = args.work_dir.resolve() / f"{sizes.projects}x{sizes.versions}+{sizes.big_versions}"
     procs.RUN_MARKER = str(args.work_dir.resolve())
     dataset = generate(work, sizes)
     results: dict[str, Any] = {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": round(os.getloadavg()[0], 2),
-        },
+        **_begun(),
         "settings": {
             "load": "wrk" if wrk_path() else "python (wrk missing)",
             "wrk": f"-t{options.threads} -c{options.connections} -d{options.duration:g}s",
@@ -343,10 +379,7 @@ def run(args: argparse.Namespace, profile_out: Path | None = None) -> dict[str, 
 
 def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
     """The scaling benchmark (`--scale`): the curve of insidersd's costs from 10k to 1M files."""
-    wanted = [s.strip() for s in args.scale_sizes.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in SCALE_SIZES]
-    if unknown:
-        raise SystemExit(f"unknown sizes: {', '.join(unknown)}; known: {', '.join(SCALE_SIZES)}")
+    wanted = _listed(args.scale_sizes, SCALE_SIZES, "sizes")
     procs.RUN_MARKER = str(args.work_dir.resolve())
     options = ScaleOptions(
         sizes=wanted,
@@ -357,15 +390,7 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
         serial_seconds=args.scale_serial_seconds,
     )
     results: dict[str, Any] = {
-        "kind": "scale",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": round(os.getloadavg()[0], 2),
-        },
+        **_begun("scale"),
         "settings": {
             "uploads": options.uploads,
             "burst": options.burst,
@@ -373,17 +398,9 @@ def run_scaling(args: argparse.Namespace) -> dict[str, Any]:
             "mirror_timeout_s": options.mirror_timeout,
         },
     }
-    scratch_root = Path(tempfile.mkdtemp(prefix="insiders-scale-"))
-    try:
-        results.update(run_scale(args.work_dir.resolve(), scratch_root, options))
-    finally:
-        stop_all()
-        shutil.rmtree(scratch_root, ignore_errors=True)
-    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
-    results["targets"] = [
-        {"target": name, "figure": figure, "verdict": verdict}
-        for name, figure, verdict in scale_report.targets(results)
-    ]
+    work = args.work_dir.resolve()
+    _in_scratch("insiders-scale-", results, lambda scratch: run_scale(work, scratch, options))
+    results["targets"] = _verdicts(scale_report.targets(results))
     return results
 
 
@@ -391,10 +408,7 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
     """The upstream-cache rows (`--upstream-cache`): real installs through each upstream mode."""
     from .upstreamcache import default_upstream, measure_upstream_cache
 
-    clients = [c.strip() for c in args.upstream_clients.split(",") if c.strip()]
-    unknown = [c for c in clients if c not in CLIENTS]
-    if unknown:
-        raise SystemExit(f"unknown clients: {', '.join(unknown)}; known: {', '.join(CLIENTS)}")
+    clients = _listed(args.upstream_clients, CLIENTS, "clients")
     procs.RUN_MARKER = str(args.work_dir.resolve())
     options = UpstreamOptions(
         upstream=args.upstream_url or default_upstream(),
@@ -403,34 +417,19 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
         clients=clients,
         link=Link(rtt=args.upstream_rtt / 1000, rate=args.upstream_mbit * 1e6 / 8),
     )
-    results: dict[str, Any] = {
-        "kind": "upstream-cache",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": round(os.getloadavg()[0], 2),
-        },
-    }
+    results: dict[str, Any] = _begun("upstream-cache")
     results["link"] = options.link.describe()
     print(
         f"upstream {options.upstream} ({results['link']}); {options.requirements.name}; "
         f"{', '.join(clients)}; {options.rounds} rounds",
         flush=True,
     )
-    scratch_root = Path(tempfile.mkdtemp(prefix="insiders-upstream-"))
-    try:
-        results["upstream_cache"] = measure_upstream_cache(scratch_root, options)
-    finally:
-        stop_all()
-        shutil.rmtree(scratch_root, ignore_errors=True)
-    results["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
-    results["targets"] = [
-        {"target": name, "figure": figure, "verdict": verdict}
-        for name, figure, verdict in upstream_report.targets(results["upstream_cache"])
-    ]
+    _in_scratch(
+        "insiders-upstream-",
+        results,
+        lambda scratch: {"upstream_cache": measure_upstream_cache(scratch, options)},
+    )
+    results["targets"] = _verdicts(upstream_report.targets(results["upstream_cache"]))
     return results
 
 
@@ -443,58 +442,54 @@ def _saved(results: dict[str, Any]) -> str:
     return summary(results)
 
 
+def measured(
+    args: argparse.Namespace,
+    measure: Callable[[str], dict[str, Any]],
+    summarize: Callable[[dict[str, Any]], str],
+    suffix: str,
+) -> dict[str, Any] | None:
+    """One kind of run: `measure(stamp)` (every server stopped on the way out), its summary
+    printed, its results saved as STAMP{suffix}.json in the results directory; None when it was
+    interrupted."""
+    install_cleanup()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        results = measure(stamp)
+    except KeyboardInterrupt:
+        stop_all()
+        print("interrupted; every server started was stopped", file=sys.stderr)
+        return None
+    print()
+    print(summarize(results))
+    path = args.results_dir / f"{stamp}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten {path}")
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.show:
         print(_saved(json.loads(args.show.read_text())))
         return 0
     if args.upstream_cache:
-        install_cleanup()
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        try:
-            results = run_upstream(args)
-        except KeyboardInterrupt:
-            stop_all()
-            print("interrupted; every server started was stopped", file=sys.stderr)
+        results = measured(
+            args, lambda _: run_upstream(args), upstream_report.summary, "-upstream-cache"
+        )
+        if results is None:
             return 130
-        print()
-        print(upstream_report.summary(results))
-        path = args.results_dir / f"{stamp}-upstream-cache.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten {path}")
         return 0 if all(t["verdict"] == "PASS" for t in results["targets"]) else 1
     if args.scale:
-        install_cleanup()
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        try:
-            results = run_scaling(args)
-        except KeyboardInterrupt:
-            stop_all()
-            print("interrupted; every server started was stopped", file=sys.stderr)
+        results = measured(args, lambda _: run_scaling(args), scale_report.summary, "-scale")
+        if results is None:
             return 130
-        print()
-        print(scale_report.summary(results))
-        path = args.results_dir / f"{stamp}-scale.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten {path}")
         return 0 if results["sizes"] else 1
-    else:
-        install_cleanup()
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        try:
-            results = run(args, args.results_dir / f"{stamp}-profile.txt")
-        except KeyboardInterrupt:
-            stop_all()
-            print("interrupted; every server started was stopped", file=sys.stderr)
-            return 130
-        print()
-        print(summary(results))
-        path = args.results_dir / f"{stamp}.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten {path}")
+    results = measured(
+        args, lambda stamp: run(args, args.results_dir / f"{stamp}-profile.txt"), summary, ""
+    )
+    if results is None:
+        return 130
     if args.compare:
         old = json.loads(args.compare.read_text())
         print()

@@ -53,6 +53,16 @@ class Sizes:
         return 2 * (self.projects * self.versions + self.big_versions)
 
 
+class _Under:
+    """A folder of the dataset's, read as an attribute: `root / name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, dataset: Dataset, owner: type[Dataset]) -> Path:
+        return dataset.root / self.name
+
+
 @dataclass(frozen=True)
 class Dataset:
     root: Path
@@ -64,21 +74,11 @@ class Dataset:
     sample_wheel: str
     big: str
 
-    @property
-    def flat(self) -> Path:
-        return self.root / "flat"
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def static(self) -> Path:
-        return self.root / "static"
-
-    @property
-    def devpi_export(self) -> Path:
-        return self.root / "devpi-export"
+    #: the layouts under `root` (the module's docstring says what each holds)
+    flat = _Under("flat")
+    store = _Under("store")
+    static = _Under("static")
+    devpi_export = _Under("devpi-export")
 
 
 def project_names(sizes: Sizes) -> list[str]:

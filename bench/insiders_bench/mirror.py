@@ -10,26 +10,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .base import PROJECT_BIN, PROJECT_DIR, Running, insidersd_argv, isolated_env, nginx_path
+from .base import (
+    PROJECT_BIN,
+    PROJECT_DIR,
+    Running,
+    insidersd_argv,
+    isolated_env,
+    nginx_path,
+    nginx_server,
+)
 from .dataset import Dataset, make_wheel
 from .procs import Server, free_port, wait_serving
 
 sys.path.insert(0, str(PROJECT_DIR))
-from tests.fronts import front_site
+from tests.fronts import SeaweedFS, front_site
 
 FULL_MIRROR_TIMEOUT = 3 * 3600.0
 
@@ -125,35 +135,8 @@ def start_front(dataset: Dataset, scratch: Path) -> Running:
     )
     port = free_port()
     site = front_site(tree, f"127.0.0.1:{daemon_port}", port)
-    conf = scratch / "nginx.conf"
-    (scratch / "nginx").mkdir(exist_ok=True)
-    conf.write_text(
-        f"""\
-daemon off;
-worker_processes auto;
-pid {scratch}/nginx.pid;
-error_log {scratch}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {scratch}/nginx/client;
-    proxy_temp_path {scratch}/nginx/proxy;
-    fastcgi_temp_path {scratch}/nginx/fastcgi;
-    uwsgi_temp_path {scratch}/nginx/uwsgi;
-    scgi_temp_path {scratch}/nginx/scgi;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    include {scratch}/site.conf;
-}}
-"""
-    )
     (scratch / "site.conf").write_text(site)
-    nginx = nginx_path()
-    assert nginx is not None
-    server = Server(
-        "nginx-front", [nginx, "-c", str(conf), "-p", str(scratch)], log=scratch / "nginx.log"
-    )
+    server = nginx_server("nginx-front", scratch, f"    include {scratch}/site.conf;\n")
     running = Running(server, port, "/simple/", data_dir=dataset.store, runtime_dir=runtime)
     running.companions.append(daemon)
     running.figures.update(mirror_dir_s=round(seconds, 1), mirror_dir_requests=mirror["requests"])
@@ -167,10 +150,11 @@ http {{
 # -- SeaweedFS ---------------------------------------------------------------------------------
 
 
-def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:
-    """A full copy of the store to a fresh bucket on SeaweedFS: seconds and S3 requests."""
-    from tests.fronts import SeaweedFS
-
+@contextlib.contextmanager
+def bench_bucket(scratch: Path) -> Iterator[tuple[SeaweedFS, Callable[..., str]]]:
+    """SeaweedFS under scratch/seaweedfs holding the bucket "bench", stopped and its files removed
+    at the end; with it, the config of a mirror [mirrors.bucket] there, with its key files:
+    config(prefix, concurrency=None, endpoint=SeaweedFS's)."""
     weed = SeaweedFS(scratch / "seaweedfs").start()
     try:
         weed.client().create_bucket(Bucket="bench")
@@ -178,16 +162,30 @@ def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:
         secrets.mkdir(parents=True, exist_ok=True)
         (secrets / "id").write_text("bench")
         (secrets / "secret").write_text("bench")
-        config = (
-            f'[mirrors.bucket]\nendpoint = "{weed.endpoint}"\nbucket = "bench"\n'
-            f'prefix = "index"\naccess-key-id-file = "{secrets / "id"}"\n'
-            f'secret-access-key-file = "{secrets / "secret"}"\n'
-        )
-        daemon, _, _, seconds, mirror = start_mirroring(dataset.store, scratch, config, "bucket")
-        daemon.stop()
-        return {"seconds": round(seconds, 1), "requests": mirror["requests"]}
+
+        def config(
+            prefix: str, concurrency: int | None = None, endpoint: str = weed.endpoint
+        ) -> str:
+            return (
+                f'[mirrors.bucket]\nendpoint = "{endpoint}"\nbucket = "bench"\n'
+                f'prefix = "{prefix}"\naccess-key-id-file = "{secrets / "id"}"\n'
+                f'secret-access-key-file = "{secrets / "secret"}"\n'
+                + (f"concurrency = {concurrency}\n" if concurrency is not None else "")
+            )
+
+        yield weed, config
     finally:
         weed.stop()
+        shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
+
+
+def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:
+    """A full copy of the store to a fresh bucket on SeaweedFS: seconds and S3 requests."""
+    with bench_bucket(scratch) as (_, config):
+        started = start_mirroring(dataset.store, scratch, config("index"), "bucket")
+        daemon, _, _, seconds, mirror = started
+        daemon.stop()
+        return {"seconds": round(seconds, 1), "requests": mirror["requests"]}
 
 
 # -- lag under a burst of uploads --------------------------------------------------------------
@@ -264,69 +262,6 @@ def bucket_pages(endpoint: str, bucket: str, prefix: str) -> Callable[[str], str
         return text
 
     return read
-
-
-class DistantBucket:
-    """A plain HTTP proxy before the S3 gateway that answers each request `delay` seconds late: a
-    bucket in another machine room, on loopback. Threaded, one connection to the gateway per
-    request: requests in flight overlap their delays as they would overlap a network's."""
-
-    def __init__(self, upstream: str, delay: float) -> None:
-        import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        target = upstream.removeprefix("http://")
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while size := int(self.rfile.readline().split(b";")[0], 16):
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _forward(self) -> None:
-                body = self._body()
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("transfer-encoding", "connection", "expect")
-                }
-                headers["Content-Length"] = str(len(body))
-                time.sleep(delay)
-                connection = http.client.HTTPConnection(target, timeout=60)
-                connection.request(self.command, self.path, body=body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-                connection.close()
-                self.send_response_only(reply.status, reply.reason)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def s3_put_ceiling(endpoint: str, bucket: str, requests: int = 600) -> dict[str, Any]:

@@ -12,23 +12,19 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# The tests' own (the checkout is on sys.path: run.py puts it there): modules here import it
+# from this one.
+from tests.support import free_port as free_port
+
 _running: list[Server] = []
 #: put in every started server's environment (INSIDERS_BENCH_RUN), so a run's processes can be
 #: found from outside, whatever their command lines say (the smoke test checks none is left)
 RUN_MARKER = ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:

@@ -532,20 +532,9 @@ def measure_mirror(
     else:
         result, running = full_copy(store, scratch / "dir", dir_config, "dir", timeout)
         if running is not None:
-            daemon, port, _ = running
-            try:
-                token = (store / "upload-token").read_text().strip()
-                projects = [f"{BURST_PREFIX}-{i}" for i in range(10)]
-                figures["lag"] = mirror.burst_lag(port, token, tree, projects, options.burst)
-                lag = figures["lag"]
-                options.log(
-                    f"  mirror lag (directory), burst of {lag['uploads']} uploads in "
-                    f"{lag['seconds']:.1f} s: p50 {lag['lag_p50_ms']:.0f} ms, p99 "
-                    f"{lag['lag_p99_ms']:.0f} ms"
-                )
-            finally:
-                daemon.stop()
-                _clean_store(store, None)
+            figures["lag"] = burst_after_copy(
+                running, store, tree, BURST_PREFIX, "directory", options
+            )
         note("dir_copy", result, f"full copy to a directory ({result['requests']:,} requests)")
     if "dir_restore" in skip or not figures["dir_copy"].get("finished"):
         why = skip.get("dir_restore", "the directory copy did not finish")
@@ -560,43 +549,13 @@ def measure_mirror(
         figures["s3_restore"] = {"skipped": skip["s3_copy"]}
         options.log(f"  copy to SeaweedFS: not run, {skip['s3_copy']}")
         return figures
-    from tests.fronts import SeaweedFS
-
-    weed = SeaweedFS(scratch / "seaweedfs").start()
-    try:
-        weed.client().create_bucket(Bucket="bench")
-        secrets = scratch / "secrets"
-        secrets.mkdir(parents=True, exist_ok=True)
-        (secrets / "id").write_text("bench")
-        (secrets / "secret").write_text("bench")
-
-        def s3_config(
-            prefix: str, concurrency: int | None = None, endpoint: str = weed.endpoint
-        ) -> str:
-            return (
-                f'[mirrors.bucket]\nendpoint = "{endpoint}"\nbucket = "bench"\n'
-                f'prefix = "{prefix}"\naccess-key-id-file = "{secrets / "id"}"\n'
-                f'secret-access-key-file = "{secrets / "secret"}"\n'
-                + (f"concurrency = {concurrency}\n" if concurrency is not None else "")
-            )
-
+    with mirror.bench_bucket(scratch) as (weed, s3_config):
         result, running = full_copy(store, scratch / "s3", s3_config("index"), "bucket", timeout)
         if running is not None:
-            daemon, port, _ = running
-            try:
-                token = (store / "upload-token").read_text().strip()
-                projects = [f"{BURST_PREFIX}-s3-{i}" for i in range(10)]
-                reader = mirror.bucket_pages(weed.endpoint, "bench", "index")
-                figures["s3_lag"] = mirror.burst_lag(port, token, reader, projects, options.burst)
-                lag = figures["s3_lag"]
-                options.log(
-                    f"  mirror lag (SeaweedFS), burst of {lag['uploads']} uploads in "
-                    f"{lag['seconds']:.1f} s: p50 {lag['lag_p50_ms']:.0f} ms, p99 "
-                    f"{lag['lag_p99_ms']:.0f} ms"
-                )
-            finally:
-                daemon.stop()
-                _clean_store(store, None)
+            reader = mirror.bucket_pages(weed.endpoint, "bench", "index")
+            figures["s3_lag"] = burst_after_copy(
+                running, store, reader, f"{BURST_PREFIX}-s3", "SeaweedFS", options
+            )
         note("s3_copy", result, f"full copy to SeaweedFS ({result['requests']:,} requests)")
         # The same copy one request at a time, for as long as it takes to know its rate.
         serial, running = full_copy(
@@ -632,10 +591,34 @@ def measure_mirror(
                 s3_config("index"), "bucket", scratch / "s3-restore", dataset.files, timeout
             )
             note("s3_restore", result, f"restore from SeaweedFS ({result['files']:,} files)")
-    finally:
-        weed.stop()
-        shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
     return figures
+
+
+def burst_after_copy(
+    running: tuple[Server, int, ReadyListener],
+    store: Path,
+    pages: Path | Callable[[str], str | None],
+    prefix: str,
+    where: str,
+    options: ScaleOptions,
+) -> dict[str, Any]:
+    """On the daemon a full copy left running: the lag of a burst of uploads to the projects
+    PREFIX-0 to -9 until the mirror's `pages` show them (mirror.burst_lag), logged; then the
+    daemon is stopped and the store cleaned of what the burst added."""
+    daemon, port, _ = running
+    try:
+        token = (store / "upload-token").read_text().strip()
+        projects = [f"{prefix}-{i}" for i in range(10)]
+        lag = mirror.burst_lag(port, token, pages, projects, options.burst)
+        options.log(
+            f"  mirror lag ({where}), burst of {lag['uploads']} uploads in "
+            f"{lag['seconds']:.1f} s: p50 {lag['lag_p50_ms']:.0f} ms, p99 "
+            f"{lag['lag_p99_ms']:.0f} ms"
+        )
+        return lag
+    finally:
+        daemon.stop()
+        _clean_store(store, None)
 
 
 #: what the bucket "in another machine room" adds to each request (a proxy's sleep)
@@ -654,7 +637,9 @@ def distant_copies(
     """The bucket copy, 16 requests in flight and one at a time, through a proxy that answers
     each request DISTANT_DELAY late: what parallel writes gain where a request's time is a
     network's latency, not this machine's CPU."""
-    proxy = mirror.DistantBucket(endpoint, DISTANT_DELAY)
+    from tests.bucket_proxy import BucketProxy
+
+    proxy = BucketProxy(endpoint, DISTANT_DELAY)
     try:
         rates: dict[str, float | None] = {}
         for concurrency in (16, 1):
@@ -790,36 +775,53 @@ def _lag(step: str, key: str) -> Callable[[dict[str, Any]], float | None]:
     return get
 
 
-MIRROR_ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None], int]] = [
-    ("full copy to a directory (s)", _mirror_figure("dir_copy", "seconds"), 1),
-    ("  requests/s", _mirror_figure("dir_copy", "requests_per_s"), 0),
-    ("  rate per tenth, max/min", _mirror_figure("dir_copy", "window_spread"), 2),
-    ("mirror lag p50 (ms), burst, directory", _lag("lag", "lag_p50_ms"), 0),
-    ("mirror lag p99 (ms), burst, directory", _lag("lag", "lag_p99_ms"), 0),
-    ("restore from the directory (s)", _mirror_figure("dir_restore", "seconds"), 1),
-    ("  files/s", _mirror_figure("dir_restore", "files_per_s"), 1),
-    ("  rate per tenth, max/min", _mirror_figure("dir_restore", "window_spread"), 2),
-    ("full copy to SeaweedFS (s)", _mirror_figure("s3_copy", "seconds"), 1),
-    ("  requests/s", _mirror_figure("s3_copy", "requests_per_s"), 1),
-    ("  rate per tenth, max/min", _mirror_figure("s3_copy", "window_spread"), 2),
-    ("  one request at a time, requests/s", _mirror_figure("s3_serial", "requests_per_s"), 1),
-    ("  parallel / one at a time", lambda f: f.get("mirror", {}).get("s3_speedup"), 1),
-    (
-        "  the same, 20 ms away, parallel / one",
-        lambda f: f.get("mirror", {}).get("s3_distant", {}).get("ratio"),
+Row = tuple[str, Callable[[dict[str, Any]], float | None], int]
+
+
+def _target_rows(
+    kind: str, lag: str, where: str, to: str, back_from: str, requests_digits: int, *more: Row
+) -> list[Row]:
+    """One kind of target's rows: the full copy to it (`to` names the target), `more`, the lag of
+    the burst of uploads (`where`), the restore from it (`back_from`); the figures KIND_copy,
+    LAG and KIND_restore."""
+    copy, restore = f"{kind}_copy", f"{kind}_restore"
+    return [
+        (f"full copy to {to} (s)", _mirror_figure(copy, "seconds"), 1),
+        ("  requests/s", _mirror_figure(copy, "requests_per_s"), requests_digits),
+        ("  rate per tenth, max/min", _mirror_figure(copy, "window_spread"), 2),
+        *more,
+        (f"mirror lag p50 (ms), burst, {where}", _lag(lag, "lag_p50_ms"), 0),
+        (f"mirror lag p99 (ms), burst, {where}", _lag(lag, "lag_p99_ms"), 0),
+        (f"restore from {back_from} (s)", _mirror_figure(restore, "seconds"), 1),
+        ("  files/s", _mirror_figure(restore, "files_per_s"), 1),
+        ("  rate per tenth, max/min", _mirror_figure(restore, "window_spread"), 2),
+    ]
+
+
+MIRROR_ROWS: list[Row] = [
+    *_target_rows("dir", "lag", "directory", "a directory", "the directory", 0),
+    *_target_rows(
+        "s3",
+        "s3_lag",
+        "SeaweedFS",
+        "SeaweedFS",
+        "SeaweedFS",
         1,
+        ("  one request at a time, requests/s", _mirror_figure("s3_serial", "requests_per_s"), 1),
+        ("  parallel / one at a time", lambda f: f.get("mirror", {}).get("s3_speedup"), 1),
+        (
+            "  the same, 20 ms away, parallel / one",
+            lambda f: f.get("mirror", {}).get("s3_distant", {}).get("ratio"),
+            1,
+        ),
+        (
+            "  bare PutObjects, 16 threads / 1",
+            lambda f: f.get("mirror", {}).get("s3_ceiling", {}).get("ratio"),
+            1,
+        ),
     ),
-    (
-        "  bare PutObjects, 16 threads / 1",
-        lambda f: f.get("mirror", {}).get("s3_ceiling", {}).get("ratio"),
-        1,
-    ),
-    ("mirror lag p50 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p50_ms"), 0),
-    ("mirror lag p99 (ms), burst, SeaweedFS", _lag("s3_lag", "lag_p99_ms"), 0),
-    ("restore from SeaweedFS (s)", _mirror_figure("s3_restore", "seconds"), 1),
-    ("  files/s", _mirror_figure("s3_restore", "files_per_s"), 1),
-    ("  rate per tenth, max/min", _mirror_figure("s3_restore", "window_spread"), 2),
 ]
+
 
 #: the rows whose growth is compared with the files' (the issue's "at most linearly")
 GROWTH_ROWS = {

@@ -22,6 +22,7 @@ from .base import (
     insidersd_argv,
     isolated_env,
     nginx_path,
+    nginx_server,
 )
 from .dataset import Dataset
 from .procs import Server, free_port
@@ -92,22 +93,7 @@ def start_ceiling_bytes(dataset: Dataset, scratch: Path) -> Running:
 
 # -- nginx on a static tree --------------------------------------------------------------------
 
-NGINX_CONF = """\
-daemon off;
-worker_processes auto;
-pid {scratch}/nginx.pid;
-error_log {scratch}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {scratch}/client;
-    proxy_temp_path {scratch}/proxy;
-    fastcgi_temp_path {scratch}/fastcgi;
-    uwsgi_temp_path {scratch}/uwsgi;
-    scgi_temp_path {scratch}/scgi;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
+NGINX_HTTP = """\
     types {{
         text/html html;
         application/vnd.pypi.simple.v1+json json;
@@ -127,27 +113,13 @@ http {{
         }}
         location /files/ {{ alias {packages}/; }}
     }}
-}}
 """
 
 
 def start_nginx(dataset: Dataset, scratch: Path) -> Running:
     port = free_port()
-    conf = scratch / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            scratch=scratch,
-            port=port,
-            static=dataset.static,
-            packages=dataset.store / "packages",
-        )
-    )
-    nginx = nginx_path()
-    assert nginx is not None
-    server = Server(
-        "nginx", [nginx, "-c", str(conf), "-p", str(scratch)], log=scratch / "nginx.log"
-    )
-    return Running(server, port, "/simple/")
+    http = NGINX_HTTP.format(port=port, static=dataset.static, packages=dataset.store / "packages")
+    return Running(nginx_server("nginx", scratch, http), port, "/simple/")
 
 
 # -- pypiserver --------------------------------------------------------------------------------

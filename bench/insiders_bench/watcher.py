@@ -39,7 +39,7 @@ import httpx
 
 from tests.projects import module_name, write_hatchling_project
 
-from .base import PROJECT_BIN, PROJECT_DIR, isolated_env
+from .base import PROJECT_BIN, PROJECT_DIR, insidersd_argv, isolated_env
 from .dataset import make_sdist, make_wheel
 from .procs import Server, free_port, http_get, wait_serving
 
@@ -148,24 +148,8 @@ class Daemon:
 
 def start_daemon(name: str, home: Path, extra: Sequence[str]) -> Daemon:
     port = free_port()
-    runtime = home / "run" / "insiders"
-    runtime.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(PROJECT_BIN / "insidersd"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(home / "data"),
-        "--cache-dir",
-        str(home / "cache"),
-        "--runtime-dir",
-        str(runtime),
-        "--log-level",
-        "warning",
-        *extra,
-    ]
+    (home / "run" / "insiders").mkdir(parents=True, exist_ok=True)
+    argv = [*insidersd_argv(port, home / "data", home, upstream_mode=None), *extra]
     server = Server(name, argv, log=home / f"{name}.log", env=isolated_env(home))
     try:
         wait_serving(server, port, "/simple/", timeout=60)

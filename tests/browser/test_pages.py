@@ -18,13 +18,8 @@ from .conftest import ARTIFACTS, HERE, Site
 
 pytestmark = pytest.mark.browser
 
-# The screenshots the README shows, kept in the repository.
-README_SCREENSHOTS = {
-    "home": "home.png",
-    "project": "project.png",
-    "project-phone": "project-phone.png",
-    "builds": "builds.png",
-}
+# The screenshots the README shows, kept in the repository as NAME.png.
+README_SCREENSHOTS = ("home", "project", "project-phone", "builds")
 
 
 def console_errors(driver: Any, allowed: tuple[str, ...] = ()) -> list[str]:
@@ -49,7 +44,7 @@ def screenshot(driver: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     if os.environ.get("INSIDERS_UPDATE_SCREENSHOTS") == "1" and name in README_SCREENSHOTS:
-        shutil.copyfile(path, HERE / "screenshots" / README_SCREENSHOTS[name])
+        shutil.copyfile(path, HERE / "screenshots" / f"{name}.png")
     return path
 
 
@@ -256,6 +251,6 @@ def test_the_readme_shows_the_screenshots_a_run_refreshes() -> None:
     them), so INSIDERS_UPDATE_SCREENSHOTS=1 refreshes all of them."""
     readme = (HERE.parent.parent / "README.md").read_text()
     shown = set(re.findall(r"\]\(tests/browser/screenshots/([^)]+)\)", readme))
-    assert shown == set(README_SCREENSHOTS.values())
+    assert shown == {f"{name}.png" for name in README_SCREENSHOTS}
     assert "project-phone.png" in shown
     assert all((HERE / "screenshots" / name).stat().st_size > 0 for name in shown)

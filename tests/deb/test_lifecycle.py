@@ -17,7 +17,8 @@ import pytest
 
 from tests.deb.conftest import DEBS_INSIDE, Debs
 from tests.deb.debbuild import LINTIAN_FAIL_ON, ROOT
-from tests.systemd.helpers import PROBE, free_port, journal, probe_wheel
+from tests.support import free_port
+from tests.systemd.helpers import PROBE, journal, probe_wheel
 from tests.systemd.nspawn_harness import Container
 
 pytestmark = pytest.mark.deb

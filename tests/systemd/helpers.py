@@ -21,13 +21,6 @@ from tests.systemd.nspawn_harness import Container
 PROBE = "insiders-systemd-probe"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def probe_wheel(where: Path, version: str = "1.0") -> Path:
     """A minimal valid wheel, written directly (no build backend needed)."""
     module = PROBE.replace("-", "_")

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import free_port
 from tests.systemd.conftest import PIP_CACHE_INSIDE
-from tests.systemd.helpers import free_port, get
+from tests.systemd.helpers import get
 from tests.systemd.nspawn_harness import Container
 
 pytestmark = pytest.mark.systemd

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.systemd.helpers import free_port, journal
+from tests.support import free_port
+from tests.systemd.helpers import journal
 from tests.systemd.nspawn_harness import Container
 
 pytestmark = pytest.mark.systemd

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import WHEELHOUSE
+from tests.support import WHEELHOUSE, free_port
 from tests.systemd.helpers import (
     PROBE,
     accepts,
-    free_port,
     get,
     journal,
     pip_install,

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.systemd.helpers import accepts, free_port, get, pip_install, probe_wheel, upload
+from tests.support import free_port
+from tests.systemd.helpers import accepts, get, pip_install, probe_wheel, upload
 from tests.systemd.nspawn_harness import Container
 
 pytestmark = pytest.mark.systemd
