@@ -63,6 +63,11 @@ class BucketProxy:
                 connection.request(self.command, self.path, body=body, headers=headers)
                 reply = connection.getresponse()
                 data = reply.read()
+                # Written, as a reader of the bucket sees it. Noted before the answer goes back:
+                # once it has, the daemon may start its next request, or say it is done, before
+                # this thread runs on.
+                with proxy._lock:
+                    proxy.log.append((started, time.monotonic(), self.command, self.path))
                 connection.close()
                 self.send_response_only(reply.status, reply.reason)
                 for key, value in reply.getheaders():
@@ -73,8 +78,6 @@ class BucketProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 self.wfile.flush()
-                with proxy._lock:
-                    proxy.log.append((started, time.monotonic(), self.command, self.path))
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
