@@ -12,12 +12,14 @@ has accepted the risk, and the hook gets the daemon's secrets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -100,47 +102,25 @@ def machine_key() -> Iterator[None]:
         PLANTED_KEY.unlink()
 
 
-@pytest.fixture
-def abstract_service() -> Iterator[tuple[str, list[bytes]]]:
-    """A listener on an abstract Unix socket, as D-Bus, X11 or a container runtime may have: no
-    path in the file system, so no mount can hide it."""
-    name = f"\0insiders-test-{os.getpid()}-{threading.get_ident()}"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(name)
-    server.listen()
-    server.settimeout(0.5)
-    received: list[bytes] = []
+@dataclass
+class Outside:
+    """What listens outside the build: the attacker's server on loopback (`exfil`), and a service
+    of the machine's on an abstract Unix socket, as D-Bus, X11 or a container runtime may have
+    (`abstract`: no path in the file system, so no mount can hide it). What each received."""
 
-    def serve() -> None:
-        while server.fileno() >= 0:
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with connection:
-                received.append(connection.recv(1024))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield name, received
-    server.close()
-    thread.join(5)
+    exfil: int
+    abstract: str
+    sent: list[bytes] = field(default_factory=list)
+    reached: list[bytes] = field(default_factory=list)
 
 
-@pytest.fixture
-def sink() -> Iterator[tuple[int, list[bytes]]]:
-    """A listener on loopback that keeps whatever is sent to it (the attacker's server)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    received: list[bytes] = []
-
+def keep_what_arrives(server: socket.socket, received: list[bytes]) -> threading.Thread:
     def serve() -> None:
         while True:
             try:
                 connection, _ = server.accept()
             except OSError:
-                return
+                return  # shut down
             with connection:
                 chunks = []
                 while chunk := connection.recv(65536):
@@ -149,17 +129,31 @@ def sink() -> Iterator[tuple[int, list[bytes]]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield server.getsockname()[1], received
-    server.close()
-    thread.join(5)
+    return thread
+
+
+@pytest.fixture
+def outside() -> Iterator[Outside]:
+    sink = socket.create_server(("127.0.0.1", 0))
+    service = socket.socket(socket.AF_UNIX)
+    service.bind(f"\0insiders-test-{os.getpid()}-{threading.get_ident()}")
+    service.listen()
+    listening = Outside(sink.getsockname()[1], service.getsockname().decode())
+    threads = [
+        keep_what_arrives(sink, listening.sent),
+        keep_what_arrives(service, listening.reached),
+    ]
+    yield listening
+    for server in (sink, service):
+        with contextlib.suppress(OSError):  # wakes the accept, where the kernel allows it
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+    for thread in threads:
+        thread.join(5)
 
 
 def hostile_run(
-    tmp_path: Path,
-    wheelhouse: Daemon,
-    sink: tuple[int, list[bytes]],
-    abstract: str,
-    sandbox: str,
+    tmp_path: Path, wheelhouse: Daemon, outside: Outside, sandbox: str
 ) -> tuple[Daemon, dict[str, object], str]:
     """Watch the hostile repository in a daemon holding secrets; build it; what the hook found,
     and its build log."""
@@ -198,35 +192,30 @@ def hostile_run(
     }
     control = home / "run" / "insiders" / "control.sock"
     assert control.exists()
-    port, received = sink
     assert daemon.proc is not None
     pid = daemon.proc.pid
     repo = git_project(tmp_path / "src", "hostile", pyproject=in_tree_backend_pyproject("hostile"))
     (repo / "backend.py").write_text(
-        hostile_backend(targets, control, data / "planted", port, abstract, pid)
+        hostile_backend(targets, control, data / "planted", outside.exfil, outside.abstract, pid)
     )
     tag_release(repo, "1.0")
     ctl(daemon, "repos", "add", f"{repo}:hostile")
     ctl(daemon, "update", "--wait")
-    assert received, "the hook sent nothing"
-    found = json.loads(received[0])
+    assert outside.sent, "the hook sent nothing"
+    found = json.loads(outside.sent[0])
     log = (data / "logs" / "hostile" / "1.0.log").read_text()
     return daemon, found, log
 
 
 def test_a_hostile_build_gets_nothing_of_the_daemon(
-    tmp_path: Path,
-    wheelhouse: Daemon,
-    sink: tuple[int, list[bytes]],
-    abstract_service: tuple[str, list[bytes]],
+    tmp_path: Path, wheelhouse: Daemon, outside: Outside
 ) -> None:
-    abstract, reached = abstract_service
-    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, abstract, "auto")
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, outside, "auto")
     try:
         # Abstract sockets have no file a mount could hide, and the build keeps the network
         # namespace (its dependencies come from the index): Landlock's scope refuses them.
         assert str(found["abstract"]).startswith("refused"), found["abstract"]
-        assert reached == []
+        assert outside.reached == []
         assert str(found["signal"]).startswith("refused"), found["signal"]
         assert log.startswith("insiders: sandbox: bubblewrap: ")
         assert "insiders: repository: " in log
@@ -274,19 +263,15 @@ def test_a_hostile_build_gets_nothing_of_the_daemon(
 
 
 def test_without_a_sandbox_the_same_build_takes_the_daemons_secrets(
-    tmp_path: Path,
-    wheelhouse: Daemon,
-    sink: tuple[int, list[bytes]],
-    abstract_service: tuple[str, list[bytes]],
+    tmp_path: Path, wheelhouse: Daemon, outside: Outside
 ) -> None:
     """The probes are real: `sandbox = "none"` is the operator accepting exactly this. Even so,
     the environment is an allow-list, the log is redacted, and the box's Landlock domain keeps
     writes in scratch, the daemon out of the build's signals and abstract sockets out of reach."""
-    abstract, reached = abstract_service
-    daemon, found, log = hostile_run(tmp_path, wheelhouse, sink, abstract, "none")
+    daemon, found, log = hostile_run(tmp_path, wheelhouse, outside, "none")
     try:
         assert str(found["abstract"]).startswith("refused"), found["abstract"]
-        assert reached == []
+        assert outside.reached == []
         # Without a PID namespace the daemon's process id is the real one: same user, so only
         # Landlock's signal scope stops a SIGKILL.
         assert found["signal"] == "refused: Operation not permitted", found["signal"]
