@@ -33,13 +33,21 @@ INSIDERSD = BIN / "insidersd"
 INSIDERSCTL = BIN / "insidersctl"
 
 
+_CLIENT_SETUP = ("PIP_", "UV_", "TWINE_", "POETRY_", "PDM_", "HATCH_", "FLIT_")
+_MACHINE_ONLY = {
+    *("JOURNAL_STREAM", "INVOCATION_ID", "RUNTIME_DIRECTORY", "STATE_DIRECTORY"),
+    *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+}
+
+
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
-    """An environment that cannot see this machine's pip or XDG setup."""
+    """An environment that cannot see this machine's setup of the clients (their settings and the
+    CA bundles they would trust), of XDG or of systemd."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "UV_", "XDG_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))
-        and k not in {"JOURNAL_STREAM", "INVOCATION_ID", "RUNTIME_DIRECTORY", "STATE_DIRECTORY"}
+        if not k.startswith((*_CLIENT_SETUP, "XDG_", "NOTIFY_", "LISTEN_", "WATCHDOG_"))
+        and k not in _MACHINE_ONLY
     }
     env.update(
         HOME=str(home),
