@@ -203,6 +203,15 @@ async def _discard(files: Iterable[Incoming]) -> None:
             await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
 
 
+def _unlink_incoming(files: Iterable[Incoming]) -> None:
+    """The temp files of a restore's incoming files that were not published (blocking: one
+    trip to a thread for a whole batch)."""
+    for incoming in files:
+        incoming.content.unlink(missing_ok=True)
+        if incoming.metadata_file is not None:
+            incoming.metadata_file.unlink(missing_ok=True)
+
+
 _encode = msgspec.json.Encoder().encode
 _decode_project = msgspec.json.Decoder(Project).decode
 
@@ -573,6 +582,7 @@ class Store:
         this batch when it brings the last file `record` names: a small project is one manifest
         write). How many were new; every content is consumed."""
         name = normalize(display_name)
+        new: list[Incoming] = []
         try:
             async with self._lock(name):
                 current = self._projects.get(name)
@@ -584,9 +594,15 @@ class Store:
                         project = _as_recorded(project, record)
                     await trio.to_thread.run_sync(self._write_restored, name, new, project)
                     self._publish(name, project)
-            return len(new)
-        finally:
-            await _discard(files)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_unlink_incoming, files)
+            raise
+        # The published ones were moved into place: only the others' temp files are left.
+        moved = {id(f) for f in new}
+        if leftover := [f for f in files if id(f) not in moved]:
+            await trio.to_thread.run_sync(_unlink_incoming, leftover)
+        return len(new)
 
     def _write_restored(
         self, name: NormalizedName, files: list[Incoming], project: Project
