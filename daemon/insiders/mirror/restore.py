@@ -1,13 +1,15 @@
 """Fill an empty store from a mirror target (`insidersd --restore-from NAME`).
 
 The target's manifests say which projects and files it holds, with their hashes; every file is
-fetched into the store's incoming directory (`concurrency` at a time, several projects at once),
-checked against its recorded size and sha256, fsynced, and published in batches
-(`Store.restore_files`: renames, one directory fsync, one manifest write per BATCH files), so a
-file costs the same in the first project as in the last, and in a project of 20,000 files as in
-one of 2. A restore interrupted at any instant leaves a store that lists only complete, verified
-files (a batch is named by the manifest only once its files are in place), and running it again
-picks up where it stopped: the files a manifest names are not fetched again.
+fetched into the store's incoming directory (`concurrency` at a time, several projects at once;
+one trip to a worker thread per file: fetch, size and sha256 checked, fsync, and the same for
+its metadata), and published in batches (`Store.restore_files`: renames, one directory fsync,
+one manifest write per batch of BATCH files or a quarter of what the project holds, whichever is
+more, so the manifest bytes written stay linear in the project's files), so a file costs the
+same in the first project as in the last, and in a project of 20,000 files as in one of 2. A
+restore interrupted at any instant leaves a store that lists only complete, verified files (a
+batch is named by the manifest only once its files are in place), and running it again picks up
+where it stopped: the files a manifest names are not fetched again.
 Once a project's files are in, its manifest becomes the target's record of it (status, reasons,
 removals, revision); once every project is in, the store takes the target's identity, so the
 target is this store's mirror again.
@@ -38,8 +40,9 @@ log = logging.getLogger(__name__)
 
 
 MARKER = "restoring"
-# Files published per manifest write: large enough that a project's manifest is written a few
-# times, small enough that an interruption costs seconds of fetching.
+# Files published per manifest write, at least: large enough that a project's manifest is written
+# a few times, small enough that an interruption costs seconds of fetching (a large project's
+# batches grow to a quarter of what it holds: its manifest is rewritten a few dozen times).
 BATCH = 256
 # Projects restored at once (their fetches share the target's `concurrency`): a small project's
 # round trips (listing, manifest) overlap another's files.
