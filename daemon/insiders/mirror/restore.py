@@ -5,8 +5,8 @@ fetched into the store's incoming directory (`concurrency` at a time, several pr
 one trip to a worker thread per file: fetch, size and sha256 checked, fsync, and the same for
 its metadata), and published in batches (`Store.restore_files`: renames, one directory fsync,
 one manifest write per batch of BATCH files or a quarter of what the project holds, whichever is
-more, so the manifest bytes written stay linear in the project's files), so a file costs the
-same in the first project as in the last, and in a project of 20,000 files as in one of 2. A
+more: the manifest bytes written stay linear in the project's files). A file costs the same
+in the first project as in the last, and in a project of 20,000 files as in one of 2. A
 restore interrupted at any instant leaves a store that lists only complete, verified files (a
 batch is named by the manifest only once its files are in place), and running it again picks up
 where it stopped: the files a manifest names are not fetched again.
