@@ -167,38 +167,45 @@ class SeaweedFS:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def start(self) -> SeaweedFS:
-        self.where.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        """The command line, on loopback ports chosen now (the benchmark starts it itself, as
+        one of its own processes, and then calls `wait_started`)."""
         # Each service also opens its gRPC port at port + 10000.
         ports = [free_port(below=55000) for _ in range(4)]
         self.s3_port, master, volume, filer = ports
+        return [
+            str(WEED),
+            "server",
+            f"-dir={self.where}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.port={self.s3_port}",
+            # Catalog servers on fixed ports otherwise; the mirror needs none of them.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            # Each bucket is a collection with volumes of its own (7 at its first write): room
+            # for a module's buckets (the default of 8 volumes fills up; test_mirror_s3's ten
+            # took 70), small ones on a test's disk.
+            "-volume.max=160",
+            "-master.volumeSizeLimitMB=64",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+        ]
+
+    def start(self) -> SeaweedFS:
+        self.where.mkdir(parents=True, exist_ok=True)
+        command = self.command()
         log = (self.where / "weed.log").open("wb")
         self.proc = subprocess.Popen(
-            [
-                str(WEED),
-                "server",
-                f"-dir={self.where}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-s3",
-                f"-s3.port={self.s3_port}",
-                # Catalog servers on fixed ports otherwise; the mirror needs none of them.
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                # Each bucket is a collection with volumes of its own (7 at its first write):
-                # room for a module's buckets (the default of 8 volumes fills up; test_mirror_s3's
-                # ten took 70), small ones on a test's disk.
-                "-volume.max=160",
-                "-master.volumeSizeLimitMB=64",
-                f"-master.port={master}",
-                f"-volume.port={volume}",
-                f"-filer.port={filer}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        return self.wait_started()
+
+    def wait_started(self) -> SeaweedFS:
+        assert self.proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -284,6 +284,54 @@ def test_scale_daemon_figures(tmp_path: Path) -> None:
     assert Store.open(dataset.store).file_count() == dataset.files
 
 
+def test_rate_per_tenth_from_each_item() -> None:
+    """A copy's or a restore's tenths come from every item's own time: a constant rate gives 1.0
+    whatever the step's length; a step that slows down shows it, first quarter to last."""
+    from insiders_bench import scale
+
+    steady = [100.0 + i / 500 for i in range(10_000)]
+    rates = scale.item_windows(steady)
+    assert rates is not None
+    assert len(rates) == scale.WINDOWS
+    assert scale.window_spread(rates) == pytest.approx(1.0, abs=0.01)
+    assert rates[0] == pytest.approx(500, rel=0.01)
+    slowing = [t + (i / 2000) ** 2 for i, t in enumerate(steady)]
+    assert scale.window_spread(scale.item_windows(slowing)) > 2
+    assert scale.times_drift(slowing) < 0.5
+    assert scale.item_windows(steady[:5]) is None
+
+
+def test_scale_mirror_steps(tmp_path: Path) -> None:
+    """The scaling benchmark's mirror steps on a tiny store, the bucket left out: the copy to a
+    directory with its lag, the restore from it; each with its rate per tenth and the load
+    average beside it, and SeaweedFS started as one of the benchmark's own processes."""
+    from insiders_bench import mirror, procs, scale
+
+    sizes = Sizes(projects=6, versions=2, big_versions=20)
+    dataset = generate(tmp_path / "data", sizes, log=False, store_only=True)
+    options = scale.ScaleOptions(sizes=[], burst=8, log=lambda line: None)
+    skip = {"s3_copy": "not in the smoke test"}
+    figures = scale.measure_mirror(dataset, tmp_path / "scratch", options, skip)
+    copy, restored = figures["dir_copy"], figures["dir_restore"]
+    assert copy["finished"], figures
+    assert restored["finished"], figures
+    assert copy["requests"] > 2 * dataset.files
+    assert len(copy["windows"]) == scale.WINDOWS
+    assert restored["files"] == dataset.files + 8  # the burst's uploads are in the mirror too
+    assert len(restored["windows"]) == scale.WINDOWS
+    assert all(len(step["loadavg"]) == 2 for step in (copy, restored))
+    assert figures["lag"]["uploads"] == 8
+
+    weed, server = mirror.start_seaweedfs(tmp_path / "weed")
+    try:
+        assert server in procs._running
+        assert weed.client().list_buckets()["Buckets"] == []
+    finally:
+        server.stop()
+    assert not server.alive()
+    assert server not in procs._running
+
+
 def test_upstream_cache_rows_on_a_local_upstream(tmp_path: Path) -> None:
     """The upstream-cache rows (`--upstream-cache`) end to end, uv and pip, one round, with a
     local upstream (insidersd hosting a tiny generated store) in place of the public one: the

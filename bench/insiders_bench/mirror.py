@@ -155,7 +155,7 @@ def bench_bucket(scratch: Path) -> Iterator[tuple[SeaweedFS, Callable[..., str]]
     """SeaweedFS under scratch/seaweedfs holding the bucket "bench", stopped and its files removed
     at the end; with it, the config of a mirror [mirrors.bucket] there, with its key files:
     config(prefix, concurrency=None, endpoint=SeaweedFS's)."""
-    weed = SeaweedFS(scratch / "seaweedfs").start()
+    weed, server = start_seaweedfs(scratch / "seaweedfs")
     try:
         weed.client().create_bucket(Bucket="bench")
         secrets = scratch / "secrets"
@@ -175,8 +175,23 @@ def bench_bucket(scratch: Path) -> Iterator[tuple[SeaweedFS, Callable[..., str]]
 
         yield weed, config
     finally:
-        weed.stop()
+        server.stop()
         shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
+
+
+def start_seaweedfs(where: Path) -> tuple[SeaweedFS, Server]:
+    """SeaweedFS as one of the benchmark's own processes (its own group, stopped with the others
+    at exit, on SIGTERM or SIGHUP, and marked as this run's), ready for requests."""
+    where.mkdir(parents=True, exist_ok=True)
+    weed = SeaweedFS(where)
+    server = Server("seaweedfs", weed.command(), log=where / "weed.log")
+    weed.proc = server.process
+    try:
+        weed.wait_started()
+    except BaseException:
+        server.stop()
+        raise
+    return weed, server
 
 
 def full_copy_to_s3(dataset: Dataset, scratch: Path) -> dict[str, Any]:

@@ -401,57 +401,140 @@ def window_spread(rates: list[float] | None) -> float | None:
     return round(max(rates) / min(rates), 2)
 
 
-def _count_files(store: Path) -> int:
-    packages = store / "packages"
-    count = 0
-    if not packages.is_dir():
-        return 0
-    for project in os.scandir(packages):
-        if project.is_dir():
-            count += sum(
-                1
-                for f in os.scandir(project.path)
-                if not f.name.endswith(".metadata") and not f.name.startswith(".")
-            )
-    return count
+def item_times(root: Path, wanted: Callable[[str, str], bool]) -> list[float]:
+    """The modification time of every regular file under `root` that `wanted(directory, name)`
+    takes, sorted: when each was written, read back once the step is over (nothing is sampled
+    while the work runs, and the clock is the file system's, per file)."""
+    times: list[float] = []
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if not wanted(directory, name):
+                continue
+            try:
+                info = os.stat(os.path.join(directory, name), follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            times.append(info.st_mtime)
+    times.sort()
+    return times
+
+
+def _distribution(_directory: str, name: str) -> bool:
+    """A store's distribution (not its metadata or manifest)."""
+    return not name.startswith(".") and not name.endswith(".metadata")
+
+
+def _written_by_copy(_directory: str, name: str) -> bool:
+    """What one request of a copy to a directory leaves: a file, metadata file or page (a
+    page's .gz sibling comes with it; the mark and temp files are nobody's request)."""
+    return not name.startswith(".") and not name.endswith(".gz")
+
+
+def item_windows(times: list[float]) -> list[float] | None:
+    """The rate (items/s) in each tenth of the work, from every item's own time: tenth k runs
+    from the time the last item of tenth k-1 was done (the first: the first item's) to the time
+    its own last item was."""
+    count = len(times)
+    if count < 2 * WINDOWS:
+        return None
+    edges = [times[0]]
+    for k in range(1, WINDOWS + 1):
+        edges.append(times[max(0, round(count * k / WINDOWS) - 1)])
+    rates = []
+    for k, (a, b) in enumerate(itertools.pairwise(edges)):
+        items = round(count * (k + 1) / WINDOWS) - round(count * k / WINDOWS)
+        if b <= a:
+            return None
+        rates.append(round(items / (b - a), 1))
+    return rates
+
+
+def times_drift(times: list[float]) -> float | None:
+    """The last quarter's rate over the first quarter's (1.0: constant), from every item's time."""
+    count = len(times)
+    if count < 8:
+        return None
+    quarter = count // 4
+    first = times[quarter - 1] - times[0]
+    last = times[-1] - times[count - quarter - 1]
+    if first <= 0 or last <= 0:
+        return None
+    return round(first / last, 2)
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+#: how often a running step is looked at (READY, the mirror's state and request count): over
+#: the daemon's control socket from this process, which costs the daemon a small reply, not a
+#: process started per look (insidersctl, ~0.2 CPU s each, as the steps once polled)
+POLL = 0.1
+
+
+class Control:
+    """The daemon's control socket, one connection kept open: `mirrors list` as often as a
+    step needs it, for the cost of a reply."""
+
+    def __init__(self, runtime: Path) -> None:
+        self.path = runtime / "control.sock"
+        self._connection: Any = None
+
+    def mirror(self, name: str) -> Any:
+        from insidersctl import protocol
+        from insidersctl.client import ClientError, Connection
+
+        for attempt in range(2):
+            try:
+                if self._connection is None:
+                    self._connection = Connection.open(self.path, timeout=30)
+                reply = self._connection.call(protocol.ListMirrors(), timeout=60)
+                return next(m for m in reply.mirrors if m.name == name)
+            except (ClientError, OSError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def restore(config: str, name: str, scratch: Path, files: int, timeout: float) -> dict[str, Any]:
-    """`insidersd --restore-from NAME` into an empty data directory: seconds to READY."""
+    """`insidersd --restore-from NAME` into an empty data directory: seconds to READY. Nothing
+    is counted while it runs: the rate per tenth comes from each restored file's own time
+    (written, checked and fsynced in incoming/), read from the store once it is done."""
     store = scratch / "store"
+    load_before = _load()
     server, _, listener = start_daemon(store, scratch, config, ["--restore-from", name])
-    samples: list[tuple[float, int]] = []
     try:
         deadline = time.monotonic() + timeout
         while listener.ready_at is None and time.monotonic() < deadline:
             if not server.alive():
                 raise RuntimeError(f"restore from {name} failed:\n{server.log_tail()}")
-            time.sleep(1.0)
-            samples.append((time.monotonic() - server.started, _count_files(store)))
-        if listener.ready_at is None:
-            done = _count_files(store)
-            return {
-                "finished": False,
-                "seconds": round(timeout, 0),
-                "files": done,
-                "of": files,
-                "files_per_s": round(done / timeout, 1),
-                "rate_drift": _rate_drift(samples),
-                "windows": rate_windows(samples),
-                "window_spread": window_spread(rate_windows(samples)),
-            }
-        seconds = listener.ready_at - server.started
-        samples.append((seconds, _count_files(store)))
-        windows = rate_windows(samples)
+            time.sleep(POLL)
+        finished = listener.ready_at is not None
+        seconds = listener.ready_at - server.started if listener.ready_at is not None else timeout
+        load_after = _load()
+        server.stop()
+        times = item_times(store / "packages", _distribution)
+        windows = item_windows(times)
         return {
-            "finished": True,
-            "seconds": round(seconds, 1),
-            "files": samples[-1][1],
+            "finished": finished,
+            "seconds": round(seconds, 1) if finished else round(timeout, 0),
+            "files": len(times),
             "of": files,
-            "files_per_s": round(samples[-1][1] / seconds, 1),
-            "rate_drift": _rate_drift(samples),
+            "files_per_s": round(len(times) / seconds, 1),
+            # from the first file fetched to the last: the restore's own rate
+            "busy_files_per_s": round(len(times) / (times[-1] - times[0]), 1)
+            if len(times) > 1 and times[-1] > times[0]
+            else None,
+            "rate_drift": times_drift(times),
             "windows": windows,
             "window_spread": window_spread(windows),
+            "loadavg": [load_before, load_after],
         }
     finally:
         server.stop()
@@ -459,40 +542,99 @@ def restore(config: str, name: str, scratch: Path, files: int, timeout: float) -
         shutil.rmtree(store, ignore_errors=True)
 
 
-def full_copy(
-    store: Path, scratch: Path, config: str, name: str, timeout: float
-) -> tuple[dict[str, Any], tuple[Server, int, Path] | None]:
-    """A full copy by a fresh insidersd; the copy's figures and the still running daemon."""
-    samples: list[tuple[float, int]] = []
+def start_copy(
+    store: Path,
+    scratch: Path,
+    config: str,
+    name: str,
+    timeout: float,
+    samples: list[tuple[float, int]],
+) -> tuple[Server, int, Path, float, int]:
+    """insidersd on the store with one mirror target, until the target is current: the daemon,
+    its port and runtime directory, the seconds from its start, the requests made. `samples`
+    gets (seconds since the start, requests so far) every POLL seconds. RuntimeError "not
+    current after" when the bound passed (the daemon is stopped)."""
+    port = free_port()
+    runtime = scratch / "run" / "insiders"
+    runtime.mkdir(parents=True, exist_ok=True)
+    config_file = scratch / "xdg" / "xdg_config_home" / "insiders" / "config.toml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(config)
+    argv = insidersd_argv(port, store, scratch)
+    argv[argv.index("--log-level") + 1] = "info"
+    server = Server("insidersd", argv, log=scratch / "insidersd.log", env=isolated_env(scratch))
+    control = Control(runtime)
     try:
-        daemon, port, runtime, seconds, info = mirror.start_mirroring(
-            store, scratch, config, name, timeout=timeout, samples=samples
+        wait_serving(server, port, "/simple/", timeout=600)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not server.alive():
+                raise RuntimeError(f"insidersd exited:\n{server.log_tail()}")
+            mirror = control.mirror(name)
+            now = time.monotonic() - server.started
+            samples.append((now, int(mirror.requests)))
+            if mirror.state == "failing":
+                raise RuntimeError(f"mirror {name}: {mirror.last_error}")
+            if (
+                mirror.state == "idle"
+                and mirror.last_sync
+                and not mirror.pending
+                and not mirror.full_sync_pending
+            ):
+                return server, port, runtime, now, int(mirror.requests)
+            time.sleep(POLL)
+        raise RuntimeError(f"mirror {name} not current after {timeout:.0f} s")
+    except BaseException:
+        server.stop()
+        raise
+    finally:
+        control.close()
+
+
+def full_copy(
+    store: Path, scratch: Path, config: str, name: str, timeout: float, tree: Path | None = None
+) -> tuple[dict[str, Any], tuple[Server, int, Path] | None]:
+    """A full copy by a fresh insidersd; the copy's figures and the still running daemon.
+
+    The rate per tenth of a copy to a directory (`tree`) comes from each file's and page's own
+    time, read back once the copy is current; a bucket's from the request count, looked at
+    every POLL seconds (a tenth lasts seconds)."""
+    samples: list[tuple[float, int]] = []
+    load_before = _load()
+    try:
+        daemon, port, runtime, seconds, requests = start_copy(
+            store, scratch, config, name, timeout, samples
         )
     except RuntimeError as error:
         if "not current after" not in str(error):
             raise
         done = samples[-1][1] if samples else 0
-        windows = rate_windows(samples)
         busy = samples[-1][0] - _started(samples) if samples else timeout
+        times = item_times(tree, _written_by_copy) if tree is not None else []
+        windows = item_windows(times) if times else rate_windows(samples)
         return {
             "finished": False,
             "seconds": round(timeout, 0),
             "requests": done,
             "requests_per_s": round(done / busy, 1) if busy > 0 else None,
-            "rate_drift": _rate_drift(samples),
+            "rate_drift": times_drift(times) if times else _rate_drift(samples),
             "windows": windows,
             "window_spread": window_spread(windows),
+            "loadavg": [load_before, _load()],
         }, None
-    windows = rate_windows([*samples, (seconds, info["requests"])])
+    load_after = _load()
+    times = item_times(tree, _written_by_copy) if tree is not None else []
+    windows = item_windows(times) if times else rate_windows(samples)
     busy = seconds - _started(samples)
     figures = {
         "finished": True,
         "seconds": round(seconds, 1),
-        "requests": info["requests"],
-        "requests_per_s": round(info["requests"] / busy, 1),
-        "rate_drift": _rate_drift(samples),
+        "requests": requests,
+        "requests_per_s": round(requests / busy, 1),
+        "rate_drift": times_drift(times) if times else _rate_drift(samples),
         "windows": windows,
         "window_spread": window_spread(windows),
+        "loadavg": [load_before, load_after],
     }
     return figures, (daemon, port, runtime)
 
@@ -515,10 +657,12 @@ def measure_mirror(
 
     def note(step: str, result: dict[str, Any], what: str) -> None:
         figures[step] = result
+        load = result.get("loadavg")
+        during = f" (load average {load[0]:.1f} -> {load[1]:.1f})" if load else ""
         if result["finished"]:
-            options.log(f"  {what}: {result['seconds']:.1f} s")
+            options.log(f"  {what}: {result['seconds']:.1f} s{during}")
         else:
-            options.log(f"  {what}: not finished within {timeout:.0f} s")
+            options.log(f"  {what}: not finished within {timeout:.0f} s{during}")
         if result.get("windows"):
             options.log(
                 f"    rate per tenth (first to last): "
@@ -530,7 +674,7 @@ def measure_mirror(
         figures["dir_copy"] = {"skipped": skip["dir_copy"]}
         options.log(f"  directory copy: not run, {skip['dir_copy']}")
     else:
-        result, running = full_copy(store, scratch / "dir", dir_config, "dir", timeout)
+        result, running = full_copy(store, scratch / "dir", dir_config, "dir", timeout, tree)
         if running is not None:
             figures["lag"] = burst_after_copy(
                 running, store, tree, BURST_PREFIX, "directory", options

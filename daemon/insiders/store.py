@@ -204,12 +204,13 @@ def _changed(project: Project, **changes: object) -> Project:
     return msgspec.structs.replace(project, revision=project.revision + 1, **changes)
 
 
-async def _discard(files: Iterable[Incoming]) -> None:
-    """The temp files of incoming files, once they were published (moved) or refused."""
+def _unlink_incoming(files: Iterable[Incoming]) -> None:
+    """The temp files of incoming files that were not published (refused, or held already):
+    blocking, one trip to a thread for a whole release or batch."""
     for incoming in files:
-        await trio.Path(incoming.content).unlink(missing_ok=True)
+        incoming.content.unlink(missing_ok=True)
         if incoming.metadata_file is not None:
-            await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+            incoming.metadata_file.unlink(missing_ok=True)
 
 
 _encode = msgspec.json.Encoder().encode
@@ -596,6 +597,7 @@ class Store:
         then the manifest (a restore's `record` once the project holds every file it names); then
         they are published together. The files added; every content is consumed, added or not."""
         name = normalize(display_name)
+        new: list[Incoming] = []
         try:
             async with self._lock(name):
                 current = self._projects.get(name)
@@ -606,9 +608,15 @@ class Store:
                         project = _as_recorded(project, record)
                     await trio.to_thread.run_sync(write, name, new, project)
                     self._publish(name, project)
-            return new
-        finally:
-            await _discard(files)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_unlink_incoming, files)
+            raise
+        # The published ones were moved into place: only the others' temp files are left.
+        moved = {id(f) for f in new}
+        if leftover := [f for f in files if id(f) not in moved]:
+            await trio.to_thread.run_sync(_unlink_incoming, leftover)
+        return new
 
     def _write_restored(
         self, name: NormalizedName, files: list[Incoming], project: Project

@@ -1,13 +1,15 @@
 """Fill an empty store from a mirror target (`insidersd --restore-from NAME`).
 
 The target's manifests say which projects and files it holds, with their hashes; every file is
-fetched into the store's incoming directory (`concurrency` at a time, several projects at once),
-checked against its recorded size and sha256, fsynced, and published in batches
-(`Store.restore_files`: renames, one directory fsync, one manifest write per BATCH files), so a
-file costs the same in the first project as in the last, and in a project of 20,000 files as in
-one of 2. A restore interrupted at any instant leaves a store that lists only complete, verified
-files (a batch is named by the manifest only once its files are in place), and running it again
-picks up where it stopped: the files a manifest names are not fetched again.
+fetched into the store's incoming directory (`concurrency` at a time, several projects at once;
+one trip to a worker thread per file: fetch, size and sha256 checked, fsync, and the same for
+its metadata), and published in batches (`Store.restore_files`: renames, one directory fsync,
+one manifest write per batch of BATCH files or a quarter of what the project holds, whichever is
+more: the manifest bytes written stay linear in the project's files). A file costs the same
+in the first project as in the last, and in a project of 20,000 files as in one of 2. A
+restore interrupted at any instant leaves a store that lists only complete, verified files (a
+batch is named by the manifest only once its files are in place), and running it again picks up
+where it stopped: the files a manifest names are not fetched again.
 Once a project's files are in, its manifest becomes the target's record of it (status, reasons,
 removals, revision); once every project is in, the store takes the target's identity, so the
 target is this store's mirror again.
@@ -27,8 +29,7 @@ import msgspec
 import trio
 
 from insiders.errors import RestoreError, UnfinishedRestore
-from insiders.fsutil import atomic_write, fsync_file
-from insiders.ingest import Digests, hash_file
+from insiders.fsutil import atomic_write
 from insiders.names import NormalizedName, is_valid_name
 from insiders.store import Incoming, Project, Store, StoredFile
 
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 
 MARKER = "restoring"
-# Files published per manifest write: large enough that a project's manifest is written a few
-# times, small enough that an interruption costs seconds of fetching.
+# Files published per manifest write, at least: large enough that a project's manifest is written
+# a few times, small enough that an interruption costs seconds of fetching (a large project's
+# batches grow to a quarter of what it holds: its manifest is rewritten a few dozen times).
 BATCH = 256
 # Projects restored at once (their fetches share the target's `concurrency`): a small project's
 # round trips (listing, manifest) overlap another's files.
@@ -224,22 +226,27 @@ async def _restore_project(
         files=tuple(f for f in project.files if f.filename in have or f.filename in coming),
         removed=removed,
     )
-    for start in range(0, len(wanted), BATCH):
+    start = 0
+    while start < len(wanted):
+        # A project's manifest is written once per batch: batches grow with what it holds, so
+        # a 20,000-file project writes its manifest a few dozen times, not once per 256 files
+        # of an ever larger manifest (its bytes written stay linear in its files).
+        size = max(BATCH, (len(have) + start) // 4)
         batch: list[Incoming] = []
         try:
             async with trio.open_nursery() as nursery:
-                for stored in wanted[start : start + BATCH]:
+                for stored in wanted[start : start + size]:
                     nursery.start_soon(
                         _fetch_file, store, target, project, stored, present, done, limiter, batch
                     )
-            published = await store.restore_files(project.name, batch, final)
+            handed, batch = batch, []  # restore_files consumes them, published or not
+            published = await store.restore_files(project.name, handed, final)
             done.files += published  # (not `+= await`: other projects count meanwhile)
         finally:
-            with trio.CancelScope(shield=True):
-                for incoming in batch:  # a batch cut short: its fetched files go
-                    await trio.Path(incoming.content).unlink(missing_ok=True)
-                    if incoming.metadata_file is not None:
-                        await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+            if batch:  # a batch cut short: its fetched files go
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_discard, batch)
+        start += size
     current = store.get(name)
     if current is None:
         return False
@@ -264,47 +271,75 @@ async def _fetch_file(
     batch: list[Incoming],
 ) -> None:
     """One file (and its metadata) into the store's incoming/, checked against its record and
-    fsynced, appended to `batch`; nothing when it was skipped (reported)."""
+    fsynced, appended to `batch`; nothing when it was skipped (reported). One trip to a worker
+    thread does it all: a file of a few kilobytes costs its system calls, not the event loop's
+    hand-offs."""
     key = next((k for k in _keys(project, stored.filename) if k in present), None)
     if key is None:
         done.skip(f"{layout.file_key(project.normalized, stored.filename)}: missing")
         return
-    metadata = None
+    side = None
     if stored.metadata_sha256 is not None:
-        metadata = await _fetch_metadata(target, project, stored, present, limiter)
-        if metadata is None:
-            stored = msgspec.structs.replace(stored, metadata_sha256=None)
-    content = await trio.to_thread.run_sync(store.new_incoming)
-    incoming = Incoming(stored, content, None)
+        side = next(
+            (k for k in _keys(project, f"{stored.filename}.metadata") if k in present), None
+        )
+    fetched = await trio.to_thread.run_sync(
+        _fetch_durably, store, target, key, stored, side, limiter=limiter
+    )
+    # No checkpoint between the thread's return and here: a cancelled batch finds the file in
+    # `batch` and removes it.
+    if isinstance(fetched, str):
+        done.skip(fetched)
+    else:
+        batch.append(fetched)
+
+
+def _fetch_durably(
+    store: Store, target: Target, key: str, stored: StoredFile, side: str | None
+) -> Incoming | str:
+    """Copy `key` into a new file of incoming/, check its size and sha256 against the record,
+    fsync it; its metadata (`side`) too, when it matches its recorded sha256 (else the file is
+    kept without it, with a warning). The Incoming, or why the file is skipped. Blocking: run
+    in a worker thread, many at once (the batch's publishing then costs no fsync per file)."""
+    content = store.new_incoming()
+    metadata_file: Path | None = None
     try:
-        got = await trio.to_thread.run_sync(_fetch_durably, target, key, content, limiter=limiter)
-        if (got.size, got.sha256) != (stored.size, stored.sha256):
-            done.skip(
-                f"{key}: does not match its manifest ({got.size} bytes, sha256 {got.sha256}; "
-                f"recorded {stored.size} bytes, {stored.sha256})"
-            )
-            await trio.Path(content).unlink(missing_ok=True)
-            return
-        if metadata is not None:
-            side = await trio.to_thread.run_sync(store.new_incoming)
-            incoming = Incoming(stored, content, None, metadata_file=side)
-            await trio.to_thread.run_sync(_write_durably, side, metadata, limiter=limiter)
+        target.fetch(key, content)
+        with content.open("rb") as fetched:
+            digest = hashlib.file_digest(fetched, "sha256")
+            size = fetched.tell()
+            if (size, digest.hexdigest()) != (stored.size, stored.sha256):
+                content.unlink()
+                return (
+                    f"{key}: does not match its manifest ({size} bytes, sha256 "
+                    f"{digest.hexdigest()}; recorded {stored.size} bytes, {stored.sha256})"
+                )
+            os.fsync(fetched.fileno())
+        if stored.metadata_sha256 is not None:
+            metadata = target.read(side) if side is not None else None
+            if metadata is None or hashlib.sha256(metadata).hexdigest() != stored.metadata_sha256:
+                where = side or f"{key}.metadata"
+                log.warning(
+                    "%s: missing or altered; the file is restored without its metadata", where
+                )
+                stored = msgspec.structs.replace(stored, metadata_sha256=None)
+            else:
+                metadata_file = store.new_incoming()
+                _write_durably(metadata_file, metadata)
     except BaseException:
-        with trio.CancelScope(shield=True):
-            await trio.Path(content).unlink(missing_ok=True)
-            if incoming.metadata_file is not None:
-                await trio.Path(incoming.metadata_file).unlink(missing_ok=True)
+        content.unlink(missing_ok=True)
+        if metadata_file is not None:
+            metadata_file.unlink(missing_ok=True)
         raise
-    batch.append(incoming)
+    return Incoming(stored, content, None, metadata_file=metadata_file)
 
 
-def _fetch_durably(target: Target, key: str, content: Path) -> Digests:
-    """Copy `key` into `content`, hash it and fsync it (blocking: run in a worker thread, many
-    at once: the batch's publishing then costs no fsync per file)."""
-    target.fetch(key, content)
-    got = hash_file(content)
-    fsync_file(content)
-    return got
+def _discard(batch: list[Incoming]) -> None:
+    """The temp files of a batch that was not published (blocking: call from a thread)."""
+    for incoming in batch:
+        incoming.content.unlink(missing_ok=True)
+        if incoming.metadata_file is not None:
+            incoming.metadata_file.unlink(missing_ok=True)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -322,23 +357,3 @@ def _keys(project: Project, filename: str) -> tuple[str, str]:
         other = layout.FILES
     name = project.normalized
     return layout.file_key(name, filename, first), layout.file_key(name, filename, other)
-
-
-async def _fetch_metadata(
-    target: Target,
-    project: Project,
-    stored: StoredFile,
-    present: dict[str, int],
-    limiter: trio.CapacityLimiter,
-) -> bytes | None:
-    key = next((k for k in _keys(project, f"{stored.filename}.metadata") if k in present), None)
-    data = (
-        await trio.to_thread.run_sync(target.read, key, limiter=limiter)
-        if key is not None
-        else None
-    )
-    if data is None or hashlib.sha256(data).hexdigest() != stored.metadata_sha256:
-        where = key or layout.file_key(project.normalized, f"{stored.filename}.metadata")
-        log.warning("%s: missing or altered; the file is restored without its metadata", where)
-        return None
-    return data

@@ -69,37 +69,29 @@ class DirectoryTarget:
     def _directory(self, parts: list[str], *, create: bool) -> Iterator[int | None]:
         """An fd of the directory root/parts, every component opened without following a link;
         None when it does not exist (and `create` is false)."""
-        if create:
-            _make_dirs(self.root)
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            if create:
-                raise
-            yield None
-            return
+            if not create:
+                yield None
+                return
+            _make_dirs(self.root)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for index, part in enumerate(parts):
-                made = False
-                if create:
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                        made = True
-                    except FileExistsError:
-                        pass
                 try:
-                    inner = os.open(part, _DIRECTORY, dir_fd=fd)
+                    inner, made = _open_directory(fd, part, create)
                 except FileNotFoundError:
-                    if create:
-                        raise
-                    yield None
-                    return
+                    raise  # removed between its mkdir and its open
                 except OSError as error:
                     where = "/".join(parts[: index + 1])
                     raise TargetError(
                         f"{self.root}/{where} is not a directory of the mirror (a symbolic link, "
                         f"or a file): the mirror never follows one ({error.strerror})"
                     ) from error
+                if inner is None:
+                    yield None
+                    return
                 os.close(fd)
                 fd = inner
                 if made:
@@ -281,6 +273,24 @@ _AREAS = {"simple": 0, "pypi": 1, "quarantine": 2, "files": 3}
 
 def _removal_order(folders: tuple[str, ...]) -> tuple[int, int]:
     return (_AREAS.get(folders[0], 4) if folders else 5, -len(folders))
+
+
+def _open_directory(fd: int, part: str, create: bool) -> tuple[int | None, bool]:
+    """The directory `part` of `fd`, opened without following a link (None: it is missing and
+    not to be made), and whether it was made now. Made only when missing: a copy's requests
+    find their directories there, and cost their opens alone."""
+    try:
+        return os.open(part, _DIRECTORY, dir_fd=fd), False
+    except FileNotFoundError:
+        if not create:
+            return None, False
+    made = False
+    try:
+        os.mkdir(part, 0o755, dir_fd=fd)
+        made = True
+    except FileExistsError:
+        pass  # made meanwhile, by another request
+    return os.open(part, _DIRECTORY, dir_fd=fd), made
 
 
 def _make_dirs(path: Path) -> None:
