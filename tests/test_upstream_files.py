@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,16 +40,22 @@ def caching(home: Path, upstream: StaticUpstream, config: str = "") -> Daemon:
     return Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "cache"]).start()
 
 
-def cached_files(daemon: Daemon) -> dict[str, int]:
-    """What the file cache holds: NAME/FILENAME -> bytes."""
+def cached_files(
+    daemon: Daemon, until: Callable[[dict[str, int]], bool] = lambda files: True
+) -> dict[str, int]:
+    """What the file cache holds: NAME/FILENAME -> bytes; once `until` holds of it (or after
+    10 s): a file is kept (fsynced, renamed into place) after its last byte went out."""
     root = daemon.home / "cache" / "insiders" / "upstream-files"
-    if not root.exists():
-        return {}
-    return {
-        f"{p.parent.name}/{p.name.rpartition('.')[0]}": p.stat().st_size
-        for p in root.glob("*/*")
-        if not p.name.startswith(".")
-    }
+    deadline = time.monotonic() + 10
+    while True:
+        found = {
+            f"{p.parent.name}/{p.name.rpartition('.')[0]}": p.stat().st_size
+            for p in (root.glob("*/*") if root.exists() else ())
+            if not p.name.startswith(".")
+        }
+        if until(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def stopped(daemon: Daemon) -> None:
@@ -69,7 +75,7 @@ def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
         pip_install(daemon.index, tmp_path / "pip-cold", "other-pkg", "demo-pkg")
         uv_install(daemon.index, tmp_path / "uv-cold", "other-pkg", "demo-pkg")
         wheels = [p for p in dists["other-0.1"] + dists["demo-1.1"] if p.suffix == ".whl"]
-        held = cached_files(daemon)
+        held = cached_files(daemon, lambda files: len(files) >= 2 * len(wheels))
         for wheel in wheels:
             name = "other-pkg" if wheel.name.startswith("other") else "demo-pkg"
             assert held[f"{name}/{wheel.name}"] == wheel.stat().st_size
@@ -204,10 +210,11 @@ def test_least_recently_used_files_go_beyond_the_file_cache_size(
             get("lru-b")
             get("lru-a")  # a hit: now lru-b is the least recently used
             get("lru-c")
-            assert set(cached_files(daemon)) == {
+            expected = {
                 f"lru-a/{wheel_filename('lru-a', '1.0')}",
                 f"lru-c/{wheel_filename('lru-c', '1.0')}",
             }
+            assert set(cached_files(daemon, lambda files: set(files) == expected)) == expected
             assert sum(cached_files(daemon).values()) <= limit
             get("lru-b")  # fetched again
         assert upstream.requests(paths["lru-a"]) == 1
@@ -226,7 +233,9 @@ def test_a_hosted_project_shadows_its_cached_files_at_once(
     try:
         with daemon.client() as client:
             assert client.get(f"/files/demo-pkg/{cached.name}").status_code == 200
-            assert f"demo-pkg/{cached.name}" in cached_files(daemon)
+            assert f"demo-pkg/{cached.name}" in cached_files(
+                daemon, lambda files: f"demo-pkg/{cached.name}" in files
+            )
             for path in dists["demo-1.0"]:
                 assert daemon.upload(path).status_code == 200
             page = client.get("/simple/demo-pkg/", headers={"Accept": JSON}).json()
@@ -582,9 +591,11 @@ def test_a_full_cache_disk_still_serves_the_file_checked(
                 assert head.status_code == 503
                 assert client.get(small_path).content == small
             assert upstream.requests(big_path) == 3
-            assert [p.name for p in files.glob("*/*")] == [
-                f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"
-            ]
+            expected = [f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"]
+            deadline = time.monotonic() + 10  # kept after its last byte went out
+            while [p.name for p in files.glob("*/*")] != expected:
+                assert time.monotonic() < deadline, list(files.glob("*/*"))
+                time.sleep(0.02)
             assert "cannot write the file cache" in daemon.log()
         finally:
             stopped(daemon)
