@@ -205,6 +205,9 @@ def test_least_recently_used_files_go_beyond_the_file_cache_size(
                 response = client.get(paths[name])
                 assert response.status_code == 200
                 assert response.content == wheels[name]
+                # Kept just after the answer: the order of use is the order they were kept.
+                kept = f"{name}/{wheel_filename(name, '1.0')}"
+                cached_files(daemon, lambda files: kept in files)
 
             get("lru-a")
             get("lru-b")
@@ -382,6 +385,8 @@ def test_cache_status_and_prune(tmp_path: Path, upstream: StaticUpstream) -> Non
         with daemon.client() as client:
             for path in [*paths.values(), paths["keep-pkg"]]:
                 assert client.get(path).status_code == 200
+                # Kept just after the answer; the third request must find it kept (a hit).
+                cached_files(daemon, lambda files, path=path: path.removeprefix("/files/") in files)
         report = json.loads(ok(daemon, "cache", "status", "--json"))
         assert report["mode"] == "cache"
         assert report["files"] == 2
@@ -693,4 +698,41 @@ def test_the_front_sends_cached_files_only_to_readers(
         assert upstream.requests(path) == 1
     finally:
         nginx.stop()
+        stopped(daemon)
+
+
+def test_pages_link_files_absolutely_under_the_public_url(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]], old_pip: Path
+) -> None:
+    """With `[server] public-url`, a cached page's files are absolute URLs under it (pip takes
+    an absolute http(s) link as it is, a relative one it resolves with urljoin: on an upstream
+    page of thousands of files, that is most of what pip does with it); pip, old and new,
+    installs through them, and the files still come from the cache."""
+    paths = [upstream.add_dist(p) for p in dists["other-0.1"]]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    write_config(tmp_path / "local", f'[server]\npublic-url = "{base}"\n')
+    daemon = Daemon(
+        tmp_path / "local", ["--upstream", upstream.index, "--upstream-mode", "cache"]
+    ).start(port=port)
+    try:
+        with daemon.client() as client:
+            page = client.get("/simple/other-pkg/", headers={"Accept": JSON}).json()
+            html = client.get("/simple/other-pkg/", headers={"Accept": "text/html"}).text
+        urls = [f["url"] for f in page["files"]]
+        assert urls
+        assert all(u.startswith(f"{base}files/other-pkg/") for u in urls)
+        assert all(f'href="{u}#sha256=' in html for u in urls)
+        pip_install(daemon.index, tmp_path / "pip", "other-pkg")
+        done = subprocess.run(
+            [str(old_pip), "-m", "pip", "install", "--isolated", "--no-cache-dir", "--index-url",
+             daemon.index, "--target", str(tmp_path / "old-pip"), "other-pkg"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert list((tmp_path / "old-pip").glob("other_pkg-0.1.dist-info"))
+        wheel = next(p for p in dists["other-0.1"] if p.suffix == ".whl")
+        assert f"other-pkg/{wheel.name}" in cached_files(daemon)
+        assert sum(upstream.requests(p) for p in paths) == 1  # the wheel, once for both
+    finally:
         stopped(daemon)

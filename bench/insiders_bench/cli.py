@@ -180,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
         help="the bandwidth all the upstream's connections share, as a site's uplink (0: none)",
     )
     upstream.add_argument(
+        "--upstream-relative-links",
+        action="store_true",
+        help="no [server] public-url for the cache daemons: their pages link files relatively "
+        "(by default it is set to the URL each row's clients use, as a team's is)",
+    )
+    upstream.add_argument(
         "--upstream-clients",
         default=",".join(CLIENTS),
         help=f"comma-separated, from: {', '.join(CLIENTS)} (default: both)",
@@ -402,6 +408,7 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
         rounds=max(1, args.upstream_rounds),
         clients=clients,
         link=Link(rtt=args.upstream_rtt / 1000, rate=args.upstream_mbit * 1e6 / 8),
+        public_url=not args.upstream_relative_links,
     )
     results: dict[str, Any] = {
         "kind": "upstream-cache",
