@@ -395,6 +395,9 @@ class Upstream:
                         await trio.to_thread.run_sync(self._save, name, cached)
                 except OSError as error:
                     log.warning("cannot keep a copy of the upstream page of %s: %s", name, error)
+                except Exception:
+                    # A system task's failure would end the daemon: a copy is only a help.
+                    log.exception("cannot keep a copy of the upstream page of %s", name)
                 finally:
                     # Unless a newer one came meanwhile: that one is written next.
                     if self._unwritten.get(name, _GONE) is cached:
