@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -69,12 +69,22 @@ def start(tmp_path: Path, upstream_url: str, config: str = "", *args: str) -> Da
     ).start()
 
 
-def cached_pages(daemon: Daemon) -> dict[str, int]:
-    """The upstream pages the daemon keeps on disk: name -> bytes."""
+def cached_pages(
+    daemon: Daemon, until: Callable[[dict[str, int]], bool] = lambda pages: True
+) -> dict[str, int]:
+    """The upstream pages the daemon keeps on disk: name -> bytes; once `until` holds of them
+    (or after 10 s): a page's copy is written after the page was answered."""
     directory = daemon.home / "cache" / "insiders" / "upstream"
-    if not directory.exists():
-        return {}
-    return {p.name.removesuffix(".json"): p.stat().st_size for p in directory.glob("*.json")}
+    deadline = time.monotonic() + 10
+    while True:
+        found = {
+            p.name.removesuffix(".json"): p.stat().st_size
+            for p in (directory.glob("*.json") if directory.exists() else ())
+            if not p.name.startswith(".")
+        }
+        if until(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def test_redirect_mode_keeps_no_page_and_asks_once_per_name(
@@ -108,19 +118,21 @@ def test_proxy_mode_keeps_at_most_cache_size_bytes_least_recently_used_first(
         with httpx.Client(base_url=daemon.url, timeout=30, headers={"Accept": JSON}) as client:
             # What one page's copy weighs; then room for two and a half of them.
             assert client.get("/simple/big-0/").status_code == 200
-            limit = int(cached_pages(daemon)["big-0"] * 2.5)
+            limit = int(cached_pages(daemon, lambda pages: "big-0" in pages)["big-0"] * 2.5)
             (tmp_path / "config.toml").write_text(f"[upstream]\ncache-size = {limit}\n")
             ctl(daemon, "reload")
             for name in ("big-1", "big-2"):
                 assert client.get(f"/simple/{name}/").status_code == 200
-            assert set(cached_pages(daemon)) == {"big-1", "big-2"}
+            expected = {"big-1", "big-2"}
+            assert set(cached_pages(daemon, lambda pages: set(pages) == expected)) == expected
             # big-1 is served again (from memory): now big-2 is the least recently used.
             assert client.get("/simple/big-1/").status_code == 200
             assert client.get("/simple/big-3/").status_code == 200
-            assert set(cached_pages(daemon)) == {"big-1", "big-3"}
+            expected = {"big-1", "big-3"}
+            assert set(cached_pages(daemon, lambda pages: set(pages) == expected)) == expected
             for n in range(4, 30):
                 assert client.get(f"/simple/big-{n}/").status_code == 200
-        assert sum(cached_pages(daemon).values()) <= limit
+        assert sum(cached_pages(daemon, lambda pages: "big-29" in pages).values()) <= limit
         assert behaviour.asked["big-1"] == 1
     finally:
         daemon.stop()
@@ -148,7 +160,7 @@ def test_a_name_the_upstream_does_not_know_is_asked_again_soon_and_never_written
             assert time.monotonic() - asked > 0.5
             response = client.get("/simple/late/")
             assert response.status_code == 200, response.text
-            assert set(cached_pages(daemon)) == {"late"}
+            assert set(cached_pages(daemon, lambda pages: "late" in pages)) == {"late"}
     finally:
         daemon.stop()
 
@@ -243,11 +255,11 @@ def test_a_project_gone_upstream_leaves_no_copy(
     try:
         with httpx.Client(base_url=daemon.url, timeout=30, headers={"Accept": JSON}) as client:
             assert client.get("/simple/gone/").status_code == 200
-            assert set(cached_pages(daemon)) == {"gone"}
+            assert set(cached_pages(daemon, lambda pages: "gone" in pages)) == {"gone"}
             behaviour.known.discard("gone")  # removed upstream
             time.sleep(0.6)  # the TTL: time itself is what the daemon waits for
             assert client.get("/simple/gone/").status_code == 404
-        assert cached_pages(daemon) == {}
+        assert cached_pages(daemon, lambda pages: not pages) == {}
         assert behaviour.asked["gone"] == 2
     finally:
         daemon.stop()

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,16 +41,22 @@ def caching(home: Path, upstream: StaticUpstream, config: str = "") -> Daemon:
     return Daemon(home, ["--upstream", upstream.index, "--upstream-mode", "cache"]).start()
 
 
-def cached_files(daemon: Daemon) -> dict[str, int]:
-    """What the file cache holds: NAME/FILENAME -> bytes."""
+def cached_files(
+    daemon: Daemon, until: Callable[[dict[str, int]], bool] = lambda files: True
+) -> dict[str, int]:
+    """What the file cache holds: NAME/FILENAME -> bytes; once `until` holds of it (or after
+    10 s): a file is kept (fsynced, renamed into place) after its last byte went out."""
     root = daemon.home / "cache" / "insiders" / "upstream-files"
-    if not root.exists():
-        return {}
-    return {
-        f"{p.parent.name}/{p.name.rpartition('.')[0]}": p.stat().st_size
-        for p in root.glob("*/*")
-        if not p.name.startswith(".")
-    }
+    deadline = time.monotonic() + 10
+    while True:
+        found = {
+            f"{p.parent.name}/{p.name.rpartition('.')[0]}": p.stat().st_size
+            for p in (root.glob("*/*") if root.exists() else ())
+            if not p.name.startswith(".")
+        }
+        if until(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def stopped(daemon: Daemon) -> None:
@@ -83,7 +89,7 @@ def test_cold_install_fills_the_cache_and_a_warm_one_needs_no_upstream(
         pip_install(daemon.index, tmp_path / "pip-cold", "other-pkg", "demo-pkg")
         uv_install(daemon.index, tmp_path / "uv-cold", "other-pkg", "demo-pkg")
         wheels = [p for p in dists["other-0.1"] + dists["demo-1.1"] if p.suffix == ".whl"]
-        held = cached_files(daemon)
+        held = cached_files(daemon, lambda files: len(files) >= 2 * len(wheels))
         for wheel in wheels:
             name = "other-pkg" if wheel.name.startswith("other") else "demo-pkg"
             assert held[f"{name}/{wheel.name}"] == wheel.stat().st_size
@@ -208,15 +214,19 @@ def test_least_recently_used_files_go_beyond_the_file_cache_size(
                 response = client.get(paths[name])
                 assert response.status_code == 200
                 assert response.content == wheels[name]
+                # Kept just after the answer: the order of use is the order they were kept.
+                kept = f"{name}/{wheel_filename(name, '1.0')}"
+                cached_files(daemon, lambda files: kept in files)
 
             get("lru-a")
             get("lru-b")
             get("lru-a")  # a hit: now lru-b is the least recently used
             get("lru-c")
-            assert set(cached_files(daemon)) == {
+            expected = {
                 f"lru-a/{wheel_filename('lru-a', '1.0')}",
                 f"lru-c/{wheel_filename('lru-c', '1.0')}",
             }
+            assert set(cached_files(daemon, lambda files: set(files) == expected)) == expected
             assert sum(cached_files(daemon).values()) <= limit
             get("lru-b")  # fetched again
         assert upstream.requests(paths["lru-a"]) == 1
@@ -235,7 +245,9 @@ def test_a_hosted_project_shadows_its_cached_files_at_once(
     try:
         with daemon.client() as client:
             assert client.get(f"/files/demo-pkg/{cached.name}").status_code == 200
-            assert f"demo-pkg/{cached.name}" in cached_files(daemon)
+            assert f"demo-pkg/{cached.name}" in cached_files(
+                daemon, lambda files: f"demo-pkg/{cached.name}" in files
+            )
             for path in dists["demo-1.0"]:
                 assert daemon.upload(path).status_code == 200
             page = client.get("/simple/demo-pkg/", headers={"Accept": JSON}).json()
@@ -382,6 +394,8 @@ def test_cache_status_and_prune(tmp_path: Path, upstream: StaticUpstream) -> Non
         with daemon.client() as client:
             for path in [*paths.values(), paths["keep-pkg"]]:
                 assert client.get(path).status_code == 200
+                # Kept just after the answer; the third request must find it kept (a hit).
+                cached_files(daemon, lambda files, path=path: path.removeprefix("/files/") in files)
         report = json.loads(ok(daemon, "cache", "status", "--json"))
         assert report["mode"] == "cache"
         assert report["files"] == 2
@@ -586,9 +600,11 @@ def test_a_full_cache_disk_still_serves_the_file_checked(
                 assert head.status_code == 503
                 assert client.get(small_path).content == small
             assert upstream.requests(big_path) == 3
-            assert [p.name for p in files.glob("*/*")] == [
-                f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"
-            ]
+            expected = [f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"]
+            deadline = time.monotonic() + 10  # kept after its last byte went out
+            while [p.name for p in files.glob("*/*")] != expected:
+                assert time.monotonic() < deadline, list(files.glob("*/*"))
+                time.sleep(0.02)
             assert "cannot write the file cache" in daemon.log()
         finally:
             stopped(daemon)
@@ -686,4 +702,41 @@ def test_the_front_sends_cached_files_only_to_readers(
         assert upstream.requests(path) == 1
     finally:
         nginx.stop()
+        stopped(daemon)
+
+
+def test_pages_link_files_absolutely_under_the_public_url(
+    tmp_path: Path, upstream: StaticUpstream, dists: dict[str, list[Path]], old_pip: Path
+) -> None:
+    """With `[server] public-url`, a cached page's files are absolute URLs under it (pip takes
+    an absolute http(s) link as it is, a relative one it resolves with urljoin: on an upstream
+    page of thousands of files, that is most of what pip does with it); pip, old and new,
+    installs through them, and the files still come from the cache."""
+    paths = [upstream.add_dist(p) for p in dists["other-0.1"]]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    write_config(tmp_path / "local", f'[server]\npublic-url = "{base}"\n')
+    daemon = Daemon(
+        tmp_path / "local", ["--upstream", upstream.index, "--upstream-mode", "cache"]
+    ).start(port=port)
+    try:
+        with daemon.client() as client:
+            page = client.get("/simple/other-pkg/", headers={"Accept": JSON}).json()
+            html = client.get("/simple/other-pkg/", headers={"Accept": "text/html"}).text
+        urls = [f["url"] for f in page["files"]]
+        assert urls
+        assert all(u.startswith(f"{base}files/other-pkg/") for u in urls)
+        assert all(f'href="{u}#sha256=' in html for u in urls)
+        pip_install(daemon.index, tmp_path / "pip", "other-pkg")
+        done = subprocess.run(
+            [str(old_pip), "-m", "pip", "install", "--isolated", "--no-cache-dir", "--index-url",
+             daemon.index, "--target", str(tmp_path / "old-pip"), "other-pkg"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert list((tmp_path / "old-pip").glob("other_pkg-0.1.dist-info"))
+        wheel = next(p for p in dists["other-0.1"] if p.suffix == ".whl")
+        assert f"other-pkg/{wheel.name}" in cached_files(daemon)
+        assert sum(upstream.requests(p) for p in paths) == 1  # the wheel, once for both
+    finally:
         stopped(daemon)

@@ -171,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="MBIT",
         help="the bandwidth all the upstream's connections share, as a site's uplink (0: none)",
     )
+    upstream.add_argument(
+        "--upstream-relative-links",
+        action="store_true",
+        help="no [server] public-url for the cache daemons: their pages link files relatively "
+        "(by default it is set to the URL each row's clients use, as a team's is)",
+    )
     _names_option(upstream, "--upstream-clients", CLIENTS, "both")
     upstream.add_argument(
         "--upstream-requirements",
@@ -416,6 +422,7 @@ def run_upstream(args: argparse.Namespace) -> dict[str, Any]:
         rounds=max(1, args.upstream_rounds),
         clients=clients,
         link=Link(rtt=args.upstream_rtt / 1000, rate=args.upstream_mbit * 1e6 / 8),
+        public_url=not args.upstream_relative_links,
     )
     results: dict[str, Any] = _begun("upstream-cache")
     results["link"] = options.link.describe()

@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ class UpstreamOptions:
     clients: Sequence[str] = CLIENTS
     # What stands between this machine and the upstream (relay.Link): nothing, by default.
     link: Link = field(default_factory=Link)
+    # The cache daemons' [server] public-url set to the URL each row's clients use (the daemon's,
+    # the front's): cache mode's pages then link their files absolutely (see README).
+    public_url: bool = True
     log: Callable[[str], None] = lambda line: print(line, flush=True)
 
 
@@ -240,9 +244,22 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}/simple/"
 
 
-def start_daemon(scratch: Path, mode: str, upstream: str, relay: Relay, config: str = "") -> Daemon:
-    """insidersd in `mode` with the upstream reached only through `relay`."""
+def start_daemon(
+    scratch: Path,
+    mode: str,
+    upstream: str,
+    relay: Relay,
+    config: str = "",
+    *,
+    public_url: str | None = None,
+) -> Daemon:
+    """insidersd in `mode` with the upstream reached only through `relay`. `public_url`: its
+    `[server] public-url`, as a team's is set to the URL it serves at (the front's, behind the
+    front), where cache mode's pages link the files absolutely; "self": its own address."""
     port = free_port()
+    if public_url is not None:
+        base = f"http://127.0.0.1:{port}/" if public_url == "self" else public_url
+        config = f'[server]\npublic-url = "{base}"\n{config}'
     (scratch / "run" / "insiders").mkdir(parents=True, exist_ok=True)
     config_file = scratch / "xdg" / "xdg_config_home" / "insiders" / "config.toml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -264,13 +281,15 @@ def start_daemon(scratch: Path, mode: str, upstream: str, relay: Relay, config: 
     return Daemon(server, port, scratch)
 
 
-def start_front(scratch: Path, daemon: Daemon, files: Path) -> tuple[Server, str]:
+def start_front(
+    scratch: Path, daemon: Daemon, files: Path, port: int | None = None
+) -> tuple[Server, str]:
     """The shipped front (debian/nginx/insiders-front.conf) before `daemon`, with an empty mirror
     directory (nothing hosted) and its /-/upstream-files/ location on `files`."""
     sys.path.insert(0, str(PROJECT_DIR))
     from tests.fronts import front_site
 
-    port = free_port()
+    port = port or free_port()
     mirror = scratch / "mirror"
     mirror.mkdir(parents=True, exist_ok=True)
     (scratch / "nginx").mkdir(exist_ok=True)
@@ -347,12 +366,19 @@ class _Round:
         files.mkdir(parents=True)
         _readable(files, scratch)
         config = f'[upstream]\nfile-cache-directory = "{files}"\n'
-        daemon = start_daemon(home, "cache", self.options.upstream, self.relay, config)
+        public = self.options.public_url
+        start = partial(start_daemon, home, "cache", self.options.upstream, self.relay, config)
+        daemon = start(public_url="self" if public else None)
         try:
             self.one(client, "cold", daemon.index)
             self.one(client, "warm", daemon.index)
             self.one(client, "floor", wheel_directory(files, home / "wheels"))
-            front, front_index = start_front(work / f"front-{client}", daemon, files)
+            front_port = free_port()
+            if public:
+                # The same directories, the public URL now the front's, as behind a front.
+                daemon.server.stop()
+                daemon = start(public_url=f"http://127.0.0.1:{front_port}/")
+            front, front_index = start_front(work / f"front-{client}", daemon, files, front_port)
             try:
                 self.one(client, "front", front_index)
             finally:
@@ -366,7 +392,14 @@ class _Round:
         logged meanwhile (it asked, as its pages were stale, and was refused)."""
         files = cached.scratch / "upstream-files"
         config = f'[upstream]\nfile-cache-directory = "{files}"\ncache-ttl = 1.0\n'
-        daemon = start_daemon(cached.scratch, "cache", self.options.upstream, self.relay, config)
+        daemon = start_daemon(
+            cached.scratch,
+            "cache",
+            self.options.upstream,
+            self.relay,
+            config,
+            public_url="self" if self.options.public_url else None,
+        )
         try:
             time.sleep(1.1)  # every page kept is stale now
             self.one(client, "unplugged", daemon.index)
@@ -422,6 +455,7 @@ def measure_upstream_cache(scratch: Path, options: UpstreamOptions) -> dict[str,
         },
         "rounds": options.rounds,
         "clients": list(options.clients),
+        "file_links": "absolute (public-url)" if options.public_url else "relative",
         "rows": {
             client: {m: r.as_dict() for m, r in modes.items()} for client, modes in rows.items()
         },
@@ -507,7 +541,8 @@ def summary(results: dict[str, Any]) -> str:
         f"({requirements['distributions']} distributions pinned), {', '.join(figures['clients'])}, "
         f"median of {figures['rounds']} rounds; {machine['cores']} cores, load average "
         f"{machine.get('loadavg_before', '?')} before, {machine.get('loadavg_after', '?')} after; "
-        f"upstream {figures['upstream']} through {results.get('link', Link().describe())}",
+        f"upstream {figures['upstream']} through {results.get('link', Link().describe())}; "
+        f"cache mode's file links {figures.get('file_links', 'relative')}",
         table(figures),
         "targets:\n" + "\n".join(f"{v:5} {n:60} {f}" for n, f, v in targets(figures)),
     ]

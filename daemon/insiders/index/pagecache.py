@@ -129,6 +129,16 @@ class DiskPages:
         finally:
             self._lock.release()
 
+    def holds(self, name: str) -> bool | None:
+        """Whether a copy of `name` is kept, from the index in memory (no I/O, for the event
+        loop); None when that is not known yet (the directory not read, or the cache busy)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return None if self._sizes is None else name in self._sizes
+        finally:
+            self._lock.release()
+
     def drop(self, name: str) -> None:
         with self._lock:
             self._known()

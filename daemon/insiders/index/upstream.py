@@ -147,6 +147,7 @@ KNOWN_NAMES = 4096
 # offline install the whole timeout.
 DOWN_FOR = 10.0
 T = TypeVar("T")
+_GONE = object()
 
 
 class Upstream:
@@ -181,6 +182,11 @@ class Upstream:
         self._fetched: LRU[NormalizedName, float] = LRU(KNOWN_NAMES)
         self._exists: LRU[NormalizedName, tuple[float, bool]] = LRU(KNOWN_NAMES)
         self._in_flight: dict[tuple[str, NormalizedName], trio.Event] = {}
+        # Disk copies to write (None: to drop), oldest first, by the one writer task (`_write`):
+        # a page goes to its client without waiting for its copy (an installer asks for its
+        # pages one after another), and a name's copies are written in the order fetched.
+        self._unwritten: dict[NormalizedName, _Cached | None] = {}
+        self._writing = False
         self._down: tuple[float, str] | None = None  # (until, trio clock; why)
 
     def reconfigure(self, new: Settings) -> tuple[str, ...]:
@@ -313,7 +319,7 @@ class Upstream:
 
     async def _refresh(self, name: NormalizedName) -> _Cached:
         # A copy on disk still fresh (a page the memory let go, or one from before a restart).
-        copy = await self._load(name) if self.keeps_pages else None
+        copy = await self._load(name) if self.keeps_pages and self._may_have(name) else None
         if copy is not None and copy.page is not None and self._fresh(copy.fetched, True):
             self._memory.put(name, copy, _weight(copy))
             return copy
@@ -349,7 +355,7 @@ class Upstream:
         weight = PARSED_FACTOR * len(response.content) if page is not None else _NEGATIVE_WEIGHT
         self._memory.put(name, cached, weight)
         # A name the upstream does not know leaves nothing on disk (and an old copy goes).
-        await self._store(name, cached if page is not None else None)
+        self._store_later(name, cached if page is not None else None)
         return cached
 
     @staticmethod
@@ -359,19 +365,52 @@ class Upstream:
             return parse_json_page(response.content, str(response.url), name)
         return parse_html_page(response.content, str(response.url), name)
 
-    async def _store(self, name: NormalizedName, cached: _Cached | None) -> None:
-        """Keep the disk copy of a page (None: drop it); redirect mode keeps none."""
+    def _may_have(self, name: NormalizedName) -> bool:
+        """Whether a copy of the page may be on disk (or on its way there): False only when
+        the disk cache's index, already read, says there is none (no thread trip then)."""
+        return name in self._unwritten or self._disk.holds(name) is not False
+
+    def _store_later(self, name: NormalizedName, cached: _Cached | None) -> None:
+        """Keep the disk copy of a page (None: drop it) soon, after the answer; redirect mode
+        keeps none."""
         if not self.keeps_pages:
             return
+        self._unwritten.pop(name, None)
+        self._unwritten[name] = cached
+        if not self._writing:
+            self._writing = True
+            trio.lowlevel.spawn_system_task(self._write, name="upstream page copies")
+
+    async def _write(self) -> None:
+        """Write the copies `_store_later` was given, one at a time, until there are none."""
         try:
-            if cached is None:
-                await trio.to_thread.run_sync(self._disk.drop, name)
-            else:
-                await trio.to_thread.run_sync(self._disk.save, name, _encode(cached))
-        except OSError as error:
-            log.warning("cannot keep a copy of the upstream page of %s: %s", name, error)
+            while self._unwritten:
+                name = next(iter(self._unwritten))
+                cached = self._unwritten[name]
+                try:
+                    if cached is None:
+                        await trio.to_thread.run_sync(self._disk.drop, name)
+                    else:
+                        # Encoded in the thread: a large page takes a few ms of CPU.
+                        await trio.to_thread.run_sync(self._save, name, cached)
+                except OSError as error:
+                    log.warning("cannot keep a copy of the upstream page of %s: %s", name, error)
+                except Exception:
+                    # A system task's failure would end the daemon: a copy is only a help.
+                    log.exception("cannot keep a copy of the upstream page of %s", name)
+                finally:
+                    # Unless a newer one came meanwhile: that one is written next.
+                    if self._unwritten.get(name, _GONE) is cached:
+                        del self._unwritten[name]
+        finally:
+            self._writing = False
+
+    def _save(self, name: NormalizedName, cached: _Cached) -> None:
+        self._disk.save(name, _encode(cached))
 
     async def _load(self, name: NormalizedName) -> _Cached | None:
+        if name in self._unwritten:  # fetched, its copy not written yet
+            return self._unwritten[name]
         try:
             data = await trio.to_thread.run_sync(self._disk.load, name)
             return None if data is None else _decode_cached(data)

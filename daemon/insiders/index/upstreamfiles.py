@@ -268,13 +268,16 @@ class UpstreamFiles:
                     held = b""
                     async for chunk in response.aiter_bytes(CHUNK):
                         digest.update(chunk)
-                        await sink.write(chunk)
-                        if send is not None and held:
-                            if not started:
-                                started = await _start(send, want, length)
-                            await send(
-                                {"type": "http.response.body", "body": held, "more_body": True}
-                            )
+                        # Each chunk to the client first, then to the disk: the client
+                        # waits for no write.
+                        if held:
+                            if send is not None:
+                                if not started:
+                                    started = await _start(send, want, length)
+                                await send(
+                                    {"type": "http.response.body", "body": held, "more_body": True}
+                                )
+                            await sink.write(held)
                         held = chunk
             except httpx.HTTPError as error:
                 raise UpstreamError(upstream.failed(error, want.url)) from None
@@ -283,11 +286,18 @@ class UpstreamFiles:
                     f"upstream {want.url} sent other bytes than its page announced "
                     f"(sha256 {digest.hexdigest()}, announced {want.sha256}): not kept"
                 )
-            kept = await sink.keep(filename, want.sha256)
-            if send is not None:
-                if not started:
-                    started = await _start(send, want, length)
-                await send({"type": "http.response.body", "body": held})
+            # Checked: the last chunk goes out now, and the file is kept (fsynced, renamed)
+            # after; an installer downloads one file after another, and each one's last bytes
+            # used to wait for the fsync of the whole file. The requests waiting on this
+            # flight still wait for the file to be kept.
+            try:
+                if send is not None:
+                    if not started:
+                        started = await _start(send, want, length)
+                    await send({"type": "http.response.body", "body": held})
+            finally:
+                await sink.write(held)
+                kept = await sink.keep(filename, want.sha256)
             return kept
         except UpstreamError as error:
             flight.failure = str(error)
