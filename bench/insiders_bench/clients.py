@@ -17,7 +17,7 @@ from .base import PROJECT_BIN, Running, isolated_env
 from .procs import Server
 
 
-def _quiet_env() -> dict[str, str]:
+def quiet_env() -> dict[str, str]:
     env = dict(os.environ)
     # No user or site configuration may redirect the clients to another index or a cache.
     for var in list(env):
@@ -47,7 +47,7 @@ def _timed(argv: Sequence[str], *, env: dict[str, str], timeout: float = 300) ->
 
 def pip_download(running: Running, requirement: str, repeats: int) -> float:
     """Median wall time of `pip download --no-deps` of one package through the index."""
-    env = _quiet_env()
+    env = quiet_env()
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="bench-pip-") as dest:
@@ -76,7 +76,7 @@ def uv_install(running: Running, requirement: str, repeats: int) -> float:
     uv = shutil.which("uv", path=str(PROJECT_BIN)) or shutil.which("uv")
     if uv is None:
         raise RuntimeError("uv is not installed")
-    env = _quiet_env()
+    env = quiet_env()
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="bench-uv-") as scratch:
@@ -148,7 +148,7 @@ def upload(running: Running, wheel: Path, token: str) -> UploadResult:
     if not twine.exists():
         raise RuntimeError("twine is not installed in the project's venv")
     before = running.server.rss_kb()
-    env = _quiet_env()
+    env = quiet_env()
     argv = [
         str(twine),
         "upload",

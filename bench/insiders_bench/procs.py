@@ -193,6 +193,16 @@ def http_get(
         conn.close()
 
 
+def serving(server: Server, port: int, path: str, *, timeout: float) -> Server:
+    """`server` once it answers `path` with a 200; stopped if it does not within `timeout`."""
+    try:
+        wait_serving(server, port, path, timeout=timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def wait_serving(server: Server, port: int, path: str, *, timeout: float) -> float:
     """Seconds from the process's start to its first 200 answer for `path`."""
     deadline = server.started + timeout

@@ -36,8 +36,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .base import BENCH_DIR, PROJECT_BIN, PROJECT_DIR, insidersd_argv, isolated_env, nginx_path
-from .procs import Server, free_port, wait_serving
+from .base import BENCH_DIR, PROJECT_BIN, PROJECT_DIR, insidersd_argv, isolated_env, nginx_server
+from .clients import quiet_env
+from .procs import Server, free_port, serving
 from .relay import Link, Relay
 
 REQUIREMENTS = BENCH_DIR / "upstream-requirements.txt"
@@ -133,16 +134,8 @@ def _uv() -> str:
 
 def client_env(relay: Relay) -> dict[str, str]:
     """No configuration, index or cache of the user's; the upstream only through the relay."""
-    env = dict(os.environ)
-    for var in list(env):
-        if var.startswith(("PIP_", "UV_")) or var.lower() in _PROXY_VARS:
-            del env[var]
+    env = {k: v for k, v in quiet_env().items() if k.lower() not in _PROXY_VARS}
     env.update(
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        PIP_NO_INPUT="1",
-        PIP_CONFIG_FILE=os.devnull,
-        UV_NO_CONFIG="1",
-        UV_PYTHON_DOWNLOADS="never",
         HTTPS_PROXY=relay.url,
         HTTP_PROXY=relay.url,
         https_proxy=relay.url,
@@ -273,12 +266,7 @@ def start_daemon(
             del env[var]
     env.update(HTTPS_PROXY=relay.url, HTTP_PROXY=relay.url)
     server = Server(f"insidersd-{mode}", argv, log=scratch / "insidersd.log", env=env)
-    try:
-        wait_serving(server, port, "/simple/", timeout=120)
-    except BaseException:
-        server.stop()
-        raise
-    return Daemon(server, port, scratch)
+    return Daemon(serving(server, port, "/simple/", timeout=120), port, scratch)
 
 
 def start_front(
@@ -292,42 +280,10 @@ def start_front(
     port = port or free_port()
     mirror = scratch / "mirror"
     mirror.mkdir(parents=True, exist_ok=True)
-    (scratch / "nginx").mkdir(exist_ok=True)
     site = front_site(mirror, f"127.0.0.1:{daemon.port}", port, upstream_files=files)
     (scratch / "site.conf").write_text(site)
-    conf = scratch / "nginx.conf"
-    conf.write_text(
-        f"""\
-daemon off;
-worker_processes auto;
-pid {scratch}/nginx.pid;
-error_log {scratch}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {scratch}/nginx/client;
-    proxy_temp_path {scratch}/nginx/proxy;
-    fastcgi_temp_path {scratch}/nginx/fastcgi;
-    uwsgi_temp_path {scratch}/nginx/uwsgi;
-    scgi_temp_path {scratch}/nginx/scgi;
-    sendfile on;
-    tcp_nopush on;
-    include {scratch}/site.conf;
-}}
-"""
-    )
-    nginx = nginx_path()
-    if nginx is None:
-        raise RuntimeError("nginx is not installed")
-    server = Server(
-        "nginx-front", [nginx, "-c", str(conf), "-p", str(scratch)], log=scratch / "nginx.log"
-    )
-    try:
-        wait_serving(server, port, "/simple/", timeout=30)
-    except BaseException:
-        server.stop()
-        raise
-    return server, f"http://127.0.0.1:{port}/simple/"
+    server = nginx_server("nginx-front", scratch, f"    include {scratch}/site.conf;\n")
+    return serving(server, port, "/simple/", timeout=30), f"http://127.0.0.1:{port}/simple/"
 
 
 def _readable(path: Path, top: Path) -> None:

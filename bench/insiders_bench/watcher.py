@@ -41,7 +41,7 @@ from tests.projects import module_name, write_hatchling_project
 
 from .base import PROJECT_BIN, PROJECT_DIR, insidersd_argv, isolated_env
 from .dataset import make_sdist, make_wheel
-from .procs import Server, free_port, http_get, wait_serving
+from .procs import Server, free_port, http_get, serving
 
 WHEELHOUSE = PROJECT_DIR / ".cache" / "wheelhouse"
 CYCLE_PREFIX = "benchwatch"
@@ -151,12 +151,7 @@ def start_daemon(name: str, home: Path, extra: Sequence[str]) -> Daemon:
     (home / "run" / "insiders").mkdir(parents=True, exist_ok=True)
     argv = [*insidersd_argv(port, home / "data", home, upstream_mode=None), *extra]
     server = Server(name, argv, log=home / f"{name}.log", env=isolated_env(home))
-    try:
-        wait_serving(server, port, "/simple/", timeout=60)
-    except BaseException:
-        server.stop()
-        raise
-    return Daemon(server, port, home)
+    return Daemon(serving(server, port, "/simple/", timeout=60), port, home)
 
 
 def upload(client: httpx.Client, daemon: Daemon, filename: str, content: bytes) -> None:
