@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,6 +10,15 @@ import pytest
 
 from tests.mirrors import Launch, launching
 from tests.support import Daemon, build, write_project
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """^C reaches the processes the tests start, however the suite was started: a shell without
+    job control starts `make test &` with SIGINT ignored, which every child would inherit (a
+    Python child then never sees its KeyboardInterrupt, and `insidersctl logs -f` follows on).
+    A handler, unlike SIG_IGN, is reset to the default by exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
