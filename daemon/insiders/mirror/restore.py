@@ -20,9 +20,11 @@ refuses such a data directory (`check_unfinished`) rather than serve, and mirror
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -226,27 +228,10 @@ async def _restore_project(
         files=tuple(f for f in project.files if f.filename in have or f.filename in coming),
         removed=removed,
     )
-    start = 0
-    while start < len(wanted):
-        # A project's manifest is written once per batch: batches grow with what it holds, so
-        # a 20,000-file project writes its manifest a few dozen times, not once per 256 files
-        # of an ever larger manifest (its bytes written stay linear in its files).
-        size = max(BATCH, (len(have) + start) // 4)
-        batch: list[Incoming] = []
-        try:
-            async with trio.open_nursery() as nursery:
-                for stored in wanted[start : start + size]:
-                    nursery.start_soon(
-                        _fetch_file, store, target, project, stored, present, done, limiter, batch
-                    )
-            handed, batch = batch, []  # restore_files consumes them, published or not
-            published = await store.restore_files(project.name, handed, final)
-            done.files += published  # (not `+= await`: other projects count meanwhile)
-        finally:
-            if batch:  # a batch cut short: its fetched files go
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_discard, batch)
-        start += size
+    fetch = functools.partial(_fetch_file, store, target, project)
+    await _publish_in_batches(
+        store, project.name, wanted, len(have), final, fetch, present, done, limiter
+    )
     current = store.get(name)
     if current is None:
         return False
@@ -258,6 +243,40 @@ async def _restore_project(
         await store.restore_record(record)
     log.info("restored %s (%d files, %s)", project.name, len(restored), project.status)
     return True
+
+
+async def _publish_in_batches(
+    store: Store,
+    display_name: str,
+    wanted: list[StoredFile],
+    held: int,
+    final: Project,
+    fetch: Callable[..., Awaitable[None]],
+    present: dict[str, int],
+    done: Restored,
+    limiter: trio.CapacityLimiter,
+) -> None:
+    """`wanted` fetched (`fetch`, many at once) and published a batch at a time; `held` files of
+    the project are in the store already."""
+    start = 0
+    while start < len(wanted):
+        # A project's manifest is written once per batch: batches grow with what it holds, so
+        # a 20,000-file project writes its manifest a few dozen times, not once per 256 files
+        # of an ever larger manifest (its bytes written stay linear in its files).
+        size = max(BATCH, (held + start) // 4)
+        batch: list[Incoming] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                for stored in wanted[start : start + size]:
+                    nursery.start_soon(fetch, stored, present, done, limiter, batch)
+            handed, batch = batch, []  # restore_files consumes them, published or not
+            published = await store.restore_files(display_name, handed, final)
+            done.files += published  # (not `+= await`: other projects count meanwhile)
+        finally:
+            if batch:  # a batch cut short: its fetched files go
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_discard, batch)
+        start += size
 
 
 async def _fetch_file(
