@@ -204,7 +204,7 @@ def _changed(project: Project, **changes: object) -> Project:
     return msgspec.structs.replace(project, revision=project.revision + 1, **changes)
 
 
-def _unlink_incoming(files: Iterable[Incoming]) -> None:
+def discard_incoming(files: Iterable[Incoming]) -> None:
     """The temp files of incoming files that were not published (refused, or held already):
     blocking, one trip to a thread for a whole release or batch."""
     for incoming in files:
@@ -610,12 +610,12 @@ class Store:
                     self._publish(name, project)
         except BaseException:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_unlink_incoming, files)
+                await trio.to_thread.run_sync(discard_incoming, files)
             raise
         # The published ones were moved into place: only the others' temp files are left.
         moved = {id(f) for f in new}
         if leftover := [f for f in files if id(f) not in moved]:
-            await trio.to_thread.run_sync(_unlink_incoming, leftover)
+            await trio.to_thread.run_sync(discard_incoming, leftover)
         return new
 
     def _write_restored(

@@ -33,7 +33,7 @@ import trio
 from insiders.errors import RestoreError, UnfinishedRestore
 from insiders.fsutil import atomic_write
 from insiders.names import NormalizedName, is_valid_name
-from insiders.store import Incoming, Project, Store, StoredFile
+from insiders.store import Incoming, Project, Store, StoredFile, discard_incoming
 
 from . import claim, layout
 from .targets import Target
@@ -275,7 +275,7 @@ async def _publish_in_batches(
         finally:
             if batch:  # a batch cut short: its fetched files go
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_discard, batch)
+                    await trio.to_thread.run_sync(discard_incoming, batch)
         start += size
 
 
@@ -351,14 +351,6 @@ def _fetch_durably(
             metadata_file.unlink(missing_ok=True)
         raise
     return Incoming(stored, content, None, metadata_file=metadata_file)
-
-
-def _discard(batch: list[Incoming]) -> None:
-    """The temp files of a batch that was not published (blocking: call from a thread)."""
-    for incoming in batch:
-        incoming.content.unlink(missing_ok=True)
-        if incoming.metadata_file is not None:
-            incoming.metadata_file.unlink(missing_ok=True)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
