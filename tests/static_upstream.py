@@ -2,7 +2,8 @@
 
 The tests write its pages and files (and can make a page announce other bytes than the file it
 links), nginx serves them, and its access log counts what the daemon asked. `slow-*` projects'
-files are sent at a limited rate, so that a fetch is still running while other requests arrive.
+files are sent at a limited rate, so that a fetch is still running while other requests arrive,
+and `norange-*` projects' files are served without ranges.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ server {{
         default_type application/octet-stream;
         limit_rate {SLOW_RATE};
     }}
+    location /files/norange- {{
+        types {{ }}
+        default_type application/octet-stream;
+        max_ranges 0;
+    }}
 }}
 """
         self.nginx = Nginx(where / "nginx", site, port=self.port)
@@ -76,9 +82,11 @@ server {{
         *,
         announce: bytes | None = None,
         metadata: bytes | None = None,
+        size: bool = True,
     ) -> str:
         """Publish a file (and its PEP 658 metadata); the page announces the sha256 of `announce`
-        when given, of `data` otherwise. The file's path on the upstream."""
+        when given, of `data` otherwise, and the file's size (PEP 700) unless not `size`. The
+        file's path on the upstream."""
         folder = self.tree / "files" / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / filename).write_bytes(data)
@@ -87,6 +95,8 @@ server {{
             "url": f"../../files/{name}/{filename}",
             "hashes": {"sha256": hashlib.sha256(announce or data).hexdigest()},
         }
+        if size:
+            entry["size"] = len(data)
         if metadata is not None:
             (folder / f"{filename}.metadata").write_bytes(metadata)
             entry["core-metadata"] = {"sha256": hashlib.sha256(metadata).hexdigest()}
@@ -103,9 +113,11 @@ server {{
         metadata = metadata_of(path) if path.suffix == ".whl" else None
         return self.add(name, path.name, path.read_bytes(), metadata=metadata)
 
-    def requests(self, path: str) -> int:
-        """How many GETs for `path` (exactly) the upstream answered."""
+    def requests(self, path: str, status: int | None = None) -> int:
+        """How many GETs for `path` (exactly) the upstream answered (with `status` only, when
+        given: 206 for a range, 200 for the whole file)."""
         log = self.where / "access.log"
         if not log.exists():
             return 0
-        return log.read_text().count(f'"GET {path} HTTP/')
+        pattern = rf'"GET {re.escape(path)} HTTP/[0-9.]+" ' + (str(status) if status else "")
+        return len(re.findall(pattern, log.read_text()))

@@ -274,6 +274,13 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, text: str, count: int = 1) -> None:
+        """Until the log says `text` `count` times (30 s at most)."""
+        deadline = time.monotonic() + 30
+        while self.log().count(text) < count:
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

@@ -8,7 +8,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -75,13 +74,6 @@ def client_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_log(daemon: Daemon, text: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 30
-    while daemon.log().count(text) < count:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.05)
-
-
 def test_https_for_pip_uv_and_twine_and_certificate_reload(
     tmp_path: Path, dists: dict[str, list[Path]]
 ) -> None:
@@ -136,7 +128,7 @@ def test_https_for_pip_uv_and_twine_and_certificate_reload(
         issue(ca, tmp_path / "tls")
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_for_log(daemon, "TLS certificate reloaded")
+        daemon.wait_for_log("TLS certificate reloaded")
         after = presented(daemon, ca_file)
         assert after != before
         assert client.get("/simple/").status_code == 200
@@ -146,7 +138,7 @@ def test_https_for_pip_uv_and_twine_and_certificate_reload(
         other = trustme.CA().issue_cert("127.0.0.1")
         other.private_key_pem.write_to_path(str(key))
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_for_log(daemon, "TLS certificate not reloaded, the running one stays")
+        daemon.wait_for_log("TLS certificate not reloaded, the running one stays")
         assert presented(daemon, ca_file) == after
         assert daemon.proc.poll() is None
     finally:

@@ -316,34 +316,95 @@ def test_a_cached_file_answers_etag_head_and_range(
         stopped(daemon)
 
 
-def test_a_range_of_a_file_not_cached_yet_is_answered_as_a_range(
+def test_a_head_or_range_of_a_file_not_cached_yet_does_not_wait_for_it(
     tmp_path: Path, upstream: StaticUpstream
 ) -> None:
-    """An installer reads a wheel's metadata with ranges (uv does when the page announces no
-    metadata file). The first range of a file not cached yet is answered as a range, once the
-    whole file is fetched and checked: a whole file in its place would tell the installer this
-    index has no ranges, and it would then download every wheel twice."""
-    data = make_wheel("cold-range-pkg", "1.0", bytes(range(256)) * 100)
-    path = upstream.add("cold-range-pkg", wheel_filename("cold-range-pkg", "1.0"), data)
+    """An installer reads a wheel's metadata with a HEAD and ranges (uv does when the page
+    announces no metadata file), then downloads the wheel. The HEAD is answered from the size
+    the page announces and the range relayed from the upstream, without waiting for the whole
+    file, which is fetched behind them (once) and answered checked."""
+    data = make_wheel("slow-range", "1.0", bytes(range(256)) * 2048)  # ~2 s upstream
+    path = upstream.add("slow-range", wheel_filename("slow-range", "1.0"), data)
     daemon = caching(tmp_path / "local", upstream)
     try:
         with daemon.client() as client:
             head = client.head(path)
             assert head.status_code == 200
             assert head.headers["accept-ranges"] == "bytes"
+            assert head.headers["content-length"] == str(len(data))
+            tail = client.get(path, headers={"Range": "bytes=-22"})
+            # Answered while the whole file is still on its way: the cache does not hold it.
+            assert cached_files(daemon, lambda files: True) == {}
+            assert tail.status_code == 206
+            assert tail.content == data[-22:]
+            size = len(data)
+            assert tail.headers["content-range"] == f"bytes {size - 22}-{size - 1}/{size}"
+            assert "etag" not in tail.headers  # relayed, not checked: nothing claims it is the file
+            assert client.get(path).content == data
+        assert cached_files(daemon) == {f"slow-range/{Path(path).name}": len(data)}
+        assert upstream.requests(path, 200) == 1  # the whole file, once
+        assert upstream.requests(path, 206) == 1  # the range, relayed
+        # uv itself, on a page without metadata files: its ranges relayed, the wheel once.
+        wheel = make_wheel("lazy-pkg", "1.0", os.urandom(200_000))
+        lazy = upstream.add("lazy-pkg", wheel_filename("lazy-pkg", "1.0"), wheel)
+        uv_install(daemon.index, tmp_path / "uv", "lazy-pkg")
+        assert (tmp_path / "uv" / "lazy_pkg" / "data.bin").exists()
+        assert upstream.requests(lazy, 206) >= 1
+        assert upstream.requests(lazy, 200) == 1
+    finally:
         stopped(daemon)
-        daemon = caching(tmp_path / "other", upstream)
+
+
+def test_without_ranges_or_a_size_upstream_a_part_is_answered_from_the_checked_file(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """An upstream that ignores ranges would send its whole unchecked file to a range: the
+    answer waits for the file, checked, and is then the range; a page without sizes (PEP 503
+    HTML has none) the same for a HEAD."""
+    data = make_wheel("norange-pkg", "1.0", bytes(range(256)) * 100)
+    path = upstream.add("norange-pkg", wheel_filename("norange-pkg", "1.0"), data)
+    sizeless = make_wheel("sizeless-pkg", "1.0", b"sizeless" * 1000)
+    sizeless_path = upstream.add(
+        "sizeless-pkg", wheel_filename("sizeless-pkg", "1.0"), sizeless, size=False
+    )
+    daemon = caching(tmp_path / "local", upstream)
+    try:
         with daemon.client() as client:
             tail = client.get(path, headers={"Range": "bytes=-22"})
             assert tail.status_code == 206
             assert tail.content == data[-22:]
-            assert (
-                tail.headers["content-range"]
-                == f"bytes {len(data) - 22}-{len(data) - 1}/{len(data)}"
-            )
-            assert client.get(path).content == data
-        assert cached_files(daemon) == {f"cold-range-pkg/{Path(path).name}": len(data)}
-        assert upstream.requests(path) == 2  # one per daemon
+            assert tail.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+            head = client.head(sizeless_path)
+            assert head.status_code == 200
+            assert head.headers["content-length"] == str(len(sizeless))
+            assert head.headers["etag"] == f'"{hashlib.sha256(sizeless).hexdigest()}"'
+        assert upstream.requests(path) == 2  # the range it ignored, then the whole file
+        assert upstream.requests(sizeless_path) == 1
+    finally:
+        stopped(daemon)
+
+
+def test_a_range_from_a_hostile_upstream_is_relayed_never_kept(
+    tmp_path: Path, upstream: StaticUpstream
+) -> None:
+    """A range relayed is the upstream's bytes, as redirect mode would give them; the whole file
+    fetched behind it fails its check, so nothing is kept and a download of it fails."""
+    good = make_wheel("bad-range", "1.0", b"the bytes the page announces" * 40_000)
+    evil = make_wheel("bad-range", "1.0", b"other bytes, as many of them" * 40_000)
+    filename = wheel_filename("bad-range", "1.0")
+    path = upstream.add("bad-range", filename, evil, announce=good)
+    daemon = caching(tmp_path / "local", upstream)
+    try:
+        with daemon.client() as client:
+            assert client.get(path, headers={"Range": "bytes=0-9"}).content == evil[:10]
+        daemon.wait_for_log("sent other bytes than its page announced")
+        with (
+            httpx.stream("GET", f"{daemon.url}{path}") as response,
+            pytest.raises(httpx.RemoteProtocolError),
+        ):
+            response.read()
+        assert cached_files(daemon) == {}
+        assert upstream.requests(path, 200) == 2  # behind the range, then for the download
     finally:
         stopped(daemon)
 
@@ -596,8 +657,15 @@ def test_a_full_cache_disk_still_serves_the_file_checked(
                     response = client.get(big_path)
                     assert response.status_code == 200
                     assert response.content == big
+                # Answered from the page; the fetch behind it cannot keep the file either.
                 head = client.head(big_path)
-                assert head.status_code == 503
+                assert head.status_code == 200
+                assert head.headers["content-length"] == str(len(big))
+                daemon.wait_for_log("cannot write the file cache", 3)
+                deadline = time.monotonic() + 10  # and its temp file gone
+                while any(p.is_file() for p in files.rglob("*")):
+                    assert time.monotonic() < deadline, list(files.rglob("*"))
+                    time.sleep(0.02)
                 assert client.get(small_path).content == small
             assert upstream.requests(big_path) == 3
             expected = [f"{wheel_filename('small-pkg', '1.0')}.{hashlib.sha256(small).hexdigest()}"]
@@ -605,7 +673,6 @@ def test_a_full_cache_disk_still_serves_the_file_checked(
             while [p.name for p in files.glob("*/*")] != expected:
                 assert time.monotonic() < deadline, list(files.glob("*/*"))
                 time.sleep(0.02)
-            assert "cannot write the file cache" in daemon.log()
         finally:
             stopped(daemon)
 

@@ -7,7 +7,11 @@ length announced, and the client's download fails instead of installing other by
 files (PEP 658) are fetched and checked the same way, against the page's core-metadata hash.
 
 Requests for a file being fetched wait for that one fetch (single flight) and are then answered
-from the cache. A cached file is answered with its sha256 as ETag, HEAD and a single Range, or,
+from the cache. A HEAD or a range of a file not cached yet (an installer reading a wheel's metadata
+from its end) does not wait: the whole file is fetched behind the answer, a HEAD is answered from
+the size the page announced and a range is relayed from the upstream, as a client in redirect
+mode would have read it there; those parts are never kept, and the whole file is answered only
+checked. A cached file is answered with its sha256 as ETag, HEAD and a single Range, or,
 behind the shipped nginx front (which sends `X-Insiders-Accel: /PREFIX/`) and when the files are
 kept where nginx can read them (`file-cache-directory`), with an empty answer whose
 `X-Accel-Redirect` lets nginx send the file itself.
@@ -49,6 +53,9 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # A wheel's or sdist's filename (what a hostile upstream page names otherwise is not fetched).
 SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 METADATA = ".metadata"
+# Fetches with no client on them (behind a HEAD or a range) at most at a time: an installer's
+# resolution reads a few dozen wheels' metadata at once.
+BEHIND = 8
 
 
 @dataclass(eq=False)
@@ -58,6 +65,7 @@ class _Flight:
     done: trio.Event = field(default_factory=trio.Event)
     failure: str | None = None  # the file could not be had
     unkept: str | None = None  # the file was had, checked, and not kept
+    entry: Entry | None = None  # the file kept
 
 
 class _Sink:
@@ -122,6 +130,7 @@ class Wanted:
     url: str
     sha256: str
     content_type: bytes
+    size: int | None = None  # what the page announces (PEP 700), for a HEAD before the fetch
 
 
 def wanted(page: ProjectPage, filename: str) -> Wanted | str | None:
@@ -142,7 +151,7 @@ def wanted(page: ProjectPage, filename: str) -> Wanted | str | None:
         return f"the upstream announces no sha256 for {filename}: it is not cached"
     if metadata:
         return Wanted(link.url + METADATA, digest, b"text/plain; charset=utf-8")
-    return Wanted(link.url, digest, b"application/octet-stream")
+    return Wanted(link.url, digest, b"application/octet-stream", link.size)
 
 
 class UpstreamFiles:
@@ -151,6 +160,7 @@ class UpstreamFiles:
     def __init__(self, cache: FileCache) -> None:
         self.cache = cache
         self._flights: dict[tuple[str, str], _Flight] = {}
+        self._behind = trio.CapacityLimiter(BEHIND)
 
     async def serve(
         self, scope: Scope, send: Send, upstream: Upstream, name: NormalizedName, filename: str
@@ -169,6 +179,8 @@ class UpstreamFiles:
             return await send_text(send, 404, f"No file {filename} in {name}")
         if isinstance(found, str):
             return await send_text(send, 502, found)
+        if scope["method"] != "GET" or header(scope, b"range"):
+            return await self._serve_part(scope, send, upstream, name, filename, found)
         key = (name, filename)
         while True:
             flight = self._flights.get(key)
@@ -182,28 +194,65 @@ class UpstreamFiles:
             if flight.failure is not None:
                 return await send_text(send, 502, flight.failure)
         self._flights[key] = flight = _Flight()
-        # A range (an installer reading a wheel's metadata from its end) is answered from the
-        # cache once the whole file is there and checked: streamed whole instead, the file
-        # would tell the installer that this index has no ranges, and it would then download
-        # every wheel whole to read its metadata, and again to install it.
-        whole = scope["method"] == "GET" and not header(scope, b"range")
         try:
-            to_client = send if whole else None
-            entry = await self._fetch(upstream, name, filename, found, to_client, flight)
+            await self._fetch(upstream, name, filename, found, send, flight)
         finally:
             del self._flights[key]
             flight.done.set()
-        if to_client is None:
-            if flight.failure is not None:
-                return await send_text(send, 502, flight.failure)
-            if entry is None and scope["method"] == "GET":
-                # Checked but not kept (a full disk, larger than the cache): sent whole.
-                unkept = _Flight()
-                await self._fetch(upstream, name, filename, found, send, unkept)
-                return None
-            if entry is None:
-                return await send_text(send, 503, f"{filename}: {flight.unkept}")
-            await self._send_entry(scope, send, entry)
+
+    async def _serve_part(
+        self, scope: Scope, send: Send, upstream: Upstream, name: str, filename: str, want: Wanted
+    ) -> None:
+        """A HEAD or a range of a file not cached: an installer reading a wheel's metadata from
+        its end (uv does when the page announces no metadata file), then, most often, the whole
+        wheel. The whole file is fetched into the cache behind this answer, which does not wait
+        for it: made to wait, every metadata read of a resolution waited for a whole wheel (uv
+        took 1.2x as long as from the upstream directly). The parts relayed are not the file
+        and are never kept; an upstream that has no ranges or no size on its page gets the
+        answer from the checked file."""
+        done = self.cache.peek(name, filename)
+        if done is not None:
+            return await self._send_entry(scope, send, done)
+        flight = self._fetch_behind(upstream, name, filename, want)
+        if await _relay_part(scope, send, upstream, want):
+            return None
+        await flight.done.wait()
+        if flight.failure is not None:
+            return await send_text(send, 502, flight.failure)
+        if flight.entry is not None:
+            return await self._send_entry(scope, send, flight.entry)
+        if scope["method"] == "GET":
+            # Checked but not kept (a full disk, larger than the cache): sent whole, as RFC
+            # 9110 allows for a range.
+            await self._fetch(upstream, name, filename, want, send, _Flight())
+            return None
+        return await send_text(send, 503, f"{filename}: {flight.unkept}")
+
+    def _fetch_behind(self, upstream: Upstream, name: str, filename: str, want: Wanted) -> _Flight:
+        """The file's flight, started with no client on it if there is none: at most
+        BEHIND at a time (anyone who may read can ask for a HEAD of every file upstream)."""
+        key = (name, filename)
+        flight = self._flights.get(key)
+        if flight is None:
+            self._flights[key] = flight = _Flight()
+            trio.lowlevel.spawn_system_task(
+                self._fly, upstream, name, filename, want, flight, name=f"fetch {filename}"
+            )
+        return flight
+
+    async def _fly(
+        self, upstream: Upstream, name: str, filename: str, want: Wanted, flight: _Flight
+    ) -> None:
+        try:
+            async with self._behind:
+                flight.entry = await self._fetch(upstream, name, filename, want, None, flight)
+        except Exception as error:
+            # A system task's failure would end the daemon: this fetch was only a head start.
+            log.exception("%s/%s: fetching behind a HEAD or a range failed", name, filename)
+            flight.failure = f"fetching {filename} failed: {error}"
+        finally:
+            del self._flights[(name, filename)]
+            flight.done.set()
 
     async def fetch_ahead(
         self, upstream: Upstream, name: str, filename: str, want: Wanted
@@ -360,6 +409,54 @@ class UpstreamFiles:
         await send({"type": "http.response.body", "body": b""})
 
 
+async def _relay_part(scope: Scope, send: Send, upstream: Upstream, want: Wanted) -> bool:
+    """Answer a HEAD from the size the page announces, or a single range from the upstream's own
+    answer to it; False when this cannot be done (no size announced, an upstream down or without
+    ranges, several ranges) and nothing was sent. The bytes of a range are relayed as they come,
+    unchecked, as a client in redirect mode would read them: no ETag and no caching, since they
+    are not known to be the file's. (A HEAD's ETag is the sha256 a GET's answer is checked
+    against: it can only ever be that file.)"""
+    headers = [(b"content-type", want.content_type), (b"accept-ranges", b"bytes")]
+    if scope["method"] == "HEAD":
+        if want.size is None:
+            return False
+        headers += [
+            (b"content-length", str(want.size).encode()),
+            (b"etag", f'"{want.sha256}"'.encode()),
+        ]
+        await _empty(send, 200, headers)
+        return True
+    wanted_range = header(scope, b"range").decode("latin-1").strip()
+    if not _RANGE.match(wanted_range) or upstream.down() is not None:
+        return False
+    started = False
+    try:
+        async with upstream.client.stream(
+            "GET", want.url, headers={"Range": wanted_range, "Accept-Encoding": "identity"}
+        ) as response:
+            if response.status_code not in (206, 416):
+                return False
+            headers.append((b"cache-control", b"no-store"))
+            for name in ("content-range", "content-length"):
+                if name in response.headers:
+                    headers.append((name.encode(), response.headers[name].encode("latin-1")))
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            started = True
+            async for chunk in response.aiter_raw(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as error:
+        why = upstream.failed(error, want.url)
+        if not started:
+            return False
+        log.warning("%s", why)
+        _abort()
+        return True
+    await send({"type": "http.response.body", "body": b""})
+    return True
+
+
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     """A single `bytes=` range as [start, end); None when it cannot be satisfied. Several ranges
     or another unit are answered with the whole file ((0, size)), as RFC 9110 allows."""
@@ -400,7 +497,8 @@ def _abort() -> None:
 
 
 async def _empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    if status != 304:
+    """An answer without a body (a HEAD's keeps the length a GET would have)."""
+    if status != 304 and all(key != b"content-length" for key, _ in headers):
         headers = [*headers, (b"content-length", b"0")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
