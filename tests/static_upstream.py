@@ -29,7 +29,8 @@ def metadata_of(wheel: bytes | Path) -> bytes:
 
 
 class StaticUpstream:
-    def __init__(self, where: Path) -> None:
+    def __init__(self, where: Path, hung: str | None = None) -> None:
+        """`hung`: a server that never answers, behind the pages of `hung-*` projects."""
         self.where = where
         self.tree = where / "tree"
         self.port = free_port()
@@ -53,6 +54,7 @@ server {{
         default_type application/octet-stream;
         limit_rate {SLOW_RATE};
     }}
+    {f"location /simple/hung- {{ proxy_pass {hung}; proxy_read_timeout 300s; }}" if hung else ""}
     location /files/norange- {{
         types {{ }}
         default_type application/octet-stream;

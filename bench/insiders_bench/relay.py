@@ -20,6 +20,7 @@ import contextlib
 import socket
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 BUFFER = 256 << 10
@@ -191,17 +192,33 @@ class Relay:
             self.from_upstream += size
 
 
+_addresses: dict[tuple[str, int], tuple[Any, ...]] = {}
+_resolving = threading.Lock()
+
+
+def _address(host: str, port: int) -> tuple[Any, ...]:
+    """The upstream's address, looked up once per host and port, as a site's caching resolver
+    answers: this machine's resolver drops lookups made many at once (a client that opens a
+    hundred connections would wait 5 or 10 s on some of them, and one that multiplexes on one
+    connection would not: a figure of the resolver, not of the client); a failed lookup is
+    tried again."""
+    with _resolving:
+        if (host, port) not in _addresses:
+            for attempt in range(3):
+                try:
+                    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    break
+                except socket.gaierror:
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.2)
+            _addresses[(host, port)] = found[0][4]
+        return _addresses[(host, port)]
+
+
 def _connect(host: str, port: int) -> socket.socket:
-    """A connection to the upstream; a failed name lookup is tried again (this machine's resolver
-    fails now and then, which would be charged to whichever row it happened in)."""
-    for attempt in range(3):
-        try:
-            return socket.create_connection((host, port), timeout=30)
-        except socket.gaierror:
-            if attempt == 2:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
+    """A connection to the upstream."""
+    return socket.create_connection(_address(host, port)[:2], timeout=30)
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:

@@ -188,6 +188,7 @@ class Upstream:
         self._unwritten: dict[NormalizedName, _Cached | None] = {}
         self._writing = False
         self._down: tuple[float, str] | None = None  # (until, trio clock; why)
+        self._answered_at = -float("inf")  # trio clock
 
     def reconfigure(self, new: Settings) -> tuple[str, ...]:
         """A reload's [upstream], its url already chosen (never this index: see app.resolve_
@@ -239,13 +240,22 @@ class Upstream:
             return None
         return self._down[1]
 
+    def answered(self) -> None:
+        """Note that the upstream just answered a request (its status line came)."""
+        self._answered_at = trio.current_time()
+
     def failed(self, error: httpx.HTTPError, url: str) -> str:
         """Record a failure to reach the upstream, the message for the client. An upstream that
-        cannot be reached (connection refused, no such host) or does not answer in time is down:
-        the next requests do not wait for it. A connection dropped once (a reset, a proxy's
-        hiccup) fails its own request only."""
+        cannot be reached (connection refused, no such host, no connection in time) is down: the
+        next requests do not wait for it; so is one that answered nothing for as long as this
+        request waited (a hung host). One request that times out while others are answered (a
+        stalled connection, a proxy's hiccup), or a connection dropped once, fails only itself:
+        taking the upstream as down then failed every other request of an install for 10 s."""
         why = f"upstream {url} failed: {str(error) or type(error).__name__}"
-        if isinstance(error, httpx.ConnectError | httpx.TimeoutException):
+        silent = trio.current_time() - self._answered_at >= (self._client.timeout.read or 0.0)
+        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout) or (
+            isinstance(error, httpx.TimeoutException) and silent
+        ):
             self._down = (trio.current_time() + DOWN_FOR, why)
         return why
 
@@ -309,6 +319,7 @@ class Upstream:
         url = self.redirect_url(name)
         try:
             async with self._client.stream("GET", url, headers={"Accept": ACCEPT}) as response:
+                self.answered()
                 if response.status_code != 404:
                     response.raise_for_status()
                 answer = (time.time(), response.status_code != 404)
@@ -328,6 +339,7 @@ class Upstream:
             if (down := self.down()) is not None:
                 raise UpstreamError(down)
             response = await self._client.get(url, headers={"Accept": ACCEPT})
+            self.answered()
             if response.status_code == 404:
                 page = None
             else:

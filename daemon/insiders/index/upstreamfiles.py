@@ -8,13 +8,15 @@ files (PEP 658) are fetched and checked the same way, against the page's core-me
 
 Requests for a file being fetched wait for that one fetch (single flight) and are then answered
 from the cache. A HEAD or a range of a file not cached yet (an installer reading a wheel's metadata
-from its end) does not wait: the whole file is fetched behind the answer, a HEAD is answered from
-the size the page announced and a range is relayed from the upstream, as a client in redirect
-mode would have read it there; those parts are never kept, and the whole file is answered only
-checked. A cached file is answered with its sha256 as ETag, HEAD and a single Range, or,
-behind the shipped nginx front (which sends `X-Insiders-Accel: /PREFIX/`) and when the files are
-kept where nginx can read them (`file-cache-directory`), with an empty answer whose
-`X-Accel-Redirect` lets nginx send the file itself.
+from its end, as uv does when the page announces no metadata file) does not wait for the whole
+file: a HEAD is answered from the size the page announces, a range is relayed from the upstream
+as a client in redirect mode would have read it there. Those parts are never kept; the file is
+kept, and answered whole, only checked.
+
+A cached file is answered with its sha256 as ETag, HEAD and a single Range, or, behind the
+shipped nginx front (which sends `X-Insiders-Accel: /PREFIX/`) and when the files are kept where
+nginx can read them (`file-cache-directory`), with an empty answer whose `X-Accel-Redirect` lets
+nginx send the file itself.
 """
 
 from __future__ import annotations
@@ -53,9 +55,6 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # A wheel's or sdist's filename (what a hostile upstream page names otherwise is not fetched).
 SAFE_FILENAME = re.compile(r"[A-Za-z0-9_+!][A-Za-z0-9._+!-]*")
 METADATA = ".metadata"
-# Fetches with no client on them (behind a HEAD or a range) at most at a time: an installer's
-# resolution reads a few dozen wheels' metadata at once.
-BEHIND = 8
 
 
 @dataclass(eq=False)
@@ -65,7 +64,6 @@ class _Flight:
     done: trio.Event = field(default_factory=trio.Event)
     failure: str | None = None  # the file could not be had
     unkept: str | None = None  # the file was had, checked, and not kept
-    entry: Entry | None = None  # the file kept
 
 
 class _Sink:
@@ -160,7 +158,6 @@ class UpstreamFiles:
     def __init__(self, cache: FileCache) -> None:
         self.cache = cache
         self._flights: dict[tuple[str, str], _Flight] = {}
-        self._behind = trio.CapacityLimiter(BEHIND)
 
     async def serve(
         self, scope: Scope, send: Send, upstream: Upstream, name: NormalizedName, filename: str
@@ -179,8 +176,9 @@ class UpstreamFiles:
             return await send_text(send, 404, f"No file {filename} in {name}")
         if isinstance(found, str):
             return await send_text(send, 502, found)
-        if scope["method"] != "GET" or header(scope, b"range"):
-            return await self._serve_part(scope, send, upstream, name, filename, found)
+        whole = scope["method"] == "GET" and not header(scope, b"range")
+        if not whole and await _relay_part(scope, send, upstream, found):
+            return None
         key = (name, filename)
         while True:
             flight = self._flights.get(key)
@@ -194,65 +192,27 @@ class UpstreamFiles:
             if flight.failure is not None:
                 return await send_text(send, 502, flight.failure)
         self._flights[key] = flight = _Flight()
+        # A part that could not be relayed (see _relay_part) waits for the checked file: made
+        # to wait, every metadata read of uv's resolution waited for a whole wheel (uv took
+        # 1.2x as long as from the upstream directly); answered with the whole file, the index
+        # would look like one without ranges, and uv would download every wheel twice.
         try:
-            await self._fetch(upstream, name, filename, found, send, flight)
+            to_client = send if whole else None
+            entry = await self._fetch(upstream, name, filename, found, to_client, flight)
         finally:
             del self._flights[key]
             flight.done.set()
-
-    async def _serve_part(
-        self, scope: Scope, send: Send, upstream: Upstream, name: str, filename: str, want: Wanted
-    ) -> None:
-        """A HEAD or a range of a file not cached: an installer reading a wheel's metadata from
-        its end (uv does when the page announces no metadata file), then, most often, the whole
-        wheel. The whole file is fetched into the cache behind this answer, which does not wait
-        for it: made to wait, every metadata read of a resolution waited for a whole wheel (uv
-        took 1.2x as long as from the upstream directly). The parts relayed are not the file
-        and are never kept; an upstream that has no ranges or no size on its page gets the
-        answer from the checked file."""
-        done = self.cache.peek(name, filename)
-        if done is not None:
-            return await self._send_entry(scope, send, done)
-        flight = self._fetch_behind(upstream, name, filename, want)
-        if await _relay_part(scope, send, upstream, want):
-            return None
-        await flight.done.wait()
-        if flight.failure is not None:
-            return await send_text(send, 502, flight.failure)
-        if flight.entry is not None:
-            return await self._send_entry(scope, send, flight.entry)
-        if scope["method"] == "GET":
-            # Checked but not kept (a full disk, larger than the cache): sent whole, as RFC
-            # 9110 allows for a range.
-            await self._fetch(upstream, name, filename, want, send, _Flight())
-            return None
-        return await send_text(send, 503, f"{filename}: {flight.unkept}")
-
-    def _fetch_behind(self, upstream: Upstream, name: str, filename: str, want: Wanted) -> _Flight:
-        """The file's flight, started with no client on it if there is none: at most
-        BEHIND at a time (anyone who may read can ask for a HEAD of every file upstream)."""
-        key = (name, filename)
-        flight = self._flights.get(key)
-        if flight is None:
-            self._flights[key] = flight = _Flight()
-            trio.lowlevel.spawn_system_task(
-                self._fly, upstream, name, filename, want, flight, name=f"fetch {filename}"
-            )
-        return flight
-
-    async def _fly(
-        self, upstream: Upstream, name: str, filename: str, want: Wanted, flight: _Flight
-    ) -> None:
-        try:
-            async with self._behind:
-                flight.entry = await self._fetch(upstream, name, filename, want, None, flight)
-        except Exception as error:
-            # A system task's failure would end the daemon: this fetch was only a head start.
-            log.exception("%s/%s: fetching behind a HEAD or a range failed", name, filename)
-            flight.failure = f"fetching {filename} failed: {error}"
-        finally:
-            del self._flights[(name, filename)]
-            flight.done.set()
+        if to_client is None:
+            if flight.failure is not None:
+                return await send_text(send, 502, flight.failure)
+            if entry is None and scope["method"] == "GET":
+                # Checked but not kept (a full disk, larger than the cache): sent whole, as
+                # RFC 9110 allows for a range.
+                await self._fetch(upstream, name, filename, found, send, _Flight())
+                return None
+            if entry is None:
+                return await send_text(send, 503, f"{filename}: {flight.unkept}")
+            await self._send_entry(scope, send, entry)
 
     async def fetch_ahead(
         self, upstream: Upstream, name: str, filename: str, want: Wanted
@@ -306,6 +266,7 @@ class UpstreamFiles:
                 raise UpstreamError(down)
             try:
                 async with upstream.client.stream("GET", want.url) as response:
+                    upstream.answered()
                     if response.status_code != 200:
                         raise UpstreamError(
                             f"upstream {want.url} answered {response.status_code} "
@@ -316,6 +277,7 @@ class UpstreamFiles:
                         length = None
                     held = b""
                     async for chunk in response.aiter_bytes(CHUNK):
+                        upstream.answered()
                         digest.update(chunk)
                         # Each chunk to the client first, then to the disk: the client
                         # waits for no write.
@@ -434,6 +396,7 @@ async def _relay_part(scope: Scope, send: Send, upstream: Upstream, want: Wanted
         async with upstream.client.stream(
             "GET", want.url, headers={"Range": wanted_range, "Accept-Encoding": "identity"}
         ) as response:
+            upstream.answered()
             if response.status_code not in (206, 416):
                 return False
             headers.append((b"cache-control", b"no-store"))
