@@ -87,7 +87,7 @@ server {{
         size: bool = True,
     ) -> str:
         """Publish a file (and its PEP 658 metadata); the page announces the sha256 of `announce`
-        when given, of `data` otherwise, and the file's size (PEP 700) unless not `size`. The
+        when given, of `data` otherwise, and its size (PEP 700) unless not `size`. The
         file's path on the upstream."""
         folder = self.tree / "files" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ server {{
             "hashes": {"sha256": hashlib.sha256(announce or data).hexdigest()},
         }
         if size:
-            entry["size"] = len(data)
+            entry["size"] = len(announce or data)
         if metadata is not None:
             (folder / f"{filename}.metadata").write_bytes(metadata)
             entry["core-metadata"] = {"sha256": hashlib.sha256(metadata).hexdigest()}

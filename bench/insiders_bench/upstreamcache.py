@@ -434,12 +434,13 @@ def _top_level(requirements: Path) -> int | None:
 # -- the report --------------------------------------------------------------------------------
 
 
-def ratio(figures: dict[str, Any], client: str, mode: str) -> float | None:
-    """The row's time over the direct row's, round by round, and the median of those ratios:
-    the machine's load changes between rounds (it is shared), and a row is compared with the
-    direct install of its own round. Runs that failed have no time: then the medians' ratio."""
+def ratio(figures: dict[str, Any], client: str, mode: str, over: str = "direct") -> float | None:
+    """The row's time over the direct row's (or `over`'s), round by round, and the median of
+    those ratios: the machine's load changes between rounds (it is shared), and a row is
+    compared with the direct install of its own round. Runs that failed have no time: then the
+    medians' ratio."""
     rows = figures["rows"][client]
-    base, this = rows["direct"], rows[mode]
+    base, this = rows[over], rows[mode]
     if base["ok"] == base["runs"] and this["ok"] == this["runs"] == base["runs"] > 0:
         return statistics.median(
             t / d for t, d in zip(this["times_s"], base["times_s"], strict=True)
@@ -491,6 +492,21 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
     return found
 
 
+def floor_shares(figures: dict[str, Any]) -> str:
+    """The warm rows over the floor: what the index itself adds to a client's own install (the
+    floor bounds how much faster than direct any index can make it)."""
+    lines = ["warm over the floor (the same wheels from a directory, no index):"]
+    for client in figures["clients"]:
+        shares = []
+        for mode in ("warm", "front", "unplugged"):
+            value = ratio(figures, client, mode, over="floor")
+            shares.append(f"{mode} {'-' if value is None else f'x{value:.2f}'}")
+        direct = ratio(figures, client, "floor")
+        floor = "-" if direct is None else f"x{direct:.2f}"
+        lines.append(f"  {client:3}  {', '.join(shares)}  (the floor itself: {floor} of direct)")
+    return "\n".join(lines)
+
+
 def summary(results: dict[str, Any]) -> str:
     figures = results["upstream_cache"]
     machine = results["machine"]
@@ -504,6 +520,7 @@ def summary(results: dict[str, Any]) -> str:
         f"cache mode's file links {figures.get('file_links', 'relative')}",
         table(figures),
         "targets:\n" + "\n".join(f"{v:5} {n:60} {f}" for n, f, v in targets(figures)),
+        floor_shares(figures),
     ]
     failures = [
         f"{client} {LABELS[mode]}: {why}"

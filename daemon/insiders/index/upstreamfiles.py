@@ -374,10 +374,11 @@ class UpstreamFiles:
 async def _relay_part(scope: Scope, send: Send, upstream: Upstream, want: Wanted) -> bool:
     """Answer a HEAD from the size the page announces, or a single range from the upstream's own
     answer to it; False when this cannot be done (no size announced, an upstream down or without
-    ranges, several ranges) and nothing was sent. The bytes of a range are relayed as they come,
-    unchecked, as a client in redirect mode would read them: no ETag and no caching, since they
-    are not known to be the file's. (A HEAD's ETag is the sha256 a GET's answer is checked
-    against: it can only ever be that file.)"""
+    ranges, several ranges, a range of a file of another size than announced) and nothing was
+    sent. The bytes of a range are relayed as they come, unchecked, as a client in redirect mode
+    would read them: no ETag and no caching, since they are not known to be the file's. (A
+    HEAD's ETag is the sha256 a GET's answer is checked against: it can only ever be that
+    file.)"""
     headers = [(b"content-type", want.content_type), (b"accept-ranges", b"bytes")]
     if scope["method"] == "HEAD":
         if want.size is None:
@@ -397,7 +398,7 @@ async def _relay_part(scope: Scope, send: Send, upstream: Upstream, want: Wanted
             "GET", want.url, headers={"Range": wanted_range, "Accept-Encoding": "identity"}
         ) as response:
             upstream.answered()
-            if response.status_code not in (206, 416):
+            if response.status_code not in (206, 416) or not _of_size(response, want.size):
                 return False
             headers.append((b"cache-control", b"no-store"))
             for name in ("content-range", "content-length"):
@@ -418,6 +419,13 @@ async def _relay_part(scope: Scope, send: Send, upstream: Upstream, want: Wanted
         return True
     await send({"type": "http.response.body", "body": b""})
     return True
+
+
+def _of_size(response: httpx.Response, size: int | None) -> bool:
+    """Whether a range answer names the size of the whole file the page announced (an
+    upstream whose file is another one than its page says gets no part of it relayed)."""
+    total = response.headers.get("content-range", "").rpartition("/")[2].strip()
+    return size is None or total == str(size)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
