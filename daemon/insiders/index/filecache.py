@@ -134,8 +134,8 @@ class FileCache:
 
     def keep(self, name: str, filename: str, temp: Path, sha256: str) -> Entry | None:
         """Rename a fetched and verified temp file into place (fsynced first), as the newest
-        entry; the least recently used go beyond the limit. A file larger than the whole limit
-        is not kept (None)."""
+        entry, the least recently used evicted first to make room for it. A file larger than
+        the whole limit is not kept (None)."""
         size = temp.stat().st_size
         if size > self.limit:
             temp.unlink(missing_ok=True)
@@ -150,11 +150,11 @@ class FileCache:
         with self._lock:
             entries = self._known()
             self._forget((name, filename))
+            while entries and self._size + size > self.limit:
+                self._forget(next(iter(entries)))
             os.replace(temp, self.path(entry))
             entries[(name, filename)] = entry
             self._size += size
-            while self._size > self.limit:
-                self._forget(next(iter(entries)))
         # Outside the lock, which the event loop takes too (`peek`): a rename lost in a crash
         # loses only a cached copy.
         fsync_dir(temp.parent)

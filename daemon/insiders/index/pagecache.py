@@ -93,19 +93,20 @@ class DiskPages:
         return self._sizes
 
     def save(self, name: str, data: bytes) -> None:
-        """Keep `data` as the newest page, evicting the least recently used beyond the limit; a
-        page larger than the limit replaces no copy and is not kept."""
+        """Keep `data` as the newest page, the least recently used evicted first to make room
+        (the directory never holds more than the limit, not even between the two); a page
+        larger than the limit replaces no copy and is not kept."""
         with self._lock:
             sizes = self._known()
             self._forget(name)
             if len(data) > self.limit:
                 return
+            while sizes and self._total + len(data) > self.limit:
+                self._forget(next(iter(sizes)))
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic_write(self._path(name), data)
             sizes[name] = len(data)
             self._total += len(data)
-            while self._total > self.limit:
-                self._forget(next(iter(sizes)))
 
     def load(self, name: str) -> bytes | None:
         with self._lock:
