@@ -370,9 +370,10 @@ def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
     tmp_path: Path, wheelhouse: Daemon
 ) -> None:
     """1,000 bodies of 250 KiB with made-up signatures, 200 at once: the hooks hold a fixed
-    budget of unverified bytes, not each body until it ends (which took 90 MB and more, and kept
-    it). What is left (25 MB or so) is the HTTP layer's own cost of 200 connections that send
-    bodies, the same for refused uploads."""
+    budget of unverified bytes, not each body until it ends. Holding each body took 100 MB after
+    the first 200 and 167 MB after 600, and kept it. What is left (14 to 58 MB measured, as the
+    allocator keeps what it had at the peak) is the HTTP layer's own cost of 200 connections that
+    send bodies, the same for refused uploads; the bound sits between the two."""
     daemon = hooked_daemon(tmp_path, wheelhouse)
     try:
         assert daemon.proc is not None
@@ -383,7 +384,7 @@ def test_an_anonymous_flood_costs_a_fixed_amount_of_memory(
             for answer, count in trio.run(anonymous_bodies, port, 200, 250 * 1024).items():
                 answers[answer] = answers.get(answer, 0) + count
         grown = rss_mb(daemon.proc.pid) - idle
-        assert grown < 50, f"RSS grew by {grown:.0f} MB: {answers}"
+        assert grown < 85, f"RSS grew by {grown:.0f} MB: {answers}"
         assert set(answers) <= {"HTTP/1.1 401 ", "HTTP/1.1 503 ", "closed while sending"}, answers
         assert answers.get("HTTP/1.1 503 ", 0) > 0, answers  # the budget was used up
         # A body that does not say its size is counted as it comes: over 256 KiB, 413.
