@@ -170,44 +170,54 @@ def install_argv(client: str, index: str | Path, python: Path, requirements: Pat
 
 
 def install(
-    client: str, index: str | Path, requirements: Path, want: dict[str, str], relay: Relay, row: Row
+    client: str,
+    index: str | Path,
+    requirements: Path,
+    want: dict[str, str],
+    relay: Relay,
+    row: Row,
+    venvs: Path,
 ) -> None:
-    """One timed install into a fresh venv, checked against the pinned set; into `row`."""
+    """One timed install into a fresh venv under `venvs`, checked against the pinned set; into
+    `row`. The venv is left for the caller to remove after the last timed install: removing a
+    tree of 30,000 files before the next install made that one's file creation two to three
+    times as slow on a file system without a journal, which skips every inode freed in the last
+    minutes, one by one (`bench/README.md`)."""
     env = client_env(relay)
-    with tempfile.TemporaryDirectory(prefix="bench-upstream-") as scratch:
-        venv = Path(scratch) / "venv"
-        subprocess.run(
-            [_uv(), "venv", "--quiet", str(venv)], env=env, check=True, timeout=120
-        )  # fmt: skip
-        python = venv / "bin" / "python"
-        before = relay.from_upstream
-        started = time.monotonic()
-        try:
-            done = subprocess.run(
-                install_argv(client, index, python, requirements),
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=INSTALL_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            row.runs += 1
-            row.failures.append(f"timed out after {INSTALL_TIMEOUT:.0f} s")
-            return
-        elapsed = time.monotonic() - started
+    venvs.mkdir(parents=True, exist_ok=True)
+    venv = Path(tempfile.mkdtemp(prefix=f"{client}-", dir=venvs)) / "venv"
+    subprocess.run(
+        [_uv(), "venv", "--quiet", str(venv)], env=env, check=True, timeout=120
+    )  # fmt: skip
+    python = venv / "bin" / "python"
+    before = relay.from_upstream
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            install_argv(client, index, python, requirements),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
         row.runs += 1
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            row.failures.append(f"exit {done.returncode}: {' | '.join(tail)}")
-            return
-        missing = _missing(venv, want, env)
-        if missing:
-            row.failures.append(f"installed, but not as pinned: {', '.join(missing[:5])}")
-            return
-        row.ok += 1
-        row.times.append(elapsed)
-        row.upstream_bytes.append(relay.from_upstream - before)
+        row.failures.append(f"timed out after {INSTALL_TIMEOUT:.0f} s")
+        return
+    elapsed = time.monotonic() - started
+    row.runs += 1
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        row.failures.append(f"exit {done.returncode}: {' | '.join(tail)}")
+        return
+    missing = _missing(venv, want, env)
+    if missing:
+        row.failures.append(f"installed, but not as pinned: {', '.join(missing[:5])}")
+        return
+    row.ok += 1
+    row.times.append(elapsed)
+    row.upstream_bytes.append(relay.from_upstream - before)
 
 
 def _missing(venv: Path, want: dict[str, str], env: dict[str, str]) -> list[str]:
@@ -308,11 +318,12 @@ class _Round:
     want: dict[str, str]
     rows: dict[str, dict[str, Row]]
     relay: Relay
+    venvs: Path  # every install's, removed after the run (see `install`)
 
     def one(self, client: str, mode: str, index: str | Path, note: str = "") -> None:
         row = self.rows[client][mode]
         ok = row.ok
-        install(client, index, self.options.requirements, self.want, self.relay, row)
+        install(client, index, self.options.requirements, self.want, self.relay, row, self.venvs)
         figure = f"{row.times[-1]:.1f} s" if row.ok > ok else f"FAILED: {row.failures[-1]}"
         self.options.log(f"  {client:3} {LABELS[mode]:34} {figure}{note}")
 
@@ -388,7 +399,7 @@ def measure_upstream_cache(scratch: Path, options: UpstreamOptions) -> dict[str,
     for number in range(1, options.rounds + 1):
         options.log(f"round {number}/{options.rounds}")
         work = scratch / f"round-{number}"
-        round_ = _Round(options, want, rows, Relay(options.link))
+        round_ = _Round(options, want, rows, Relay(options.link), scratch / "venvs")
         caches: dict[str, Daemon] = {}
         try:
             redirect = start_daemon(work / "redirect", "redirect", options.upstream, round_.relay)
