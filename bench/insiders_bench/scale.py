@@ -20,7 +20,10 @@ insidersd on the store:
   one whose linear projection from the last size exceeds the bound: the output says which.
 
 Uploads are removed from the cached store afterwards (the manifest of the largest project is put
-back as it was), so every run measures the same store.
+back as it was), so every run measures the same store. Nothing else is removed before the run
+ends (the copies, the restored stores, each size's scratch): on a file system that is slow to
+create files just after many were removed (ext4 without a journal, as here: bench/README.md),
+removing a tree of 10^4-10^6 files made the next step's first tenths the slowest.
 """
 
 from __future__ import annotations
@@ -539,7 +542,6 @@ def restore(config: str, name: str, scratch: Path, files: int, timeout: float) -
     finally:
         server.stop()
         listener.close()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 def start_copy(
@@ -687,7 +689,6 @@ def measure_mirror(
     else:
         result = restore(dir_config, "dir", scratch / "dir-restore", dataset.files, timeout)
         note("dir_restore", result, f"restore from the directory ({result['files']:,} files)")
-    shutil.rmtree(scratch / "dir", ignore_errors=True)
     if "s3_copy" in skip:
         figures["s3_copy"] = {"skipped": skip["s3_copy"]}
         figures["s3_restore"] = {"skipped": skip["s3_copy"]}
@@ -873,7 +874,6 @@ def run_scale(work: Path, scratch_root: Path, options: ScaleOptions) -> dict[str
                 figures["mirror"] = {"error": f"failed: {error}"}
             previous = (label, dataset.files, figures["mirror"])
         results["sizes"][label] = figures
-        shutil.rmtree(scratch_root / label, ignore_errors=True)
     return results
 
 
