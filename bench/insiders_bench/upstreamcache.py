@@ -459,6 +459,10 @@ def ratio(figures: dict[str, Any], client: str, mode: str, over: str = "direct")
     return this["median_s"] / base["median_s"] if base["median_s"] and this["median_s"] else None
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"x{value:.2f}"
+
+
 def table(figures: dict[str, Any]) -> str:
     clients = figures["clients"]
     header = f"{'':34}" + "".join(
@@ -470,10 +474,9 @@ def table(figures: dict[str, Any]) -> str:
         line = f"{LABELS[mode]:34}"
         for client in clients:
             row = figures["rows"][client][mode]
-            value = ratio(figures, client, mode)
             median = "-" if row["median_s"] is None else f"{row['median_s']:.2f}"
             mb = "-" if row["upstream_mb"] is None else f"{row['upstream_mb']:.1f}"
-            times = "-" if value is None else f"x{value:.2f}"
+            times = _times(ratio(figures, client, mode))
             line += f"{median:>10}{times:>10}{mb:>13}{row['ok']:>4}/{row['runs']:<2}"
         lines.append(line)
     return "\n".join([*lines, notes])
@@ -490,7 +493,7 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
         ):
             value = ratio(figures, client, mode)
             verdict = "PASS" if value is not None and value <= limit else "FAIL"
-            found.append((f"{client}: {name}", "-" if value is None else f"x{value:.2f}", verdict))
+            found.append((f"{client}: {name}", _times(value), verdict))
         row = figures["rows"][client]["unplugged"]
         complete = row["runs"] > 0 and row["ok"] == row["runs"]
         found.append(
@@ -508,12 +511,11 @@ def floor_shares(figures: dict[str, Any]) -> str:
     floor bounds how much faster than direct any index can make it)."""
     lines = ["warm over the floor (the same wheels from a directory, no index):"]
     for client in figures["clients"]:
-        shares = []
-        for mode in ("warm", "front", "unplugged"):
-            value = ratio(figures, client, mode, over="floor")
-            shares.append(f"{mode} {'-' if value is None else f'x{value:.2f}'}")
-        direct = ratio(figures, client, "floor")
-        floor = "-" if direct is None else f"x{direct:.2f}"
+        shares = [
+            f"{mode} {_times(ratio(figures, client, mode, over='floor'))}"
+            for mode in ("warm", "front", "unplugged")
+        ]
+        floor = _times(ratio(figures, client, "floor"))
         lines.append(f"  {client:3}  {', '.join(shares)}  (the floor itself: {floor} of direct)")
     return "\n".join(lines)
 
